@@ -1,0 +1,346 @@
+"""The ``xdefect`` command line (the only module that reads argv).
+
+Every command reports bad input (a missing path, an unreadable image, malformed ground
+truth...) as one line on stderr, ``xdefect: error: FILE: problem``, and exits with
+status 2, without a traceback and without leaving half-written outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xdefect import __version__
+from xdefect.errors import InputError
+
+PROG = "xdefect"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own status)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _root_arg(p: argparse.ArgumentParser, flag: str = "--root") -> None:
+    from xdefect.gdxray import ENV_VAR
+
+    p.add_argument(flag, type=Path, default=None,
+                   help=f"GDXray root, the folder that holds Castings/ "
+                        f"(default: ${ENV_VAR}, else ../shared/data/gdxray)")
+
+
+def _root(value: Path | None) -> Path:
+    from xdefect.gdxray import default_root
+
+    return value if value is not None else default_root()
+
+
+# ------------------------------------------------------------------------------ gdxray
+
+
+def cmd_gdxray_info(args: argparse.Namespace) -> int:
+    from xdefect.gdxray import series_info
+
+    info = series_info(_root(args.root))
+    if args.json:
+        doc = {"root": info["root"],
+               "series": {s: {k: v for k, v in d.items() if k != "annotated"}
+                          for s, d in info["series"].items()},
+               "total": info["total"]}
+        print(json.dumps(doc, indent=2))
+        return 0
+    cols = ("images", "height", "width", "boxes", "images_with_boxes", "odd", "even")
+    heads = ("images", "height", "width", "boxes", "with boxes", "odd", "even")
+    print(f"GDXray root: {info['root']}")
+    print(f"{'series':<8}" + "".join(f"{h:>11}" for h in heads))
+    for s, d in info["series"].items():
+        row = "".join(f"{d[c]:>11}" for c in cols)
+        note = "" if d["annotated"] else "  (no ground truth: unscored)"
+        print(f"{s:<8}{row}{note}")
+    t = info["total"]
+    print(f"{'total':<8}{t['images']:>11}{'':>22}{t['boxes']:>11}")
+    return 0
+
+
+def cmd_gdxray_show(args: argparse.Namespace) -> int:
+    from xdefect import gdxray
+    from xdefect.io import write_image
+    from xdefect.report import overlay
+
+    root = _root(args.root)
+    recs = [r for r in gdxray.list_images(root, [args.series]) if r.number == args.number]
+    if not recs:
+        raise InputError(f"{gdxray.castings_dir(root) / args.series}: "
+                         f"no image number {args.number}")
+    smp = gdxray.load_sample(recs[0], gdxray.load_ground_truth(root, args.series))
+    mask = gdxray.casting_mask(smp.image)
+    write_image(args.out, overlay(smp.image, ground_truth=smp.boxes, mask=mask,
+                                  thickness=args.thickness))
+    print(f"{args.out}: {smp.record.stem}, {len(smp.boxes)} ground-truth boxes (red), "
+          f"casting mask outline (blue), {100 * mask.mean():.1f}% of the image")
+    return 0
+
+
+def cmd_gdxray_masks(args: argparse.Namespace) -> int:
+    from xdefect.gdxray import mask_report
+
+    rep = mask_report(_root(args.root), args.series)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    print(f"{'series':<8}{'images':>8}{'mask %':>9}{'boxes':>7}{'centre in':>11}{'%':>8}")
+    for s, d in rep.items():
+        if s == "total":
+            continue
+        frac = "-" if d["fraction_inside"] is None else f"{100 * d['fraction_inside']:.1f}"
+        print(f"{s:<8}{d['images']:>8}{100 * d['mask_fraction']:>9.1f}{d['boxes']:>7}"
+              f"{d['boxes_centre_inside']:>11}{frac:>8}")
+    t = rep["total"]
+    frac = "-" if t["fraction_inside"] is None else f"{100 * t['fraction_inside']:.1f}"
+    print(f"{'total':<8}{'':>8}{'':>9}{t['boxes']:>7}{t['boxes_centre_inside']:>11}{frac:>8}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- simulate
+
+
+def _sampler_config(args: argparse.Namespace):
+    from xdefect.simulate import Geometry, SamplerConfig
+
+    lo, hi = args.axes_mm
+    if not (0 < lo <= hi):
+        raise InputError(f"--axes-mm {lo} {hi}: need 0 < min <= max")
+    mlo, mhi = args.mu
+    if not (0 < mlo <= mhi):
+        raise InputError(f"--mu {mlo} {mhi}: need 0 < min <= max")
+    if args.mm_per_px <= 0:
+        raise InputError(f"--mm-per-px {args.mm_per_px}: must be positive")
+    geo = Geometry(args.mm_per_px, args.source_distance)
+    return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from xdefect import simulate
+    from xdefect.gdxray import casting_mask
+    from xdefect.io import read_image, write_image, write_json
+    from xdefect.report import patch_grid
+
+    cfg = _sampler_config(args)
+    rng = np.random.default_rng(args.seed)
+    if args.input == "phantom":
+        ph = simulate.phantom(seed=args.seed)
+        image, mask, depth, name = ph.image, ph.mask, 8, "phantom"
+    else:
+        rad = read_image(args.input)
+        image, depth, name = rad.pixels, rad.bit_depth, str(rad.path)
+        mask = casting_mask(image)
+    if args.grid is None and args.out is None:
+        raise InputError("simulate: give --out OUT.png (image) or --grid OUT.png (patch grid)")
+    if args.grid is not None:
+        patches = simulated_patch_grid(image, mask, cfg, rng, n=64)
+        write_image(args.grid, patch_grid(patches, cols=8))
+        print(f"{args.grid}: 8x8 grid of 32x32 patches with simulated defects")
+        if args.out is None:
+            return 0
+    out, placed = simulate.add_random_defects(image, args.n, rng, mask=mask, config=cfg)
+    write_image(args.out, out, bit_depth=depth)
+    doc = {"image": name,
+           "defects": [{"box": list(b), "axes_mm": list(e.axes_mm), "angles_deg": e.angles_deg,
+                        "center": list(e.center), "mu": e.mu} for e, b in placed]}
+    if args.json is not None:
+        write_json(args.json, doc)
+    print(f"{args.out}: {len(placed)} simulated defects"
+          + (f", parameters in {args.json}" if args.json else ""))
+    return 0
+
+
+def simulated_patch_grid(image: np.ndarray, mask: np.ndarray, cfg, rng: np.random.Generator,
+                         n: int = 64, size: int = 32) -> np.ndarray:
+    """``n`` 32x32 patches, each with one simulated defect near its centre (Fig. 7)."""
+    from xdefect import simulate
+
+    h, w = image.shape
+    half = size // 2
+    inner = np.zeros_like(mask)
+    inner[half:h - half, half:w - half] = mask[half:h - half, half:w - half]
+    sampler = simulate.DefectSampler(inner if inner.any() else mask, cfg)
+    out = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        ell = sampler.sample(rng)
+        r, c = int(round(ell.center[0])), int(round(ell.center[1]))
+        r0 = int(np.clip(r - half, 0, h - size))
+        c0 = int(np.clip(c - half, 0, w - size))
+        crop = image[r0:r0 + size, c0:c0 + size]
+        local = simulate.Ellipsoid(ell.axes_mm, ell.rotation,
+                                   (ell.center[0] - r0, ell.center[1] - c0), ell.mu)
+        out[i] = simulate.superimpose(crop, local, cfg.geometry, x_max=cfg.x_max).image
+    return out
+
+
+# --------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from xdefect import gdxray, simulate
+    from xdefect.io import write_image, write_json
+    from xdefect.report import overlay, patch_grid
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print("xdefect demo: no bundled model yet, so this demo shows the stages that exist:")
+    print("  the synthetic wheel radiograph, simulated ellipsoidal defects (Eq. 3),")
+    print("  the casting mask and a Fig. 7-style grid of simulated defect patches.")
+    ph = simulate.phantom(n_defects=args.n, seed=args.seed)
+    write_image(out / "phantom.png", ph.image)
+    write_image(out / "phantom_overlay.png", overlay(ph.image, ground_truth=ph.boxes,
+                                                     mask=ph.mask))
+    write_json(out / "phantom_defects.json", {
+        "image": "phantom", "seed": args.seed,
+        "defects": [{"box": [int(v) for v in b], "axes_mm": list(e.axes_mm),
+                     "angles_deg": e.angles_deg, "center": list(e.center), "mu": e.mu}
+                    for e, b in zip(ph.defects, ph.boxes, strict=True)]})
+    rng = np.random.default_rng(args.seed)
+    clean = simulate.phantom(seed=args.seed)
+    grid = simulated_patch_grid(clean.image, clean.mask, simulate.SamplerConfig(), rng)
+    write_image(out / "simulated_patches.png", patch_grid(grid))
+    print(f"  phantom: {len(ph.boxes)} simulated defects -> {out / 'phantom_overlay.png'} "
+          "(red boxes, blue casting outline)")
+    print(f"  patches: 64 simulated defect patches -> {out / 'simulated_patches.png'}")
+    root = gdxray.default_root()
+    if os.environ.get(gdxray.ENV_VAR) or root.exists():
+        try:
+            recs = gdxray.list_images(root, split="even")
+        except InputError as exc:
+            print(f"  GDXray: skipped ({exc})")
+        else:
+            rec = recs[0]
+            smp = gdxray.load_sample(rec, gdxray.load_ground_truth(root, rec.series))
+            m = gdxray.casting_mask(smp.image)
+            write_image(out / f"{rec.stem}_mask.png",
+                        overlay(smp.image, ground_truth=smp.boxes, mask=m))
+            print(f"  GDXray {rec.stem}: {len(smp.boxes)} real defects (red), casting mask "
+                  f"{100 * m.mean():.0f}% of the image -> {out / (rec.stem + '_mask.png')} "
+                  "(not for redistribution)")
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, formatter_class=_Formatter, description=(
+        "xdefect: automated X-ray inspection of castings.\n\n"
+        "Simulate realistic defects, train a patch CNN (Xnet-II) on them, scan whole\n"
+        "radiographs and measure how well real defects are found (GDXray Castings).\n\n"
+        "Boxes everywhere are (x1, y1, x2, y2) pixels, 0-based, half-open."))
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    g = sub.add_parser("gdxray", help="inspect the GDXray Castings data",
+                       formatter_class=_Formatter,
+                       description="Inspect the GDXray Castings data: series, ground truth, "
+                                   "casting masks.")
+    gsub = g.add_subparsers(dest="gdxray_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    gi = gsub.add_parser("info", help="per-series table of images and ground-truth boxes",
+                         formatter_class=_Formatter,
+                         description="Per-series table: images, size, ground-truth boxes, "
+                                     "images with boxes, odd (train/val) and even (test) "
+                                     "counts, and totals.")
+    _root_arg(gi)
+    gi.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    gi.set_defaults(func=cmd_gdxray_info)
+    gs = gsub.add_parser("show", help="draw ground truth and casting mask on an image",
+                         formatter_class=_Formatter,
+                         description="Draw the ground truth (red) and the outline of the casting "
+                                     "mask (blue) on one radiograph. The picture shows GDXray "
+                                     "pixels: do not redistribute it.")
+    gs.add_argument("series", help="series name, e.g. C0001")
+    gs.add_argument("number", type=int, help="image number (1-based, as in the file name)")
+    gs.add_argument("--out", required=True, type=Path, help="output PNG")
+    gs.add_argument("--thickness", type=int, default=1, help="box line width (pixels)")
+    _root_arg(gs)
+    gs.set_defaults(func=cmd_gdxray_show)
+    gm = gsub.add_parser("masks", help="measure the casting segmentation per series",
+                         formatter_class=_Formatter,
+                         description="Mean fraction of the image inside the casting mask and "
+                                     "fraction of ground-truth boxes whose centre lies inside, "
+                                     "per series.")
+    _root_arg(gm)
+    gm.add_argument("--series", nargs="+", default=None, help="series (default: all)")
+    gm.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    gm.set_defaults(func=cmd_gdxray_masks)
+
+    from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
+    s = sub.add_parser("simulate", help="superimpose simulated ellipsoidal defects",
+                       formatter_class=_Formatter, description=(
+                           "Superimpose random 3D ellipsoidal voids on a radiograph with the\n"
+                           "absorption model I' = (I - B) exp(mu d) + B (the paper's Eq. 3).\n"
+                           "Defect centres fall inside the casting mask. INPUT is an image file\n"
+                           "(8/16-bit PNG or TIFF) or the word 'phantom' (synthetic wheel)."))
+    s.add_argument("input", metavar="INPUT", help="radiograph file, or 'phantom'")
+    s.add_argument("--out", type=Path, default=None,
+                   help="output image (same size and bit depth as the input)")
+    s.add_argument("--grid", type=Path, default=None,
+                   help="write an 8x8 grid of 32x32 patches with simulated defects (Fig. 7)")
+    s.add_argument("--n", type=int, default=10, help="number of defects")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--axes-mm", type=float, nargs=2, default=DEFAULT_AXES_MM,
+                   metavar=("MIN", "MAX"), help="range of each semi-axis (mm)")
+    s.add_argument("--mu", type=float, nargs=2, default=DEFAULT_MU_RANGE, metavar=("MIN", "MAX"),
+                   help="range of the linear absorption coefficient (1/mm)")
+    s.add_argument("--x-max", type=float, default=DEFAULT_X_MAX,
+                   help="thickness (mm) at which grey values are minimal; fixes B")
+    s.add_argument("--mm-per-px", type=float, default=DEFAULT_MM_PER_PX,
+                   help="pixel size at the object (mm)")
+    s.add_argument("--source-distance", type=float, default=None,
+                   help="source-to-object distance (mm) for a perspective beam "
+                        "(default: parallel beam)")
+    s.add_argument("--json", type=Path, default=None, help="write the defects' parameters here")
+    s.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="run the demo (what `make demo` runs)",
+                       formatter_class=_Formatter,
+                       description="Seeded synthetic radiograph with simulated defects; with "
+                                   "GDXray present, one real even-numbered image too.")
+    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
+    d.add_argument("--n", type=int, default=12, help="simulated defects in the phantom")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # a command group without its subcommand: show its help
+        target = parser
+        if args.command:
+            target = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        target.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""The GDXray Castings data layer: series, images, ground truth, splits, casting mask.
+
+Layout (as the database ships it), under a *root* folder that holds ``Castings/``::
+
+    ROOT/Castings/C00SS/C00SS_NNNN.png     8-bit grey radiographs
+    ROOT/Castings/C00SS/ground_truth.txt   rows "image x1 x2 y1 y2" (%e notation)
+
+GDXray's ground truth is 1-based and inclusive, x the column and y the row.
+xdefect converts it on reading to **its one box convention, used everywhere**:
+``(x1, y1, x2, y2)`` in pixels, **0-based, half-open** (``x2``, ``y2`` exclusive), so a
+GDXray row ``x1 x2 y1 y2`` becomes ``(x1 - 1, y1 - 1, x2, y2)`` and the box covers
+``image[y1:y2, x1:x2]``.
+
+Split protocol (the paper's): odd image numbers are for training and validation, even
+numbers for testing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from xdefect.errors import InputError
+from xdefect.io import read_image
+
+ENV_VAR = "XDEFECT_GDXRAY"
+DEFAULT_ROOT = Path("../shared/data/gdxray")
+PAPER_SERIES = ("C0001", "C0010", "C0015", "C0021", "C0031", "C0034", "C0061")
+_SERIES_RE = re.compile(r"^C\d{4}$")
+_IMAGE_RE = re.compile(r"^(C\d{4})_(\d{4})\.(png|tif|tiff|bmp)$", re.IGNORECASE)
+
+
+def default_root() -> Path:
+    """The GDXray root: ``$XDEFECT_GDXRAY`` if set, else ``../shared/data/gdxray``."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else DEFAULT_ROOT
+
+
+@dataclass(frozen=True, order=True)
+class ImageRecord:
+    """One radiograph of a series: ``series`` like ``"C0001"``, 1-based ``number``."""
+
+    series: str
+    number: int
+    path: Path = field(compare=False)
+
+    @property
+    def split(self) -> str:
+        """``"odd"`` (training/validation) or ``"even"`` (testing)."""
+        return split_of(self.number)
+
+    @property
+    def stem(self) -> str:
+        """File stem, e.g. ``"C0001_0003"``; detections are matched to images by it."""
+        return f"{self.series}_{self.number:04d}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image with its ground truth.
+
+    ``image``: ``(H, W)`` float32 in [0, 1]; ``boxes``: ``(N, 4)`` float64
+    ``(x1, y1, x2, y2)``, 0-based half-open; ``annotated``: False where the series has
+    no ground truth at all (its images cannot be scored, they are not defect-free).
+    """
+
+    record: ImageRecord
+    image: np.ndarray
+    boxes: np.ndarray
+    annotated: bool
+    bit_depth: int = 8
+
+
+def split_of(number: int) -> str:
+    """The paper's split of an image number: ``"odd"`` or ``"even"``."""
+    return "odd" if number % 2 == 1 else "even"
+
+
+def castings_dir(root: str | os.PathLike[str]) -> Path:
+    """``ROOT/Castings``; :class:`InputError` if the root or the folder is missing."""
+    r = Path(root)
+    if not r.exists():
+        raise InputError(f"{r}: GDXray root does not exist (set --root or ${ENV_VAR})")
+    c = r / "Castings"
+    if not c.is_dir():
+        if r.name == "Castings" and r.is_dir():
+            return r
+        raise InputError(f"{r}: not a GDXray root (no Castings/ folder inside)")
+    return c
+
+
+def list_series(root: str | os.PathLike[str]) -> list[str]:
+    """Names of the series under ``ROOT/Castings`` that hold at least one image, sorted."""
+    c = castings_dir(root)
+    out = []
+    for d in sorted(c.iterdir()):
+        if d.is_dir() and _SERIES_RE.match(d.name) and any(
+            _IMAGE_RE.match(f.name) for f in d.iterdir()
+        ):
+            out.append(d.name)
+    if not out:
+        raise InputError(f"{c}: holds no GDXray series (folders C00SS with C00SS_NNNN.png)")
+    return out
+
+
+def check_series(root: str | os.PathLike[str], series: Iterable[str] | None) -> list[str]:
+    """Validate a series selection (``None`` = all present); :class:`InputError` if unknown."""
+    present = list_series(root)
+    if series is None:
+        return present
+    chosen = list(series)
+    for s in chosen:
+        if s not in present:
+            raise InputError(f"{castings_dir(root)}: unknown series {s!r} "
+                             f"(present: {', '.join(present)})")
+    return chosen
+
+
+def list_images(
+    root: str | os.PathLike[str],
+    series: Iterable[str] | None = None,
+    split: str | None = None,
+) -> list[ImageRecord]:
+    """All images of the chosen series (default: all), optionally only ``"odd"``/``"even"``.
+
+    Sorted by series then number.
+    """
+    if split not in (None, "odd", "even", "all"):
+        raise ValueError(f"split must be odd, even or all, not {split!r}")
+    c = castings_dir(root)
+    out: list[ImageRecord] = []
+    for s in check_series(root, series):
+        for f in sorted((c / s).iterdir()):
+            m = _IMAGE_RE.match(f.name)
+            if m and m.group(1) == s:
+                rec = ImageRecord(s, int(m.group(2)), f)
+                if split in (None, "all") or rec.split == split:
+                    out.append(rec)
+    return sorted(out)
+
+
+def ground_truth_path(root: str | os.PathLike[str], series: str) -> Path:
+    return castings_dir(root) / series / "ground_truth.txt"
+
+
+def parse_ground_truth(
+    path: str | os.PathLike[str],
+    image_shapes: dict[int, tuple[int, int]] | None = None,
+) -> dict[int, np.ndarray]:
+    """Parse a GDXray ``ground_truth.txt`` into boxes per image number.
+
+    Each row is ``image_number x1 x2 y1 y2`` (1-based, inclusive; x = column, y = row).
+    Returns ``{image_number: (N, 4) float64 array}`` in xdefect's convention
+    ``(x1, y1, x2, y2)``, 0-based, half-open. Images without boxes are absent.
+
+    ``image_shapes`` (``{number: (height, width)}``), when given, is used to check that each
+    row names an existing image and that each box lies inside it. Any malformed row raises
+    :class:`InputError` naming the file, the line and the problem.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read ground truth ({exc.__class__.__name__})") from None
+    boxes: dict[int, list[list[float]]] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith(("#", "%")):
+            continue
+        parts = line.split()
+        if len(parts) != 5:
+            raise InputError(f"{p}:{lineno}: expected 5 columns "
+                             f"(image x1 x2 y1 y2), got {len(parts)}")
+        try:
+            vals = [float(v) for v in parts]
+        except ValueError:
+            raise InputError(f"{p}:{lineno}: non-numeric value in {line.strip()!r}") from None
+        if not all(np.isfinite(vals)) or any(v != round(v) for v in vals):
+            raise InputError(f"{p}:{lineno}: values must be whole numbers, "
+                             f"got {line.strip()!r}")
+        n, gx1, gx2, gy1, gy2 = (int(round(v)) for v in vals)
+        if gx1 < 1 or gy1 < 1 or gx2 < gx1 or gy2 < gy1:
+            raise InputError(f"{p}:{lineno}: invalid box x1={gx1} x2={gx2} y1={gy1} y2={gy2} "
+                             "(1-based, need 1 <= x1 <= x2 and 1 <= y1 <= y2)")
+        if image_shapes is not None:
+            if n not in image_shapes:
+                raise InputError(f"{p}:{lineno}: names image {n}, which does not exist")
+            h, w = image_shapes[n]
+            if gx2 > w or gy2 > h:
+                raise InputError(f"{p}:{lineno}: box x1={gx1} x2={gx2} y1={gy1} y2={gy2} "
+                                 f"lies outside image {n} ({w}x{h})")
+        boxes.setdefault(n, []).append([gx1 - 1, gy1 - 1, gx2, gy2])
+    return {n: np.asarray(b, dtype=np.float64).reshape(-1, 4) for n, b in boxes.items()}
+
+
+@dataclass(frozen=True)
+class SeriesGroundTruth:
+    """Ground truth of one series: ``annotated`` False when it has no ground-truth file."""
+
+    series: str
+    annotated: bool
+    boxes: dict[int, np.ndarray]
+
+    def boxes_of(self, number: int) -> np.ndarray:
+        """``(N, 4)`` boxes of an image, 0-based half-open ``(x1, y1, x2, y2)``."""
+        return self.boxes.get(number, np.zeros((0, 4)))
+
+
+def image_shape(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    return h, w
+
+
+def image_shapes(root: str | os.PathLike[str], series: str) -> dict[int, tuple[int, int]]:
+    """``{image number: (height, width)}`` of a series, reading only the files' headers;
+    :class:`InputError` naming the first file that is not a readable image."""
+    return {r.number: image_shape(r.path) for r in list_images(root, [series])}
+
+
+def load_ground_truth(root: str | os.PathLike[str], series: str,
+                      shapes: dict[int, tuple[int, int]] | None = None) -> SeriesGroundTruth:
+    """Read and check ``ROOT/Castings/SERIES/ground_truth.txt`` against the series' images
+    (``shapes`` from :func:`image_shapes`, read here when not given)."""
+    p = ground_truth_path(root, series)
+    if not p.exists():
+        return SeriesGroundTruth(series, False, {})
+    shapes = image_shapes(root, series) if shapes is None else shapes
+    return SeriesGroundTruth(series, True, parse_ground_truth(p, shapes))
+
+
+def load_sample(record: ImageRecord, gt: SeriesGroundTruth) -> Sample:
+    """Load one image and attach its boxes."""
+    rad = read_image(record.path)
+    return Sample(record, rad.pixels, gt.boxes_of(record.number), gt.annotated, rad.bit_depth)
+
+
+def iter_samples(
+    root: str | os.PathLike[str],
+    series: Iterable[str] | None = None,
+    split: str | None = None,
+) -> Iterator[Sample]:
+    """Yield (image, boxes) samples of the chosen series and split, in sorted order."""
+    records = list_images(root, series, split)
+    gts: dict[str, SeriesGroundTruth] = {}
+    for rec in records:
+        if rec.series not in gts:
+            gts[rec.series] = load_ground_truth(root, rec.series)
+        yield load_sample(rec, gts[rec.series])
+
+
+def series_info(root: str | os.PathLike[str]) -> dict:
+    """Per-series summary, the ``xdefect gdxray info --json`` document.
+
+    ``{"root": str, "series": {"C0001": {"images", "height", "width", "boxes",
+    "images_with_boxes", "odd", "even"}, ...}, "total": {"images", "boxes"}}``.
+    A series without ground truth has ``"boxes": 0`` and ``"annotated": false``.
+    """
+    out: dict = {"root": str(root), "series": {}}
+    n_img = n_box = 0
+    for s in list_series(root):
+        recs = list_images(root, [s])
+        shapes = image_shapes(root, s)  # checks that every image is readable
+        h, w = shapes[recs[0].number]
+        gt = load_ground_truth(root, s, shapes)
+        boxes = sum(len(b) for b in gt.boxes.values())
+        out["series"][s] = {
+            "images": len(recs),
+            "height": h,
+            "width": w,
+            "boxes": boxes,
+            "images_with_boxes": sum(1 for b in gt.boxes.values() if len(b)),
+            "odd": sum(1 for r in recs if r.split == "odd"),
+            "even": sum(1 for r in recs if r.split == "even"),
+            "annotated": gt.annotated,
+        }
+        n_img += len(recs)
+        n_box += boxes
+    out["total"] = {"images": n_img, "boxes": n_box}
+    return out
+
+
+# --------------------------------------------------------------------------- casting mask
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """Parameters of :func:`casting_mask` (grey levels relative to the image's range).
+
+    ``air_fraction``: pixels whose 7x7 local mean lies within this fraction of the grey
+    range below the bright level (99.5th percentile) are air candidates.
+    ``floor_fraction`` / ``floor_std``: pixels within this fraction above the dark level
+    (1st percentile) whose 7x7 local standard deviation is below ``floor_std`` grey levels
+    (of 255) are "no signal": outside the detector's field of view or clipped.
+    ``min_region``: air/no-signal regions smaller than this (pixels) are kept as casting
+    (a large void can itself saturate). ``margin``: the casting keeps this many pixels
+    (Euclidean) into the excluded regions, where the edge of the object blurs.
+    """
+
+    air_fraction: float = 0.04
+    floor_fraction: float = 0.04
+    floor_std: float = 3.0
+    min_region: int = 1500
+    margin: float = 10.0
+    min_component: int = 64
+
+
+def _large_components(region: np.ndarray, min_size: int) -> np.ndarray:
+    lab, n = ndi.label(region)
+    if n == 0:
+        return region
+    sizes = ndi.sum(region, lab, np.arange(1, n + 1))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = sizes >= min_size
+    return keep[lab]
+
+
+def casting_mask(image: np.ndarray, params: MaskParams | None = None) -> np.ndarray:
+    """Binary mask of the test object (the casting) in a radiograph.
+
+    Excludes the saturated air around and between the spokes and the no-signal area
+    outside the detector's field of view (the dark ring and corners), both detected from
+    the image's own grey-level range, so it works on 8- and 16-bit images, on wheels and
+    on the C0061 knuckle without per-series settings.
+
+    Parameters
+    ----------
+    image:
+        ``(H, W)`` grey image, float in [0, 1] (any real scale works: thresholds are
+        relative to the image's percentiles).
+    params:
+        :class:`MaskParams`; defaults were chosen on the GDXray series (see ``docs/``).
+
+    Returns
+    -------
+    ``(H, W)`` bool array, True on the casting; indexed ``mask[row, col]``.
+    """
+    p = params or MaskParams()
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError("casting_mask expects a 2-D grey image")
+    lo, hi = np.percentile(a, [1.0, 99.5])
+    rng = float(hi - lo)
+    if rng <= 0:
+        return np.ones(a.shape, dtype=bool)
+    scale = 255.0 / rng  # express std thresholds in 8-bit grey levels of the range
+    mean = ndi.uniform_filter(a, 7)
+    sq = ndi.uniform_filter(a * a, 7)
+    std = np.sqrt(np.maximum(sq - mean * mean, 0.0)) * scale
+    step = 4.0 / 255.0 * rng  # at least 4 grey levels (8-bit) of the range
+    air = mean >= hi - max(step, p.air_fraction * rng)
+    floor = (mean <= lo + max(step, p.floor_fraction * rng)) & (std < p.floor_std)
+    excluded = np.zeros(a.shape, dtype=bool)
+    pad = int(np.ceil(p.margin)) + 3
+    for region in (air, floor):
+        # the image border is not an edge of these regions: extend them beyond it
+        region = np.pad(region, pad, mode="edge")
+        region = ndi.binary_opening(region, iterations=1)
+        region = _large_components(region, p.min_region)
+        region = ndi.binary_closing(region, iterations=2)
+        excluded |= (ndi.distance_transform_edt(region) > p.margin)[pad:-pad, pad:-pad]
+    return _large_components(~excluded, p.min_component)
+
+
+def boxes_centres_inside(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """For each ``(x1, y1, x2, y2)`` box (0-based half-open), whether its centre pixel is
+    inside ``mask``. Centre pixel: ``(floor((y1 + y2 - 1) / 2), floor((x1 + x2 - 1) / 2))``.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(b) == 0:
+        return np.zeros(0, dtype=bool)
+    cx = np.clip(np.floor((b[:, 0] + b[:, 2] - 1) / 2).astype(int), 0, mask.shape[1] - 1)
+    cy = np.clip(np.floor((b[:, 1] + b[:, 3] - 1) / 2).astype(int), 0, mask.shape[0] - 1)
+    return mask[cy, cx]
+
+
+def mask_report(root: str | os.PathLike[str], series: Iterable[str] | None = None) -> dict:
+    """Measure :func:`casting_mask` per series: mean fraction of the image in the mask and
+    the fraction of ground-truth boxes whose centre lies inside it."""
+    out: dict = {}
+    for s in check_series(root, series):
+        fr = []
+        inside = total = 0
+        for smp in iter_samples(root, [s]):
+            m = casting_mask(smp.image)
+            fr.append(float(m.mean()))
+            ok = boxes_centres_inside(m, smp.boxes)
+            inside += int(ok.sum())
+            total += len(ok)
+        out[s] = {
+            "images": len(fr),
+            "mask_fraction": float(np.mean(fr)),
+            "boxes": total,
+            "boxes_centre_inside": inside,
+            "fraction_inside": (inside / total) if total else None,
+        }
+    tb = sum(v["boxes"] for v in out.values())
+    ti = sum(v["boxes_centre_inside"] for v in out.values())
+    out["total"] = {"boxes": tb, "boxes_centre_inside": ti,
+                    "fraction_inside": (ti / tb) if tb else None}
+    return out

@@ -1,0 +1,183 @@
+"""Disk I/O helpers: reading radiographs, writing images and JSON atomically.
+
+Every writer here writes to a temporary name beside the target and renames it when
+complete, so an interrupted run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from xdefect.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Radiograph:
+    """A grey radiograph loaded from disk.
+
+    Attributes
+    ----------
+    pixels:
+        ``(height, width)`` float32 array in [0, 1]; row 0 is the top of the image.
+        Grey value ``g`` of a ``b``-bit file maps to ``g / (2**b - 1)``.
+    bit_depth:
+        Bits per sample of the file (8 or 16).
+    path:
+        The file it came from.
+    """
+
+    pixels: np.ndarray
+    bit_depth: int
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+
+def read_image(path: str | os.PathLike[str]) -> Radiograph:
+    """Read an 8- or 16-bit grey (or RGB, converted to grey) PNG, TIFF or BMP file.
+
+    Raises :class:`InputError` naming the file when it is missing, not an image, or of
+    a bit depth other than 8 or 16.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected an image file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("1", "L", "P", "RGB", "RGBA", "LA"):
+                if mode not in ("L",):
+                    im = im.convert("L")
+                arr = np.asarray(im, dtype=np.uint8)
+                depth = 8
+            elif mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                arr = np.asarray(im).astype(np.uint16)
+                depth = 16
+            elif mode == "I":
+                arr = np.asarray(im)
+                if arr.min() < 0 or arr.max() > 65535:
+                    raise InputError(f"{p}: 32-bit integer samples outside 0..65535 "
+                                     "are not supported (expected 8- or 16-bit grey)")
+                arr = arr.astype(np.uint16)
+                depth = 16
+            else:
+                raise InputError(f"{p}: unsupported pixel format {mode!r} "
+                                 "(expected 8- or 16-bit grey)")
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
+    if arr.ndim != 2:
+        raise InputError(f"{p}: expected a single-channel image, got shape {arr.shape}")
+    scale = 255.0 if depth == 8 else 65535.0
+    return Radiograph(pixels=(arr.astype(np.float32) / np.float32(scale)), bit_depth=depth,
+                      path=p)
+
+
+def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Quantise a [0, 1] float image to uint8 or uint16 (rounding, clipping)."""
+    if bit_depth not in (8, 16):
+        raise ValueError("bit_depth must be 8 or 16")
+    top = 255 if bit_depth == 8 else 65535
+    q = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * top), 0, top)
+    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    On an exception the temporary file is removed and ``target`` is left untouched.
+    """
+    t = Path(target)
+    t.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{t.name}.", suffix=".tmp" + t.suffix, dir=t.parent)
+    os.close(fd)
+    tmp_p = Path(tmp)
+    try:
+        yield tmp_p
+        os.replace(tmp_p, t)
+    finally:
+        if tmp_p.exists():
+            tmp_p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; rename it onto ``target`` on success.
+
+    With ``force`` an existing ``target`` is replaced (only once the new one is complete).
+    On an exception the temporary folder is removed.
+    """
+    t = Path(target)
+    if t.exists() and not force:
+        raise InputError(f"{t}: output folder exists (use --force to replace it)")
+    t.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent))
+    try:
+        yield tmp
+        if t.exists():
+            old = t.with_name(f".{t.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(t, old)
+            os.replace(tmp, t)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, t)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray, bit_depth: int = 8) -> None:
+    """Write a grey [0, 1] float image (or an RGB uint8 array) atomically.
+
+    ``pixels`` of shape ``(H, W)`` and float dtype are quantised to ``bit_depth``;
+    uint8/uint16 arrays and ``(H, W, 3)`` uint8 RGB arrays are written as they are. The
+    format follows the suffix (PNG or TIFF).
+    """
+    arr = np.asarray(pixels)
+    if arr.dtype.kind == "f":
+        arr = to_uint(arr, bit_depth)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"cannot write an image of dtype {arr.dtype}")
+    im = Image.fromarray(arr)  # uint16 -> mode I;16
+    with atomic_path(path) as tmp:
+        fmt = "TIFF" if Path(path).suffix.lower() in (".tif", ".tiff") else "PNG"
+        im.save(tmp, format=fmt)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; :class:`InputError` naming the file if missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: malformed JSON ({exc})") from None

@@ -1,0 +1,93 @@
+"""Pictures: overlays of detections and ground truth, mask outlines, patch grids.
+
+All functions return ``(H, W, 3)`` uint8 RGB arrays; writing them is left to
+:mod:`xdefect.io`. Colours follow the paper's figures: detections green, ground truth red,
+the casting-mask outline blue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+GREEN = (0, 220, 0)
+RED = (255, 0, 0)
+BLUE = (40, 120, 255)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey float [0, 1] (or uint8) ``(H, W)`` image -> ``(H, W, 3)`` uint8."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = np.clip(np.rint(a.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    return np.repeat(a[:, :, None], 3, axis=2)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: np.ndarray, color: tuple[int, int, int],
+               thickness: int = 1) -> np.ndarray:
+    """Draw box outlines in place and return ``rgb``.
+
+    ``boxes``: ``(N, 4)`` ``(x1, y1, x2, y2)`` in pixels, 0-based, half-open; the outline
+    is drawn on the box's own border pixels (columns ``x1`` and ``x2 - 1``, rows ``y1``
+    and ``y2 - 1``), clipped to the image.
+    """
+    h, w = rgb.shape[:2]
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        c1, r1 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+        c2, r2 = min(int(np.ceil(x2)), w), min(int(np.ceil(y2)), h)
+        if c2 <= c1 or r2 <= r1:
+            continue
+        for t in range(thickness):
+            top, bot = min(r1 + t, r2 - 1), max(r2 - 1 - t, r1)
+            left, right = min(c1 + t, c2 - 1), max(c2 - 1 - t, c1)
+            rgb[top, c1:c2] = color
+            rgb[bot, c1:c2] = color
+            rgb[r1:r2, left] = color
+            rgb[r1:r2, right] = color
+    return rgb
+
+
+def draw_mask_outline(rgb: np.ndarray, mask: np.ndarray,
+                      color: tuple[int, int, int] = BLUE) -> np.ndarray:
+    """Draw the one-pixel inner outline of a binary mask in place and return ``rgb``."""
+    m = np.asarray(mask, dtype=bool)
+    edge = m & ~ndi.binary_erosion(m, border_value=0)
+    rgb[edge] = color
+    return rgb
+
+
+def overlay(image: np.ndarray, detections: np.ndarray | None = None,
+            ground_truth: np.ndarray | None = None, mask: np.ndarray | None = None,
+            thickness: int = 1) -> np.ndarray:
+    """The paper's Fig. 10 picture: image, mask outline (blue), ground truth (red) and
+    detections (green, drawn last). Boxes are 0-based half-open ``(x1, y1, x2, y2)``."""
+    rgb = to_rgb(image)
+    if mask is not None:
+        draw_mask_outline(rgb, mask)
+    if ground_truth is not None:
+        draw_boxes(rgb, ground_truth, RED, thickness)
+    if detections is not None:
+        draw_boxes(rgb, detections, GREEN, thickness)
+    return rgb
+
+
+def patch_grid(patches: np.ndarray, cols: int = 8, pad: int = 2, scale: int = 2,
+               background: int = 255) -> np.ndarray:
+    """Tile ``(N, h, w)`` grey patches (uint8, or float in [0, 1]) into a grid image.
+
+    Returns a ``(H, W, 3)`` uint8 array; each patch is enlarged ``scale`` times (nearest
+    neighbour) so 32x32 patches stay visible.
+    """
+    p = np.asarray(patches)
+    if p.dtype != np.uint8:
+        p = np.clip(np.rint(p.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    n = max(len(p), 1)
+    rows = (n + cols - 1) // cols
+    h, w = (p.shape[1] * scale, p.shape[2] * scale) if len(p) else (32 * scale, 32 * scale)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), background, np.uint8)
+    for i, patch in enumerate(p):
+        r, c = divmod(i, cols)
+        big = np.kron(patch, np.ones((scale, scale), dtype=np.uint8))
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y:y + h, x:x + w] = big
+    return np.repeat(grid[:, :, None], 3, axis=2)

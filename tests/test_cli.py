@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, run_cli
+
+from xdefect import __version__
+
+
+def test_version_and_module():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"xdefect {__version__}"
+    exe = REPO / ".venv" / "bin" / "xdefect"
+    if exe.exists():
+        out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+        assert out.stdout == proc.stdout
+
+
+def test_help_lists_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("gdxray", "simulate", "demo"):
+        assert cmd in proc.stdout
+
+
+def test_group_without_subcommand_exits_2():
+    proc = run_cli("gdxray")
+    assert proc.returncode == 2 and "info" in proc.stderr
+
+
+def test_unknown_option_one_line():
+    proc = subprocess.run([sys.executable, "-m", "xdefect", "gdxray", "info", "--bogus"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
