@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench experiments
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py

@@ -42,9 +42,9 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 # Defaults, documented in docs/simulation.md with the measurements behind them.
-DEFAULT_MM_PER_PX = 0.25
+DEFAULT_MM_PER_PX = 0.3
 DEFAULT_AXES_MM = (1.0, 6.0)
-DEFAULT_MU_RANGE = (0.02, 0.06)
+DEFAULT_MU_RANGE = (0.01, 0.04)
 DEFAULT_X_MAX = 60.0
 
 
@@ -176,18 +176,20 @@ def path_length(shape: tuple[int, int], ell: Ellipsoid, geo: Geometry | None = N
         D = geo.source_distance
         h, w = shape
         pr, pc = geo.principal_point or ((h - 1) / 2.0, (w - 1) / 2.0)
-        # source at the origin, the defect's plane at z = D; centre of the ellipsoid
-        cen = np.array([(col - pc) * s, (row - pr) * s, D])
-        X = xs[None, :] + cen[0]
-        Y = ys[:, None] + cen[1]
+        # source at the origin, the defect's plane at z = D, the ellipsoid's centre at
+        # cen = ((col - pc) s, (row - pr) s, D). The ray through a pixel crosses that plane
+        # at cen + q, q = (x, y, 0): solve (q + t u)^T M (q + t u) = 1 about the centre
+        # (no cancellation for distant sources).
+        X = xs[None, :] + (col - pc) * s
+        Y = ys[:, None] + (row - pr) * s
         norm = np.sqrt(X * X + Y * Y + D * D)
         ux, uy, uz = X / norm, Y / norm, D / norm
-        Mu_x = M[0, 0] * ux + M[0, 1] * uy + M[0, 2] * uz
-        Mu_y = M[1, 0] * ux + M[1, 1] * uy + M[1, 2] * uz
-        Mu_z = M[2, 0] * ux + M[2, 1] * uy + M[2, 2] * uz
-        A = ux * Mu_x + uy * Mu_y + uz * Mu_z
-        B = Mu_x * cen[0] + Mu_y * cen[1] + Mu_z * cen[2]
-        C = float(cen @ M @ cen) - 1.0
+        qx, qy = xs[None, :], ys[:, None]
+        A = (M[0, 0] * ux * ux + M[1, 1] * uy * uy + M[2, 2] * uz * uz
+             + 2 * (M[0, 1] * ux * uy + M[0, 2] * ux * uz + M[1, 2] * uy * uz))
+        B = (M[0, 0] * ux + M[0, 1] * uy + M[0, 2] * uz) * qx \
+            + (M[1, 0] * ux + M[1, 1] * uy + M[1, 2] * uz) * qy
+        C = M[0, 0] * qx * qx + 2 * M[0, 1] * qx * qy + M[1, 1] * qy * qy - 1.0
         disc = B * B - A * C
         d = 2.0 * np.sqrt(np.maximum(disc, 0.0)) / A
     return d, (r0, r1, c0, c1)

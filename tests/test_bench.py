@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_simulate_runs_and_matches_reference():
+    proc = subprocess.run([sys.executable, str(REPO / "bench/simulate.py"), "--defects", "60",
+                           "--reference-defects", "1"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    doc = json.loads(lines[0])
+    assert doc["max_abs_diff"] <= 1e-9
+    for k in ("ms_per_defect_image", "ms_per_defect_patch", "reference_ms_per_defect_image",
+              "speedup_image"):
+        assert doc[k] > 0
+    # generous bounds (CI machines vary); the README reports the measured figures
+    assert doc["ms_per_defect_image"] < 2.0 and doc["ms_per_defect_patch"] < 0.5
+    assert doc["speedup_image"] >= 50

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_cli
+from PIL import Image
+
+from xdefect import simulate as S
+from xdefect.io import read_image
+
+
+def _rot_x(deg: float) -> np.ndarray:
+    t = math.radians(deg)
+    return np.array([[1, 0, 0], [0, math.cos(t), -math.sin(t)], [0, math.sin(t), math.cos(t)]])
+
+
+def test_sphere_chord_length():
+    r, s = 2.0, 0.1
+    ell = S.Ellipsoid((r, r, r), np.eye(3), (50.0, 70.0), 0.05)
+    d, (r0, r1, c0, c1) = S.path_length((100, 160), ell, S.Geometry(s))
+    rows, cols = np.mgrid[r0:r1, c0:c1]
+    rho = np.hypot((rows - 50.0) * s, (cols - 70.0) * s)
+    expected = 2 * np.sqrt(np.maximum(r * r - rho * rho, 0))
+    np.testing.assert_allclose(d, expected, atol=1e-6)
+    assert abs(d.max() - 2 * r) < 1e-6
+    assert d[50 - r0, 70 - c0] == pytest.approx(2 * r, abs=1e-6)
+
+
+@pytest.mark.parametrize("axes, rot, expect", [
+    ((1.0, 2.0, 3.0), np.eye(3), 6.0),             # c along the ray
+    ((1.0, 2.0, 3.0), _rot_x(90), 4.0),            # b rotated onto the ray
+])
+def test_axis_along_ray(axes, rot, expect):
+    ell = S.Ellipsoid(axes, rot, (60.0, 60.0), 0.05)
+    d, _ = S.path_length((120, 120), ell, S.Geometry(0.1))
+    assert d.max() == pytest.approx(expect, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_volume(seed):
+    rng = np.random.default_rng(seed)
+    s = 0.1
+    axes = tuple(rng.uniform(1, 6, 3))
+    ell = S.Ellipsoid(axes, S.random_rotation(rng), (150.3, 170.6), 0.05)
+    d, _ = S.path_length((300, 340), ell, S.Geometry(s))
+    assert (d > 0).any(axis=0).sum() >= 10  # at least 10 pixels across
+    vol = 4 / 3 * math.pi * np.prod(axes)
+    assert d.sum() * s * s == pytest.approx(vol, rel=0.02)
+
+
+def test_unhit_pixels_unchanged_and_void_brightens():
+    rng = np.random.default_rng(3)
+    img = rng.uniform(0.2, 0.8, (80, 100)).astype(np.float32)
+    ell = S.Ellipsoid((2.0, 3.0, 1.5), S.random_rotation(rng), (40.0, 50.0), 0.03)
+    res = S.superimpose(img, ell)
+    dmap = res.d_map(img.shape)
+    assert np.array_equal(res.image[dmap == 0], img[dmap == 0])
+    assert (res.image[dmap > 0] > img[dmap > 0]).all()
+    # Eq. 3 exactly
+    b = S.offset_b(0.03, S.DEFAULT_X_MAX)
+    hit = dmap > 0
+    expected = np.clip((img[hit] - b) * np.exp(0.03 * dmap[hit]) + b, 0, 1)
+    np.testing.assert_allclose(res.image[hit], expected, rtol=1e-6)
+    x1, y1, x2, y2 = res.box
+    assert hit[y1:y2, x1:x2].any(axis=0).all() and hit[y1:y2, x1:x2].any(axis=1).all()
+    assert hit.sum() == hit[y1:y2, x1:x2].sum()
+
+
+@pytest.mark.parametrize("center", [(-3.0, 10.0), (10.0, -4.0), (47.0, 25.0), (25.0, 118.0),
+                                    (-2.0, -2.0), (49.0, 119.0), (-40.0, 50.0), (20.0, 400.0)])
+def test_clipping_non_square(center):
+    img = np.full((50, 120), 0.5, np.float32)
+    ell = S.Ellipsoid((3.0, 2.0, 2.5), _rot_x(30), center, 0.04)
+    res = S.superimpose(img, ell, S.Geometry(0.3))
+    changed = res.image != img
+    if res.box is None:
+        assert not changed.any()
+        return
+    x1, y1, x2, y2 = res.box
+    assert 0 <= x1 < x2 <= 120 and 0 <= y1 < y2 <= 50
+    assert changed.sum() == changed[y1:y2, x1:x2].sum() > 0
+    assert changed[y1:y2, x1:x2].any(axis=0).all() and changed[y1:y2, x1:x2].any(axis=1).all()
+
+
+def test_perspective_tends_to_parallel_and_magnifies():
+    ell = S.Ellipsoid((2.0, 3.0, 1.5), _rot_x(20), (20.0, 30.0), 0.05)
+    par, wp = S.path_length((120, 160), ell, S.Geometry(0.2))
+    far, wf = S.path_length((120, 160), ell, S.Geometry(0.2, 1e7))
+    full_p = np.zeros((120, 160))
+    full_p[wp[0]:wp[1], wp[2]:wp[3]] = par
+    full_f = np.zeros((120, 160))
+    full_f[wf[0]:wf[1], wf[2]:wf[3]] = far
+    np.testing.assert_allclose(full_f, full_p, atol=1e-3)
+    # mm_per_px is the pixel size in the defect's plane: a near source tilts the rays off
+    # axis and widens the footprint slightly, the volume stays close
+    near, wn = S.path_length((120, 160), ell, S.Geometry(0.2, 30.0))
+    full_n = np.zeros((120, 160))
+    full_n[wn[0]:wn[1], wn[2]:wn[3]] = near
+    assert (full_n > 0).sum() > (full_p > 0).sum()
+    assert near.sum() * 0.04 == pytest.approx(4 / 3 * math.pi * 9, rel=0.15)
+
+
+def test_sampler_seeded_and_inside_mask():
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 30:50] = True
+    a = [S.DefectSampler(mask).sample(np.random.default_rng(7)) for _ in range(2)]
+    assert a[0].center == a[1].center and np.array_equal(a[0].rotation, a[1].rotation)
+    rng = np.random.default_rng(1)
+    sampler = S.DefectSampler(mask, S.SamplerConfig(axes_mm=(2, 3), mu_range=(0.1, 0.2)))
+    for _ in range(200):
+        e = sampler.sample(rng)
+        assert mask[int(round(e.center[0])), int(round(e.center[1]))]
+        assert all(2 <= v <= 3 for v in e.axes_mm) and 0.1 <= e.mu <= 0.2
+        np.testing.assert_allclose(e.rotation @ e.rotation.T, np.eye(3), atol=1e-12)
+    with pytest.raises(ValueError):
+        S.DefectSampler(np.zeros((4, 4), bool))
+
+
+def test_phantom():
+    p = S.phantom(n_defects=8, seed=1)
+    assert p.image.shape == (572, 768) and p.image.dtype == np.float32
+    assert p.image.min() >= 0 and p.image.max() <= 1
+    assert len(p.boxes) == 8 == len(p.defects)
+    assert (p.image == 1.0).mean() > 0.05      # air saturates
+    assert 0.3 < p.mask.mean() < 0.9
+    q = S.phantom(n_defects=8, seed=1)
+    assert np.array_equal(p.image, q.image)
+    clean = S.phantom(seed=1)
+    for x1, y1, x2, y2 in p.boxes.astype(int):  # defects brighten their box
+        assert p.image[y1:y2, x1:x2].sum() > clean.image[y1:y2, x1:x2].sum()
+
+
+def test_cli_simulate_on_real_image(gdxray_root, tmp_path):
+    src = gdxray_root / "Castings/C0001/C0001_0003.png"
+    out, js = tmp_path / "o.png", tmp_path / "o.json"
+    proc = run_cli("simulate", str(src), "--out", str(out), "--n", "6", "--seed", "2",
+                   "--json", str(js))
+    assert proc.returncode == 0, proc.stderr
+    a = np.asarray(Image.open(src)).astype(int)
+    b = np.asarray(Image.open(out)).astype(int)
+    assert a.shape == b.shape and Image.open(out).mode == "L"
+    doc = json.loads(js.read_text())
+    assert doc["image"] == str(src) and len(doc["defects"]) == 6
+    inside = np.zeros(a.shape, bool)
+    for dd in doc["defects"]:
+        x1, y1, x2, y2 = dd["box"]
+        inside[y1:y2, x1:x2] = True
+        assert set(dd) >= {"box", "axes_mm", "angles_deg", "center", "mu"}
+        assert (b[y1:y2, x1:x2] >= a[y1:y2, x1:x2]).all()
+        assert b[y1:y2, x1:x2].sum() > a[y1:y2, x1:x2].sum()
+    assert np.array_equal(a[~inside], b[~inside])
+
+
+def test_cli_simulate_16bit_tiff_and_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in.tif"
+    Image.fromarray(rng.integers(20000, 40000, (90, 130)).astype(np.uint16)).save(src)
+    out = tmp_path / "out.tif"
+    proc = run_cli("simulate", str(src), "--out", str(out), "--n", "3",
+                   "--grid", str(tmp_path / "g.png"))
+    assert proc.returncode == 0, proc.stderr
+    r = read_image(out)
+    assert r.bit_depth == 16 and r.pixels.shape == (90, 130)
+    g = np.asarray(Image.open(tmp_path / "g.png"))
+    assert g.shape[0] > 8 * 64 and g.shape[1] > 8 * 64
+    proc = run_cli("simulate", "phantom", "--out", str(tmp_path / "p.png"), "--n", "4")
+    assert proc.returncode == 0 and Image.open(tmp_path / "p.png").size == (768, 572)
+
+
+def test_cli_simulate_bad_input(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    assert_one_line_error(run_cli("simulate", str(bad), "--out", str(tmp_path / "o.png")),
+                          "bad.png", "not a readable image")
+    assert not (tmp_path / "o.png").exists()
+    assert_one_line_error(run_cli("simulate", "phantom", "--out", str(tmp_path / "o.png"),
+                                  "--axes-mm", "3", "1"), "--axes-mm")
