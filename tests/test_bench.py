@@ -21,3 +21,13 @@ def test_bench_simulate_runs_and_matches_reference():
     # generous bounds (CI machines vary); the README reports the measured figures
     assert doc["ms_per_defect_image"] < 2.0 and doc["ms_per_defect_patch"] < 0.5
     assert doc["speedup_image"] >= 50
+
+
+def test_bench_dataset_projects_under_target(gdxray_root):
+    proc = subprocess.run([sys.executable, str(REPO / "bench/dataset.py"), "--gdxray",
+                           str(gdxray_root), "--images", "4", "--per-image", "500"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.strip())
+    assert doc["patches"] == 4000 and doc["patches_per_s"] > 0
+    assert doc["projected_minutes_640k"] < 10.0

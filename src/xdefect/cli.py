@@ -188,6 +188,73 @@ def simulated_patch_grid(image: np.ndarray, mask: np.ndarray, cfg, rng: np.rando
     return out
 
 
+# ------------------------------------------------------------------------------ dataset
+
+
+def cmd_dataset_build(args: argparse.Namespace) -> int:
+    from xdefect.patches import BuildArgs, build_dataset
+
+    t0 = time.perf_counter()
+    b = BuildArgs(gdxray=str(_root(args.gdxray)), out=str(args.out), protocol=args.protocol,
+                  series=args.series, per_image=args.per_image, mix=args.mix, gan=args.gan,
+                  val_fraction=args.val_fraction, split_by=args.split_by, seed=args.seed,
+                  t3_defects=args.t3_defects, t3_no_defects=args.t3_no_defects,
+                  t3_real=args.t3_real, t3_test_defects=args.t3_test_defects,
+                  t3_test_no_defects=args.t3_test_no_defects, workers=args.workers,
+                  force=args.force, limit_images=args.limit_images)
+    man = build_dataset(b)
+    dt = time.perf_counter() - t0
+    print(f"{args.out}: {man['n']} patches ({man['protocol']}, {man['mix']}) in {dt:.1f} s "
+          f"({man['n'] / dt:.0f} patches/s)")
+    print("  " + json.dumps(man["counts"]))
+    for note in man.get("table3", {}).get("notes", []):
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    from xdefect.patches import open_dataset
+
+    ds = open_dataset(args.dir)
+    m = ds.manifest
+    doc = {"dir": str(args.dir), "n": int(len(ds.labels)), "protocol": m.get("protocol"),
+           "mix": m.get("mix"), "seed": m.get("seed"), "counts": m.get("counts"),
+           "images": len(m.get("source_images", [])),
+           "xdefect_version": m.get("xdefect_version")}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{args.dir}: {doc['n']} patches of 32x32, protocol {doc['protocol']}, "
+          f"mix {doc['mix']}, seed {doc['seed']}, from {doc['images']} images")
+    for k, v in (doc["counts"] or {}).items():
+        print(f"  {k:<7}" + "  ".join(f"{kk}: {vv}" for kk, vv in v.items()))
+    return 0
+
+
+def cmd_dataset_grid(args: argparse.Namespace) -> int:
+    from xdefect.io import write_image
+    from xdefect.patches import open_dataset
+    from xdefect.report import patch_grid
+
+    ds = open_dataset(args.dir)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    names = []
+    for lab in (0, 1):
+        for src in ("background", "real", "ellipsoid", "gan"):
+            idx = np.flatnonzero((ds.labels == lab) & (ds.source == src))
+            if idx.size:
+                pick = np.sort(rng.choice(idx, min(args.per_row, idx.size), replace=False))
+                rows.append(patch_grid(ds.patches[pick], cols=args.per_row))
+                names.append(f"{'defect' if lab else 'no-defect'}/{src}")
+    width = max(r.shape[1] for r in rows)
+    pad = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+           for r in rows]
+    write_image(args.out, np.concatenate(pad, axis=0))
+    print(f"{args.out}: rows = {', '.join(names)} ({args.per_row} random patches each)")
+    return 0
+
+
 # --------------------------------------------------------------------------------- demo
 
 
@@ -310,6 +377,65 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: parallel beam)")
     s.add_argument("--json", type=Path, default=None, help="write the defects' parameters here")
     s.set_defaults(func=cmd_simulate)
+
+    ds = sub.add_parser("dataset", help="build and inspect 32x32 patch datasets",
+                        formatter_class=_Formatter,
+                        description="Build and inspect the patch datasets of the paper's two "
+                                    "protocols (docs/datasets.md).")
+    dsub = ds.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    db = dsub.add_parser("build", help="build a dataset folder", formatter_class=_Formatter,
+                         description=(
+                             "Build a patch dataset.\n\n"
+                             "wholeimage (Table 4): from the odd-numbered images of the chosen\n"
+                             "series, --per-image random no-defect patches inside the casting,\n"
+                             "away from real defects, and as many patches around simulated\n"
+                             "defects; stratified train/val split.\n"
+                             "table3 (Table 3): training patches from C0010, C0015, C0021,\n"
+                             "C0031, C0034, C0061 (real + simulated defects, no-defect); test\n"
+                             "patches all real from C0001.\n\n"
+                             "Output: DIR/patches.npy, labels.npy, meta.csv, manifest.json."))
+    _root_arg(db, "--gdxray")
+    db.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    db.add_argument("--protocol", choices=("wholeimage", "table3"), default="wholeimage",
+                    help="the paper's experiment to build for")
+    db.add_argument("--series", nargs="+", default=None,
+                    help="series (default: all seven for wholeimage; the six training series "
+                         "for table3)")
+    db.add_argument("--per-image", type=int, default=2200,
+                    help="wholeimage: no-defect patches and simulated defects per image")
+    db.add_argument("--mix", default="E100G000",
+                    help="EaaaGbbb: percent of simulated defects from ellipsoids and GAN")
+    db.add_argument("--gan", type=Path, default=None, help="trained GAN folder (GAN portions)")
+    db.add_argument("--val-fraction", type=float, default=0.2, help="fraction for validation")
+    db.add_argument("--split-by", choices=("patch", "image"), default="patch",
+                    help="patch: stratified by label (the paper's); image: whole images")
+    db.add_argument("--seed", type=int, default=0, help="random seed")
+    db.add_argument("--t3-defects", type=int, default=75000, help="table3: training defects")
+    db.add_argument("--t3-no-defects", type=int, default=75000,
+                    help="table3: training no-defect patches")
+    db.add_argument("--t3-real", type=int, default=15000,
+                    help="table3: how many of the training defects are real windows")
+    db.add_argument("--t3-test-defects", type=int, default=6000,
+                    help="table3: real defect test patches (C0001)")
+    db.add_argument("--t3-test-no-defects", type=int, default=6000,
+                    help="table3: no-defect test patches (C0001)")
+    db.add_argument("--workers", type=int, default=0,
+                    help="worker processes (0: one per core, at most 4)")
+    db.add_argument("--limit-images", type=int, default=None,
+                    help="use only the first N images (quick trials)")
+    db.add_argument("--force", action="store_true", help="replace an existing output folder")
+    db.set_defaults(func=cmd_dataset_build)
+    dinf = dsub.add_parser("info", help="summary of a dataset folder", formatter_class=_Formatter)
+    dinf.add_argument("dir", type=Path, help="dataset folder")
+    dinf.add_argument("--json", action="store_true", help="print JSON")
+    dinf.set_defaults(func=cmd_dataset_info)
+    dg = dsub.add_parser("grid", help="grid of random patches per class and source (Fig. 3)",
+                         formatter_class=_Formatter)
+    dg.add_argument("dir", type=Path, help="dataset folder")
+    dg.add_argument("--out", required=True, type=Path, help="output PNG")
+    dg.add_argument("--per-row", type=int, default=12, help="patches per class/source row")
+    dg.add_argument("--seed", type=int, default=0, help="random seed")
+    dg.set_defaults(func=cmd_dataset_grid)
 
     d = sub.add_parser("demo", help="run the demo (what `make demo` runs)",
                        formatter_class=_Formatter,

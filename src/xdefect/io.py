@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from xdefect.errors import InputError
 
@@ -181,3 +182,11 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: malformed JSON ({exc})") from None
+
+
+def progress(**kwargs: Any) -> tqdm:
+    """A tqdm progress bar on stderr: shown on a terminal, hidden otherwise unless
+    ``XDEFECT_PROGRESS=1`` (logs of background jobs); ``XDEFECT_PROGRESS=0`` hides it."""
+    env = os.environ.get("XDEFECT_PROGRESS")
+    disable = None if env is None else env == "0"
+    return tqdm(leave=False, disable=disable, **kwargs)

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_cli
+
+from xdefect import gdxray
+from xdefect.patches import (
+    PATCH,
+    BuildArgs,
+    background_positions,
+    build_dataset,
+    open_dataset,
+    parse_mix,
+    real_positions,
+)
+
+
+def _meta(folder):
+    with open(folder / "meta.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def small_ds(gdxray_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "w"
+    build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(out), series=["C0001", "C0021"],
+                            per_image=60, limit_images=None, seed=3, workers=2))
+    return out
+
+
+def test_wholeimage_format_and_rules(small_ds, gdxray_root):
+    p = np.load(small_ds / "patches.npy", mmap_mode="r")
+    lab = np.load(small_ds / "labels.npy")
+    assert p.dtype == np.uint8 and p.shape[1:] == (32, 32) and lab.dtype == np.uint8
+    n_img = 36 + 19
+    assert len(p) == len(lab) == n_img * 120
+    meta = _meta(small_ds)
+    assert list(meta[0])[:8] == ["index", "split", "label", "source", "series", "image", "row",
+                                 "col"]
+    man = json.loads((small_ds / "manifest.json").read_text())
+    assert man["counts"]["label"] == {"0": n_img * 60, "1": n_img * 60}
+    assert man["counts"]["source"] == {"background": n_img * 60, "ellipsoid": n_img * 60}
+    assert man["mix"] == "E100G000" and man["protocol"] == "wholeimage" and man["seed"] == 3
+    assert len(man["source_images"]) == n_img and all(len(s["sha256"]) == 64
+                                                      for s in man["source_images"])
+    gts = {s: gdxray.load_ground_truth(gdxray_root, s) for s in ("C0001", "C0021")}
+    imgs = {}
+    for m in meta:
+        n = int(m["image"])
+        assert n % 2 == 1  # no even-numbered (test) image feeds wholeimage
+        r, c = int(m["row"]), int(m["col"])
+        i = int(m["index"])
+        assert lab[i] == int(m["label"]) and (m["source"] == "background") == (lab[i] == 0)
+        for x1, y1, x2, y2 in gts[m["series"]].boxes_of(n):  # no patch touches a real defect
+            assert not (c < x2 and x1 < c + PATCH and r < y2 and y1 < r + PATCH), m
+        if m["source"] == "ellipsoid":
+            bx = [int(m[k]) for k in ("box_x1", "box_y1", "box_x2", "box_y2")]
+            assert 0 <= bx[0] < bx[2] <= 32 and 0 <= bx[1] < bx[3] <= 32
+        elif i % 97 == 0:  # background patches are the image's pixels, unchanged
+            key = (m["series"], n)
+            if key not in imgs:
+                rec = [x for x in gdxray.list_images(gdxray_root, [key[0]]) if x.number == n][0]
+                imgs[key] = np.rint(gdxray.load_sample(rec, gts[key[0]]).image * 255)
+            np.testing.assert_array_equal(p[i], imgs[key][r:r + 32, c:c + 32])
+    # stratified split: 20% of each label in val
+    for labv in ("0", "1"):
+        rows = [m for m in meta if m["label"] == labv]
+        val = sum(m["split"] == "val" for m in rows)
+        assert abs(val / len(rows) - 0.2) < 0.01
+
+
+def test_deterministic(small_ds, gdxray_root, tmp_path):
+    out = tmp_path / "again"
+    build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(out), series=["C0001", "C0021"],
+                            per_image=60, seed=3, workers=1))
+    for name in ("patches.npy", "labels.npy", "meta.csv"):
+        assert (out / name).read_bytes() == (small_ds / name).read_bytes(), name
+    a = json.loads((out / "manifest.json").read_text())
+    b = json.loads((small_ds / "manifest.json").read_text())
+    a["arguments"].pop("out"), b["arguments"].pop("out")
+    assert a == b
+
+
+def test_split_by_image(gdxray_root, tmp_path):
+    out = tmp_path / "img"
+    build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(out), series=["C0010"],
+                            per_image=20, split_by="image", seed=1))
+    sides: dict = {}
+    for m in _meta(out):
+        sides.setdefault(m["image"], set()).add(m["split"])
+    assert all(len(v) == 1 for v in sides.values())
+    assert sum(v == {"val"} for v in sides.values()) == 4  # round(0.2 * 19)
+
+
+def test_table3_small(gdxray_root, tmp_path):
+    out = tmp_path / "t3"
+    man = build_dataset(BuildArgs(
+        gdxray=str(gdxray_root), out=str(out), protocol="table3", series=["C0021"],
+        t3_defects=400,
+        t3_no_defects=400, t3_real=100, t3_test_defects=300, t3_test_no_defects=300,
+        limit_images=8, seed=0))
+    c = man["counts"]
+    assert c["split"] == {"test": 600, "train": 800}
+    assert c["source"] == {"background": 700, "ellipsoid": 300, "real": 400}
+    ds = open_dataset(out)
+    gt1 = gdxray.load_ground_truth(gdxray_root, "C0001")
+    for m in _meta(out):
+        if m["split"] == "test":
+            assert m["series"] == "C0001"
+        else:
+            assert m["series"] == "C0021"
+        if m["split"] == "test" and m["source"] == "real":
+            r, c0 = int(m["row"]), int(m["col"])
+            best = 0.0
+            for x1, y1, x2, y2 in gt1.boxes_of(int(m["image"])):
+                ov = max(0, min(x2, c0 + 32) - max(x1, c0)) * max(0, min(y2, r + 32) - max(y1, r))
+                best = max(best, ov / ((x2 - x1) * (y2 - y1)))
+            assert best >= 1 / 3 - 1e-9
+    assert len(ds.indices("test")) == 600
+
+
+def test_real_positions_rule():
+    boxes = np.array([[10, 10, 22, 22]])  # 12x12 = 144 pixels
+    pos = real_positions(boxes, (100, 100))
+    for r, c, _ in pos:
+        ov = max(0, min(22, c + 32) - max(10, c)) * max(0, min(22, r + 32) - max(10, r))
+        assert ov * 3 >= 144
+    assert (0, 0, 0) in pos and len(pos) == len(set(pos))
+
+
+def test_background_positions_avoid_boxes():
+    mask = np.ones((80, 90), bool)
+    boxes = np.array([[40, 30, 50, 40]])
+    pos = background_positions(mask, boxes, margin=0)
+    for r, c in pos:
+        assert not (c < 50 and c + 32 > 40 and r < 40 and r + 32 > 30)
+    assert len(pos) > 0
+
+
+def test_parse_mix():
+    assert parse_mix("E050G050").name == "E050G050"
+    assert parse_mix("e100g000").ellipsoid == 100
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--series", "C9999"], "unknown series 'C9999'"),
+    (["--mix", "E060G050"], "add up to 110"),
+    (["--mix", "E050G050"], "needs --gan"),
+    (["--per-image", "400000"], "fewer than the 400000 asked for"),
+])
+def test_build_bad_input(gdxray_root, tmp_path, extra, needle):
+    out = tmp_path / "o"
+    proc = run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out", str(out),
+                   "--limit-images", "2", *extra)
+    assert_one_line_error(proc, needle)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_build_existing_folder_and_cli(gdxray_root, tmp_path, small_ds):
+    out = tmp_path / "o"
+    out.mkdir()
+    proc = run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out", str(out))
+    assert_one_line_error(proc, "exists (use --force")
+    proc = run_cli("dataset", "info", str(small_ds), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 55 * 120
+    proc = run_cli("dataset", "grid", str(small_ds), "--out", str(tmp_path / "g.png"))
+    assert proc.returncode == 0 and (tmp_path / "g.png").stat().st_size > 1000
+    assert_one_line_error(run_cli("dataset", "info", str(tmp_path)), "not an xdefect dataset")
