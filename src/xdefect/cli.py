@@ -255,6 +255,63 @@ def cmd_dataset_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ models, train
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from xdefect.models import registry_table
+
+    table = registry_table()
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("name", "p", "d", "f", "params",
+                                             "macs_per_patch")} for r in table], indent=2))
+        return 0
+    print(f"{'name':<7}{'p':<17}{'d':<24}{'f':<18}{'params':>11}{'MACs/patch':>13}  description")
+    def fmt(v: list[int]) -> str:
+        return "(" + ",".join(map(str, v)) + ")"
+
+    for r in table:
+        print(f"{r['name']:<7}{fmt(r['p']):<17}{fmt(r['d']):<24}{fmt(r['f']):<18}"
+              f"{r['params']:>11,}{r['macs_per_patch']:>13,}  {r['description']}")
+    print("params counted as Keras does (BatchNorm: 4 per channel); see docs/models.md")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from xdefect.train import TrainConfig, train
+
+    res = train(TrainConfig(data=str(args.data), out=str(args.out), arch=args.arch,
+                            epochs=args.epochs, batch=args.batch, lr=args.lr,
+                            optimizer=args.optimizer, patience=args.patience, seed=args.seed,
+                            threads=args.threads, device=args.device, resume=args.resume,
+                            samples_per_epoch=args.samples_per_epoch,
+                            val_samples=args.val_samples),
+                on_epoch=lambda row: print(json.dumps(row), flush=True))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{args.out}: best epoch {res['best_epoch']} (val loss {res['best_val_loss']:.4f}),"
+              f" {res['epochs_run']} epochs, stopped by {res['stopped']}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from xdefect.train import test_model
+
+    res = test_model(str(args.model), str(args.data), args.split, args.batch)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    (tn, fp), (fn, tp) = res["confusion"]
+    print(f"{res['model']} ({res['arch']}) on {res['data']} [{res['split']}], {res['n']} patches")
+    print(f"  accuracy {res['accuracy']:.4f}  precision {res['precision']:.4f}  "
+          f"recall {res['recall']:.4f}")
+    print("  confusion (rows true, columns predicted):")
+    print(f"               no-defect   defect\n  no-defect {tn:>11} {fp:>8}\n"
+          f"  defect    {fn:>11} {tp:>8}")
+    for src, d in res["by_source"].items():
+        print(f"  {src:<10} n={d['n']:<8} accuracy {d['accuracy']:.4f}")
+    return 0
+
+
 # --------------------------------------------------------------------------------- demo
 
 
@@ -436,6 +493,58 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--per-row", type=int, default=12, help="patches per class/source row")
     dg.add_argument("--seed", type=int, default=0, help="random seed")
     dg.set_defaults(func=cmd_dataset_grid)
+
+    mo = sub.add_parser("models", help="the registry of patch CNN architectures",
+                        formatter_class=_Formatter)
+    msub = mo.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    ml = msub.add_parser("list", help="architectures with parameters and MACs per patch",
+                         formatter_class=_Formatter,
+                         description="Every registered architecture: xnet2 (Xnet-II), t3-0 ... "
+                                     "t3-7 (the rows of the paper's Table 3) and xnet (WACV "
+                                     "2017). params follow Keras' count (BatchNorm: 4 per "
+                                     "channel).")
+    ml.add_argument("--json", action="store_true", help="print JSON")
+    ml.set_defaults(func=cmd_models_list)
+
+    from xdefect.models import REGISTRY
+    tr = sub.add_parser("train", help="train a patch classifier", formatter_class=_Formatter,
+                        description=(
+                            "Train a patch CNN on the 'train' split of a dataset folder,\n"
+                            "validating on 'val' every epoch, with early stopping on the\n"
+                            "validation loss. Writes RUN/metrics.csv, RUN/best.safetensors +\n"
+                            "best.json (the model and its card) and RUN/last.* (to resume).\n"
+                            "Runs under torchrun --nproc_per_node=N as well (DDP)."))
+    tr.add_argument("--data", required=True, type=Path, help="dataset folder")
+    tr.add_argument("--arch", default="xnet2", choices=list(REGISTRY), help="architecture")
+    tr.add_argument("--out", required=True, type=Path, help="run folder")
+    tr.add_argument("--epochs", type=int, default=20, help="maximum epochs")
+    tr.add_argument("--batch", type=int, default=256, help="batch size (per process)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    tr.add_argument("--optimizer", choices=("adam", "rmsprop"), default="adam",
+                    help="optimiser (the paper's Keras builder used rmsprop)")
+    tr.add_argument("--patience", type=int, default=4,
+                    help="stop after this many epochs without a better validation loss")
+    tr.add_argument("--seed", type=int, default=0, help="random seed")
+    tr.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    tr.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="device (default: cuda when present)")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue RUN from its last complete epoch")
+    tr.add_argument("--samples-per-epoch", type=int, default=None,
+                    help="train on a seeded random sample of this many patches per epoch "
+                         "(default: the whole train split)")
+    tr.add_argument("--val-samples", type=int, default=None,
+                    help="validate on a fixed seeded subset of this many val patches")
+    tr.set_defaults(func=cmd_train)
+
+    te = sub.add_parser("test", help="patch accuracy of a model on a dataset split",
+                        formatter_class=_Formatter)
+    te.add_argument("--model", required=True, type=Path, help="model .safetensors")
+    te.add_argument("--data", required=True, type=Path, help="dataset folder")
+    te.add_argument("--split", choices=("test", "val", "train"), default="test")
+    te.add_argument("--batch", type=int, default=1024, help="batch size")
+    te.add_argument("--json", action="store_true", help="print JSON")
+    te.set_defaults(func=cmd_test)
 
     d = sub.add_parser("demo", help="run the demo (what `make demo` runs)",
                        formatter_class=_Formatter,

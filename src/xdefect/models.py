@@ -1,0 +1,201 @@
+"""The Xnet-II family: one configurable patch CNN and a registry of named architectures.
+
+An architecture is ``(p, d, f)`` (the paper's notation): ``len(p) == len(d)`` 'conv' blocks,
+block ``i`` = Conv2D ``p[i] x p[i]`` with ``d[i]`` channels (same padding, bias) ->
+BatchNorm (per channel) -> ReLU -> MaxPool 2x2 -> Dropout; then flatten and 'fc' blocks
+``f``: Dense (no bias) -> BatchNorm -> ReLU -> Dropout for each but the last, and
+Dense(``f[-1]``) (bias) -> softmax. Input: one 32x32 grey patch, normalised by
+:func:`normalise`; output: two activations, index 0 'no-defect', 1 'defect' (the model
+returns logits; ``softmax`` gives the paper's ``y0``, ``y1``).
+
+The paper's Table 2 lists no activation layer in its 'conv' blocks (its Keras Conv2D
+layers presumably carried ``activation='relu'``); xdefect applies ReLU after BatchNorm.
+
+Parameter counts follow Keras, as the paper's tables do: BatchNorm has four numbers per
+channel (scale, shift, running mean, running variance). ``xnet2`` then has 1,349,522. The
+paper prints 1,346,010, which only adds up if its conv BatchNorm layers had normalised over
+the image width (4 x width = 128, 64, 32, 16, 8 instead of 4 x channels): 1,349,522
+- 4 x (20 + 40 + 80 + 160 + 640) + 4 x (32 + 16 + 8 + 4 + 2) = 1,346,010.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+PATCH = 32
+
+# Input normalisation, defined once: float = (uint8 / 255 - MEAN) / STD.
+NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "std": 0.25}
+
+
+def normalise(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0, 255] float) patches ``(N, 32, 32)`` -> float32 tensor ``(N, 1, 32, 32)``."""
+    t = torch.as_tensor(np.asarray(patches) if not isinstance(patches, torch.Tensor) else patches)
+    t = t.to(torch.float32)
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    return (t * NORMALISATION["scale"] - NORMALISATION["mean"]) / NORMALISATION["std"]
+
+
+def normalise_float(image01: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The same normalisation for grey values already in [0, 1] (whole images)."""
+    t = torch.as_tensor(image01, dtype=torch.float32)
+    return (t - NORMALISATION["mean"]) / NORMALISATION["std"]
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A (p, d, f) architecture. ``conv_dropout``/``fc_dropout``: dropout rates."""
+
+    name: str
+    p: tuple[int, ...]
+    d: tuple[int, ...]
+    f: tuple[int, ...]
+    conv_dropout: float = 0.1
+    fc_dropout: float = 0.3
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.p) != len(self.d) or not self.p:
+            raise ValueError("p and d must have the same, non-zero length")
+        if PATCH % (2 ** len(self.p)):
+            raise ValueError("too many conv blocks for a 32x32 patch")
+        if not self.f or self.f[-1] != 2:
+            raise ValueError("the last fc block must have 2 outputs")
+
+    @property
+    def flat_size(self) -> int:
+        side = PATCH // 2 ** len(self.p)
+        return side * side * self.d[-1]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for k in ("p", "d", "f"):
+            out[k] = list(out[k])
+        return out
+
+    @staticmethod
+    def from_dict(doc: dict) -> ArchConfig:
+        return ArchConfig(name=doc["name"], p=tuple(doc["p"]), d=tuple(doc["d"]),
+                          f=tuple(doc["f"]), conv_dropout=float(doc.get("conv_dropout", 0.1)),
+                          fc_dropout=float(doc.get("fc_dropout", 0.3)),
+                          description=doc.get("description", ""))
+
+    def params(self) -> int:
+        """Parameters, Keras convention (BatchNorm: 4 per channel)."""
+        n, cin = 0, 1
+        for k, c in zip(self.p, self.d, strict=True):
+            n += k * k * cin * c + c + 4 * c
+            cin = c
+        fin = self.flat_size
+        for i, fo in enumerate(self.f):
+            if i < len(self.f) - 1:
+                n += fin * fo + 4 * fo
+            else:
+                n += fin * fo + fo
+            fin = fo
+        return n
+
+    def trainable_params(self) -> int:
+        """Parameters that training updates (BatchNorm: 2 per channel)."""
+        return self.params() - 2 * (sum(self.d) + sum(self.f[:-1]))
+
+    def macs_per_patch(self) -> int:
+        """Multiply-accumulates of one forward pass on one 32x32 patch."""
+        n, cin, side = 0, 1, PATCH
+        for k, c in zip(self.p, self.d, strict=True):
+            n += side * side * k * k * cin * c
+            cin, side = c, side // 2
+        fin = self.flat_size
+        for fo in self.f:
+            n += fin * fo
+            fin = fo
+        return n
+
+
+class PatchCNN(nn.Module):
+    """The configurable patch classifier. ``forward`` maps ``(N, 1, 32, 32)`` normalised
+    patches to ``(N, 2)`` logits."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.arch = arch
+        layers: list[nn.Module] = []
+        cin = 1
+        for k, c in zip(arch.p, arch.d, strict=True):
+            layers += [nn.Conv2d(cin, c, k, padding=k // 2), nn.BatchNorm2d(c),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(arch.conv_dropout)]
+            cin = c
+        self.features = nn.Sequential(*layers)
+        fc: list[nn.Module] = [nn.Flatten()]
+        fin = arch.flat_size
+        for i, fo in enumerate(arch.f):
+            if i < len(arch.f) - 1:
+                fc += [nn.Linear(fin, fo, bias=False), nn.BatchNorm1d(fo), nn.ReLU(inplace=True),
+                       nn.Dropout(arch.fc_dropout)]
+            else:
+                fc += [nn.Linear(fin, fo)]
+            fin = fo
+        self.classifier = nn.Sequential(*fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def count_params_keras(model: nn.Module) -> int:
+    """Parameters plus BatchNorm running statistics (Keras' count)."""
+    n = sum(p.numel() for p in model.parameters())
+    n += sum(b.numel() for name, b in model.named_buffers()
+             if name.endswith(("running_mean", "running_var")))
+    return n
+
+
+def _t3(i: int, p, d, f, desc: str) -> ArchConfig:
+    return ArchConfig(f"t3-{i}", tuple(p), tuple(d), tuple(f), description=desc)
+
+
+_ROWS = [
+    _t3(0, (7, 5, 3), (32, 64, 128), (256, 64, 2), "Table 3 row 0 (= xnet, WACV 2017)"),
+    _t3(1, (7, 5, 3), (20, 40, 80), (200, 2), "Table 3 row 1"),
+    _t3(2, (7, 5, 3, 3), (20, 40, 80, 160), (320, 160, 2), "Table 3 row 2"),
+    _t3(3, (7, 5, 3, 3), (40, 80, 120, 160), (320, 160, 2), "Table 3 row 3"),
+    _t3(4, (7, 5, 3, 3), (40, 80, 120, 160), (320, 640, 2), "Table 3 row 4"),
+    _t3(5, (7, 5, 3, 3, 3), (20, 40, 80, 160, 320), (200, 400, 2), "Table 3 row 5"),
+    _t3(6, (7, 5, 3, 3, 3), (20, 40, 80, 160, 640), (320, 160, 2), "Table 3 row 6 (= xnet2)"),
+    _t3(7, (7, 5, 3, 3, 3), (20, 40, 80, 160, 640), (100, 200, 400, 2), "Table 3 row 7"),
+]
+
+REGISTRY: dict[str, ArchConfig] = {
+    "xnet2": ArchConfig("xnet2", _ROWS[6].p, _ROWS[6].d, _ROWS[6].f,
+                        description="Xnet-II (Table 2; Table 3 row 6)"),
+    "xnet": ArchConfig("xnet", _ROWS[0].p, _ROWS[0].d, _ROWS[0].f,
+                       description="Xnet (WACV 2017; Table 3 row 0)"),
+    **{a.name: a for a in _ROWS},
+}
+
+
+def get_arch(name: str) -> ArchConfig:
+    """The registered architecture ``name`` (``KeyError`` with the known names if absent)."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r} (known: {', '.join(REGISTRY)})") from None
+
+
+def create_model(arch: str | ArchConfig) -> PatchCNN:
+    """Build a fresh model from a registry name or an :class:`ArchConfig`."""
+    return PatchCNN(get_arch(arch) if isinstance(arch, str) else arch)
+
+
+def registry_table() -> list[dict]:
+    """``[{"name", "p", "d", "f", "params", "macs_per_patch", ...}]`` for ``models list``."""
+    out = []
+    for name, a in REGISTRY.items():
+        out.append({"name": name, "p": list(a.p), "d": list(a.d), "f": list(a.f),
+                    "params": a.params(), "trainable_params": a.trainable_params(),
+                    "macs_per_patch": a.macs_per_patch(), "description": a.description})
+    return out

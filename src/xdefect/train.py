@@ -1,0 +1,367 @@
+"""Training and testing of patch classifiers on an xdefect patch dataset.
+
+The loop: each epoch visits the ``train`` split in a seeded random order (or a seeded
+random sample of ``samples_per_epoch`` of it), one optimiser step per batch, then evaluates
+the ``val`` split (loss, accuracy, precision and recall of 'defect'). After every complete
+epoch it writes, each atomically, ``RUN/metrics.csv`` (one row per epoch),
+``RUN/last.safetensors`` + ``RUN/last.json`` (model, optimiser state, epoch, early-stopping
+state) and, when the validation loss improved, ``RUN/best.safetensors`` + ``RUN/best.json``.
+``resume=True`` continues from ``last`` after its last complete epoch: a run killed at
+any moment loses at most the epoch in progress.
+
+Determinism: the order of each epoch and the dropout masks derive from ``(seed, epoch)``,
+so a resumed run continues as the uninterrupted one would, and the same seed and thread
+count reproduce the metrics.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA); each rank takes every
+``world_size``-th sample of the epoch's order, validation sums are all-reduced, and rank
+0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _io
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xdefect import __version__
+from xdefect.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_tensors,
+    model_state,
+    read_card,
+    save_model,
+    save_tensors,
+)
+from xdefect.errors import InputError
+from xdefect.io import atomic_path, progress
+from xdefect.models import NORMALISATION, create_model, get_arch, normalise
+from xdefect.patches import Dataset, open_dataset
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_precision",
+                  "val_recall", "lr", "seconds", "patches_per_s")
+
+
+@dataclass
+class TrainConfig:
+    """Arguments of :func:`train` (recorded in the model card)."""
+
+    data: str
+    out: str
+    arch: str = "xnet2"
+    epochs: int = 20
+    batch: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    patience: int = 4
+    seed: int = 0
+    threads: int | None = None
+    device: str | None = None
+    resume: bool = False
+    samples_per_epoch: int | None = None
+    val_samples: int | None = None
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_init(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _confusion(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """2x2 confusion matrix, rows = true label, columns = predicted."""
+    cm = np.zeros((2, 2), np.int64)
+    np.add.at(cm, (y.astype(int), pred.astype(int)), 1)
+    return cm
+
+
+def scores_from_confusion(cm: np.ndarray) -> dict:
+    tn, fp, fn, tp = (int(v) for v in cm.ravel())
+    n = tn + fp + fn + tp
+    return {"accuracy": (tp + tn) / n if n else float("nan"),
+            "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "confusion": [[tn, fp], [fn, tp]], "n": n}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, patches: np.ndarray, batch: int = 1024,
+            device: str | torch.device = "cpu", desc: str | None = None) -> np.ndarray:
+    """Softmax outputs ``(N, 2)`` (``y0``, ``y1``) of uint8 patches ``(N, 32, 32)``."""
+    model.eval()
+    out = np.empty((len(patches), 2), np.float32)
+    bar = progress(total=len(patches), desc=desc or "predict", unit="patch")
+    for s in range(0, len(patches), batch):
+        x = normalise(np.asarray(patches[s:s + batch])).to(device)
+        out[s:s + batch] = torch.softmax(model(x), dim=1).cpu().numpy()
+        bar.update(min(batch, len(patches) - s))
+    bar.close()
+    return out
+
+
+def _evaluate(model, ds: Dataset, idx: np.ndarray, cfg: TrainConfig, device, dist: _Dist
+              ) -> tuple[float, np.ndarray]:
+    """Mean loss and confusion matrix over ``idx`` (sharded across ranks, all-reduced)."""
+    model.eval()
+    mine = idx[dist.rank::dist.world]
+    loss_sum = 0.0
+    cm = np.zeros((2, 2), np.int64)
+    with torch.no_grad():
+        for s in range(0, len(mine), cfg.batch * 4):
+            b = np.sort(mine[s:s + cfg.batch * 4])
+            x = normalise(ds.patches[b]).to(device)
+            y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            cm += _confusion(logits.argmax(1).cpu().numpy(), ds.labels[b])
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        t = torch.tensor([loss_sum, *cm.ravel().tolist()], dtype=torch.float64)
+        tdist.all_reduce(t)
+        loss_sum, cm = float(t[0]), t[1:].numpy().astype(np.int64).reshape(2, 2)
+    n = int(cm.sum())
+    return (loss_sum / n if n else float("nan")), cm
+
+
+def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise InputError(f"--optimizer {name!r}: expected adam or rmsprop")
+
+
+def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state as flat tensors (safetensors) plus JSON-able scalars."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.ndim > 0:
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars["state"].setdefault(str(pid), {})[k] = float(v)
+    return tensors, scalars
+
+
+def _opt_restore(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict
+                 ) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for pid, st in scalars["state"].items():
+        for k, v in st.items():
+            state.setdefault(int(pid), {})[k] = torch.tensor(v)
+    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in METRIC_COLUMNS})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train (or resume) a run; returns the final state (best epoch, metrics, paths).
+
+    ``on_epoch`` is called on rank 0 with each epoch's metrics row once its files are
+    written (the CLI prints it as a JSON line)."""
+    try:
+        arch = get_arch(cfg.arch)
+    except KeyError as exc:
+        raise InputError(f"--arch: {exc.args[0]}") from None
+    if cfg.epochs < 1 or cfg.batch < 1 or cfg.lr <= 0:
+        raise InputError("--epochs and --batch must be at least 1 and --lr positive")
+    ds = open_dataset(cfg.data)
+    train_idx, val_idx = ds.indices("train"), ds.indices("val")
+    if len(train_idx) == 0:
+        raise InputError(f"{cfg.data}: the dataset has no 'train' split")
+    if cfg.val_samples and len(val_idx) > cfg.val_samples:
+        vrng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 99]))
+        val_idx = np.sort(vrng.choice(val_idx, cfg.val_samples, replace=False))
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available on this machine")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dist = _dist_init(device)
+    if device.startswith("cuda") and dist.world > 1:
+        device = f"cuda:{dist.local_rank}"
+    out = Path(cfg.out)
+    last = out / "last.safetensors"
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(arch).to(device)
+    opt = _optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    rows: list[dict] = []
+    start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
+    manifest_sha = _sha256(ds.folder / "manifest.json")
+    if cfg.resume and last.exists():
+        card = read_card(last, (CHECKPOINT_FORMAT,))
+        tensors = load_tensors(last)
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                               if k.startswith("model.")})
+        _opt_restore(opt, tensors, card["optimizer"])
+        st = card["training_state"]
+        if card.get("data_manifest_sha256") != manifest_sha:
+            raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
+        start_epoch, best_loss = st["epoch"] + 1, st["best_val_loss"]
+        best_epoch, bad_epochs = st["best_epoch"], st["bad_epochs"]
+        rows = st["metrics"]
+    elif dist.main and last.exists():
+        raise InputError(f"{out}: holds a run already (use --resume to continue it, or "
+                         "another --out)")
+    net: torch.nn.Module = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dist.local_rank] if device.startswith("cuda") else None
+        net = DistributedDataParallel(model, device_ids=ids)
+
+    base_card = {
+        "data": str(ds.folder), "data_manifest_sha256": manifest_sha,
+        "data_counts": ds.manifest.get("counts"), "data_protocol": ds.manifest.get("protocol"),
+        "data_mix": ds.manifest.get("mix"), "seed": cfg.seed,
+        "xdefect_version": __version__, "train_config": asdict(cfg),
+        "threads": torch.get_num_threads(), "device": str(device), "world_size": dist.world,
+    }
+    stopped = "epochs"
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if bad_epochs >= cfg.patience:
+            stopped = "early"
+            break
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch]))
+        order = rng.permutation(train_idx)
+        if cfg.samples_per_epoch and cfg.samples_per_epoch < len(order):
+            order = order[: cfg.samples_per_epoch]
+        torch.manual_seed(cfg.seed * 100003 + epoch * 1009 + dist.rank)
+        mine = order[dist.rank::dist.world]
+        nb = len(mine) // cfg.batch if len(mine) >= cfg.batch else 1
+        if dist.world > 1:  # every rank must take the same number of steps
+            nb = len(order) // dist.world // cfg.batch or 1
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = progress(total=nb, desc=f"epoch {epoch}/{cfg.epochs}",
+                       unit="batch") if dist.main else None
+        for bi in range(nb):
+            b = np.sort(mine[bi * cfg.batch:(bi + 1) * cfg.batch])
+            x = normalise(ds.patches[b]).to(device, non_blocking=True)
+            y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
+            opt.zero_grad(set_to_none=True)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(b)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(b)
+            if bar is not None:
+                bar.update()
+                if bi % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        if bar is not None:
+            bar.close()
+        train_time = time.perf_counter() - t0
+        val_loss, cm = _evaluate(net, ds, val_idx, cfg, device, dist) if len(val_idx) else (
+            float("nan"), np.zeros((2, 2), np.int64))
+        sc = scores_from_confusion(cm)
+        row = {"epoch": epoch, "train_loss": round(loss_sum / max(seen, 1), 6),
+               "train_acc": round(correct / max(seen, 1), 6), "val_loss": round(val_loss, 6),
+               "val_acc": round(sc["accuracy"], 6), "val_precision": round(sc["precision"], 6),
+               "val_recall": round(sc["recall"], 6), "lr": cfg.lr,
+               "seconds": round(time.perf_counter() - t0, 2),
+               "patches_per_s": round(seen * dist.world / train_time, 1)}
+        rows.append(row)
+        improved = not (val_loss >= best_loss)  # NaN (no val split) counts as improved
+        if improved:
+            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+        else:
+            bad_epochs += 1
+        if dist.main:
+            card = {**base_card, "epoch": epoch, "metrics": row,
+                    "val_confusion": sc["confusion"]}
+            if improved:
+                save_model(out / "best.safetensors", model, card)
+            opt_t, opt_s = _opt_tensors(opt)
+            tensors = {**{f"model.{k}": v for k, v in model_state(model).items()}, **opt_t}
+            last_card = {"format": CHECKPOINT_FORMAT, "arch": model.arch.to_dict(),
+                         "normalisation": NORMALISATION, **card, "optimizer": opt_s,
+                         "training_state": {"epoch": epoch, "best_val_loss": best_loss,
+                                            "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                                            "metrics": rows}}
+            _write_metrics(out / "metrics.csv", rows)
+            save_tensors(last, tensors, last_card)
+            if on_epoch is not None:
+                on_epoch(row)
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        tdist.destroy_process_group()
+    return {"out": str(out), "best_epoch": best_epoch, "best_val_loss": best_loss,
+            "epochs_run": len(rows), "stopped": stopped, "metrics": rows}
+
+
+def test_model(model_path: str, data: str, split: str = "test", batch: int = 1024) -> dict:
+    """Accuracy, precision, recall and confusion matrix of a model on a dataset split."""
+    from xdefect.checkpoint import load_model
+
+    model, card = load_model(model_path)
+    ds = open_dataset(data)
+    idx = ds.indices(split)
+    if len(idx) == 0:
+        raise InputError(f"{data}: the dataset has no '{split}' split "
+                         f"(has: {', '.join(sorted(set(ds.split.tolist())))})")
+    probs = predict(model, ds.patches[idx], batch=batch, desc=f"test {split}")
+    cm = _confusion(probs.argmax(1), ds.labels[idx])
+    out = {"model": str(model_path), "data": str(data), "split": split,
+           "arch": card["arch"]["name"], **scores_from_confusion(cm)}
+    by_source = {}
+    for src in sorted(set(ds.source[idx].tolist())):
+        m = ds.source[idx] == src
+        by_source[src] = {"n": int(m.sum()),
+                          "accuracy": float((probs[m].argmax(1) == ds.labels[idx][m]).mean())}
+    out["by_source"] = by_source
+    return out
