@@ -102,3 +102,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     if norm != NORMALISATION:
         raise InputError(f"{sidecar(path)}: unsupported input normalisation {norm}")
     return model.to(device).eval(), card
+
+
+def bundled_model() -> Path | None:
+    """Path of the model installed with the package, if any."""
+    p = Path(__file__).resolve().parent / "weights" / "xnet2-e100g000.safetensors"
+    return p if p.is_file() else None

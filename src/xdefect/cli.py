@@ -312,6 +312,164 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- detect, evaluate
+
+
+def _model_path(value: Path | None) -> Path:
+    from xdefect.checkpoint import bundled_model
+
+    if value is not None:
+        return value
+    p = bundled_model()
+    if p is None:
+        raise InputError("no --model given and no bundled model installed")
+    return p
+
+
+def _detect_params(args: argparse.Namespace, card: dict):
+    from dataclasses import replace
+
+    from xdefect.detect import DetectParams
+
+    base = DetectParams(**card["detection"]) if isinstance(card.get("detection"), dict) \
+        else DetectParams()
+    over = {k: getattr(args, k) for k in ("mode", "stride", "theta", "radius", "a_min",
+                                           "box_rule") if getattr(args, k, None) is not None}
+    if getattr(args, "no_mask", False):
+        over["use_mask"] = False
+    return replace(base, **over)
+
+
+def _detection_doc(image_path: str, shape, model: str, params, dets) -> dict:
+    return {"image": image_path, "width": int(shape[1]), "height": int(shape[0]),
+            "model": model, "params": params.to_dict(),
+            "detections": [{"box": list(d.box), "score": round(float(d.score), 6)}
+                           for d in dets]}
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import torch
+
+    from xdefect.checkpoint import load_model
+    from xdefect.detect import detect
+    from xdefect.gdxray import image_shape
+    from xdefect.io import list_image_files, progress, read_image, write_image, write_json
+    from xdefect.report import overlay
+
+    files = list_image_files(args.inputs)
+    for f in files:  # check every input before writing anything
+        h, w = image_shape(f)
+        if h < 32 or w < 32:
+            raise InputError(f"{f}: image {w}x{h} is smaller than the 32x32 window")
+    mpath = _model_path(args.model)
+    model, card = load_model(mpath)
+    params = _detect_params(args, card)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        raise InputError("two inputs share a file name stem; outputs would collide")
+    bar = progress(total=len(files), desc="detect", unit="image")
+    total = 0
+    t0 = time.perf_counter()
+    for f in files:
+        rad = read_image(f)
+        dets, _ = detect(model, rad.pixels, params, batch=args.batch)
+        write_json(out / f"{f.stem}.json",
+                   _detection_doc(str(f), rad.shape, str(mpath), params, dets))
+        if not args.no_png:
+            boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
+            write_image(out / f"{f.stem}.png", overlay(rad.pixels, detections=boxes,
+                                                       thickness=2))
+        total += len(dets)
+        bar.update()
+    bar.close()
+    print(f"{out}: {len(files)} images, {total} detections "
+          f"({time.perf_counter() - t0:.1f} s; mode {params.mode}, stride {params.stride}, "
+          f"theta {params.theta})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from xdefect import gdxray
+    from xdefect.evaluate import ImageResult, summarise
+    from xdefect.io import progress, read_detections, write_image, write_json
+    from xdefect.report import overlay, pr_curve_figure
+
+    root = _root(args.gdxray)
+    if (args.model is None) == (args.detections is None) and args.detections is not None:
+        raise InputError("give either --model or --detections, not both")
+    recs = gdxray.list_images(root, args.series, args.split)
+    gts = {s: gdxray.load_ground_truth(root, s) for s in sorted({r.series for r in recs})}
+    unscored = sorted(s for s, g in gts.items() if not g.annotated)
+    recs = [r for r in recs if gts[r.series].annotated]
+    if not recs:
+        raise InputError(f"{root}: no annotated images in split {args.split}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[ImageResult] = []
+    missing = 0
+    model_name = None
+    params_doc: dict = {}
+    if args.detections is not None:
+        docs = read_detections(args.detections)
+        for r in recs:
+            d = docs.get(r.stem)
+            if d is None:
+                missing += 1
+                d = {"detections": []}
+            b = np.asarray([x["box"] for x in d["detections"]], float).reshape(-1, 4)
+            s = np.asarray([x["score"] for x in d["detections"]], float)
+            results.append(ImageResult(r.stem, r.series, b, s, gts[r.series].boxes_of(r.number)))
+        first = next(iter(docs.values()))
+        model_name, params_doc = first.get("model"), first.get("params", {})
+    else:
+        from xdefect.checkpoint import load_model
+        from xdefect.detect import detect
+
+        mpath = _model_path(args.model)
+        model, card = load_model(mpath)
+        params = _detect_params(args, card)
+        model_name, params_doc = str(mpath), params.to_dict()
+        bar = progress(total=len(recs), desc="evaluate", unit="image")
+        for r in recs:
+            smp = gdxray.load_sample(r, gts[r.series])
+            dets, _ = detect(model, smp.image, params)
+            write_json(out / "detections" / f"{r.stem}.json",
+                       _detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
+            b = np.asarray([x.box for x in dets], float).reshape(-1, 4)
+            results.append(ImageResult(r.stem, r.series, b,
+                                       np.asarray([x.score for x in dets], float), smp.boxes))
+            bar.update()
+        bar.close()
+    m = summarise(results, args.iou)
+    m.update({"split": args.split, "model": model_name, "params": params_doc,
+              "unscored_series": unscored, "images_without_detection_file": missing,
+              "gdxray": str(root)})
+    write_json(out / "metrics.json", m)
+    write_image(out / "pr_curve.png", pr_curve_figure(results, args.iou))
+    if not args.no_overlays:
+        by_stem = {r.stem: r for r in recs}
+        for res in results:
+            smp = gdxray.load_sample(by_stem[res.key], gts[res.series])
+            write_image(out / "overlays" / f"{res.key}.png",
+                        overlay(smp.image, detections=res.boxes, ground_truth=res.gt,
+                                thickness=2))
+    print(f"{out}: AP {m['ap']:.4f} (11-point {m['ap11']:.4f}) at IoU {args.iou} over "
+          f"{m['images']} images, {m['gt_boxes']} ground-truth boxes, {m['detections']} "
+          f"detections")
+    for s, d in m["per_series"].items():
+        print(f"  {s}: AP {d['ap']:.4f}  boxes {d['gt_boxes']:>4}  TP {d['true_positives']:>4}"
+              f"  FP {d['false_positives']:>5}  missed {d['missed']:>4}")
+    if unscored:
+        print(f"  unscored (no ground truth): {', '.join(unscored)}")
+    if missing:
+        print(f"  warning: {missing} images had no detection file (counted as no detections)")
+    return 0
+
+
 # --------------------------------------------------------------------------------- demo
 
 
@@ -545,6 +703,62 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--batch", type=int, default=1024, help="batch size")
     te.add_argument("--json", action="store_true", help="print JSON")
     te.set_defaults(func=cmd_test)
+
+    def det_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--mode", choices=("dense", "patch"), default=None,
+                       help="score map: dense (convolutional) or patch (windows batched); "
+                            "default from the model card, else dense")
+        q.add_argument("--stride", type=int, default=None, help="window stride (pixels)")
+        q.add_argument("--theta", type=float, default=None,
+                       help="threshold on y1 - y0 for a window to count as 'defect'")
+        q.add_argument("--radius", type=int, default=None, help="dilation disk radius (px)")
+        q.add_argument("--a-min", type=int, default=None, help="minimum region area (px)")
+        q.add_argument("--box-rule", choices=("windows", "region"), default=None,
+                       help="box of a region: union of its windows, or its own extent")
+        q.add_argument("--no-mask", action="store_true",
+                       help="do not restrict regions to the casting mask")
+
+    de = sub.add_parser("detect", help="detect defects in whole radiographs",
+                        formatter_class=_Formatter, description=(
+                            "Slide the patch classifier over each image (score y1 - y0),\n"
+                            "threshold, dilate, keep regions inside the casting, and write\n"
+                            "DIR/<stem>.json ({image, width, height, model, params,\n"
+                            "detections: [{box: [x1, y1, x2, y2], score}]}) and DIR/<stem>.png\n"
+                            "(detections in green). Boxes: 0-based, half-open pixels."))
+    de.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                    help="images (8/16-bit PNG, TIFF) or folders of images")
+    de.add_argument("--model", type=Path, default=None,
+                    help="model .safetensors (default: the bundled model)")
+    de.add_argument("--out", required=True, type=Path, help="output folder")
+    de.add_argument("--batch", type=int, default=1024, help="batch size in patch mode")
+    de.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    de.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    det_args(de)
+    de.set_defaults(func=cmd_detect)
+
+    ev = sub.add_parser("evaluate", help="AP of detections against GDXray ground truth",
+                        formatter_class=_Formatter, description=(
+                            "Match detections to ground-truth boxes by IoU (greedy by score,\n"
+                            "each box at most once) and report AP (all-point and 11-point)\n"
+                            "overall and per series. Either run a model (--model) or score\n"
+                            "saved detection JSONs matched to images by file stem\n"
+                            "(--detections). Writes DIR/metrics.json, DIR/pr_curve.png and\n"
+                            "DIR/overlays/ (detections green, ground truth red)."))
+    src = ev.add_mutually_exclusive_group()
+    src.add_argument("--model", type=Path, default=None,
+                     help="model .safetensors (default: the bundled model)")
+    src.add_argument("--detections", type=Path, default=None,
+                     help="folder of detection JSONs (no model needed)")
+    _root_arg(ev, "--gdxray")
+    ev.add_argument("--split", choices=("even", "odd", "val", "all"), default="even",
+                    help="even: test images; odd: training images; val: odd images with "
+                         "number % 4 == 1 (for tuning)")
+    ev.add_argument("--series", nargs="+", default=None, help="series (default: all)")
+    ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match")
+    ev.add_argument("--out", required=True, type=Path, help="output folder")
+    ev.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
+    det_args(ev)
+    ev.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="run the demo (what `make demo` runs)",
                        formatter_class=_Formatter,

@@ -127,12 +127,15 @@ def list_images(
     series: Iterable[str] | None = None,
     split: str | None = None,
 ) -> list[ImageRecord]:
-    """All images of the chosen series (default: all), optionally only ``"odd"``/``"even"``.
+    """All images of the chosen series (default: all), optionally of one split.
 
+    ``split``: ``"odd"`` (training and validation), ``"even"`` (testing), ``"val"`` (the
+    validation images for tuning detection: odd numbers 1, 5, 9, ..., i.e. ``n % 4 == 1``),
+    ``"train"`` (the other odd images, ``n % 4 == 3``), ``"all"`` or ``None``.
     Sorted by series then number.
     """
-    if split not in (None, "odd", "even", "all"):
-        raise ValueError(f"split must be odd, even or all, not {split!r}")
+    if split not in (None, "odd", "even", "all", "val", "train"):
+        raise ValueError(f"split must be odd, even, val, train or all, not {split!r}")
     c = castings_dir(root)
     out: list[ImageRecord] = []
     for s in check_series(root, series):
@@ -140,7 +143,9 @@ def list_images(
             m = _IMAGE_RE.match(f.name)
             if m and m.group(1) == s:
                 rec = ImageRecord(s, int(m.group(2)), f)
-                if split in (None, "all") or rec.split == split:
+                if split in (None, "all") or rec.split == split or (
+                        split == "val" and rec.number % 4 == 1) or (
+                        split == "train" and rec.number % 4 == 3):
                     out.append(rec)
     return sorted(out)
 

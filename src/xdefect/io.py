@@ -190,3 +190,51 @@ def progress(**kwargs: Any) -> tqdm:
     env = os.environ.get("XDEFECT_PROGRESS")
     disable = None if env is None else env == "0"
     return tqdm(leave=False, disable=disable, **kwargs)
+
+
+def list_image_files(inputs: list[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders (their image files, sorted) into a list of image paths;
+    :class:`InputError` for a missing path or a folder without images."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(files)
+        else:
+            out.append(p)
+    return out
+
+
+def read_detections(folder: str | os.PathLike[str]) -> dict[str, dict]:
+    """Read every ``*.json`` detection file of a folder, keyed by file stem.
+
+    Each must be ``{"image": str, "width": int, "height": int, "detections": [{"box":
+    [x1, y1, x2, y2], "score": float}, ...]}``; :class:`InputError` naming the file
+    otherwise.
+    """
+    f = Path(folder)
+    if not f.is_dir():
+        raise InputError(f"{f}: no such detections folder")
+    out: dict[str, dict] = {}
+    for p in sorted(f.glob("*.json")):
+        doc = read_json(p)
+        dets = doc.get("detections") if isinstance(doc, dict) else None
+        if not isinstance(dets, list):
+            raise InputError(f"{p}: not a detection file (no 'detections' list)")
+        for i, d in enumerate(dets):
+            box = d.get("box") if isinstance(d, dict) else None
+            ok = (isinstance(box, list) and len(box) == 4
+                  and all(isinstance(v, (int, float)) for v in box)
+                  and isinstance(d.get("score"), (int, float)))
+            if not ok:
+                raise InputError(f"{p}: detection {i} must be {{\"box\": [x1, y1, x2, y2], "
+                                 "\"score\": number}")
+        out[p.stem] = doc
+    if not out:
+        raise InputError(f"{f}: holds no detection files (*.json)")
+    return out

@@ -43,8 +43,9 @@ def normalise(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def normalise_float(image01: np.ndarray | torch.Tensor) -> torch.Tensor:
     """The same normalisation for grey values already in [0, 1] (whole images)."""
-    t = torch.as_tensor(image01, dtype=torch.float32)
-    return (t - NORMALISATION["mean"]) / NORMALISATION["std"]
+    t = image01 if isinstance(image01, torch.Tensor) else torch.from_numpy(
+        np.array(image01, dtype=np.float32))  # a writable copy
+    return (t.to(torch.float32) - NORMALISATION["mean"]) / NORMALISATION["std"]
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,39 @@ def patch_grid(patches: np.ndarray, cols: int = 8, pad: int = 2, scale: int = 2,
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         grid[y:y + h, x:x + w] = big
     return np.repeat(grid[:, :, None], 3, axis=2)
+
+
+def pr_curve_figure(results: list, iou: float = 0.5) -> np.ndarray:
+    """PR curves (one per series and the pooled one, the paper's Fig. 9) as an RGB array.
+
+    ``results``: :class:`xdefect.evaluate.ImageResult` list.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xdefect.evaluate import pr_curve
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=100)
+    for s in sorted({r.series for r in results}):
+        c = pr_curve([r for r in results if r.series == s], iou)
+        if c.n_gt:
+            ax.plot(np.r_[0, c.recall], np.r_[1, c.precision], lw=1.2,
+                    label=f"{s} (AP {c.ap():.3f})")
+    c = pr_curve(results, iou)
+    if c.n_gt:
+        ax.plot(np.r_[0, c.recall], np.r_[1, c.precision], "k", lw=2.5,
+                label=f"all (AP {c.ap():.3f})")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"Precision-recall, IoU >= {iou}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+    plt.close(fig)
+    return rgb

@@ -1,0 +1,338 @@
+"""Whole-image detection: the score map (the paper's f1) and regions (f2).
+
+Score map
+---------
+For a grey image ``(H, W)`` in [0, 1] and a stride ``s``, window ``(i, j)`` is the 32x32
+patch with top-left pixel ``(i * s, j * s)`` (0-based; rows ``i*s : i*s + 32``), for every
+window that lies wholly inside the image. Its score is ``y1 - y0`` (softmax outputs of the
+classifier: 'defect' minus 'no-defect'), in [-1, 1]. The window's *centre* is the pixel
+``(i * s + 16, j * s + 16)``.
+
+Two modes compute it:
+
+* ``patch``: windows are cut out and batched through the CNN, each zero-padded at its own
+  border (the paper's semantics).
+* ``dense``: the network runs convolutionally over the whole image. The first ``log2(s)``
+  max-pools keep their stride 2; each later pool becomes a stride-1 pool dilated by the
+  product of the strides it replaced, and the convolutions after it are dilated likewise
+  (the "filter rarefaction" of dense CNN evaluation); the dense layers become (dilated)
+  convolutions. Every window then shares computation with its neighbours. Results equal
+  ``patch`` mode except near window borders, where ``patch`` sees zero padding and
+  ``dense`` sees the neighbouring pixels: ``docs/detection.md`` measures the difference.
+  ``s`` must be a power of two no larger than ``2**len(p)``.
+
+Large images are processed in tiles (about ``tile`` pixels a side, aligned to ``s``,
+each with enough context around it that the result does not depend on the tiling), so
+memory is bounded by the tile, not the image.
+
+Regions
+-------
+``theta`` -> binary map of the centres of windows with score > theta -> dilation with a
+disk of radius ``r`` -> AND with the casting mask -> 8-connected regions -> regions with
+fewer than ``a_min`` pixels dropped -> one box per region. Box rule (``box_rule``):
+``"windows"`` (default) is the union of the 32x32 windows whose centres fall in the
+region, clipped to the image; ``"region"`` is the region's own bounding box. The region's
+score is the maximum window score inside it. Boxes are ``(x1, y1, x2, y2)``, 0-based,
+half-open.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from torch import nn
+
+from xdefect.errors import InputError
+from xdefect.models import PATCH, PatchCNN, normalise_float
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Detection parameters (defaults chosen on validation images, ``docs/detection.md``).
+
+    ``stride``: window step (pixels). ``theta``: score threshold on ``y1 - y0``.
+    ``radius``: dilation disk radius (pixels). ``a_min``: minimum region area (pixels,
+    after dilation and masking). ``box_rule``: ``"windows"`` or ``"region"``.
+    ``mode``: ``"dense"`` or ``"patch"``. ``use_mask``: AND with the casting mask.
+    """
+
+    stride: int = 4
+    theta: float = 0.5
+    radius: int = 6
+    a_min: int = 150
+    box_rule: str = "windows"
+    mode: str = "dense"
+    use_mask: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """``values[i, j]`` = ``y1 - y0`` of the window with top-left ``(i*stride, j*stride)``."""
+
+    values: np.ndarray
+    stride: int
+    image_shape: tuple[int, int]
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column (pixels) of each window's centre, as 1-D arrays."""
+        h, w = self.values.shape
+        return (np.arange(h) * self.stride + PATCH // 2, np.arange(w) * self.stride + PATCH // 2)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detected region: ``box`` ``(x1, y1, x2, y2)`` 0-based half-open; ``score`` its
+    maximum window score; ``area`` its pixel count."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    area: int
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError("expected a 2-D grey image")
+    if a.shape[0] < PATCH or a.shape[1] < PATCH:
+        raise InputError(f"image {a.shape[1]}x{a.shape[0]} is smaller than the "
+                         f"{PATCH}x{PATCH} window")
+    return a
+
+
+def grid_shape(shape: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Number of window rows and columns for an image of ``shape`` (windows wholly inside)."""
+    return ((shape[0] - PATCH) // stride + 1, (shape[1] - PATCH) // stride + 1)
+
+
+# ----------------------------------------------------------------------------- patch mode
+
+
+@torch.no_grad()
+def score_map_patch(model: PatchCNN, image: np.ndarray, stride: int = 4, batch: int = 1024,
+                    device: str | torch.device = "cpu") -> ScoreMap:
+    """Score map by cutting every window and batching it through the CNN (exact)."""
+    a = _check_image(image)
+    gh, gw = grid_shape(a.shape, stride)
+    win = np.lib.stride_tricks.sliding_window_view(a, (PATCH, PATCH))[::stride, ::stride]
+    win = win[:gh, :gw].reshape(-1, PATCH, PATCH)
+    model.eval()
+    out = np.empty(len(win), np.float32)
+    for s in range(0, len(win), batch):
+        x = normalise_float(np.ascontiguousarray(win[s:s + batch]))[:, None].to(device)
+        p = torch.softmax(model(x), dim=1)
+        out[s:s + batch] = (p[:, 1] - p[:, 0]).cpu().numpy()
+    return ScoreMap(out.reshape(gh, gw), stride, a.shape)
+
+
+# ----------------------------------------------------------------------------- dense mode
+
+
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BatchNorm that follows a linear layer into its weight and bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    b = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    return weight * scale.view(shape), (b - bn.running_mean) * scale + bn.bias
+
+
+def _max2(x: torch.Tensor, d: int) -> torch.Tensor:
+    """2x2 max-pool with stride 1 and dilation ``d``, without padding (output shrinks by
+    ``d`` along each axis)."""
+    return torch.maximum(torch.maximum(x[..., :-d, :-d], x[..., :-d, d:]),
+                         torch.maximum(x[..., d:, :-d], x[..., d:, d:]))
+
+
+class DenseNet(nn.Module):
+    """A :class:`PatchCNN` evaluated convolutionally at stride ``s`` (see module docs).
+
+    Built from the model's weights with each BatchNorm folded into the layer before it
+    (eval mode). ``forward`` maps a normalised ``(N, 1, H, W)`` image to ``(N, 2, H', W')``
+    logits where position ``(u, v)`` is the window with top-left ``(u*s, v*s)``; the
+    stride-1 pools do not pad, so exactly the windows that lie inside the image come out
+    (``H' = (H - 32) // s + 1`` when ``H`` is a multiple of ``s``, more otherwise: crop)."""
+
+    def __init__(self, model: PatchCNN, stride: int) -> None:
+        super().__init__()
+        arch = model.arch
+        nblocks = len(arch.p)
+        k = int(round(math.log2(stride))) if stride >= 1 else -1
+        if stride < 1 or 2**k != stride or k > nblocks:
+            raise ValueError(f"dense mode needs a power-of-two stride <= {2**nblocks}, "
+                             f"not {stride}")
+        model = model.eval()
+        self.k = k
+        self.stride = stride
+        feats = list(model.features)
+        self.convs = []
+        for i in range(nblocks):
+            conv, bn = feats[5 * i], feats[5 * i + 1]
+            w, b = _fold_bn(conv.weight.detach(), conv.bias.detach(), bn)
+            self.convs.append((w.contiguous(), b.contiguous(), conv.kernel_size[0]))
+        lin = [m for m in model.classifier if isinstance(m, (nn.Linear, nn.BatchNorm1d))]
+        self.fcs = []
+        i = 0
+        while i < len(lin):
+            w, b = lin[i].weight.detach(), lin[i].bias
+            b = b.detach() if b is not None else None
+            relu = False
+            if i + 1 < len(lin) and isinstance(lin[i + 1], nn.BatchNorm1d):
+                w, b = _fold_bn(w, b, lin[i + 1])
+                relu = True
+                i += 2
+            else:
+                i += 1
+            self.fcs.append((w.contiguous(), b, relu))
+        self.side = PATCH // 2**nblocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dil = 1
+        for i, (w, b, kk) in enumerate(self.convs):
+            x = F.conv2d(x, w, b, padding=dil * (kk // 2), dilation=dil)
+            # max-pool before ReLU (they commute) on the smaller map
+            if i < self.k:
+                x = F.max_pool2d(x, 2, 2)
+            else:
+                x = _max2(x, dil)
+                dil *= 2
+            x = torch.relu_(x)
+        cin = x.shape[1]
+        for j, (w, b, relu) in enumerate(self.fcs):
+            if j == 0:
+                x = F.conv2d(x, w.view(w.shape[0], cin, self.side, self.side), b, dilation=dil)
+            else:
+                x = F.conv2d(x, w.view(w.shape[0], w.shape[1], 1, 1), b)
+            if relu:
+                x = torch.relu_(x)
+        return x
+
+
+def context_margin(model: PatchCNN, stride: int) -> int:
+    """Pixels beyond a window that influence its dense score (the receptive field's reach
+    through the 'same' convolutions), rounded up to a multiple of ``stride``."""
+    reach = sum((k // 2) * 2**i for i, k in enumerate(model.arch.p))
+    return -(-reach // stride) * stride
+
+
+@torch.no_grad()
+def score_map_dense(model: PatchCNN, image: np.ndarray, stride: int = 4, tile: int = 1024,
+                    device: str | torch.device = "cpu") -> ScoreMap:
+    """Score map by running the CNN convolutionally over the image, in tiles of about
+    ``tile`` x ``tile`` pixels. Each tile carries :func:`context_margin` pixels of context on
+    every side, so the result does not depend on the tiling."""
+    a = _check_image(image)
+    h, w = a.shape
+    gh, gw = grid_shape(a.shape, stride)
+    net = DenseNet(model, stride).to(device)
+    margin = context_margin(model, stride)
+    out = np.empty((gh, gw), np.float32)
+    step = max((max(tile, 2 * PATCH) - PATCH) // stride, 1)  # windows per tile and axis
+    for i0 in range(0, gh, step):
+        for j0 in range(0, gw, step):
+            ni, nj = min(step, gh - i0), min(step, gw - j0)
+            r0, c0 = max(i0 * stride - margin, 0), max(j0 * stride - margin, 0)
+            r1 = min((i0 + ni - 1) * stride + PATCH + margin, h)
+            c1 = min((j0 + nj - 1) * stride + PATCH + margin, w)
+            x = normalise_float(np.ascontiguousarray(a[r0:r1, c0:c1]))[None, None].to(device)
+            oi, oj = (i0 * stride - r0) // stride, (j0 * stride - c0) // stride
+            logits = net(x)[0, :, oi:oi + ni, oj:oj + nj]
+            p = torch.softmax(logits, dim=0)
+            out[i0:i0 + ni, j0:j0 + nj] = (p[1] - p[0]).cpu().numpy()
+    return ScoreMap(out, stride, a.shape)
+
+
+def score_map(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,
+              batch: int = 1024, device: str | torch.device = "cpu") -> ScoreMap:
+    """Score map in the mode of ``params`` (``dense`` by default)."""
+    p = params or DetectParams()
+    if p.mode == "patch":
+        return score_map_patch(model, image, p.stride, batch, device)
+    if p.mode == "dense":
+        return score_map_dense(model, image, p.stride, device=device)
+    raise ValueError(f"unknown mode {p.mode!r} (dense or patch)")
+
+
+# -------------------------------------------------------------------------------- regions
+
+
+def disk(radius: int) -> np.ndarray:
+    """Boolean disk structuring element of the given radius (pixels)."""
+    r = int(radius)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return xx * xx + yy * yy <= r * r
+
+
+def regions(smap: ScoreMap, params: DetectParams | None = None,
+            mask: np.ndarray | None = None) -> list[Detection]:
+    """The paper's f2: threshold, dilate the window centres, mask, label, filter, box.
+
+    ``mask``: casting mask ``(H, W)`` (ignored when ``params.use_mask`` is False).
+    Detections are sorted by decreasing score.
+    """
+    p = params or DetectParams()
+    h, w = smap.image_shape
+    hits = np.argwhere(smap.values > p.theta)
+    if len(hits) == 0:
+        return []
+    centres = np.zeros((h, w), bool)
+    rows = hits[:, 0] * smap.stride + PATCH // 2
+    cols = hits[:, 1] * smap.stride + PATCH // 2
+    centres[rows, cols] = True
+    # bounding-box-limited dilation: cheap on large images with few hits
+    region_map = ndi.binary_dilation(centres, structure=disk(p.radius)) if p.radius > 0 \
+        else centres
+    if p.use_mask and mask is not None:
+        region_map &= mask
+    lab, n = ndi.label(region_map, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    # per region: max score of its window centres, and the windows' union box
+    score_img = np.full((h, w), -np.inf, np.float32)
+    score_img[rows, cols] = smap.values[hits[:, 0], hits[:, 1]]
+    objs = ndi.find_objects(lab)
+    out: list[Detection] = []
+    for k, sl in enumerate(objs, start=1):
+        if sl is None or areas[k] < p.a_min:
+            continue
+        sub = lab[sl] == k
+        sc = score_img[sl][sub]
+        sc = sc[np.isfinite(sc)]
+        score = float(sc.max()) if sc.size else float(p.theta)
+        if p.box_rule == "region":
+            box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+        elif p.box_rule == "windows":
+            rr, cc = np.nonzero(sub & np.isfinite(score_img[sl]))
+            if rr.size == 0:  # centres masked out: fall back to the region's box
+                box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+            else:
+                rr = rr + sl[0].start
+                cc = cc + sl[1].start
+                box = (max(int(cc.min()) - PATCH // 2, 0), max(int(rr.min()) - PATCH // 2, 0),
+                       min(int(cc.max()) + PATCH // 2, w), min(int(rr.max()) + PATCH // 2, h))
+        else:
+            raise ValueError(f"unknown box rule {p.box_rule!r} (windows or region)")
+        out.append(Detection(tuple(int(v) for v in box), score, int(areas[k])))  # type: ignore[arg-type]
+    out.sort(key=lambda d: -d.score)
+    return out
+
+
+def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,
+           mask: np.ndarray | None = None, batch: int = 1024,
+           device: str | torch.device = "cpu") -> tuple[list[Detection], ScoreMap]:
+    """Score map and regions of one image. ``mask`` defaults to the casting mask."""
+    from xdefect.gdxray import casting_mask
+
+    p = params or DetectParams()
+    smap = score_map(model, image, p, batch, device)
+    if p.use_mask and mask is None:
+        mask = casting_mask(image)
+    return regions(smap, p, mask), smap

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, run_cli
+from PIL import Image
+
+from xdefect import detect as D
+from xdefect import models as M
+from xdefect.checkpoint import save_model
+
+
+def _random_model(arch="xnet2", seed=0) -> M.PatchCNN:
+    torch.manual_seed(seed)
+    m = M.create_model(arch)
+    for mod in m.modules():  # non-trivial BatchNorm statistics
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("m") / "rand.safetensors"
+    save_model(p, _random_model(), {"note": "random weights for tests"})
+    return p
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 8, 16, 32])
+def test_dense_equals_patch_on_one_window(stride):
+    m = _random_model()
+    x = np.random.default_rng(stride).uniform(0, 1, (32, 32)).astype(np.float32)
+    a = D.score_map_dense(m, x, stride).values
+    b = D.score_map_patch(m, x, stride).values
+    assert a.shape == b.shape == (1, 1)
+    assert np.abs(a - b).max() < 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 8, 16])
+def test_dense_equals_patch_everywhere_with_pointwise_convs(stride):
+    # 1x1 kernels have no padding effects: dense mode must reproduce every window exactly
+    arch = M.ArchConfig("pw", (1, 1, 1, 1, 1), (6, 8, 8, 12, 16), (10, 2))
+    torch.manual_seed(1)
+    m = M.PatchCNN(arch).eval()
+    x = np.random.default_rng(0).uniform(0, 1, (80, 112)).astype(np.float32)
+    a = D.score_map_dense(m, x, stride).values
+    b = D.score_map_patch(m, x, stride).values
+    assert a.shape == b.shape == D.grid_shape(x.shape, stride)
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_dense_tiles_are_seamless():
+    m = _random_model()
+    x = np.random.default_rng(2).uniform(0, 1, (150, 170)).astype(np.float32)
+    whole = D.score_map_dense(m, x, 4, tile=4096).values
+    tiled = D.score_map_dense(m, x, 4, tile=64).values
+    assert np.abs(whole - tiled).max() < 1e-5
+
+
+def test_dense_rejects_bad_stride():
+    with pytest.raises(ValueError):
+        D.score_map_dense(_random_model(), np.zeros((64, 64), np.float32), 3)
+    with pytest.raises(ValueError):
+        D.score_map_dense(_random_model(), np.zeros((64, 64), np.float32), 64)
+
+
+def _smap(values, stride=4, shape=(100, 120)):
+    return D.ScoreMap(np.asarray(values, np.float32), stride, shape)
+
+
+def test_regions_by_hand():
+    v = np.full(D.grid_shape((100, 120), 4), -1.0, np.float32)
+    v[5:8, 6:9] = 0.9      # a 3x3 block of windows: centres rows 36..44, cols 40..48
+    v[15, 20] = 0.8        # an isolated hit: small region
+    p = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=40, box_rule="windows")
+    dets = D.regions(_smap(v), p)
+    assert len(dets) == 1
+    d = dets[0]
+    assert d.box == (40 - 16, 36 - 16, 48 + 16, 44 + 16) and d.score == pytest.approx(0.9)
+    p2 = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=1, box_rule="region")
+    dets2 = D.regions(_smap(v), p2)
+    assert len(dets2) == 2
+    assert dets2[0].box == (37, 33, 52, 48)  # centres dilated by 3 px, half-open
+    assert dets2[1].area == int(D.disk(3).sum())
+    # the casting mask removes what lies outside it
+    mask = np.ones((100, 120), bool)
+    mask[:, :60] = False
+    assert D.regions(_smap(v), p2, mask)[0].box[0] >= 60
+    assert D.regions(_smap(np.full_like(v, -1.0)), p2) == []
+
+
+def test_small_image_is_an_error():
+    from xdefect.errors import InputError
+
+    with pytest.raises(InputError, match="smaller than the 32x32 window"):
+        D.score_map_dense(_random_model(), np.zeros((20, 300), np.float32))
+
+
+def test_cli_detect_png_and_16bit_tiff(model_file, tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (96, 128), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 65535, (90, 100)).astype(np.uint16)).save(tmp_path / "b.tif")
+    out = tmp_path / "out"
+    proc = run_cli("detect", "--model", str(model_file), str(tmp_path / "a.png"),
+                   str(tmp_path / "b.tif"), "--out", str(out), "--theta", "-1", "--a-min", "1",
+                   "--no-mask")
+    assert proc.returncode == 0, proc.stderr
+    for stem, (h, w) in (("a", (96, 128)), ("b", (90, 100))):
+        doc = json.loads((out / f"{stem}.json").read_text())
+        assert set(doc) == {"image", "width", "height", "model", "params", "detections"}
+        assert (doc["width"], doc["height"]) == (w, h)
+        assert doc["params"]["theta"] == -1 and len(doc["detections"]) >= 1
+        for det in doc["detections"]:
+            x1, y1, x2, y2 = det["box"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and -1 <= det["score"] <= 1
+        im = np.asarray(Image.open(out / f"{stem}.png"))
+        assert im.shape == (h, w, 3) and (im[..., 1] == 220).any()  # green boxes
+
+
+def test_cli_detect_bad_inputs(model_file, tmp_path):
+    Image.fromarray(np.zeros((20, 40), np.uint8)).save(tmp_path / "tiny.png")
+    out = tmp_path / "o"
+    assert_one_line_error(run_cli("detect", "--model", str(model_file), str(tmp_path / "tiny.png"),
+                                  "--out", str(out)), "tiny.png", "smaller than the 32x32")
+    assert not out.exists()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "ok.png")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("{}")
+    assert_one_line_error(run_cli("detect", "--model", str(bad), str(tmp_path / "ok.png"),
+                                  "--out", str(out)), "bad.safetensors")
+    assert_one_line_error(run_cli("detect", "--model", str(model_file),
+                                  str(tmp_path / "missing.png"), "--out", str(out)),
+                          "missing.png", "no such file")
+
+
+def test_cli_evaluate_saved_detections(gdxray_root, tmp_path):
+    from xdefect import gdxray
+
+    det = tmp_path / "det"
+    det.mkdir()
+    # perfect detections for C0010's even images, nothing for C0015
+    gt = gdxray.load_ground_truth(gdxray_root, "C0010")
+    n_gt = 0
+    for r in gdxray.list_images(gdxray_root, ["C0010"], "even"):
+        boxes = gt.boxes_of(r.number)
+        n_gt += len(boxes)
+        doc = {"image": str(r.path), "width": 768, "height": 572, "model": "hand",
+               "params": {}, "detections": [{"box": [int(v) for v in b], "score": 0.9}
+                                            for b in boxes]}
+        (det / f"{r.stem}.json").write_text(json.dumps(doc))
+    out = tmp_path / "ev"
+    proc = run_cli("evaluate", "--detections", str(det), "--gdxray", str(gdxray_root),
+                   "--split", "even", "--series", "C0010", "C0015", "C0061", "--out", str(out),
+                   "--no-overlays")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"ap", "ap11", "iou", "images", "gt_boxes", "detections", "per_series", "params",
+            "model"} <= set(m)
+    assert m["per_series"]["C0010"]["ap"] == 1.0 and m["per_series"]["C0010"]["gt_boxes"] == n_gt
+    assert m["per_series"]["C0015"]["ap"] == 0.0
+    assert m["unscored_series"] == ["C0061"] and "C0061" not in m["per_series"]
+    assert m["iou"] == 0.5 and (out / "pr_curve.png").stat().st_size > 1000
+    (det / "broken.json").write_text("{not json")
+    assert_one_line_error(run_cli("evaluate", "--detections", str(det), "--gdxray",
+                                  str(gdxray_root), "--out", str(out)), "broken.json",
+                          "malformed JSON")
+
+
+def test_cli_evaluate_with_model_and_overlays(gdxray_root, model_file, tmp_path):
+    out = tmp_path / "ev"
+    proc = run_cli("evaluate", "--model", str(model_file), "--gdxray", str(gdxray_root),
+                   "--split", "even", "--series", "C0034", "--out", str(out), "--stride", "8")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["images"] == 18 and m["gt_boxes"] == 18 and m["params"]["stride"] == 8
+    assert len(list((out / "overlays").glob("*.png"))) == 18
+    assert len(list((out / "detections").glob("*.json"))) == 18
