@@ -118,7 +118,7 @@ def test_table3_small(gdxray_root, tmp_path):
             best = 0.0
             for x1, y1, x2, y2 in gt1.boxes_of(int(m["image"])):
                 ov = max(0, min(x2, c0 + 32) - max(x1, c0)) * max(0, min(y2, r + 32) - max(y1, r))
-                best = max(best, ov / ((x2 - x1) * (y2 - y1)))
+                best = max(best, ov / min((x2 - x1) * (y2 - y1), 32 * 32))
             assert best >= 1 / 3 - 1e-9
     assert len(ds.indices("test")) == 600
 

@@ -196,7 +196,8 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     b = BuildArgs(gdxray=str(_root(args.gdxray)), out=str(args.out), protocol=args.protocol,
-                  series=args.series, per_image=args.per_image, mix=args.mix, gan=args.gan,
+                  series=args.series, per_image=args.per_image, mix=args.mix,
+                  gan=None if args.gan is None else str(args.gan),
                   val_fraction=args.val_fraction, split_by=args.split_by, seed=args.seed,
                   t3_defects=args.t3_defects, t3_no_defects=args.t3_no_defects,
                   t3_real=args.t3_real, t3_test_defects=args.t3_test_defects,
@@ -309,6 +310,41 @@ def cmd_test(args: argparse.Namespace) -> int:
           f"  defect    {fn:>11} {tp:>8}")
     for src, d in res["by_source"].items():
         print(f"  {src:<10} n={d['n']:<8} accuracy {d['accuracy']:.4f}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- gan
+
+
+def cmd_gan_train(args: argparse.Namespace) -> int:
+    from xdefect.gan import GanConfig, train_gan
+
+    res = train_gan(GanConfig(gdxray=str(_root(args.gdxray)), out=str(args.out),
+                              iterations=args.iterations, batch=args.batch, seed=args.seed,
+                              every=args.every, series=args.series, threads=args.threads,
+                              device=args.device, resume=args.resume),
+                    on_log=lambda row: print(json.dumps(row), flush=True))
+    print(f"{args.out}: {res['iterations']} iterations on {res['real_patches']} real defect "
+          "patches (x8 flips/rotations)")
+    return 0
+
+
+def cmd_gan_sample(args: argparse.Namespace) -> int:
+    from xdefect.gan import load_generator, sample
+    from xdefect.io import atomic_path, write_image
+    from xdefect.report import patch_grid
+
+    if args.n < 1:
+        raise InputError(f"--n {args.n}: must be at least 1")
+    G, _ = load_generator(args.model)
+    x = sample(G, args.n, np.random.default_rng(args.seed))
+    base = Path(args.out)
+    base = base.with_suffix("") if base.suffix in (".npy", ".png") else base
+    with atomic_path(base.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, x)
+    write_image(base.with_suffix(".png"), patch_grid(x[:64], cols=8))
+    print(f"{base}.npy: {args.n} generated 32x32 patches (uint8); {base}.png: grid of "
+          f"{min(args.n, 64)}")
     return 0
 
 
@@ -703,6 +739,37 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--batch", type=int, default=1024, help="batch size")
     te.add_argument("--json", action="store_true", help="print JSON")
     te.set_defaults(func=cmd_test)
+
+    ga = sub.add_parser("gan", help="GAN-simulated defects (DCGAN)", formatter_class=_Formatter)
+    gsub2 = ga.add_subparsers(dest="gan_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    gt = gsub2.add_parser("train", help="train a DCGAN on real defect patches",
+                          formatter_class=_Formatter, description=(
+                              "Train a DCGAN on every 32x32 window of the odd-numbered images\n"
+                              "that holds at least a third of a real defect, augmented with\n"
+                              "flips and 90-degree rotations. Checkpoints (safetensors) and a\n"
+                              "sample grid every --every iterations; --resume continues."))
+    _root_arg(gt, "--gdxray")
+    gt.add_argument("--out", required=True, type=Path, help="GAN folder")
+    gt.add_argument("--iterations", type=int, default=5000,
+                    help="generator/discriminator updates (about 30 min on 2 CPU cores)")
+    gt.add_argument("--batch", type=int, default=64, help="batch size")
+    gt.add_argument("--seed", type=int, default=0, help="random seed")
+    gt.add_argument("--every", type=int, default=500, help="checkpoint and sample period")
+    gt.add_argument("--series", nargs="+", default=None, help="series (default: all)")
+    gt.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    gt.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="device (default: cuda when present)")
+    gt.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    gt.set_defaults(func=cmd_gan_train)
+    gs2 = gsub2.add_parser("sample", help="generate defect patches",
+                           formatter_class=_Formatter,
+                           description="Write FILE.npy (uint8 (N, 32, 32)) and FILE.png (a grid "
+                                       "of up to 64, the paper's Fig. 8).")
+    gs2.add_argument("--model", required=True, type=Path, help="GAN folder")
+    gs2.add_argument("--n", type=int, default=64, help="number of patches")
+    gs2.add_argument("--out", required=True, type=Path, help="output base name FILE")
+    gs2.add_argument("--seed", type=int, default=0, help="random seed")
+    gs2.set_defaults(func=cmd_gan_sample)
 
     def det_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--mode", choices=("dense", "patch"), default=None,

@@ -113,6 +113,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{t.name}.", suffix=".tmp" + t.suffix, dir=t.parent)
     os.close(fd)
     tmp_p = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_p, 0o666 & ~umask)  # mkstemp's 0600 would make results private
     try:
         yield tmp_p
         os.replace(tmp_p, t)

@@ -16,7 +16,9 @@ Format of a dataset folder (a contract)::
     manifest.json  protocol, mix, seed, arguments, xdefect version, counts, source images
                    with SHA-256 checksums
 
-``split`` is train, val or test; ``source`` is real, ellipsoid, gan or background. The
+``split`` is train, val or test; ``source`` is real, ellipsoid, gan or background (GAN
+patches are not cut from an image: their ``row``/``col`` are -1, and their series/image
+name the image whose quota they fill, ``gan``/0 in ``table3``). The
 folder is written under a temporary name and renamed when complete; the same arguments
 and seed give byte-identical files.
 
@@ -30,7 +32,7 @@ Rules (documented in ``docs/datasets.md``):
   ``max_offset`` pixels in each direction, redrawn until at least ``min_inside`` (default
   one half) of the defect's shadow (pixels with ``d > 0``) falls inside the patch.
 * 'defect' from a real box (``table3``): the patch holds at least one third of the box's
-  area (the paper's rule).
+  area (the paper's rule), or of the patch's area for boxes larger than the patch.
 """
 
 from __future__ import annotations
@@ -206,11 +208,13 @@ def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
 def real_positions(boxes: np.ndarray, shape: tuple[int, int], min_fraction: float = 1 / 3
                    ) -> list[tuple[int, int, int]]:
     """Top-left corners ``(row, col, box index)`` of every patch that holds at least
-    ``min_fraction`` of a real box's area (the paper's rule for real 'defect' patches)."""
+    ``min_fraction`` of a real box's area (the paper's rule for real 'defect' patches), or
+    of the patch's own area when the box is larger than the patch (else a defect wider than
+    32 pixels could never appear in a patch)."""
     h, w = shape
     out: list[tuple[int, int, int]] = []
     for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, dtype=np.int64).reshape(-1, 4)):
-        area = (x2 - x1) * (y2 - y1)
+        area = min((x2 - x1) * (y2 - y1), PATCH * PATCH)
         rr = np.arange(max(y1 - PATCH + 1, 0), min(y2, h - PATCH + 1))
         cc = np.arange(max(x1 - PATCH + 1, 0), min(x2, w - PATCH + 1))
         if rr.size == 0 or cc.size == 0:
@@ -325,12 +329,27 @@ def _gan_source(args: BuildArgs, mix: Mix) -> GanSource | None:
     if not args.gan:
         raise InputError(f"--mix {mix.name}: a GAN portion needs --gan GANDIR "
                          "(a trained generator from `xdefect gan train`)")
-    try:
-        from xdefect import gan  # type: ignore[attr-defined]
-    except ImportError:
-        raise InputError(f"--gan {args.gan}: GAN defects are not available in this version "
-                         "of xdefect") from None
-    return gan.patch_source(args.gan)  # pragma: no cover - lands with the GAN issue
+    from xdefect import gan
+
+    return gan.patch_source(args.gan)
+
+
+def gan_set(src: GanSource, n: int, series: str, image: int, seed: tuple[int, ...]
+            ) -> PatchSet:
+    """``n`` GAN 'defect' patches filling an image's quota: source ``gan``, provenance the
+    image whose quota they fill, ``row = col = -1`` (not cut from it)."""
+    rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
+    p = src(n, rng)
+    return PatchSet([series] * n, np.full(n, image, np.int32), p, np.ones(n, np.uint8),
+                    ["gan"] * n, np.full(n, -1, np.int32), np.full(n, -1, np.int32),
+                    np.full((n, 4), -1, np.int32))
+
+
+def _concat(a: PatchSet, b: PatchSet) -> PatchSet:
+    return PatchSet(a.series + b.series, np.concatenate([a.images, b.images]),
+                    np.concatenate([a.patches, b.patches]), np.concatenate([a.labels, b.labels]),
+                    a.source + b.source, np.concatenate([a.rows, b.rows]),
+                    np.concatenate([a.cols, b.cols]), np.concatenate([a.boxes, b.boxes]))
 
 
 def _split(labels: np.ndarray, groups: np.ndarray | None, val_fraction: float,
@@ -459,7 +478,7 @@ def build_dataset(args: BuildArgs) -> dict:
     gan_src = _gan_source(args, mix)
     with atomic_dir(out, force=args.force) as tmp:
         if args.protocol == "wholeimage":
-            manifest = _build_wholeimage(args, mix, tmp)
+            manifest = _build_wholeimage(args, mix, tmp, gan_src)
         else:
             manifest = _build_table3(args, mix, tmp, gan_src)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -473,6 +492,10 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
         a.pop(k, None)
     a["gdxray"] = str(args.gdxray)
     a["out"] = str(args.out)
+    if args.gan and mix.gan:
+        g = Path(args.gan)
+        g = g / "generator.safetensors" if g.is_dir() else g
+        extra = {**extra, "gan_generator_sha256": _checksum(g)}
     return {
         "format": "xdefect-patches/1",
         "protocol": args.protocol,
@@ -492,15 +515,18 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
     }
 
 
-def _build_wholeimage(args: BuildArgs, mix: Mix, tmp: Path) -> dict:
+def _build_wholeimage(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | None
+                      ) -> dict:
     jobs, recs = plan_wholeimage(args, mix)
     n_gan_per = args.per_image - jobs[0].n_ellipsoid
-    if n_gan_per:
-        raise InputError(f"--mix {mix.name}: GAN defects are not available in this version")
-    total = sum(j.n_background + j.n_ellipsoid for j in jobs)
+    total = sum(j.n_background + j.n_ellipsoid for j in jobs) + n_gan_per * len(jobs)
     writer = _Writer(tmp, total)
     groups = []
     for ps in _map(run_image_job, jobs, args.workers, f"wholeimage {mix.name}"):
+        if n_gan_per:
+            assert gan_src is not None
+            key = (args.seed, 11, int(ps.series[0][1:]), int(ps.images[0]))
+            ps = _concat(ps, gan_set(gan_src, n_gan_per, ps.series[0], int(ps.images[0]), key))
         writer.add(ps, "train")
         if args.split_by == "image":
             groups.append(ps.images + 10000 * np.asarray([int(x[1:]) for x in ps.series],
@@ -543,7 +569,9 @@ def _build_table3(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | Non
                      f"{n_real} asked: repeats used")
     pick_real = (rng.choice(len(cands), n_real, replace=len(cands) < n_real)
                  if cands and n_real else np.zeros(0, int))
-    n_sim = args.t3_defects - len(pick_real)
+    n_sim_all = args.t3_defects - len(pick_real)
+    n_gan = int(round(n_sim_all * mix.gan / 100))
+    n_sim = n_sim_all - n_gan  # ellipsoidal
     per = -(-n_sim // len(recs_train)) if n_sim else 0
     per_bg = -(-args.t3_no_defects // len(recs_train))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
@@ -567,6 +595,9 @@ def _build_table3(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | Non
         sel = [j for j in range(len(ps)) if (i, j) in keep_bg or (i, j) in keep_el]
         writer.add(_subset(ps, sel), "train")
     writer.add(_real_set(cands, pick_real), "train")
+    if n_gan:
+        assert gan_src is not None
+        writer.add(gan_set(gan_src, n_gan, "gan", 0, (args.seed, 12)), "train")
     # ---- testing: real defects and no-defect patches of C0001, all images
     tcands, tgts = real_candidates(recs_test)
     if len(tcands) < args.t3_test_defects:

@@ -1,0 +1,126 @@
+"""Choose the detection parameters on validation images (never on the test images).
+
+Validation images: the odd-numbered images with ``number % 4 == 1`` of the annotated
+series (``xdefect evaluate --split val``). For each, the dense score map is computed once
+at stride 4 (stride 8 is its every other window: dense scores do not depend on the
+stride), then every combination of theta, disk radius, minimum area, box rule and stride
+is scored by AP at IoU 0.5. Then dense and patch mode are compared with the chosen
+parameters on a subset of the validation images (patch mode is slow): largest and mean
+score difference, and the AP of each.
+
+Prints a JSON document (and writes it with ``--out``):
+
+    .venv/bin/python experiments/tune_detection.py --model runs/xnet2/best.safetensors \\
+        [--gdxray ROOT] [--compare-images 12] [--out runs/tune.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from xdefect import gdxray
+from xdefect.checkpoint import load_model
+from xdefect.detect import DetectParams, ScoreMap, regions, score_map_dense, score_map_patch
+from xdefect.evaluate import ImageResult, summarise
+from xdefect.io import progress
+
+GRID = {
+    "theta": [-0.5, 0.0, 0.5, 0.8, 0.95],
+    "radius": [4, 8, 12],
+    "a_min": [0, 150, 400, 800],
+    "box_rule": ["windows", "region"],
+    "stride": [4, 8],
+}
+
+
+def evaluate_maps(maps: dict, masks: dict, gts: dict, series: dict, params: DetectParams
+                  ) -> dict:
+    results = []
+    for key, smap in maps.items():
+        if params.stride != smap.stride:
+            smap = ScoreMap(smap.values[:: params.stride // smap.stride,
+                                        :: params.stride // smap.stride],
+                            params.stride, smap.image_shape)
+        dets = regions(smap, params, masks[key])
+        b = np.asarray([d.box for d in dets], float).reshape(-1, 4)
+        s = np.asarray([d.score for d in dets], float)
+        results.append(ImageResult(key, series[key], b, s, gts[key]))
+    return summarise(results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--gdxray", type=Path, default=gdxray.default_root())
+    ap.add_argument("--split", default="val", choices=("val", "odd"))
+    ap.add_argument("--compare-images", type=int, default=12)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    model, card = load_model(a.model)
+    maps, masks, gts, series, images = {}, {}, {}, {}, {}
+    samples = [s for s in gdxray.iter_samples(a.gdxray, split=a.split) if s.annotated]
+    t0 = time.perf_counter()
+    bar = progress(total=len(samples), desc="score maps", unit="image")
+    for smp in samples:
+        k = smp.record.stem
+        maps[k] = score_map_dense(model, smp.image, 4)
+        masks[k] = gdxray.casting_mask(smp.image)
+        gts[k], series[k], images[k] = smp.boxes, smp.record.series, smp.image
+        bar.update()
+    bar.close()
+    dense_s = (time.perf_counter() - t0) / len(samples)
+    table = []
+    keys = list(GRID)
+    for combo in itertools.product(*(GRID[k] for k in keys)):
+        p = DetectParams(**dict(zip(keys, combo, strict=True)))
+        m = evaluate_maps(maps, masks, gts, series, p)
+        table.append({**dict(zip(keys, combo, strict=True)), "ap": m["ap"], "ap11": m["ap11"]})
+    table.sort(key=lambda r: -r["ap"])
+    best = {k: table[0][k] for k in keys}
+    best_p = DetectParams(**best)
+    best_m = evaluate_maps(maps, masks, gts, series, best_p)
+    # dense against patch mode on a subset, both with the chosen parameters at stride 4
+    rng = np.random.default_rng(0)
+    subset = sorted(rng.choice(sorted(maps), min(a.compare_images, len(maps)), replace=False))
+    p4 = replace(best_p, stride=4)
+    pmaps, diffs = {}, []
+    t0 = time.perf_counter()
+    for k in progress(iterable=subset, desc="patch mode", unit="image"):
+        pmaps[k] = score_map_patch(model, images[k], 4)
+        diffs.append(np.abs(pmaps[k].values - maps[k].values))
+    patch_s = (time.perf_counter() - t0) / len(subset)
+    sub = {k: maps[k] for k in subset}
+    comp = {
+        "images": subset,
+        "max_abs_score_diff": float(max(d.max() for d in diffs)),
+        "mean_abs_score_diff": float(np.mean([d.mean() for d in diffs])),
+        "ap_dense": evaluate_maps(sub, masks, gts, series, p4)["ap"],
+        "ap_patch": evaluate_maps(pmaps, masks, gts, series, p4)["ap"],
+        "dense_s_per_image": dense_s, "patch_s_per_image": patch_s,
+    }
+    # patch mode's own best theta on the subset (its scores are distributed differently)
+    comp["ap_patch_best_theta"] = max(
+        (evaluate_maps(pmaps, masks, gts, series, replace(p4, theta=t))["ap"], t)
+        for t in GRID["theta"])
+    doc = {"model": str(a.model), "split": a.split, "images": len(maps),
+           "gt_boxes": int(sum(len(g) for g in gts.values())), "best": best,
+           "best_metrics": {k: best_m[k] for k in ("ap", "ap11", "true_positives",
+                                                   "false_positives", "missed")},
+           "best_per_series": {s: v["ap"] for s, v in best_m["per_series"].items()},
+           "top10": table[:10], "dense_vs_patch": comp, "grid": GRID}
+    text = json.dumps(doc, indent=2)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
