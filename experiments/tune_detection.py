@@ -27,32 +27,76 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.checkpoint import load_model
-from xdefect.detect import DetectParams, ScoreMap, regions, score_map_dense, score_map_patch
-from xdefect.evaluate import ImageResult, summarise
+from xdefect.detect import (
+    DetectParams,
+    ScoreMap,
+    boxes_of_regions,
+    label_regions,
+    regions,
+    score_map_dense,
+    score_map_patch,
+)
+from xdefect.evaluate import ImageResult, pr_curve, summarise
 from xdefect.io import progress
 
 GRID = {
     "theta": [-0.5, 0.0, 0.5, 0.8, 0.95],
-    "radius": [4, 8, 12],
+    "radius": [2, 4, 8],
     "a_min": [0, 150, 400, 800],
-    "box_rule": ["windows", "region"],
+    "box": [("windows", 0), ("region", 0), ("centres", 4), ("centres", 8), ("centres", 12),
+            ("peaks", 8), ("peaks", 10), ("peaks", 12), ("peaks", 16)],
     "stride": [4, 8],
 }
+
+
+def params_of(row: dict) -> DetectParams:
+    rule, margin = row["box"]
+    return DetectParams(theta=row["theta"], radius=row["radius"], a_min=row["a_min"],
+                        box_rule=rule, box_margin=margin, stride=row["stride"])
+
+
+def _sub(smap: ScoreMap, stride: int) -> ScoreMap:
+    if stride == smap.stride:
+        return smap
+    f = stride // smap.stride
+    return ScoreMap(smap.values[::f, ::f], stride, smap.image_shape)
 
 
 def evaluate_maps(maps: dict, masks: dict, gts: dict, series: dict, params: DetectParams
                   ) -> dict:
     results = []
     for key, smap in maps.items():
-        if params.stride != smap.stride:
-            smap = ScoreMap(smap.values[:: params.stride // smap.stride,
-                                        :: params.stride // smap.stride],
-                            params.stride, smap.image_shape)
-        dets = regions(smap, params, masks[key])
+        dets = regions(_sub(smap, params.stride), params, masks[key])
         b = np.asarray([d.box for d in dets], float).reshape(-1, 4)
         s = np.asarray([d.score for d in dets], float)
         results.append(ImageResult(key, series[key], b, s, gts[key]))
     return summarise(results)
+
+
+def grid_search(maps: dict, masks: dict, gts: dict, series: dict) -> list[dict]:
+    """AP of every grid combination; the labelling is shared by the combinations that
+    differ only in minimum area and box rule."""
+    dets: dict = {}
+    for stride, theta, radius in itertools.product(GRID["stride"], GRID["theta"],
+                                                   GRID["radius"]):
+        labs = {k: label_regions(_sub(m, stride), theta, radius, masks[k])
+                for k, m in maps.items()}
+        for a_min, (rule, margin) in itertools.product(GRID["a_min"], GRID["box"]):
+            row = {"theta": theta, "radius": radius, "a_min": a_min, "box": (rule, margin),
+                   "stride": stride}
+            results = []
+            for k, lab in labs.items():
+                d = [] if lab is None else boxes_of_regions(lab, a_min, rule, margin, theta)
+                results.append(ImageResult(
+                    k, series[k], np.asarray([x.box for x in d], float).reshape(-1, 4),
+                    np.asarray([x.score for x in d], float), gts[k]))
+            dets[len(dets)] = (row, pr_ap(results))
+    return [{**row, "ap": ap, "ap11": ap11} for row, (ap, ap11) in dets.values()]
+
+
+def pr_ap(results: list[ImageResult]) -> tuple[float, float]:
+    c = pr_curve(results)
+    return c.ap(), c.ap11()
 
 
 def main() -> None:
@@ -76,15 +120,10 @@ def main() -> None:
         bar.update()
     bar.close()
     dense_s = (time.perf_counter() - t0) / len(samples)
-    table = []
-    keys = list(GRID)
-    for combo in itertools.product(*(GRID[k] for k in keys)):
-        p = DetectParams(**dict(zip(keys, combo, strict=True)))
-        m = evaluate_maps(maps, masks, gts, series, p)
-        table.append({**dict(zip(keys, combo, strict=True)), "ap": m["ap"], "ap11": m["ap11"]})
+    table = grid_search(maps, masks, gts, series)
     table.sort(key=lambda r: -r["ap"])
-    best = {k: table[0][k] for k in keys}
-    best_p = DetectParams(**best)
+    best_p = params_of(table[0])
+    best = best_p.to_dict()
     best_m = evaluate_maps(maps, masks, gts, series, best_p)
     # dense against patch mode on a subset, both with the chosen parameters at stride 4
     rng = np.random.default_rng(0)
@@ -114,7 +153,9 @@ def main() -> None:
            "best_metrics": {k: best_m[k] for k in ("ap", "ap11", "true_positives",
                                                    "false_positives", "missed")},
            "best_per_series": {s: v["ap"] for s, v in best_m["per_series"].items()},
-           "top10": table[:10], "dense_vs_patch": comp, "grid": GRID}
+           "top10": table[:10], "dense_vs_patch": comp,
+           "grid": {k: [list(v) if isinstance(v, tuple) else v for v in vs]
+                    for k, vs in GRID.items()}}
     text = json.dumps(doc, indent=2)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -181,3 +181,16 @@ def test_cli_evaluate_with_model_and_overlays(gdxray_root, model_file, tmp_path)
     assert m["images"] == 18 and m["gt_boxes"] == 18 and m["params"]["stride"] == 8
     assert len(list((out / "overlays").glob("*.png"))) == 18
     assert len(list((out / "detections").glob("*.json"))) == 18
+
+
+def test_demo_with_a_model(model_file, tmp_path):
+    import time
+
+    t = time.perf_counter()
+    proc = run_cli("demo", "--out", str(tmp_path / "d"), "--model", str(model_file))
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t < 30
+    assert "phantom: 12 defects" in proc.stdout and "false alarms" in proc.stdout
+    doc = json.loads((tmp_path / "d" / "phantom.json").read_text())
+    assert len(doc["ground_truth"]) == 12 and "detections" in doc
+    assert (tmp_path / "d" / "phantom_overlay.png").is_file()

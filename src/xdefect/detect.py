@@ -32,8 +32,13 @@ disk of radius ``r`` -> AND with the casting mask -> 8-connected regions -> regi
 fewer than ``a_min`` pixels dropped -> one box per region. Box rule (``box_rule``):
 ``"windows"`` (default) is the union of the 32x32 windows whose centres fall in the
 region, clipped to the image; ``"region"`` is the region's own bounding box. The region's
-score is the maximum window score inside it. Boxes are ``(x1, y1, x2, y2)``, 0-based,
-half-open.
+score is the maximum window score inside it. ``"centres"`` is the bounding box of the
+region's window centres grown by ``box_margin`` pixels (inclusive of the last centre).
+``"peaks"`` splits a region at its local score maxima (3x3 windows; maxima closer than
+``box_margin`` pixels to a higher one are suppressed): one box of ``2 * box_margin + 1``
+pixels around each, scored by the maximum (neighbouring defects merged by the dilation
+stay separate detections).
+Boxes are ``(x1, y1, x2, y2)``, 0-based, half-open.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from torch import nn
 from xdefect.errors import InputError
 from xdefect.models import PATCH, PatchCNN, normalise_float
 
+BOX_RULES = ("windows", "centres", "region", "peaks")
+
 
 @dataclass(frozen=True)
 class DetectParams:
@@ -57,7 +64,9 @@ class DetectParams:
 
     ``stride``: window step (pixels). ``theta``: score threshold on ``y1 - y0``.
     ``radius``: dilation disk radius (pixels). ``a_min``: minimum region area (pixels,
-    after dilation and masking). ``box_rule``: ``"windows"`` or ``"region"``.
+    after dilation and masking). ``box_rule``: ``"windows"``, ``"centres"``, ``"region"`` or
+    ``"peaks"``; ``box_margin``: pixels around the window centres (``"centres"``,
+    ``"peaks"``).
     ``mode``: ``"dense"`` or ``"patch"``. ``use_mask``: AND with the casting mask.
     """
 
@@ -66,8 +75,17 @@ class DetectParams:
     radius: int = 6
     a_min: int = 150
     box_rule: str = "windows"
+    box_margin: int = 8
     mode: str = "dense"
     use_mask: bool = True
+
+    def __post_init__(self) -> None:
+        if self.box_rule not in BOX_RULES:
+            raise ValueError(f"unknown box rule {self.box_rule!r} ({', '.join(BOX_RULES)})")
+        if self.mode not in ("dense", "patch"):
+            raise ValueError(f"unknown mode {self.mode!r} (dense or patch)")
+        if self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0:
+            raise ValueError("stride must be >= 1; radius, a_min and box_margin >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -270,6 +288,96 @@ def disk(radius: int) -> np.ndarray:
     return xx * xx + yy * yy <= r * r
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """First stage of :func:`regions` (threshold, dilate, mask, label), reusable for
+    several minimum areas and box rules. ``labels``: ``(H, W)`` int region labels (0 =
+    background); ``areas[k]``: pixels of region ``k``; ``centre_rows``/``centre_cols``/
+    ``centre_scores``/``centre_labels``: the hit windows' centres, scores and regions."""
+
+    labels: np.ndarray
+    areas: np.ndarray
+    centre_rows: np.ndarray
+    centre_cols: np.ndarray
+    centre_scores: np.ndarray
+    centre_labels: np.ndarray
+    centre_peaks: np.ndarray
+
+
+def label_regions(smap: ScoreMap, theta: float, radius: int, mask: np.ndarray | None
+                  ) -> Labelled | None:
+    """Threshold the score map, dilate the hit centres with a disk of ``radius`` pixels
+    (Euclidean), AND with ``mask`` and label 8-connected regions; ``None`` when nothing
+    is above ``theta``."""
+    h, w = smap.image_shape
+    hits = np.argwhere(smap.values > theta)
+    if len(hits) == 0:
+        return None
+    rows = hits[:, 0] * smap.stride + PATCH // 2
+    cols = hits[:, 1] * smap.stride + PATCH // 2
+    centres = np.zeros((h, w), bool)
+    centres[rows, cols] = True
+    region_map = ndi.distance_transform_edt(~centres) <= radius if radius > 0 else centres
+    if mask is not None:
+        region_map &= mask
+    lab, n = ndi.label(region_map, structure=np.ones((3, 3), bool))
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    peak = smap.values == ndi.maximum_filter(smap.values, size=3, mode="nearest")
+    return Labelled(lab, areas, rows, cols, smap.values[hits[:, 0], hits[:, 1]],
+                    lab[rows, cols], peak[hits[:, 0], hits[:, 1]])
+
+
+def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
+                     theta: float) -> list[Detection]:
+    """Second stage of :func:`regions`: drop small regions, one box and score per region."""
+    h, w = lab.labels.shape
+    out: list[Detection] = []
+    objs = ndi.find_objects(lab.labels)
+    keep = np.flatnonzero(lab.areas >= max(a_min, 1))
+    for k in keep[keep > 0]:
+        sl = objs[k - 1]
+        if sl is None:
+            continue
+        sel = lab.centre_labels == k
+        # a region whose centres all lie outside the mask ranks at theta
+        score = float(lab.centre_scores[sel].max()) if sel.any() else float(theta)
+        if box_rule == "peaks" and sel.any():
+            out.extend(_peak_boxes(lab, sel, box_margin, int(lab.areas[k]), w, h))
+            continue
+        if box_rule == "region" or not sel.any():
+            box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+        else:
+            rr, cc = lab.centre_rows[sel], lab.centre_cols[sel]
+            m = PATCH // 2 if box_rule == "windows" else box_margin
+            extra = 1 if box_rule == "centres" else 0
+            box = (max(int(cc.min()) - m, 0), max(int(rr.min()) - m, 0),
+                   min(int(cc.max()) + m + extra, w), min(int(rr.max()) + m + extra, h))
+        out.append(Detection(tuple(int(v) for v in box), score, int(lab.areas[k])))  # type: ignore[arg-type]
+    out.sort(key=lambda d: -d.score)
+    return out
+
+
+def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: int
+                ) -> list[Detection]:
+    """One box per local maximum of the score map in a region (3x3 windows), greedily
+    suppressing maxima closer than ``m`` pixels (Chebyshev) to a higher one."""
+    idx = np.flatnonzero(sel & lab.centre_peaks)
+    if idx.size == 0:
+        idx = np.flatnonzero(sel)[[int(np.argmax(lab.centre_scores[sel]))]]
+    idx = idx[np.argsort(-lab.centre_scores[idx], kind="stable")]
+    kept: list[int] = []
+    for i in idx:
+        r, c = lab.centre_rows[i], lab.centre_cols[i]
+        if all(max(abs(r - lab.centre_rows[j]), abs(c - lab.centre_cols[j])) >= m for j in kept):
+            kept.append(int(i))
+    out = []
+    for i in kept:
+        r, c = int(lab.centre_rows[i]), int(lab.centre_cols[i])
+        box = (max(c - m, 0), max(r - m, 0), min(c + m + 1, w), min(r + m + 1, h))
+        out.append(Detection(box, float(lab.centre_scores[i]), area))
+    return out
+
+
 def regions(smap: ScoreMap, params: DetectParams | None = None,
             mask: np.ndarray | None = None) -> list[Detection]:
     """The paper's f2: threshold, dilate the window centres, mask, label, filter, box.
@@ -278,51 +386,10 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     Detections are sorted by decreasing score.
     """
     p = params or DetectParams()
-    h, w = smap.image_shape
-    hits = np.argwhere(smap.values > p.theta)
-    if len(hits) == 0:
+    lab = label_regions(smap, p.theta, p.radius, mask if p.use_mask else None)
+    if lab is None:
         return []
-    centres = np.zeros((h, w), bool)
-    rows = hits[:, 0] * smap.stride + PATCH // 2
-    cols = hits[:, 1] * smap.stride + PATCH // 2
-    centres[rows, cols] = True
-    # bounding-box-limited dilation: cheap on large images with few hits
-    region_map = ndi.binary_dilation(centres, structure=disk(p.radius)) if p.radius > 0 \
-        else centres
-    if p.use_mask and mask is not None:
-        region_map &= mask
-    lab, n = ndi.label(region_map, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return []
-    areas = np.bincount(lab.ravel(), minlength=n + 1)
-    # per region: max score of its window centres, and the windows' union box
-    score_img = np.full((h, w), -np.inf, np.float32)
-    score_img[rows, cols] = smap.values[hits[:, 0], hits[:, 1]]
-    objs = ndi.find_objects(lab)
-    out: list[Detection] = []
-    for k, sl in enumerate(objs, start=1):
-        if sl is None or areas[k] < p.a_min:
-            continue
-        sub = lab[sl] == k
-        sc = score_img[sl][sub]
-        sc = sc[np.isfinite(sc)]
-        score = float(sc.max()) if sc.size else float(p.theta)
-        if p.box_rule == "region":
-            box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-        elif p.box_rule == "windows":
-            rr, cc = np.nonzero(sub & np.isfinite(score_img[sl]))
-            if rr.size == 0:  # centres masked out: fall back to the region's box
-                box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-            else:
-                rr = rr + sl[0].start
-                cc = cc + sl[1].start
-                box = (max(int(cc.min()) - PATCH // 2, 0), max(int(rr.min()) - PATCH // 2, 0),
-                       min(int(cc.max()) + PATCH // 2, w), min(int(rr.max()) + PATCH // 2, h))
-        else:
-            raise ValueError(f"unknown box rule {p.box_rule!r} (windows or region)")
-        out.append(Detection(tuple(int(v) for v in box), score, int(areas[k])))  # type: ignore[arg-type]
-    out.sort(key=lambda d: -d.score)
-    return out
+    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta)
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,

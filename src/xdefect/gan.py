@@ -116,7 +116,7 @@ def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 class GanConfig:
     gdxray: str
     out: str
-    iterations: int = 6000
+    iterations: int = 30000
     batch: int = 64
     seed: int = 0
     nz: int = 100

@@ -310,6 +310,8 @@ class BuildArgs:
     t3_real: int = 15000
     t3_test_defects: int = 6000
     t3_test_no_defects: int = 6000
+    mu_range: tuple[float, float] = S.DEFAULT_MU_RANGE
+    axes_mm: tuple[float, float] = S.DEFAULT_AXES_MM
     workers: int = 0
     force: bool = False
     limit_images: int | None = None
@@ -317,6 +319,12 @@ class BuildArgs:
 
 
 GanSource = Callable[[int, np.random.Generator], np.ndarray]
+
+
+def _sampler(args: BuildArgs) -> S.SamplerConfig:
+    """The ellipsoid sampler of a build (defaults of :mod:`xdefect.simulate` unless the
+    arguments set the ranges)."""
+    return S.SamplerConfig(axes_mm=tuple(args.axes_mm), mu_range=tuple(args.mu_range))
 
 
 def _checksum(path: Path) -> str:
@@ -384,7 +392,7 @@ def plan_wholeimage(args: BuildArgs, mix: Mix) -> tuple[list[ImageJob], list[gdx
     n_e = int(round(args.per_image * mix.ellipsoid / 100))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
                      args.per_image, n_e, (args.seed, int(r.series[1:]), r.number),
-                     S.SamplerConfig(), args.margin, args.max_offset, args.min_inside)
+                     _sampler(args), args.margin, args.max_offset, args.min_inside)
             for r in recs]
     return jobs, recs
 
@@ -507,8 +515,8 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
         "n": int(sum(counts["label"].values())),
         "counts": counts,
         "simulator": {k: (list(v) if isinstance(v, tuple) else v)
-                      for k, v in asdict(S.SamplerConfig()).items() if k != "geometry"}
-        | {"mm_per_px": S.SamplerConfig().geometry.mm_per_px},
+                      for k, v in asdict(_sampler(args)).items() if k != "geometry"}
+        | {"mm_per_px": _sampler(args).geometry.mm_per_px},
         "source_images": [{"series": r.series, "image": r.number, "file": r.path.name,
                            "sha256": _checksum(r.path)} for r in recs],
         **extra,
@@ -576,7 +584,7 @@ def _build_table3(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | Non
     per_bg = -(-args.t3_no_defects // len(recs_train))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
                      per_bg, per, (args.seed, 3, int(r.series[1:]), r.number),
-                     S.SamplerConfig(), args.margin, args.max_offset, args.min_inside)
+                     _sampler(args), args.margin, args.max_offset, args.min_inside)
             for r in recs_train]
     n_test = args.t3_test_defects + args.t3_test_no_defects
     sets = list(_map(run_image_job, jobs, args.workers, "table3 train"))
@@ -609,7 +617,7 @@ def _build_table3(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | Non
     per_t = -(-args.t3_test_no_defects // len(recs_test))
     tjobs = [ImageJob(str(r.path), r.series, r.number, tgts[r.series].boxes_of(r.number),
                       per_t, 0, (args.seed, 4, int(r.series[1:]), r.number),
-                      S.SamplerConfig(), args.margin) for r in recs_test]
+                      _sampler(args), args.margin) for r in recs_test]
     tsets = list(_map(run_image_job, tjobs, args.workers, "table3 test"))
     flat = [(i, j) for i, ps in enumerate(tsets) for j in range(len(ps))]
     keep = set(map(tuple, np.asarray(flat)[np.sort(rng.choice(len(flat),

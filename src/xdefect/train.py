@@ -71,6 +71,7 @@ class TrainConfig:
     resume: bool = False
     samples_per_epoch: int | None = None
     val_samples: int | None = None
+    init: str | None = None
 
 
 @dataclass
@@ -233,6 +234,14 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
 
     torch.manual_seed(cfg.seed)
     model = create_model(arch).to(device)
+    if cfg.init and not (cfg.resume and last.exists()):
+        from xdefect.checkpoint import load_model
+
+        init_model, init_card = load_model(cfg.init)
+        if init_card["arch"] != arch.to_dict():
+            raise InputError(f"--init {cfg.init}: architecture {init_card['arch']['name']} "
+                             f"does not match --arch {cfg.arch}")
+        model.load_state_dict(init_model.state_dict())
     opt = _optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     rows: list[dict] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
