@@ -148,7 +148,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.grid is None and args.out is None:
         raise InputError("simulate: give --out OUT.png (image) or --grid OUT.png (patch grid)")
     if args.grid is not None:
-        patches = simulated_patch_grid(image, mask, cfg, rng, n=64)
+        patches = simulate.defect_patches(image, mask, cfg, rng, n=64)
         write_image(args.grid, patch_grid(patches, cols=8))
         print(f"{args.grid}: 8x8 grid of 32x32 patches with simulated defects")
         if args.out is None:
@@ -163,29 +163,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(placed)} simulated defects"
           + (f", parameters in {args.json}" if args.json else ""))
     return 0
-
-
-def simulated_patch_grid(image: np.ndarray, mask: np.ndarray, cfg, rng: np.random.Generator,
-                         n: int = 64, size: int = 32) -> np.ndarray:
-    """``n`` 32x32 patches, each with one simulated defect near its centre (Fig. 7)."""
-    from xdefect import simulate
-
-    h, w = image.shape
-    half = size // 2
-    inner = np.zeros_like(mask)
-    inner[half:h - half, half:w - half] = mask[half:h - half, half:w - half]
-    sampler = simulate.DefectSampler(inner if inner.any() else mask, cfg)
-    out = np.zeros((n, size, size), np.float32)
-    for i in range(n):
-        ell = sampler.sample(rng)
-        r, c = int(round(ell.center[0])), int(round(ell.center[1]))
-        r0 = int(np.clip(r - half, 0, h - size))
-        c0 = int(np.clip(c - half, 0, w - size))
-        crop = image[r0:r0 + size, c0:c0 + size]
-        local = simulate.Ellipsoid(ell.axes_mm, ell.rotation,
-                                   (ell.center[0] - r0, ell.center[1] - c0), ell.mu)
-        out[i] = simulate.superimpose(crop, local, cfg.geometry, x_max=cfg.x_max).image
-    return out
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -532,7 +509,7 @@ def _demo_without_model(args: argparse.Namespace, out: Path) -> None:
                     for e, b in zip(ph.defects, ph.boxes, strict=True)]})
     rng = np.random.default_rng(args.seed)
     clean = simulate.phantom(seed=args.seed)
-    grid = simulated_patch_grid(clean.image, clean.mask, simulate.SamplerConfig(), rng)
+    grid = simulate.defect_patches(clean.image, clean.mask, simulate.SamplerConfig(), rng)
     write_image(out / "simulated_patches.png", patch_grid(grid))
     print(f"  phantom: {len(ph.boxes)} simulated defects -> {out / 'phantom_overlay.png'}")
     print(f"  patches: 64 simulated defect patches -> {out / 'simulated_patches.png'}")

@@ -321,6 +321,28 @@ def add_random_defects(image: np.ndarray, n: int, rng: np.random.Generator,
     return out, placed
 
 
+def defect_patches(image: np.ndarray, mask: np.ndarray, config: SamplerConfig,
+                   rng: np.random.Generator, n: int = 64, size: int = 32) -> np.ndarray:
+    """``n`` ``size`` x ``size`` crops of ``image``, each with one random defect whose centre
+    (in ``mask``, away from the border) is the crop's centre; float32 ``(n, size, size)``
+    (the paper's Fig. 7)."""
+    h, w = image.shape
+    half = size // 2
+    inner = np.zeros_like(mask, dtype=bool)
+    inner[half:h - half, half:w - half] = mask[half:h - half, half:w - half]
+    sampler = DefectSampler(inner if inner.any() else mask, config)
+    out = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        ell = sampler.sample(rng)
+        r0 = int(np.clip(round(ell.center[0]) - half, 0, h - size))
+        c0 = int(np.clip(round(ell.center[1]) - half, 0, w - size))
+        local = Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - r0, ell.center[1] - c0),
+                          ell.mu)
+        out[i] = superimpose(image[r0:r0 + size, c0:c0 + size], local, config.geometry,
+                             x_max=config.x_max).image
+    return out
+
+
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
