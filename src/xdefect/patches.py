@@ -362,9 +362,9 @@ def _concat(a: PatchSet, b: PatchSet) -> PatchSet:
 
 def _split(labels: np.ndarray, groups: np.ndarray | None, val_fraction: float,
            rng: np.random.Generator) -> np.ndarray:
-    """Stratified train/val split; with ``groups`` whole groups (images) go to one side,
-    chosen per series-free stratum of images so that about ``val_fraction`` of each label's
-    patches land in val."""
+    """Train/val split codes (0 train, 1 val). Without ``groups``: ``val_fraction`` of each
+    label at random (stratified). With ``groups`` (one id per image): a random
+    ``val_fraction`` of the images goes wholly to val."""
     split = np.zeros(len(labels), np.uint8)  # 0 train, 1 val
     if val_fraction <= 0:
         return split
