@@ -40,19 +40,22 @@ from xdefect.evaluate import ImageResult, pr_curve, summarise
 from xdefect.io import progress
 
 GRID = {
-    "theta": [-0.5, 0.0, 0.5, 0.8, 0.95],
+    "theta": [-0.5, 0.0, 0.5, 0.9],
     "radius": [2, 4, 8],
-    "a_min": [0, 150, 400, 800],
-    "box": [("windows", 0), ("region", 0), ("centres", 4), ("centres", 8), ("centres", 12),
-            ("peaks", 8), ("peaks", 10), ("peaks", 12), ("peaks", 16)],
+    "sigma": [0.0, 1.0],
+    "a_min": [0, 150, 400],
+    # (rule, box_margin, nms)
+    "box": [("windows", 0, 0), ("region", 0, 0), ("centres", 8, 0), ("peaks", 10, 0),
+            ("blobs", 10, 12), ("blobs", 10, 20), ("blobs", 12, 20)],
     "stride": [4, 8],
 }
 
 
 def params_of(row: dict) -> DetectParams:
-    rule, margin = row["box"]
+    rule, margin, nms = row["box"]
     return DetectParams(theta=row["theta"], radius=row["radius"], a_min=row["a_min"],
-                        box_rule=rule, box_margin=margin, stride=row["stride"])
+                        box_rule=rule, box_margin=margin, nms=nms, sigma=row["sigma"],
+                        stride=row["stride"])
 
 
 def _sub(smap: ScoreMap, stride: int) -> ScoreMap:
@@ -77,16 +80,19 @@ def grid_search(maps: dict, masks: dict, gts: dict, series: dict) -> list[dict]:
     """AP of every grid combination; the labelling is shared by the combinations that
     differ only in minimum area and box rule."""
     dets: dict = {}
-    for stride, theta, radius in itertools.product(GRID["stride"], GRID["theta"],
-                                                   GRID["radius"]):
-        labs = {k: label_regions(_sub(m, stride), theta, radius, masks[k])
+    for stride, theta, radius, sigma in itertools.product(GRID["stride"], GRID["theta"],
+                                                          GRID["radius"], GRID["sigma"]):
+        labs = {k: label_regions(_sub(m, stride), theta, radius, masks[k], sigma)
                 for k, m in maps.items()}
-        for a_min, (rule, margin) in itertools.product(GRID["a_min"], GRID["box"]):
-            row = {"theta": theta, "radius": radius, "a_min": a_min, "box": (rule, margin),
-                   "stride": stride}
+        for a_min, (rule, margin, nms) in itertools.product(GRID["a_min"], GRID["box"]):
+            if sigma and rule not in ("peaks", "blobs"):
+                continue  # smoothing only moves maxima: the other rules ignore it
+            row = {"theta": theta, "radius": radius, "sigma": sigma, "a_min": a_min,
+                   "box": (rule, margin, nms), "stride": stride}
             results = []
             for k, lab in labs.items():
-                d = [] if lab is None else boxes_of_regions(lab, a_min, rule, margin, theta)
+                d = [] if lab is None else boxes_of_regions(lab, a_min, rule, margin, theta,
+                                                            nms)
                 results.append(ImageResult(
                     k, series[k], np.asarray([x.box for x in d], float).reshape(-1, 4),
                     np.asarray([x.score for x in d], float), gts[k]))

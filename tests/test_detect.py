@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -93,6 +94,43 @@ def test_regions_by_hand():
     mask[:, :60] = False
     assert D.regions(_smap(v), p2, mask)[0].box[0] >= 60
     assert D.regions(_smap(np.full_like(v, -1.0)), p2) == []
+
+
+def test_peaks_and_blobs_by_hand():
+    shape = (200, 240)
+    v = np.full(D.grid_shape(shape, 4), -1.0, np.float32)
+    v[5:10, 6:11] = 1.0  # a saturated 5x5 plateau: centres rows 36..52, cols 40..56
+    p = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=1, box_rule="peaks", box_margin=10)
+    # a flat top is one maximum, at its middle (row 44, col 48)
+    (d,) = D.regions(_smap(v, shape=shape), p)
+    assert d.box == (48 - 10, 44 - 10, 48 + 11, 44 + 11)
+    # a nearly flat plateau whose highest cell is a corner: peaks boxes the corner first and
+    # keeps further cells 10 px away as duplicates; blobs (smoothed) finds the middle
+    noisy = v.copy()
+    noisy[5:10, 6:11] = 0.999 - 1e-4 * np.random.default_rng(0).random((5, 5))
+    noisy[5, 6] = 0.9995
+    dets = D.regions(_smap(noisy, shape=shape), p)
+    assert dets[0].box == (40 - 10, 36 - 10, 40 + 11, 36 + 11) and len(dets) > 1
+    pb = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=1, box_rule="blobs",
+                        box_margin=10, sigma=1.0, nms=20)
+    (d,) = D.regions(_smap(noisy, shape=shape), pb)
+    assert d.box == (48 - 10, 44 - 10, 48 + 11, 44 + 11) and 0.5 < d.score <= 1.0
+    # a large isolated plateau (centres rows 36..100): widened to rows 44..93 (half-open)
+    big = np.full_like(v, -1.0)
+    big[5:22, 6:11] = 1.0
+    (d,) = D.regions(_smap(big, shape=shape), pb)
+    assert (d.box[1], d.box[3]) == (36 + 8, 100 - 7) and (d.box[0], d.box[2]) == (38, 59)
+    # two plateaus merged by the dilation stay two detections, each 21 px
+    two = np.full_like(v, -1.0)
+    two[5:10, 6:11] = 1.0
+    two[5:10, 12:17] = 0.9
+    dets = D.regions(_smap(two, shape=shape), replace(pb, radius=12))
+    assert [x.box[2] - x.box[0] for x in dets] == [21, 21] and dets[0].score > dets[1].score
+    with pytest.raises(ValueError):
+        D.DetectParams(sigma=-1)
+    assert D.DetectParams.from_dict(pb.to_dict()) == pb
+    with pytest.raises(ValueError, match="unknown detection parameters: zzz"):
+        D.DetectParams.from_dict({"zzz": 1})
 
 
 def test_small_image_is_an_error():

@@ -8,14 +8,18 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 
 from xdefect import gdxray
+from xdefect.io import read_image
 from xdefect.patches import (
     PATCH,
     BuildArgs,
     background_positions,
     build_dataset,
+    centred_real_positions,
+    hard_negative_positions,
     open_dataset,
     parse_mix,
     real_positions,
+    to_uint8,
 )
 
 
@@ -171,3 +175,73 @@ def test_build_existing_folder_and_cli(gdxray_root, tmp_path, small_ds):
     proc = run_cli("dataset", "grid", str(small_ds), "--out", str(tmp_path / "g.png"))
     assert proc.returncode == 0 and (tmp_path / "g.png").stat().st_size > 1000
     assert_one_line_error(run_cli("dataset", "info", str(tmp_path)), "not an xdefect dataset")
+
+
+def test_centred_real_positions_rule():
+    small = np.array([[40, 50, 60, 70]])  # 20x20, centre (row 60, col 50)
+    pos = centred_real_positions(small, (200, 200), max_offset=8)
+    assert len(pos) == 17 * 17
+    for r, c, k in pos:
+        assert k == 0 and abs(r + 16 - 60) <= 8 and abs(c + 16 - 50) <= 8
+    wide = np.array([[10, 100, 110, 120]])  # 100 wide: centres anywhere in x 26..94
+    cols = {c + 16 for _, c, _ in centred_real_positions(wide, (300, 300), 8)}
+    assert min(cols) == 26 and max(cols) == 94
+    # near the edge, windows are moved inside the image, without repeats
+    edge = centred_real_positions(np.array([[0, 0, 10, 10]]), (64, 64), 8)
+    assert edge == [(0, 0, 0)]
+    edge = centred_real_positions(np.array([[20, 0, 30, 10]]), (64, 64), 8)
+    assert sorted(c for _, c, _ in edge) == list(range(1, 18))
+
+
+def test_hard_negative_positions_pick_highest_clear_windows():
+    mask = np.ones((96, 96), bool)
+    mask[:, 80:] = False
+    scores = np.zeros((17, 17), np.float32)  # stride 4 grid of a 96x96 image
+    scores[2, 2] = 0.9    # window (8, 8): clear -> first
+    scores[10, 10] = 0.95  # window (40, 40): overlaps the box -> excluded
+    scores[5, 16] = 0.99  # window (20, 64): centre col 80 outside the mask -> excluded
+    scores[12, 1] = 0.5   # window (48, 4): clear -> second
+    boxes = np.array([[50, 50, 60, 60]])
+    pos = hard_negative_positions(scores, 4, mask, boxes, n=2, margin=4)
+    assert pos.tolist() == [[8, 8], [48, 4]]
+    assert len(hard_negative_positions(scores, 4, mask, boxes, n=10**6)) > 2
+    assert len(hard_negative_positions(scores, 4, mask, boxes, n=0)) == 0
+
+
+def test_wholeimage_real_and_hard_negatives(gdxray_root, tmp_path):
+    def score_fn(image):  # a "model" that finds the brightest windows most defect-like
+        win = np.lib.stride_tricks.sliding_window_view(image, (32, 32))[::4, ::4]
+        return win.mean(axis=(2, 3)), 4
+
+    out = tmp_path / "a"
+    args = BuildArgs(gdxray=str(gdxray_root), out=str(out), series=["C0001"], per_image=20,
+                     limit_images=3, real=50, hard_negatives=30, workers=1, seed=1)
+    man = build_dataset(args, score_fn)
+    ds = open_dataset(out)
+    assert man["counts"]["source"] == {"background": 60, "ellipsoid": 60, "hard": 30,
+                                       "real": 50}
+    rows = _meta(out)
+    paths = {r.number: r.path for r in gdxray.list_images(gdxray_root, ["C0001"], "train")}
+    gt = gdxray.load_ground_truth(gdxray_root, "C0001")
+    for i, m in enumerate(rows):
+        if m["source"] not in ("real", "hard"):
+            continue
+        n, r, c = int(m["image"]), int(m["row"]), int(m["col"])
+        assert n in paths  # never a val (n % 4 == 1) image
+        boxes = gt.boxes_of(n)
+        if m["source"] == "real":
+            assert m["label"] == "1"
+            off = [max(abs(r + 16 - (y1 + y2) / 2), abs(c + 16 - (x1 + x2) / 2))
+                   for x1, y1, x2, y2 in boxes]
+            assert min(off) <= 8.5
+        else:
+            assert m["label"] == "0"
+            for x1, y1, x2, y2 in boxes:  # clear of every box grown by the margin (4)
+                assert not (c < x2 + 4 and c + 32 > x1 - 4 and r < y2 + 4 and r + 32 > y1 - 4)
+        pixels = read_image(paths[n]).pixels
+        assert np.array_equal(ds.patches[i], to_uint8(pixels)[r:r + PATCH, c:c + PATCH])
+    assert man["adaptation"]["hard_negatives"] == 30
+    with pytest.raises(Exception, match="needs --hard-model"):
+        build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(tmp_path / "b"),
+                                series=["C0001"], per_image=5, limit_images=1,
+                                hard_negatives=5))

@@ -180,8 +180,23 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
                   t3_real=args.t3_real, t3_test_defects=args.t3_test_defects,
                   t3_test_no_defects=args.t3_test_no_defects, workers=args.workers,
                   mu_range=tuple(args.mu), axes_mm=tuple(args.axes_mm),
+                  real=args.real, real_offset=args.real_offset,
+                  hard_negatives=args.hard_negatives,
+                  hard_model=None if args.hard_model is None else str(args.hard_model),
                   force=args.force, limit_images=args.limit_images)
-    man = build_dataset(b)
+    score_fn = None
+    if args.hard_model is not None:
+        from xdefect.checkpoint import load_model
+        from xdefect.detect import DetectParams, score_map
+
+        model, _ = load_model(args.hard_model)
+        hp = DetectParams(stride=args.hard_stride)
+
+        def score_fn(image):
+            sm = score_map(model, image, hp)
+            return sm.values, sm.stride
+
+    man = build_dataset(b, score_fn)
     dt = time.perf_counter() - t0
     print(f"{args.out}: {man['n']} patches ({man['protocol']}, {man['mix']}) in {dt:.1f} s "
           f"({man['n'] / dt:.0f} patches/s)")
@@ -346,10 +361,13 @@ def _detect_params(args: argparse.Namespace, card: dict):
 
     from xdefect.detect import DetectParams
 
-    base = DetectParams(**card["detection"]) if isinstance(card.get("detection"), dict) \
-        else DetectParams()
+    try:
+        base = (DetectParams.from_dict(card["detection"])
+                if isinstance(card.get("detection"), dict) else DetectParams())
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"model card: bad detection parameters ({exc})") from None
     over = {k: getattr(args, k) for k in ("mode", "stride", "theta", "radius", "a_min",
-                                           "box_rule", "box_margin")
+                                           "box_rule", "box_margin", "sigma", "nms")
             if getattr(args, k, None) is not None}
     if getattr(args, "no_mask", False):
         over["use_mask"] = False
@@ -703,6 +721,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="absorption coefficient range (1/mm) of the simulated defects")
     db.add_argument("--axes-mm", type=float, nargs=2, default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
+    db.add_argument("--real", type=int, default=0, metavar="N",
+                    help="wholeimage: also add N real 'defect' patches centred (within "
+                         "--real-offset) on the real defects of the train images (odd, "
+                         "number %% 4 == 3); the val images (number %% 4 == 1) stay unseen. "
+                         "xdefect's extension, not the paper's protocol")
+    db.add_argument("--real-offset", type=int, default=8, metavar="PX",
+                    help="largest offset (pixels, per axis) of a real patch's centre from "
+                         "its box's centre")
+    db.add_argument("--hard-negatives", type=int, default=0, metavar="N",
+                    help="wholeimage: also add N 'no-defect' patches (source 'hard'): in each "
+                         "train image the windows clear of real defects that --hard-model "
+                         "scores highest")
+    db.add_argument("--hard-model", type=Path, default=None, metavar="FILE",
+                    help="model that mines the hard negatives (safetensors + card)")
+    db.add_argument("--hard-stride", type=int, default=4, metavar="PX",
+                    help="window stride of the hard-negative search")
     db.add_argument("--workers", type=int, default=0,
                     help="worker processes (0: one per core, at most 4)")
     db.add_argument("--limit-images", type=int, default=None,
@@ -816,13 +850,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threshold on y1 - y0 for a window to count as 'defect'")
         q.add_argument("--radius", type=int, default=None, help="dilation disk radius (px)")
         q.add_argument("--a-min", type=int, default=None, help="minimum region area (px)")
-        q.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks"),
+        q.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks", "blobs"),
                        default=None,
                        help="box of a region: union of its windows, its window centres "
-                            "grown by --box-margin, its own extent, or one box of "
-                            "--box-margin around each local score maximum")
+                            "grown by --box-margin, its own extent, one box of "
+                            "--box-margin around each local score maximum (peaks), or "
+                            "around each maximum of the smoothed map (blobs; "
+                            "docs/detection.md)")
         q.add_argument("--box-margin", type=int, default=None,
-                       help="pixels around the window centres (box rules centres, peaks)")
+                       help="pixels around the window centres (box rules centres, peaks, "
+                            "blobs)")
+        q.add_argument("--sigma", type=float, default=None,
+                       help="Gaussian smoothing (grid cells) of the score map before its "
+                            "maxima are found (peaks, blobs)")
+        q.add_argument("--nms", type=int, default=None,
+                       help="suppress maxima closer than this (pixels) to a higher one "
+                            "(peaks, blobs; 0: --box-margin)")
         q.add_argument("--no-mask", action="store_true",
                        help="do not restrict regions to the casting mask")
 

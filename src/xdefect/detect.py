@@ -37,7 +37,15 @@ region's window centres grown by ``box_margin`` pixels (inclusive of the last ce
 ``"peaks"`` splits a region at its local score maxima (3x3 windows; maxima closer than
 ``box_margin`` pixels to a higher one are suppressed): one box of ``2 * box_margin + 1``
 pixels around each, scored by the maximum (neighbouring defects merged by the dilation
-stay separate detections).
+stay separate detections). ``"blobs"`` is ``"peaks"`` made for saturated scores: a
+classifier trained on defects up to 8 pixels off-centre scores a plateau of windows near
+1.0 around each defect, whose first maximum is an arbitrary plateau cell; the maxima are
+taken on the score map smoothed with a Gaussian of ``sigma`` grid cells (the plateau's
+middle), suppressed within ``nms`` pixels (Chebyshev) of a higher one, and scored by the
+smoothed value. Each gives a box of ``2 * box_margin + 1`` pixels around its centre,
+widened, for a region holding a single maximum, to the region's window centres less 8
+pixels a side (a defect of width ``D`` lights window centres over about ``D + 16``
+pixels), so that one isolated large defect gets one large box.
 Boxes are ``(x1, y1, x2, y2)``, 0-based, half-open.
 """
 
@@ -55,7 +63,7 @@ from torch import nn
 from xdefect.errors import InputError
 from xdefect.models import PATCH, PatchCNN, normalise_float
 
-BOX_RULES = ("windows", "centres", "region", "peaks")
+BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,12 @@ class DetectParams:
 
     ``stride``: window step (pixels). ``theta``: score threshold on ``y1 - y0``.
     ``radius``: dilation disk radius (pixels). ``a_min``: minimum region area (pixels,
-    after dilation and masking). ``box_rule``: ``"windows"``, ``"centres"``, ``"region"`` or
-    ``"peaks"``; ``box_margin``: pixels around the window centres (``"centres"``,
-    ``"peaks"``).
+    after dilation and masking). ``box_rule``: ``"windows"``, ``"centres"``, ``"region"``,
+    ``"peaks"`` or ``"blobs"``; ``box_margin``: pixels around the window centres
+    (``"centres"``, ``"peaks"``, ``"blobs"``). ``sigma``: Gaussian smoothing of the score
+    map (grid cells) before its local maxima are found (``"peaks"``, ``"blobs"``; 0: none).
+    ``nms``: maxima closer than this (pixels, Chebyshev) to a higher one are suppressed
+    (0: ``box_margin``).
     ``mode``: ``"dense"`` or ``"patch"``. ``use_mask``: AND with the casting mask.
     """
 
@@ -78,17 +89,30 @@ class DetectParams:
     box_margin: int = 8
     mode: str = "dense"
     use_mask: bool = True
+    sigma: float = 0.0
+    nms: int = 0
 
     def __post_init__(self) -> None:
         if self.box_rule not in BOX_RULES:
             raise ValueError(f"unknown box rule {self.box_rule!r} ({', '.join(BOX_RULES)})")
         if self.mode not in ("dense", "patch"):
             raise ValueError(f"unknown mode {self.mode!r} (dense or patch)")
-        if self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0:
-            raise ValueError("stride must be >= 1; radius, a_min and box_margin >= 0")
+        if (self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0
+                or self.sigma < 0 or self.nms < 0):
+            raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma and nms "
+                             ">= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> DetectParams:
+        """Parameters from a dict such as a model card's ``"detection"`` (unknown keys:
+        :class:`ValueError`; missing keys take the defaults)."""
+        unknown = sorted(set(doc) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown detection parameters: {', '.join(unknown)}")
+        return cls(**doc)
 
 
 @dataclass(frozen=True)
@@ -293,7 +317,9 @@ class Labelled:
     """First stage of :func:`regions` (threshold, dilate, mask, label), reusable for
     several minimum areas and box rules. ``labels``: ``(H, W)`` int region labels (0 =
     background); ``areas[k]``: pixels of region ``k``; ``centre_rows``/``centre_cols``/
-    ``centre_scores``/``centre_labels``: the hit windows' centres, scores and regions."""
+    ``centre_scores``/``centre_labels``: the hit windows' centres, scores and regions;
+    ``centre_peaks``: whether each is a local maximum (3x3 windows, one cell per flat top)
+    of the score map smoothed with ``sigma``; ``centre_smooth``: its smoothed score."""
 
     labels: np.ndarray
     areas: np.ndarray
@@ -302,13 +328,14 @@ class Labelled:
     centre_scores: np.ndarray
     centre_labels: np.ndarray
     centre_peaks: np.ndarray
+    centre_smooth: np.ndarray
 
 
-def label_regions(smap: ScoreMap, theta: float, radius: int, mask: np.ndarray | None
-                  ) -> Labelled | None:
+def label_regions(smap: ScoreMap, theta: float, radius: int, mask: np.ndarray | None,
+                  sigma: float = 0.0) -> Labelled | None:
     """Threshold the score map, dilate the hit centres with a disk of ``radius`` pixels
     (Euclidean), AND with ``mask`` and label 8-connected regions; ``None`` when nothing
-    is above ``theta``."""
+    is above ``theta``. ``sigma`` (grid cells) smooths the map for its local maxima."""
     h, w = smap.image_shape
     hits = np.argwhere(smap.values > theta)
     if len(hits) == 0:
@@ -322,13 +349,37 @@ def label_regions(smap: ScoreMap, theta: float, radius: int, mask: np.ndarray | 
         region_map &= mask
     lab, n = ndi.label(region_map, structure=np.ones((3, 3), bool))
     areas = np.bincount(lab.ravel(), minlength=n + 1)
-    peak = smap.values == ndi.maximum_filter(smap.values, size=3, mode="nearest")
+    sm = (ndi.gaussian_filter(smap.values.astype(np.float64), sigma, mode="nearest")
+          if sigma > 0 else smap.values)
+    peak = _maxima(sm)
     return Labelled(lab, areas, rows, cols, smap.values[hits[:, 0], hits[:, 1]],
-                    lab[rows, cols], peak[hits[:, 0], hits[:, 1]])
+                    lab[rows, cols], peak[hits[:, 0], hits[:, 1]],
+                    sm[hits[:, 0], hits[:, 1]].astype(np.float64))
+
+
+def _maxima(values: np.ndarray) -> np.ndarray:
+    """Local maxima of a grid (3x3 neighbourhood), one cell per flat top: cells tied at
+    a maximum and 8-connected form one maximum, represented by the member nearest to
+    their centroid (a saturated plateau gives its middle, not its first cell)."""
+    top = values >= ndi.maximum_filter(values, size=3, mode="nearest")
+    lab, n = ndi.label(top, structure=np.ones((3, 3), bool))
+    out = np.zeros(values.shape, bool)
+    if n == 0:
+        return out
+    rr, cc = np.nonzero(lab)
+    k = lab[rr, cc] - 1
+    cnt = np.bincount(k, minlength=n)
+    mr = np.bincount(k, rr, minlength=n) / cnt
+    mc = np.bincount(k, cc, minlength=n) / cnt
+    d = (rr - mr[k]) ** 2 + (cc - mc[k]) ** 2
+    order = np.lexsort((d, k))  # by component, then by distance to its centroid
+    first = order[np.r_[True, k[order][1:] != k[order][:-1]]]
+    out[rr[first], cc[first]] = True
+    return out
 
 
 def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
-                     theta: float) -> list[Detection]:
+                     theta: float, nms: int = 0) -> list[Detection]:
     """Second stage of :func:`regions`: drop small regions, one box and score per region."""
     h, w = lab.labels.shape
     out: list[Detection] = []
@@ -341,8 +392,9 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
         sel = lab.centre_labels == k
         # a region whose centres all lie outside the mask ranks at theta
         score = float(lab.centre_scores[sel].max()) if sel.any() else float(theta)
-        if box_rule == "peaks" and sel.any():
-            out.extend(_peak_boxes(lab, sel, box_margin, int(lab.areas[k]), w, h))
+        if box_rule in ("peaks", "blobs") and sel.any():
+            out.extend(_peak_boxes(lab, sel, box_margin, int(lab.areas[k]), w, h,
+                                   nms or box_margin, box_rule == "blobs"))
             continue
         if box_rule == "region" or not sel.any():
             box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
@@ -357,24 +409,33 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
     return out
 
 
-def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: int
-                ) -> list[Detection]:
-    """One box per local maximum of the score map in a region (3x3 windows), greedily
-    suppressing maxima closer than ``m`` pixels (Chebyshev) to a higher one."""
+def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: int,
+                nms: int, blobs: bool = False) -> list[Detection]:
+    """One box of ``2 * m + 1`` pixels per local maximum in a region, greedily
+    suppressing maxima closer than ``nms`` pixels (Chebyshev) to a higher one.
+    ``blobs``: maxima ordered and scored by the smoothed score, and a region with a single
+    maximum gets at least its window centres' extent less 8 pixels a side."""
+    key = lab.centre_smooth if blobs else lab.centre_scores
     idx = np.flatnonzero(sel & lab.centre_peaks)
     if idx.size == 0:
-        idx = np.flatnonzero(sel)[[int(np.argmax(lab.centre_scores[sel]))]]
-    idx = idx[np.argsort(-lab.centre_scores[idx], kind="stable")]
+        idx = np.flatnonzero(sel)[[int(np.argmax(key[sel]))]]
+    idx = idx[np.argsort(-key[idx], kind="stable")]
     kept: list[int] = []
     for i in idx:
         r, c = lab.centre_rows[i], lab.centre_cols[i]
-        if all(max(abs(r - lab.centre_rows[j]), abs(c - lab.centre_cols[j])) >= m for j in kept):
+        if all(max(abs(r - lab.centre_rows[j]), abs(c - lab.centre_cols[j])) >= nms
+               for j in kept):
             kept.append(int(i))
     out = []
     for i in kept:
         r, c = int(lab.centre_rows[i]), int(lab.centre_cols[i])
-        box = (max(c - m, 0), max(r - m, 0), min(c + m + 1, w), min(r + m + 1, h))
-        out.append(Detection(box, float(lab.centre_scores[i]), area))
+        box = [c - m, r - m, c + m + 1, r + m + 1]
+        if blobs and len(kept) == 1:
+            rr, cc = lab.centre_rows[sel], lab.centre_cols[sel]
+            box = [min(box[0], int(cc.min()) + 8), min(box[1], int(rr.min()) + 8),
+                   max(box[2], int(cc.max()) - 7), max(box[3], int(rr.max()) - 7)]
+        box = [max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h)]
+        out.append(Detection(tuple(box), float(key[i]), area))  # type: ignore[arg-type]
     return out
 
 
@@ -386,10 +447,10 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     Detections are sorted by decreasing score.
     """
     p = params or DetectParams()
-    lab = label_regions(smap, p.theta, p.radius, mask if p.use_mask else None)
+    lab = label_regions(smap, p.theta, p.radius, mask if p.use_mask else None, p.sigma)
     if lab is None:
         return []
-    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta)
+    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms)
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,

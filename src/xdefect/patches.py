@@ -16,7 +16,7 @@ Format of a dataset folder (a contract)::
     manifest.json  protocol, mix, seed, arguments, xdefect version, counts, source images
                    with SHA-256 checksums
 
-``split`` is train, val or test; ``source`` is real, ellipsoid, gan or background (GAN
+``split`` is train, val or test; ``source`` is real, ellipsoid, gan, background or hard (GAN
 patches are not cut from an image: their ``row``/``col`` are -1, and their series/image
 name the image whose quota they fill, ``gan``/0 in ``table3``). The
 folder is written under a temporary name and renamed when complete; the same arguments
@@ -33,6 +33,14 @@ Rules (documented in ``docs/datasets.md``):
   one half) of the defect's shadow (pixels with ``d > 0``) falls inside the patch.
 * 'defect' from a real box (``table3``): the patch holds at least one third of the box's
   area (the paper's rule), or of the patch's area for boxes larger than the patch.
+* 'defect' from a real box (``wholeimage --real N``, xdefect's extension): the patch's
+  centre lies within ``max_offset`` pixels (per axis) of the box's centre, or within the
+  box less a 16-pixel border for boxes wider than 32 + 2 * ``max_offset``; only from the
+  ``train`` images (odd, number % 4 == 3), so the ``val`` images stay unseen.
+* 'no-defect' hard negatives (``wholeimage --hard-negatives N --hard-model FILE``, source
+  ``hard``): in each ``train`` image, the ``N / images`` windows a model scores highest
+  (``y1 - y0``) among those whose centre is in the casting mask and that stay clear of
+  every real box grown by ``margin``.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ from xdefect.errors import InputError
 from xdefect.io import atomic_dir, progress, read_json
 
 PATCH = 32
-SOURCES = ("real", "ellipsoid", "gan", "background")
+SOURCES = ("real", "ellipsoid", "gan", "background", "hard")
 SPLITS = ("train", "val", "test")
 META_COLUMNS = ("index", "split", "label", "source", "series", "image", "row", "col",
                 "box_x1", "box_y1", "box_x2", "box_y2")
@@ -226,6 +234,44 @@ def real_positions(boxes: np.ndarray, shape: tuple[int, int], min_fraction: floa
     return out
 
 
+def centred_real_positions(boxes: np.ndarray, shape: tuple[int, int], max_offset: int = 8
+                           ) -> list[tuple[int, int, int]]:
+    """Top-left corners ``(row, col, box index)`` of the patches centred on a real box: the
+    patch centre ``(row + 16, col + 16)`` lies within ``max_offset`` pixels (per axis) of
+    the box centre, or, along an axis where the box is longer than ``32 + 2 *
+    max_offset``, anywhere in the box less a 16-pixel border. ``boxes``: ``(x1, y1, x2,
+    y2)``, 0-based, half-open; ``shape``: ``(height, width)`` of the image. Near the
+    image's edge, windows are moved inside it (without repeating a position)."""
+    h, w = shape
+    out: list[tuple[int, int, int]] = []
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, dtype=np.int64).reshape(-1, 4)):
+        axes = []
+        for lo, hi, size in ((y1, y2, h), (x1, x2, w)):
+            c = (lo + hi) / 2.0
+            reach = max(float(max_offset), (hi - lo) / 2.0 - PATCH / 2)
+            starts = np.arange(int(np.ceil(c - reach)), int(np.floor(c + reach)) + 1) - PATCH // 2
+            axes.append(np.unique(np.clip(starts, 0, size - PATCH)))
+        out.extend((int(r), int(c), k) for r in axes[0] for c in axes[1])
+    return out
+
+
+def hard_negative_positions(scores: np.ndarray, stride: int, mask: np.ndarray,
+                            boxes: np.ndarray, n: int, margin: int = 4) -> np.ndarray:
+    """Top-left corners ``(row, col)`` (0-based, ``(k, 2)``, ``k <= n``, highest score
+    first) of the ``n`` no-defect windows a model finds most defect-like: the highest
+    ``scores[i, j]`` (``y1 - y0`` of the window at ``(i * stride, j * stride)``) among the
+    windows whose centre pixel is in ``mask`` and that stay clear of every box of
+    ``boxes`` (``(x1, y1, x2, y2)``, 0-based, half-open) grown by ``margin`` pixels."""
+    ok = np.zeros(mask.shape, bool)
+    ok[tuple(background_positions(mask, boxes, margin).T)] = True
+    ii, jj = np.indices(scores.shape).reshape(2, -1)
+    r, c = ii * stride, jj * stride
+    keep = ok[np.minimum(r, ok.shape[0] - 1), np.minimum(c, ok.shape[1] - 1)]
+    r, c, v = r[keep], c[keep], scores[ii[keep], jj[keep]]
+    order = np.argsort(-v, kind="stable")[:max(n, 0)]
+    return np.stack([r[order], c[order]], axis=1).astype(np.int64)
+
+
 # ----------------------------------------------------------------------- whole-image jobs
 
 
@@ -312,6 +358,10 @@ class BuildArgs:
     t3_test_no_defects: int = 6000
     mu_range: tuple[float, float] = S.DEFAULT_MU_RANGE
     axes_mm: tuple[float, float] = S.DEFAULT_AXES_MM
+    real: int = 0
+    real_offset: int = 8
+    hard_negatives: int = 0
+    hard_model: str | None = None
     workers: int = 0
     force: bool = False
     limit_images: int | None = None
@@ -319,6 +369,9 @@ class BuildArgs:
 
 
 GanSource = Callable[[int, np.random.Generator], np.ndarray]
+#: ``score_fn(image)`` -> ``(values, stride)``: the score map ``y1 - y0`` of a float
+#: ``[0, 1]`` image on a window grid of the given stride (what hard negatives are mined from)
+ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, int]]
 
 
 def _sampler(args: BuildArgs) -> S.SamplerConfig:
@@ -468,8 +521,11 @@ class _Writer:
                                       Counter(self.sources.tolist()).items()))}
 
 
-def build_dataset(args: BuildArgs) -> dict:
-    """Build a patch dataset folder (see the module docstring); returns the manifest."""
+def build_dataset(args: BuildArgs, score_fn: ScoreFn | None = None) -> dict:
+    """Build a patch dataset folder (see the module docstring); returns the manifest.
+
+    ``score_fn`` scores whole images for ``args.hard_negatives`` (required then; the CLI
+    builds it from ``args.hard_model``)."""
     if args.protocol not in ("wholeimage", "table3"):
         raise InputError(f"--protocol {args.protocol!r}: expected wholeimage or table3")
     if args.split_by not in ("patch", "image"):
@@ -478,6 +534,12 @@ def build_dataset(args: BuildArgs) -> dict:
         raise InputError(f"--val-fraction {args.val_fraction}: must be in [0, 1)")
     if args.per_image < 1:
         raise InputError(f"--per-image {args.per_image}: must be at least 1")
+    if args.real < 0 or args.hard_negatives < 0 or args.real_offset < 0:
+        raise InputError("--real, --real-offset and --hard-negatives must not be negative")
+    if (args.real or args.hard_negatives) and args.protocol != "wholeimage":
+        raise InputError("--real and --hard-negatives apply to --protocol wholeimage only")
+    if args.hard_negatives and score_fn is None:
+        raise InputError("--hard-negatives needs --hard-model FILE (a trained xdefect model)")
     mix = parse_mix(args.mix)
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -486,7 +548,7 @@ def build_dataset(args: BuildArgs) -> dict:
     gan_src = _gan_source(args, mix)
     with atomic_dir(out, force=args.force) as tmp:
         if args.protocol == "wholeimage":
-            manifest = _build_wholeimage(args, mix, tmp, gan_src)
+            manifest = _build_wholeimage(args, mix, tmp, gan_src, score_fn)
         else:
             manifest = _build_table3(args, mix, tmp, gan_src)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -504,6 +566,8 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
         g = Path(args.gan)
         g = g / "generator.safetensors" if g.is_dir() else g
         extra = {**extra, "gan_generator_sha256": _checksum(g)}
+    if args.hard_negatives and args.hard_model:
+        extra = {**extra, "hard_model_sha256": _checksum(Path(args.hard_model))}
     return {
         "format": "xdefect-patches/1",
         "protocol": args.protocol,
@@ -523,26 +587,89 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
     }
 
 
-def _build_wholeimage(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | None
-                      ) -> dict:
+def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[PatchSet], dict]:
+    """Real 'defect' patches (``args.real``) and hard 'no-defect' patches
+    (``args.hard_negatives``) from the ``train`` images (odd, number % 4 == 3) of the
+    build's series; returns the patch sets and a manifest summary."""
+    from xdefect.io import read_image
+
+    if not (args.real or args.hard_negatives):
+        return [], {}
+    series = gdxray.check_series(args.gdxray, args.series)
+    recs = gdxray.list_images(args.gdxray, series, "train")
+    if args.limit_images:
+        recs = recs[: args.limit_images]
+    gts = {s: gdxray.load_ground_truth(args.gdxray, s) for s in series}
+    rng = np.random.default_rng(np.random.SeedSequence([args.seed, 21]))
+    sets: list[PatchSet] = []
+    info: dict = {"images": [f"{r.series}/{r.path.name}" for r in recs]}
+    if args.real:
+        cands = []
+        for r in recs:
+            b = gts[r.series].boxes_of(r.number)
+            if len(b):
+                shape = gdxray.image_shape(r.path)
+                cands.extend((r, rr, cc, b[k]) for rr, cc, k in
+                             centred_real_positions(b, shape, args.real_offset))
+        if not cands:
+            raise InputError(f"--real {args.real}: the train images (odd, number % 4 == 3) "
+                             f"of {', '.join(series)} hold no real defects")
+        pick = np.sort(rng.choice(len(cands), args.real, replace=len(cands) < args.real))
+        sets.append(_real_set(cands, pick))
+        info["real_windows"] = len(cands)
+        info["real_boxes"] = int(sum(len(gts[r.series].boxes_of(r.number)) for r in recs))
+    if args.hard_negatives:
+        assert score_fn is not None
+        per = -(-args.hard_negatives // len(recs))
+        found = 0
+        for r in progress(iterable=recs, desc="hard negatives", unit="image"):
+            img = read_image(r.path).pixels
+            values, stride = score_fn(img)
+            sel = hard_negative_positions(values, stride, gdxray.casting_mask(img),
+                                          gts[r.series].boxes_of(r.number), per, args.margin)
+            k = len(sel)
+            found += int((values[sel[:, 0] // stride, sel[:, 1] // stride] > 0).sum())
+            if k == 0:
+                continue
+            img8 = to_uint8(img)
+            pr, pc = sel[:, 0].astype(np.int32), sel[:, 1].astype(np.int32)
+            sets.append(PatchSet([r.series] * k, np.full(k, r.number, np.int32),
+                                 cut(img8, pr, pc), np.zeros(k, np.uint8), ["hard"] * k,
+                                 pr, pc, np.full((k, 4), -1, np.int32)))
+        info["hard_scored_defect"] = found  # of the chosen windows, those with y1 - y0 > 0
+        info["hard_negatives"] = int(sum(len(x) for x in sets if x.source[:1] == ["hard"]))
+    return sets, info
+
+
+def _build_wholeimage(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | None,
+                      score_fn: ScoreFn | None = None) -> dict:
     jobs, recs = plan_wholeimage(args, mix)
+    extra_sets, extra_info = _adaptation_sets(args, score_fn)
     n_gan_per = args.per_image - jobs[0].n_ellipsoid
-    total = sum(j.n_background + j.n_ellipsoid for j in jobs) + n_gan_per * len(jobs)
+    total = (sum(j.n_background + j.n_ellipsoid for j in jobs) + n_gan_per * len(jobs)
+             + sum(len(x) for x in extra_sets))
     writer = _Writer(tmp, total)
     groups = []
+
+    def add(ps: PatchSet) -> None:
+        writer.add(ps, "train")
+        if args.split_by == "image":
+            groups.append(ps.images + 10000 * np.asarray([int(x[1:]) for x in ps.series],
+                                                         np.int32))
+
     for ps in _map(run_image_job, jobs, args.workers, f"wholeimage {mix.name}"):
         if n_gan_per:
             assert gan_src is not None
             key = (args.seed, 11, int(ps.series[0][1:]), int(ps.images[0]))
             ps = _concat(ps, gan_set(gan_src, n_gan_per, ps.series[0], int(ps.images[0]), key))
-        writer.add(ps, "train")
-        if args.split_by == "image":
-            groups.append(ps.images + 10000 * np.asarray([int(x[1:]) for x in ps.series],
-                                                         np.int32))
+        add(ps)
+    for ps in extra_sets:
+        add(ps)
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
     writer.splits[:] = _split(writer.labels, np.concatenate(groups)
                               if args.split_by == "image" else None, args.val_fraction, rng)
-    return _manifest(args, mix, writer.finish(), recs, {})
+    return _manifest(args, mix, writer.finish(), recs,
+                     {"adaptation": extra_info} if extra_info else {})
 
 
 def _build_table3(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | None) -> dict:
