@@ -8,7 +8,8 @@ validation images (``--tune``, from ``experiments/tune_detection.py``), the trai
 ``metrics.json`` of ``xdefect evaluate``) and the commands that reproduce all of it.
 
     .venv/bin/python experiments/bundle_model.py --run runs/xnet2-e100g000 \\
-        --tune runs/tune.json --test runs/eval-even/metrics.json
+        --tune runs/tune.json [--also-tuned runs/tune-patch.json] \\
+        [--test runs/eval-even/metrics.json] [--commands FILE]
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ from pathlib import Path
 from xdefect.checkpoint import read_card
 
 DEST = Path("src/xdefect/weights/xnet2-e100g000.safetensors")
+LINKS = Path("models")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--tune", type=Path, required=True)
+    ap.add_argument("--tune", type=Path, required=True,
+                    help="tune_detection.py output whose best parameters are installed")
+    ap.add_argument("--also-tuned", type=Path, nargs="*", default=[],
+                    help="other tune_detection.py outputs (e.g. the other score-map mode), "
+                         "recorded in the card for comparison")
     ap.add_argument("--test", type=Path, default=None)
     ap.add_argument("--commands", type=Path, default=None,
                     help="a text file with the commands that produced the run")
@@ -42,9 +48,11 @@ def main() -> None:
         "metrics_per_epoch": rows,
     }
     card["detection"] = tune["best"]
-    card["detection_tuning"] = {k: tune[k] for k in ("split", "images", "gt_boxes",
-                                                     "best_metrics", "best_per_series",
-                                                     "dense_vs_patch")}
+    keys = ("split", "images", "gt_boxes", "best", "best_metrics", "best_per_series",
+            "dense_vs_patch", "mode", "map_s_per_image")
+    card["detection_tuning"] = {k: tune.get(k) for k in keys}
+    card["detection_tuning_alternatives"] = [
+        {k: json.loads(t.read_text()).get(k) for k in keys} for t in a.also_tuned]
     if a.test:
         t = json.loads(a.test.read_text())
         card["test_even"] = {k: t[k] for k in ("ap", "ap11", "iou", "images", "gt_boxes",
@@ -59,6 +67,13 @@ def main() -> None:
     DEST.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(a.run / "best.safetensors", DEST)
     DEST.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    # the repository's models/ folder points at the installed copy
+    LINKS.mkdir(exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        link = LINKS / DEST.with_suffix(suffix).name
+        if not link.is_symlink():
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path("..") / DEST.with_suffix(suffix))
     print(f"{DEST}: epoch {card['epoch']}, detection {card['detection']}")
 
 

@@ -61,6 +61,7 @@ def train_one(a: argparse.Namespace, mix: str, series: list[str] | None, work: P
               ) -> tuple[object, dict, float]:
     """Build, train; returns (model, card, seconds)."""
     t = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
     data, run = work / "data", work / "run"
     build_dataset(BuildArgs(gdxray=str(a.gdxray), out=str(data), series=series,
                             per_image=a.per_image, mix=mix, gan=str(a.gan), seed=a.seed,
@@ -104,7 +105,7 @@ def main() -> None:
             if name.endswith("*"):
                 results, tr, va, secs, per = [], [], [], 0.0, {}
                 for s in annotated:
-                    model, card, dt = train_one(a, "E100G000", [s], work)
+                    model, card, dt = train_one(a, "E100G000", [s], work / s)
                     res = detection_results(model, a.gdxray, [s], params)
                     results += res
                     per[s] = summarise(res)["ap"]

@@ -100,26 +100,34 @@ def test_peaks_and_blobs_by_hand():
     shape = (200, 240)
     v = np.full(D.grid_shape(shape, 4), -1.0, np.float32)
     v[5:10, 6:11] = 1.0  # a saturated 5x5 plateau: centres rows 36..52, cols 40..56
-    p = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=1, box_rule="peaks", box_margin=10)
+    p = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=1, box_rule="peaks", box_margin=10,
+                       widen=-1, sigma=0.0)
     # a flat top is one maximum, at its middle (row 44, col 48)
     (d,) = D.regions(_smap(v, shape=shape), p)
     assert d.box == (48 - 10, 44 - 10, 48 + 11, 44 + 11)
     # a nearly flat plateau whose highest cell is a corner: peaks boxes the corner first and
-    # keeps further cells 10 px away as duplicates; blobs (smoothed) finds the middle
+    # keeps further cells 10 px away as duplicates without smoothing; smoothed, the middle
     noisy = v.copy()
     noisy[5:10, 6:11] = 0.999 - 1e-4 * np.random.default_rng(0).random((5, 5))
     noisy[5, 6] = 0.9995
     dets = D.regions(_smap(noisy, shape=shape), p)
     assert dets[0].box == (40 - 10, 36 - 10, 40 + 11, 36 + 11) and len(dets) > 1
+    (d,) = D.regions(_smap(noisy, shape=shape), replace(p, sigma=1.0))
+    assert d.box == (48 - 10, 44 - 10, 48 + 11, 44 + 11)
     pb = D.DetectParams(stride=4, theta=0.5, radius=3, a_min=1, box_rule="blobs",
-                        box_margin=10, sigma=1.0, nms=20)
+                        box_margin=10, sigma=1.0, nms=20, widen=8)
     (d,) = D.regions(_smap(noisy, shape=shape), pb)
     assert d.box == (48 - 10, 44 - 10, 48 + 11, 44 + 11) and 0.5 < d.score <= 1.0
-    # a large isolated plateau (centres rows 36..100): widened to rows 44..93 (half-open)
+    # a large isolated plateau (centres rows 36..100): widened to rows 44..93 (half-open),
+    # with widen 8 (centres' extent less 8 px a side); not widened with -1
     big = np.full_like(v, -1.0)
     big[5:22, 6:11] = 1.0
     (d,) = D.regions(_smap(big, shape=shape), pb)
     assert (d.box[1], d.box[3]) == (36 + 8, 100 - 7) and (d.box[0], d.box[2]) == (38, 59)
+    (d,) = D.regions(_smap(big, shape=shape), replace(pb, widen=-1))
+    assert d.box[3] - d.box[1] == 21
+    (d,) = D.regions(_smap(big, shape=shape), replace(p, widen=4))  # peaks widens too
+    assert (d.box[1], d.box[3]) == (36 + 4, 100 - 3)
     # two plateaus merged by the dilation stay two detections, each 21 px
     two = np.full_like(v, -1.0)
     two[5:10, 6:11] = 1.0
@@ -213,7 +221,8 @@ def test_cli_evaluate_saved_detections(gdxray_root, tmp_path):
 def test_cli_evaluate_with_model_and_overlays(gdxray_root, model_file, tmp_path):
     out = tmp_path / "ev"
     proc = run_cli("evaluate", "--model", str(model_file), "--gdxray", str(gdxray_root),
-                   "--split", "even", "--series", "C0034", "--out", str(out), "--stride", "8")
+                   "--split", "even", "--series", "C0034", "--out", str(out), "--stride", "8",
+                   "--mode", "dense")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["images"] == 18 and m["gt_boxes"] == 18 and m["params"]["stride"] == 8

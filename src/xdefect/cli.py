@@ -367,7 +367,8 @@ def _detect_params(args: argparse.Namespace, card: dict):
     except (TypeError, ValueError) as exc:
         raise InputError(f"model card: bad detection parameters ({exc})") from None
     over = {k: getattr(args, k) for k in ("mode", "stride", "theta", "radius", "a_min",
-                                           "box_rule", "box_margin", "sigma", "nms")
+                                           "box_rule", "box_margin", "sigma", "nms",
+                                           "widen")
             if getattr(args, k, None) is not None}
     if getattr(args, "no_mask", False):
         over["use_mask"] = False
@@ -844,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     def det_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--mode", choices=("dense", "patch"), default=None,
                        help="score map: dense (convolutional) or patch (windows batched); "
-                            "default from the model card, else dense")
+                            "default from the model card, else patch")
         q.add_argument("--stride", type=int, default=None, help="window stride (pixels)")
         q.add_argument("--theta", type=float, default=None,
                        help="threshold on y1 - y0 for a window to count as 'defect'")
@@ -866,6 +867,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--nms", type=int, default=None,
                        help="suppress maxima closer than this (pixels) to a higher one "
                             "(peaks, blobs; 0: --box-margin)")
+        q.add_argument("--widen", type=int, default=None,
+                       help="peaks, blobs: a region with one maximum gets at least its "
+                            "window centres' extent less this many pixels a side, so a "
+                            "large isolated defect gets one large box (-1: off)")
         q.add_argument("--no-mask", action="store_true",
                        help="do not restrict regions to the casting mask")
 

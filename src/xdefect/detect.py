@@ -30,22 +30,21 @@ Regions
 ``theta`` -> binary map of the centres of windows with score > theta -> dilation with a
 disk of radius ``r`` -> AND with the casting mask -> 8-connected regions -> regions with
 fewer than ``a_min`` pixels dropped -> one box per region. Box rule (``box_rule``):
-``"windows"`` (default) is the union of the 32x32 windows whose centres fall in the
+``"windows"`` is the union of the 32x32 windows whose centres fall in the
 region, clipped to the image; ``"region"`` is the region's own bounding box. The region's
 score is the maximum window score inside it. ``"centres"`` is the bounding box of the
 region's window centres grown by ``box_margin`` pixels (inclusive of the last centre).
-``"peaks"`` splits a region at its local score maxima (3x3 windows; maxima closer than
-``box_margin`` pixels to a higher one are suppressed): one box of ``2 * box_margin + 1``
-pixels around each, scored by the maximum (neighbouring defects merged by the dilation
-stay separate detections). ``"blobs"`` is ``"peaks"`` made for saturated scores: a
-classifier trained on defects up to 8 pixels off-centre scores a plateau of windows near
-1.0 around each defect, whose first maximum is an arbitrary plateau cell; the maxima are
-taken on the score map smoothed with a Gaussian of ``sigma`` grid cells (the plateau's
-middle), suppressed within ``nms`` pixels (Chebyshev) of a higher one, and scored by the
-smoothed value. Each gives a box of ``2 * box_margin + 1`` pixels around its centre,
-widened, for a region holding a single maximum, to the region's window centres less 8
-pixels a side (a defect of width ``D`` lights window centres over about ``D + 16``
-pixels), so that one isolated large defect gets one large box.
+``"peaks"`` (the default) splits a region at the local maxima of the score map smoothed
+with a Gaussian of ``sigma`` grid cells (3x3 windows; a flat top is one maximum, at its
+middle; maxima closer than ``nms`` pixels, default ``box_margin``, to a higher one are
+suppressed): one box of ``2 * box_margin + 1`` pixels around each, scored by the window's
+own score (neighbouring defects merged by the dilation stay separate detections). With
+``widen`` >= 0, a region holding a single maximum gets at least its window centres' extent
+less ``widen`` pixels a side (a defect of width ``D`` lights window centres over about
+``D + 16`` pixels), so that one isolated large defect gets one large box.
+``"blobs"`` is ``"peaks"`` ranked and scored by the smoothed score. Smoothing matters
+because a classifier trained on defects up to 8 pixels off-centre answers with a plateau
+of nearly equal scores around each defect, whose highest cell is an arbitrary one.
 Boxes are ``(x1, y1, x2, y2)``, 0-based, half-open.
 """
 
@@ -68,7 +67,8 @@ BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
 
 @dataclass(frozen=True)
 class DetectParams:
-    """Detection parameters (defaults chosen on validation images, ``docs/detection.md``).
+    """Detection parameters. The defaults are the bundled model's, chosen on the validation
+    images (odd, number % 4 == 1) by ``experiments/tune_detection.py`` (``docs/detection.md``).
 
     ``stride``: window step (pixels). ``theta``: score threshold on ``y1 - y0``.
     ``radius``: dilation disk radius (pixels). ``a_min``: minimum region area (pixels,
@@ -77,20 +77,22 @@ class DetectParams:
     (``"centres"``, ``"peaks"``, ``"blobs"``). ``sigma``: Gaussian smoothing of the score
     map (grid cells) before its local maxima are found (``"peaks"``, ``"blobs"``; 0: none).
     ``nms``: maxima closer than this (pixels, Chebyshev) to a higher one are suppressed
-    (0: ``box_margin``).
+    (0: ``box_margin``). ``widen``: ``"peaks"``/``"blobs"`` box of a region with a single
+    maximum widened to its window centres' extent less ``widen`` pixels a side (-1: off).
     ``mode``: ``"dense"`` or ``"patch"``. ``use_mask``: AND with the casting mask.
     """
 
-    stride: int = 4
+    stride: int = 8
     theta: float = 0.5
     radius: int = 6
     a_min: int = 150
-    box_rule: str = "windows"
-    box_margin: int = 8
-    mode: str = "dense"
+    box_rule: str = "peaks"
+    box_margin: int = 10
+    mode: str = "patch"
     use_mask: bool = True
-    sigma: float = 0.0
+    sigma: float = 1.0
     nms: int = 0
+    widen: int = 4
 
     def __post_init__(self) -> None:
         if self.box_rule not in BOX_RULES:
@@ -98,9 +100,9 @@ class DetectParams:
         if self.mode not in ("dense", "patch"):
             raise ValueError(f"unknown mode {self.mode!r} (dense or patch)")
         if (self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0
-                or self.sigma < 0 or self.nms < 0):
+                or self.sigma < 0 or self.nms < 0 or self.widen < -1):
             raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma and nms "
-                             ">= 0")
+                             ">= 0; widen >= -1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -379,7 +381,7 @@ def _maxima(values: np.ndarray) -> np.ndarray:
 
 
 def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
-                     theta: float, nms: int = 0) -> list[Detection]:
+                     theta: float, nms: int = 0, widen: int = -1) -> list[Detection]:
     """Second stage of :func:`regions`: drop small regions, one box and score per region."""
     h, w = lab.labels.shape
     out: list[Detection] = []
@@ -394,7 +396,7 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
         score = float(lab.centre_scores[sel].max()) if sel.any() else float(theta)
         if box_rule in ("peaks", "blobs") and sel.any():
             out.extend(_peak_boxes(lab, sel, box_margin, int(lab.areas[k]), w, h,
-                                   nms or box_margin, box_rule == "blobs"))
+                                   nms or box_margin, box_rule == "blobs", widen))
             continue
         if box_rule == "region" or not sel.any():
             box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
@@ -410,11 +412,12 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
 
 
 def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: int,
-                nms: int, blobs: bool = False) -> list[Detection]:
+                nms: int, blobs: bool = False, widen: int = -1) -> list[Detection]:
     """One box of ``2 * m + 1`` pixels per local maximum in a region, greedily
     suppressing maxima closer than ``nms`` pixels (Chebyshev) to a higher one.
-    ``blobs``: maxima ordered and scored by the smoothed score, and a region with a single
-    maximum gets at least its window centres' extent less 8 pixels a side."""
+    ``blobs``: maxima ordered and scored by the smoothed score. ``widen`` >= 0: a region
+    with a single maximum gets at least its window centres' extent less ``widen`` pixels
+    a side."""
     key = lab.centre_smooth if blobs else lab.centre_scores
     idx = np.flatnonzero(sel & lab.centre_peaks)
     if idx.size == 0:
@@ -430,10 +433,11 @@ def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: in
     for i in kept:
         r, c = int(lab.centre_rows[i]), int(lab.centre_cols[i])
         box = [c - m, r - m, c + m + 1, r + m + 1]
-        if blobs and len(kept) == 1:
+        if widen >= 0 and len(kept) == 1:
             rr, cc = lab.centre_rows[sel], lab.centre_cols[sel]
-            box = [min(box[0], int(cc.min()) + 8), min(box[1], int(rr.min()) + 8),
-                   max(box[2], int(cc.max()) - 7), max(box[3], int(rr.max()) - 7)]
+            box = [min(box[0], int(cc.min()) + widen), min(box[1], int(rr.min()) + widen),
+                   max(box[2], int(cc.max()) - widen + 1),
+                   max(box[3], int(rr.max()) - widen + 1)]
         box = [max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h)]
         out.append(Detection(tuple(box), float(key[i]), area))  # type: ignore[arg-type]
     return out
@@ -450,7 +454,7 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     lab = label_regions(smap, p.theta, p.radius, mask if p.use_mask else None, p.sigma)
     if lab is None:
         return []
-    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms)
+    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms, p.widen)
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,

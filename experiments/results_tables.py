@@ -1,0 +1,131 @@
+"""Fill the measured tables of ``docs/results.md`` from the experiments' JSON outputs.
+
+Reads ``runs/table3.json`` (``experiments/table3.py``), ``runs/table4.json``
+(``experiments/table4.py``), the bundled model's card (test metrics from ``xdefect evaluate
+--split even``) and ``runs/eval-even/metrics.json``; rewrites the blocks between
+``<!-- name -->`` and ``<!-- /name -->`` markers of the report (``table3``, ``table4``,
+``bundled``, ``errors``) and copies the PR curve of the test evaluation to
+``docs/img/pr_curve_even.png`` (a plot: no GDXray pixels). The prose around the blocks is
+written by hand.
+
+    .venv/bin/python experiments/results_tables.py [--report docs/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+from xdefect.checkpoint import bundled_model, read_card
+
+
+def _f(x, nd: int = 4) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def table3(doc: dict) -> str:
+    lines = ["| arch | train acc | test acc (real C0001) | paper train | paper test | "
+             "patches seen | seconds |", "|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['arch']} | {_f(r['train_acc'])} | {_f(r['test_acc'])} | "
+                     f"{_f(r['paper_train_acc'])} | {_f(r['paper_test_acc'])} | "
+                     f"{r['patches_seen']:,} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def table4(doc: dict) -> str:
+    lines = ["| dataset | train acc | val acc | AP (even) | AP11 | TP / FP / missed | "
+             "paper train | paper val | paper mAP |", "|---|---|---|---|---|---|---|---|---|"]
+    order = ["E100G000*", "E100G000", "E075G025", "E050G050", "E025G075", "E000G100"]
+    rows = sorted(doc["rows"], key=lambda r: order.index(r["dataset"]))
+    for r in rows:
+        ap = _f(r["ap"])
+        if "ap_mean_of_series" in r:
+            ap += f" (mean of series {_f(r['ap_mean_of_series'])})"
+        lines.append(f"| {r['dataset']} | {_f(r['train_acc'])} | {_f(r['val_acc'])} | {ap} | "
+                     f"{_f(r['ap11'])} | {r['true_positives']} / {r['false_positives']} / "
+                     f"{r['missed']} | {_f(r['paper_train_acc'])} | {_f(r['paper_val_acc'])} | "
+                     f"{_f(r['paper_ap'])} |")
+    series = sorted({s for r in rows for s in r["per_series_ap"]})
+    lines += ["", "AP per series (even images):", "",
+              "| dataset | " + " | ".join(series) + " |",
+              "|---|" + "---|" * len(series)]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | " + " | ".join(_f(r["per_series_ap"].get(s))
+                                                       for s in series) + " |")
+    return "\n".join(lines)
+
+
+def bundled(card: dict) -> str:
+    t = card["test_even"]
+    tune = card["detection_tuning"]
+    lines = ["| | value |", "|---|---|",
+             f"| training | {card['training']['epochs_run']} epochs of 100,000 patches on "
+             f"`{card['data']}` (best epoch {card['epoch']}), "
+             f"{card['training']['seconds_total'] / 60:.0f} min |",
+             f"| patch validation accuracy | {_f(card['metrics']['val_acc'])} |",
+             f"| detection parameters | `{json.dumps(card['detection'])}` |",
+             f"| val AP (odd, n % 4 == 1: {tune['images']} images, {tune['gt_boxes']} boxes) | "
+             f"{_f(tune['best_metrics']['ap'])} |",
+             f"| **test AP, IoU 0.5** (even: {t['images']} images, {t['gt_boxes']} boxes) | "
+             f"**{_f(t['ap'])}** (11-point {_f(t['ap11'])}; paper 0.7102) |",
+             f"| detections | {t['detections']}: {t['true_positives']} true, "
+             f"{t['false_positives']} false; {t['missed']} boxes missed |"]
+    for alt in card.get("detection_tuning_alternatives", []):
+        lines.append(f"| val AP with `{alt.get('mode')}` maps (best of the same grid) | "
+                     f"{_f(alt['best_metrics']['ap'])} |")
+    return "\n".join(lines)
+
+
+def errors(m: dict) -> str:
+    lines = ["| series | images | boxes | AP | AP11 | found | missed | false alarms | "
+             "false alarms / image | recall at 1 FP/image |", "|---" * 10 + "|"]
+    for s, v in m["per_series"].items():
+        r1 = v.get("recall_at_fppi", {}).get("1.0", v.get("recall_at_fppi", {}).get("1"))
+        lines.append(f"| {s} | {v['images']} | {v['gt_boxes']} | {_f(v['ap'])} | {_f(v['ap11'])} "
+                     f"| {v['true_positives']} | {v['missed']} | {v['false_positives']} | "
+                     f"{v['false_positives'] / max(v['images'], 1):.1f} | {_f(r1, 3)} |")
+    lines.append(f"| all | {m['images']} | {m['gt_boxes']} | {_f(m['ap'])} | {_f(m['ap11'])} | "
+                 f"{m['true_positives']} | {m['missed']} | {m['false_positives']} | "
+                 f"{m['false_positives'] / max(m['images'], 1):.1f} | "
+                 f"{_f(m.get('recall_at_fppi', {}).get('1.0'), 3)} |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pat = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"report has no <!-- {name} --> block")
+    return pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    ap.add_argument("--table3", type=Path, default=Path("runs/table3.json"))
+    ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
+    ap.add_argument("--eval", type=Path, default=Path("runs/eval-even"))
+    a = ap.parse_args()
+    text = a.report.read_text()
+    if a.table3.exists():
+        text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())))
+    if a.table4.exists():
+        text = replace_block(text, "table4", table4(json.loads(a.table4.read_text())))
+    model = bundled_model()
+    if model is not None and "test_even" in read_card(model):
+        text = replace_block(text, "bundled", bundled(read_card(model)))
+    if (a.eval / "metrics.json").exists():
+        text = replace_block(text, "errors",
+                             errors(json.loads((a.eval / "metrics.json").read_text())))
+        img = a.report.parent / "img" / "pr_curve_even.png"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(a.eval / "pr_curve.png", img)
+    a.report.write_text(text)
+    print(f"{a.report}: tables updated")
+
+
+if __name__ == "__main__":
+    main()
