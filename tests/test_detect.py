@@ -241,3 +241,17 @@ def test_demo_with_a_model(model_file, tmp_path):
     doc = json.loads((tmp_path / "d" / "phantom.json").read_text())
     assert len(doc["ground_truth"]) == 12 and "detections" in doc
     assert (tmp_path / "d" / "phantom_overlay.png").is_file()
+
+
+def test_cli_dataset_build_with_hard_negatives(gdxray_root, model_file, tmp_path):
+    out = tmp_path / "ds"
+    proc = run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out", str(out),
+                   "--series", "C0001", "--limit-images", "3", "--per-image", "10",
+                   "--real", "7", "--hard-negatives", "6", "--hard-model", str(model_file))
+    assert proc.returncode == 0, proc.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["counts"]["source"] == {"background": 30, "ellipsoid": 30, "hard": 6, "real": 7}
+    assert man["arguments"]["hard_mode"] == "dense" and "hard_model_sha256" in man
+    assert_one_line_error(run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out",
+                                  str(tmp_path / "x"), "--limit-images", "1",
+                                  "--hard-negatives", "5"), "needs --hard-model")

@@ -183,6 +183,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
                   real=args.real, real_offset=args.real_offset,
                   hard_negatives=args.hard_negatives,
                   hard_model=None if args.hard_model is None else str(args.hard_model),
+                  hard_mode=args.hard_mode, hard_stride=args.hard_stride,
                   force=args.force, limit_images=args.limit_images)
     score_fn = None
     if args.hard_model is not None:
@@ -190,7 +191,10 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
         from xdefect.detect import DetectParams, score_map
 
         model, _ = load_model(args.hard_model)
-        hp = DetectParams(stride=args.hard_stride)
+        try:
+            hp = DetectParams(stride=args.hard_stride, mode=args.hard_mode)
+        except ValueError as exc:
+            raise InputError(f"--hard-stride/--hard-mode: {exc}") from None
 
         def score_fn(image):
             sm = score_map(model, image, hp)
@@ -738,6 +742,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model that mines the hard negatives (safetensors + card)")
     db.add_argument("--hard-stride", type=int, default=4, metavar="PX",
                     help="window stride of the hard-negative search")
+    db.add_argument("--hard-mode", choices=("dense", "patch"), default="dense",
+                    help="score maps of the hard-negative search (dense: fast)")
     db.add_argument("--workers", type=int, default=0,
                     help="worker processes (0: one per core, at most 4)")
     db.add_argument("--limit-images", type=int, default=None,

@@ -83,7 +83,7 @@ class DetectParams:
     """
 
     stride: int = 8
-    theta: float = 0.5
+    theta: float = 0.0
     radius: int = 6
     a_min: int = 150
     box_rule: str = "peaks"

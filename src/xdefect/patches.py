@@ -362,6 +362,8 @@ class BuildArgs:
     real_offset: int = 8
     hard_negatives: int = 0
     hard_model: str | None = None
+    hard_mode: str = "dense"
+    hard_stride: int = 4
     workers: int = 0
     force: bool = False
     limit_images: int | None = None
