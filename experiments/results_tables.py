@@ -75,7 +75,8 @@ def bundled(card: dict) -> str:
              f"| detections | {t['detections']}: {t['true_positives']} true, "
              f"{t['false_positives']} false; {t['missed']} boxes missed |"]
     for alt in card.get("detection_tuning_alternatives", []):
-        lines.append(f"| val AP with `{alt.get('mode')}` maps (best of the same grid) | "
+        mode = alt.get("mode") or (alt.get("best") or {}).get("mode")
+        lines.append(f"| val AP with `{mode}` maps (best of the same grid) | "
                      f"{_f(alt['best_metrics']['ap'])} |")
     return "\n".join(lines)
 
@@ -96,10 +97,10 @@ def errors(m: dict) -> str:
 
 
 def replace_block(text: str, name: str, body: str) -> str:
-    pat = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
+    pat = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
     if not pat.search(text):
         raise SystemExit(f"report has no <!-- {name} --> block")
-    return pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def main() -> None:
