@@ -85,14 +85,14 @@ def errors(m: dict) -> str:
     lines = ["| series | images | boxes | AP | AP11 | found | missed | false alarms | "
              "false alarms / image | recall at 1 FP/image |", "|---" * 10 + "|"]
     for s, v in m["per_series"].items():
-        r1 = v.get("recall_at_fppi", {}).get("1.0", v.get("recall_at_fppi", {}).get("1"))
+        r1 = v["recall_at_fppi"]["1.0"]
         lines.append(f"| {s} | {v['images']} | {v['gt_boxes']} | {_f(v['ap'])} | {_f(v['ap11'])} "
                      f"| {v['true_positives']} | {v['missed']} | {v['false_positives']} | "
                      f"{v['false_positives'] / max(v['images'], 1):.1f} | {_f(r1, 3)} |")
     lines.append(f"| all | {m['images']} | {m['gt_boxes']} | {_f(m['ap'])} | {_f(m['ap11'])} | "
                  f"{m['true_positives']} | {m['missed']} | {m['false_positives']} | "
                  f"{m['false_positives'] / max(m['images'], 1):.1f} | "
-                 f"{_f(m.get('recall_at_fppi', {}).get('1.0'), 3)} |")
+                 f"{_f(m['recall_at_fppi']['1.0'], 3)} |")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.checkpoint import load_model, read_card
-from xdefect.detect import DetectParams, detect
+from xdefect.detect import DetectParams, detect, detection_arrays
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import write_json
 from xdefect.patches import BuildArgs, build_dataset
@@ -51,9 +51,8 @@ def detection_results(model, root: Path, series: list[str], params: DetectParams
         if not smp.annotated:
             continue
         dets, _ = detect(model, smp.image, params)
-        out.append(ImageResult(smp.record.stem, smp.record.series,
-                               np.asarray([d.box for d in dets], float).reshape(-1, 4),
-                               np.asarray([d.score for d in dets], float), smp.boxes))
+        out.append(ImageResult(smp.record.stem, smp.record.series, *detection_arrays(dets),
+                               smp.boxes))
     return out
 
 

@@ -32,6 +32,7 @@ from xdefect.detect import (
     DetectParams,
     ScoreMap,
     boxes_of_regions,
+    detection_arrays,
     label_regions,
     regions,
     score_map_dense,
@@ -72,9 +73,7 @@ def evaluate_maps(maps: dict, masks: dict, gts: dict, series: dict, params: Dete
     results = []
     for key, smap in maps.items():
         dets = regions(_sub(smap, params.stride), params, masks[key])
-        b = np.asarray([d.box for d in dets], float).reshape(-1, 4)
-        s = np.asarray([d.score for d in dets], float)
-        results.append(ImageResult(key, series[key], b, s, gts[key]))
+        results.append(ImageResult(key, series[key], *detection_arrays(dets), gts[key]))
     return summarise(results)
 
 
@@ -95,9 +94,7 @@ def grid_search(maps: dict, masks: dict, gts: dict, series: dict) -> list[dict]:
             for k, lab in labs.items():
                 d = [] if lab is None else boxes_of_regions(lab, a_min, rule, margin, theta,
                                                             nms, widen)
-                results.append(ImageResult(
-                    k, series[k], np.asarray([x.box for x in d], float).reshape(-1, 4),
-                    np.asarray([x.score for x in d], float), gts[k]))
+                results.append(ImageResult(k, series[k], *detection_arrays(d), gts[k]))
             dets[len(dets)] = (row, pr_ap(results))
     return [{**row, "ap": ap, "ap11": ap11} for row, (ap, ap11) in dets.values()]
 

@@ -370,10 +370,9 @@ def _detect_params(args: argparse.Namespace, card: dict):
                 if isinstance(card.get("detection"), dict) else DetectParams())
     except (TypeError, ValueError) as exc:
         raise InputError(f"model card: bad detection parameters ({exc})") from None
-    over = {k: getattr(args, k) for k in ("mode", "stride", "theta", "radius", "a_min",
-                                           "box_rule", "box_margin", "sigma", "nms",
-                                           "widen")
-            if getattr(args, k, None) is not None}
+    # every field but use_mask has an option of the same name (--no-mask below)
+    over = {k: getattr(args, k) for k in DetectParams.__dataclass_fields__
+            if k != "use_mask" and getattr(args, k, None) is not None}
     if getattr(args, "no_mask", False):
         over["use_mask"] = False
     try:
@@ -393,7 +392,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import torch
 
     from xdefect.checkpoint import load_model
-    from xdefect.detect import detect
+    from xdefect.detect import detect, detection_arrays
     from xdefect.gdxray import image_shape
     from xdefect.io import list_image_files, progress, read_image, write_image, write_json
     from xdefect.report import overlay
@@ -422,7 +421,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         write_json(out / f"{f.stem}.json",
                    _detection_doc(str(f), rad.shape, str(mpath), params, dets))
         if not args.no_png:
-            boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
+            boxes, _ = detection_arrays(dets)
             write_image(out / f"{f.stem}.png", overlay(rad.pixels, detections=boxes,
                                                        thickness=2))
         total += len(dets)
@@ -467,7 +466,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_name, params_doc = first.get("model"), first.get("params", {})
     else:
         from xdefect.checkpoint import load_model
-        from xdefect.detect import detect
+        from xdefect.detect import detect, detection_arrays
 
         mpath = _model_path(args.model)
         model, card = load_model(mpath)
@@ -479,9 +478,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             dets, _ = detect(model, smp.image, params)
             write_json(out / "detections" / f"{r.stem}.json",
                        _detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
-            b = np.asarray([x.box for x in dets], float).reshape(-1, 4)
-            results.append(ImageResult(r.stem, r.series, b,
-                                       np.asarray([x.score for x in dets], float), smp.boxes))
+            results.append(ImageResult(r.stem, r.series, *detection_arrays(dets), smp.boxes))
             bar.update()
         bar.close()
     m = summarise(results, args.iou)
@@ -549,7 +546,7 @@ def _demo_without_model(args: argparse.Namespace, out: Path) -> None:
 
 def _demo_inspect(name: str, image: np.ndarray, gt: np.ndarray, mask, model, card, params,
                   mpath: Path, out: Path) -> dict:
-    from xdefect.detect import detect
+    from xdefect.detect import detect, detection_arrays
     from xdefect.evaluate import match_image
     from xdefect.io import write_image, write_json
     from xdefect.report import overlay
@@ -557,8 +554,7 @@ def _demo_inspect(name: str, image: np.ndarray, gt: np.ndarray, mask, model, car
     t = time.perf_counter()
     dets, _ = detect(model, image, params, mask=mask)
     dt = time.perf_counter() - t
-    boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
-    scores = np.asarray([d.score for d in dets], float)
+    boxes, scores = detection_arrays(dets)
     tp, which = match_image(boxes, scores, gt, 0.5)
     doc = _detection_doc(name, image.shape, str(mpath), params, dets)
     doc["ground_truth"] = [[int(v) for v in b] for b in gt]

@@ -141,6 +141,13 @@ class Detection:
     area: int
 
 
+def detection_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``(n, 4)`` float (``(x1, y1, x2, y2)``, 0-based, half-open) and scores
+    ``(n,)`` float of a list of detections, in its order (``n`` may be 0)."""
+    return (np.asarray([d.box for d in dets], float).reshape(-1, 4),
+            np.asarray([d.score for d in dets], float))
+
+
 def _check_image(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image, dtype=np.float32)
     if a.ndim != 2:

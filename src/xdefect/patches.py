@@ -623,7 +623,7 @@ def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[Pa
     if args.hard_negatives:
         assert score_fn is not None
         per = -(-args.hard_negatives // len(recs))
-        found = 0
+        found = n_hard = 0
         for r in progress(iterable=recs, desc="hard negatives", unit="image"):
             img = read_image(r.path).pixels
             values, stride = score_fn(img)
@@ -631,6 +631,7 @@ def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[Pa
                                           gts[r.series].boxes_of(r.number), per, args.margin)
             k = len(sel)
             found += int((values[sel[:, 0] // stride, sel[:, 1] // stride] > 0).sum())
+            n_hard += k
             if k == 0:
                 continue
             img8 = to_uint8(img)
@@ -639,7 +640,7 @@ def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[Pa
                                  cut(img8, pr, pc), np.zeros(k, np.uint8), ["hard"] * k,
                                  pr, pc, np.full((k, 4), -1, np.int32)))
         info["hard_scored_defect"] = found  # of the chosen windows, those with y1 - y0 > 0
-        info["hard_negatives"] = int(sum(len(x) for x in sets if x.source[:1] == ["hard"]))
+        info["hard_negatives"] = n_hard
     return sets, info
 
 
