@@ -1,15 +1,23 @@
-"""Install a trained run as the bundled model, with its model card.
+"""Make a bundled model: a trained run's best weights with a complete model card.
 
-Copies ``RUN/best.safetensors`` to ``src/xdefect/weights/xnet2-e100g000.safetensors`` and
-writes the card beside it: the run's card (architecture, normalisation, data manifest
-checksum, training arguments, validation metrics), the detection parameters chosen on
-validation images (``--tune``, from ``experiments/tune_detection.py``), the training time
-(from ``RUN/metrics.csv``), the test metrics on the even-numbered images (``--test``, a
-``metrics.json`` of ``xdefect evaluate``) and the commands that reproduce all of it.
+The card is the run's own (architecture, normalisation, lineage of every training stage
+with captured command lines and checksums, weights checksum) plus:
 
-    .venv/bin/python experiments/bundle_model.py --run runs/xnet2-e100g000 \\
-        --tune runs/tune.json [--also-tuned runs/tune-patch.json] \\
-        [--test runs/eval-even/metrics.json] [--commands FILE]
+* ``name``/``description``: the bundled name (``xnet2-paper`` or ``xnet2-xdefect``);
+* ``training``: epochs, best epoch, seconds, metrics per epoch (``RUN/metrics.csv``);
+* ``detection``: the parameters ``experiments/tune_detection.py`` chose on the tuning
+  images (``--tune``), and ``detection_tuning`` with that search's figures and command;
+* ``test_even``: with ``--test`` (a ``metrics.json`` of ``xdefect evaluate --split test``
+  with this model), plain and unseen-defect AP, pooled and per series;
+* ``reproduce``: every command line, in order, taken from the lineage, the tuning output,
+  the evaluation and this script's own command line (never typed by hand).
+
+Without ``--install`` it writes ``--out`` (a candidate to evaluate); with ``--install`` it
+writes ``src/xdefect/weights/NAME.safetensors`` + ``.json`` and links ``models/``::
+
+    .venv/bin/python experiments/bundle_model.py --run runs/xnet2-paper --name xnet2-paper \\
+        --tune runs/tune-paper.json [--test runs/eval-test-paper/metrics.json] \\
+        (--out runs/candidate-paper.safetensors | --install)
 """
 
 from __future__ import annotations
@@ -20,61 +28,97 @@ import json
 import shutil
 from pathlib import Path
 
-from xdefect.checkpoint import read_card
+from xdefect.checkpoint import BUNDLED, WEIGHTS_DIR, card_lineage, read_card
+from xdefect.io import command_line, sha256_file
 
-DEST = Path("src/xdefect/weights/xnet2-e100g000.safetensors")
 LINKS = Path("models")
+TEST_KEYS = ("ap", "ap11", "iou", "matching", "images", "gt_boxes", "detections",
+             "true_positives", "false_positives", "missed", "recall_at_fppi", "split",
+             "series", "gdxray", "unscored_series", "command")
+SERIES_KEYS = ("ap", "ap11", "gt_boxes", "true_positives", "false_positives", "missed")
+
+
+def test_block(metrics: dict) -> dict:
+    """The card's ``test_even`` block from an ``xdefect evaluate`` metrics.json."""
+    out = {k: metrics.get(k) for k in TEST_KEYS}
+    out["per_series"] = {s: {k: v[k] for k in SERIES_KEYS}
+                         for s, v in metrics["per_series"].items()}
+    u = metrics.get("unseen")
+    if u:
+        out["unseen"] = {k: u.get(k) for k in ("ap", "ap11", "gt_boxes", "ignored_boxes",
+                                               "true_positives", "false_positives",
+                                               "missed", "rule")}
+        out["unseen"]["per_series"] = {s: {k: v[k] for k in SERIES_KEYS}
+                                       for s, v in u["per_series"].items()}
+    return out
+
+
+def reproduce(card: dict, tune: dict, test: dict | None, bundle_cmd: str) -> list[str]:
+    """Every command that made the bundled model, in order, from the captured records."""
+    cmds: list[str] = []
+    for st in card_lineage(card):
+        for c in (st.get("data_command"), st.get("command")):
+            if c and c not in cmds:
+                cmds.append(c)
+    for c in (tune.get("command"), bundle_cmd, (test or {}).get("command")):
+        if c and c not in cmds:
+            cmds.append(c)
+    return cmds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--name", required=True, choices=sorted(BUNDLED))
     ap.add_argument("--tune", type=Path, required=True,
                     help="tune_detection.py output whose best parameters are installed")
-    ap.add_argument("--also-tuned", type=Path, nargs="*", default=[],
-                    help="other tune_detection.py outputs (e.g. the other score-map mode), "
-                         "recorded in the card for comparison")
-    ap.add_argument("--test", type=Path, default=None)
-    ap.add_argument("--commands", type=Path, default=None,
-                    help="a text file with the commands that produced the run")
+    ap.add_argument("--test", type=Path, default=None,
+                    help="metrics.json of `xdefect evaluate --split test` with this model")
+    dest = ap.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", type=Path, help="write a candidate model here")
+    dest.add_argument("--install", action="store_true",
+                      help="install as src/xdefect/weights/NAME.safetensors")
     a = ap.parse_args()
-    card = read_card(a.run / "best.safetensors")
+    src = a.run / "best.safetensors"
+    card = read_card(src)
+    if card.get("weights_sha256") != sha256_file(src):
+        raise SystemExit(f"{src}: weights do not match the checksum in their card")
     tune = json.loads(a.tune.read_text())
+    if tune.get("split") not in ("tuning",):
+        raise SystemExit(f"{a.tune}: detection settings must be chosen on the tuning images, "
+                         f"not {tune.get('split')!r}")
     with open(a.run / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
+    card["name"] = a.name
+    card["description"] = BUNDLED[a.name]
     card["training"] = {
         "epochs_run": len(rows), "best_epoch": card["epoch"],
         "seconds_total": round(sum(float(r["seconds"]) for r in rows), 1),
         "metrics_per_epoch": rows,
     }
     card["detection"] = tune["best"]
-    keys = ("split", "images", "gt_boxes", "best", "best_metrics", "best_per_series",
-            "dense_vs_patch", "mode", "map_s_per_image")
-    card["detection_tuning"] = {k: tune.get(k) for k in keys}
-    card["detection_tuning_alternatives"] = [
-        {k: json.loads(t.read_text()).get(k) for k in keys} for t in a.also_tuned]
+    card["detection_tuning"] = {k: tune.get(k) for k in (
+        "split", "series", "gdxray", "images", "gt_boxes", "best", "best_metrics",
+        "best_per_series", "mode", "base_stride", "map_s_per_image", "command")}
+    test = None
     if a.test:
-        t = json.loads(a.test.read_text())
-        card["test_even"] = {k: t[k] for k in ("ap", "ap11", "iou", "images", "gt_boxes",
-                                               "detections", "true_positives",
-                                               "false_positives", "missed", "unscored_series")}
-        card["test_even"]["per_series"] = {s: {k: v[k] for k in ("ap", "ap11", "gt_boxes",
-                                                                 "true_positives",
-                                                                 "false_positives", "missed")}
-                                           for s, v in t["per_series"].items()}
-    if a.commands:
-        card["reproduce"] = [ln for ln in a.commands.read_text().splitlines() if ln.strip()]
-    DEST.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(a.run / "best.safetensors", DEST)
-    DEST.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    # the repository's models/ folder points at the installed copy
-    LINKS.mkdir(exist_ok=True)
-    for suffix in (".safetensors", ".json"):
-        link = LINKS / DEST.with_suffix(suffix).name
-        if not link.is_symlink():
-            link.unlink(missing_ok=True)
-            link.symlink_to(Path("..") / DEST.with_suffix(suffix))
-    print(f"{DEST}: epoch {card['epoch']}, detection {card['detection']}")
+        test = json.loads(a.test.read_text())
+        if test.get("split") not in ("test", "even"):
+            raise SystemExit(f"{a.test}: not an evaluation on the test images")
+        card["test_even"] = test_block(test)
+    card["reproduce"] = reproduce(card, tune, test, command_line())
+    target = WEIGHTS_DIR / f"{a.name}.safetensors" if a.install else a.out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, target)
+    target.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    if a.install:  # the repository's models/ folder points at the installed copies
+        LINKS.mkdir(exist_ok=True)
+        for suffix in (".safetensors", ".json"):
+            link = LINKS / target.with_suffix(suffix).name
+            if not link.is_symlink():
+                link.unlink(missing_ok=True)
+                link.symlink_to(Path("..") / "src" / "xdefect" / "weights" / link.name)
+    print(f"{target}: {a.name}, epoch {card['epoch']}, detection {card['detection']}")
 
 
 if __name__ == "__main__":

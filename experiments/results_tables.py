@@ -1,12 +1,13 @@
 """Fill the measured tables of ``docs/results.md`` from the experiments' JSON outputs.
 
 Reads ``runs/table3.json`` (``experiments/table3.py``), ``runs/table4.json``
-(``experiments/table4.py``), the bundled model's card (test metrics from ``xdefect evaluate
---split even``) and ``runs/eval-even/metrics.json``; rewrites the blocks between
-``<!-- name -->`` and ``<!-- /name -->`` markers of the report (``table3``, ``table4``,
-``bundled``, ``errors``) and copies the PR curve of the test evaluation to
-``docs/img/pr_curve_even.png`` (a plot: no GDXray pixels). The prose around the blocks is
-written by hand.
+(``experiments/table4.py``) and the default model's test evaluation
+``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``); rewrites the
+blocks between ``<!-- name -->`` and ``<!-- /name -->`` markers of the report (``table3``,
+``table4``, ``errors``) and copies the PR curve of the test evaluation to
+``docs/img/pr_curve_even.png`` (a plot: no GDXray pixels). The ``bundled`` block comes from
+the model cards (``experiments/model_figures.py``, run here too). The prose around the
+blocks is written by hand.
 
     .venv/bin/python experiments/results_tables.py [--report docs/results.md]
 """
@@ -17,9 +18,9 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
-
-from xdefect.checkpoint import bundled_model, read_card
 
 
 def _f(x, nd: int = 4) -> str:
@@ -59,28 +60,6 @@ def table4(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def bundled(card: dict) -> str:
-    t = card["test_even"]
-    tune = card["detection_tuning"]
-    lines = ["| | value |", "|---|---|",
-             f"| training | {card['training']['epochs_run']} epochs of 100,000 patches on "
-             f"`{card['data']}` (best epoch {card['epoch']}), "
-             f"{card['training']['seconds_total'] / 60:.0f} min |",
-             f"| patch validation accuracy | {_f(card['metrics']['val_acc'])} |",
-             f"| detection parameters | `{json.dumps(card['detection'])}` |",
-             f"| val AP (odd, n % 4 == 1: {tune['images']} images, {tune['gt_boxes']} boxes) | "
-             f"{_f(tune['best_metrics']['ap'])} |",
-             f"| **test AP, IoU 0.5** (even: {t['images']} images, {t['gt_boxes']} boxes) | "
-             f"**{_f(t['ap'])}** (11-point {_f(t['ap11'])}; paper 0.7102) |",
-             f"| detections | {t['detections']}: {t['true_positives']} true, "
-             f"{t['false_positives']} false; {t['missed']} boxes missed |"]
-    for alt in card.get("detection_tuning_alternatives", []):
-        mode = alt.get("mode") or (alt.get("best") or {}).get("mode")
-        lines.append(f"| val AP with `{mode}` maps (best of the same grid) | "
-                     f"{_f(alt['best_metrics']['ap'])} |")
-    return "\n".join(lines)
-
-
 def errors(m: dict) -> str:
     lines = ["| series | images | boxes | AP | AP11 | found | missed | false alarms | "
              "false alarms / image | recall at 1 FP/image |", "|---" * 10 + "|"]
@@ -108,16 +87,13 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--table3", type=Path, default=Path("runs/table3.json"))
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
-    ap.add_argument("--eval", type=Path, default=Path("runs/eval-even"))
+    ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"))
     a = ap.parse_args()
     text = a.report.read_text()
     if a.table3.exists():
         text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())))
     if a.table4.exists():
         text = replace_block(text, "table4", table4(json.loads(a.table4.read_text())))
-    model = bundled_model()
-    if model is not None and "test_even" in read_card(model):
-        text = replace_block(text, "bundled", bundled(read_card(model)))
     if (a.eval / "metrics.json").exists():
         text = replace_block(text, "errors",
                              errors(json.loads((a.eval / "metrics.json").read_text())))
@@ -126,6 +102,8 @@ def main() -> None:
         shutil.copyfile(a.eval / "pr_curve.png", img)
     a.report.write_text(text)
     print(f"{a.report}: tables updated")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("model_figures.py"))],
+                   check=True)
 
 
 if __name__ == "__main__":

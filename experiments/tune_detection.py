@@ -1,7 +1,8 @@
-"""Choose the detection parameters on validation images (never on the test images).
+"""Choose the detection parameters on the tuning images (never on the test images).
 
-Validation images: the odd-numbered images with ``number % 4 == 1`` of the annotated
-series (``xdefect evaluate --split val``). For each, the dense score map is computed once
+Tuning images: the odd-numbered images with ``number % 4 == 1`` of the annotated paper
+series (``xdefect evaluate --split tuning``); a model built by ``xdefect dataset build``'s
+defaults never trained on them. For each, the dense score map is computed once
 at stride 4 (stride 8 is its every other window: dense scores do not depend on the
 stride), then every combination of theta, disk radius, minimum area, box rule and stride
 is scored by AP at IoU 0.5. Then dense and patch mode are compared with the chosen
@@ -39,7 +40,7 @@ from xdefect.detect import (
     score_map_patch,
 )
 from xdefect.evaluate import ImageResult, pr_curve, summarise
-from xdefect.io import progress
+from xdefect.io import command_line, progress
 
 GRID = {
     "theta": [0.0, 0.5, 0.9],
@@ -137,7 +138,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--gdxray", type=Path, default=gdxray.default_root())
-    ap.add_argument("--split", default="val", choices=("val", "odd"))
+    ap.add_argument("--split", default="tuning", choices=("tuning", "val", "odd"),
+                    help="image split searched (val: old name of tuning)")
+    ap.add_argument("--series", nargs="+", default=None,
+                    help="series (default: the paper's annotated series)")
     ap.add_argument("--compare-images", type=int, default=12)
     ap.add_argument("--mode", choices=("dense", "patch"), default="dense",
                     help="score maps of the grid search (patch: slow; use --base-stride 8)")
@@ -147,7 +151,9 @@ def main() -> None:
     a = ap.parse_args()
     model, card = load_model(a.model)
     maps, masks, gts, series, images = {}, {}, {}, {}, {}
-    samples = [s for s in gdxray.iter_samples(a.gdxray, split=a.split) if s.annotated]
+    series_used = gdxray.protocol_series(a.gdxray, a.series, gdxray.PAPER_ANNOTATED_SERIES)
+    samples = [s for s in gdxray.iter_samples(a.gdxray, series_used, split=a.split)
+               if s.annotated]
     t0 = time.perf_counter()
     bar = progress(total=len(samples), desc="score maps", unit="image")
     for smp in samples:
@@ -170,7 +176,9 @@ def main() -> None:
         comp = compare_modes(model, maps, masks, gts, series, images, best_p,
                              a.compare_images)
         comp["dense_s_per_image"] = map_s
-    doc = {"model": str(a.model), "split": a.split, "images": len(maps),
+    doc = {"model": str(a.model), "split": gdxray.canonical_split(a.split),
+           "command": command_line(), "gdxray": str(a.gdxray), "series": series_used,
+           "images": len(maps),
            "gt_boxes": int(sum(len(g) for g in gts.values())), "best": best,
            "best_metrics": {k: best_m[k] for k in ("ap", "ap11", "true_positives",
                                                    "false_positives", "missed")},

@@ -40,7 +40,7 @@ def test_wholeimage_format_and_rules(small_ds, gdxray_root):
     p = np.load(small_ds / "patches.npy", mmap_mode="r")
     lab = np.load(small_ds / "labels.npy")
     assert p.dtype == np.uint8 and p.shape[1:] == (32, 32) and lab.dtype == np.uint8
-    n_img = 36 + 19
+    n_img = 18 + 9  # the train images (odd, n % 4 == 3) of C0001 and C0021
     assert len(p) == len(lab) == n_img * 120
     meta = _meta(small_ds)
     assert list(meta[0])[:8] == ["index", "split", "label", "source", "series", "image", "row",
@@ -55,7 +55,7 @@ def test_wholeimage_format_and_rules(small_ds, gdxray_root):
     imgs = {}
     for m in meta:
         n = int(m["image"])
-        assert n % 2 == 1  # no even-numbered (test) image feeds wholeimage
+        assert n % 4 == 3  # only train images: no tuning (n % 4 == 1) or test (even) image
         r, c = int(m["row"]), int(m["col"])
         i = int(m["index"])
         assert lab[i] == int(m["label"]) and (m["source"] == "background") == (lab[i] == 0)
@@ -97,7 +97,8 @@ def test_split_by_image(gdxray_root, tmp_path):
     for m in _meta(out):
         sides.setdefault(m["image"], set()).add(m["split"])
     assert all(len(v) == 1 for v in sides.values())
-    assert sum(v == {"val"} for v in sides.values()) == 4  # round(0.2 * 19)
+    assert len(sides) == 9  # C0010's train images: 3, 7, ..., 35
+    assert sum(v == {"val"} for v in sides.values()) == 2  # round(0.2 * 9)
 
 
 def test_table3_small(gdxray_root, tmp_path):
@@ -171,7 +172,7 @@ def test_build_existing_folder_and_cli(gdxray_root, tmp_path, small_ds):
     proc = run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out", str(out))
     assert_one_line_error(proc, "exists (use --force")
     proc = run_cli("dataset", "info", str(small_ds), "--json")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 55 * 120
+    assert proc.returncode == 0 and json.loads(proc.stdout)["n"] == 27 * 120
     proc = run_cli("dataset", "grid", str(small_ds), "--out", str(tmp_path / "g.png"))
     assert proc.returncode == 0 and (tmp_path / "g.png").stat().st_size > 1000
     assert_one_line_error(run_cli("dataset", "info", str(tmp_path)), "not an xdefect dataset")

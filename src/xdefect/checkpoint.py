@@ -5,6 +5,17 @@ A model file ``NAME.safetensors`` holds only tensors (never pickles); its sideca
 "normalisation": {...}, ...}`` (architecture, input normalisation, data manifest
 checksum, epoch, metrics, seed, version...). :func:`load_model` refuses anything else with
 an :class:`InputError` naming the file.
+
+Lineage: ``card["weights_sha256"]`` is the checksum of the tensors file beside it, and
+``card["lineage"]`` lists every training stage that led to the weights, oldest first: the
+exact command line (captured by the program), the data manifest's checksum, protocol,
+series, image splits and sources, the dataset's own command line, and the init weights'
+checksum with their card's checksum (whose own lineage is the earlier stages).
+:func:`lineage_summary` condenses it (which image splits, series and sources any stage
+trained on); ``xdefect models show`` prints it and checks the checksums.
+
+Bundled models (:data:`BUNDLED`) are installed under ``xdefect/weights/`` and can be named
+instead of a path (``--model xnet2-paper``).
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xdefect.errors import InputError
-from xdefect.io import atomic_path
+from xdefect.io import atomic_path, sha256_file
 from xdefect.models import NORMALISATION, ArchConfig, PatchCNN
 
 MODEL_FORMAT = "xdefect-model/1"
@@ -36,6 +47,8 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
     p = Path(path)
     with atomic_path(p) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        digest = sha256_file(tmp)
+    card = {**card, "weights_sha256": digest}
     with atomic_path(sidecar(p)) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n")
 
@@ -104,7 +117,115 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     return model.to(device).eval(), card
 
 
-def bundled_model() -> Path | None:
-    """Path of the model installed with the package, if any."""
-    p = Path(__file__).resolve().parent / "weights" / "xnet2-e100g000.safetensors"
-    return p if p.is_file() else None
+#: bundled model names -> what each is (the files are ``weights/NAME.safetensors``)
+BUNDLED = {
+    "xnet2-xdefect": "the default: the best model by any means that keeps the tuning and "
+                     "test images out of training",
+    "xnet2-paper": "the paper's protocol only: E100/G000 simulated defects from the train "
+                   "images, no real defect windows",
+}
+DEFAULT_MODEL = "xnet2-xdefect"
+#: old names that keep working
+BUNDLED_ALIASES = {"xnet2-e100g000": DEFAULT_MODEL}
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def bundled_model(name: str = DEFAULT_MODEL) -> Path | None:
+    """Path of a model installed with the package (default: the default model), if any."""
+    name = BUNDLED_ALIASES.get(name, name)
+    p = WEIGHTS_DIR / f"{name}.safetensors"
+    return p if name in BUNDLED and p.is_file() else None
+
+
+def resolve_model(value: str | os.PathLike[str] | None) -> Path:
+    """A model path from ``--model``: ``None`` -> the default bundled model, a bundled
+    name (``xnet2-xdefect``, ``xnet2-paper``) -> its file, anything else -> a path.
+    :class:`InputError` when nothing is found."""
+    if value is None:
+        p = bundled_model()
+        if p is None:
+            raise InputError("no --model given and no bundled model installed")
+        return p
+    text = str(value)
+    if text in BUNDLED or text in BUNDLED_ALIASES:
+        p = bundled_model(text)
+        if p is None:
+            raise InputError(f"--model {text}: the bundled model is not installed")
+        return p
+    p = Path(value)
+    if not p.exists() and p.suffix == "" and not p.parent.parts:
+        raise InputError(f"--model {text}: neither a file nor a bundled model "
+                         f"({', '.join(BUNDLED)})")
+    return p
+
+
+def init_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a training stage records of its init weights: file, checksums of weights and
+    card, and the init card's architecture name, epoch and data manifest checksum."""
+    p = Path(path)
+    card = read_card(p)
+    return {"file": str(p), "sha256": sha256_file(p), "card_sha256": sha256_file(sidecar(p)),
+            "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
+            "data_manifest_sha256": card.get("data_manifest_sha256")}
+
+
+def card_lineage(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training stages of a card, oldest first. A card written before lineage was
+    recorded yields one stage marked ``"complete": False`` with what the card has."""
+    lin = card.get("lineage")
+    if isinstance(lin, list):
+        return lin
+    return [{"complete": False, "data": card.get("data"),
+             "data_manifest_sha256": card.get("data_manifest_sha256"),
+             "data_protocol": card.get("data_protocol"), "data_mix": card.get("data_mix"),
+             "data_sources": (card.get("data_counts") or {}).get("source"),
+             "data_image_splits": None, "command": None,
+             "init": (card.get("train_config") or {}).get("init")}]
+
+
+def lineage_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """What any training stage of a card saw: the union of image splits, series and
+    patch sources, whether real defect windows (``real`` or ``gan`` sources: both learnt
+    from real defects) reached training, and whether the lineage is complete."""
+    splits: set[str] = set()
+    series: set[str] = set()
+    sources: set[str] = set()
+    complete = True
+    for st in card_lineage(card):
+        if st.get("complete") is False or st.get("data_image_splits") is None:
+            complete = False
+        splits.update(st.get("data_image_splits") or [])
+        series.update(st.get("data_series") or [])
+        sources.update((st.get("data_sources") or {}).keys())
+        splits.update(st.get("gan_image_splits") or [])
+    return {"image_splits": sorted(splits) if complete else None,
+            "series": sorted(series), "sources": sorted(sources),
+            "real_defects": bool(sources & {"real", "gan"}), "complete": complete,
+            "stages": len(card_lineage(card))}
+
+
+def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything ``xdefect models show`` prints: the card's identity, the weights
+    checksum checked against the file, the lineage stages (init checksums checked where
+    the init file is still on disk), the lineage summary, detection parameters and the
+    test figures. Never unpickles anything: it reads JSON and hashes bytes."""
+    p = Path(path)
+    card = read_card(p)
+    if not p.is_file():
+        raise InputError(f"{p}: no such model file")
+    digest = sha256_file(p)
+    stages = []
+    for i, st in enumerate(card_lineage(card), start=1):
+        init = st.get("init")
+        check = None
+        if isinstance(init, dict) and init.get("file") and Path(init["file"]).is_file():
+            check = sha256_file(init["file"]) == init.get("sha256")
+        stages.append({"stage": i, **st, "init_file_matches": check})
+    return {"file": str(p), "name": card.get("name"), "description": card.get("description"),
+            "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
+            "weights_sha256": digest,
+            "weights_match_card": (card.get("weights_sha256") == digest
+                                   if card.get("weights_sha256") else None),
+            "summary": lineage_summary(card), "lineage": stages,
+            "detection": card.get("detection"), "test_even": card.get("test_even"),
+            "reproduce": card.get("reproduce")}

@@ -21,6 +21,8 @@ from xdefect import __version__
 from xdefect.errors import InputError
 
 PROG = "xdefect"
+MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
+              "xnet2-xdefect")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -184,10 +186,14 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
                   hard_negatives=args.hard_negatives,
                   hard_model=None if args.hard_model is None else str(args.hard_model),
                   hard_mode=args.hard_mode, hard_stride=args.hard_stride,
-                  force=args.force, limit_images=args.limit_images)
+                  force=args.force, limit_images=args.limit_images,
+                  include_tuning=args.include_tuning)
     score_fn = None
     if args.hard_model is not None:
-        from xdefect.checkpoint import load_model
+        from xdefect.checkpoint import load_model, resolve_model
+
+        args.hard_model = resolve_model(args.hard_model)
+        b.hard_model = str(args.hard_model)
         from xdefect.detect import DetectParams, score_map
 
         model, _ = load_model(args.hard_model)
@@ -275,6 +281,52 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from xdefect.checkpoint import describe_model
+
+    d = describe_model(_model_path(args.model))
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    ok = {True: "matches the card", False: "DOES NOT MATCH the card", None: "not in the card"}
+    print(f"{d['file']}: {d['name'] or '(unnamed)'} ({d['arch']}, epoch {d['epoch']})")
+    if d["description"]:
+        print(f"  {d['description']}")
+    print(f"  weights sha256 {d['weights_sha256'][:16]}... {ok[d['weights_match_card']]}")
+    s = d["summary"]
+    splits = ", ".join(s["image_splits"]) if s["image_splits"] else "unknown (incomplete lineage)"
+    print(f"  trained on: image splits {splits}; series {', '.join(s['series']) or '-'}; "
+          f"sources {', '.join(s['sources'])}; real defects "
+          f"{'yes' if s['real_defects'] else 'no'}")
+    for st in d["lineage"]:
+        print(f"  stage {st['stage']}: {st.get('command') or '(command not recorded)'}")
+        print(f"    data {st.get('data')} (manifest sha256 "
+              f"{str(st.get('data_manifest_sha256'))[:16]}...), protocol "
+              f"{st.get('data_protocol')}, mix {st.get('data_mix')}, image splits "
+              f"{', '.join(st.get('data_image_splits') or ['?'])}, sources "
+              f"{json.dumps(st.get('data_sources'))}")
+        if st.get("data_command"):
+            print(f"    dataset: {st['data_command']}")
+        init = st.get("init")
+        if isinstance(init, dict):
+            chk = {True: "file on disk matches", False: "FILE ON DISK DIFFERS",
+                   None: "file not on disk"}[st["init_file_matches"]]
+            print(f"    init {init.get('file')} sha256 {str(init.get('sha256'))[:16]}... "
+                  f"(card {str(init.get('card_sha256'))[:16]}...; {chk})")
+        elif init:
+            print(f"    init {init} (checksum not recorded)")
+    if d["detection"]:
+        print("  detection: " + ", ".join(f"{k} {v}" for k, v in d["detection"].items()))
+    t = d["test_even"]
+    if t:
+        line = f"  test images: AP {_ap(t['ap'])} over {t['gt_boxes']} boxes"
+        if t.get("unseen"):
+            line += (f"; unseen defects AP {_ap(t['unseen']['ap'])} over "
+                     f"{t['unseen']['gt_boxes']} boxes")
+        print(line)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from xdefect.train import TrainConfig, train
 
@@ -284,7 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                             threads=args.threads, device=args.device, resume=args.resume,
                             samples_per_epoch=args.samples_per_epoch,
                             val_samples=args.val_samples,
-                            init=None if args.init is None else str(args.init)),
+                            init=None if args.init is None else str(_model_path(args.init))),
                 on_epoch=lambda row: print(json.dumps(row), flush=True))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{args.out}: best epoch {res['best_epoch']} (val loss {res['best_val_loss']:.4f}),"
@@ -295,7 +347,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from xdefect.train import test_model
 
-    res = test_model(str(args.model), str(args.data), args.split, args.batch)
+    res = test_model(str(_model_path(args.model)), str(args.data), args.split, args.batch)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -320,7 +372,8 @@ def cmd_gan_train(args: argparse.Namespace) -> int:
     res = train_gan(GanConfig(gdxray=str(_root(args.gdxray)), out=str(args.out),
                               iterations=args.iterations, batch=args.batch, seed=args.seed,
                               every=args.every, series=args.series, threads=args.threads,
-                              device=args.device, resume=args.resume),
+                              device=args.device, resume=args.resume,
+                              include_tuning=args.include_tuning),
                     on_log=lambda row: print(json.dumps(row), flush=True))
     print(f"{args.out}: {res['iterations']} iterations on {res['real_patches']} real defect "
           "patches (x8 flips/rotations)")
@@ -349,15 +402,10 @@ def cmd_gan_sample(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------- detect, evaluate
 
 
-def _model_path(value: Path | None) -> Path:
-    from xdefect.checkpoint import bundled_model
+def _model_path(value: Path | str | None) -> Path:
+    from xdefect.checkpoint import resolve_model
 
-    if value is not None:
-        return value
-    p = bundled_model()
-    if p is None:
-        raise InputError("no --model given and no bundled model installed")
-    return p
+    return resolve_model(value)
 
 
 def _detect_params(args: argparse.Namespace, card: dict):
@@ -381,18 +429,11 @@ def _detect_params(args: argparse.Namespace, card: dict):
         raise InputError(f"detection parameters: {exc}") from None
 
 
-def _detection_doc(image_path: str, shape, model: str, params, dets) -> dict:
-    return {"image": image_path, "width": int(shape[1]), "height": int(shape[0]),
-            "model": model, "params": params.to_dict(),
-            "detections": [{"box": list(d.box), "score": round(float(d.score), 6)}
-                           for d in dets]}
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
     import torch
 
     from xdefect.checkpoint import load_model
-    from xdefect.detect import detect, detection_arrays
+    from xdefect.detect import detect, detection_arrays, detection_doc
     from xdefect.gdxray import image_shape
     from xdefect.io import list_image_files, progress, read_image, write_image, write_json
     from xdefect.report import overlay
@@ -419,7 +460,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         rad = read_image(f)
         dets, _ = detect(model, rad.pixels, params, batch=args.batch)
         write_json(out / f"{f.stem}.json",
-                   _detection_doc(str(f), rad.shape, str(mpath), params, dets))
+                   detection_doc(str(f), rad.shape, str(mpath), params, dets))
         if not args.no_png:
             boxes, _ = detection_arrays(dets)
             write_image(out / f"{f.stem}.png", overlay(rad.pixels, detections=boxes,
@@ -433,75 +474,100 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ap(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from xdefect import gdxray
-    from xdefect.evaluate import ImageResult, summarise
-    from xdefect.io import progress, read_detections, write_image, write_json
+    from xdefect import gdxray, protocol
+    from xdefect.io import command_line, progress, read_detections, write_image, write_json
     from xdefect.report import overlay, pr_curve_figure
 
-    root = _root(args.gdxray)
-    recs = gdxray.list_images(root, args.series, args.split)
-    gts = {s: gdxray.load_ground_truth(root, s) for s in sorted({r.series for r in recs})}
-    unscored = sorted(s for s, g in gts.items() if not g.annotated)
-    recs = [r for r in recs if gts[r.series].annotated]
-    if not recs:
-        raise InputError(f"{root}: no annotated images in split {args.split}")
+    if not 0 < args.iou <= 1:
+        raise InputError(f"--iou {args.iou}: must be in (0, 1]")
+    sel = protocol.select(_root(args.gdxray), args.series, args.split)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: list[ImageResult] = []
     missing = 0
-    model_name = None
-    params_doc: dict = {}
+    card = None
     if args.detections is not None:
         docs = read_detections(args.detections)
-        for r in recs:
-            d = docs.get(r.stem)
-            if d is None:
-                missing += 1
-                d = {"detections": []}
-            b = np.asarray([x["box"] for x in d["detections"]], float).reshape(-1, 4)
-            s = np.asarray([x["score"] for x in d["detections"]], float)
-            results.append(ImageResult(r.stem, r.series, b, s, gts[r.series].boxes_of(r.number)))
+        results, missing = protocol.detection_results(sel, docs)
         first = next(iter(docs.values()))
         model_name, params_doc = first.get("model"), first.get("params", {})
+        if model_name:
+            from xdefect.checkpoint import read_card
+
+            try:
+                card = read_card(model_name)
+            except InputError:
+                card = None  # the model that made them is not here: provenance unknown
     else:
         from xdefect.checkpoint import load_model
-        from xdefect.detect import detect, detection_arrays
 
         mpath = _model_path(args.model)
         model, card = load_model(mpath)
         params = _detect_params(args, card)
         model_name, params_doc = str(mpath), params.to_dict()
-        bar = progress(total=len(recs), desc="evaluate", unit="image")
-        for r in recs:
-            smp = gdxray.load_sample(r, gts[r.series])
-            dets, _ = detect(model, smp.image, params)
-            write_json(out / "detections" / f"{r.stem}.json",
-                       _detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
-            results.append(ImageResult(r.stem, r.series, *detection_arrays(dets), smp.boxes))
+        bar = progress(total=len(sel.records), desc="evaluate", unit="image")
+
+        def save(rec, doc):
+            write_json(out / "detections" / f"{rec.stem}.json", doc)
             bar.update()
+
+        sweep = dict.fromkeys(protocol.SWEEP_THETAS) if args.theta_sweep else None
+        results = list(protocol.model_results(sel, model, params, model_name, save, sweep))
         bar.close()
-    m = summarise(results, args.iou)
-    m.update({"split": args.split, "model": model_name, "params": params_doc,
-              "unscored_series": unscored, "images_without_detection_file": missing,
-              "gdxray": str(root)})
+    m = protocol.metrics(sel, results, args.iou, args.matching, card)
+    sw = None
+    if args.detections is None and args.theta_sweep:
+        from xdefect.evaluate import theta_sweep
+
+        sw = theta_sweep(sweep, args.iou, args.matching)
+        m["theta_sweep"] = sw
+    m.update({"model": model_name, "params": params_doc,
+              "images_without_detection_file": missing, "command": command_line()})
     write_json(out / "metrics.json", m)
-    write_image(out / "pr_curve.png", pr_curve_figure(results, args.iou))
+    write_image(out / "pr_curve.png", pr_curve_figure(results, args.iou, sw))
     if not args.no_overlays:
-        by_stem = {r.stem: r for r in recs}
+        by_stem = {r.stem: r for r in sel.records}
         for res in results:
-            smp = gdxray.load_sample(by_stem[res.key], gts[res.series])
+            rec = by_stem[res.key]
+            smp = gdxray.load_sample(rec, sel.ground_truth[rec.series])
             write_image(out / "overlays" / f"{res.key}.png",
                         overlay(smp.image, detections=res.boxes, ground_truth=res.gt,
                                 thickness=2))
-    print(f"{out}: AP {m['ap']:.4f} (11-point {m['ap11']:.4f}) at IoU {args.iou} over "
-          f"{m['images']} images, {m['gt_boxes']} ground-truth boxes, {m['detections']} "
-          f"detections")
+    print(f"{out}: AP {_ap(m['ap'])} (11-point {_ap(m['ap11'])}) at IoU {args.iou} over "
+          f"{m['images']} {sel.split} images of {', '.join(sel.series)}, {m['gt_boxes']} "
+          f"ground-truth boxes, {m['detections']} detections")
     for s, d in m["per_series"].items():
-        print(f"  {s}: AP {d['ap']:.4f}  boxes {d['gt_boxes']:>4}  TP {d['true_positives']:>4}"
-              f"  FP {d['false_positives']:>5}  missed {d['missed']:>4}")
-    if unscored:
-        print(f"  unscored (no ground truth): {', '.join(unscored)}")
+        print(f"  {s}: AP {_ap(d['ap']):>6}  boxes {d['gt_boxes']:>4}  TP "
+              f"{d['true_positives']:>4}  FP {d['false_positives']:>5}  missed {d['missed']:>4}")
+    if sw is not None:
+        print(f"  theta swept ({len(sw['theta'])} thresholds, the paper's curve): AP "
+              f"{_ap(sw['ap'])} (11-point {_ap(sw['ap11'])})")
+    if "unseen" in m:
+        u = m["unseen"]
+        print(f"  unseen defects: AP {_ap(u['ap'])} (11-point {_ap(u['ap11'])}) over "
+              f"{u['gt_boxes']} boxes; {u['ignored_boxes']} test boxes ignored as seen "
+              "(a box of an odd image of the series overlaps them at IoU >= 0.5)")
+        print("    per series: " + ", ".join(f"{s} {_ap(d['ap'])} ({d['gt_boxes']})"
+                                               for s, d in u["per_series"].items()))
+    pv = m["provenance"]
+    if pv.get("known"):
+        if pv["real_defects_in_training"]:
+            print("  this model trained on real defect windows (sources "
+                  f"{', '.join(pv['sources'])}): the unseen-defect AP is its leak-free figure")
+        else:
+            print("  this model trained on simulated defects only: both figures are leak-free")
+        if pv["trained_on_evaluated_images"]:
+            print(f"  warning: this model trained on {sel.split} images "
+                  f"({', '.join(pv['trained_on_image_splits'])}): these figures are not a test")
+        elif pv["trained_on_evaluated_images"] is None:
+            print("  note: the model's lineage is incomplete: which images it trained on is "
+                  "unknown")
+    if sel.unscored:
+        print(f"  unscored (no ground truth): {', '.join(sel.unscored)}")
     if missing:
         print(f"  warning: {missing} images had no detection file (counted as no detections)")
     return 0
@@ -546,7 +612,7 @@ def _demo_without_model(args: argparse.Namespace, out: Path) -> None:
 
 def _demo_inspect(name: str, image: np.ndarray, gt: np.ndarray, mask, model, card, params,
                   mpath: Path, out: Path) -> dict:
-    from xdefect.detect import detect, detection_arrays
+    from xdefect.detect import detect, detection_arrays, detection_doc
     from xdefect.evaluate import match_image
     from xdefect.io import write_image, write_json
     from xdefect.report import overlay
@@ -556,7 +622,7 @@ def _demo_inspect(name: str, image: np.ndarray, gt: np.ndarray, mask, model, car
     dt = time.perf_counter() - t
     boxes, scores = detection_arrays(dets)
     tp, which = match_image(boxes, scores, gt, 0.5)
-    doc = _detection_doc(name, image.shape, str(mpath), params, dets)
+    doc = detection_doc(name, image.shape, str(mpath), params, dets)
     doc["ground_truth"] = [[int(v) for v in b] for b in gt]
     stem = Path(name).stem
     write_json(out / f"{stem}.json", doc)
@@ -577,7 +643,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    mpath = args.model or bundled_model()
+    mpath = _model_path(args.model) if args.model is not None else bundled_model()
     if mpath is None:
         _demo_without_model(args, out)
         print(f"done in {time.perf_counter() - t0:.1f} s")
@@ -684,10 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = dsub.add_parser("build", help="build a dataset folder", formatter_class=_Formatter,
                          description=(
                              "Build a patch dataset.\n\n"
-                             "wholeimage (Table 4): from the odd-numbered images of the chosen\n"
-                             "series, --per-image random no-defect patches inside the casting,\n"
-                             "away from real defects, and as many patches around simulated\n"
-                             "defects; stratified train/val split.\n"
+                             "wholeimage (Table 4): from the train images (odd, number % 4 == 3)\n"
+                             "of the chosen series, --per-image random no-defect patches inside\n"
+                             "the casting, away from real defects, and as many patches around\n"
+                             "simulated defects; a stratified random patch hold-out ('val',\n"
+                             "for early stopping). The tuning images (odd, number % 4 == 1)\n"
+                             "and the test images (even) never give a patch, unless\n"
+                             "--include-tuning adds the tuning images.\n"
                              "table3 (Table 3): training patches from C0010, C0015, C0021,\n"
                              "C0031, C0034, C0061 (real + simulated defects, no-defect); test\n"
                              "patches all real from C0001.\n\n"
@@ -697,14 +766,20 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--protocol", choices=("wholeimage", "table3"), default="wholeimage",
                     help="the paper's experiment to build for")
     db.add_argument("--series", nargs="+", default=None,
-                    help="series (default: all seven for wholeimage; the six training series "
-                         "for table3)")
+                    help="series (default: the paper's seven for wholeimage, never every series "
+                         "present; the six training series for table3)")
+    db.add_argument("--include-tuning", action="store_true",
+                    help="wholeimage: also cut patches from the tuning images (odd, number "
+                         "%% 4 == 1), for a final model whose settings are already fixed; the "
+                         "manifest and the model card then say so")
     db.add_argument("--per-image", type=int, default=2200,
                     help="wholeimage: no-defect patches and simulated defects per image")
     db.add_argument("--mix", default="E100G000",
                     help="EaaaGbbb: percent of simulated defects from ellipsoids and GAN")
     db.add_argument("--gan", type=Path, default=None, help="trained GAN folder (GAN portions)")
-    db.add_argument("--val-fraction", type=float, default=0.2, help="fraction for validation")
+    db.add_argument("--val-fraction", type=float, default=0.2,
+                    help="fraction of patches held out at random for validation during "
+                         "training (the patch hold-out 'val', not the tuning images)")
     db.add_argument("--split-by", choices=("patch", "image"), default="patch",
                     help="patch: stratified by label (the paper's); image: whole images")
     db.add_argument("--seed", type=int, default=0, help="random seed")
@@ -725,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--real", type=int, default=0, metavar="N",
                     help="wholeimage: also add N real 'defect' patches centred (within "
                          "--real-offset) on the real defects of the train images (odd, "
-                         "number %% 4 == 3); the val images (number %% 4 == 1) stay unseen. "
+                         "number %% 4 == 3); the tuning images (number %% 4 == 1) stay unseen. "
                          "xdefect's extension, not the paper's protocol")
     db.add_argument("--real-offset", type=int, default=8, metavar="PX",
                     help="largest offset (pixels, per axis) of a real patch's centre from "
@@ -769,6 +844,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "channel).")
     ml.add_argument("--json", action="store_true", help="print JSON")
     ml.set_defaults(func=cmd_models_list)
+    msh = msub.add_parser("show", help="a model's card: lineage, checksums, figures",
+                          formatter_class=_Formatter,
+                          description="Print a model's identity and lineage: every training "
+                                      "stage with its captured command line, data manifest "
+                                      "checksum, image splits, series and sources, and init "
+                                      "weights checksums; checks the weights (and any init "
+                                      "file still on disk) against the recorded checksums.")
+    msh.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    msh.add_argument("--json", action="store_true", help="print JSON")
+    msh.set_defaults(func=cmd_models_show)
 
     from xdefect.models import REGISTRY
     tr = sub.add_parser("train", help="train a patch classifier", formatter_class=_Formatter,
@@ -805,7 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     te = sub.add_parser("test", help="patch accuracy of a model on a dataset split",
                         formatter_class=_Formatter)
-    te.add_argument("--model", required=True, type=Path, help="model .safetensors")
+    te.add_argument("--model", required=True, type=Path,
+                    help="model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper)")
     te.add_argument("--data", required=True, type=Path, help="dataset folder")
     te.add_argument("--split", choices=("test", "val", "train"), default="test")
     te.add_argument("--batch", type=int, default=1024, help="batch size")
@@ -816,9 +902,9 @@ def build_parser() -> argparse.ArgumentParser:
     gsub2 = ga.add_subparsers(dest="gan_command", metavar="SUBCOMMAND", parser_class=_Parser)
     gt = gsub2.add_parser("train", help="train a DCGAN on real defect patches",
                           formatter_class=_Formatter, description=(
-                              "Train a DCGAN on every 32x32 window of the odd-numbered images\n"
-                              "that holds at least a third of a real defect, augmented with\n"
-                              "flips and 90-degree rotations. Checkpoints (safetensors) and a\n"
+                              "Train a DCGAN on every 32x32 window of the train images (odd,\n"
+                              "number % 4 == 3) that holds at least a third of a real defect,\n"
+                              "augmented with flips and 90-degree rotations. Checkpoints (safetensors) and a\n"
                               "sample grid every --every iterations; --resume continues."))
     _root_arg(gt, "--gdxray")
     gt.add_argument("--out", required=True, type=Path, help="GAN folder")
@@ -828,7 +914,12 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--batch", type=int, default=64, help="batch size")
     gt.add_argument("--seed", type=int, default=0, help="random seed")
     gt.add_argument("--every", type=int, default=500, help="checkpoint and sample period")
-    gt.add_argument("--series", nargs="+", default=None, help="series (default: all)")
+    gt.add_argument("--series", nargs="+", default=None,
+                    help="series (default: the paper's seven)")
+    gt.add_argument("--include-tuning", action="store_true",
+                    help="also learn from the tuning images (odd, number %% 4 == 1); the "
+                         "generator's card says so and dataset builds without "
+                         "--include-tuning refuse it")
     gt.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     gt.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="device (default: cuda when present)")
@@ -886,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                     help="images (8/16-bit PNG, TIFF) or folders of images")
     de.add_argument("--model", type=Path, default=None,
-                    help="model .safetensors (default: the bundled model)")
+                    help=MODEL_HELP)
     de.add_argument("--out", required=True, type=Path, help="output folder")
     de.add_argument("--batch", type=int, default=1024, help="batch size in patch mode")
     de.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
@@ -904,17 +995,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "DIR/overlays/ (detections green, ground truth red)."))
     src = ev.add_mutually_exclusive_group()
     src.add_argument("--model", type=Path, default=None,
-                     help="model .safetensors (default: the bundled model)")
+                     help=MODEL_HELP)
     src.add_argument("--detections", type=Path, default=None,
                      help="folder of detection JSONs (no model needed)")
     _root_arg(ev, "--gdxray")
-    ev.add_argument("--split", choices=("even", "odd", "val", "all"), default="even",
-                    help="even: test images; odd: training images; val: odd images with "
-                         "number % 4 == 1 (for tuning)")
-    ev.add_argument("--series", nargs="+", default=None, help="series (default: all)")
+    ev.add_argument("--split", choices=("test", "even", "tuning", "val", "train", "odd", "all"),
+                    default="test",
+                    help="image split: test (= even), tuning (odd, number %% 4 == 1; val is "
+                         "its old name), train (odd, number %% 4 == 3), odd, all")
+    ev.add_argument("--series", nargs="+", default=None,
+                    help="series (default: the paper's seven, never every series present)")
     ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match")
+    ev.add_argument("--matching", choices=("coco", "voc"), default="coco",
+                    help="coco: a detection takes the best still-unmatched box; voc: its "
+                         "best box overall, a false positive if already taken")
     ev.add_argument("--out", required=True, type=Path, help="output folder")
     ev.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
+    ev.add_argument("--theta-sweep", action="store_true",
+                    help="also the paper's PR curve: one detection run per theta over the "
+                         "same score maps, one point each (needs --model); the headline AP "
+                         "ranks the boxes of the run at the card's theta")
     det_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -926,7 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "present, one real even-numbered image too.")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     d.add_argument("--model", type=Path, default=None,
-                   help="model .safetensors (default: the bundled model)")
+                   help=MODEL_HELP)
     d.add_argument("--gdxray-image", default="C0001_0002",
                    help="the even-numbered GDXray image inspected when GDXray is present")
     d.add_argument("--n", type=int, default=12, help="simulated defects in the phantom")

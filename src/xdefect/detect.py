@@ -148,6 +148,16 @@ def detection_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray]:
             np.asarray([d.score for d in dets], float))
 
 
+def detection_doc(image_path: str, shape: tuple[int, ...], model: str, params: DetectParams,
+                  dets: list[Detection]) -> dict:
+    """The detection JSON document of one image (what ``xdefect detect`` writes):
+    ``{image, width, height, model, params, detections: [{box, score}]}``."""
+    return {"image": image_path, "width": int(shape[1]), "height": int(shape[0]),
+            "model": model, "params": params.to_dict(),
+            "detections": [{"box": [int(v) for v in d.box], "score": round(float(d.score), 6)}
+                           for d in dets]}
+
+
 def _check_image(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image, dtype=np.float32)
     if a.ndim != 2:

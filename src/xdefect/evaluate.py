@@ -3,14 +3,33 @@
 Boxes are xdefect's ``(x1, y1, x2, y2)``, 0-based, half-open; a box's area is
 ``(x2 - x1) * (y2 - y1)`` pixels.
 
-Matching (per image, as PASCAL VOC): detections are taken in decreasing score; each one is
-a true positive when its best-overlapping ground-truth box that is still unmatched has
-IoU >= ``iou`` (then that box is matched), otherwise a false positive. A ground-truth box
-is matched at most once, so duplicates count as false positives. Images without ground
-truth contribute false positives only.
+Matching (per image; ``matching="coco"``, the default, as pycocotools does): detections
+are taken in decreasing score; each one is a true positive when the best-overlapping
+ground-truth box *among those still unmatched* has IoU >= ``iou`` (then that box is
+matched), otherwise a false positive. ``matching="voc"`` is PASCAL VOC's rule instead: a
+detection looks only at its best-overlapping box overall, and is a false positive when
+that box is already taken (even if another box it overlaps enough is free). A
+ground-truth box is matched at most once, so duplicates count as false positives. Images
+without ground truth contribute false positives only.
+
+Ignored boxes (``ImageResult.ignore``, like VOC's "difficult" and COCO's "crowd"): a
+detection is first matched against the boxes that count; one that matches none of them
+but overlaps an ignored box at IoU >= ``iou`` is dropped (neither true nor false
+positive), and ignored boxes do not count as ground truth. xdefect uses this for the
+**unseen-defect AP**: on the test images, the boxes that a box of a training image of the
+same series overlaps at IoU >= 0.5 (the same physical void seen from a nearby angle, see
+:func:`seen_mask`) are ignored, so the figure counts only defects no training image
+showed. It matters for every model whose lineage trained on real defect windows (sources
+``real`` or ``gan``); for a model trained on simulated defects alone, both figures are
+leak-free.
 
 Pooling over images: all detections are ranked by score; precision and recall follow at
-every rank. ``ap`` is the all-point interpolated average precision (PASCAL VOC since
+every rank. This is the **box-ranking** curve of one detection run at a fixed ``theta``
+(every box's score is its peak window score). The paper instead **sweeps theta**: each
+``theta`` gives one detection run, hence one (recall, precision) point, and AP is taken
+over those points; :func:`theta_sweep` computes that curve (``xdefect evaluate
+--theta-sweep``), reported beside the box-ranking AP, which stays the headline.
+``ap`` is the all-point interpolated average precision (PASCAL VOC since
 2010: the area under the precision envelope, precision made monotone from the right);
 ``ap11`` the 11-point version (mean of the maximal precision at recall >= 0, 0.1, ..., 1).
 """
@@ -39,17 +58,28 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def match_image(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray, iou: float = 0.5
+MATCHING = ("coco", "voc")
+
+
+def match_image(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray, iou: float = 0.5,
+                matching: str = "coco", ignore: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy matching on one image.
+    """Greedy matching on one image (module docstring: ``matching`` rules, ``ignore``).
 
     Returns ``(tp, gt_index)``: ``tp[i]`` True if detection ``i`` is a true positive,
-    ``gt_index[i]`` the matched ground-truth box (-1 for false positives). Detection order
-    in the outputs is the input order.
+    ``gt_index[i]`` the matched ground-truth box (-1 for false positives, -2 for a
+    detection dropped because it matches an ignored box). Detection order in the outputs
+    is the input order.
     """
+    if matching not in MATCHING:
+        raise ValueError(f"matching must be one of {', '.join(MATCHING)}, not {matching!r}")
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+    ign = (np.zeros(len(gt), bool) if ignore is None
+           else np.asarray(ignore, bool).reshape(-1))
+    if len(ign) != len(gt):
+        raise ValueError(f"ignore has {len(ign)} flags for {len(gt)} ground-truth boxes")
     tp = np.zeros(len(boxes), bool)
     which = np.full(len(boxes), -1, np.int64)
     if len(boxes) == 0 or len(gt) == 0:
@@ -57,13 +87,55 @@ def match_image(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray, iou: floa
     ious = iou_matrix(boxes, gt)
     taken = np.zeros(len(gt), bool)
     for i in np.argsort(-scores, kind="stable"):
-        cand = np.where(taken, -1.0, ious[i])
-        j = int(np.argmax(cand))
-        if cand[j] >= iou:
+        counted = np.where(ign, -1.0, ious[i])
+        if matching == "coco":
+            cand = np.where(taken, -1.0, counted)
+            j = int(np.argmax(cand))
+            ok = cand[j] >= iou
+        else:
+            j = int(np.argmax(counted))
+            ok = counted[j] >= iou and not taken[j]
+        if ok:
             taken[j] = True
             tp[i] = True
             which[i] = j
+        elif ign.any() and np.where(ign, ious[i], -1.0).max() >= iou:
+            which[i] = -2
     return tp, which
+
+
+def seen_mask(boxes: np.ndarray, reference: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """``(N,)`` bool: True where a box of ``boxes`` overlaps some box of ``reference``
+    (e.g. every box of the training images of the same series) at IoU >= ``iou``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    reference = np.asarray(reference, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0 or len(reference) == 0:
+        return np.zeros(len(boxes), bool)
+    return iou_matrix(boxes, reference).max(axis=1) >= iou
+
+
+def interpolated_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """All-point interpolated AP of (recall, precision) points in any order: the area
+    under the precision envelope (precision made monotone from the right), from recall 0
+    to 1. 0 for no points."""
+    r = np.asarray(recall, dtype=np.float64).reshape(-1)
+    p = np.asarray(precision, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        return 0.0
+    order = np.lexsort((-p, r))
+    mrec = np.concatenate([[0.0], r[order], [1.0]])
+    mpre = np.concatenate([[0.0], p[order], [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def interpolated_ap11(recall: np.ndarray, precision: np.ndarray) -> float:
+    """11-point interpolated AP: mean of the best precision at recall >= 0, 0.1, ..., 1."""
+    r = np.asarray(recall, dtype=np.float64).reshape(-1)
+    p = np.asarray(precision, dtype=np.float64).reshape(-1)
+    vals = [float(p[r >= t].max()) if (r >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]
+    return float(np.mean(vals))
 
 
 @dataclass
@@ -87,25 +159,16 @@ class PRCurve:
         return ctp / self.n_gt if self.n_gt else np.zeros(len(self.tp))
 
     def ap(self) -> float:
-        """All-point interpolated AP (PASCAL VOC 2010+). 0 with no ground truth."""
+        """All-point interpolated AP (PASCAL VOC 2010+). NaN with no ground truth."""
         if self.n_gt == 0:
             return float("nan")
-        if len(self.tp) == 0:
-            return 0.0
-        mrec = np.concatenate([[0.0], self.recall, [1.0]])
-        mpre = np.concatenate([[0.0], self.precision, [0.0]])
-        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-        idx = np.flatnonzero(mrec[1:] != mrec[:-1])
-        return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+        return interpolated_ap(self.recall, self.precision)
 
     def ap11(self) -> float:
-        """11-point interpolated AP (PASCAL VOC 2007)."""
+        """11-point interpolated AP (PASCAL VOC 2007). NaN with no ground truth."""
         if self.n_gt == 0:
             return float("nan")
-        rec, pre = self.recall, self.precision
-        vals = [float(pre[rec >= t].max()) if (rec >= t).any() else 0.0
-                for t in np.linspace(0, 1, 11)]
-        return float(np.mean(vals))
+        return interpolated_ap11(self.recall, self.precision)
 
     def recall_at_fppi(self, levels: tuple[float, ...] = (0.1, 0.5, 1.0)) -> dict[str, float]:
         """Best recall with at most ``level`` false positives per image."""
@@ -137,36 +200,81 @@ class ImageResult:
     boxes: np.ndarray
     scores: np.ndarray
     gt: np.ndarray
+    #: per ground-truth box: True = ignored when ``pr_curve(..., use_ignore=True)``
+    ignore: np.ndarray | None = None
 
 
-def pr_curve(results: list[ImageResult], iou: float = 0.5) -> PRCurve:
-    """Pool the matched detections of many images into one PR curve."""
+def pr_curve(results: list[ImageResult], iou: float = 0.5, matching: str = "coco",
+             use_ignore: bool = False) -> PRCurve:
+    """Pool the matched detections of many images into one PR curve (``use_ignore``:
+    honour each result's ``ignore`` flags, see the module docstring)."""
     all_s, all_tp = [], []
     n_gt = 0
     for r in results:
-        tp, _ = match_image(r.boxes, r.scores, r.gt, iou)
-        all_s.append(np.asarray(r.scores, dtype=np.float64).reshape(-1))
-        all_tp.append(tp)
-        n_gt += len(np.asarray(r.gt).reshape(-1, 4))
+        ign = r.ignore if use_ignore else None
+        tp, which = match_image(r.boxes, r.scores, r.gt, iou, matching, ign)
+        keep = which != -2
+        all_s.append(np.asarray(r.scores, dtype=np.float64).reshape(-1)[keep])
+        all_tp.append(tp[keep])
+        n_box = len(np.asarray(r.gt).reshape(-1, 4))
+        n_gt += n_box - (int(np.asarray(ign, bool).sum()) if ign is not None else 0)
     s = np.concatenate(all_s) if all_s else np.zeros(0)
     t = np.concatenate(all_tp) if all_tp else np.zeros(0, bool)
     order = np.argsort(-s, kind="stable")
     return PRCurve(s[order], t[order], n_gt, len(results))
 
 
-def summarise(results: list[ImageResult], iou: float = 0.5) -> dict:
-    """Metrics pooled over all images and per series (see :class:`PRCurve`)."""
+def summarise(results: list[ImageResult], iou: float = 0.5, matching: str = "coco"
+              ) -> dict:
+    """Metrics pooled over all images and per series (see :class:`PRCurve`). When any
+    result carries ``ignore`` flags, ``out["unseen"]`` holds the same metrics with the
+    ignored boxes ignored (pooled and per series), plus the counts of boxes kept."""
 
-    def block(rs: list[ImageResult]) -> dict:
-        c = pr_curve(rs, iou)
+    def block(rs: list[ImageResult], use_ignore: bool = False) -> dict:
+        c = pr_curve(rs, iou, matching, use_ignore)
         missed = c.n_gt - int(c.tp.sum())
         return {"ap": c.ap(), "ap11": c.ap11(), "images": len(rs), "gt_boxes": c.n_gt,
                 "detections": int(len(c.tp)), "true_positives": int(c.tp.sum()),
                 "false_positives": int((~c.tp).sum()), "missed": missed,
                 "recall_at_fppi": c.recall_at_fppi(), "best_f1": c.best_f1()}
 
+    series = sorted({r.series for r in results})
     out = block(results)
     out["iou"] = iou
-    out["per_series"] = {s: block([r for r in results if r.series == s])
-                         for s in sorted({r.series for r in results})}
+    out["matching"] = matching
+    out["per_series"] = {s: block([r for r in results if r.series == s]) for s in series}
+    if any(r.ignore is not None for r in results):
+        u = block(results, True)
+        u["ignored_boxes"] = int(sum(np.asarray(r.ignore, bool).sum() for r in results
+                                     if r.ignore is not None))
+        u["per_series"] = {s: block([r for r in results if r.series == s], True)
+                           for s in series}
+        out["unseen"] = u
     return out
+
+
+def theta_sweep(runs: dict[float, list[ImageResult]], iou: float = 0.5,
+                matching: str = "coco") -> dict:
+    """The paper's PR curve: one detection run per ``theta`` (``runs[theta]``: the
+    results of every image at that threshold), each giving one point, precision = TP /
+    detections and recall = TP / ground-truth boxes over all its detections (a run with
+    no detection gives no point). Returns the thetas, points, and the all-point and
+    11-point AP over the points."""
+    thetas, prec, rec, tps, fps = [], [], [], [], []
+    n_gt = 0
+    for theta in sorted(runs):
+        c = pr_curve(runs[theta], iou, matching)
+        n_gt = c.n_gt
+        tp, n = int(c.tp.sum()), len(c.tp)
+        if n == 0:
+            continue
+        thetas.append(float(theta))
+        prec.append(tp / n)
+        rec.append(tp / n_gt if n_gt else 0.0)
+        tps.append(tp)
+        fps.append(n - tp)
+    has_gt = n_gt > 0
+    return {"theta": thetas, "precision": prec, "recall": rec, "true_positives": tps,
+            "false_positives": fps, "gt_boxes": n_gt,
+            "ap": interpolated_ap(rec, prec) if has_gt else float("nan"),
+            "ap11": interpolated_ap11(rec, prec) if has_gt else float("nan")}

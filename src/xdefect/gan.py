@@ -81,11 +81,14 @@ def _init(m: nn.Module) -> None:
 
 
 def real_defect_patches(root: str | os.PathLike[str], series: list[str] | None = None,
-                        step: int = 2) -> np.ndarray:
-    """uint8 ``(N, 32, 32)``: windows of the odd-numbered images holding at least a third
-    of a real box (top-left corners on a grid of ``step`` pixels)."""
+                        step: int = 2, include_tuning: bool = False) -> np.ndarray:
+    """uint8 ``(N, 32, 32)``: windows of the train images (odd, number % 4 == 3; with
+    ``include_tuning`` all odd images) holding at least a third of a real box (top-left
+    corners on a grid of ``step`` pixels). ``series``: default the paper's seven."""
     out = []
-    for smp in gdxray.iter_samples(root, series, "odd"):
+    series = gdxray.protocol_series(root, series)
+    split = "odd" if include_tuning else "train"
+    for smp in gdxray.iter_samples(root, series, split):
         if not len(smp.boxes):
             continue
         img8 = to_uint8(smp.image)
@@ -96,7 +99,8 @@ def real_defect_patches(root: str | os.PathLike[str], series: list[str] | None =
             seen.add((r, c))
             out.append(img8[r:r + PATCH, c:c + PATCH])
     if not out:
-        raise InputError(f"{root}: no real defects in the odd-numbered images to learn from")
+        raise InputError(f"{root}: no real defects in the {split} images of "
+                         f"{', '.join(series)} to learn from")
     return np.stack(out)
 
 
@@ -127,6 +131,7 @@ class GanConfig:
     threads: int | None = None
     device: str | None = None
     resume: bool = False
+    include_tuning: bool = False
 
 
 def _state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
@@ -153,7 +158,7 @@ def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> d
         raise InputError("--iterations and --batch must be at least 1")
     if out.exists() and ck.exists() and not cfg.resume:
         raise InputError(f"{out}: holds a GAN already (use --resume to continue it)")
-    real = real_defect_patches(cfg.gdxray, cfg.series)
+    real = real_defect_patches(cfg.gdxray, cfg.series, include_tuning=cfg.include_tuning)
     data = torch.from_numpy(real.astype(np.float32) / 127.5 - 1.0)[:, None]
     torch.manual_seed(cfg.seed)
     G, D = Generator(cfg.nz, cfg.width).to(device), Discriminator(cfg.width).to(device)
@@ -209,6 +214,8 @@ def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> d
                         patch_grid(((grid + 1) * 127.5).clip(0, 255).astype(np.uint8)))
             card = {"format": GAN_FORMAT, "iteration": n, "config": asdict(cfg),
                     "real_patches": int(len(real)), "xdefect_version": __version__,
+                    "image_splits": ["train", "tuning"] if cfg.include_tuning else ["train"],
+                    "series": gdxray.protocol_series(cfg.gdxray, cfg.series),
                     "nz": cfg.nz, "width": cfg.width, "log": rows}
             tG, sG = _optim_state("oG", oG)
             tD, sD = _optim_state("oD", oD)

@@ -11,8 +11,22 @@ xdefect converts it on reading to **its one box convention, used everywhere**:
 GDXray row ``x1 x2 y1 y2`` becomes ``(x1 - 1, y1 - 1, x2, y2)`` and the box covers
 ``image[y1:y2, x1:x2]``.
 
-Split protocol (the paper's): odd image numbers are for training and validation, even
-numbers for testing.
+Image splits (one vocabulary everywhere, by image number ``n``):
+
+* **train images**: odd, ``n % 4 == 3`` (3, 7, 11, ...): the only images whose pixels or
+  boxes reach training data by default;
+* **tuning images**: odd, ``n % 4 == 1`` (1, 5, 9, ...): thresholds, settings and
+  checkpoints are chosen here, never trained on (``dataset build --include-tuning`` is the
+  documented exception, for a final model whose settings are already fixed);
+* **test images**: even: reported, never used to choose anything.
+
+``odd`` (train + tuning) and ``even`` (= test) remain accepted as names. ``val`` is the old
+name of the tuning images (accepted, deprecated): inside a *patch dataset*, ``val`` names
+the random patch hold-out used for early stopping, a different thing.
+
+The paper's protocol uses the seven series of :data:`PAPER_SERIES` only; commands that
+reproduce it name them explicitly, so that a full GDXray download (67 Castings series)
+does not silently change the protocol.
 """
 
 from __future__ import annotations
@@ -32,6 +46,12 @@ from xdefect.io import read_image
 ENV_VAR = "XDEFECT_GDXRAY"
 DEFAULT_ROOT = Path("../shared/data/gdxray")
 PAPER_SERIES = ("C0001", "C0010", "C0015", "C0021", "C0031", "C0034", "C0061")
+#: the paper's series that have ground truth in the copy used here (C0061 has none)
+PAPER_ANNOTATED_SERIES = ("C0001", "C0010", "C0015", "C0021", "C0031", "C0034")
+#: image split names (see the module docstring); ``odd`` = train + tuning, ``even`` = test
+IMAGE_SPLITS = ("train", "tuning", "test", "odd", "even", "all")
+#: accepted old names of image splits
+SPLIT_ALIASES = {"val": "tuning"}
 _SERIES_RE = re.compile(r"^C\d{4}$")
 _IMAGE_RE = re.compile(r"^(C\d{4})_(\d{4})\.(png|tif|tiff|bmp)$", re.IGNORECASE)
 
@@ -52,8 +72,13 @@ class ImageRecord:
 
     @property
     def split(self) -> str:
-        """``"odd"`` (training/validation) or ``"even"`` (testing)."""
+        """``"odd"`` (train or tuning image) or ``"even"`` (test image)."""
         return split_of(self.number)
+
+    @property
+    def image_split(self) -> str:
+        """``"train"``, ``"tuning"`` or ``"test"`` (see :func:`image_split`)."""
+        return image_split(self.number)
 
     @property
     def stem(self) -> str:
@@ -80,6 +105,37 @@ class Sample:
 def split_of(number: int) -> str:
     """The paper's split of an image number: ``"odd"`` or ``"even"``."""
     return "odd" if number % 2 == 1 else "even"
+
+
+def image_split(number: int) -> str:
+    """xdefect's split of an image number: ``"train"`` (``n % 4 == 3``), ``"tuning"``
+    (``n % 4 == 1``) or ``"test"`` (even)."""
+    if number % 2 == 0:
+        return "test"
+    return "train" if number % 4 == 3 else "tuning"
+
+
+def canonical_split(split: str | None) -> str:
+    """The canonical name of an image split (``val`` -> ``tuning``); :class:`ValueError`
+    for an unknown name. ``None`` means ``all``."""
+    if split is None:
+        return "all"
+    name = SPLIT_ALIASES.get(split, split)
+    if name not in IMAGE_SPLITS:
+        raise ValueError(f"unknown image split {split!r} (expected "
+                         f"{', '.join(IMAGE_SPLITS)})")
+    return name
+
+
+def in_split(number: int, split: str | None) -> bool:
+    """Whether image ``number`` belongs to ``split`` (any name :func:`canonical_split`
+    accepts)."""
+    name = canonical_split(split)
+    if name == "all":
+        return True
+    if name in ("odd", "even"):
+        return split_of(number) == name
+    return image_split(number) == name
 
 
 def castings_dir(root: str | os.PathLike[str]) -> Path:
@@ -122,6 +178,22 @@ def check_series(root: str | os.PathLike[str], series: Iterable[str] | None) -> 
     return chosen
 
 
+def protocol_series(root: str | os.PathLike[str], series: Iterable[str] | None = None,
+                    default: Iterable[str] = PAPER_SERIES) -> list[str]:
+    """The series a protocol command uses: ``series`` when given (checked), else those of
+    ``default`` (the paper's seven) that are present under ``root``. Never "every series
+    present": a full GDXray download must not silently change the protocol.
+    :class:`InputError` when none of the defaults is present."""
+    if series is not None:
+        return check_series(root, series)
+    present = set(list_series(root))
+    chosen = [s for s in default if s in present]
+    if not chosen:
+        raise InputError(f"{castings_dir(root)}: none of the default series "
+                         f"({', '.join(default)}) is present; name them with --series")
+    return chosen
+
+
 def list_images(
     root: str | os.PathLike[str],
     series: Iterable[str] | None = None,
@@ -129,13 +201,11 @@ def list_images(
 ) -> list[ImageRecord]:
     """All images of the chosen series (default: all), optionally of one split.
 
-    ``split``: ``"odd"`` (training and validation), ``"even"`` (testing), ``"val"`` (the
-    validation images for tuning detection: odd numbers 1, 5, 9, ..., i.e. ``n % 4 == 1``),
-    ``"train"`` (the other odd images, ``n % 4 == 3``), ``"all"`` or ``None``.
-    Sorted by series then number.
+    ``split``: ``"train"`` (odd, ``n % 4 == 3``), ``"tuning"`` (odd, ``n % 4 == 1``;
+    ``"val"`` is its old name), ``"test"`` (even), ``"odd"`` (train + tuning), ``"even"``
+    (= test), ``"all"`` or ``None``. Sorted by series then number.
     """
-    if split not in (None, "odd", "even", "all", "val", "train"):
-        raise ValueError(f"split must be odd, even, val, train or all, not {split!r}")
+    canonical_split(split)  # ValueError for an unknown name
     c = castings_dir(root)
     out: list[ImageRecord] = []
     for s in check_series(root, series):
@@ -143,9 +213,7 @@ def list_images(
             m = _IMAGE_RE.match(f.name)
             if m and m.group(1) == s:
                 rec = ImageRecord(s, int(m.group(2)), f)
-                if split in (None, "all") or rec.split == split or (
-                        split == "val" and rec.number % 4 == 1) or (
-                        split == "train" and rec.number % 4 == 3):
+                if in_split(rec.number, split):
                     out.append(rec)
     return sorted(out)
 

@@ -7,9 +7,12 @@ complete, so an interrupted run never leaves a half-written file under the final
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -170,10 +173,27 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, bit_depth: int
         im.save(tmp, format=fmt)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, infinity: "no value", e.g. the AP of a
+    set without ground truth) replaced by ``None``, so that the JSON written is valid."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
+    """Write ``obj`` as indented JSON atomically (non-finite numbers become ``null``)."""
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -185,6 +205,38 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: malformed JSON ({exc})") from None
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file's bytes (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command line of this process, as a shell would take it back: ``xdefect ...``
+    for the console script, ``python -m xdefect ...`` for the module, the script path for
+    a script (e.g. ``experiments/x.py ...``). Recorded in manifests and model cards so that
+    lineage is captured by the program, never typed."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    head = Path(argv[0])
+    if head.name == "__main__.py" and head.parent.name == "xdefect":
+        first = ["python", "-m", "xdefect"]
+    elif head.name in ("xdefect", "xdefect.exe"):
+        first = ["xdefect"]
+    elif head.suffix == ".py":
+        try:
+            first = ["python", str(head.resolve().relative_to(Path.cwd().resolve()))]
+        except ValueError:
+            first = ["python", str(head)]
+    else:
+        first = [head.name]
+    return shlex.join(first + argv[1:])
 
 
 def progress(**kwargs: Any) -> tqdm:

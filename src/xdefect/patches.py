@@ -16,9 +16,10 @@ Format of a dataset folder (a contract)::
     manifest.json  protocol, mix, seed, arguments, xdefect version, counts, source images
                    with SHA-256 checksums
 
-``split`` is train, val or test; ``source`` is real, ellipsoid, gan, background or hard (GAN
-patches are not cut from an image: their ``row``/``col`` are -1, and their series/image
-name the image whose quota they fill, ``gan``/0 in ``table3``). The
+``split`` is the *patch* split: train, val (the random patch hold-out for early
+stopping, not the tuning images) or test (``table3``); ``source`` is real, ellipsoid, gan,
+background or hard (GAN patches are not cut from an image: their ``row``/``col`` are -1,
+and their series/image name the image whose quota they fill, ``gan``/0 in ``table3``). The
 folder is written under a temporary name and renamed when complete; the same arguments
 and seed give byte-identical files.
 
@@ -33,12 +34,19 @@ Rules (documented in ``docs/datasets.md``):
   one half) of the defect's shadow (pixels with ``d > 0``) falls inside the patch.
 * 'defect' from a real box (``table3``): the patch holds at least one third of the box's
   area (the paper's rule), or of the patch's area for boxes larger than the patch.
+* Image splits (``gdxray``'s vocabulary): every 'wholeimage' source (background,
+  ellipsoid, GAN quota, real, hard) is cut from the **train images** only (odd,
+  number % 4 == 3), so the **tuning images** (odd, number % 4 == 1), where detection
+  settings are chosen, and the **test images** (even) never reach training data.
+  ``include_tuning=True`` (``--include-tuning``) adds the tuning images, for a final model
+  whose settings are already fixed; the manifest's ``image_splits`` says which were used.
+  ``table3`` is a series split (the paper's): all images of the training series, real
+  C0001 patches for testing; its manifest says so too.
 * 'defect' from a real box (``wholeimage --real N``, xdefect's extension): the patch's
   centre lies within ``max_offset`` pixels (per axis) of the box's centre, or within the
-  box less a 16-pixel border for boxes wider than 32 + 2 * ``max_offset``; only from the
-  ``train`` images (odd, number % 4 == 3), so the ``val`` images stay unseen.
+  box less a 16-pixel border for boxes wider than 32 + 2 * ``max_offset``.
 * 'no-defect' hard negatives (``wholeimage --hard-negatives N --hard-model FILE``, source
-  ``hard``): in each ``train`` image, the ``N / images`` windows a model scores highest
+  ``hard``): in each image, the ``N / images`` windows a model scores highest
   (``y1 - y0``) among those whose centre is in the casting mask and that stay clear of
   every real box grown by ``margin``.
 """
@@ -46,14 +54,13 @@ Rules (documented in ``docs/datasets.md``):
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +68,7 @@ import numpy as np
 from xdefect import __version__, gdxray
 from xdefect import simulate as S
 from xdefect.errors import InputError
-from xdefect.io import atomic_dir, progress, read_json
+from xdefect.io import atomic_dir, command_line, progress, read_json, sha256_file
 
 PATCH = 32
 SOURCES = ("real", "ellipsoid", "gan", "background", "hard")
@@ -367,7 +374,8 @@ class BuildArgs:
     workers: int = 0
     force: bool = False
     limit_images: int | None = None
-    extra: dict = field(default_factory=dict)
+    include_tuning: bool = False
+    command: str | None = None
 
 
 GanSource = Callable[[int, np.random.Generator], np.ndarray]
@@ -383,7 +391,7 @@ def _sampler(args: BuildArgs) -> S.SamplerConfig:
 
 
 def _checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _gan_source(args: BuildArgs, mix: Mix) -> GanSource | None:
@@ -394,7 +402,19 @@ def _gan_source(args: BuildArgs, mix: Mix) -> GanSource | None:
                          "(a trained generator from `xdefect gan train`)")
     from xdefect import gan
 
-    return gan.patch_source(args.gan)
+    src = gan.patch_source(args.gan)
+    g = Path(args.gan)
+    g = g / "generator.safetensors" if g.is_dir() else g
+    # a generator learnt from real defects of the tuning images would carry them into
+    # training data: refuse it unless the build includes the tuning images too
+    # (generators made before the card recorded its image splits used every odd image)
+    used = read_json(g.with_suffix(".json")).get("image_splits", ["train", "tuning"])
+    allowed = set(image_splits(args)) if args.protocol == "wholeimage" else {"train", "tuning"}
+    if not set(used) <= allowed:
+        raise InputError(f"{args.gan}: this generator learnt from the {' and '.join(used)} "
+                         "images; retrain it on the train images (`xdefect gan train`) or "
+                         "build with --include-tuning")
+    return src
 
 
 def gan_set(src: GanSource, n: int, series: str, image: int, seed: tuple[int, ...]
@@ -436,13 +456,30 @@ def _split(labels: np.ndarray, groups: np.ndarray | None, val_fraction: float,
     return split
 
 
-def plan_wholeimage(args: BuildArgs, mix: Mix) -> tuple[list[ImageJob], list[gdxray.ImageRecord]]:
-    series = gdxray.check_series(args.gdxray, args.series)
-    recs = gdxray.list_images(args.gdxray, series, "odd")
+def image_splits(args: BuildArgs) -> list[str]:
+    """The image splits a 'wholeimage' build cuts patches from: ``["train"]``, or
+    ``["train", "tuning"]`` with ``include_tuning``."""
+    return ["train", "tuning"] if args.include_tuning else ["train"]
+
+
+def source_images(args: BuildArgs) -> list[gdxray.ImageRecord]:
+    """The images every source of a 'wholeimage' build is cut from: the train images
+    (and the tuning images with ``include_tuning``) of the build's series (default: the
+    paper's), never a test image."""
+    series = gdxray.protocol_series(args.gdxray, args.series)
+    recs = gdxray.list_images(args.gdxray, series, "odd" if args.include_tuning else "train")
     if args.limit_images:
         recs = recs[: args.limit_images]
     if not recs:
-        raise InputError(f"{args.gdxray}: no odd-numbered images in {', '.join(series)}")
+        raise InputError(f"{args.gdxray}: no {' or '.join(image_splits(args))} images "
+                         f"in {', '.join(series)}")
+    assert all(r.image_split in image_splits(args) for r in recs)
+    return recs
+
+
+def plan_wholeimage(args: BuildArgs, mix: Mix) -> tuple[list[ImageJob], list[gdxray.ImageRecord]]:
+    recs = source_images(args)
+    series = sorted({r.series for r in recs})
     gts = {s: gdxray.load_ground_truth(args.gdxray, s) for s in series}
     n_e = int(round(args.per_image * mix.ellipsoid / 100))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
@@ -560,19 +597,35 @@ def build_dataset(args: BuildArgs, score_fn: ScoreFn | None = None) -> dict:
 def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRecord],
               extra: dict) -> dict:
     a = asdict(args)
-    for k in ("force", "workers", "extra"):
+    for k in ("force", "workers", "command"):
         a.pop(k, None)
     a["gdxray"] = str(args.gdxray)
     a["out"] = str(args.out)
     if args.gan and mix.gan:
         g = Path(args.gan)
         g = g / "generator.safetensors" if g.is_dir() else g
-        extra = {**extra, "gan_generator_sha256": _checksum(g)}
+        gcard = read_json(g.with_suffix(".json"))
+        extra = {**extra, "gan_generator_sha256": _checksum(g),
+                 "gan_image_splits": gcard.get("image_splits", ["train", "tuning"]),
+                 "gan_series": gcard.get("series")}
     if args.hard_negatives and args.hard_model:
-        extra = {**extra, "hard_model_sha256": _checksum(Path(args.hard_model))}
+        hm = Path(args.hard_model)
+        extra = {**extra, "hard_model_sha256": _checksum(hm),
+                 "hard_model_card_sha256": _checksum(hm.with_suffix(".json"))
+                 if hm.with_suffix(".json").is_file() else None}
+    if args.protocol == "wholeimage":
+        splits: dict = {"image_splits": image_splits(args)}
+    else:
+        splits = {"image_splits": ["all"],
+                  "image_splits_note": "table3 is a series split: every image of the training "
+                                       "series, real patches of C0001 for the test split"}
     return {
         "format": "xdefect-patches/1",
         "protocol": args.protocol,
+        "command": args.command if args.command is not None else command_line(),
+        "gdxray_root": str(args.gdxray),
+        "series": sorted({r.series for r in recs}),
+        **splits,
         "mix": mix.name,
         "seed": args.seed,
         "patch_size": PATCH,
@@ -591,16 +644,15 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
 
 def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[PatchSet], dict]:
     """Real 'defect' patches (``args.real``) and hard 'no-defect' patches
-    (``args.hard_negatives``) from the ``train`` images (odd, number % 4 == 3) of the
-    build's series; returns the patch sets and a manifest summary."""
+    (``args.hard_negatives``) from the build's source images (:func:`source_images`: the
+    train images, plus the tuning images with ``include_tuning``); returns the patch sets
+    and a manifest summary."""
     from xdefect.io import read_image
 
     if not (args.real or args.hard_negatives):
         return [], {}
-    series = gdxray.check_series(args.gdxray, args.series)
-    recs = gdxray.list_images(args.gdxray, series, "train")
-    if args.limit_images:
-        recs = recs[: args.limit_images]
+    recs = source_images(args)
+    series = sorted({r.series for r in recs})
     gts = {s: gdxray.load_ground_truth(args.gdxray, s) for s in series}
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, 21]))
     sets: list[PatchSet] = []
@@ -614,8 +666,8 @@ def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[Pa
                 cands.extend((r, rr, cc, b[k]) for rr, cc, k in
                              centred_real_positions(b, shape, args.real_offset))
         if not cands:
-            raise InputError(f"--real {args.real}: the train images (odd, number % 4 == 3) "
-                             f"of {', '.join(series)} hold no real defects")
+            raise InputError(f"--real {args.real}: the {' and '.join(image_splits(args))} "
+                             f"images of {', '.join(series)} hold no real defects")
         pick = np.sort(rng.choice(len(cands), args.real, replace=len(cands) < args.real))
         sets.append(_real_set(cands, pick))
         info["real_windows"] = len(cands)

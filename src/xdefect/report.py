@@ -93,10 +93,13 @@ def patch_grid(patches: np.ndarray, cols: int = 8, pad: int = 2, scale: int = 2,
     return np.repeat(grid[:, :, None], 3, axis=2)
 
 
-def pr_curve_figure(results: list, iou: float = 0.5) -> np.ndarray:
+def pr_curve_figure(results: list, iou: float = 0.5, sweep: dict | None = None
+                    ) -> np.ndarray:
     """PR curves (one per series and the pooled one, the paper's Fig. 9) as an RGB array.
 
-    ``results``: :class:`xdefect.evaluate.ImageResult` list.
+    ``results``: :class:`xdefect.evaluate.ImageResult` list (curves by ranking boxes);
+    ``sweep``: optionally a :func:`xdefect.evaluate.theta_sweep` result, drawn as the
+    pooled theta-sweep curve (the paper's construction) with its points marked.
     """
     import matplotlib
 
@@ -114,7 +117,11 @@ def pr_curve_figure(results: list, iou: float = 0.5) -> np.ndarray:
     c = pr_curve(results, iou)
     if c.n_gt:
         ax.plot(np.r_[0, c.recall], np.r_[1, c.precision], "k", lw=2.5,
-                label=f"all (AP {c.ap():.3f})")
+                label=f"all, boxes ranked (AP {c.ap():.3f})")
+    if sweep and sweep.get("recall"):
+        o = np.argsort(sweep["recall"])
+        ax.plot(np.asarray(sweep["recall"])[o], np.asarray(sweep["precision"])[o], "k--o",
+                lw=1.5, ms=4, label=f"all, theta swept (AP {sweep['ap']:.3f})")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")

@@ -22,7 +22,6 @@ DistributedDataParallel (gloo on CPU, nccl on CUDA); each rank takes every
 from __future__ import annotations
 
 import csv
-import hashlib
 import io as _io
 import math
 import os
@@ -45,7 +44,7 @@ from xdefect.checkpoint import (
     save_tensors,
 )
 from xdefect.errors import InputError
-from xdefect.io import atomic_path, progress
+from xdefect.io import atomic_path, command_line, progress, sha256_file
 from xdefect.models import NORMALISATION, create_model, get_arch, normalise
 from xdefect.patches import Dataset, open_dataset
 
@@ -72,6 +71,8 @@ class TrainConfig:
     samples_per_epoch: int | None = None
     val_samples: int | None = None
     init: str | None = None
+    #: the command line that started the run (default: this process's, captured)
+    command: str | None = None
 
 
 @dataclass
@@ -96,8 +97,18 @@ def _dist_init(device: str) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def data_stage(ds: Dataset, manifest_sha: str) -> dict:
+    """The data half of a lineage stage: what a dataset folder's manifest says of itself."""
+    m = ds.manifest
+    return {"data": str(ds.folder), "data_manifest_sha256": manifest_sha,
+            "data_command": m.get("command"), "data_protocol": m.get("protocol"),
+            "data_mix": m.get("mix"), "data_series": m.get("series"),
+            "data_image_splits": m.get("image_splits"),
+            "data_sources": (m.get("counts") or {}).get("source"),
+            "data_n": m.get("n"), "gdxray_root": m.get("gdxray_root"),
+            "hard_model_sha256": m.get("hard_model_sha256"),
+            "gan_generator_sha256": m.get("gan_generator_sha256"),
+            "gan_image_splits": m.get("gan_image_splits")}
 
 
 def _confusion(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -245,7 +256,16 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
     opt = _optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     rows: list[dict] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
-    manifest_sha = _sha256(ds.folder / "manifest.json")
+    manifest_sha = sha256_file(ds.folder / "manifest.json")
+    stage = {"run": str(out), "command": cfg.command if cfg.command is not None
+             else command_line(), **data_stage(ds, manifest_sha),
+             "init": None, "train_config": asdict(cfg)}
+    lineage: list[dict] = [stage]
+    if cfg.init and not (cfg.resume and last.exists()):
+        from xdefect.checkpoint import card_lineage, init_record
+
+        stage["init"] = init_record(cfg.init)
+        lineage = card_lineage(init_card) + [stage]
     if cfg.resume and last.exists():
         card = read_card(last, (CHECKPOINT_FORMAT,))
         tensors = load_tensors(last)
@@ -258,6 +278,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
         start_epoch, best_loss = st["epoch"] + 1, st["best_val_loss"]
         best_epoch, bad_epochs = st["best_epoch"], st["bad_epochs"]
         rows = st["metrics"]
+        lineage = card.get("lineage") or lineage
     elif dist.main and last.exists():
         raise InputError(f"{out}: holds a run already (use --resume to continue it, or "
                          "another --out)")
@@ -274,6 +295,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
         "data_mix": ds.manifest.get("mix"), "seed": cfg.seed,
         "xdefect_version": __version__, "train_config": asdict(cfg),
         "threads": torch.get_num_threads(), "device": str(device), "world_size": dist.world,
+        "command": lineage[-1]["command"], "lineage": lineage,
     }
     stopped = "epochs"
     for epoch in range(start_epoch, cfg.epochs + 1):

@@ -1,0 +1,167 @@
+"""Evaluation protocols on GDXray: a model or saved detections scored on an image split,
+with the unseen-defect figure and the model's provenance.
+
+This module joins the stages (``gdxray`` images and ground truth -> ``detect`` ->
+``evaluate``); the command line (``xdefect evaluate``) and ``experiments/`` call the same
+functions.
+
+Unseen defects: consecutive images of a GDXray series show one casting from slowly
+changing angles, so a void in a test image (even number) is often the same void as in
+the neighbouring train or tuning image (odd numbers). A test box is **seen** when a box of
+any odd-numbered image of the same series overlaps it at IoU >= 0.5 (:data:`UNSEEN_RULE`;
+odd, not only train, because either neighbour may be a train image and the rule must not
+depend on which); the unseen-defect AP ignores seen boxes (``evaluate`` module
+docstring). It is the leak-free figure of any model trained on real defect windows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xdefect import gdxray
+from xdefect.errors import InputError
+from xdefect.evaluate import ImageResult, seen_mask, summarise
+
+#: how "seen" test boxes are defined (recorded in metrics.json)
+UNSEEN_RULE = ("test boxes that no box of an odd-numbered (train or tuning) image of the "
+               "same series overlaps at IoU >= 0.5")
+
+
+def seen_flags(gt: gdxray.SeriesGroundTruth, number: int, iou: float = 0.5) -> np.ndarray:
+    """Per box of image ``number``: True when a box of an odd-numbered image of the same
+    series (other than ``number``) overlaps it at IoU >= ``iou``."""
+    boxes = gt.boxes_of(number)
+    ref = [b for n, b in gt.boxes.items() if n % 2 == 1 and n != number]
+    if not ref:
+        return np.zeros(len(boxes), bool)
+    return seen_mask(boxes, np.concatenate(ref), iou)
+
+
+@dataclass
+class Selection:
+    """The annotated images an evaluation covers: records, their series' ground truth,
+    and the series left out because they have no ground truth."""
+
+    root: Path
+    series: list[str]
+    split: str
+    records: list[gdxray.ImageRecord]
+    ground_truth: dict[str, gdxray.SeriesGroundTruth]
+    unscored: list[str]
+
+
+def select(root: str | os.PathLike[str], series: list[str] | None, split: str) -> Selection:
+    """The annotated images of ``series`` (default: the paper's seven) in ``split``."""
+    r = Path(root)
+    chosen = gdxray.protocol_series(r, series)
+    recs = gdxray.list_images(r, chosen, split)
+    gts = {s: gdxray.load_ground_truth(r, s) for s in sorted({x.series for x in recs})}
+    unscored = sorted(s for s, g in gts.items() if not g.annotated)
+    recs = [x for x in recs if gts[x.series].annotated]
+    if not recs:
+        raise InputError(f"{r}: no annotated images in split {split} of "
+                         f"{', '.join(chosen)}")
+    return Selection(r, chosen, gdxray.canonical_split(split), recs, gts, unscored)
+
+
+def image_result(sel: Selection, rec: gdxray.ImageRecord, boxes: np.ndarray,
+                 scores: np.ndarray, unseen: bool) -> ImageResult:
+    """One image's result; with ``unseen``, the seen boxes flagged to be ignored."""
+    gt = sel.ground_truth[rec.series]
+    ign = seen_flags(gt, rec.number) if unseen else None
+    return ImageResult(rec.stem, rec.series, boxes, scores, gt.boxes_of(rec.number), ign)
+
+
+def wants_unseen(split: str) -> bool:
+    """The unseen-defect figure is defined on the test images only."""
+    return gdxray.canonical_split(split) in ("test", "even")
+
+
+def provenance(card: dict[str, Any] | None, split: str) -> dict[str, Any]:
+    """What a model's lineage means for figures on ``split``: the image splits, series and
+    sources it trained on, whether real defects reached it (then the unseen-defect AP is
+    its leak-free figure), and whether it trained on images of the evaluated split."""
+    if card is None:
+        return {"known": False}
+    from xdefect.checkpoint import lineage_summary
+
+    s = lineage_summary(card)
+    name = gdxray.canonical_split(split)
+    wanted = {"test": {"test"}, "even": {"test"}, "tuning": {"tuning"}, "train": {"train"},
+              "odd": {"train", "tuning"}, "all": {"train", "tuning", "test"}}[name]
+    trained = s["image_splits"]
+    overlap = None if trained is None else sorted(
+        wanted & ({"train", "tuning", "test"} if "all" in trained else set(trained)))
+    return {"known": True, "trained_on_image_splits": trained,
+            "trained_on_series": s["series"], "sources": s["sources"],
+            "real_defects_in_training": s["real_defects"], "lineage_complete": s["complete"],
+            "trained_on_evaluated_images": None if overlap is None else bool(overlap)}
+
+
+def detection_results(sel: Selection, docs: dict[str, dict]) -> tuple[list[ImageResult], int]:
+    """Results from saved detection documents keyed by file stem; returns the results and
+    the number of images without a document (counted as no detections)."""
+    results, missing = [], 0
+    unseen = wants_unseen(sel.split)
+    for r in sel.records:
+        d = docs.get(r.stem)
+        if d is None:
+            missing += 1
+            d = {"detections": []}
+        b = np.asarray([x["box"] for x in d["detections"]], float).reshape(-1, 4)
+        s = np.asarray([x["score"] for x in d["detections"]], float)
+        results.append(image_result(sel, r, b, s, unseen))
+    return results, missing
+
+
+#: thresholds of the theta sweep (``y1 - y0`` lies in [-1, 1])
+SWEEP_THETAS = (-0.9, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995,
+                0.999)
+
+
+def model_results(sel: Selection, model: Any, params: Any, model_name: str,
+                  on_image: Callable[[gdxray.ImageRecord, dict], None] | None = None,
+                  sweep: dict[float, list[ImageResult]] | None = None
+                  ) -> Iterator[ImageResult]:
+    """Run ``model`` with detection ``params`` over the selection, yielding each image's
+    result; ``on_image(record, detection_doc)`` sees each detection document. With
+    ``sweep`` (a dict whose keys are thetas, e.g. ``dict.fromkeys(SWEEP_THETAS)``), the
+    regions of the same score map are also found at every theta and each key gets the
+    list of results at that threshold (for :func:`xdefect.evaluate.theta_sweep`)."""
+    from dataclasses import replace
+
+    from xdefect.detect import detect, detection_arrays, detection_doc, regions
+
+    unseen = wants_unseen(sel.split)
+    if sweep is not None:
+        for t in sweep:
+            sweep[t] = []
+    for r in sel.records:
+        smp = gdxray.load_sample(r, sel.ground_truth[r.series])
+        mask = gdxray.casting_mask(smp.image) if params.use_mask else None
+        dets, smap = detect(model, smp.image, params, mask=mask)
+        if on_image is not None:
+            on_image(r, detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
+        if sweep is not None:
+            for t in sweep:
+                d = regions(smap, replace(params, theta=t), mask)
+                sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
+        yield image_result(sel, r, *detection_arrays(dets), unseen)
+
+
+def metrics(sel: Selection, results: list[ImageResult], iou: float = 0.5,
+            matching: str = "coco", card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``evaluate.summarise`` plus what a sceptical reader needs: root, series, split,
+    the unseen-defect rule, and the model's provenance."""
+    m = summarise(results, iou, matching)
+    m.update({"split": sel.split, "gdxray": str(sel.root), "series": sel.series,
+              "unscored_series": sel.unscored, "provenance": provenance(card, sel.split)})
+    if "unseen" in m:
+        m["unseen"]["rule"] = UNSEEN_RULE
+    return m
