@@ -70,6 +70,37 @@ def save_model(path: str | os.PathLike[str], model: torch.nn.Module, card: dict[
 CHECKPOINT_FORMAT = "xdefect-checkpoint/1"
 
 
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state as flat tensors (safetensors, keys ``optim.<param id>.<name>``)
+    plus JSON-able scalars (param groups, scalar state); :func:`restore_optimizer`
+    inverts it."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.ndim > 0:
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars["state"].setdefault(str(pid), {})[k] = float(v)
+    return tensors, scalars
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict
+                      ) -> None:
+    """Load what :func:`optimizer_tensors` produced into ``opt``."""
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for pid, st in scalars["state"].items():
+        for k, v in st.items():
+            state.setdefault(int(pid), {})[k] = torch.tensor(v)
+    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+
 def read_card(path: str | os.PathLike[str], formats: tuple[str, ...] = (MODEL_FORMAT,)
               ) -> dict[str, Any]:
     """Read and check the sidecar of a model file (or, with ``formats``, a checkpoint)."""

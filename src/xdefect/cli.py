@@ -601,7 +601,7 @@ def _demo_without_model(args: argparse.Namespace, out: Path) -> None:
     print(f"  patches: 64 simulated defect patches -> {out / 'simulated_patches.png'}")
     root = gdxray.default_root()
     if (root / "Castings").is_dir():
-        rec = gdxray.list_images(root, split="even")[0]
+        rec = gdxray.list_images(root, gdxray.protocol_series(root), "test")[0]
         smp = gdxray.load_sample(rec, gdxray.load_ground_truth(root, rec.series))
         m = gdxray.casting_mask(smp.image)
         write_image(out / f"{rec.stem}_mask.png",
@@ -657,8 +657,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _demo_inspect("phantom.png", ph.image, ph.boxes, ph.mask, model, card, params, mpath, out)
     root = gdxray.default_root()
     if (root / "Castings").is_dir():
-        recs = [r for r in gdxray.list_images(root, split="even")
-                if r.stem == args.gdxray_image] or gdxray.list_images(root, split="even")
+        test = gdxray.list_images(root, gdxray.protocol_series(root), "test")
+        recs = [r for r in test if r.stem == args.gdxray_image] or test
         rec = recs[0]
         smp = gdxray.load_sample(rec, gdxray.load_ground_truth(root, rec.series))
         _demo_inspect(rec.stem + ".png", smp.image, smp.boxes, None, model, card, params,
@@ -904,8 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=_Formatter, description=(
                               "Train a DCGAN on every 32x32 window of the train images (odd,\n"
                               "number % 4 == 3) that holds at least a third of a real defect,\n"
-                              "augmented with flips and 90-degree rotations. Checkpoints (safetensors) and a\n"
-                              "sample grid every --every iterations; --resume continues."))
+                              "augmented with flips and 90-degree rotations. Checkpoints\n"
+                              "(safetensors) and a sample grid every --every iterations;\n"
+                              "--resume continues."))
     _root_arg(gt, "--gdxray")
     gt.add_argument("--out", required=True, type=Path, help="GAN folder")
     gt.add_argument("--iterations", type=int, default=30000,

@@ -67,8 +67,10 @@ BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
 
 @dataclass(frozen=True)
 class DetectParams:
-    """Detection parameters. The defaults are the bundled model's, chosen on the validation
-    images (odd, number % 4 == 1) by ``experiments/tune_detection.py`` (``docs/detection.md``).
+    """Detection parameters. The defaults are the library's, for a model whose card has no
+    ``detection`` block; every bundled model's card carries the parameters chosen for it
+    on the tuning images (odd, number % 4 == 1) by ``experiments/tune_detection.py``, and
+    ``detect``/``evaluate`` read them from the card (``docs/detection.md``).
 
     ``stride``: window step (pixels). ``theta``: score threshold on ``y1 - y0``.
     ``radius``: dilation disk radius (pixels). ``a_min``: minimum region area (pixels,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xdefect import __version__, gdxray
-from xdefect.checkpoint import load_tensors, save_tensors
+from xdefect.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from xdefect.errors import InputError
 from xdefect.io import atomic_path, progress, read_json, write_image
 from xdefect.patches import PATCH, real_positions, to_uint8
@@ -139,16 +139,12 @@ def _state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _optim_state(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    from xdefect.train import _opt_tensors
-
-    t, s = _opt_tensors(opt)
+    t, s = optimizer_tensors(opt)
     return {f"{prefix}.{k}": v for k, v in t.items()}, s
 
 
 def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> dict:
     """Train (or resume) a DCGAN on real defect patches; returns a summary."""
-    from xdefect.train import _opt_restore
-
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -172,9 +168,9 @@ def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> d
         t = load_tensors(ck)
         G.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("G.")})
         D.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("D.")})
-        _opt_restore(oG, {k[3:]: v for k, v in t.items() if k.startswith("oG.")},
+        restore_optimizer(oG, {k[3:]: v for k, v in t.items() if k.startswith("oG.")},
                      card["optim_G"])
-        _opt_restore(oD, {k[3:]: v for k, v in t.items() if k.startswith("oD.")},
+        restore_optimizer(oD, {k[3:]: v for k, v in t.items() if k.startswith("oD.")},
                      card["optim_D"])
         start, rows = card["iteration"], card["log"]
     out.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,9 @@ from xdefect.checkpoint import (
     CHECKPOINT_FORMAT,
     load_tensors,
     model_state,
+    optimizer_tensors,
     read_card,
+    restore_optimizer,
     save_model,
     save_tensors,
 )
@@ -175,33 +177,6 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise InputError(f"--optimizer {name!r}: expected adam or rmsprop")
 
 
-def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimiser state as flat tensors (safetensors) plus JSON-able scalars."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict = {"param_groups": sd["param_groups"], "state": {}}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and v.ndim > 0:
-                tensors[f"optim.{pid}.{k}"] = v
-            else:
-                scalars["state"].setdefault(str(pid), {})[k] = float(v)
-    return tensors, scalars
-
-
-def _opt_restore(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict
-                 ) -> None:
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, k = key.split(".", 2)
-            state.setdefault(int(pid), {})[k] = v
-    for pid, st in scalars["state"].items():
-        for k, v in st.items():
-            state.setdefault(int(pid), {})[k] = torch.tensor(v)
-    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
-
-
 def _write_metrics(path: Path, rows: list[dict]) -> None:
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
@@ -271,7 +246,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
         tensors = load_tensors(last)
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
                                if k.startswith("model.")})
-        _opt_restore(opt, tensors, card["optimizer"])
+        restore_optimizer(opt, tensors, card["optimizer"])
         st = card["training_state"]
         if card.get("data_manifest_sha256") != manifest_sha:
             raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
@@ -355,7 +330,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
                     "val_confusion": sc["confusion"]}
             if improved:
                 save_model(out / "best.safetensors", model, card)
-            opt_t, opt_s = _opt_tensors(opt)
+            opt_t, opt_s = optimizer_tensors(opt)
             tensors = {**{f"model.{k}": v for k, v in model_state(model).items()}, **opt_t}
             last_card = {"format": CHECKPOINT_FORMAT, "arch": model.arch.to_dict(),
                          "normalisation": NORMALISATION, **card, "optimizer": opt_s,
