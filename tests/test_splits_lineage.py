@@ -296,3 +296,25 @@ def test_readme_figures_match_the_cards():
     proc = subprocess.run([sys.executable, "experiments/model_figures.py", "--check"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_series_out_experiment_trial(gdxray_root, tmp_path, two_stage):
+    out = tmp_path / "so"
+    proc = subprocess.run(
+        [sys.executable, "experiments/series_out.py", "--gdxray", str(gdxray_root), "--out",
+         str(out), "--folds", "C0015", "C0034", "--params-from",
+         str(two_stage / "r1" / "best.safetensors"), "--mode", "dense", "--per-image", "10",
+         "--epochs", "1", "--samples-per-epoch", "200", "--val-samples", "50",
+         "--limit-images", "2", "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, env={**__import__("os").environ,
+                                                       "XDEFECT_PROGRESS": "0"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "series_out.json").read_text())
+    assert doc["folds"] == ["C0015", "C0034"] and doc["pooled"]["images"] == 4
+    for held in ("C0015", "C0034"):
+        fold = doc["per_series"][held]
+        assert held not in fold["trained_on_series"] and len(fold["trained_on_series"]) == 6
+        card = read_card(out / f"fold-{held}" / "run" / "best.safetensors")
+        assert held not in lineage_summary(card)["series"]
+        m = json.loads((out / f"fold-{held}" / "metrics.json").read_text())
+        assert m["series"] == [held] and m["provenance"]["trained_on_evaluated_images"] is False

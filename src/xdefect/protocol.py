@@ -83,10 +83,12 @@ def wants_unseen(split: str) -> bool:
     return gdxray.canonical_split(split) in ("test", "even")
 
 
-def provenance(card: dict[str, Any] | None, split: str) -> dict[str, Any]:
-    """What a model's lineage means for figures on ``split``: the image splits, series and
-    sources it trained on, whether real defects reached it (then the unseen-defect AP is
-    its leak-free figure), and whether it trained on images of the evaluated split."""
+def provenance(card: dict[str, Any] | None, split: str,
+               series: list[str] | None = None) -> dict[str, Any]:
+    """What a model's lineage means for figures on ``split`` of ``series``: the image
+    splits, series and sources it trained on, whether real defects reached it (then the
+    unseen-defect AP is its leak-free figure), and whether it trained on images of the
+    evaluated split of the evaluated series (``None``: unknown, incomplete lineage)."""
     if card is None:
         return {"known": False}
     from xdefect.checkpoint import lineage_summary
@@ -98,6 +100,8 @@ def provenance(card: dict[str, Any] | None, split: str) -> dict[str, Any]:
     trained = s["image_splits"]
     overlap = None if trained is None else sorted(
         wanted & ({"train", "tuning", "test"} if "all" in trained else set(trained)))
+    if overlap and series is not None and s["series"]:
+        overlap = overlap if set(series) & set(s["series"]) else []
     return {"known": True, "trained_on_image_splits": trained,
             "trained_on_series": s["series"], "sources": s["sources"],
             "real_defects_in_training": s["real_defects"], "lineage_complete": s["complete"],
@@ -161,7 +165,8 @@ def metrics(sel: Selection, results: list[ImageResult], iou: float = 0.5,
     the unseen-defect rule, and the model's provenance."""
     m = summarise(results, iou, matching)
     m.update({"split": sel.split, "gdxray": str(sel.root), "series": sel.series,
-              "unscored_series": sel.unscored, "provenance": provenance(card, sel.split)})
+              "unscored_series": sel.unscored,
+              "provenance": provenance(card, sel.split, sel.series)})
     if "unseen" in m:
         m["unseen"]["rule"] = UNSEEN_RULE
     return m
