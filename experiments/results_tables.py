@@ -1,10 +1,11 @@
 """Fill the measured tables of ``docs/results.md`` from the experiments' JSON outputs.
 
 Reads ``runs/table3.json`` (``experiments/table3.py``), ``runs/table4.json``
-(``experiments/table4.py``) and the default model's test evaluation
+(``experiments/table4.py``), ``runs/series-out/series_out.json``
+(``experiments/series_out.py``) and the default model's test evaluation
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``); rewrites the
 blocks between ``<!-- name -->`` and ``<!-- /name -->`` markers of the report (``table3``,
-``table4``, ``errors``) and copies the PR curve of the test evaluation to
+``table4``, ``seriesout``, ``errors``) and copies the PR curve of the test evaluation to
 ``docs/img/pr_curve_even.png`` (a plot: no GDXray pixels). The ``bundled`` block comes from
 the model cards (``experiments/model_figures.py``, run here too). The prose around the
 blocks is written by hand.
@@ -75,6 +76,32 @@ def errors(m: dict) -> str:
     return "\n".join(lines)
 
 
+def series_out(doc: dict) -> str:
+    """The leave-one-series-out table (``experiments/series_out.py``)."""
+    a = doc["arguments"]
+    lines = [f"Each fold: a model trained from scratch on `wholeimage` patches of the other "
+             f"series' train images ({a['per_image']} + {a['per_image']} per image, mu "
+             f"{a['mu'][0]}-{a['mu'][1]}, real windows {a['real']}), {a['epochs']} epochs of "
+             f"{a['samples_per_epoch']:,} patches; tested on every image of the held-out "
+             f"series with `{doc['params_from']}`'s detection settings "
+             f"({doc['detection']['mode']} mode, stride {doc['detection']['stride']}, theta "
+             f"{doc['detection']['theta']}).", "",
+             "| held-out series | images | boxes | AP | found | missed | false alarms / image "
+             "| build s | train s | test s |", "|---" * 10 + "|"]
+    for s, v in doc["per_series"].items():
+        lines.append(f"| {s} | {v['images']} | {v['gt_boxes']} | {_f(v['ap'])} | "
+                     f"{v['true_positives']} | {v['missed']} | "
+                     f"{v['false_alarms_per_image']:.1f} | {v['build_s']:.0f} | "
+                     f"{v['train_s']:.0f} | {v['test_s']:.0f} |")
+    p = doc["pooled"]
+    lines.append(f"| **pooled** | {p['images']} | {p['gt_boxes']} | **{_f(p['ap'])}** | "
+                 f"{p['true_positives']} | {p['missed']} | "
+                 f"{doc['false_alarms_per_image']:.1f} | | | |")
+    lines += ["", f"Total {doc['seconds_total'] / 60:.0f} minutes on this machine. Command: "
+              f"`{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pat = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
     if not pat.search(text):
@@ -88,12 +115,15 @@ def main() -> None:
     ap.add_argument("--table3", type=Path, default=Path("runs/table3.json"))
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"))
+    ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     a = ap.parse_args()
     text = a.report.read_text()
     if a.table3.exists():
         text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())))
     if a.table4.exists():
         text = replace_block(text, "table4", table4(json.loads(a.table4.read_text())))
+    if a.series_out.exists():
+        text = replace_block(text, "seriesout", series_out(json.loads(a.series_out.read_text())))
     if (a.eval / "metrics.json").exists():
         text = replace_block(text, "errors",
                              errors(json.loads((a.eval / "metrics.json").read_text())))
