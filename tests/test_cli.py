@@ -33,3 +33,27 @@ def test_unknown_option_one_line():
     proc = subprocess.run([sys.executable, "-m", "xdefect", "gdxray", "info", "--bogus"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_help_renders(capsys):
+    """A '%' in a help string crashes argparse's formatter: render every help page."""
+    import argparse
+
+    import pytest
+
+    from xdefect.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    pages = list(walk(build_parser()))
+    assert len(pages) > 15
+    for page in pages:
+        with pytest.raises(SystemExit) as exc:
+            page.parse_args(["--help"])
+        assert exc.value.code == 0, page.prog
+    assert "number % 4 == 1" in capsys.readouterr().out

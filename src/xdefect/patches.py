@@ -13,8 +13,9 @@ Format of a dataset folder (a contract)::
     meta.csv       index, split, label, source, series, image, row, col,
                    box_x1, box_y1, box_x2, box_y2   (defect box inside the patch; empty
                    for 'background'; for 'real' the clipped ground-truth box)
-    manifest.json  protocol, mix, seed, arguments, xdefect version, counts, source images
-                   with SHA-256 checksums
+    manifest.json  protocol, the captured command line, GDXray root, series, image splits,
+                   mix, seed, arguments, xdefect version, counts, source images with
+                   SHA-256 checksums (and the GAN's and hard-negative model's)
 
 ``split`` is the *patch* split: train, val (the random patch hold-out for early
 stopping, not the tuning images) or test (``table3``); ``source`` is real, ellipsoid, gan,
