@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from xdefect import gdxray
 from xdefect.gan import load_generator, sample
 from xdefect.models import create_model, normalise
-from xdefect.patches import PATCH, open_dataset, real_positions, to_uint8
+from xdefect.patches import open_dataset
+from xdefect.windows import PATCH, real_positions, to_uint8
 
 
 def real_patches_by_half(root: Path, step: int = 2) -> tuple[np.ndarray, np.ndarray]:

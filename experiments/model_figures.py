@@ -113,17 +113,17 @@ def results_block(cs: dict[str, dict]) -> str:
 
 
 def replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
+    """``text`` with the lines between the ``begin`` and ``end`` marker lines replaced by
+    ``body``; exits naming ``where`` when the markers are missing."""
     pat = re.compile(rf"({re.escape(begin)}\n).*?({re.escape(end)})", re.S)
     if not pat.search(text):
         raise SystemExit(f"{where}: no {begin} ... {end} block")
     return pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 when the README or results blocks differ from the cards")
-    a = ap.parse_args()
+def update(check: bool = False) -> list[Path]:
+    """Regenerate both blocks from the cards; returns the files whose block was stale
+    (with ``check``, only reports them, writing nothing)."""
     cs = cards()
     targets = [(README, "<!-- models:begin -->", "<!-- models:end -->", readme_block(cs)),
                (RESULTS, "<!-- bundled -->", "<!-- /bundled -->", results_block(cs))]
@@ -133,14 +133,28 @@ def main() -> None:
         new = replace_block(old, begin, end, body, path)
         if new != old:
             stale.append(path)
-            if not a.check:
+            if not check:
                 path.write_text(new)
+    return stale
+
+
+def status(stale: list[Path]) -> str:
+    """One line saying what :func:`update` did."""
+    return "model figures " + ("up to date" if not stale else
+                               "rewritten in " + ", ".join(str(p) for p in stale))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when the README or results blocks differ from the cards")
+    a = ap.parse_args()
+    stale = update(a.check)
     if a.check and stale:
         print(f"stale model figures in {', '.join(str(p) for p in stale)}: run "
               "experiments/model_figures.py", file=sys.stderr)
         sys.exit(1)
-    print("model figures " + ("up to date" if not stale else
-                              "rewritten in " + ", ".join(str(p) for p in stale)))
+    print(status(stale))
 
 
 if __name__ == "__main__":

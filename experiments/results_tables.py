@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+import model_figures  # experiments/, beside this script
 
 
 def _f(x, nd: int = 4) -> str:
@@ -102,11 +101,10 @@ def series_out(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, name: str, body: str) -> str:
-    pat = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
-    if not pat.search(text):
-        raise SystemExit(f"report has no <!-- {name} --> block")
-    return pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+def replace_block(text: str, name: str, body: str, where: Path) -> str:
+    """Rewrite the ``<!-- name -->`` ... ``<!-- /name -->`` block of the report."""
+    return model_figures.replace_block(text, f"<!-- {name} -->", f"<!-- /{name} -->", body,
+                                       where)
 
 
 def main() -> None:
@@ -119,21 +117,23 @@ def main() -> None:
     a = ap.parse_args()
     text = a.report.read_text()
     if a.table3.exists():
-        text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())))
+        text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())),
+                             a.report)
     if a.table4.exists():
-        text = replace_block(text, "table4", table4(json.loads(a.table4.read_text())))
+        text = replace_block(text, "table4", table4(json.loads(a.table4.read_text())),
+                             a.report)
     if a.series_out.exists():
-        text = replace_block(text, "seriesout", series_out(json.loads(a.series_out.read_text())))
+        text = replace_block(text, "seriesout", series_out(json.loads(a.series_out.read_text())),
+                             a.report)
     if (a.eval / "metrics.json").exists():
         text = replace_block(text, "errors",
-                             errors(json.loads((a.eval / "metrics.json").read_text())))
+                             errors(json.loads((a.eval / "metrics.json").read_text())), a.report)
         img = a.report.parent / "img" / "pr_curve_even.png"
         img.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(a.eval / "pr_curve.png", img)
     a.report.write_text(text)
     print(f"{a.report}: tables updated")
-    subprocess.run([sys.executable, str(Path(__file__).with_name("model_figures.py"))],
-                   check=True)
+    print(model_figures.status(model_figures.update()))
 
 
 if __name__ == "__main__":

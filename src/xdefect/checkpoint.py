@@ -100,7 +100,6 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tenso
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
 
 
-
 def read_card(path: str | os.PathLike[str], formats: tuple[str, ...] = (MODEL_FORMAT,)
               ) -> dict[str, Any]:
     """Read and check the sidecar of a model file (or, with ``formats``, a checkpoint)."""
@@ -190,11 +189,13 @@ def resolve_model(value: str | os.PathLike[str] | None) -> Path:
     return p
 
 
-def init_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+def init_record(path: str | os.PathLike[str], card: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     """What a training stage records of its init weights: file, checksums of weights and
-    card, and the init card's architecture name, epoch and data manifest checksum."""
+    card, and the init card's architecture name, epoch and data manifest checksum
+    (``card``: the already-read card of ``path``, read here when not given)."""
     p = Path(path)
-    card = read_card(p)
+    card = read_card(p) if card is None else card
     return {"file": str(p), "sha256": sha256_file(p), "card_sha256": sha256_file(sidecar(p)),
             "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
             "data_manifest_sha256": card.get("data_manifest_sha256")}

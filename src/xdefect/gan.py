@@ -35,8 +35,8 @@ from xdefect import __version__, gdxray
 from xdefect.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from xdefect.errors import InputError
 from xdefect.io import atomic_path, progress, read_json, write_image
-from xdefect.patches import PATCH, real_positions, to_uint8
 from xdefect.report import patch_grid
+from xdefect.windows import PATCH, real_positions, to_uint8
 
 GAN_FORMAT = "xdefect-gan/1"
 

@@ -48,8 +48,11 @@ DEFAULT_ROOT = Path("../shared/data/gdxray")
 PAPER_SERIES = ("C0001", "C0010", "C0015", "C0021", "C0031", "C0034", "C0061")
 #: the paper's series that have ground truth in the copy used here (C0061 has none)
 PAPER_ANNOTATED_SERIES = ("C0001", "C0010", "C0015", "C0021", "C0031", "C0034")
-#: image split names (see the module docstring); ``odd`` = train + tuning, ``even`` = test
-IMAGE_SPLITS = ("train", "tuning", "test", "odd", "even", "all")
+#: every image split name (see the module docstring) -> the basic splits it is made of
+SPLIT_PARTS = {"train": ("train",), "tuning": ("tuning",), "test": ("test",),
+               "odd": ("train", "tuning"), "even": ("test",),
+               "all": ("train", "tuning", "test")}
+IMAGE_SPLITS = tuple(SPLIT_PARTS)
 #: accepted old names of image splits
 SPLIT_ALIASES = {"val": "tuning"}
 _SERIES_RE = re.compile(r"^C\d{4}$")
@@ -130,12 +133,7 @@ def canonical_split(split: str | None) -> str:
 def in_split(number: int, split: str | None) -> bool:
     """Whether image ``number`` belongs to ``split`` (any name :func:`canonical_split`
     accepts)."""
-    name = canonical_split(split)
-    if name == "all":
-        return True
-    if name in ("odd", "even"):
-        return split_of(number) == name
-    return image_split(number) == name
+    return image_split(number) in SPLIT_PARTS[canonical_split(split)]
 
 
 def castings_dir(root: str | os.PathLike[str]) -> Path:

@@ -70,8 +70,8 @@ from xdefect import __version__, gdxray
 from xdefect import simulate as S
 from xdefect.errors import InputError
 from xdefect.io import atomic_dir, command_line, progress, read_json, sha256_file
+from xdefect.windows import PATCH, real_positions, to_uint8
 
-PATCH = 32
 SOURCES = ("real", "ellipsoid", "gan", "background", "hard")
 SPLITS = ("train", "val", "test")
 META_COLUMNS = ("index", "split", "label", "source", "series", "image", "row", "col",
@@ -172,10 +172,6 @@ def cut(image8: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(win[rows, cols])
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-
 def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
                       rng: np.random.Generator, config: S.SamplerConfig,
                       max_offset: int = 8, min_inside: float = 0.5
@@ -219,27 +215,6 @@ def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
         if res.box is not None:
             boxes[i] = res.box
     return out, rows, cols, boxes
-
-
-def real_positions(boxes: np.ndarray, shape: tuple[int, int], min_fraction: float = 1 / 3
-                   ) -> list[tuple[int, int, int]]:
-    """Top-left corners ``(row, col, box index)`` of every patch that holds at least
-    ``min_fraction`` of a real box's area (the paper's rule for real 'defect' patches), or
-    of the patch's own area when the box is larger than the patch (else a defect wider than
-    32 pixels could never appear in a patch)."""
-    h, w = shape
-    out: list[tuple[int, int, int]] = []
-    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, dtype=np.int64).reshape(-1, 4)):
-        area = min((x2 - x1) * (y2 - y1), PATCH * PATCH)
-        rr = np.arange(max(y1 - PATCH + 1, 0), min(y2, h - PATCH + 1))
-        cc = np.arange(max(x1 - PATCH + 1, 0), min(x2, w - PATCH + 1))
-        if rr.size == 0 or cc.size == 0:
-            continue
-        oy = np.minimum(rr + PATCH, y2) - np.maximum(rr, y1)
-        ox = np.minimum(cc + PATCH, x2) - np.maximum(cc, x1)
-        ok = np.argwhere(oy[:, None] * ox[None, :] * 3 >= area * 3 * min_fraction - 1e-9)
-        out.extend((int(rr[i]), int(cc[j]), k) for i, j in ok)
-    return out
 
 
 def centred_real_positions(boxes: np.ndarray, shape: tuple[int, int], max_offset: int = 8
@@ -391,8 +366,14 @@ def _sampler(args: BuildArgs) -> S.SamplerConfig:
     return S.SamplerConfig(axes_mm=tuple(args.axes_mm), mu_range=tuple(args.mu_range))
 
 
-def _checksum(path: Path) -> str:
-    return sha256_file(path)
+def _generator_card(args: BuildArgs) -> tuple[Path, dict]:
+    """The generator file of ``args.gan`` (a GAN folder or its ``generator.safetensors``)
+    and its card, with ``image_splits`` filled in for generators made before the card
+    recorded them (those learnt from every odd image)."""
+    g = Path(args.gan)
+    g = g / "generator.safetensors" if g.is_dir() else g
+    card = read_json(g.with_suffix(".json"))
+    return g, {**card, "image_splits": card.get("image_splits", ["train", "tuning"])}
 
 
 def _gan_source(args: BuildArgs, mix: Mix) -> GanSource | None:
@@ -404,12 +385,9 @@ def _gan_source(args: BuildArgs, mix: Mix) -> GanSource | None:
     from xdefect import gan
 
     src = gan.patch_source(args.gan)
-    g = Path(args.gan)
-    g = g / "generator.safetensors" if g.is_dir() else g
     # a generator learnt from real defects of the tuning images would carry them into
     # training data: refuse it unless the build includes the tuning images too
-    # (generators made before the card recorded its image splits used every odd image)
-    used = read_json(g.with_suffix(".json")).get("image_splits", ["train", "tuning"])
+    used = _generator_card(args)[1]["image_splits"]
     allowed = set(image_splits(args)) if args.protocol == "wholeimage" else {"train", "tuning"}
     if not set(used) <= allowed:
         raise InputError(f"{args.gan}: this generator learnt from the {' and '.join(used)} "
@@ -603,16 +581,13 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
     a["gdxray"] = str(args.gdxray)
     a["out"] = str(args.out)
     if args.gan and mix.gan:
-        g = Path(args.gan)
-        g = g / "generator.safetensors" if g.is_dir() else g
-        gcard = read_json(g.with_suffix(".json"))
-        extra = {**extra, "gan_generator_sha256": _checksum(g),
-                 "gan_image_splits": gcard.get("image_splits", ["train", "tuning"]),
-                 "gan_series": gcard.get("series")}
+        g, gcard = _generator_card(args)
+        extra = {**extra, "gan_generator_sha256": sha256_file(g),
+                 "gan_image_splits": gcard["image_splits"], "gan_series": gcard.get("series")}
     if args.hard_negatives and args.hard_model:
         hm = Path(args.hard_model)
-        extra = {**extra, "hard_model_sha256": _checksum(hm),
-                 "hard_model_card_sha256": _checksum(hm.with_suffix(".json"))
+        extra = {**extra, "hard_model_sha256": sha256_file(hm),
+                 "hard_model_card_sha256": sha256_file(hm.with_suffix(".json"))
                  if hm.with_suffix(".json").is_file() else None}
     if args.protocol == "wholeimage":
         splits: dict = {"image_splits": image_splits(args)}
@@ -638,7 +613,7 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
                       for k, v in asdict(_sampler(args)).items() if k != "geometry"}
         | {"mm_per_px": _sampler(args).geometry.mm_per_px},
         "source_images": [{"series": r.series, "image": r.number, "file": r.path.name,
-                           "sha256": _checksum(r.path)} for r in recs],
+                           "sha256": sha256_file(r.path)} for r in recs],
         **extra,
     }
 

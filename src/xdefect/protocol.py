@@ -80,7 +80,7 @@ def image_result(sel: Selection, rec: gdxray.ImageRecord, boxes: np.ndarray,
 
 def wants_unseen(split: str) -> bool:
     """The unseen-defect figure is defined on the test images only."""
-    return gdxray.canonical_split(split) in ("test", "even")
+    return gdxray.SPLIT_PARTS[gdxray.canonical_split(split)] == ("test",)
 
 
 def provenance(card: dict[str, Any] | None, split: str,
@@ -94,12 +94,10 @@ def provenance(card: dict[str, Any] | None, split: str,
     from xdefect.checkpoint import lineage_summary
 
     s = lineage_summary(card)
-    name = gdxray.canonical_split(split)
-    wanted = {"test": {"test"}, "even": {"test"}, "tuning": {"tuning"}, "train": {"train"},
-              "odd": {"train", "tuning"}, "all": {"train", "tuning", "test"}}[name]
+    wanted = set(gdxray.SPLIT_PARTS[gdxray.canonical_split(split)])
     trained = s["image_splits"]
     overlap = None if trained is None else sorted(
-        wanted & ({"train", "tuning", "test"} if "all" in trained else set(trained)))
+        wanted & {p for t in trained for p in gdxray.SPLIT_PARTS[t]})
     if overlap and series is not None and s["series"]:
         overlap = overlap if set(series) & set(s["series"]) else []
     return {"known": True, "trained_on_image_splits": trained,

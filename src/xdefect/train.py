@@ -218,29 +218,26 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
 
+    manifest_sha = sha256_file(ds.folder / "manifest.json")
+    stage = {"run": str(out), "command": cfg.command if cfg.command is not None
+             else command_line(), **data_stage(ds, manifest_sha),
+             "init": None, "train_config": asdict(cfg)}
+    lineage: list[dict] = [stage]
     torch.manual_seed(cfg.seed)
     model = create_model(arch).to(device)
     if cfg.init and not (cfg.resume and last.exists()):
-        from xdefect.checkpoint import load_model
+        from xdefect.checkpoint import card_lineage, init_record, load_model
 
         init_model, init_card = load_model(cfg.init)
         if init_card["arch"] != arch.to_dict():
             raise InputError(f"--init {cfg.init}: architecture {init_card['arch']['name']} "
                              f"does not match --arch {cfg.arch}")
         model.load_state_dict(init_model.state_dict())
+        stage["init"] = init_record(cfg.init, init_card)
+        lineage = card_lineage(init_card) + [stage]
     opt = _optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     rows: list[dict] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
-    manifest_sha = sha256_file(ds.folder / "manifest.json")
-    stage = {"run": str(out), "command": cfg.command if cfg.command is not None
-             else command_line(), **data_stage(ds, manifest_sha),
-             "init": None, "train_config": asdict(cfg)}
-    lineage: list[dict] = [stage]
-    if cfg.init and not (cfg.resume and last.exists()):
-        from xdefect.checkpoint import card_lineage, init_record
-
-        stage["init"] = init_record(cfg.init)
-        lineage = card_lineage(init_card) + [stage]
     if cfg.resume and last.exists():
         card = read_card(last, (CHECKPOINT_FORMAT,))
         tensors = load_tensors(last)
