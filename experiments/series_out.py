@@ -11,11 +11,12 @@ the held-out series never chooses anything. Results are pooled over the folds (o
 curve over all held-out images) and reported per series.
 
 Writes ``OUT/fold-S/`` (dataset, run, detections) and ``OUT/series_out.json``; prints the
-summary. Cost on this machine (2 cores): roughly building 10 s + training
-``epochs * samples_per_epoch / 1000`` s + scoring about 6.5 s per image in patch mode
-(0.6 s in dense mode) per fold; the paper's six series hold 257 annotated images, so
-patch-mode evaluation alone is about 28 minutes. ``--limit-images`` and ``--folds`` cut
-it down for a trial::
+summary. Cost measured on this machine (2 cores) with ``--per-image 1000 --epochs 4
+--samples-per-epoch 50000``: 14-16 s to build, 253-315 s to train (about
+``epochs * samples_per_epoch / 700`` s with validation) and 3.3 s per image to test in
+patch mode at stride 8, per fold; the paper's six series hold 257 annotated images, so the
+test phase took 14 minutes and the whole run 44. ``--limit-images`` and ``--folds`` cut it
+down for a trial::
 
     .venv/bin/python experiments/series_out.py --out runs/series-out \\
         [--folds C0001 C0010 ...] [--epochs 5] [--samples-per-epoch 50000] [--real 0]
