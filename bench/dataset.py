@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from xdefect import gdxray
-from xdefect.patches import BuildArgs, build_dataset
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset
 
 FULL_PATCHES = 147 * 2 * 2200  # the paper's E100/G000 at 2,200 + 2,200 per odd image
 TARGET_MIN = 10.0

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from xdefect import gdxray
+from xdefect.dataset import open_dataset
 from xdefect.gan import load_generator, sample
+from xdefect.io import to_uint
 from xdefect.models import create_model, normalise
-from xdefect.patches import open_dataset
-from xdefect.windows import PATCH, real_positions, to_uint8
+from xdefect.windows import PATCH, real_positions
 
 
 def real_patches_by_half(root: Path, step: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +37,7 @@ def real_patches_by_half(root: Path, step: int = 2) -> tuple[np.ndarray, np.ndar
         if not len(smp.boxes):
             continue
         side = (smp.record.number // 2) % 2  # alternate odd images between the halves
-        img8 = to_uint8(smp.image)
+        img8 = to_uint(smp.image, 8)
         for r, c, _ in real_positions(smp.boxes, smp.image.shape):
             if r % step == 0 and c % step == 0:
                 halves[side].append(img8[r:r + PATCH, c:c + PATCH])

@@ -35,7 +35,8 @@ from xdefect.checkpoint import load_model, read_card, resolve_model
 from xdefect.detect import DetectParams
 from xdefect.evaluate import ImageResult
 from xdefect.io import command_line, progress, write_json
-from xdefect.patches import BuildArgs, build_dataset
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset
 from xdefect.train import TrainConfig, train
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from xdefect.checkpoint import load_model
+from xdefect.dataset import open_dataset
 from xdefect.models import REGISTRY
-from xdefect.patches import open_dataset
 from xdefect.train import TrainConfig, predict, train
 
 PAPER = {"t3-0": (0.9618, 0.8254), "t3-1": (0.9538, 0.7145), "t3-2": (0.9748, 0.9494),

@@ -34,7 +34,8 @@ from xdefect.checkpoint import load_model, read_card
 from xdefect.detect import DetectParams, detect, detection_arrays
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import write_json
-from xdefect.patches import BuildArgs, build_dataset
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset
 from xdefect.train import TrainConfig, train
 
 PAPER = {"E100G000*": (0.8815, 0.8745, 0.6905), "E100G000": (0.8869, 0.8784, 0.7102),

@@ -34,7 +34,8 @@ def test_bench_dataset_projects_under_target(gdxray_root):
 
 
 def test_bench_train_one_line(tmp_path, gdxray_root):
-    from xdefect.patches import BuildArgs, build_dataset
+    from xdefect.patches import BuildArgs
+    from xdefect.pipelines import build_dataset
 
     data = tmp_path / "d"
     build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(data), series=["C0001"],

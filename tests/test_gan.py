@@ -8,7 +8,8 @@ import torch
 from conftest import assert_one_line_error, run_cli
 
 from xdefect import gan
-from xdefect.patches import BuildArgs, build_dataset
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset
 
 
 def test_networks_shapes():

@@ -8,18 +8,16 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 
 from xdefect import gdxray
-from xdefect.io import read_image
-from xdefect.patches import (
+from xdefect.dataset import open_dataset
+from xdefect.io import read_image, to_uint
+from xdefect.patches import BuildArgs, build_patches, parse_mix
+from xdefect.pipelines import build_dataset
+from xdefect.windows import (
     PATCH,
-    BuildArgs,
     background_positions,
-    build_dataset,
     centred_real_positions,
     hard_negative_positions,
-    open_dataset,
-    parse_mix,
     real_positions,
-    to_uint8,
 )
 
 
@@ -217,7 +215,7 @@ def test_wholeimage_real_and_hard_negatives(gdxray_root, tmp_path):
     out = tmp_path / "a"
     args = BuildArgs(gdxray=str(gdxray_root), out=str(out), series=["C0001"], per_image=20,
                      limit_images=3, real=50, hard_negatives=30, workers=1, seed=1)
-    man = build_dataset(args, score_fn)
+    man = build_patches(args, score_fn)
     ds = open_dataset(out)
     assert man["counts"]["source"] == {"background": 60, "ellipsoid": 60, "hard": 30,
                                        "real": 50}
@@ -240,7 +238,7 @@ def test_wholeimage_real_and_hard_negatives(gdxray_root, tmp_path):
             for x1, y1, x2, y2 in boxes:  # clear of every box grown by the margin (4)
                 assert not (c < x2 + 4 and c + 32 > x1 - 4 and r < y2 + 4 and r + 32 > y1 - 4)
         pixels = read_image(paths[n]).pixels
-        assert np.array_equal(ds.patches[i], to_uint8(pixels)[r:r + PATCH, c:c + PATCH])
+        assert np.array_equal(ds.patches[i], to_uint(pixels, 8)[r:r + PATCH, c:c + PATCH])
     assert man["adaptation"]["hard_negatives"] == 30
     with pytest.raises(Exception, match="needs --hard-model"):
         build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(tmp_path / "b"),

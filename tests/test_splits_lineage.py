@@ -27,7 +27,8 @@ from xdefect.evaluate import ImageResult, match_image, seen_mask, summarise
 from xdefect.gan import GanConfig, train_gan
 from xdefect.io import command_line, sha256_file
 from xdefect.models import create_model, get_arch
-from xdefect.patches import BuildArgs, build_dataset
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset
 from xdefect.train import TrainConfig, train
 
 
@@ -99,19 +100,12 @@ def hard_model(tmp_path_factory):
 
 
 def _build(root, out, gan, hard, **kw):
-    from xdefect.checkpoint import load_model
-    from xdefect.detect import DetectParams, score_map
-
-    model, _ = load_model(hard)
-
-    def score_fn(image):
-        sm = score_map(model, image, DetectParams(stride=16, mode="dense"))
-        return sm.values, sm.stride
-
+    """Every source at once, through the library's build (which opens the GAN and the
+    hard-negative model from their paths)."""
     return build_dataset(BuildArgs(gdxray=str(root), out=str(out), series=["C0010", "C0015"],
                                    per_image=12, mix="E050G050", gan=str(gan), real=30,
-                                   hard_negatives=20, hard_model=str(hard), seed=1,
-                                   workers=1, **kw), score_fn)
+                                   hard_negatives=20, hard_model=str(hard), hard_mode="dense",
+                                   hard_stride=16, seed=1, workers=1, **kw))
 
 
 def test_every_source_comes_from_train_images_only(gdxray_root, tmp_path, tiny_gan,

@@ -15,7 +15,8 @@ from conftest import REPO, assert_one_line_error, run_cli
 
 from xdefect import models as M
 from xdefect.checkpoint import load_model
-from xdefect.patches import BuildArgs, build_dataset
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,9 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from xdefect.errors import InputError
-from xdefect.models import PATCH, PatchCNN, normalise_float
+from xdefect.gdxray import casting_mask
+from xdefect.models import PatchCNN, normalise_float
+from xdefect.windows import PATCH
 
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
 
@@ -126,11 +128,6 @@ class ScoreMap:
     values: np.ndarray
     stride: int
     image_shape: tuple[int, int]
-
-    def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column (pixels) of each window's centre, as 1-D arrays."""
-        h, w = self.values.shape
-        return (np.arange(h) * self.stride + PATCH // 2, np.arange(w) * self.stride + PATCH // 2)
 
 
 @dataclass(frozen=True)
@@ -314,7 +311,7 @@ def score_map_dense(model: PatchCNN, image: np.ndarray, stride: int = 4, tile: i
 
 def score_map(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,
               batch: int = 1024, device: str | torch.device = "cpu") -> ScoreMap:
-    """Score map in the mode of ``params`` (``dense`` by default)."""
+    """Score map in the mode of ``params`` (default :class:`DetectParams`: ``patch``)."""
     p = params or DetectParams()
     if p.mode == "patch":
         return score_map_patch(model, image, p.stride, batch, device)
@@ -480,8 +477,6 @@ def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = Non
            mask: np.ndarray | None = None, batch: int = 1024,
            device: str | torch.device = "cpu") -> tuple[list[Detection], ScoreMap]:
     """Score map and regions of one image. ``mask`` defaults to the casting mask."""
-    from xdefect.gdxray import casting_mask
-
     p = params or DetectParams()
     smap = score_map(model, image, p, batch, device)
     if p.use_mask and mask is None:

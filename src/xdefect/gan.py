@@ -18,8 +18,6 @@ A GAN folder holds ``generator.safetensors`` + ``generator.json`` (the model car
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import os
 import time
 from collections.abc import Callable
@@ -31,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xdefect import __version__, gdxray
+from xdefect import __version__, gdxray, seeds
 from xdefect.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from xdefect.errors import InputError
-from xdefect.io import atomic_path, progress, read_json, write_image
+from xdefect.io import atomic_path, progress, read_json, to_uint, write_csv, write_image
+from xdefect.models import setup_device
 from xdefect.report import patch_grid
-from xdefect.windows import PATCH, real_positions, to_uint8
+from xdefect.windows import PATCH, real_positions
 
 GAN_FORMAT = "xdefect-gan/1"
 
@@ -91,7 +90,7 @@ def real_defect_patches(root: str | os.PathLike[str], series: list[str] | None =
     for smp in gdxray.iter_samples(root, series, split):
         if not len(smp.boxes):
             continue
-        img8 = to_uint8(smp.image)
+        img8 = to_uint(smp.image, 8)
         seen = set()
         for r, c, _ in real_positions(smp.boxes, smp.image.shape):
             if r % step or c % step or (r, c) in seen:
@@ -134,20 +133,93 @@ class GanConfig:
     include_tuning: bool = False
 
 
-def _state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
 
 
-def _optim_state(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    t, s = optimizer_tensors(opt)
-    return {f"{prefix}.{k}": v for k, v in t.items()}, s
+def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+@dataclass
+class _Gan:
+    """The two networks and their optimisers."""
+
+    G: Generator
+    D: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+    @staticmethod
+    def create(cfg: GanConfig, device: str) -> _Gan:
+        torch.manual_seed(cfg.seed)
+        G, D = Generator(cfg.nz, cfg.width).to(device), Discriminator(cfg.width).to(device)
+        G.apply(_init)
+        D.apply(_init)
+        return _Gan(G, D, torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+                    torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999)))
+
+    def restore(self, ck: Path) -> tuple[int, list[dict]]:
+        """Load a checkpoint; returns the iteration it reached and its log."""
+        card = read_json(ck.with_suffix(".json"))
+        t = load_tensors(ck)
+        self.G.load_state_dict(_unprefixed("G", t))
+        self.D.load_state_dict(_unprefixed("D", t))
+        restore_optimizer(self.opt_g, _unprefixed("oG", t), card["optim_G"])
+        restore_optimizer(self.opt_d, _unprefixed("oD", t), card["optim_D"])
+        return card["iteration"], card["log"]
+
+    def save(self, out: Path, card: dict) -> None:
+        """Write the generator with its card and the full checkpoint (to resume)."""
+        tG, sG = optimizer_tensors(self.opt_g)
+        tD, sD = optimizer_tensors(self.opt_d)
+        save_tensors(out / "generator.safetensors", dict(self.G.state_dict()), card)
+        save_tensors(out / "checkpoint.safetensors",
+                     {**_prefixed("G", self.G.state_dict()), **_prefixed("D", self.D.state_dict()),
+                      **_prefixed("oG", tG), **_prefixed("oD", tD)},
+                     {**card, "optim_G": sG, "optim_D": sD})
+
+    def step(self, x: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
+        """One discriminator and one generator update (the non-saturating loss); returns
+        both losses."""
+        bce = F.binary_cross_entropy_with_logits
+        fake = self.G(z)
+        ones = torch.ones(len(x), device=x.device)
+        zeros = torch.zeros(len(x), device=x.device)
+        self.opt_d.zero_grad(set_to_none=True)
+        lossD = bce(self.D(x), ones) + bce(self.D(fake.detach()), zeros)
+        lossD.backward()
+        self.opt_d.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        lossG = bce(self.D(fake), ones)
+        lossG.backward()
+        self.opt_g.step()
+        return float(lossD.detach()), float(lossG.detach())
+
+
+def _batch(cfg: GanConfig, data: torch.Tensor, it: int, device: str
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iteration ``it``'s real batch (random picks, random flips/rotations) and latents,
+    from the iteration's own seed (so a resumed run draws what the uninterrupted would)."""
+    g = torch.Generator().manual_seed(seeds.torch_seed(cfg.seed, seeds.GAN_BATCH, it))
+    idx = torch.randint(len(data), (cfg.batch,), generator=g)
+    x = dihedral(data[idx], torch.randint(8, (cfg.batch,), generator=g)).to(device)
+    z = torch.randn(cfg.batch, cfg.nz, generator=g).to(device)
+    torch.manual_seed(seeds.torch_seed(cfg.seed, seeds.GAN_TORCH, it))
+    return x, z
+
+
+def _sample_grid(G: Generator, fixed: torch.Tensor) -> np.ndarray:
+    G.eval()
+    with torch.no_grad():
+        grid = G(fixed).cpu().numpy()[:, 0]
+    G.train()
+    return patch_grid(to_uint((grid + 1) / 2, 8))
 
 
 def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> dict:
     """Train (or resume) a DCGAN on real defect patches; returns a summary."""
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = setup_device(cfg.device, cfg.threads)
     out = Path(cfg.out)
     ck = out / "checkpoint.safetensors"
     if cfg.iterations < 1 or cfg.batch < 1:
@@ -156,83 +228,34 @@ def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> d
         raise InputError(f"{out}: holds a GAN already (use --resume to continue it)")
     real = real_defect_patches(cfg.gdxray, cfg.series, include_tuning=cfg.include_tuning)
     data = torch.from_numpy(real.astype(np.float32) / 127.5 - 1.0)[:, None]
-    torch.manual_seed(cfg.seed)
-    G, D = Generator(cfg.nz, cfg.width).to(device), Discriminator(cfg.width).to(device)
-    G.apply(_init)
-    D.apply(_init)
-    oG = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    oD = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    start, rows = 0, []
-    if cfg.resume and ck.exists():
-        card = read_json(ck.with_suffix(".json"))
-        t = load_tensors(ck)
-        G.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("G.")})
-        D.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("D.")})
-        restore_optimizer(oG, {k[3:]: v for k, v in t.items() if k.startswith("oG.")},
-                     card["optim_G"])
-        restore_optimizer(oD, {k[3:]: v for k, v in t.items() if k.startswith("oD.")},
-                     card["optim_D"])
-        start, rows = card["iteration"], card["log"]
+    gan = _Gan.create(cfg, device)
+    start, rows = gan.restore(ck) if cfg.resume and ck.exists() else (0, [])
     out.mkdir(parents=True, exist_ok=True)
     fixed = torch.randn(64, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    bce = F.binary_cross_entropy_with_logits
+    card = {"format": GAN_FORMAT, "config": asdict(cfg), "real_patches": int(len(real)),
+            "xdefect_version": __version__,
+            "image_splits": ["train", "tuning"] if cfg.include_tuning else ["train"],
+            "series": gdxray.protocol_series(cfg.gdxray, cfg.series), "nz": cfg.nz,
+            "width": cfg.width}
     bar = progress(total=cfg.iterations, initial=start, desc="gan", unit="it")
-    t0, it0 = time.perf_counter(), start
+    t0 = time.perf_counter()
     for it in range(start, cfg.iterations):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        idx = torch.randint(len(data), (cfg.batch,), generator=g)
-        x = dihedral(data[idx], torch.randint(8, (cfg.batch,), generator=g)).to(device)
-        z = torch.randn(cfg.batch, cfg.nz, generator=g).to(device)
-        torch.manual_seed(cfg.seed * 7919 + it)
-        fake = G(z)
-        oD.zero_grad(set_to_none=True)
-        ones = torch.ones(cfg.batch, device=device)
-        zeros = torch.zeros(cfg.batch, device=device)
-        lossD = bce(D(x), ones) + bce(D(fake.detach()), zeros)
-        lossD.backward()
-        oD.step()
-        oG.zero_grad(set_to_none=True)
-        lossG = bce(D(fake), ones)
-        lossG.backward()
-        oG.step()
+        loss_d, loss_g = gan.step(*_batch(cfg, data, it, device))
         bar.update()
         n = it + 1
         if n % cfg.every == 0 or n == cfg.iterations:
-            rate = (n - it0) / (time.perf_counter() - t0)
-            row = {"iteration": n, "loss_d": round(float(lossD.detach()), 5),
-                   "loss_g": round(float(lossG.detach()), 5), "it_per_s": round(rate, 2)}
+            row = {"iteration": n, "loss_d": round(loss_d, 5), "loss_g": round(loss_g, 5),
+                   "it_per_s": round((n - start) / (time.perf_counter() - t0), 2)}
             rows.append(row)
-            G.eval()
-            with torch.no_grad():
-                grid = G(fixed.to(device)).cpu().numpy()[:, 0]
-            G.train()
             write_image(out / "samples" / f"iter_{n:06d}.png",
-                        patch_grid(((grid + 1) * 127.5).clip(0, 255).astype(np.uint8)))
-            card = {"format": GAN_FORMAT, "iteration": n, "config": asdict(cfg),
-                    "real_patches": int(len(real)), "xdefect_version": __version__,
-                    "image_splits": ["train", "tuning"] if cfg.include_tuning else ["train"],
-                    "series": gdxray.protocol_series(cfg.gdxray, cfg.series),
-                    "nz": cfg.nz, "width": cfg.width, "log": rows}
-            tG, sG = _optim_state("oG", oG)
-            tD, sD = _optim_state("oD", oD)
-            save_tensors(out / "generator.safetensors", dict(G.state_dict()), card)
-            save_tensors(ck, {**_state("G", G), **_state("D", D), **tG, **tD},
-                         {**card, "optim_G": sG, "optim_D": sD})
-            _write_log(out / "log.csv", rows)
+                        _sample_grid(gan.G, fixed.to(device)))
+            gan.save(out, {**card, "iteration": n, "log": rows})
+            write_csv(out / "log.csv", rows)
             if on_log:
                 on_log(row)
     bar.close()
     return {"out": str(out), "iterations": cfg.iterations, "real_patches": int(len(real)),
             "log": rows}
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
 
 
 def load_generator(folder: str | os.PathLike[str]) -> tuple[Generator, dict]:
@@ -261,7 +284,7 @@ def sample(G: Generator, n: int, rng: np.random.Generator, batch: int = 512) -> 
         k = min(batch, n - s)
         z = torch.from_numpy(rng.standard_normal((k, G.nz)).astype(np.float32))
         x = G(z).numpy()[:, 0]
-        out[s:s + k] = np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8)
+        out[s:s + k] = to_uint((x + 1) / 2, 8)
     return out
 
 
@@ -270,3 +293,21 @@ def patch_source(folder: str | os.PathLike[str]) -> Callable[[int, np.random.Gen
     """A callable ``(n, rng) -> uint8 (n, 32, 32)`` of GAN defect patches (dataset mixes)."""
     G, _ = load_generator(folder)
     return lambda n, rng: sample(G, n, rng)
+
+
+def save_samples(model: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
+                 seed: int = 0) -> tuple[Path, Path]:
+    """Generate ``n`` patches with the GAN at ``model`` and write ``OUT.npy`` (uint8 ``(n,
+    32, 32)``) and ``OUT.png`` (a grid of up to 64, the paper's Fig. 8); ``out`` may carry
+    either suffix. Returns both paths."""
+    if n < 1:
+        raise InputError(f"--n {n}: must be at least 1")
+    G, _ = load_generator(model)
+    x = sample(G, n, np.random.default_rng(seed))
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix in (".npy", ".png") else base
+    npy, png = base.with_suffix(".npy"), base.with_suffix(".png")
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, x)
+    write_image(png, patch_grid(x[:64], cols=8))
+    return npy, png

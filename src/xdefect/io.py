@@ -7,14 +7,16 @@ complete, so an interrupted run never leaves a half-written file under the final
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,25 @@ def read_image(path: str | os.PathLike[str]) -> Radiograph:
     scale = 255.0 if depth == 8 else 65535.0
     return Radiograph(pixels=(arr.astype(np.float32) / np.float32(scale)), bit_depth=depth,
                       path=p)
+
+
+def as_image(image: np.ndarray | str | os.PathLike[str]) -> np.ndarray:
+    """A grey image as float32 ``(height, width)`` in [0, 1], xdefect's working form:
+    uint8 ``g`` -> ``g / 255``, uint16 ``g`` -> ``g / 65535``, float kept (must lie in
+    [0, 1], no NaN), a path read with :func:`read_image`. :class:`InputError` otherwise."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image).pixels
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise InputError(f"expected a 2-D grey image, got an array of shape {a.shape}")
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        return a.astype(np.float32) / np.float32(255.0 if a.dtype == np.uint8 else 65535.0)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(f"image of dtype {a.dtype}: expected uint8, uint16 or float in [0, 1]")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise InputError("float image: grey values must be finite and in [0, 1]")
+    return a
 
 
 def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
@@ -196,6 +217,19 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(text + "\n")
 
 
+def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]],
+              columns: Sequence[str] | None = None) -> None:
+    """Write ``rows`` (dicts) as CSV with a header atomically; ``columns``: the header and
+    the keys written (default: the first row's keys)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns or (rows[0] if rows else [])),
+                       extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file; :class:`InputError` naming the file if missing or malformed."""
     p = Path(path)
@@ -239,11 +273,12 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(first + argv[1:])
 
 
-def progress(**kwargs: Any) -> tqdm:
+def progress(*, hidden: bool = False, **kwargs: Any) -> tqdm:
     """A tqdm progress bar on stderr: shown on a terminal, hidden otherwise unless
-    ``XDEFECT_PROGRESS=1`` (logs of background jobs); ``XDEFECT_PROGRESS=0`` hides it."""
+    ``XDEFECT_PROGRESS=1`` (logs of background jobs); ``XDEFECT_PROGRESS=0`` or ``hidden``
+    hides it."""
     env = os.environ.get("XDEFECT_PROGRESS")
-    disable = None if env is None else env == "0"
+    disable = True if hidden else (None if env is None else env == "0")
     return tqdm(leave=False, disable=disable, **kwargs)
 
 

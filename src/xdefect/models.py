@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-PATCH = 32
+from xdefect.errors import InputError
+from xdefect.windows import PATCH
 
 # Input normalisation, defined once: float = (uint8 / 255 - MEAN) / STD.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "std": 0.25}
@@ -200,3 +201,23 @@ def registry_table() -> list[dict]:
                     "params": a.params(), "trainable_params": a.trainable_params(),
                     "macs_per_patch": a.macs_per_patch(), "description": a.description})
     return out
+
+
+def setup_device(device: str | None = None, threads: int | None = None) -> str:
+    """Resolve a device name for torch and apply the CPU thread count.
+
+    ``device``: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``/``None`` for CUDA
+    when present, else the CPU; asking for CUDA where there is none is an
+    :class:`InputError`. ``threads``: torch's intra-op CPU threads (``None``: torch's
+    default)."""
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device {device}: expected cpu, cuda or auto")
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads {threads}: must be at least 1")
+        torch.set_num_threads(threads)
+    return device

@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xdefect import gdxray
+from xdefect.checkpoint import lineage_summary, read_card
+from xdefect.detect import detect, detection_arrays, detection_doc, regions
 from xdefect.errors import InputError
-from xdefect.evaluate import ImageResult, seen_mask, summarise
+from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
+from xdefect.io import command_line, progress, read_detections
+
+if TYPE_CHECKING:
+    from xdefect.detector import Detector
 
 #: how "seen" test boxes are defined (recorded in metrics.json)
 UNSEEN_RULE = ("test boxes that no box of an odd-numbered (train or tuning) image of the "
@@ -56,7 +62,8 @@ class Selection:
     unscored: list[str]
 
 
-def select(root: str | os.PathLike[str], series: list[str] | None, split: str) -> Selection:
+def select(root: str | os.PathLike[str], series: list[str] | None = None, split: str = "test"
+           ) -> Selection:
     """The annotated images of ``series`` (default: the paper's seven) in ``split``."""
     r = Path(root)
     chosen = gdxray.protocol_series(r, series)
@@ -91,8 +98,6 @@ def provenance(card: dict[str, Any] | None, split: str,
     evaluated split of the evaluated series (``None``: unknown, incomplete lineage)."""
     if card is None:
         return {"known": False}
-    from xdefect.checkpoint import lineage_summary
-
     s = lineage_summary(card)
     wanted = set(gdxray.SPLIT_PARTS[gdxray.canonical_split(split)])
     trained = s["image_splits"]
@@ -129,17 +134,13 @@ SWEEP_THETAS = (-0.9, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98,
 
 def model_results(sel: Selection, model: Any, params: Any, model_name: str,
                   on_image: Callable[[gdxray.ImageRecord, dict], None] | None = None,
-                  sweep: dict[float, list[ImageResult]] | None = None
-                  ) -> Iterator[ImageResult]:
+                  sweep: dict[float, list[ImageResult]] | None = None, batch: int = 1024,
+                  device: str = "cpu") -> Iterator[ImageResult]:
     """Run ``model`` with detection ``params`` over the selection, yielding each image's
     result; ``on_image(record, detection_doc)`` sees each detection document. With
     ``sweep`` (a dict whose keys are thetas, e.g. ``dict.fromkeys(SWEEP_THETAS)``), the
     regions of the same score map are also found at every theta and each key gets the
     list of results at that threshold (for :func:`xdefect.evaluate.theta_sweep`)."""
-    from dataclasses import replace
-
-    from xdefect.detect import detect, detection_arrays, detection_doc, regions
-
     unseen = wants_unseen(sel.split)
     if sweep is not None:
         for t in sweep:
@@ -147,7 +148,7 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
     for r in sel.records:
         smp = gdxray.load_sample(r, sel.ground_truth[r.series])
         mask = gdxray.casting_mask(smp.image) if params.use_mask else None
-        dets, smap = detect(model, smp.image, params, mask=mask)
+        dets, smap = detect(model, smp.image, params, mask=mask, batch=batch, device=device)
         if on_image is not None:
             on_image(r, detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
         if sweep is not None:
@@ -168,3 +169,80 @@ def metrics(sel: Selection, results: list[ImageResult], iou: float = 0.5,
     if "unseen" in m:
         m["unseen"]["rule"] = UNSEEN_RULE
     return m
+
+
+@dataclass
+class Evaluation:
+    """An evaluation's outcome: the images covered, one result per image, the figures
+    (``metrics``: what ``metrics.json`` holds), the detection documents by file stem
+    (empty when saved detections were scored), and the theta sweep's runs if asked for."""
+
+    selection: Selection
+    results: list[ImageResult]
+    metrics: dict[str, Any]
+    documents: dict[str, dict] = field(default_factory=dict)
+    sweep: dict[float, list[ImageResult]] | None = None
+
+    @property
+    def ap(self) -> float:
+        """The headline all-point AP (NaN without ground truth)."""
+        v = self.metrics["ap"]
+        return float("nan") if v is None else float(v)
+
+
+def _check_iou(iou: float) -> None:
+    if not 0 < iou <= 1:
+        raise InputError(f"--iou {iou}: must be in (0, 1]")
+
+
+def evaluate_folder(detector: Detector, root: str | os.PathLike[str] | None = None,
+                    split: str = "test", series: list[str] | None = None, iou: float = 0.5,
+                    matching: str = "coco", sweep: bool = False) -> Evaluation:
+    """Run ``detector`` over the annotated images of ``split`` (default: the test images)
+    of ``series`` (default: the paper's seven) under a GDXray ``root`` (default:
+    ``gdxray.default_root()``) and score its detections at ``iou``. With ``sweep``, also
+    the paper's theta-swept curve (``metrics["theta_sweep"]``)."""
+    _check_iou(iou)
+    sel = select(gdxray.default_root() if root is None else root, series, split)
+    docs: dict[str, dict] = {}
+    bar = progress(total=len(sel.records), desc="evaluate", unit="image")
+
+    def keep(rec: gdxray.ImageRecord, doc: dict) -> None:
+        docs[rec.stem] = doc
+        bar.update()
+
+    runs = dict.fromkeys(SWEEP_THETAS) if sweep else None
+    results = list(model_results(sel, detector.model, detector.params, detector.name, keep,
+                                 runs, detector.batch, detector.device))
+    bar.close()
+    m = metrics(sel, results, iou, matching, detector.card)
+    if runs is not None:
+        m["theta_sweep"] = theta_sweep(runs, iou, matching)
+    m.update({"model": detector.name, "params": detector.params.to_dict(),
+              "images_without_detection_file": 0, "command": command_line()})
+    return Evaluation(sel, results, m, docs, runs)
+
+
+def evaluate_detections(folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
+                        split: str = "test", series: list[str] | None = None, iou: float = 0.5,
+                        matching: str = "coco") -> Evaluation:
+    """Score saved detection documents (``xdefect detect`` output, matched to images by
+    file stem; an image without one counts as no detections) like
+    :func:`evaluate_folder`. The model's provenance comes from the card of the model the
+    documents name, when it is still on disk."""
+    _check_iou(iou)
+    sel = select(gdxray.default_root() if root is None else root, series, split)
+    docs = read_detections(folder)
+    results, missing = detection_results(sel, docs)
+    first = next(iter(docs.values()), {})
+    model_name, params_doc = first.get("model"), first.get("params", {})
+    card = None
+    if model_name:
+        try:
+            card = read_card(model_name)
+        except InputError:
+            card = None  # the model that made them is not here: provenance unknown
+    m = metrics(sel, results, iou, matching, card)
+    m.update({"model": model_name, "params": params_doc,
+              "images_without_detection_file": missing, "command": command_line()})
+    return Evaluation(sel, results, m)

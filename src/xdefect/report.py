@@ -1,4 +1,4 @@
-"""Pictures: overlays of detections and ground truth, mask outlines, patch grids.
+"""Pictures: overlays of detections and ground truth, mask outlines, patch grids, PR curves.
 
 All functions return ``(H, W, 3)`` uint8 RGB arrays; writing them is left to
 :mod:`xdefect.io`. Colours follow the paper's figures: detections green, ground truth red,
@@ -10,6 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from xdefect.dataset import SOURCES, Dataset
+from xdefect.evaluate import pr_curve
+from xdefect.io import to_uint
+
 GREEN = (0, 220, 0)
 RED = (255, 0, 0)
 BLUE = (40, 120, 255)
@@ -19,7 +23,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     """Grey float [0, 1] (or uint8) ``(H, W)`` image -> ``(H, W, 3)`` uint8."""
     a = np.asarray(image)
     if a.dtype != np.uint8:
-        a = np.clip(np.rint(a.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+        a = to_uint(a, 8)
     return np.repeat(a[:, :, None], 3, axis=2)
 
 
@@ -80,7 +84,7 @@ def patch_grid(patches: np.ndarray, cols: int = 8, pad: int = 2, scale: int = 2,
     """
     p = np.asarray(patches)
     if p.dtype != np.uint8:
-        p = np.clip(np.rint(p.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+        p = to_uint(p, 8)
     n = max(len(p), 1)
     rows = (n + cols - 1) // cols
     h, w = (p.shape[1] * scale, p.shape[2] * scale) if len(p) else (32 * scale, 32 * scale)
@@ -105,8 +109,6 @@ def pr_curve_figure(results: list, iou: float = 0.5, sweep: dict | None = None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from xdefect.evaluate import pr_curve
 
     fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=100)
     for s in sorted({r.series for r in results}):
@@ -134,3 +136,24 @@ def pr_curve_figure(results: list, iou: float = 0.5, sweep: dict | None = None
     rgb = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
     plt.close(fig)
     return rgb
+
+
+def dataset_grid(ds: Dataset, per_row: int = 16, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """A picture of a patch dataset: one row of ``per_row`` random patches (seeded) for
+    each label and source present, 'defect' rows after 'no-defect' ones; returns the RGB
+    image and the rows' names (``label/source``)."""
+    rng = np.random.default_rng(seed)
+    rows, names = [], []
+    for lab in (0, 1):
+        for src in SOURCES:
+            idx = np.flatnonzero((ds.labels == lab) & (ds.source == src))
+            if idx.size:
+                pick = np.sort(rng.choice(idx, min(per_row, idx.size), replace=False))
+                rows.append(patch_grid(ds.patches[pick], cols=per_row))
+                names.append(f"{'defect' if lab else 'no-defect'}/{src}")
+    if not rows:
+        return patch_grid(np.zeros((0, 32, 32), np.uint8), cols=per_row), names
+    width = max(r.shape[1] for r in rows)
+    pad = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+           for r in rows]
+    return np.concatenate(pad, axis=0), names

@@ -41,6 +41,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from xdefect.gdxray import casting_mask
+from xdefect.io import as_image
+
 # Defaults, documented in docs/simulation.md with the measurements behind them.
 DEFAULT_MM_PER_PX = 0.3
 DEFAULT_AXES_MM = (1.0, 6.0)
@@ -319,6 +322,30 @@ def add_random_defects(image: np.ndarray, n: int, rng: np.random.Generator,
             placed.append((ell, res.box))
             break
     return out, placed
+
+
+def simulate_defects(image: np.ndarray, n: int = 1, seed: int = 0,
+                     mask: np.ndarray | None = None, config: SamplerConfig | None = None
+                     ) -> tuple[np.ndarray, list[tuple[Ellipsoid, tuple[int, int, int, int]]]]:
+    """Add ``n`` non-overlapping ellipsoidal defects (Eq. 3) to a copy of a grey image.
+
+    ``image``: float ``(H, W)`` in [0, 1] (or uint8/uint16, scaled to [0, 1] first);
+    ``mask``: where defect centres may fall (default: the casting mask); ``config``: the
+    sampler's ranges (default :class:`SamplerConfig`). Returns the float image and one
+    ``(ellipsoid, box)`` per defect placed (boxes ``(x1, y1, x2, y2)``, 0-based,
+    half-open); :func:`defect_records` turns them into JSON. Seeded: the same arguments
+    give the same defects."""
+    img = as_image(image)
+    m = casting_mask(img) if mask is None else mask
+    return add_random_defects(img, n, np.random.default_rng(seed), mask=m, config=config)
+
+
+def defect_records(placed: list[tuple[Ellipsoid, tuple[int, int, int, int]]]) -> list[dict]:
+    """JSON-ready records of placed defects: ``box`` ``[x1, y1, x2, y2]``, ``axes_mm``,
+    ``angles_deg``, ``center`` (row, col; pixels) and ``mu``."""
+    return [{"box": [int(v) for v in b], "axes_mm": list(e.axes_mm),
+             "angles_deg": e.angles_deg, "center": list(e.center), "mu": e.mu}
+            for e, b in placed]
 
 
 def defect_patches(image: np.ndarray, mask: np.ndarray, config: SamplerConfig,

@@ -21,22 +21,23 @@ DistributedDataParallel (gloo on CPU, nccl on CUDA); each rank takes every
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xdefect import __version__
+from xdefect import __version__, seeds
 from xdefect.checkpoint import (
     CHECKPOINT_FORMAT,
+    card_lineage,
+    init_record,
+    load_model,
     load_tensors,
     model_state,
     optimizer_tensors,
@@ -45,10 +46,18 @@ from xdefect.checkpoint import (
     save_model,
     save_tensors,
 )
+from xdefect.dataset import Dataset, open_dataset
 from xdefect.errors import InputError
-from xdefect.io import atomic_path, command_line, progress, sha256_file
-from xdefect.models import NORMALISATION, create_model, get_arch, normalise
-from xdefect.patches import Dataset, open_dataset
+from xdefect.io import command_line, progress, sha256_file, write_csv
+from xdefect.models import (
+    NORMALISATION,
+    ArchConfig,
+    PatchCNN,
+    create_model,
+    get_arch,
+    normalise,
+    setup_device,
+)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_precision",
                   "val_recall", "lr", "seconds", "patches_per_s")
@@ -177,14 +186,153 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise InputError(f"--optimizer {name!r}: expected adam or rmsprop")
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in METRIC_COLUMNS})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+@dataclass
+class _Progress:
+    """Where a run stands: the next epoch, early-stopping state, the metrics so far."""
+
+    start_epoch: int = 1
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    rows: list[dict] = field(default_factory=list)
+
+    def record(self, epoch: int, row: dict) -> bool:
+        """Add an epoch's metrics; returns whether its validation loss is the best yet."""
+        self.rows.append(row)
+        improved = not (row["val_loss"] >= self.best_loss)  # NaN (no val split): improved
+        if improved:
+            self.best_loss, self.best_epoch, self.bad_epochs = row["val_loss"], epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    def to_dict(self, epoch: int) -> dict:
+        return {"epoch": epoch, "best_val_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "metrics": self.rows}
+
+
+def _check_config(cfg: TrainConfig) -> ArchConfig:
+    try:
+        arch = get_arch(cfg.arch)
+    except KeyError as exc:
+        raise InputError(f"--arch: {exc.args[0]}") from None
+    if cfg.epochs < 1 or cfg.batch < 1 or not cfg.lr > 0 or not math.isfinite(cfg.lr):
+        raise InputError("--epochs and --batch must be at least 1 and --lr positive")
+    return arch
+
+
+def _indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The patch positions trained on and validated on (a fixed seeded subset of the
+    ``val`` split with ``val_samples``)."""
+    train_idx, val_idx = ds.indices("train"), ds.indices("val")
+    if len(train_idx) == 0:
+        raise InputError(f"{cfg.data}: the dataset has no 'train' split")
+    if cfg.val_samples and len(val_idx) > cfg.val_samples:
+        vrng = seeds.stream(cfg.seed, seeds.VAL_SUBSET)
+        val_idx = np.sort(vrng.choice(val_idx, cfg.val_samples, replace=False))
+    return train_idx, val_idx
+
+
+def _initial_model(cfg: TrainConfig, arch: ArchConfig, stage: dict, device: str,
+                   resuming: bool) -> tuple[PatchCNN, list[dict]]:
+    """A fresh model (seeded), or the ``init`` model's weights; returns it and the
+    lineage so far (the init model's stages, then this run's ``stage``)."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(arch).to(device)
+    if not cfg.init or resuming:
+        return model, [stage]
+    init_model, init_card = load_model(cfg.init)
+    if init_card["arch"] != arch.to_dict():
+        raise InputError(f"--init {cfg.init}: architecture {init_card['arch']['name']} "
+                         f"does not match --arch {cfg.arch}")
+    model.load_state_dict(init_model.state_dict())
+    stage["init"] = init_record(cfg.init, init_card)
+    return model, card_lineage(init_card) + [stage]
+
+
+def _resume(last: Path, model: PatchCNN, opt: torch.optim.Optimizer, manifest_sha: str,
+            cfg: TrainConfig) -> tuple[_Progress, list[dict] | None]:
+    """Restore the model, the optimiser and the progress of ``last``; returns the
+    progress and the lineage recorded there."""
+    card = read_card(last, (CHECKPOINT_FORMAT,))
+    if card.get("data_manifest_sha256") != manifest_sha:
+        raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
+    tensors = load_tensors(last)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                           if k.startswith("model.")})
+    restore_optimizer(opt, tensors, card["optimizer"])
+    st = card["training_state"]
+    prog = _Progress(st["epoch"] + 1, st["best_val_loss"], st["best_epoch"], st["bad_epochs"],
+                     st["metrics"])
+    return prog, card.get("lineage")
+
+
+def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Dataset,
+                 train_idx: np.ndarray, cfg: TrainConfig, epoch: int, device: str,
+                 dist: _Dist) -> tuple[float, float, int]:
+    """One epoch of optimiser steps in the epoch's seeded order; returns the mean loss,
+    the accuracy and the number of patches this rank saw."""
+    rng = seeds.epoch_order(cfg.seed, epoch)
+    order = rng.permutation(train_idx)
+    if cfg.samples_per_epoch and cfg.samples_per_epoch < len(order):
+        order = order[: cfg.samples_per_epoch]
+    torch.manual_seed(seeds.torch_seed(cfg.seed, seeds.TRAIN_DROPOUT, epoch, dist.rank))
+    mine = order[dist.rank::dist.world]
+    nb = len(mine) // cfg.batch if len(mine) >= cfg.batch else 1
+    if dist.world > 1:  # every rank must take the same number of steps
+        nb = len(order) // dist.world // cfg.batch or 1
+    net.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = progress(total=nb, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   hidden=not dist.main)
+    for bi in range(nb):
+        b = np.sort(mine[bi * cfg.batch:(bi + 1) * cfg.batch])
+        x = normalise(ds.patches[b]).to(device, non_blocking=True)
+        y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
+        opt.zero_grad(set_to_none=True)
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(b)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(b)
+        bar.update()
+        if bi % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+    bar.close()
+    return loss_sum / max(seen, 1), correct / max(seen, 1), seen
+
+
+def _epoch_row(epoch: int, cfg: TrainConfig, train_loss: float, train_acc: float,
+               val_loss: float, sc: dict, seconds: float, rate: float) -> dict:
+    return {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
+            "val_loss": round(val_loss, 6), "val_acc": round(sc["accuracy"], 6),
+            "val_precision": round(sc["precision"], 6), "val_recall": round(sc["recall"], 6),
+            "lr": cfg.lr, "seconds": round(seconds, 2), "patches_per_s": round(rate, 1)}
+
+
+def _save_epoch(out: Path, model: PatchCNN, opt: torch.optim.Optimizer, card: dict,
+                prog: _Progress, epoch: int, improved: bool) -> None:
+    """Write ``best`` (when improved), ``metrics.csv`` and ``last`` (to resume)."""
+    if improved:
+        save_model(out / "best.safetensors", model, card)
+    opt_t, opt_s = optimizer_tensors(opt)
+    tensors = {**{f"model.{k}": v for k, v in model_state(model).items()}, **opt_t}
+    last_card = {"format": CHECKPOINT_FORMAT, "arch": model.arch.to_dict(),
+                 "normalisation": NORMALISATION, **card, "optimizer": opt_s,
+                 "training_state": prog.to_dict(epoch)}
+    write_csv(out / "metrics.csv", prog.rows, METRIC_COLUMNS)
+    save_tensors(out / "last.safetensors", tensors, last_card)
+
+
+def _wrap(model: PatchCNN, dist: _Dist, device: str) -> torch.nn.Module:
+    if dist.world <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.local_rank] if device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict:
@@ -192,150 +340,56 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
 
     ``on_epoch`` is called on rank 0 with each epoch's metrics row once its files are
     written (the CLI prints it as a JSON line)."""
-    try:
-        arch = get_arch(cfg.arch)
-    except KeyError as exc:
-        raise InputError(f"--arch: {exc.args[0]}") from None
-    if cfg.epochs < 1 or cfg.batch < 1 or cfg.lr <= 0:
-        raise InputError("--epochs and --batch must be at least 1 and --lr positive")
+    arch = _check_config(cfg)
     ds = open_dataset(cfg.data)
-    train_idx, val_idx = ds.indices("train"), ds.indices("val")
-    if len(train_idx) == 0:
-        raise InputError(f"{cfg.data}: the dataset has no 'train' split")
-    if cfg.val_samples and len(val_idx) > cfg.val_samples:
-        vrng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 99]))
-        val_idx = np.sort(vrng.choice(val_idx, cfg.val_samples, replace=False))
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    train_idx, val_idx = _indices(ds, cfg)
+    device = setup_device(cfg.device, cfg.threads)
     dist = _dist_init(device)
     if device.startswith("cuda") and dist.world > 1:
         device = f"cuda:{dist.local_rank}"
     out = Path(cfg.out)
     last = out / "last.safetensors"
+    resuming = cfg.resume and last.exists()
     if dist.main:
+        if last.exists() and not resuming:
+            raise InputError(f"{out}: holds a run already (use --resume to continue it, or "
+                             "another --out)")
         out.mkdir(parents=True, exist_ok=True)
-
     manifest_sha = sha256_file(ds.folder / "manifest.json")
     stage = {"run": str(out), "command": cfg.command if cfg.command is not None
              else command_line(), **data_stage(ds, manifest_sha),
              "init": None, "train_config": asdict(cfg)}
-    lineage: list[dict] = [stage]
-    torch.manual_seed(cfg.seed)
-    model = create_model(arch).to(device)
-    if cfg.init and not (cfg.resume and last.exists()):
-        from xdefect.checkpoint import card_lineage, init_record, load_model
-
-        init_model, init_card = load_model(cfg.init)
-        if init_card["arch"] != arch.to_dict():
-            raise InputError(f"--init {cfg.init}: architecture {init_card['arch']['name']} "
-                             f"does not match --arch {cfg.arch}")
-        model.load_state_dict(init_model.state_dict())
-        stage["init"] = init_record(cfg.init, init_card)
-        lineage = card_lineage(init_card) + [stage]
+    model, lineage = _initial_model(cfg, arch, stage, device, resuming)
     opt = _optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    rows: list[dict] = []
-    start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
-    if cfg.resume and last.exists():
-        card = read_card(last, (CHECKPOINT_FORMAT,))
-        tensors = load_tensors(last)
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
-                               if k.startswith("model.")})
-        restore_optimizer(opt, tensors, card["optimizer"])
-        st = card["training_state"]
-        if card.get("data_manifest_sha256") != manifest_sha:
-            raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
-        start_epoch, best_loss = st["epoch"] + 1, st["best_val_loss"]
-        best_epoch, bad_epochs = st["best_epoch"], st["bad_epochs"]
-        rows = st["metrics"]
-        lineage = card.get("lineage") or lineage
-    elif dist.main and last.exists():
-        raise InputError(f"{out}: holds a run already (use --resume to continue it, or "
-                         "another --out)")
-    net: torch.nn.Module = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [dist.local_rank] if device.startswith("cuda") else None
-        net = DistributedDataParallel(model, device_ids=ids)
-
+    prog = _Progress()
+    if resuming:
+        prog, recorded = _resume(last, model, opt, manifest_sha, cfg)
+        lineage = recorded or lineage
+    net = _wrap(model, dist, device)
     base_card = {
         "data": str(ds.folder), "data_manifest_sha256": manifest_sha,
         "data_counts": ds.manifest.get("counts"), "data_protocol": ds.manifest.get("protocol"),
-        "data_mix": ds.manifest.get("mix"), "seed": cfg.seed,
-        "xdefect_version": __version__, "train_config": asdict(cfg),
-        "threads": torch.get_num_threads(), "device": str(device), "world_size": dist.world,
-        "command": lineage[-1]["command"], "lineage": lineage,
-    }
+        "data_mix": ds.manifest.get("mix"), "seed": cfg.seed, "xdefect_version": __version__,
+        "train_config": asdict(cfg), "threads": torch.get_num_threads(), "device": str(device),
+        "world_size": dist.world, "command": lineage[-1]["command"], "lineage": lineage}
     stopped = "epochs"
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if bad_epochs >= cfg.patience:
+    for epoch in range(prog.start_epoch, cfg.epochs + 1):
+        if prog.bad_epochs >= cfg.patience:
             stopped = "early"
             break
         t0 = time.perf_counter()
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch]))
-        order = rng.permutation(train_idx)
-        if cfg.samples_per_epoch and cfg.samples_per_epoch < len(order):
-            order = order[: cfg.samples_per_epoch]
-        torch.manual_seed(cfg.seed * 100003 + epoch * 1009 + dist.rank)
-        mine = order[dist.rank::dist.world]
-        nb = len(mine) // cfg.batch if len(mine) >= cfg.batch else 1
-        if dist.world > 1:  # every rank must take the same number of steps
-            nb = len(order) // dist.world // cfg.batch or 1
-        net.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = progress(total=nb, desc=f"epoch {epoch}/{cfg.epochs}",
-                       unit="batch") if dist.main else None
-        for bi in range(nb):
-            b = np.sort(mine[bi * cfg.batch:(bi + 1) * cfg.batch])
-            x = normalise(ds.patches[b]).to(device, non_blocking=True)
-            y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
-            opt.zero_grad(set_to_none=True)
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(b)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(b)
-            if bar is not None:
-                bar.update()
-                if bi % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        if bar is not None:
-            bar.close()
+        tl, ta, seen = _train_epoch(net, opt, ds, train_idx, cfg, epoch, device, dist)
         train_time = time.perf_counter() - t0
         val_loss, cm = _evaluate(net, ds, val_idx, cfg, device, dist) if len(val_idx) else (
             float("nan"), np.zeros((2, 2), np.int64))
         sc = scores_from_confusion(cm)
-        row = {"epoch": epoch, "train_loss": round(loss_sum / max(seen, 1), 6),
-               "train_acc": round(correct / max(seen, 1), 6), "val_loss": round(val_loss, 6),
-               "val_acc": round(sc["accuracy"], 6), "val_precision": round(sc["precision"], 6),
-               "val_recall": round(sc["recall"], 6), "lr": cfg.lr,
-               "seconds": round(time.perf_counter() - t0, 2),
-               "patches_per_s": round(seen * dist.world / train_time, 1)}
-        rows.append(row)
-        improved = not (val_loss >= best_loss)  # NaN (no val split) counts as improved
-        if improved:
-            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
-        else:
-            bad_epochs += 1
+        row = _epoch_row(epoch, cfg, tl, ta, val_loss, sc, time.perf_counter() - t0,
+                         seen * dist.world / train_time)
+        improved = prog.record(epoch, row)
         if dist.main:
             card = {**base_card, "epoch": epoch, "metrics": row,
                     "val_confusion": sc["confusion"]}
-            if improved:
-                save_model(out / "best.safetensors", model, card)
-            opt_t, opt_s = optimizer_tensors(opt)
-            tensors = {**{f"model.{k}": v for k, v in model_state(model).items()}, **opt_t}
-            last_card = {"format": CHECKPOINT_FORMAT, "arch": model.arch.to_dict(),
-                         "normalisation": NORMALISATION, **card, "optimizer": opt_s,
-                         "training_state": {"epoch": epoch, "best_val_loss": best_loss,
-                                            "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                                            "metrics": rows}}
-            _write_metrics(out / "metrics.csv", rows)
-            save_tensors(last, tensors, last_card)
+            _save_epoch(out, model, opt, card, prog, epoch, improved)
             if on_epoch is not None:
                 on_epoch(row)
     if dist.world > 1:
@@ -343,14 +397,12 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
 
         tdist.barrier()
         tdist.destroy_process_group()
-    return {"out": str(out), "best_epoch": best_epoch, "best_val_loss": best_loss,
-            "epochs_run": len(rows), "stopped": stopped, "metrics": rows}
+    return {"out": str(out), "best_epoch": prog.best_epoch, "best_val_loss": prog.best_loss,
+            "epochs_run": len(prog.rows), "stopped": stopped, "metrics": prog.rows}
 
 
 def test_model(model_path: str, data: str, split: str = "test", batch: int = 1024) -> dict:
     """Accuracy, precision, recall and confusion matrix of a model on a dataset split."""
-    from xdefect.checkpoint import load_model
-
     model, card = load_model(model_path)
     ds = open_dataset(data)
     idx = ds.indices(split)

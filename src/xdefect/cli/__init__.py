@@ -1,0 +1,61 @@
+"""The ``xdefect`` command line: a thin shell over the library.
+
+One module per command group, each registering its parsers beside their handlers; a
+handler parses nothing itself, calls one library function (:mod:`xdefect.pipelines`,
+:mod:`xdefect.protocol`, :mod:`xdefect.train`...) and prints its result.
+
+Every command reports bad input (a missing path, an unreadable image, malformed ground
+truth...) as one line on stderr, ``xdefect: error: FILE: problem``, and exits with
+status 2, without a traceback and without leaving half-written outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from xdefect import __version__
+from xdefect.cli import dataset, demo, detect, evaluate, gan, gdxray, models, simulate, train
+from xdefect.cli.common import PROG, Formatter, Parser
+from xdefect.errors import InputError
+
+__all__ = ["build_parser", "main"]
+
+#: command groups in the order ``xdefect --help`` lists them
+GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
+    p = Parser(prog=PROG, formatter_class=Formatter, description=(
+        "xdefect: automated X-ray inspection of castings.\n\n"
+        "Simulate realistic defects, train a patch CNN (Xnet-II) on them, scan whole\n"
+        "radiographs and measure how well real defects are found (GDXray Castings).\n\n"
+        "Boxes everywhere are (x1, y1, x2, y2) pixels, 0-based, half-open."))
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for g in GROUPS:
+        g.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for bad input, 130 when interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

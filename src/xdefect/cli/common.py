@@ -1,0 +1,131 @@
+"""What every command group of the command line shares: the parser classes, the GDXray
+root option, the detection options, and filling a config dataclass from its options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from xdefect.gdxray import ENV_VAR, default_root
+
+PROG = "xdefect"
+MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
+              "xnet2-xdefect")
+
+#: a command's handler: takes the parsed arguments, prints, returns the exit status
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the descriptions' line breaks and shows every option's default."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line (``xdefect CMD: error: ...``) with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def command(sub: Any, name: str, handler: Handler, help: str, description: str | None = None
+            ) -> argparse.ArgumentParser:
+    """Add command ``name`` (handled by ``handler``) to a subparsers object."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=Formatter)
+    p.set_defaults(func=handler)
+    return p
+
+
+def group(sub: Any, name: str, help: str, description: str | None = None) -> Any:
+    """Add a command group ``name``; returns its subparsers. The group alone prints its
+    help on stderr and exits with status 2."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=Formatter)
+
+    def show_help(args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return 2
+
+    p.set_defaults(func=show_help)
+    return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", parser_class=Parser)
+
+
+def add_root(p: argparse.ArgumentParser, flag: str = "--root") -> None:
+    p.add_argument(flag, type=Path, default=None,
+                   help=f"GDXray root, the folder that holds Castings/ "
+                        f"(default: ${ENV_VAR}, else ../shared/data/gdxray)")
+
+
+def root(value: Path | None) -> Path:
+    """The GDXray root of a ``--root``/``--gdxray`` option (default when not given)."""
+    return value if value is not None else default_root()
+
+
+def fmt_ap(v: float | None) -> str:
+    """An AP for printing: 4 decimals, ``-`` for none (no ground truth)."""
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
+def options(args: argparse.Namespace, cls: type, **overrides: Any) -> dict[str, Any]:
+    """The keyword arguments of dataclass ``cls`` that ``args`` holds under the same
+    names (paths as strings, lists of pairs as tuples where the field's default is one),
+    with ``overrides`` applied."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in overrides or not hasattr(args, f.name):
+            continue
+        v = getattr(args, f.name)
+        if isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, list) and isinstance(f.default, tuple):
+            v = tuple(v)
+        out[f.name] = v
+    return out | overrides
+
+
+def add_detect_options(q: argparse.ArgumentParser) -> None:
+    """The :class:`~xdefect.detect.DetectParams` options (unset: the model card's)."""
+    g = q.add_argument_group("detection settings (default: the model card's)")
+    g.add_argument("--mode", choices=("dense", "patch"), default=None,
+                   help="score map: dense (convolutional) or patch (windows batched); "
+                        "default from the model card, else patch")
+    g.add_argument("--stride", type=int, default=None, help="window stride (pixels)")
+    g.add_argument("--theta", type=float, default=None,
+                   help="threshold on y1 - y0 for a window to count as 'defect'")
+    g.add_argument("--radius", type=int, default=None, help="dilation disk radius (px)")
+    g.add_argument("--a-min", type=int, default=None, help="minimum region area (px)")
+    g.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks", "blobs"),
+                   default=None,
+                   help="box of a region: union of its windows, its window centres "
+                        "grown by --box-margin, its own extent, one box of "
+                        "--box-margin around each local score maximum (peaks), or "
+                        "around each maximum of the smoothed map (blobs; "
+                        "docs/detection.md)")
+    g.add_argument("--box-margin", type=int, default=None,
+                   help="pixels around the window centres (box rules centres, peaks, blobs)")
+    g.add_argument("--sigma", type=float, default=None,
+                   help="Gaussian smoothing (grid cells) of the score map before its "
+                        "maxima are found (peaks, blobs)")
+    g.add_argument("--nms", type=int, default=None,
+                   help="suppress maxima closer than this (pixels) to a higher one "
+                        "(peaks, blobs; 0: --box-margin)")
+    g.add_argument("--widen", type=int, default=None,
+                   help="peaks, blobs: a region with one maximum gets at least its "
+                        "window centres' extent less this many pixels a side, so a "
+                        "large isolated defect gets one large box (-1: off)")
+    g.add_argument("--no-mask", action="store_true",
+                   help="do not restrict regions to the casting mask")
+
+
+def detect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The detection settings set on the command line (every ``DetectParams`` field has
+    an option of its name, but ``use_mask``, set by ``--no-mask``)."""
+    from xdefect.detect import DetectParams
+
+    over = options(args, DetectParams)
+    over.pop("use_mask", None)
+    if getattr(args, "no_mask", False):
+        over["use_mask"] = False
+    return {k: v for k, v in over.items() if v is not None}

@@ -1,0 +1,43 @@
+"""``xdefect detect``: detect defects in whole radiographs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from xdefect.cli.common import MODEL_HELP, add_detect_options, command, detect_overrides
+
+DESCRIPTION = (
+    "Slide the patch classifier over each image (score y1 - y0),\n"
+    "threshold, dilate, keep regions inside the casting, and write\n"
+    "DIR/<stem>.json ({image, width, height, model, params,\n"
+    "detections: [{box: [x1, y1, x2, y2], score}]}) and DIR/<stem>.png\n"
+    "(detections in green). Boxes: 0-based, half-open pixels.")
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from xdefect.detector import Detector
+    from xdefect.io import list_image_files
+    from xdefect.pipelines import detect_files
+
+    list_image_files(args.inputs)  # a missing input is reported before the model loads
+    det = Detector.load(args.model, threads=args.threads, batch=args.batch,
+                        **detect_overrides(args))
+    r = detect_files(det, args.inputs, args.out, png=not args.no_png)
+    p = det.params
+    print(f"{args.out}: {r['images']} images, {r['detections']} detections "
+          f"({r['seconds']:.1f} s; mode {p.mode}, stride {p.stride}, theta {p.theta})")
+    return 0
+
+
+def register(sub: Any) -> None:
+    de = command(sub, "detect", cmd_detect, "detect defects in whole radiographs", DESCRIPTION)
+    de.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                    help="images (8/16-bit PNG, TIFF) or folders of images")
+    de.add_argument("--model", default=None, help=MODEL_HELP)
+    de.add_argument("--out", required=True, type=Path, help="output folder")
+    de.add_argument("--batch", type=int, default=1024, help="batch size in patch mode")
+    de.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    de.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    add_detect_options(de)

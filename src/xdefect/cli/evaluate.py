@@ -1,0 +1,116 @@
+"""``xdefect evaluate``: AP of a model or of saved detections on GDXray images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from xdefect.cli.common import (
+    MODEL_HELP,
+    add_detect_options,
+    add_root,
+    command,
+    detect_overrides,
+    fmt_ap,
+    root,
+)
+from xdefect.errors import InputError
+
+DESCRIPTION = (
+    "Match detections to ground-truth boxes by IoU (greedy by score,\n"
+    "each box at most once) and report AP (all-point and 11-point)\n"
+    "overall and per series. Either run a model (--model) or score\n"
+    "saved detection JSONs matched to images by file stem\n"
+    "(--detections). Writes DIR/metrics.json, DIR/pr_curve.png and\n"
+    "DIR/overlays/ (detections green, ground truth red).")
+
+
+def _print_provenance(m: dict[str, Any], split: str) -> None:
+    pv = m["provenance"]
+    if not pv.get("known"):
+        return
+    if pv["real_defects_in_training"]:
+        print("  this model trained on real defect windows (sources "
+              f"{', '.join(pv['sources'])}): the unseen-defect AP is its leak-free figure")
+    else:
+        print("  this model trained on simulated defects only: both figures are leak-free")
+    if pv["trained_on_evaluated_images"]:
+        print(f"  warning: this model trained on {split} images "
+              f"({', '.join(pv['trained_on_image_splits'])}): these figures are not a test")
+    elif pv["trained_on_evaluated_images"] is None:
+        print("  note: the model's lineage is incomplete: which images it trained on is "
+              "unknown")
+
+
+def _print_metrics(m: dict[str, Any], out: Path, iou: float, split: str) -> None:
+    print(f"{out}: AP {fmt_ap(m['ap'])} (11-point {fmt_ap(m['ap11'])}) at IoU {iou} over "
+          f"{m['images']} {split} images of {', '.join(m['series'])}, {m['gt_boxes']} "
+          f"ground-truth boxes, {m['detections']} detections")
+    for s, d in m["per_series"].items():
+        print(f"  {s}: AP {fmt_ap(d['ap']):>6}  boxes {d['gt_boxes']:>4}  TP "
+              f"{d['true_positives']:>4}  FP {d['false_positives']:>5}  missed {d['missed']:>4}")
+    sw = m.get("theta_sweep")
+    if sw is not None:
+        print(f"  theta swept ({len(sw['theta'])} thresholds, the paper's curve): AP "
+              f"{fmt_ap(sw['ap'])} (11-point {fmt_ap(sw['ap11'])})")
+    if "unseen" in m:
+        u = m["unseen"]
+        print(f"  unseen defects: AP {fmt_ap(u['ap'])} (11-point {fmt_ap(u['ap11'])}) over "
+              f"{u['gt_boxes']} boxes; {u['ignored_boxes']} test boxes ignored as seen "
+              "(a box of an odd image of the series overlaps them at IoU >= 0.5)")
+        print("    per series: " + ", ".join(f"{s} {fmt_ap(d['ap'])} ({d['gt_boxes']})"
+                                               for s, d in u["per_series"].items()))
+    _print_provenance(m, split)
+    if m["unscored_series"]:
+        print(f"  unscored (no ground truth): {', '.join(m['unscored_series'])}")
+    if m["images_without_detection_file"]:
+        print(f"  warning: {m['images_without_detection_file']} images had no detection file "
+              "(counted as no detections)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from xdefect.pipelines import write_evaluation
+    from xdefect.protocol import evaluate_detections, evaluate_folder
+
+    where = {"root": root(args.gdxray), "split": args.split, "series": args.series,
+             "iou": args.iou, "matching": args.matching}
+    if args.detections is not None:
+        if args.theta_sweep:
+            raise InputError("--theta-sweep needs --model (it reruns detection per theta)")
+        ev = evaluate_detections(args.detections, **where)
+    else:
+        from xdefect.detector import Detector
+
+        det = Detector.load(args.model, **detect_overrides(args))
+        ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
+    write_evaluation(ev, args.out, overlays=not args.no_overlays)
+    _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
+    return 0
+
+
+def register(sub: Any) -> None:
+    ev = command(sub, "evaluate", cmd_evaluate, "AP of detections against GDXray ground truth",
+                 DESCRIPTION)
+    src = ev.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help=MODEL_HELP)
+    src.add_argument("--detections", type=Path, default=None,
+                     help="folder of detection JSONs (no model needed)")
+    add_root(ev, "--gdxray")
+    ev.add_argument("--split", choices=("test", "even", "tuning", "val", "train", "odd", "all"),
+                    default="test",
+                    help="image split: test (= even), tuning (odd, number %% 4 == 1; val is "
+                         "its old name), train (odd, number %% 4 == 3), odd, all")
+    ev.add_argument("--series", nargs="+", default=None,
+                    help="series (default: the paper's seven, never every series present)")
+    ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match")
+    ev.add_argument("--matching", choices=("coco", "voc"), default="coco",
+                    help="coco: a detection takes the best still-unmatched box; voc: its "
+                         "best box overall, a false positive if already taken")
+    ev.add_argument("--out", required=True, type=Path, help="output folder")
+    ev.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
+    ev.add_argument("--theta-sweep", action="store_true",
+                    help="also the paper's PR curve: one detection run per theta over the "
+                         "same score maps, one point each (needs --model); the headline AP "
+                         "ranks the boxes of the run at the card's theta")
+    add_detect_options(ev)

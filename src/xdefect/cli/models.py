@@ -1,0 +1,95 @@
+"""``xdefect models list|show``: the architecture registry and model cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from xdefect.cli.common import MODEL_HELP, command, fmt_ap, group
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from xdefect.models import registry_table
+
+    table = registry_table()
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("name", "p", "d", "f", "params",
+                                             "macs_per_patch")} for r in table], indent=2))
+        return 0
+    print(f"{'name':<7}{'p':<17}{'d':<24}{'f':<18}{'params':>11}{'MACs/patch':>13}  description")
+
+    def fmt(v: list[int]) -> str:
+        return "(" + ",".join(map(str, v)) + ")"
+
+    for r in table:
+        print(f"{r['name']:<7}{fmt(r['p']):<17}{fmt(r['d']):<24}{fmt(r['f']):<18}"
+              f"{r['params']:>11,}{r['macs_per_patch']:>13,}  {r['description']}")
+    print("params counted as Keras does (BatchNorm: 4 per channel); see docs/models.md")
+    return 0
+
+
+def _print_stage(st: dict[str, Any]) -> None:
+    print(f"  stage {st['stage']}: {st.get('command') or '(command not recorded)'}")
+    print(f"    data {st.get('data')} (manifest sha256 "
+          f"{str(st.get('data_manifest_sha256'))[:16]}...), protocol "
+          f"{st.get('data_protocol')}, mix {st.get('data_mix')}, image splits "
+          f"{', '.join(st.get('data_image_splits') or ['?'])}, sources "
+          f"{json.dumps(st.get('data_sources'))}")
+    if st.get("data_command"):
+        print(f"    dataset: {st['data_command']}")
+    init = st.get("init")
+    if isinstance(init, dict):
+        chk = {True: "file on disk matches", False: "FILE ON DISK DIFFERS",
+               None: "file not on disk"}[st["init_file_matches"]]
+        print(f"    init {init.get('file')} sha256 {str(init.get('sha256'))[:16]}... "
+              f"(card {str(init.get('card_sha256'))[:16]}...; {chk})")
+    elif init:
+        print(f"    init {init} (checksum not recorded)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from xdefect.checkpoint import describe_model, resolve_model
+
+    d = describe_model(resolve_model(args.model))
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    ok = {True: "matches the card", False: "DOES NOT MATCH the card", None: "not in the card"}
+    print(f"{d['file']}: {d['name'] or '(unnamed)'} ({d['arch']}, epoch {d['epoch']})")
+    if d["description"]:
+        print(f"  {d['description']}")
+    print(f"  weights sha256 {d['weights_sha256'][:16]}... {ok[d['weights_match_card']]}")
+    s = d["summary"]
+    splits = ", ".join(s["image_splits"]) if s["image_splits"] else "unknown (incomplete lineage)"
+    print(f"  trained on: image splits {splits}; series {', '.join(s['series']) or '-'}; "
+          f"sources {', '.join(s['sources'])}; real defects "
+          f"{'yes' if s['real_defects'] else 'no'}")
+    for st in d["lineage"]:
+        _print_stage(st)
+    if d["detection"]:
+        print("  detection: " + ", ".join(f"{k} {v}" for k, v in d["detection"].items()))
+    t = d["test_even"]
+    if t:
+        line = f"  test images: AP {fmt_ap(t['ap'])} over {t['gt_boxes']} boxes"
+        if t.get("unseen"):
+            line += (f"; unseen defects AP {fmt_ap(t['unseen']['ap'])} over "
+                     f"{t['unseen']['gt_boxes']} boxes")
+        print(line)
+    return 0
+
+
+def register(sub: Any) -> None:
+    msub = group(sub, "models", "the registry of patch CNN architectures")
+    ml = command(msub, "list", cmd_list, "architectures with parameters and MACs per patch",
+                 "Every registered architecture: xnet2 (Xnet-II), t3-0 ... t3-7 (the rows of "
+                 "the paper's Table 3) and xnet (WACV 2017). params follow Keras' count "
+                 "(BatchNorm: 4 per channel).")
+    ml.add_argument("--json", action="store_true", help="print JSON")
+    ms = command(msub, "show", cmd_show, "a model's card: lineage, checksums, figures",
+                 "Print a model's identity and lineage: every training stage with its "
+                 "captured command line, data manifest checksum, image splits, series and "
+                 "sources, and init weights checksums; checks the weights (and any init file "
+                 "still on disk) against the recorded checksums.")
+    ms.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
+    ms.add_argument("--json", action="store_true", help="print JSON")

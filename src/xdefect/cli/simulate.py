@@ -1,0 +1,67 @@
+"""``xdefect simulate``: superimpose simulated ellipsoidal defects on a radiograph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from xdefect.cli.common import command
+from xdefect.errors import InputError
+from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
+
+
+def sampler_config(args: argparse.Namespace):
+    """The :class:`~xdefect.simulate.SamplerConfig` of the options (ranges checked)."""
+    from xdefect.simulate import Geometry, SamplerConfig
+
+    lo, hi = args.axes_mm
+    if not (0 < lo <= hi):
+        raise InputError(f"--axes-mm {lo} {hi}: need 0 < min <= max")
+    mlo, mhi = args.mu
+    if not (0 < mlo <= mhi):
+        raise InputError(f"--mu {mlo} {mhi}: need 0 < min <= max")
+    if args.mm_per_px <= 0:
+        raise InputError(f"--mm-per-px {args.mm_per_px}: must be positive")
+    geo = Geometry(args.mm_per_px, args.source_distance)
+    return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from xdefect.pipelines import simulate_image
+
+    doc = simulate_image(args.input, args.n, args.seed, sampler_config(args), args.out,
+                         args.grid, args.json)
+    if args.grid is not None:
+        print(f"{args.grid}: 8x8 grid of 32x32 patches with simulated defects")
+    if args.out is not None:
+        print(f"{args.out}: {len(doc['defects'])} simulated defects"
+              + (f", parameters in {args.json}" if args.json else ""))
+    return 0
+
+
+def register(sub: Any) -> None:
+    s = command(sub, "simulate", cmd_simulate, "superimpose simulated ellipsoidal defects", (
+        "Superimpose random 3D ellipsoidal voids on a radiograph with the\n"
+        "absorption model I' = (I - B) exp(mu d) + B (the paper's Eq. 3).\n"
+        "Defect centres fall inside the casting mask. INPUT is an image file\n"
+        "(8/16-bit PNG or TIFF) or the word 'phantom' (synthetic wheel)."))
+    s.add_argument("input", metavar="INPUT", help="radiograph file, or 'phantom'")
+    s.add_argument("--out", type=Path, default=None,
+                   help="output image (same size and bit depth as the input)")
+    s.add_argument("--grid", type=Path, default=None,
+                   help="write an 8x8 grid of 32x32 patches with simulated defects (Fig. 7)")
+    s.add_argument("--n", type=int, default=10, help="number of defects")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--axes-mm", type=float, nargs=2, default=DEFAULT_AXES_MM,
+                   metavar=("MIN", "MAX"), help="range of each semi-axis (mm)")
+    s.add_argument("--mu", type=float, nargs=2, default=DEFAULT_MU_RANGE, metavar=("MIN", "MAX"),
+                   help="range of the linear absorption coefficient (1/mm)")
+    s.add_argument("--x-max", type=float, default=DEFAULT_X_MAX,
+                   help="thickness (mm) at which grey values are minimal; fixes B")
+    s.add_argument("--mm-per-px", type=float, default=DEFAULT_MM_PER_PX,
+                   help="pixel size at the object (mm)")
+    s.add_argument("--source-distance", type=float, default=None,
+                   help="source-to-object distance (mm) for a perspective beam "
+                        "(default: parallel beam)")
+    s.add_argument("--json", type=Path, default=None, help="write the defects' parameters here")

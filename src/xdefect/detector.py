@@ -1,0 +1,124 @@
+"""The Python entry point to detection: a model, its card and its detection settings.
+
+::
+
+    import xdefect
+    det = xdefect.Detector.load()            # the bundled default; or a name or a path
+    found = det.detect(image)                # list of Detection(box, score, area)
+
+``image``: a 2-D grey array (uint8, uint16, or float in [0, 1]) or an image file's path.
+Boxes are ``(x1, y1, x2, y2)``, 0-based, half-open pixels (x the column, y the row);
+``score`` is the highest window score ``y1 - y0`` in the box's region, in [-1, 1].
+The detection settings are the model card's (chosen on the tuning images), overridden by
+any :class:`~xdefect.detect.DetectParams` field given to :meth:`Detector.load`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xdefect.checkpoint import load_model, resolve_model
+from xdefect.detect import Detection, DetectParams, ScoreMap, detect, detection_doc, score_map
+from xdefect.errors import InputError
+from xdefect.io import as_image
+from xdefect.models import PatchCNN, setup_device
+
+__all__ = ["Detector", "params_from_card"]
+
+
+def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
+    """The detection settings of a model card (its ``detection`` block; the library's
+    defaults when it has none) with ``overrides`` applied (``None`` values are ignored,
+    so that unset command-line options keep the card's values). :class:`InputError` on
+    an unknown field or a bad value."""
+    try:
+        base = (DetectParams.from_dict(card["detection"])
+                if isinstance(card.get("detection"), dict) else DetectParams())
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"model card: bad detection parameters ({exc})") from None
+    known = {f.name for f in fields(DetectParams)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError(f"unknown detection parameters: {', '.join(unknown)}")
+    try:
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"detection parameters: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A loaded model ready to inspect radiographs (:meth:`load` builds one).
+
+    ``model``: the patch CNN (eval mode); ``card``: its model card; ``params``: the
+    detection settings; ``path``: the weights file; ``device``: where it runs;
+    ``batch``: windows per forward pass in patch mode."""
+
+    model: PatchCNN
+    card: dict[str, Any]
+    params: DetectParams
+    path: Path
+    device: str = "cpu"
+    batch: int = 1024
+
+    @classmethod
+    def load(cls, model: str | os.PathLike[str] | None = None, *, device: str | None = "cpu",
+             threads: int | None = None, batch: int = 1024, **params: Any) -> Detector:
+        """Load ``model``: ``None`` for the bundled default, a bundled name
+        (``xnet2-xdefect``, ``xnet2-paper``) or a ``.safetensors`` path. ``device``:
+        ``cpu``, ``cuda`` or ``auto``; ``threads``: CPU threads for torch; ``params``:
+        :class:`~xdefect.detect.DetectParams` fields overriding the card's settings."""
+        if batch < 1:
+            raise InputError(f"--batch {batch}: must be at least 1")
+        dev = setup_device(device, threads)
+        path = resolve_model(model)
+        net, card = load_model(path, dev)
+        return cls(net, card, params_from_card(card, **params), path, dev, batch)
+
+    @property
+    def name(self) -> str:
+        """The weights file, as recorded in detection documents."""
+        return str(self.path)
+
+    def with_params(self, **overrides: Any) -> Detector:
+        """The same model with other detection settings."""
+        return replace(self, params=params_from_card({"detection": self.params.to_dict()},
+                                                     **overrides))
+
+    def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
+        """The score map ``y1 - y0`` of every window on the grid of ``params.stride``."""
+        return score_map(self.model, as_image(image), self.params, self.batch, self.device)
+
+    def run(self, image: np.ndarray | str | os.PathLike[str], mask: np.ndarray | None = None
+            ) -> tuple[list[Detection], ScoreMap]:
+        """Detections and the score map they came from. ``mask``: where defects may be
+        (default: the casting mask, unless ``params.use_mask`` is off)."""
+        return detect(self.model, as_image(image), self.params, mask=mask, batch=self.batch,
+                      device=self.device)
+
+    def detect(self, image: np.ndarray | str | os.PathLike[str],
+               mask: np.ndarray | None = None) -> list[Detection]:
+        """The detections of one radiograph, highest score first."""
+        dets, _ = self.run(image, mask)
+        return sorted(dets, key=lambda d: -d.score)
+
+    def document(self, image: str, shape: tuple[int, ...], dets: list[Detection]) -> dict:
+        """The detection JSON document of one image (what ``xdefect detect`` writes)."""
+        return detection_doc(image, shape, self.name, self.params, dets)
+
+    def scorer(self, mode: str | None = None, stride: int | None = None):
+        """A function ``image -> (values, stride)`` scoring whole images with this model
+        (what hard negatives are mined from), in ``mode`` at ``stride`` (default: the
+        detection settings')."""
+        p = params_from_card({"detection": self.params.to_dict()}, mode=mode, stride=stride)
+
+        def score(image: np.ndarray) -> tuple[np.ndarray, int]:
+            sm = score_map(self.model, image, p, self.batch, self.device)
+            return sm.values, sm.stride
+
+        return score

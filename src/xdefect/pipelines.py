@@ -1,0 +1,247 @@
+"""The jobs the command line runs, as library functions: each joins stages over files
+(read inputs, run the stages, write outputs atomically) and returns what a caller would
+print. ``xdefect.cli`` only parses arguments and prints these functions' results;
+``experiments/`` call the same functions.
+
+Data flows one way through them: images (:mod:`~xdefect.gdxray`, :mod:`~xdefect.io`) ->
+simulated defects (:mod:`~xdefect.simulate`) -> patches (:mod:`~xdefect.patches`,
+:mod:`~xdefect.dataset`) -> models (:mod:`~xdefect.train`, :mod:`~xdefect.gan`) -> score
+maps and regions (:mod:`~xdefect.detect`, :class:`~xdefect.detector.Detector`) ->
+figures (:mod:`~xdefect.evaluate`, :mod:`~xdefect.protocol`) -> pictures
+(:mod:`~xdefect.report`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xdefect import gan, gdxray, simulate
+from xdefect.checkpoint import bundled_model
+from xdefect.detector import Detector
+from xdefect.errors import InputError
+from xdefect.evaluate import match_image
+from xdefect.io import (
+    list_image_files,
+    progress,
+    read_image,
+    write_image,
+    write_json,
+)
+from xdefect.patches import BuildArgs, build_patches, check_generator
+from xdefect.protocol import Evaluation
+from xdefect.report import overlay, patch_grid, pr_curve_figure
+
+__all__ = ["build_dataset", "detect_files", "run_demo", "show_gdxray_image", "simulate_image",
+           "write_evaluation"]
+
+
+def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
+                      out: str | os.PathLike[str], thickness: int = 1) -> dict[str, Any]:
+    """Draw one GDXray image's ground truth (red) and casting-mask outline (blue) into
+    ``out``; returns the image's stem, its number of boxes and the mask's fraction."""
+    recs = [r for r in gdxray.list_images(root, [series]) if r.number == number]
+    if not recs:
+        raise InputError(f"{gdxray.castings_dir(root) / series}: no image number {number}")
+    smp = gdxray.load_sample(recs[0], gdxray.load_ground_truth(root, series))
+    mask = gdxray.casting_mask(smp.image)
+    write_image(out, overlay(smp.image, ground_truth=smp.boxes, mask=mask, thickness=thickness))
+    return {"stem": smp.record.stem, "boxes": len(smp.boxes), "mask_fraction": float(mask.mean())}
+
+
+def simulate_image(source: str | os.PathLike[str], n: int, seed: int = 0,
+                   config: simulate.SamplerConfig | None = None,
+                   out: str | os.PathLike[str] | None = None,
+                   grid: str | os.PathLike[str] | None = None,
+                   json_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Simulate defects on an image file (or ``"phantom"``, the synthetic wheel): with
+    ``out``, ``n`` defects in the casting written at the file's bit depth (parameters to
+    ``json_path``); with ``grid``, an 8x8 grid of 32x32 patches with one defect each.
+    Returns the document of the defects placed (empty without ``out``)."""
+    if out is None and grid is None:
+        raise InputError("simulate: give --out OUT.png (image) or --grid OUT.png (patch grid)")
+    cfg = config or simulate.SamplerConfig()
+    rng = np.random.default_rng(seed)
+    if str(source) == "phantom":
+        ph = simulate.phantom(seed=seed)
+        image, mask, depth, name = ph.image, ph.mask, 8, "phantom"
+    else:
+        rad = read_image(source)
+        image, depth, name = rad.pixels, rad.bit_depth, str(rad.path)
+        mask = gdxray.casting_mask(image)
+    if grid is not None:
+        write_image(grid, patch_grid(simulate.defect_patches(image, mask, cfg, rng, n=64),
+                                     cols=8))
+    doc: dict[str, Any] = {"image": name, "defects": []}
+    if out is not None:
+        result, placed = simulate.add_random_defects(image, n, rng, mask=mask, config=cfg)
+        write_image(out, result, bit_depth=depth)
+        doc["defects"] = simulate.defect_records(placed)
+        if json_path is not None:
+            write_json(json_path, doc)
+    return doc
+
+
+def build_dataset(args: BuildArgs | None = None, /, **options: Any) -> dict[str, Any]:
+    """Build a patch dataset folder; returns its manifest.
+
+    Give a :class:`~xdefect.patches.BuildArgs` or its fields as keywords (``gdxray`` and
+    ``out`` at least), e.g. ``build_dataset(gdxray=root, out="data/x", per_image=500)``.
+    Opens what the builder draws from other stages' files: the GAN of ``gan`` for a mix
+    with a GAN portion, and the model of ``hard_model`` (a path or a bundled name) whose
+    score maps (``hard_mode``, ``hard_stride``) hard negatives are mined from."""
+    try:
+        args = BuildArgs(**options) if args is None else replace(args, **options)
+    except TypeError as exc:
+        names = ", ".join(f.name for f in fields(BuildArgs))
+        raise InputError(f"build_dataset: {exc} (fields: {names})") from None
+    mix = args.validate()
+    score_fn = None
+    if args.hard_model is not None:
+        det = Detector.load(args.hard_model)
+        args = replace(args, hard_model=str(det.path))
+        try:
+            score_fn = det.scorer(args.hard_mode, args.hard_stride)
+        except InputError as exc:
+            raise InputError(f"--hard-stride/--hard-mode: {exc}") from None
+    source = None
+    if mix.gan:
+        check_generator(args, mix)
+        source = gan.patch_source(args.gan)
+    return build_patches(args, score_fn, source)
+
+
+def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
+                 out: str | os.PathLike[str], png: bool = True) -> dict[str, Any]:
+    """Detect defects in image files (and the images of folders): ``OUT/<stem>.json``
+    (the detection document) and, with ``png``, ``OUT/<stem>.png`` (detections green)
+    for each. Every input is checked before anything is written. Returns the number of
+    images and detections and the seconds taken."""
+    files = list_image_files(inputs)
+    for f in files:
+        h, w = gdxray.image_shape(f)
+        if h < 32 or w < 32:
+            raise InputError(f"{f}: image {w}x{h} is smaller than the 32x32 window")
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        raise InputError("two inputs share a file name stem; outputs would collide")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    total = 0
+    for f in progress(iterable=files, desc="detect", unit="image"):
+        rad = read_image(f)
+        dets, _ = detector.run(rad.pixels)
+        write_json(folder / f"{f.stem}.json", detector.document(str(f), rad.shape, dets))
+        if png:
+            boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
+            write_image(folder / f"{f.stem}.png",
+                        overlay(rad.pixels, detections=boxes, thickness=2))
+        total += len(dets)
+    return {"images": len(files), "detections": total, "seconds": time.perf_counter() - t0}
+
+
+def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool = True) -> None:
+    """Write an evaluation into a folder: ``detections/<stem>.json`` (when a model ran),
+    ``metrics.json``, ``pr_curve.png`` and, with ``overlays``, ``overlays/<stem>.png``
+    (detections green, ground truth red)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, doc in ev.documents.items():
+        write_json(folder / "detections" / f"{stem}.json", doc)
+    write_json(folder / "metrics.json", ev.metrics)
+    write_image(folder / "pr_curve.png", pr_curve_figure(ev.results, ev.metrics["iou"],
+                                                         ev.metrics.get("theta_sweep")))
+    if not overlays:
+        return
+    by_stem = {r.stem: r for r in ev.selection.records}
+    for res in ev.results:
+        rec = by_stem[res.key]
+        smp = gdxray.load_sample(rec, ev.selection.ground_truth[rec.series])
+        write_image(folder / "overlays" / f"{res.key}.png",
+                    overlay(smp.image, detections=res.boxes, ground_truth=res.gt, thickness=2))
+
+
+# --------------------------------------------------------------------------------- demo
+
+
+def _inspect(det: Detector, name: str, image: np.ndarray, gt: np.ndarray,
+             mask: np.ndarray | None, out: Path) -> dict[str, Any]:
+    """Detect on one demo image, write its document and overlay; returns the counts."""
+    t = time.perf_counter()
+    dets, _ = det.run(image, mask)
+    dt = time.perf_counter() - t
+    boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
+    scores = np.asarray([d.score for d in dets], float)
+    tp, which = match_image(boxes, scores, gt, 0.5)
+    doc = det.document(name, image.shape, dets)
+    doc["ground_truth"] = [[int(v) for v in b] for b in gt]
+    stem = Path(name).stem
+    write_json(out / f"{stem}.json", doc)
+    write_image(out / f"{stem}_overlay.png",
+                overlay(image, detections=boxes, ground_truth=gt, thickness=2))
+    hits = int(len(set(which[tp].tolist())))
+    return {"name": stem, "defects": len(gt), "hits": hits, "misses": len(gt) - hits,
+            "false_alarms": int((~tp).sum()), "seconds": dt,
+            "overlay": str(out / f"{stem}_overlay.png")}
+
+
+def _demo_stages(out: Path, n: int, seed: int, root: Path) -> dict[str, Any]:
+    """The demo without a model: the phantom, simulated defects, a patch grid, and the
+    casting mask of one GDXray image when present."""
+    ph = simulate.phantom(n_defects=n, seed=seed)
+    write_image(out / "phantom.png", ph.image)
+    write_image(out / "phantom_overlay.png", overlay(ph.image, ground_truth=ph.boxes,
+                                                     mask=ph.mask))
+    write_json(out / "phantom_defects.json", {
+        "image": "phantom", "seed": seed,
+        "defects": simulate.defect_records(list(zip(ph.defects, ph.boxes, strict=True)))})
+    clean = simulate.phantom(seed=seed)
+    grid = simulate.defect_patches(clean.image, clean.mask, simulate.SamplerConfig(),
+                                   np.random.default_rng(seed))
+    write_image(out / "simulated_patches.png", patch_grid(grid))
+    doc: dict[str, Any] = {"model": None, "phantom_defects": len(ph.boxes),
+                           "phantom_overlay": str(out / "phantom_overlay.png"),
+                           "patches": str(out / "simulated_patches.png"), "gdxray": None}
+    if (root / "Castings").is_dir():
+        rec = gdxray.list_images(root, gdxray.protocol_series(root), "test")[0]
+        smp = gdxray.load_sample(rec, gdxray.load_ground_truth(root, rec.series))
+        path = out / f"{rec.stem}_mask.png"
+        write_image(path, overlay(smp.image, ground_truth=smp.boxes,
+                                  mask=gdxray.casting_mask(smp.image)))
+        doc["gdxray"] = {"name": rec.stem, "defects": len(smp.boxes), "picture": str(path)}
+    return doc
+
+
+def run_demo(out: str | os.PathLike[str] = "out/demo", model: str | os.PathLike[str] | None = None,
+             n: int = 12, seed: int = 0, gdxray_image: str = "C0001_0002",
+             root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What ``make demo`` runs: a seeded synthetic radiograph with ``n`` simulated defects
+    inspected by ``model`` (default: the bundled default), and, when GDXray is present
+    under ``root`` (default: ``gdxray.default_root()``), the test image ``gdxray_image``
+    (or the first test image). Without any model installed, the stages that need none.
+    Returns what was found per image (``images``) and where the pictures are."""
+    t0 = time.perf_counter()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = Path(root) if root is not None else gdxray.default_root()
+    if model is None and bundled_model() is None:
+        return {**_demo_stages(folder, n, seed, base), "seconds": time.perf_counter() - t0}
+    det = Detector.load(model)
+    doc: dict[str, Any] = {"model": det.path.name, "arch": det.card["arch"]["name"],
+                           "params": det.params.to_dict(), "images": [], "gdxray": None}
+    ph = simulate.phantom(n_defects=n, seed=seed)
+    doc["images"].append(_inspect(det, "phantom.png", ph.image, ph.boxes, ph.mask, folder))
+    if (base / "Castings").is_dir():
+        test = gdxray.list_images(base, gdxray.protocol_series(base), "test")
+        rec = ([r for r in test if r.stem == gdxray_image] or test)[0]
+        smp = gdxray.load_sample(rec, gdxray.load_ground_truth(base, rec.series))
+        doc["images"].append(_inspect(det, rec.stem + ".png", smp.image, smp.boxes, None,
+                                      folder))
+        doc["gdxray"] = rec.stem
+    return {**doc, "seconds": time.perf_counter() - t0}
