@@ -30,12 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from xdefect import gdxray
-from xdefect.checkpoint import load_model, read_card
-from xdefect.detect import DetectParams, detect, detection_arrays
-from xdefect.evaluate import ImageResult, summarise
+from xdefect.checkpoint import read_card
+from xdefect.detect import DetectParams
+from xdefect.detector import Detector
+from xdefect.evaluate import summarise
 from xdefect.io import write_json
 from xdefect.patches import BuildArgs
 from xdefect.pipelines import build_dataset
+from xdefect.protocol import evaluate_folder
 from xdefect.train import TrainConfig, train
 
 PAPER = {"E100G000*": (0.8815, 0.8745, 0.6905), "E100G000": (0.8869, 0.8784, 0.7102),
@@ -44,22 +46,9 @@ PAPER = {"E100G000*": (0.8815, 0.8745, 0.6905), "E100G000": (0.8869, 0.8784, 0.7
 ROWS = list(PAPER)
 
 
-def detection_results(model, root: Path, series: list[str], params: DetectParams
-                      ) -> list[ImageResult]:
-    """Detections of ``model`` on the even-numbered images of ``series``."""
-    out = []
-    for smp in gdxray.iter_samples(root, series, split="even"):
-        if not smp.annotated:
-            continue
-        dets, _ = detect(model, smp.image, params)
-        out.append(ImageResult(smp.record.stem, smp.record.series, *detection_arrays(dets),
-                               smp.boxes))
-    return out
-
-
-def train_one(a: argparse.Namespace, mix: str, series: list[str] | None, work: Path
-              ) -> tuple[object, dict, float]:
-    """Build, train; returns (model, card, seconds)."""
+def train_one(a: argparse.Namespace, mix: str, series: list[str] | None, work: Path,
+              params: DetectParams) -> tuple[Detector, float]:
+    """Build, train; returns the model with the detection ``params``, and the seconds."""
     t = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     data, run = work / "data", work / "run"
@@ -69,8 +58,8 @@ def train_one(a: argparse.Namespace, mix: str, series: list[str] | None, work: P
     train(TrainConfig(data=str(data), out=str(run), arch="xnet2", epochs=a.epochs,
                       samples_per_epoch=a.samples, val_samples=a.val_samples, seed=a.seed,
                       threads=a.threads, device="cpu", patience=a.epochs))
-    model, card = load_model(run / "best.safetensors")
-    return model, card, time.perf_counter() - t
+    det = Detector.load(run / "best.safetensors", **params.to_dict())
+    return det, time.perf_counter() - t
 
 
 def main() -> None:
@@ -105,12 +94,12 @@ def main() -> None:
             if name.endswith("*"):
                 results, tr, va, secs, per = [], [], [], 0.0, {}
                 for s in annotated:
-                    model, card, dt = train_one(a, "E100G000", [s], work / s)
-                    res = detection_results(model, a.gdxray, [s], params)
-                    results += res
-                    per[s] = summarise(res)["ap"]
-                    tr.append(card["metrics"]["train_acc"])
-                    va.append(card["metrics"]["val_acc"])
+                    det, dt = train_one(a, "E100G000", [s], work / s, params)
+                    ev = evaluate_folder(det, a.gdxray, "test", [s])
+                    results += ev.results
+                    per[s] = ev.metrics["ap"]
+                    tr.append(det.card["metrics"]["train_acc"])
+                    va.append(det.card["metrics"]["val_acc"])
                     secs += dt
                 m = summarise(results)
                 row = {"dataset": name, "train_acc": float(np.mean(tr)),
@@ -118,10 +107,10 @@ def main() -> None:
                            list(per.values()))), "ap": m["ap"]}
                 per_series = per
             else:
-                model, card, secs = train_one(a, name, None, work)
-                m = summarise(detection_results(model, a.gdxray, annotated, params))
-                row = {"dataset": name, "train_acc": card["metrics"]["train_acc"],
-                       "val_acc": card["metrics"]["val_acc"], "ap": m["ap"]}
+                det, secs = train_one(a, name, None, work, params)
+                m = evaluate_folder(det, a.gdxray, "test", annotated).metrics
+                row = {"dataset": name, "train_acc": det.card["metrics"]["train_acc"],
+                       "val_acc": det.card["metrics"]["val_acc"], "ap": m["ap"]}
                 per_series = {s: v["ap"] for s, v in m["per_series"].items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)

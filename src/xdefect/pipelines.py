@@ -23,6 +23,7 @@ import numpy as np
 
 from xdefect import gan, gdxray, simulate
 from xdefect.checkpoint import bundled_model
+from xdefect.dataset import open_dataset
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.evaluate import match_image
@@ -35,10 +36,10 @@ from xdefect.io import (
 )
 from xdefect.patches import BuildArgs, build_patches, check_generator
 from xdefect.protocol import Evaluation
-from xdefect.report import overlay, patch_grid, pr_curve_figure
+from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
 __all__ = ["build_dataset", "detect_files", "run_demo", "show_gdxray_image", "simulate_image",
-           "write_evaluation"]
+           "write_dataset_grid", "write_evaluation"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -114,6 +115,17 @@ def build_dataset(args: BuildArgs | None = None, /, **options: Any) -> dict[str,
         check_generator(args, mix)
         source = gan.patch_source(args.gan)
     return build_patches(args, score_fn, source)
+
+
+def write_dataset_grid(folder: str | os.PathLike[str], out: str | os.PathLike[str],
+                       per_row: int = 12, seed: int = 0) -> list[str]:
+    """Write a picture of a dataset folder (:func:`xdefect.report.dataset_grid`: one row
+    of random patches per label and source); returns the rows' names."""
+    if per_row < 1:
+        raise InputError(f"--per-row {per_row}: must be at least 1")
+    image, names = dataset_grid(open_dataset(folder), per_row, seed)
+    write_image(out, image)
+    return names
 
 
 def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],

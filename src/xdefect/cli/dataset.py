@@ -61,12 +61,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from xdefect.dataset import open_dataset
-    from xdefect.io import write_image
-    from xdefect.report import dataset_grid
+    from xdefect.pipelines import write_dataset_grid
 
-    image, names = dataset_grid(open_dataset(args.dir), args.per_row, args.seed)
-    write_image(args.out, image)
+    names = write_dataset_grid(args.dir, args.out, args.per_row, args.seed)
     print(f"{args.out}: rows = {', '.join(names)} ({args.per_row} random patches each)")
     return 0
 
