@@ -130,3 +130,27 @@ def test_public_surface_resolves():
         assert getattr(xdefect, name) is not None, name
     with pytest.raises(AttributeError):
         xdefect.no_such_name  # noqa: B018
+
+
+def test_every_module_names_its_public_surface():
+    """Each module's ``__all__`` lists exactly its public definitions: everything else
+    carries a leading underscore."""
+    for name, tree in _modules().items():
+        if name == "xdefect":
+            continue
+        defined, listed = set(), None
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Name) and t.id == "__all__":
+                        listed = set(ast.literal_eval(node.value))
+                    elif isinstance(t, ast.Name):
+                        defined.add(t.id)
+        if name.endswith("__main__"):
+            continue
+        assert listed is not None, f"{name} has no __all__"
+        public = {d for d in defined if not d.startswith("_")}
+        assert listed == public, (name, sorted(listed ^ public))

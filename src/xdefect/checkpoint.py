@@ -33,6 +33,12 @@ from xdefect.errors import InputError
 from xdefect.io import atomic_path, sha256_file
 from xdefect.models import NORMALISATION, ArchConfig, PatchCNN
 
+__all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_MODEL", "MODEL_FORMAT",
+           "WEIGHTS_DIR", "bundled_model", "card_lineage", "describe_model", "init_record",
+           "lineage_summary", "load_model", "load_tensors", "model_state", "optimizer_tensors",
+           "read_card", "resolve_model", "restore_optimizer", "save_model", "save_tensors",
+           "sidecar"]
+
 MODEL_FORMAT = "xdefect-model/1"
 
 

@@ -64,6 +64,11 @@ from xdefect.gdxray import casting_mask
 from xdefect.models import PatchCNN, normalise_float
 from xdefect.windows import PATCH
 
+__all__ = ["BOX_RULES", "DenseNet", "DetectParams", "Detection", "Labelled", "ScoreMap",
+           "boxes_of_regions", "context_margin", "detect", "detection_arrays", "detection_doc",
+           "disk", "grid_shape", "label_regions", "regions", "score_map", "score_map_dense",
+           "score_map_patch"]
+
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["InputError"]
+
 
 class InputError(Exception):
     """Bad user input: a missing path, an unreadable image, malformed ground truth...

@@ -40,6 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["MATCHING", "ImageResult", "PRCurve", "interpolated_ap", "interpolated_ap11",
+           "iou_matrix", "match_image", "pr_curve", "seen_mask", "summarise", "theta_sweep"]
+
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` ``(N, 4)`` with every box in ``b`` ``(M, 4)`` -> ``(N, M)``."""

@@ -37,6 +37,9 @@ from xdefect.models import setup_device
 from xdefect.report import patch_grid
 from xdefect.windows import PATCH, real_positions
 
+__all__ = ["GAN_FORMAT", "Discriminator", "GanConfig", "Generator", "dihedral", "load_generator",
+           "patch_source", "real_defect_patches", "sample", "save_samples", "train_gan"]
+
 GAN_FORMAT = "xdefect-gan/1"
 
 

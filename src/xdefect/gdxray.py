@@ -43,6 +43,14 @@ from scipy import ndimage as ndi
 from xdefect.errors import InputError
 from xdefect.io import read_image
 
+__all__ = ["DEFAULT_ROOT", "ENV_VAR", "IMAGE_SPLITS", "PAPER_ANNOTATED_SERIES", "PAPER_SERIES",
+           "SPLIT_ALIASES", "SPLIT_PARTS", "ImageRecord", "MaskParams", "Sample",
+           "SeriesGroundTruth", "boxes_centres_inside", "canonical_split", "casting_mask",
+           "castings_dir", "check_series", "default_root", "ground_truth_path", "image_shape",
+           "image_shapes", "image_split", "in_split", "iter_samples", "list_images", "list_series",
+           "load_ground_truth", "load_sample", "mask_report", "parse_ground_truth",
+           "protocol_series", "series_info", "split_of"]
+
 ENV_VAR = "XDEFECT_GDXRAY"
 DEFAULT_ROOT = Path("../shared/data/gdxray")
 PAPER_SERIES = ("C0001", "C0010", "C0015", "C0021", "C0031", "C0034", "C0061")

@@ -27,6 +27,10 @@ from tqdm import tqdm
 
 from xdefect.errors import InputError
 
+__all__ = ["IMAGE_SUFFIXES", "Radiograph", "as_image", "atomic_dir", "atomic_path", "command_line",
+           "json_safe", "list_image_files", "progress", "read_detections", "read_image",
+           "read_json", "sha256_file", "to_uint", "write_csv", "write_image", "write_json"]
+
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 
 

@@ -29,6 +29,10 @@ from torch import nn
 from xdefect.errors import InputError
 from xdefect.windows import PATCH
 
+__all__ = ["NORMALISATION", "REGISTRY", "ArchConfig", "PatchCNN", "count_params_keras",
+           "create_model", "get_arch", "normalise", "normalise_float", "registry_table",
+           "setup_device"]
+
 # Input normalisation, defined once: float = (uint8 / 255 - MEAN) / STD.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "std": 0.25}
 

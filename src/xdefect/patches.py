@@ -77,7 +77,8 @@ from xdefect.windows import (
 )
 
 __all__ = ["TABLE3_TEST_SERIES", "TABLE3_TRAIN_SERIES", "BuildArgs", "GanSource", "ImageJob",
-           "Mix", "ScoreFn", "build_patches", "check_generator", "ellipsoid_patches",
+           "Mix", "ScoreFn", "build_patches", "check_generator", "ellipsoid_patches", "gan_set",
+           "generator_file",
            "image_group", "image_splits", "parse_mix", "plan_wholeimage", "run_image_job",
            "source_images", "split_codes"]
 

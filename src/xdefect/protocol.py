@@ -31,6 +31,10 @@ from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
 from xdefect.io import command_line, progress, read_detections
 
+__all__ = ["SWEEP_THETAS", "UNSEEN_RULE", "Evaluation", "Selection", "detection_results",
+           "evaluate_detections", "evaluate_folder", "image_result", "metrics", "model_results",
+           "provenance", "seen_flags", "select", "wants_unseen"]
+
 if TYPE_CHECKING:
     from xdefect.detector import Detector
 

@@ -14,6 +14,9 @@ from xdefect.dataset import SOURCES, Dataset
 from xdefect.evaluate import pr_curve
 from xdefect.io import to_uint
 
+__all__ = ["BLUE", "GREEN", "RED", "dataset_grid", "draw_boxes", "draw_mask_outline", "overlay",
+           "patch_grid", "pr_curve_figure", "to_rgb"]
+
 GREEN = (0, 220, 0)
 RED = (255, 0, 0)
 BLUE = (40, 120, 255)

@@ -44,6 +44,12 @@ from scipy.spatial.transform import Rotation
 from xdefect.gdxray import casting_mask
 from xdefect.io import as_image
 
+__all__ = ["DEFAULT_AXES_MM", "DEFAULT_MM_PER_PX", "DEFAULT_MU_RANGE", "DEFAULT_X_MAX",
+           "DefectSampler", "Ellipsoid", "Geometry", "Phantom", "SamplerConfig", "Superimposed",
+           "add_random_defects", "defect_patches", "defect_records", "offset_b", "path_length",
+           "phantom", "random_rotation", "render", "simulate_defects", "superimpose",
+           "wheel_thickness"]
+
 # Defaults, documented in docs/simulation.md with the measurements behind them.
 DEFAULT_MM_PER_PX = 0.3
 DEFAULT_AXES_MM = (1.0, 6.0)

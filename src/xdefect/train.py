@@ -59,6 +59,9 @@ from xdefect.models import (
     setup_device,
 )
 
+__all__ = ["METRIC_COLUMNS", "TrainConfig", "data_stage", "predict", "scores_from_confusion",
+           "test_model", "train"]
+
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_precision",
                   "val_recall", "lr", "seconds", "patches_per_s")
 

@@ -20,7 +20,7 @@ from xdefect.cli import dataset, demo, detect, evaluate, gan, gdxray, models, si
 from xdefect.cli.common import PROG, Formatter, Parser
 from xdefect.errors import InputError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["GROUPS", "build_parser", "main"]
 
 #: command groups in the order ``xdefect --help`` lists them
 GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, demo)

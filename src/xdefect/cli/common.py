@@ -12,6 +12,9 @@ from typing import Any
 
 from xdefect.gdxray import ENV_VAR, default_root
 
+__all__ = ["MODEL_HELP", "PROG", "Formatter", "Handler", "Parser", "add_detect_options", "add_root",
+           "command", "detect_overrides", "fmt_ap", "group", "options", "root"]
+
 PROG = "xdefect"
 MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
               "xnet2-xdefect")

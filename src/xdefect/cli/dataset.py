@@ -11,6 +11,8 @@ from typing import Any
 from xdefect.cli.common import add_root, command, group, options, root
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MU_RANGE
 
+__all__ = ["BUILD_DESCRIPTION", "cmd_build", "cmd_grid", "cmd_info", "register"]
+
 BUILD_DESCRIPTION = (
     "Build a patch dataset.\n\n"
     "wholeimage (Table 4): from the train images (odd, number % 4 == 3)\n"

@@ -8,6 +8,8 @@ from typing import Any
 
 from xdefect.cli.common import MODEL_HELP, command
 
+__all__ = ["cmd_demo", "register"]
+
 
 def _print_without_model(r: dict[str, Any]) -> None:
     print("xdefect demo: no bundled model is installed, so this demo shows the stages that")

@@ -8,6 +8,8 @@ from typing import Any
 
 from xdefect.cli.common import MODEL_HELP, add_detect_options, command, detect_overrides
 
+__all__ = ["DESCRIPTION", "cmd_detect", "register"]
+
 DESCRIPTION = (
     "Slide the patch classifier over each image (score y1 - y0),\n"
     "threshold, dilate, keep regions inside the casting, and write\n"

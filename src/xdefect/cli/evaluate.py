@@ -17,6 +17,8 @@ from xdefect.cli.common import (
 )
 from xdefect.errors import InputError
 
+__all__ = ["DESCRIPTION", "cmd_evaluate", "register"]
+
 DESCRIPTION = (
     "Match detections to ground-truth boxes by IoU (greedy by score,\n"
     "each box at most once) and report AP (all-point and 11-point)\n"

@@ -9,6 +9,8 @@ from typing import Any
 
 from xdefect.cli.common import add_root, command, group, options, root
 
+__all__ = ["TRAIN_DESCRIPTION", "cmd_sample", "cmd_train", "register"]
+
 TRAIN_DESCRIPTION = (
     "Train a DCGAN on every 32x32 window of the train images (odd,\n"
     "number % 4 == 3) that holds at least a third of a real defect,\n"

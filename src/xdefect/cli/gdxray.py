@@ -9,6 +9,8 @@ from typing import Any
 
 from xdefect.cli.common import add_root, command, group, root
 
+__all__ = ["cmd_info", "cmd_masks", "cmd_show", "register"]
+
 
 def cmd_info(args: argparse.Namespace) -> int:
     from xdefect.gdxray import series_info

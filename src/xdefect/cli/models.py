@@ -8,6 +8,8 @@ from typing import Any
 
 from xdefect.cli.common import MODEL_HELP, command, fmt_ap, group
 
+__all__ = ["cmd_list", "cmd_show", "register"]
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     from xdefect.models import registry_table

@@ -10,6 +10,8 @@ from xdefect.cli.common import command
 from xdefect.errors import InputError
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
 
+__all__ = ["cmd_simulate", "register", "sampler_config"]
+
 
 def sampler_config(args: argparse.Namespace):
     """The :class:`~xdefect.simulate.SamplerConfig` of the options (ranges checked)."""

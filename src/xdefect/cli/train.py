@@ -10,6 +10,8 @@ from typing import Any
 
 from xdefect.cli.common import MODEL_HELP, command, options
 
+__all__ = ["TRAIN_DESCRIPTION", "cmd_test", "cmd_train", "register"]
+
 TRAIN_DESCRIPTION = (
     "Train a patch CNN on the 'train' split of a dataset folder,\n"
     "validating on 'val' every epoch, with early stopping on the\n"
