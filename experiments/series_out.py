@@ -30,13 +30,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from xdefect import gdxray, protocol
-from xdefect.checkpoint import load_model, read_card, resolve_model
+from xdefect import gdxray
+from xdefect.checkpoint import read_card, resolve_model
 from xdefect.detect import DetectParams
+from xdefect.detector import Detector
 from xdefect.evaluate import ImageResult
-from xdefect.io import command_line, progress, write_json
+from xdefect.io import command_line, write_json
 from xdefect.patches import BuildArgs
-from xdefect.pipelines import build_dataset
+from xdefect.pipelines import build_dataset, write_evaluation
+from xdefect.protocol import evaluate_folder
 from xdefect.train import TrainConfig, train
 
 
@@ -61,25 +63,16 @@ def run_fold(root: Path, held: str, a: argparse.Namespace, params: DetectParams
                           resume=(run / "last.safetensors").is_file(), threads=a.threads))
         (run / "done").write_text("")
     t2 = time.perf_counter()
-    model, card = load_model(run / "best.safetensors")
-    sel = protocol.select(root, [held], "all")
-    if a.limit_images:
-        sel.records = sel.records[: a.limit_images]
-    bar = progress(total=len(sel.records), desc=f"test {held}", unit="image")
-
-    def save(rec, doc):
-        write_json(fold / "detections" / f"{rec.stem}.json", doc)
-        bar.update()
-
-    results = list(protocol.model_results(sel, model, params, str(run / "best.safetensors"),
-                                          save))
-    bar.close()
+    det = Detector.load(run / "best.safetensors", **params.to_dict())
+    ev = evaluate_folder(det, root, "all", [held], a.iou, limit=a.limit_images)
     t3 = time.perf_counter()
-    m = protocol.metrics(sel, results, a.iou, card=card)
+    m = ev.metrics
     cost = {"build_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
-            "test_s": round(t3 - t2, 1), "test_images": len(sel.records),
-            "trained_on_series": others, "train_patches": card["data_counts"]}
-    write_json(fold / "metrics.json", {**m, "cost": cost})
+            "test_s": round(t3 - t2, 1), "test_images": m["images"],
+            "trained_on_series": others, "train_patches": det.card["data_counts"]}
+    m["cost"] = cost
+    write_evaluation(ev, fold, overlays=False)
+    results = ev.results
     return results, {"ap": m["ap"], "gt_boxes": m["gt_boxes"], "images": m["images"],
                      "true_positives": m["true_positives"],
                      "false_positives": m["false_positives"], "missed": m["missed"],

@@ -57,3 +57,25 @@ def test_every_command_help_renders(capsys):
             page.parse_args(["--help"])
         assert exc.value.code == 0, page.prog
     assert "number % 4 == 1" in capsys.readouterr().out
+
+
+def test_cli_records_its_command_line(tmp_path, gdxray_root):
+    """The manifest and the model card hold the captured command line, never the name of
+    the command group (argparse's dest of the subcommand must not leak into configs)."""
+    import json
+
+    out = tmp_path / "ds"
+    proc = run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out", str(out),
+                   "--series", "C0010", "--per-image", "8", "--limit-images", "2",
+                   "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["command"].startswith("python -m xdefect dataset build --gdxray"), man["command"]
+    run = tmp_path / "run"
+    proc = run_cli("train", "--data", str(out), "--out", str(run), "--epochs", "1",
+                   "--batch", "8", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((run / "best.json").read_text())
+    assert card["command"].startswith("python -m xdefect train --data"), card["command"]
+    assert card["lineage"][-1]["data_command"] == man["command"]
+    assert card["train_config"]["command"] is None  # captured by train() itself

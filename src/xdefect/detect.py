@@ -236,14 +236,17 @@ class DenseNet(nn.Module):
         model = model.eval()
         self.k = k
         self.stride = stride
+        # weights live in registered buffers, so that .to(device) moves them
         feats = list(model.features)
-        self.convs = []
+        self.kernels: list[int] = []
         for i in range(nblocks):
             conv, bn = feats[5 * i], feats[5 * i + 1]
             w, b = _fold_bn(conv.weight.detach(), conv.bias.detach(), bn)
-            self.convs.append((w.contiguous(), b.contiguous(), conv.kernel_size[0]))
+            self.register_buffer(f"conv{i}_w", w.contiguous())
+            self.register_buffer(f"conv{i}_b", b.detach().contiguous())
+            self.kernels.append(conv.kernel_size[0])
         lin = [m for m in model.classifier if isinstance(m, (nn.Linear, nn.BatchNorm1d))]
-        self.fcs = []
+        self.relus: list[bool] = []
         i = 0
         while i < len(lin):
             w, b = lin[i].weight.detach(), lin[i].bias
@@ -255,12 +258,16 @@ class DenseNet(nn.Module):
                 i += 2
             else:
                 i += 1
-            self.fcs.append((w.contiguous(), b, relu))
+            j = len(self.relus)
+            self.register_buffer(f"fc{j}_w", w.detach().contiguous())
+            self.register_buffer(f"fc{j}_b", None if b is None else b.detach().contiguous())
+            self.relus.append(relu)
         self.side = PATCH // 2**nblocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dil = 1
-        for i, (w, b, kk) in enumerate(self.convs):
+        for i, kk in enumerate(self.kernels):
+            w, b = getattr(self, f"conv{i}_w"), getattr(self, f"conv{i}_b")
             x = F.conv2d(x, w, b, padding=dil * (kk // 2), dilation=dil)
             # max-pool before ReLU (they commute) on the smaller map
             if i < self.k:
@@ -270,7 +277,8 @@ class DenseNet(nn.Module):
                 dil *= 2
             x = torch.relu_(x)
         cin = x.shape[1]
-        for j, (w, b, relu) in enumerate(self.fcs):
+        for j, relu in enumerate(self.relus):
+            w, b = getattr(self, f"fc{j}_w"), getattr(self, f"fc{j}_b")
             if j == 0:
                 x = F.conv2d(x, w.view(w.shape[0], cin, self.side, self.side), b, dilation=dil)
             else:

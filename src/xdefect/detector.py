@@ -67,12 +67,13 @@ class Detector:
     batch: int = 1024
 
     @classmethod
-    def load(cls, model: str | os.PathLike[str] | None = None, *, device: str | None = "cpu",
+    def load(cls, model: str | os.PathLike[str] | None = None, *, device: str | None = "auto",
              threads: int | None = None, batch: int = 1024, **params: Any) -> Detector:
         """Load ``model``: ``None`` for the bundled default, a bundled name
         (``xnet2-xdefect``, ``xnet2-paper``) or a ``.safetensors`` path. ``device``:
-        ``cpu``, ``cuda`` or ``auto``; ``threads``: CPU threads for torch; ``params``:
-        :class:`~xdefect.detect.DetectParams` fields overriding the card's settings."""
+        ``cpu``, ``cuda`` or ``auto`` (CUDA when present, the default); ``threads``: CPU
+        threads for torch; ``params``: :class:`~xdefect.detect.DetectParams` fields
+        overriding the card's settings."""
         if batch < 1:
             raise InputError(f"--batch {batch}: must be at least 1")
         dev = setup_device(device, threads)

@@ -217,7 +217,7 @@ def _sample_grid(G: Generator, fixed: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         grid = G(fixed).cpu().numpy()[:, 0]
     G.train()
-    return patch_grid(to_uint((grid + 1) / 2, 8))
+    return patch_grid(to_uint(grid, 8, low=-1.0))
 
 
 def train_gan(cfg: GanConfig, on_log: Callable[[dict], None] | None = None) -> dict:
@@ -287,7 +287,7 @@ def sample(G: Generator, n: int, rng: np.random.Generator, batch: int = 512) -> 
         k = min(batch, n - s)
         z = torch.from_numpy(rng.standard_normal((k, G.nz)).astype(np.float32))
         x = G(z).numpy()[:, 0]
-        out[s:s + k] = to_uint((x + 1) / 2, 8)
+        out[s:s + k] = to_uint(x, 8, low=-1.0)
     return out
 
 

@@ -121,13 +121,20 @@ def as_image(image: np.ndarray | str | os.PathLike[str]) -> np.ndarray:
     return a
 
 
-def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """Quantise a [0, 1] float image to uint8 or uint16 (rounding, clipping)."""
+def to_uint(pixels: np.ndarray, bit_depth: int = 8, low: float = 0.0, high: float = 1.0
+            ) -> np.ndarray:
+    """Quantise a float image whose grey values span ``[low, high]`` (default [0, 1]) to
+    uint8 or uint16: ``rint((pixels - low) * top / (high - low))``, clipped to ``[0,
+    top]``. The arithmetic stays in the input's float precision (float32 in, float32
+    products), so that patch datasets are byte-identical across versions."""
     if bit_depth not in (8, 16):
         raise ValueError("bit_depth must be 8 or 16")
     top = 255 if bit_depth == 8 else 65535
-    q = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * top), 0, top)
-    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    a = np.asarray(pixels)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+    a = a * (top / (high - low)) if low == 0 else (a - low) * (top / (high - low))
+    return np.clip(np.rint(a), 0, top).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 @contextlib.contextmanager

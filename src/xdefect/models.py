@@ -212,7 +212,7 @@ def setup_device(device: str | None = None, threads: int | None = None) -> str:
 
     ``device``: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``/``None`` for CUDA
     when present, else the CPU; asking for CUDA where there is none is an
-    :class:`InputError`. ``threads``: torch's intra-op CPU threads (``None``: torch's
+    :class:`InputError`. ``threads``: torch's intra-op CPU threads (``None`` or 0: torch's
     default)."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -220,8 +220,8 @@ def setup_device(device: str | None = None, threads: int | None = None) -> str:
         raise InputError(f"--device {device}: CUDA is not available on this machine")
     if device != "cpu" and not device.startswith("cuda"):
         raise InputError(f"--device {device}: expected cpu, cuda or auto")
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads {threads}: must be at least 1")
+    if threads is not None and threads < 0:
+        raise InputError(f"--threads {threads}: must not be negative (0: torch's default)")
+    if threads:
         torch.set_num_threads(threads)
     return device

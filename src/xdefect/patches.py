@@ -10,8 +10,7 @@ hard-negative sources opened from paths). Coordinates: a patch is identified by 
 The folder format is :mod:`xdefect.dataset`'s contract (``PatchSet``, ``PatchWriter``,
 ``open_dataset``); this module holds the builders only. The folder is written under a
 temporary name and renamed when complete; the same arguments and seed give
-byte-identical files (every random draw comes from a named stream of
-:mod:`xdefect.seeds`).
+byte-identical files (every random draw comes from a stream of :mod:`xdefect.seeds`).
 
 Rules (documented in ``docs/datasets.md``):
 
@@ -173,7 +172,8 @@ def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
 @dataclass(frozen=True)
 class ImageJob:
     """Work for one image (picklable, for worker processes): ``n_background`` no-defect
-    and ``n_ellipsoid`` simulated-defect patches, drawn from the stream keyed ``seed``."""
+    and ``n_ellipsoid`` simulated-defect patches, drawn from the stream of key ``seed``
+    (:func:`xdefect.seeds.key`)."""
 
     path: str
     series: str
@@ -190,7 +190,7 @@ class ImageJob:
 
 def run_image_job(job: ImageJob) -> PatchSet:
     """Cut the 'no-defect' and ellipsoidal 'defect' patches of one image."""
-    rng = np.random.default_rng(np.random.SeedSequence(list(job.seed)))
+    rng = seeds.generator(job.seed)
     img = read_image(job.path).pixels
     if img.shape[0] < PATCH or img.shape[1] < PATCH:
         raise InputError(f"{job.path}: image {img.shape[1]}x{img.shape[0]} is smaller than "
@@ -316,7 +316,7 @@ def gan_set(src: GanSource, n: int, series: str, image: int, seed: tuple[int, ..
             ) -> PatchSet:
     """``n`` GAN 'defect' patches filling an image's quota: source ``gan``, provenance the
     image whose quota they fill, ``row = col = -1`` (not cut from it)."""
-    rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
+    rng = seeds.generator(seed)
     return PatchSet.uncut(series, image, src(n, rng), 1, "gan")
 
 
@@ -380,7 +380,8 @@ def plan_wholeimage(args: BuildArgs, mix: Mix) -> tuple[list[ImageJob], list[gdx
     gts = _ground_truths(args.gdxray, recs)
     n_e = int(round(args.per_image * mix.ellipsoid / 100))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
-                     args.per_image, n_e, (args.seed, int(r.series[1:]), r.number),
+                     args.per_image, n_e,
+                     seeds.key(args.seed, seeds.IMAGE_JOB, int(r.series[1:]), r.number),
                      args.sampler(), args.margin, args.max_offset, args.min_inside)
             for r in recs]
     return jobs, recs
@@ -567,7 +568,7 @@ def _build_wholeimage(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource |
     for ps in _map(run_image_job, jobs, args.workers, f"wholeimage {mix.name}"):
         if n_gan_per:
             assert gan_src is not None
-            key = (args.seed, seeds.GAN_QUOTA, int(ps.series[0][1:]), int(ps.images[0]))
+            key = seeds.key(args.seed, seeds.GAN_QUOTA, int(ps.series[0][1:]), int(ps.images[0]))
             ps = ps + gan_set(gan_src, n_gan_per, ps.series[0], int(ps.images[0]), key)
         add(ps)
     for ps in extra_sets:
@@ -618,7 +619,7 @@ def _table3_train(args: BuildArgs, mix: Mix, recs: list[gdxray.ImageRecord],
     real defect windows there were to choose from."""
     cands, gts = _real_candidates(args.gdxray, recs)
     n_real = min(args.t3_real, args.t3_defects)
-    where = ", ".join(sorted({r.series for r in recs}))
+    where = ", ".join(args.series or TABLE3_TRAIN_SERIES)
     if not cands and n_real:
         notes.append(f"training: no real defect windows in {where}: "
                      f"all {args.t3_defects} defects simulated")
@@ -633,7 +634,7 @@ def _table3_train(args: BuildArgs, mix: Mix, recs: list[gdxray.ImageRecord],
     per = -(-n_sim // len(recs)) if n_sim else 0
     per_bg = -(-args.t3_no_defects // len(recs))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
-                     per_bg, per, (args.seed, seeds.TABLE3, int(r.series[1:]), r.number),
+                     per_bg, per, seeds.key(args.seed, seeds.TABLE3, int(r.series[1:]), r.number),
                      args.sampler(), args.margin, args.max_offset, args.min_inside)
             for r in recs]
     sets = list(_map(run_image_job, jobs, args.workers, "table3 train"))
@@ -643,7 +644,7 @@ def _table3_train(args: BuildArgs, mix: Mix, recs: list[gdxray.ImageRecord],
     out = _keep(sets, keep) + [_real_set(cands, pick_real)]
     if n_gan:
         assert gan_src is not None
-        out.append(gan_set(gan_src, n_gan, "gan", 0, (args.seed, seeds.TABLE3_GAN)))
+        out.append(gan_set(gan_src, n_gan, "gan", 0, seeds.key(args.seed, seeds.TABLE3_GAN)))
     return out, len(cands)
 
 
@@ -657,7 +658,8 @@ def _table3_test(args: BuildArgs, recs: list[gdxray.ImageRecord], rng: np.random
     pick = rng.choice(len(cands), args.t3_test_defects, replace=len(cands) < args.t3_test_defects)
     per = -(-args.t3_test_no_defects // len(recs))
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
-                     per, 0, (args.seed, seeds.TABLE3_TEST_JOBS, int(r.series[1:]), r.number),
+                     per, 0, seeds.key(args.seed, seeds.TABLE3_TEST_JOBS, int(r.series[1:]),
+                                     r.number),
                      args.sampler(), args.margin) for r in recs]
     sets = list(_map(run_image_job, jobs, args.workers, "table3 test"))
     keep = _pick(sets, args.t3_test_no_defects, rng)

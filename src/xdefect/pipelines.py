@@ -24,6 +24,7 @@ import numpy as np
 from xdefect import gan, gdxray, simulate
 from xdefect.checkpoint import bundled_model
 from xdefect.dataset import open_dataset
+from xdefect.detect import detection_arrays
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.evaluate import match_image
@@ -38,8 +39,8 @@ from xdefect.patches import BuildArgs, build_patches, check_generator
 from xdefect.protocol import Evaluation
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
-__all__ = ["build_dataset", "detect_files", "run_demo", "show_gdxray_image", "simulate_image",
-           "write_dataset_grid", "write_evaluation"]
+__all__ = ["build_dataset", "check_inputs", "detect_files", "run_demo", "show_gdxray_image",
+           "simulate_image", "write_dataset_grid", "write_evaluation"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -102,6 +103,8 @@ def build_dataset(args: BuildArgs | None = None, /, **options: Any) -> dict[str,
         names = ", ".join(f.name for f in fields(BuildArgs))
         raise InputError(f"build_dataset: {exc} (fields: {names})") from None
     mix = args.validate()
+    if Path(args.out).exists() and not args.force:  # before opening any model
+        raise InputError(f"{args.out}: output folder exists (use --force to replace it)")
     score_fn = None
     if args.hard_model is not None:
         det = Detector.load(args.hard_model)
@@ -109,7 +112,8 @@ def build_dataset(args: BuildArgs | None = None, /, **options: Any) -> dict[str,
         try:
             score_fn = det.scorer(args.hard_mode, args.hard_stride)
         except InputError as exc:
-            raise InputError(f"--hard-stride/--hard-mode: {exc}") from None
+            msg = str(exc).removeprefix("detection parameters: ")
+            raise InputError(f"--hard-stride/--hard-mode: {msg}") from None
     source = None
     if mix.gan:
         check_generator(args, mix)
@@ -128,12 +132,10 @@ def write_dataset_grid(folder: str | os.PathLike[str], out: str | os.PathLike[st
     return names
 
 
-def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
-                 out: str | os.PathLike[str], png: bool = True) -> dict[str, Any]:
-    """Detect defects in image files (and the images of folders): ``OUT/<stem>.json``
-    (the detection document) and, with ``png``, ``OUT/<stem>.png`` (detections green)
-    for each. Every input is checked before anything is written. Returns the number of
-    images and detections and the seconds taken."""
+def check_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
+    """The image files of ``inputs`` (files and folders), each checked to be a readable
+    image of at least 32x32 pixels (headers only), with distinct file name stems (their
+    outputs would collide)."""
     files = list_image_files(inputs)
     for f in files:
         h, w = gdxray.image_shape(f)
@@ -142,6 +144,16 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
         raise InputError("two inputs share a file name stem; outputs would collide")
+    return files
+
+
+def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
+                 out: str | os.PathLike[str], png: bool = True) -> dict[str, Any]:
+    """Detect defects in image files (and the images of folders): ``OUT/<stem>.json``
+    (the detection document) and, with ``png``, ``OUT/<stem>.png`` (detections green)
+    for each. Every input is checked before anything is written. Returns the number of
+    images and detections and the seconds taken."""
+    files = check_inputs(inputs)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -151,7 +163,7 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
         dets, _ = detector.run(rad.pixels)
         write_json(folder / f"{f.stem}.json", detector.document(str(f), rad.shape, dets))
         if png:
-            boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
+            boxes, _ = detection_arrays(dets)
             write_image(folder / f"{f.stem}.png",
                         overlay(rad.pixels, detections=boxes, thickness=2))
         total += len(dets)
@@ -188,8 +200,7 @@ def _inspect(det: Detector, name: str, image: np.ndarray, gt: np.ndarray,
     t = time.perf_counter()
     dets, _ = det.run(image, mask)
     dt = time.perf_counter() - t
-    boxes = np.asarray([d.box for d in dets], float).reshape(-1, 4)
-    scores = np.asarray([d.score for d in dets], float)
+    boxes, scores = detection_arrays(dets)
     tp, which = match_image(boxes, scores, gt, 0.5)
     doc = det.document(name, image.shape, dets)
     doc["ground_truth"] = [[int(v) for v in b] for b in gt]
@@ -217,7 +228,7 @@ def _demo_stages(out: Path, n: int, seed: int, root: Path) -> dict[str, Any]:
     grid = simulate.defect_patches(clean.image, clean.mask, simulate.SamplerConfig(),
                                    np.random.default_rng(seed))
     write_image(out / "simulated_patches.png", patch_grid(grid))
-    doc: dict[str, Any] = {"model": None, "phantom_defects": len(ph.boxes),
+    doc: dict[str, Any] = {"model": None, "images": [], "phantom_defects": len(ph.boxes),
                            "phantom_overlay": str(out / "phantom_overlay.png"),
                            "patches": str(out / "simulated_patches.png"), "gdxray": None}
     if (root / "Castings").is_dir():
@@ -237,7 +248,11 @@ def run_demo(out: str | os.PathLike[str] = "out/demo", model: str | os.PathLike[
     inspected by ``model`` (default: the bundled default), and, when GDXray is present
     under ``root`` (default: ``gdxray.default_root()``), the test image ``gdxray_image``
     (or the first test image). Without any model installed, the stages that need none.
-    Returns what was found per image (``images``) and where the pictures are."""
+
+    Returns ``model`` (the weights file's name, ``None`` without a model), ``images``
+    (per inspected image: defects, hits, misses, false alarms, seconds, overlay picture;
+    empty without a model), ``gdxray`` (the GDXray image shown: name, defects, picture;
+    ``None`` without GDXray), ``seconds``, and without a model the phantom's pictures."""
     t0 = time.perf_counter()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,5 +270,6 @@ def run_demo(out: str | os.PathLike[str] = "out/demo", model: str | os.PathLike[
         smp = gdxray.load_sample(rec, gdxray.load_ground_truth(base, rec.series))
         doc["images"].append(_inspect(det, rec.stem + ".png", smp.image, smp.boxes, None,
                                       folder))
-        doc["gdxray"] = rec.stem
+        doc["gdxray"] = {"name": rec.stem, "defects": len(smp.boxes),
+                         "picture": doc["images"][-1]["overlay"]}
     return {**doc, "seconds": time.perf_counter() - t0}

@@ -31,9 +31,9 @@ from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
 from xdefect.io import command_line, progress, read_detections
 
-__all__ = ["SWEEP_THETAS", "UNSEEN_RULE", "Evaluation", "Selection", "detection_results",
-           "evaluate_detections", "evaluate_folder", "image_result", "metrics", "model_results",
-           "provenance", "seen_flags", "select", "wants_unseen"]
+__all__ = ["SWEEP_THETAS", "UNSEEN_RULE", "Evaluation", "Selection", "check_iou",
+           "detection_results", "evaluate_detections", "evaluate_folder", "image_result",
+           "metrics", "model_results", "provenance", "seen_flags", "select", "wants_unseen"]
 
 if TYPE_CHECKING:
     from xdefect.detector import Detector
@@ -194,20 +194,27 @@ class Evaluation:
         return float("nan") if v is None else float(v)
 
 
-def _check_iou(iou: float) -> None:
+def check_iou(iou: float) -> None:
+    """:class:`InputError` unless ``0 < iou <= 1``."""
     if not 0 < iou <= 1:
         raise InputError(f"--iou {iou}: must be in (0, 1]")
 
 
 def evaluate_folder(detector: Detector, root: str | os.PathLike[str] | None = None,
                     split: str = "test", series: list[str] | None = None, iou: float = 0.5,
-                    matching: str = "coco", sweep: bool = False) -> Evaluation:
+                    matching: str = "coco", sweep: bool = False, limit: int | None = None
+                    ) -> Evaluation:
     """Run ``detector`` over the annotated images of ``split`` (default: the test images)
     of ``series`` (default: the paper's seven) under a GDXray ``root`` (default:
     ``gdxray.default_root()``) and score its detections at ``iou``. With ``sweep``, also
-    the paper's theta-swept curve (``metrics["theta_sweep"]``)."""
-    _check_iou(iou)
+    the paper's theta-swept curve (``metrics["theta_sweep"]``). ``limit``: only the first
+    ``limit`` images (quick trials)."""
+    check_iou(iou)
     sel = select(gdxray.default_root() if root is None else root, series, split)
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit-images {limit}: must be at least 1")
+        sel.records = sel.records[:limit]
     docs: dict[str, dict] = {}
     bar = progress(total=len(sel.records), desc="evaluate", unit="image")
 
@@ -234,7 +241,7 @@ def evaluate_detections(folder: str | os.PathLike[str], root: str | os.PathLike[
     file stem; an image without one counts as no detections) like
     :func:`evaluate_folder`. The model's provenance comes from the card of the model the
     documents name, when it is still on disk."""
-    _check_iou(iou)
+    check_iou(iou)
     sel = select(gdxray.default_root() if root is None else root, series, split)
     docs = read_detections(folder)
     results, missing = detection_results(sel, docs)

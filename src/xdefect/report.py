@@ -141,19 +141,23 @@ def pr_curve_figure(results: list, iou: float = 0.5, sweep: dict | None = None
     return rgb
 
 
+#: the rows of a dataset grid (label, source), in drawing order
+_GRID_ROWS = ((0, "background"), (1, "real"), (1, "ellipsoid"), (1, "gan"), (0, "hard"))
+assert {s for _, s in _GRID_ROWS} == set(SOURCES)
+
+
 def dataset_grid(ds: Dataset, per_row: int = 16, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """A picture of a patch dataset: one row of ``per_row`` random patches (seeded) for
-    each label and source present, 'defect' rows after 'no-defect' ones; returns the RGB
-    image and the rows' names (``label/source``)."""
+    label and source present (background, then the defect sources, then hard negatives);
+    returns the RGB image and the rows' names (``label/source``)."""
     rng = np.random.default_rng(seed)
     rows, names = [], []
-    for lab in (0, 1):
-        for src in SOURCES:
-            idx = np.flatnonzero((ds.labels == lab) & (ds.source == src))
-            if idx.size:
-                pick = np.sort(rng.choice(idx, min(per_row, idx.size), replace=False))
-                rows.append(patch_grid(ds.patches[pick], cols=per_row))
-                names.append(f"{'defect' if lab else 'no-defect'}/{src}")
+    for lab, src in _GRID_ROWS:
+        idx = np.flatnonzero((ds.labels == lab) & (ds.source == src))
+        if idx.size:
+            pick = np.sort(rng.choice(idx, min(per_row, idx.size), replace=False))
+            rows.append(patch_grid(ds.patches[pick], cols=per_row))
+            names.append(f"{'defect' if lab else 'no-defect'}/{src}")
     if not rows:
         return patch_grid(np.zeros((0, 32, 32), np.uint8), cols=per_row), names
     width = max(r.shape[1] for r in rows)

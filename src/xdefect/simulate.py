@@ -333,7 +333,8 @@ def add_random_defects(image: np.ndarray, n: int, rng: np.random.Generator,
 def simulate_defects(image: np.ndarray, n: int = 1, seed: int = 0,
                      mask: np.ndarray | None = None, config: SamplerConfig | None = None
                      ) -> tuple[np.ndarray, list[tuple[Ellipsoid, tuple[int, int, int, int]]]]:
-    """Add ``n`` non-overlapping ellipsoidal defects (Eq. 3) to a copy of a grey image.
+    """Add up to ``n`` non-overlapping ellipsoidal defects (Eq. 3) to a copy of a grey
+    image (a defect that finds no free place in 50 draws is skipped).
 
     ``image``: float ``(H, W)`` in [0, 1] (or uint8/uint16, scaled to [0, 1] first);
     ``mask``: where defect centres may fall (default: the casting mask); ``config``: the

@@ -1,8 +1,8 @@
 """The ``xdefect`` command line: a thin shell over the library.
 
 One module per command group, each registering its parsers beside their handlers; a
-handler parses nothing itself, calls one library function (:mod:`xdefect.pipelines`,
-:mod:`xdefect.protocol`, :mod:`xdefect.train`...) and prints its result.
+handler calls the library functions that do the work (:mod:`xdefect.pipelines`,
+:mod:`xdefect.protocol`, :mod:`xdefect.train`...) and prints their results.
 
 Every command reports bad input (a missing path, an unreadable image, malformed ground
 truth...) as one line on stderr, ``xdefect: error: FILE: problem``, and exits with
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         "radiographs and measure how well real defects are found (GDXray Castings).\n\n"
         "Boxes everywhere are (x1, y1, x2, y2) pixels, 0-based, half-open."))
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    # not "command": config dataclasses (BuildArgs, TrainConfig) have a field of that name
+    sub = p.add_subparsers(dest="xdefect_command", metavar="COMMAND", parser_class=Parser)
     for g in GROUPS:
         g.register(sub)
     return p

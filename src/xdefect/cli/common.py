@@ -12,8 +12,9 @@ from typing import Any
 
 from xdefect.gdxray import ENV_VAR, default_root
 
-__all__ = ["MODEL_HELP", "PROG", "Formatter", "Handler", "Parser", "add_detect_options", "add_root",
-           "command", "detect_overrides", "fmt_ap", "group", "options", "root"]
+__all__ = ["MODEL_HELP", "PROG", "Formatter", "Handler", "Parser", "add_detect_options",
+           "add_device", "add_root", "command", "detect_overrides", "fmt_ap", "group", "options",
+           "root"]
 
 PROG = "xdefect"
 MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
@@ -86,6 +87,11 @@ def options(args: argparse.Namespace, cls: type, **overrides: Any) -> dict[str, 
             v = tuple(v)
         out[f.name] = v
     return out | overrides
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="where the network runs (auto: CUDA when present, else the CPU)")
 
 
 def add_detect_options(q: argparse.ArgumentParser) -> None:

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, add_detect_options, command, detect_overrides
+from xdefect.cli.common import (
+    MODEL_HELP,
+    add_detect_options,
+    add_device,
+    command,
+    detect_overrides,
+)
 
 __all__ = ["DESCRIPTION", "cmd_detect", "register"]
 
@@ -20,12 +26,11 @@ DESCRIPTION = (
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from xdefect.detector import Detector
-    from xdefect.io import list_image_files
-    from xdefect.pipelines import detect_files
+    from xdefect.pipelines import check_inputs, detect_files
 
-    list_image_files(args.inputs)  # a missing input is reported before the model loads
-    det = Detector.load(args.model, threads=args.threads, batch=args.batch,
-                        **detect_overrides(args))
+    check_inputs(args.inputs)  # bad inputs are reported before the model loads
+    det = Detector.load(args.model, device=args.device, threads=args.threads,
+                        batch=args.batch, **detect_overrides(args))
     r = detect_files(det, args.inputs, args.out, png=not args.no_png)
     p = det.params
     print(f"{args.out}: {r['images']} images, {r['detections']} detections "
@@ -42,4 +47,5 @@ def register(sub: Any) -> None:
     de.add_argument("--batch", type=int, default=1024, help="batch size in patch mode")
     de.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     de.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    add_device(de)
     add_detect_options(de)

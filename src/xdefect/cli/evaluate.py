@@ -9,6 +9,7 @@ from typing import Any
 from xdefect.cli.common import (
     MODEL_HELP,
     add_detect_options,
+    add_device,
     add_root,
     command,
     detect_overrides,
@@ -73,8 +74,9 @@ def _print_metrics(m: dict[str, Any], out: Path, iou: float, split: str) -> None
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from xdefect.pipelines import write_evaluation
-    from xdefect.protocol import evaluate_detections, evaluate_folder
+    from xdefect.protocol import check_iou, evaluate_detections, evaluate_folder
 
+    check_iou(args.iou)
     where = {"root": root(args.gdxray), "split": args.split, "series": args.series,
              "iou": args.iou, "matching": args.matching}
     if args.detections is not None:
@@ -84,7 +86,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from xdefect.detector import Detector
 
-        det = Detector.load(args.model, **detect_overrides(args))
+        det = Detector.load(args.model, device=args.device, threads=args.threads,
+                            **detect_overrides(args))
         ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
     write_evaluation(ev, args.out, overlays=not args.no_overlays)
     _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
@@ -115,4 +118,6 @@ def register(sub: Any) -> None:
                     help="also the paper's PR curve: one detection run per theta over the "
                          "same score maps, one point each (needs --model); the headline AP "
                          "ranks the boxes of the run at the card's theta")
+    ev.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    add_device(ev)
     add_detect_options(ev)

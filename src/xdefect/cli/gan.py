@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_root, command, group, options, root
+from xdefect.cli.common import add_device, add_root, command, group, options, root
 
 __all__ = ["TRAIN_DESCRIPTION", "cmd_sample", "cmd_train", "register"]
 
@@ -57,8 +57,7 @@ def register(sub: Any) -> None:
                          "generator's card says so and dataset builds without "
                          "--include-tuning refuse it")
     gt.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
-    gt.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None,
-                    help="device (default: cuda when present)")
+    add_device(gt)
     gt.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     gs = command(gsub, "sample", cmd_sample, "generate defect patches",
                  "Write FILE.npy (uint8 (N, 32, 32)) and FILE.png (a grid of up to 64, the "

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command, options
+from xdefect.cli.common import MODEL_HELP, add_device, command, options
 
 __all__ = ["TRAIN_DESCRIPTION", "cmd_test", "cmd_train", "register"]
 
@@ -69,8 +69,7 @@ def register(sub: Any) -> None:
                     help="stop after this many epochs without a better validation loss")
     tr.add_argument("--seed", type=int, default=0, help="random seed")
     tr.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
-    tr.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None,
-                    help="device (default: cuda when present)")
+    add_device(tr)
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN from its last complete epoch")
     tr.add_argument("--samples-per-epoch", type=int, default=None,
