@@ -255,3 +255,22 @@ def test_cli_dataset_build_with_hard_negatives(gdxray_root, model_file, tmp_path
     assert_one_line_error(run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out",
                                   str(tmp_path / "x"), "--limit-images", "1",
                                   "--hard-negatives", "5"), "needs --hard-model")
+
+
+def test_patch_mode_skips_windows_off_the_mask_without_changing_detections(gdxray_root):
+    """Windows holding no casting pixel are not run (score -1), the others score as the
+    full map does, and the detections of a real image stay the same."""
+    from xdefect import gdxray
+    from xdefect.detector import Detector
+
+    det = Detector.load("xnet2-xdefect", device="cpu")
+    rec = gdxray.list_images(gdxray_root, ["C0015"], "test")[0]
+    image = gdxray.load_sample(rec, gdxray.load_ground_truth(gdxray_root, "C0015")).image
+    mask = gdxray.casting_mask(image)
+    full = D.score_map_patch(det.model, image, 8)
+    part = D.score_map_patch(det.model, image, 8, mask=mask)
+    run = part.values > -1
+    assert 0.3 < run.mean() < 1.0  # this casting leaves some windows off the mask
+    assert np.allclose(part.values[run], full.values[run], atol=1e-5)
+    expected = sorted(d.box for d in D.regions(full, det.params, mask))
+    assert expected and sorted(d.box for d in det.detect(image)) == expected

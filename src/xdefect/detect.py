@@ -61,8 +61,8 @@ from torch import nn
 
 from xdefect.errors import InputError
 from xdefect.gdxray import casting_mask
-from xdefect.models import PatchCNN, normalise_float
-from xdefect.windows import PATCH
+from xdefect.models import INFERENCE_BATCH, PatchCNN, inference_copy, normalise_float
+from xdefect.windows import PATCH, window_sums
 
 __all__ = ["BOX_RULES", "DenseNet", "DetectParams", "Detection", "Labelled", "ScoreMap",
            "boxes_of_regions", "context_margin", "detect", "detection_arrays", "detection_doc",
@@ -181,19 +181,32 @@ def grid_shape(shape: tuple[int, int], stride: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def score_map_patch(model: PatchCNN, image: np.ndarray, stride: int = 4, batch: int = 1024,
-                    device: str | torch.device = "cpu") -> ScoreMap:
-    """Score map by cutting every window and batching it through the CNN (exact)."""
+def score_map_patch(model: PatchCNN, image: np.ndarray, stride: int = 4,
+                    batch: int = INFERENCE_BATCH, device: str | torch.device = "cpu",
+                    mask: np.ndarray | None = None) -> ScoreMap:
+    """Score map by cutting every window and batching it through the CNN (exact).
+
+    With ``mask`` (e.g. the casting mask), only the windows that hold at least one mask
+    pixel are run; the others score -1 (certainly no defect): their centres lie at least
+    16 pixels from the mask, so no region inside it can come from them at a dilation
+    radius below 16."""
+    if batch < 1:
+        raise InputError(f"--batch {batch}: must be at least 1")
     a = _check_image(image)
     gh, gw = grid_shape(a.shape, stride)
     win = np.lib.stride_tricks.sliding_window_view(a, (PATCH, PATCH))[::stride, ::stride]
     win = win[:gh, :gw].reshape(-1, PATCH, PATCH)
-    model.eval()
-    out = np.empty(len(win), np.float32)
-    for s in range(0, len(win), batch):
-        x = normalise_float(np.ascontiguousarray(win[s:s + batch]))[:, None].to(device)
-        p = torch.softmax(model(x), dim=1)
-        out[s:s + batch] = (p[:, 1] - p[:, 0]).cpu().numpy()
+    keep = np.arange(len(win))
+    if mask is not None:
+        touch = window_sums(np.asarray(mask, bool).astype(np.int32))[::stride, ::stride]
+        keep = np.flatnonzero(touch[:gh, :gw].reshape(-1) > 0)
+    net = inference_copy(model).to(device)
+    out = np.full(len(win), -1.0, np.float32)
+    for s in range(0, len(keep), batch):
+        idx = keep[s:s + batch]
+        x = normalise_float(np.ascontiguousarray(win[idx]))[:, None].to(device)
+        p = torch.softmax(net(x.contiguous(memory_format=torch.channels_last)), dim=1)
+        out[idx] = (p[:, 1] - p[:, 0]).float().cpu().numpy()
     return ScoreMap(out.reshape(gh, gw), stride, a.shape)
 
 
@@ -323,11 +336,14 @@ def score_map_dense(model: PatchCNN, image: np.ndarray, stride: int = 4, tile: i
 
 
 def score_map(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,
-              batch: int = 1024, device: str | torch.device = "cpu") -> ScoreMap:
-    """Score map in the mode of ``params`` (default :class:`DetectParams`: ``patch``)."""
+              batch: int = INFERENCE_BATCH, device: str | torch.device = "cpu",
+              mask: np.ndarray | None = None) -> ScoreMap:
+    """Score map in the mode of ``params`` (default :class:`DetectParams`: ``patch``);
+    ``mask``: patch mode skips the windows that hold no mask pixel (see
+    :func:`score_map_patch`)."""
     p = params or DetectParams()
     if p.mode == "patch":
-        return score_map_patch(model, image, p.stride, batch, device)
+        return score_map_patch(model, image, p.stride, batch, device, mask)
     if p.mode == "dense":
         return score_map_dense(model, image, p.stride, device=device)
     raise ValueError(f"unknown mode {p.mode!r} (dense or patch)")
@@ -487,11 +503,15 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,
-           mask: np.ndarray | None = None, batch: int = 1024,
+           mask: np.ndarray | None = None, batch: int = INFERENCE_BATCH,
            device: str | torch.device = "cpu") -> tuple[list[Detection], ScoreMap]:
-    """Score map and regions of one image. ``mask`` defaults to the casting mask."""
+    """Score map and regions of one image. ``mask`` defaults to the casting mask (with
+    ``params.use_mask``); windows that cannot touch it are not run."""
     p = params or DetectParams()
-    smap = score_map(model, image, p, batch, device)
     if p.use_mask and mask is None:
         mask = casting_mask(image)
+    # windows holding no mask pixel cannot reach a region inside it while the dilation
+    # stays under half a window and every skipped window (score -1) stays below theta
+    skip = p.use_mask and p.radius < PATCH // 2 and p.theta >= -1
+    smap = score_map(model, image, p, batch, device, mask if skip else None)
     return regions(smap, p, mask), smap

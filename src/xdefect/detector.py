@@ -26,7 +26,7 @@ from xdefect.checkpoint import load_model, resolve_model
 from xdefect.detect import Detection, DetectParams, ScoreMap, detect, detection_doc, score_map
 from xdefect.errors import InputError
 from xdefect.io import as_image
-from xdefect.models import PatchCNN, setup_device
+from xdefect.models import INFERENCE_BATCH, PatchCNN, setup_device
 
 __all__ = ["Detector", "params_from_card"]
 
@@ -64,11 +64,11 @@ class Detector:
     params: DetectParams
     path: Path
     device: str = "cpu"
-    batch: int = 1024
+    batch: int = INFERENCE_BATCH
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] | None = None, *, device: str | None = "auto",
-             threads: int | None = None, batch: int = 1024, **params: Any) -> Detector:
+             threads: int | None = None, batch: int = INFERENCE_BATCH, **params: Any) -> Detector:
         """Load ``model``: ``None`` for the bundled default, a bundled name
         (``xnet2-xdefect``, ``xnet2-paper``) or a ``.safetensors`` path. ``device``:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when present, the default); ``threads``: CPU

@@ -20,6 +20,7 @@ the image width (4 x width = 128, 64, 32, 16, 8 instead of 4 x channels): 1,349,
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,9 +30,9 @@ from torch import nn
 from xdefect.errors import InputError
 from xdefect.windows import PATCH
 
-__all__ = ["NORMALISATION", "REGISTRY", "ArchConfig", "PatchCNN", "count_params_keras",
-           "create_model", "get_arch", "normalise", "normalise_float", "registry_table",
-           "setup_device"]
+__all__ = ["INFERENCE_BATCH", "NORMALISATION", "REGISTRY", "ArchConfig", "PatchCNN",
+           "count_params_keras", "create_model", "get_arch", "inference_copy", "normalise",
+           "normalise_float", "registry_table", "setup_device"]
 
 # Input normalisation, defined once: float = (uint8 / 255 - MEAN) / STD.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "std": 0.25}
@@ -205,6 +206,18 @@ def registry_table() -> list[dict]:
                     "params": a.params(), "trainable_params": a.trainable_params(),
                     "macs_per_patch": a.macs_per_patch(), "description": a.description})
     return out
+
+
+#: windows per forward pass at inference: measured fastest on 2 CPU cores in
+#: ``bench/detect.py`` (larger batches fall out of the caches)
+INFERENCE_BATCH = 256
+
+
+def inference_copy(model: PatchCNN) -> PatchCNN:
+    """A copy of ``model`` in eval mode with its weights in ``channels_last`` memory
+    format: oneDNN's fastest layout for these convolutions on CPU (about twice float32's
+    default layout here, ``bench/detect.py``); the model itself is left as it is."""
+    return copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
 
 
 def setup_device(device: str | None = None, threads: int | None = None) -> str:

@@ -30,6 +30,7 @@ from xdefect.detect import detect, detection_arrays, detection_doc, regions
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
 from xdefect.io import command_line, progress, read_detections
+from xdefect.models import INFERENCE_BATCH
 
 __all__ = ["SWEEP_THETAS", "UNSEEN_RULE", "Evaluation", "Selection", "check_iou",
            "detection_results", "evaluate_detections", "evaluate_folder", "image_result",
@@ -138,7 +139,7 @@ SWEEP_THETAS = (-0.9, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98,
 
 def model_results(sel: Selection, model: Any, params: Any, model_name: str,
                   on_image: Callable[[gdxray.ImageRecord, dict], None] | None = None,
-                  sweep: dict[float, list[ImageResult]] | None = None, batch: int = 1024,
+                  sweep: dict[float, list[ImageResult]] | None = None, batch: int = INFERENCE_BATCH,
                   device: str = "cpu") -> Iterator[ImageResult]:
     """Run ``model`` with detection ``params`` over the selection, yielding each image's
     result; ``on_image(record, detection_doc)`` sees each detection document. With

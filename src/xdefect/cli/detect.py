@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
                     help="images (8/16-bit PNG, TIFF) or folders of images")
     de.add_argument("--model", default=None, help=MODEL_HELP)
     de.add_argument("--out", required=True, type=Path, help="output folder")
-    de.add_argument("--batch", type=int, default=1024, help="batch size in patch mode")
+    de.add_argument("--batch", type=int, default=256, help="windows per forward pass (patch mode)")
     de.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     de.add_argument("--no-png", action="store_true", help="write only the JSON files")
     add_device(de)
