@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/record.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

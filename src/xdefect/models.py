@@ -31,8 +31,8 @@ from xdefect.errors import InputError
 from xdefect.windows import PATCH
 
 __all__ = ["INFERENCE_BATCH", "NORMALISATION", "REGISTRY", "ArchConfig", "PatchCNN",
-           "count_params_keras", "create_model", "get_arch", "inference_copy", "normalise",
-           "normalise_float", "registry_table", "setup_device"]
+           "bf16_native", "count_params_keras", "create_model", "get_arch", "inference_copy",
+           "normalise", "normalise_float", "registry_table", "setup_device"]
 
 # Input normalisation, defined once: float = (uint8 / 255 - MEAN) / STD.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "std": 0.25}
@@ -218,6 +218,20 @@ def inference_copy(model: PatchCNN) -> PatchCNN:
     format: oneDNN's fastest layout for these convolutions on CPU (about twice float32's
     default layout here, ``bench/detect.py``); the model itself is left as it is."""
     return copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+
+
+def bf16_native(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16 support; a CPU with
+    AVX512-BF16 or AMX). Elsewhere bfloat16 autocast is emulated and many times slower
+    than float32 (measured 35 against 890 patches/s on this project's AVX2 machine)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def setup_device(device: str | None = None, threads: int | None = None) -> str:

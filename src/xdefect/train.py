@@ -50,11 +50,14 @@ from xdefect.dataset import Dataset, open_dataset
 from xdefect.errors import InputError
 from xdefect.io import command_line, progress, sha256_file, write_csv
 from xdefect.models import (
+    INFERENCE_BATCH,
     NORMALISATION,
     ArchConfig,
     PatchCNN,
+    bf16_native,
     create_model,
     get_arch,
+    inference_copy,
     normalise,
     setup_device,
 )
@@ -87,6 +90,11 @@ class TrainConfig:
     init: str | None = None
     #: the command line that started the run (default: this process's, captured)
     command: str | None = None
+    #: weights and inputs in channels_last memory format (oneDNN's fastest here)
+    channels_last: bool = True
+    #: "float32", "bfloat16" (autocast) or "auto": bfloat16 where the device computes it
+    #: natively (:func:`xdefect.models.bf16_native`), else float32
+    precision: str = "auto"
 
 
 @dataclass
@@ -142,22 +150,42 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, patches: np.ndarray, batch: int = 1024,
+def predict(model: torch.nn.Module, patches: np.ndarray, batch: int = INFERENCE_BATCH,
             device: str | torch.device = "cpu", desc: str | None = None) -> np.ndarray:
     """Softmax outputs ``(N, 2)`` (``y0``, ``y1``) of uint8 patches ``(N, 32, 32)``."""
-    model.eval()
+    net = inference_copy(model).to(device)
     out = np.empty((len(patches), 2), np.float32)
     bar = progress(total=len(patches), desc=desc or "predict", unit="patch")
     for s in range(0, len(patches), batch):
         x = normalise(np.asarray(patches[s:s + batch])).to(device)
-        out[s:s + batch] = torch.softmax(model(x), dim=1).cpu().numpy()
+        x = x.contiguous(memory_format=torch.channels_last)
+        out[s:s + batch] = torch.softmax(net(x), dim=1).cpu().numpy()
         bar.update(min(batch, len(patches) - s))
     bar.close()
     return out
 
 
-def _evaluate(model, ds: Dataset, idx: np.ndarray, cfg: TrainConfig, device, dist: _Dist
-              ) -> tuple[float, np.ndarray]:
+def _inputs(ds: Dataset, b: np.ndarray, cfg: TrainConfig, device: str) -> torch.Tensor:
+    """The normalised patches at positions ``b``, in the run's memory format."""
+    x = normalise(ds.patches[b]).to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def _autocast(device: str, precision: str) -> torch.autocast:
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                          enabled=precision == "bfloat16")
+
+
+def _precision(cfg: TrainConfig, device: str) -> str:
+    if cfg.precision not in ("auto", "float32", "bfloat16"):
+        raise InputError(f"--precision {cfg.precision!r}: expected auto, float32 or bfloat16")
+    if cfg.precision == "auto":
+        return "bfloat16" if bf16_native(device) else "float32"
+    return cfg.precision
+
+
+def _evaluate(model, ds: Dataset, idx: np.ndarray, cfg: TrainConfig, device, dist: _Dist,
+              precision: str = "float32") -> tuple[float, np.ndarray]:
     """Mean loss and confusion matrix over ``idx`` (sharded across ranks, all-reduced)."""
     model.eval()
     mine = idx[dist.rank::dist.world]
@@ -166,9 +194,10 @@ def _evaluate(model, ds: Dataset, idx: np.ndarray, cfg: TrainConfig, device, dis
     with torch.no_grad():
         for s in range(0, len(mine), cfg.batch * 4):
             b = np.sort(mine[s:s + cfg.batch * 4])
-            x = normalise(ds.patches[b]).to(device)
+            x = _inputs(ds, b, cfg, device)
             y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
-            logits = model(x)
+            with _autocast(device, precision):
+                logits = model(x).float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             cm += _confusion(logits.argmax(1).cpu().numpy(), ds.labels[b])
     if dist.world > 1:
@@ -272,7 +301,7 @@ def _resume(last: Path, model: PatchCNN, opt: torch.optim.Optimizer, manifest_sh
 
 def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Dataset,
                  train_idx: np.ndarray, cfg: TrainConfig, epoch: int, device: str,
-                 dist: _Dist) -> tuple[float, float, int]:
+                 dist: _Dist, precision: str) -> tuple[float, float, int]:
     """One epoch of optimiser steps in the epoch's seeded order; returns the mean loss,
     the accuracy and the number of patches this rank saw."""
     rng = seeds.epoch_order(cfg.seed, epoch)
@@ -290,10 +319,11 @@ def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Dataset,
                    hidden=not dist.main)
     for bi in range(nb):
         b = np.sort(mine[bi * cfg.batch:(bi + 1) * cfg.batch])
-        x = normalise(ds.patches[b]).to(device, non_blocking=True)
+        x = _inputs(ds, b, cfg, device)
         y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
         opt.zero_grad(set_to_none=True)
-        logits = net(x)
+        with _autocast(device, precision):
+            logits = net(x).float()
         loss = F.cross_entropy(logits, y)
         loss.backward()
         opt.step()
@@ -327,6 +357,18 @@ def _save_epoch(out: Path, model: PatchCNN, opt: torch.optim.Optimizer, card: di
                  "training_state": prog.to_dict(epoch)}
     write_csv(out / "metrics.csv", prog.rows, METRIC_COLUMNS)
     save_tensors(out / "last.safetensors", tensors, last_card)
+
+
+def _base_card(ds: Dataset, manifest_sha: str, cfg: TrainConfig, device: str, dist: _Dist,
+               precision: str, lineage: list[dict]) -> dict:
+    """What every card of the run records besides its epoch and metrics."""
+    return {
+        "data": str(ds.folder), "data_manifest_sha256": manifest_sha,
+        "data_counts": ds.manifest.get("counts"), "data_protocol": ds.manifest.get("protocol"),
+        "data_mix": ds.manifest.get("mix"), "seed": cfg.seed, "xdefect_version": __version__,
+        "train_config": asdict(cfg), "threads": torch.get_num_threads(), "device": str(device),
+        "world_size": dist.world, "precision": precision, "channels_last": cfg.channels_last,
+        "command": lineage[-1]["command"], "lineage": lineage}
 
 
 def _wrap(model: PatchCNN, dist: _Dist, device: str) -> torch.nn.Module:
@@ -363,27 +405,27 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
              else command_line(), **data_stage(ds, manifest_sha),
              "init": None, "train_config": asdict(cfg)}
     model, lineage = _initial_model(cfg, arch, stage, device, resuming)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    precision = _precision(cfg, device)
     opt = _optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     prog = _Progress()
     if resuming:
         prog, recorded = _resume(last, model, opt, manifest_sha, cfg)
         lineage = recorded or lineage
     net = _wrap(model, dist, device)
-    base_card = {
-        "data": str(ds.folder), "data_manifest_sha256": manifest_sha,
-        "data_counts": ds.manifest.get("counts"), "data_protocol": ds.manifest.get("protocol"),
-        "data_mix": ds.manifest.get("mix"), "seed": cfg.seed, "xdefect_version": __version__,
-        "train_config": asdict(cfg), "threads": torch.get_num_threads(), "device": str(device),
-        "world_size": dist.world, "command": lineage[-1]["command"], "lineage": lineage}
+    base_card = _base_card(ds, manifest_sha, cfg, device, dist, precision, lineage)
     stopped = "epochs"
     for epoch in range(prog.start_epoch, cfg.epochs + 1):
         if prog.bad_epochs >= cfg.patience:
             stopped = "early"
             break
         t0 = time.perf_counter()
-        tl, ta, seen = _train_epoch(net, opt, ds, train_idx, cfg, epoch, device, dist)
+        tl, ta, seen = _train_epoch(net, opt, ds, train_idx, cfg, epoch, device, dist,
+                                    precision)
         train_time = time.perf_counter() - t0
-        val_loss, cm = _evaluate(net, ds, val_idx, cfg, device, dist) if len(val_idx) else (
+        val_loss, cm = _evaluate(net, ds, val_idx, cfg, device, dist, precision) if len(
+            val_idx) else (
             float("nan"), np.zeros((2, 2), np.int64))
         sc = scores_from_confusion(cm)
         row = _epoch_row(epoch, cfg, tl, ta, val_loss, sc, time.perf_counter() - t0,

@@ -80,6 +80,13 @@ def register(sub: Any) -> None:
                          "a .safetensors file or a bundled name")
     tr.add_argument("--val-samples", type=int, default=None,
                     help="validate on a fixed seeded subset of this many val patches")
+    tr.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="bfloat16 autocast, or float32; auto: bfloat16 where the device "
+                         "computes it natively (AVX512-BF16/AMX CPUs, recent GPUs), else "
+                         "float32 (bench/train.py)")
+    tr.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                    help="keep weights and inputs in the default memory layout (channels_last "
+                         "is faster with oneDNN: bench/train.py)")
     te = command(sub, "test", cmd_test, "patch accuracy of a model on a dataset split")
     te.add_argument("--model", required=True, help=MODEL_HELP.split("; default")[0])
     te.add_argument("--data", required=True, type=Path, help="dataset folder")
