@@ -312,3 +312,10 @@ def test_series_out_experiment_trial(gdxray_root, tmp_path, two_stage):
         assert held not in lineage_summary(card)["series"]
         m = json.loads((out / f"fold-{held}" / "metrics.json").read_text())
         assert m["series"] == [held] and m["provenance"]["trained_on_evaluated_images"] is False
+
+
+def test_readme_speed_figures_come_from_bench_results():
+    """The README's speed table is generated from bench/results.jsonl."""
+    proc = subprocess.run([sys.executable, "experiments/bench_figures.py", "--check"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
