@@ -11,6 +11,9 @@ Format of a dataset folder (``xdefect-patches/1``)::
     manifest.json  protocol, the captured command line, GDXray root, series, image splits,
                    mix, seed, arguments, xdefect version, counts, source images with
                    SHA-256 checksums (and the GAN's and hard-negative model's)
+    context.npy    optional (manifest "context": M > 0): uint8 (N, 32 + 2M, 32 + 2M), each
+                   patch with M pixels of its surroundings (the patch at [M:M + 32,
+                   M:M + 32]; mid-grey 128 beyond the image), for training the dense mode
 
 ``split`` is the *patch* split: train, val (the random patch hold-out for early
 stopping, not the tuning images) or test (``table3``); ``source`` is one of
@@ -49,7 +52,8 @@ class PatchSet:
     """Patches with their provenance, one entry per patch. ``series``/``images``: the
     source image of each patch; ``patches``: uint8 ``(n, 32, 32)``; ``labels``: uint8
     ``(n,)``; ``source``: source names; ``rows``/``cols``: top-left corners (0-based);
-    ``boxes``: ``(n, 4)`` defect box inside the patch (-1 where none)."""
+    ``boxes``: ``(n, 4)`` defect box inside the patch (-1 where none); ``context``: uint8
+    ``(n, 32 + 2M, 32 + 2M)`` the patches with ``M`` pixels of surroundings, or None."""
 
     series: list[str]
     images: np.ndarray
@@ -59,6 +63,7 @@ class PatchSet:
     rows: np.ndarray
     cols: np.ndarray
     boxes: np.ndarray
+    context: np.ndarray | None = None
 
     @staticmethod
     def empty() -> PatchSet:
@@ -80,19 +85,24 @@ class PatchSet:
         return len(self.labels)
 
     def __add__(self, other: PatchSet) -> PatchSet:
+        parts = [p.context for p in (self, other) if len(p)]
+        if any(c is None for c in parts) and not all(c is None for c in parts):
+            raise ValueError("cannot join patch sets with and without surroundings")
+        context = np.concatenate(parts) if parts and parts[0] is not None else None
         return PatchSet(self.series + other.series, np.concatenate([self.images, other.images]),
                         np.concatenate([self.patches, other.patches]),
                         np.concatenate([self.labels, other.labels]), self.source + other.source,
                         np.concatenate([self.rows, other.rows]),
                         np.concatenate([self.cols, other.cols]),
-                        np.concatenate([self.boxes, other.boxes]))
+                        np.concatenate([self.boxes, other.boxes]), context)
 
     def subset(self, idx: list[int] | np.ndarray) -> PatchSet:
         """The patches at positions ``idx``, in that order."""
         ix = np.asarray(idx, dtype=np.int64)
         return PatchSet([self.series[i] for i in ix], self.images[ix], self.patches[ix],
                         self.labels[ix], [self.source[i] for i in ix], self.rows[ix],
-                        self.cols[ix], self.boxes[ix])
+                        self.cols[ix], self.boxes[ix],
+                        None if self.context is None else self.context[ix])
 
 
 class PatchWriter:
@@ -100,13 +110,19 @@ class PatchWriter:
     ``capacity`` known in advance) and the metadata rows (to a part file; the split column
     is filled in at the end, when :meth:`finish` writes ``labels.npy`` and ``meta.csv``).
     Memory beyond the memory-mapped output is a few bytes per patch. The caller writes
-    ``manifest.json`` and makes the folder appear atomically (``io.atomic_dir``)."""
+    ``manifest.json`` and makes the folder appear atomically (``io.atomic_dir``). With
+    ``context`` M > 0, every patch set added carries its surroundings, written to
+    ``context.npy``."""
 
-    def __init__(self, folder: Path, capacity: int) -> None:
+    def __init__(self, folder: Path, capacity: int, context: int = 0) -> None:
         self.folder = folder
         self.capacity = capacity
         self.mm = np.lib.format.open_memmap(folder / "patches.npy", mode="w+", dtype=np.uint8,
                                             shape=(capacity, PATCH, PATCH))
+        side = PATCH + 2 * context
+        self.ctx = (np.lib.format.open_memmap(folder / "context.npy", mode="w+",
+                                              dtype=np.uint8, shape=(capacity, side, side))
+                    if context else None)
         self.labels = np.zeros(capacity, np.uint8)
         self.splits = np.zeros(capacity, np.uint8)      # index into SPLITS
         self.sources = np.zeros(capacity, np.uint8)     # index into SOURCES
@@ -120,6 +136,10 @@ class PatchWriter:
             raise RuntimeError("patch writer overflow")
         sl = slice(self.n, self.n + k)
         self.mm[sl] = ps.patches
+        if self.ctx is not None:
+            if k and (ps.context is None or ps.context.shape[1:] != self.ctx.shape[1:]):
+                raise ValueError("patch set without the writer's surroundings")
+            self.ctx[sl] = ps.context
         self.labels[sl] = ps.labels
         self.splits[sl] = SPLITS.index(split)
         self.sources[sl] = [SOURCES.index(x) for x in ps.source]
@@ -133,6 +153,9 @@ class PatchWriter:
         """Flush everything; returns the ``counts`` block of the manifest."""
         self.mm.flush()
         del self.mm
+        if self.ctx is not None:
+            self.ctx.flush()
+            self.ctx = None
         self._part.close()
         if self.n != self.capacity:
             raise RuntimeError(f"expected {self.capacity} patches, wrote {self.n}")
@@ -162,6 +185,13 @@ class Dataset:
     split: np.ndarray
     source: np.ndarray
     manifest: dict
+    #: uint8 ``(N, 32 + 2M, 32 + 2M)`` (memory-mapped) when the folder has ``context.npy``
+    context: np.ndarray | None = None
+
+    @property
+    def margin(self) -> int:
+        """``M``, the pixels of surroundings of ``context`` (0 without it)."""
+        return 0 if self.context is None else (self.context.shape[1] - PATCH) // 2
 
     def indices(self, split: str) -> np.ndarray:
         """Positions of the patches of a patch split (``train``, ``val``, ``test``)."""
@@ -194,4 +224,15 @@ def open_dataset(folder: str | os.PathLike[str]) -> Dataset:
                          f"{','.join(META_COLUMNS[:8])}... and one row per patch)")
     split = np.asarray([r[1] for r in rows[1:]])
     source = np.asarray([r[3] for r in rows[1:]])
-    return Dataset(f, patches, labels, split, source, read_json(f / "manifest.json"))
+    context = None
+    if (f / "context.npy").is_file():
+        try:
+            context = np.load(f / "context.npy", mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{f / 'context.npy'}: unreadable ({exc})") from None
+        side = context.shape[1] if context.ndim == 3 else 0
+        if (context.dtype != np.uint8 or context.shape != (len(patches), side, side)
+                or side < PATCH or (side - PATCH) % 2):
+            raise InputError(f"{f / 'context.npy'}: expected uint8 (N, 32 + 2M, 32 + 2M) "
+                             f"for {len(patches)} patches, got {context.dtype} {context.shape}")
+    return Dataset(f, patches, labels, split, source, read_json(f / "manifest.json"), context)

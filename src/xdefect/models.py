@@ -150,7 +150,18 @@ class PatchCNN(nn.Module):
         self.classifier = nn.Sequential(*fc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        """Logits of ``(N, 1, 32, 32)`` patches, or of the centre windows of ``(N, 1, 32 +
+        2M, 32 + 2M)`` windows with ``M`` pixels of surroundings (``M`` a multiple of
+        ``2 ** len(p)``): the convolutions then see the real neighbours instead of zero
+        padding, exactly as the dense score map (``detect.DenseNet``) computes that window
+        when ``M`` covers its reach (``detect.context_margin``), and the head reads the
+        window's own cells."""
+        f = self.features(x)
+        side = PATCH >> len(self.arch.p)
+        if f.shape[-2:] != (side, side):
+            r, c = (f.shape[-2] - side) // 2, (f.shape[-1] - side) // 2
+            f = f[:, :, r:r + side, c:c + side]
+        return self.classifier(f)
 
 
 def count_params_keras(model: nn.Module) -> int:

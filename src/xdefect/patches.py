@@ -70,6 +70,7 @@ from xdefect.windows import (
     background_positions,
     centred_real_positions,
     cut,
+    cut_context,
     defect_centre_mask,
     hard_negative_positions,
     real_positions,
@@ -136,10 +137,22 @@ def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
     ``image``: float [0, 1] ``(H, W)``. Returns ``(patches uint8 (n, 32, 32), rows, cols,
     boxes)`` with ``boxes`` the defect's box inside its patch (0-based half-open).
     """
+    return _place_ellipsoids(image, centre_mask, n, rng, config, max_offset, min_inside)[:4]
+
+
+def _place_ellipsoids(image: np.ndarray, centre_mask: np.ndarray, n: int,
+                      rng: np.random.Generator, config: S.SamplerConfig, max_offset: int,
+                      min_inside: float, context: int = 0) -> tuple:
+    """:func:`ellipsoid_patches` plus, with ``context`` M > 0, each patch with M pixels
+    of surroundings (the defect superimposed on the whole of it; mid-grey beyond the
+    image), else None."""
     h, w = image.shape
     sampler = S.DefectSampler(centre_mask, config)
     geo = config.geometry
     out = np.empty((n, PATCH, PATCH), np.uint8)
+    side = PATCH + 2 * context
+    ctx = np.empty((n, side, side), np.uint8) if context else None
+    padded = np.pad(image, context, constant_values=128 / 255) if context else image
     rows = np.empty(n, np.int32)
     cols = np.empty(n, np.int32)
     boxes = np.full((n, 4), -1, np.int32)
@@ -155,15 +168,18 @@ def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
                          max(pc - c0, 0):max(pc + PATCH - c0, 0)].sum()
             if inside >= min_inside * total:
                 break
-        crop = image[pr:pr + PATCH, pc:pc + PATCH]
-        local = S.Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - pr, ell.center[1] - pc),
-                            ell.mu)
+        crop = padded[pr:pr + side, pc:pc + side]  # padded coordinates: pr + M - M
+        local = S.Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - pr + context,
+                                                         ell.center[1] - pc + context), ell.mu)
         res = S.superimpose(crop, local, geo, x_max=config.x_max)
-        out[i] = to_uint(res.image, 8)
+        q = to_uint(res.image, 8)
+        if ctx is not None:
+            ctx[i] = q
+        out[i] = q[context:context + PATCH, context:context + PATCH]
         rows[i], cols[i] = pr, pc
         if res.box is not None:
-            boxes[i] = res.box
-    return out, rows, cols, boxes
+            boxes[i] = np.clip(np.asarray(res.box) - context, 0, PATCH)
+    return out, rows, cols, boxes, ctx
 
 
 # ----------------------------------------------------------------------- whole-image jobs
@@ -186,6 +202,7 @@ class ImageJob:
     margin: int = 4
     max_offset: int = 8
     min_inside: float = 0.5
+    context: int = 0
 
 
 def run_image_job(job: ImageJob) -> PatchSet:
@@ -203,24 +220,29 @@ def run_image_job(job: ImageJob) -> PatchSet:
                          "(lower --per-image)")
     pick = np.sort(rng.choice(len(pos), size=job.n_background, replace=False))
     br, bc = pos[pick, 0].astype(np.int32), pos[pick, 1].astype(np.int32)
-    bg = cut(to_uint(img, 8), br, bc)
+    img8 = to_uint(img, 8)
+    bg = cut(img8, br, bc)
     cm = defect_centre_mask(mask, job.boxes, job.margin)
     if job.n_ellipsoid and not cm.any():
         raise InputError(f"{job.path}: no room in the casting for simulated defects away "
                          "from the real ones")
-    ep, er, ec, eb = (ellipsoid_patches(img, cm, job.n_ellipsoid, rng, job.config,
-                                        job.max_offset, job.min_inside)
-                      if job.n_ellipsoid else (np.zeros((0, PATCH, PATCH), np.uint8),
-                                               np.zeros(0, np.int32), np.zeros(0, np.int32),
-                                               np.zeros((0, 4), np.int32)))
+    side = PATCH + 2 * job.context
+    ep, er, ec, eb, ectx = (_place_ellipsoids(img, cm, job.n_ellipsoid, rng, job.config,
+                                              job.max_offset, job.min_inside, job.context)
+                            if job.n_ellipsoid else
+                            (np.zeros((0, PATCH, PATCH), np.uint8), np.zeros(0, np.int32),
+                             np.zeros(0, np.int32), np.zeros((0, 4), np.int32),
+                             np.zeros((0, side, side), np.uint8)))
     n_b, n_e = len(bg), len(ep)
+    context = (np.concatenate([cut_context(img8, br, bc, job.context), ectx])
+               if job.context else None)
     return PatchSet(
         [job.series] * (n_b + n_e), np.full(n_b + n_e, job.number, np.int32),
         np.concatenate([bg, ep]),
         np.concatenate([np.zeros(n_b, np.uint8), np.ones(n_e, np.uint8)]),
         ["background"] * n_b + ["ellipsoid"] * n_e,
         np.concatenate([br, er]), np.concatenate([bc, ec]),
-        np.concatenate([np.full((n_b, 4), -1, np.int32), eb]))
+        np.concatenate([np.full((n_b, 4), -1, np.int32), eb]), context)
 
 
 # ------------------------------------------------------------------------------ builder
@@ -262,6 +284,7 @@ class BuildArgs:
     limit_images: int | None = None
     include_tuning: bool = False
     command: str | None = None
+    context: int = 0
 
     def validate(self) -> Mix:
         """Check the arguments (one :class:`InputError` naming the option); returns the
@@ -278,7 +301,14 @@ class BuildArgs:
             raise InputError("--real, --real-offset and --hard-negatives must not be negative")
         if (self.real or self.hard_negatives) and self.protocol != "wholeimage":
             raise InputError("--real and --hard-negatives apply to --protocol wholeimage only")
-        return parse_mix(self.mix)
+        mix = parse_mix(self.mix)
+        if self.context:
+            if self.context < 0 or self.context % 32:
+                raise InputError(f"--context {self.context}: must be a multiple of 32 pixels")
+            if self.protocol != "wholeimage" or mix.gan:
+                raise InputError("--context applies to --protocol wholeimage without a GAN "
+                                 "portion (generated patches have no surroundings)")
+        return mix
 
     def sampler(self) -> S.SamplerConfig:
         """The ellipsoid sampler of the build (:mod:`xdefect.simulate`'s defaults unless
@@ -382,7 +412,8 @@ def plan_wholeimage(args: BuildArgs, mix: Mix) -> tuple[list[ImageJob], list[gdx
     jobs = [ImageJob(str(r.path), r.series, r.number, gts[r.series].boxes_of(r.number),
                      args.per_image, n_e,
                      seeds.key(args.seed, seeds.IMAGE_JOB, int(r.series[1:]), r.number),
-                     args.sampler(), args.margin, args.max_offset, args.min_inside)
+                     args.sampler(), args.margin, args.max_offset, args.min_inside,
+                     args.context)
             for r in recs]
     return jobs, recs
 
@@ -470,6 +501,7 @@ def _manifest(args: BuildArgs, mix: Mix, counts: dict, recs: list[gdxray.ImageRe
         "mix": mix.name,
         "seed": args.seed,
         "patch_size": PATCH,
+        "context": args.context,
         "arguments": a,
         "xdefect_version": __version__,
         "n": int(sum(counts["label"].values())),
@@ -500,7 +532,7 @@ def _centred_real_set(args: BuildArgs, recs: list[gdxray.ImageRecord],
     pick = np.sort(rng.choice(len(cands), args.real, replace=len(cands) < args.real))
     info = {"real_windows": len(cands),
             "real_boxes": int(sum(len(gts[r.series].boxes_of(r.number)) for r in recs))}
-    return _real_set(cands, pick), info
+    return _real_set(cands, pick, args.context), info
 
 
 def _hard_sets(args: BuildArgs, recs: list[gdxray.ImageRecord],
@@ -520,9 +552,12 @@ def _hard_sets(args: BuildArgs, recs: list[gdxray.ImageRecord],
         n_hard += k
         if k:
             pr, pc = sel[:, 0].astype(np.int32), sel[:, 1].astype(np.int32)
+            img8 = to_uint(img, 8)
             sets.append(PatchSet([r.series] * k, np.full(k, r.number, np.int32),
-                                 cut(to_uint(img, 8), pr, pc), np.zeros(k, np.uint8),
-                                 ["hard"] * k, pr, pc, np.full((k, 4), -1, np.int32)))
+                                 cut(img8, pr, pc), np.zeros(k, np.uint8),
+                                 ["hard"] * k, pr, pc, np.full((k, 4), -1, np.int32),
+                                 cut_context(img8, pr, pc, args.context)
+                                 if args.context else None))
     # of the chosen windows, those the model scored 'defect' (y1 - y0 > 0)
     return sets, {"hard_scored_defect": found, "hard_negatives": n_hard}
 
@@ -557,7 +592,7 @@ def _build_wholeimage(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource |
     n_gan_per = args.per_image - jobs[0].n_ellipsoid
     total = (sum(j.n_background + j.n_ellipsoid for j in jobs) + n_gan_per * len(jobs)
              + sum(len(x) for x in extra_sets))
-    writer = PatchWriter(tmp, total)
+    writer = PatchWriter(tmp, total, args.context)
     groups = []
 
     def add(ps: PatchSet) -> None:
@@ -689,19 +724,22 @@ def _build_table3(args: BuildArgs, mix: Mix, tmp: Path, gan_src: GanSource | Non
     return _manifest(args, mix, writer.finish(), sorted(set(recs_train) | set(recs_test)), extra)
 
 
-def _real_set(cands: list, pick: np.ndarray) -> PatchSet:
-    """'real' defect patches for the chosen candidate windows (may span many images)."""
+def _real_set(cands: list, pick: np.ndarray, context: int = 0) -> PatchSet:
+    """'real' defect patches for the chosen candidate windows (may span many images),
+    with ``context`` pixels of surroundings when it is positive."""
     if len(pick) == 0:
         return PatchSet.empty()
     by_image: dict = {}
     for k in pick:
         by_image.setdefault(cands[k][0], []).append(k)
-    patches, rows, cols, boxes, series, images = [], [], [], [], [], []
+    patches, rows, cols, boxes, series, images, ctx = [], [], [], [], [], [], []
     for rec in sorted(by_image):
         img8 = to_uint(read_image(rec.path).pixels, 8)
         for k in by_image[rec]:
             _, r, c, b = cands[k]
             patches.append(img8[r:r + PATCH, c:c + PATCH])
+            if context:
+                ctx.append(cut_context(img8, np.asarray([r]), np.asarray([c]), context)[0])
             rows.append(r)
             cols.append(c)
             boxes.append(np.clip(np.asarray(b) - [c, r, c, r], 0, PATCH).astype(np.int32))
@@ -710,4 +748,5 @@ def _real_set(cands: list, pick: np.ndarray) -> PatchSet:
     n = len(patches)
     return PatchSet(series, np.asarray(images, np.int32), np.stack(patches),
                     np.ones(n, np.uint8), ["real"] * n, np.asarray(rows, np.int32),
-                    np.asarray(cols, np.int32), np.stack(boxes))
+                    np.asarray(cols, np.int32), np.stack(boxes),
+                    np.stack(ctx) if context else None)

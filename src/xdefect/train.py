@@ -95,6 +95,9 @@ class TrainConfig:
     #: "float32", "bfloat16" (autocast) or "auto": bfloat16 where the device computes it
     #: natively (:func:`xdefect.models.bf16_native`), else float32
     precision: str = "auto"
+    #: train on the dataset's windows with surroundings (``context.npy``): the loss sees
+    #: each window as the dense score map computes it (``docs/detection.md``)
+    context: bool = False
 
 
 @dataclass
@@ -166,8 +169,9 @@ def predict(model: torch.nn.Module, patches: np.ndarray, batch: int = INFERENCE_
 
 
 def _inputs(ds: Dataset, b: np.ndarray, cfg: TrainConfig, device: str) -> torch.Tensor:
-    """The normalised patches at positions ``b``, in the run's memory format."""
-    x = normalise(ds.patches[b]).to(device, non_blocking=True)
+    """The normalised patches at positions ``b`` (with their surroundings under
+    ``cfg.context``), in the run's memory format."""
+    x = normalise((ds.context if cfg.context else ds.patches)[b]).to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
@@ -257,6 +261,13 @@ def _indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """The patch positions trained on and validated on (a fixed seeded subset of the
     ``val`` split with ``val_samples``)."""
     train_idx, val_idx = ds.indices("train"), ds.indices("val")
+    if cfg.context and ds.context is None:
+        raise InputError(f"--context: {cfg.data} holds no context.npy (build it with "
+                         "`xdefect dataset build --context 32`)")
+    pool = 1 << len(get_arch(cfg.arch).p)
+    if cfg.context and ds.margin % pool:
+        raise InputError(f"--context: surroundings of {ds.margin} px are not a multiple of "
+                         f"{pool} px, the pooling of {cfg.arch}")
     if len(train_idx) == 0:
         raise InputError(f"{cfg.data}: the dataset has no 'train' split")
     if cfg.val_samples and len(val_idx) > cfg.val_samples:
@@ -368,6 +379,7 @@ def _base_card(ds: Dataset, manifest_sha: str, cfg: TrainConfig, device: str, di
         "data_mix": ds.manifest.get("mix"), "seed": cfg.seed, "xdefect_version": __version__,
         "train_config": asdict(cfg), "threads": torch.get_num_threads(), "device": str(device),
         "world_size": dist.world, "precision": precision, "channels_last": cfg.channels_last,
+        "context_margin": ds.margin if cfg.context else 0,
         "command": lineage[-1]["command"], "lineage": lineage}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["PATCH", "background_positions", "box_raster", "centred_real_positions", "cut",
+           "cut_context",
            "defect_centre_mask", "hard_negative_positions", "real_positions", "window_sums"]
 
 #: side of the square patch the classifiers see (pixels)
@@ -58,6 +59,21 @@ def cut(image8: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Cut ``(n, 32, 32)`` patches of ``image8`` at top-left corners ``(rows[i], cols[i])``
     (a copy, in the image's dtype)."""
     win = np.lib.stride_tricks.sliding_window_view(image8, (PATCH, PATCH))
+    return np.ascontiguousarray(win[rows, cols])
+
+
+def cut_context(image8: np.ndarray, rows: np.ndarray, cols: np.ndarray, margin: int,
+                fill: int = 128) -> np.ndarray:
+    """The windows at top-left corners ``(rows[i], cols[i])`` with ``margin`` pixels of
+    surroundings on every side: ``(n, 32 + 2 * margin, 32 + 2 * margin)``, the window at
+    ``[margin:margin + 32, margin:margin + 32]``; beyond the image's edge, ``fill`` (128:
+    mid-grey, which the input normalisation maps to about 0, as the dense score map's
+    zero padding sees it). ``margin`` 0 is :func:`cut`."""
+    if margin == 0:
+        return cut(image8, rows, cols)
+    padded = np.pad(image8, margin, constant_values=fill)
+    size = PATCH + 2 * margin
+    win = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
     return np.ascontiguousarray(win[rows, cols])
 
 

@@ -98,6 +98,10 @@ def _build_options(db: argparse.ArgumentParser) -> None:
                     help="absorption coefficient range (1/mm) of the simulated defects")
     db.add_argument("--axes-mm", type=float, nargs=2, default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
+    db.add_argument("--context", type=int, default=0, metavar="PX",
+                    help="also store each patch with PX pixels of its surroundings "
+                         "(context.npy; a multiple of 32, e.g. 32) for `train --context`, "
+                         "the dense mode's training; wholeimage without GAN patches")
     db.add_argument("--workers", type=int, default=0,
                     help="worker processes (0: one per core, at most 4)")
     db.add_argument("--limit-images", type=int, default=None,

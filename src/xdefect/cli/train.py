@@ -84,6 +84,10 @@ def register(sub: Any) -> None:
                     help="bfloat16 autocast, or float32; auto: bfloat16 where the device "
                          "computes it natively (AVX512-BF16/AMX CPUs, recent GPUs), else "
                          "float32 (bench/train.py)")
+    tr.add_argument("--context", action="store_true",
+                    help="train on the windows with their surroundings (a dataset built with "
+                         "--context): each window as the dense score map sees it, so that "
+                         "dense mode detects as the model learnt (docs/detection.md)")
     tr.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                     help="keep weights and inputs in the default memory layout (channels_last "
                          "is faster with oneDNN: bench/train.py)")
