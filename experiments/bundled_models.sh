@@ -3,7 +3,9 @@
 #   xnet2-paper   : the paper's protocol, E100/G000 simulated defects from the train images
 #                   (odd, n % 4 == 3) of the paper's seven series, no real defect windows
 #   xnet2-xdefect : xnet2-paper fine-tuned with real defect windows and hard negatives of
-#                   the same train images
+#                   the same train images (runs/xnet2-xdefect, patch mode), then fine-tuned
+#                   for the dense score map on windows with 32 px of surroundings and its
+#                   own dense-mode hard negatives (runs/xnet2-xdefect-dense, the bundled one)
 # Detection settings are chosen on the tuning images (odd, n % 4 == 1); the test images
 # (even) are only reported. Each step is skipped when its output exists, so the script
 # can be rerun after an interruption (training resumes from its last epoch).
@@ -30,12 +32,17 @@ train runs/xnet2-paper --data data/paper-e100g000 --arch xnet2 --epochs 10 --bat
 # 2. xnet2-xdefect
 [ -e data/xdefect-adapt ] || $X dataset build --gdxray "$G" --series $PAPER --out data/xdefect-adapt --mu 0.004 0.04 --real 60000 --hard-negatives 60000 --hard-model runs/xnet2-paper/best.safetensors
 train runs/xnet2-xdefect --data data/xdefect-adapt --arch xnet2 --init runs/xnet2-paper/best.safetensors --epochs 10 --batch 128 --lr 0.0005 --patience 4 --seed 1 --samples-per-epoch 100000 --val-samples 20000 --threads $THREADS
-# 3. detection settings on the tuning images, then the test images, then install
+# 3. xnet2-xdefect for the dense score map (docs/detection.md, "Training for the dense mode")
+[ -e data/xdefect-dense ] || $X dataset build --gdxray "$G" --series $PAPER --out data/xdefect-dense --mu 0.004 0.04 --per-image 600 --real 20000 --hard-negatives 20000 --hard-model runs/xnet2-xdefect/best.safetensors --hard-mode dense --hard-stride 8 --context 32 --seed 2
+train runs/xnet2-xdefect-dense --data data/xdefect-dense --arch xnet2 --init runs/xnet2-xdefect/best.safetensors --context --epochs 4 --batch 128 --lr 2.5e-4 --patience 4 --seed 1 --samples-per-epoch 20000 --val-samples 5000 --threads $THREADS
+# 4. detection settings on the tuning images, then the test images, then install
 for m in xdefect paper; do
-  [ -e runs/tune-$m.json ] || $PY experiments/tune_detection.py --model runs/xnet2-$m/best.safetensors --gdxray "$G" --split tuning --mode patch --base-stride 8 --out runs/tune-$m.json > /dev/null
-  [ -e runs/candidate-$m.safetensors ] || $PY experiments/bundle_model.py --run runs/xnet2-$m --tune runs/tune-$m.json --name xnet2-$m --out runs/candidate-$m.safetensors
+  run=runs/xnet2-$m; mode=patch; stride=8
+  if [ $m = xdefect ]; then run=runs/xnet2-xdefect-dense; mode=dense; stride=4; fi
+  [ -e runs/tune-$m.json ] || $PY experiments/tune_detection.py --model $run/best.safetensors --gdxray "$G" --split tuning --mode $mode --base-stride $stride --compare-images 0 --out runs/tune-$m.json > /dev/null
+  [ -e runs/candidate-$m.safetensors ] || $PY experiments/bundle_model.py --run $run --tune runs/tune-$m.json --name xnet2-$m --out runs/candidate-$m.safetensors
   [ -e runs/eval-test-$m/metrics.json ] || $X evaluate --model runs/candidate-$m.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-$m
-  $PY experiments/bundle_model.py --run runs/xnet2-$m --tune runs/tune-$m.json --name xnet2-$m --test runs/eval-test-$m/metrics.json --install
+  $PY experiments/bundle_model.py --run $run --tune runs/tune-$m.json --name xnet2-$m --test runs/eval-test-$m/metrics.json --install
 done
 $PY experiments/model_figures.py
 echo "bundled models trained, tuned, tested and installed"

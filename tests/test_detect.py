@@ -263,7 +263,7 @@ def test_patch_mode_skips_windows_off_the_mask_without_changing_detections(gdxra
     from xdefect import gdxray
     from xdefect.detector import Detector
 
-    det = Detector.load("xnet2-xdefect", device="cpu")
+    det = Detector.load("xnet2-xdefect", device="cpu", mode="patch", stride=8)
     rec = gdxray.list_images(gdxray_root, ["C0015"], "test")[0]
     image = gdxray.load_sample(rec, gdxray.load_ground_truth(gdxray_root, "C0015")).image
     mask = gdxray.casting_mask(image)

