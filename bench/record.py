@@ -27,7 +27,10 @@ def commit() -> str:
                               ).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the results file itself changes as the benchmarks are recorded: it does not count
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                ":(exclude)bench/results.jsonl")
+    return head + ("+dirty" if dirty else "")
 
 
 def main() -> int:
