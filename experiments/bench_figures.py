@@ -32,7 +32,7 @@ def latest() -> dict[str, dict]:
 
 
 def _train(f: dict) -> str:
-    raw = f["raw_patches_per_s"]
+    raw = f.get("raw_patches_per_s_by_setting") or f["raw_patches_per_s"]
     return (f"training step {raw['float32_channels_last']:,.0f} patches/s (float32, "
             f"channels_last) against {raw['float32']:,.0f} (the old default layout): "
             f"{f['raw_speedup']:.2f}x; the real loop {f['loop_patches_per_s']:,.0f} patches/s, "
@@ -43,10 +43,12 @@ def _train(f: dict) -> str:
 
 def _detect(f: dict) -> str:
     s = f["s_per_image"]
-    return (f"per 572x768 image: patch mode {s['patch_stride8']:.2f} s at stride 8 (the "
-            f"default; {f['patch_speedup_vs_reference']:.1f}x the old patch mode's "
-            f"{f['reference_patch_s_per_image']['stride8']:.2f} s), {s['patch_stride4']:.2f} s "
-            f"at stride 4; dense mode {s['dense_stride8']:.2f} s / {s['dense_stride4']:.2f} s")
+    return (f"per 572x768 image: the bundled default ({f['default_mode']} mode, stride "
+            f"{f['default_stride']}) {f['default_s_per_image']:.2f} s; patch mode "
+            f"{s['patch_stride8']:.2f} s at stride 8 ({f['patch_speedup_vs_reference']:.1f}x "
+            f"the old patch mode's {f['reference_patch_s_per_image']['stride8']:.2f} s), "
+            f"{s['patch_stride4']:.2f} s at stride 4; dense mode {s['dense_stride8']:.2f} s / "
+            f"{s['dense_stride4']:.2f} s")
 
 
 def _dataset(f: dict) -> str:

@@ -57,13 +57,14 @@ def test_context_dataset_and_training(gdxray_root, tmp_path):
     out = tmp_path / "ctx"
     proc = run_cli("dataset", "build", "--gdxray", str(gdxray_root), "--out", str(out),
                    "--series", "C0021", "--per-image", "12", "--limit-images", "2",
-                   "--real", "10", "--context", "32", "--workers", "1")
+                   "--real", "10", "--hard-negatives", "6", "--hard-model", "xnet2-paper",
+                   "--hard-stride", "16", "--context", "32", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     ds = open_dataset(out)
     assert ds.margin == 32 and ds.context.shape == (len(ds.labels), 96, 96)
-    assert np.array_equal(ds.context[:, 32:64, 32:64], ds.patches)
+    assert np.array_equal(ds.context[:, 32:64, 32:64], ds.patches)  # every source aligned
     assert ds.manifest["context"] == 32
-    assert {"background", "ellipsoid", "real"} == set(ds.source.tolist())
+    assert {"background", "ellipsoid", "real", "hard"} == set(ds.source.tolist())
     run = tmp_path / "run"
     proc = run_cli("train", "--data", str(out), "--out", str(run), "--epochs", "1",
                    "--batch", "8", "--context", "--threads", "1")
@@ -94,3 +95,47 @@ def test_train_context_needs_context_data(gdxray_root, tmp_path):
     proc = run_cli("train", "--data", str(out), "--out", str(tmp_path / "r"), "--context",
                    "--epochs", "1")
     assert_one_line_error(proc, "context.npy")
+
+
+def test_context_contract_refusals(tmp_path):
+    from xdefect.dataset import PatchSet
+    from xdefect.errors import InputError
+
+    m = create_model("xnet2").eval()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        m(torch.zeros(1, 1, 80, 80))  # a 24 px margin misplaces the window's cells
+    a = PatchSet.uncut("C0001", 1, np.zeros((2, 32, 32), np.uint8), 0, "background")
+    b = PatchSet(a.series, a.images, a.patches, a.labels, a.source, a.rows, a.cols, a.boxes,
+                 np.zeros((2, 96, 96), np.uint8))
+    with pytest.raises(ValueError, match="surroundings"):
+        a + b
+    assert (PatchSet.empty() + b).context.shape == (2, 96, 96)
+    # a dataset folder with a malformed context.npy is refused with one line
+    from xdefect.dataset import META_COLUMNS
+    from xdefect.io import write_json
+
+    f = tmp_path / "ds"
+    f.mkdir()
+    np.save(f / "patches.npy", np.zeros((2, 32, 32), np.uint8))
+    np.save(f / "labels.npy", np.zeros(2, np.uint8))
+    (f / "meta.csv").write_text(",".join(META_COLUMNS) + "\n" + "0,train,0,background\n"
+                                "1,train,0,background\n")
+    write_json(f / "manifest.json", {})
+    np.save(f / "context.npy", np.zeros((2, 96, 90), np.uint8))
+    with pytest.raises(InputError, match="context.npy"):
+        open_dataset(f)
+
+
+def test_resume_refuses_other_settings(gdxray_root, tmp_path):
+    from xdefect.patches import BuildArgs
+    from xdefect.pipelines import build_dataset
+    from xdefect.train import TrainConfig, train
+
+    data = tmp_path / "d"
+    build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(data), series=["C0021"],
+                            per_image=8, limit_images=1, workers=1))
+    cfg = dict(data=str(data), out=str(tmp_path / "r"), epochs=1, batch=8, device="cpu")
+    train(TrainConfig(**cfg))
+    with pytest.raises(Exception, match="channels_last"):
+        train(TrainConfig(**{**cfg, "epochs": 2}, resume=True, channels_last=False))
+    assert train(TrainConfig(**{**cfg, "epochs": 2}, resume=True))["epochs_run"] == 2

@@ -136,8 +136,8 @@ class PatchWriter:
             raise RuntimeError("patch writer overflow")
         sl = slice(self.n, self.n + k)
         self.mm[sl] = ps.patches
-        if self.ctx is not None:
-            if k and (ps.context is None or ps.context.shape[1:] != self.ctx.shape[1:]):
+        if self.ctx is not None and k:
+            if ps.context is None or ps.context.shape[1:] != self.ctx.shape[1:]:
                 raise ValueError("patch set without the writer's surroundings")
             self.ctx[sl] = ps.context
         self.labels[sl] = ps.labels

@@ -98,7 +98,9 @@ class Detector:
     def run(self, image: np.ndarray | str | os.PathLike[str], mask: np.ndarray | None = None
             ) -> tuple[list[Detection], ScoreMap]:
         """Detections and the score map they came from. ``mask``: where defects may be
-        (default: the casting mask, unless ``params.use_mask`` is off)."""
+        (default: the casting mask, unless ``params.use_mask`` is off); in patch mode the
+        windows holding no mask pixel are not run and score -1 in that map
+        (:meth:`score_map` runs them all)."""
         return detect(self.model, as_image(image), self.params, mask=mask, batch=self.batch,
                       device=self.device)
 

@@ -156,6 +156,11 @@ class PatchCNN(nn.Module):
         padding, exactly as the dense score map (``detect.DenseNet``) computes that window
         when ``M`` covers its reach (``detect.context_margin``), and the head reads the
         window's own cells."""
+        h, w = x.shape[-2:]
+        cell = 1 << len(self.arch.p)
+        if h != w or h < PATCH or (h - PATCH) % (2 * cell):
+            raise ValueError(f"expected 32x32 windows or 32 + 2M with M a multiple of {cell} "
+                             f"(square), got {h}x{w}")
         f = self.features(x)
         side = PATCH >> len(self.arch.p)
         if f.shape[-2:] != (side, side):
@@ -236,7 +241,8 @@ def bf16_native(device: str) -> bool:
     AVX512-BF16 or AMX). Elsewhere bfloat16 autocast is emulated and many times slower
     than float32 (measured 35 against 890 patches/s on this project's AVX2 machine)."""
     if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+            including_emulation=False)
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()

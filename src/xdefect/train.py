@@ -92,9 +92,10 @@ class TrainConfig:
     command: str | None = None
     #: weights and inputs in channels_last memory format (oneDNN's fastest here)
     channels_last: bool = True
-    #: "float32", "bfloat16" (autocast) or "auto": bfloat16 where the device computes it
-    #: natively (:func:`xdefect.models.bf16_native`), else float32
-    precision: str = "auto"
+    #: "float32" (the default: the same run on any machine), "bfloat16" (autocast) or
+    #: "auto": bfloat16 where the device computes it natively
+    #: (:func:`xdefect.models.bf16_native`), else float32
+    precision: str = "float32"
     #: train on the dataset's windows with surroundings (``context.npy``): the loss sees
     #: each window as the dense score map computes it (``docs/detection.md``)
     context: bool = False
@@ -300,6 +301,11 @@ def _resume(last: Path, model: PatchCNN, opt: torch.optim.Optimizer, manifest_sh
     card = read_card(last, (CHECKPOINT_FORMAT,))
     if card.get("data_manifest_sha256") != manifest_sha:
         raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
+    saved = card.get("train_config") or {}
+    for key in ("precision", "channels_last", "context", "arch"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise InputError(f"{last}: was trained with {key} {saved[key]!r}, not "
+                             f"{getattr(cfg, key)!r}: resume with the same setting")
     tensors = load_tensors(last)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
                            if k.startswith("model.")})

@@ -80,14 +80,15 @@ def register(sub: Any) -> None:
                          "a .safetensors file or a bundled name")
     tr.add_argument("--val-samples", type=int, default=None,
                     help="validate on a fixed seeded subset of this many val patches")
-    tr.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                    help="bfloat16 autocast, or float32; auto: bfloat16 where the device "
-                         "computes it natively (AVX512-BF16/AMX CPUs, recent GPUs), else "
-                         "float32 (bench/train.py)")
+    tr.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
+                    help="float32 (the same run on any machine), bfloat16 autocast, or auto: "
+                         "bfloat16 where the device computes it natively (AVX512-BF16/AMX "
+                         "CPUs, recent GPUs), else float32 (bench/train.py)")
     tr.add_argument("--context", action="store_true",
                     help="train on the windows with their surroundings (a dataset built with "
-                         "--context): each window as the dense score map sees it, so that "
-                         "dense mode detects as the model learnt (docs/detection.md)")
+                         "--context): each window nearly as the dense score map sees it (exactly "
+                         "once the surroundings cover the convolutions' reach), so that dense "
+                         "mode detects as the model learnt (docs/detection.md)")
     tr.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                     help="keep weights and inputs in the default memory layout (channels_last "
                          "is faster with oneDNN: bench/train.py)")
