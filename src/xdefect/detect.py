@@ -189,7 +189,8 @@ def score_map_patch(model: PatchCNN, image: np.ndarray, stride: int = 4,
     With ``mask`` (e.g. the casting mask), only the windows that hold at least one mask
     pixel are run; the others score -1 (certainly no defect): their centres lie at least
     16 pixels from the mask, so no region inside it can come from them at a dilation
-    radius below 16."""
+    radius below 16 (the smoothing of the ``peaks``/``blobs`` rules still reads their -1
+    near the mask's edge: ``docs/detection.md``, "Speed")."""
     if batch < 1:
         raise InputError(f"--batch {batch}: must be at least 1")
     a = _check_image(image)
