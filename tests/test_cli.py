@@ -79,3 +79,27 @@ def test_cli_records_its_command_line(tmp_path, gdxray_root):
     assert card["command"].startswith("python -m xdefect train --data"), card["command"]
     assert card["lineage"][-1]["data_command"] == man["command"]
     assert card["train_config"]["command"] is None  # captured by train() itself
+
+
+def test_output_piped_into_head_stops_quietly(tmp_path, monkeypatch, capsys):
+    """`xdefect ... | head -1`: when the reader goes away, no BrokenPipeError traceback,
+    Unix's status 141 (the closed pipe is simulated by a stdout whose writes fail)."""
+    import os
+
+    from xdefect.cli import main
+
+    fd = os.open(tmp_path / "sink", os.O_WRONLY | os.O_CREAT)
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return fd
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["models", "list"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
