@@ -36,8 +36,8 @@ from xdefect.models import NORMALISATION, ArchConfig, PatchCNN
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_MODEL", "MODEL_FORMAT",
            "WEIGHTS_DIR", "bundled_model", "card_lineage", "describe_model", "init_record",
            "lineage_summary", "load_model", "load_tensors", "model_state", "optimizer_tensors",
-           "read_card", "resolve_model", "restore_optimizer", "save_model", "save_tensors",
-           "sidecar"]
+           "prefixed", "read_card", "resolve_model", "restore_optimizer", "save_model",
+           "save_tensors", "sidecar", "unprefixed"]
 
 MODEL_FORMAT = "xdefect-model/1"
 
@@ -74,6 +74,16 @@ def save_model(path: str | os.PathLike[str], model: torch.nn.Module, card: dict[
 
 
 CHECKPOINT_FORMAT = "xdefect-checkpoint/1"
+
+
+def prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with keys ``PREFIX.key``: several state dicts in one safetensors file."""
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors whose keys start with ``PREFIX.``, without it (inverts :func:`prefixed`)."""
+    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

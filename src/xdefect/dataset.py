@@ -84,17 +84,23 @@ class PatchSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __add__(self, other: PatchSet) -> PatchSet:
-        parts = [p.context for p in (self, other) if len(p)]
+    @staticmethod
+    def join(sets: list[PatchSet]) -> PatchSet:
+        """The sets one after the other (one copy; empty sets may lack surroundings)."""
+        parts = [p.context for p in sets if len(p)]
         if any(c is None for c in parts) and not all(c is None for c in parts):
             raise ValueError("cannot join patch sets with and without surroundings")
         context = np.concatenate(parts) if parts and parts[0] is not None else None
-        return PatchSet(self.series + other.series, np.concatenate([self.images, other.images]),
-                        np.concatenate([self.patches, other.patches]),
-                        np.concatenate([self.labels, other.labels]), self.source + other.source,
-                        np.concatenate([self.rows, other.rows]),
-                        np.concatenate([self.cols, other.cols]),
-                        np.concatenate([self.boxes, other.boxes]), context)
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in sets])
+
+        return PatchSet([s for p in sets for s in p.series], cat("images"), cat("patches"),
+                        cat("labels"), [s for p in sets for s in p.source], cat("rows"),
+                        cat("cols"), cat("boxes"), context)
+
+    def __add__(self, other: PatchSet) -> PatchSet:
+        return PatchSet.join([self, other])
 
     def subset(self, idx: list[int] | np.ndarray) -> PatchSet:
         """The patches at positions ``idx``, in that order."""

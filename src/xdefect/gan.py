@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from xdefect import __version__, gdxray, seeds
-from xdefect.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from xdefect.checkpoint import (
+    load_tensors,
+    optimizer_tensors,
+    prefixed,
+    restore_optimizer,
+    save_tensors,
+    unprefixed,
+)
 from xdefect.errors import InputError
 from xdefect.io import atomic_path, progress, read_json, to_uint, write_csv, write_image
 from xdefect.models import setup_device
@@ -136,14 +143,6 @@ class GanConfig:
     include_tuning: bool = False
 
 
-def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in tensors.items()}
-
-
-def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-
 @dataclass
 class _Gan:
     """The two networks and their optimisers."""
@@ -166,10 +165,10 @@ class _Gan:
         """Load a checkpoint; returns the iteration it reached and its log."""
         card = read_json(ck.with_suffix(".json"))
         t = load_tensors(ck)
-        self.G.load_state_dict(_unprefixed("G", t))
-        self.D.load_state_dict(_unprefixed("D", t))
-        restore_optimizer(self.opt_g, _unprefixed("oG", t), card["optim_G"])
-        restore_optimizer(self.opt_d, _unprefixed("oD", t), card["optim_D"])
+        self.G.load_state_dict(unprefixed("G", t))
+        self.D.load_state_dict(unprefixed("D", t))
+        restore_optimizer(self.opt_g, unprefixed("oG", t), card["optim_G"])
+        restore_optimizer(self.opt_d, unprefixed("oD", t), card["optim_D"])
         return card["iteration"], card["log"]
 
     def save(self, out: Path, card: dict) -> None:
@@ -178,8 +177,8 @@ class _Gan:
         tD, sD = optimizer_tensors(self.opt_d)
         save_tensors(out / "generator.safetensors", dict(self.G.state_dict()), card)
         save_tensors(out / "checkpoint.safetensors",
-                     {**_prefixed("G", self.G.state_dict()), **_prefixed("D", self.D.state_dict()),
-                      **_prefixed("oG", tG), **_prefixed("oD", tD)},
+                     {**prefixed("G", self.G.state_dict()), **prefixed("D", self.D.state_dict()),
+                      **prefixed("oG", tG), **prefixed("oD", tD)},
                      {**card, "optim_G": sG, "optim_D": sD})
 
     def step(self, x: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:

@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from xdefect.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "Radiograph", "as_image", "atomic_dir", "atomic_path", "command_line",
-           "json_safe", "list_image_files", "progress", "read_detections", "read_image",
-           "read_json", "sha256_file", "to_uint", "write_csv", "write_image", "write_json"]
+__all__ = ["IMAGE_SUFFIXES", "Radiograph", "as_image", "atomic_dir", "atomic_path",
+           "check_new_dir", "command_line", "json_safe", "list_image_files", "progress",
+           "read_detections", "read_image", "read_json", "sha256_file", "to_uint", "write_csv",
+           "write_image", "write_json"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 
@@ -159,6 +160,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_p.unlink()
 
 
+def check_new_dir(target: str | os.PathLike[str], force: bool = False) -> None:
+    """:class:`InputError` when the output folder ``target`` exists and ``force`` is off
+    (what :func:`atomic_dir` checks; callers check early, before expensive work)."""
+    if Path(target).exists() and not force:
+        raise InputError(f"{target}: output folder exists (use --force to replace it)")
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it onto ``target`` on success.
@@ -167,8 +175,7 @@ def atomic_dir(target: str | os.PathLike[str], force: bool = False) -> Iterator[
     On an exception the temporary folder is removed.
     """
     t = Path(target)
-    if t.exists() and not force:
-        raise InputError(f"{t}: output folder exists (use --force to replace it)")
+    check_new_dir(t, force)
     t.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent))
     try:

@@ -58,6 +58,7 @@ from xdefect.dataset import FORMAT, PatchSet, PatchWriter
 from xdefect.errors import InputError
 from xdefect.io import (
     atomic_dir,
+    check_new_dir,
     command_line,
     progress,
     read_image,
@@ -449,11 +450,9 @@ def build_patches(args: BuildArgs, score_fn: ScoreFn | None = None,
     check_generator(args, mix)
     if mix.gan and gan_source is None:
         raise InputError(f"--mix {mix.name}: no GAN source given for the GAN portion")
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise InputError(f"{out}: output folder exists (use --force to replace it)")
+    check_new_dir(args.out, args.force)
     gdxray.castings_dir(args.gdxray)
-    with atomic_dir(out, force=args.force) as tmp:
+    with atomic_dir(args.out, force=args.force) as tmp:
         if args.protocol == "wholeimage":
             manifest = _build_wholeimage(args, mix, tmp, gan_source, score_fn)
         else:
@@ -732,21 +731,16 @@ def _real_set(cands: list, pick: np.ndarray, context: int = 0) -> PatchSet:
     by_image: dict = {}
     for k in pick:
         by_image.setdefault(cands[k][0], []).append(k)
-    patches, rows, cols, boxes, series, images, ctx = [], [], [], [], [], [], []
+    sets = []
     for rec in sorted(by_image):
         img8 = to_uint(read_image(rec.path).pixels, 8)
-        for k in by_image[rec]:
-            _, r, c, b = cands[k]
-            patches.append(img8[r:r + PATCH, c:c + PATCH])
-            if context:
-                ctx.append(cut_context(img8, np.asarray([r]), np.asarray([c]), context)[0])
-            rows.append(r)
-            cols.append(c)
-            boxes.append(np.clip(np.asarray(b) - [c, r, c, r], 0, PATCH).astype(np.int32))
-            series.append(rec.series)
-            images.append(rec.number)
-    n = len(patches)
-    return PatchSet(series, np.asarray(images, np.int32), np.stack(patches),
-                    np.ones(n, np.uint8), ["real"] * n, np.asarray(rows, np.int32),
-                    np.asarray(cols, np.int32), np.stack(boxes),
-                    np.stack(ctx) if context else None)
+        ks = by_image[rec]
+        r = np.asarray([cands[k][1] for k in ks], np.int32)
+        c = np.asarray([cands[k][2] for k in ks], np.int32)
+        boxes = np.stack([np.clip(np.asarray(cands[k][3]) - [ci, ri, ci, ri], 0, PATCH)
+                          for k, ri, ci in zip(ks, r, c, strict=True)]).astype(np.int32)
+        n = len(ks)
+        sets.append(PatchSet([rec.series] * n, np.full(n, rec.number, np.int32),
+                             cut(img8, r, c), np.ones(n, np.uint8), ["real"] * n, r, c, boxes,
+                             cut_context(img8, r, c, context) if context else None))
+    return PatchSet.join(sets)

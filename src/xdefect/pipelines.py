@@ -29,6 +29,7 @@ from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.evaluate import match_image
 from xdefect.io import (
+    check_new_dir,
     list_image_files,
     progress,
     read_image,
@@ -103,8 +104,7 @@ def build_dataset(args: BuildArgs | None = None, /, **options: Any) -> dict[str,
         names = ", ".join(f.name for f in fields(BuildArgs))
         raise InputError(f"build_dataset: {exc} (fields: {names})") from None
     mix = args.validate()
-    if Path(args.out).exists() and not args.force:  # before opening any model
-        raise InputError(f"{args.out}: output folder exists (use --force to replace it)")
+    check_new_dir(args.out, args.force)  # before opening any model
     score_fn = None
     if args.hard_model is not None:
         det = Detector.load(args.hard_model)

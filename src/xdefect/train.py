@@ -41,10 +41,12 @@ from xdefect.checkpoint import (
     load_tensors,
     model_state,
     optimizer_tensors,
+    prefixed,
     read_card,
     restore_optimizer,
     save_model,
     save_tensors,
+    unprefixed,
 )
 from xdefect.dataset import Dataset, open_dataset
 from xdefect.errors import InputError
@@ -307,8 +309,7 @@ def _resume(last: Path, model: PatchCNN, opt: torch.optim.Optimizer, manifest_sh
             raise InputError(f"{last}: was trained with {key} {saved[key]!r}, not "
                              f"{getattr(cfg, key)!r}: resume with the same setting")
     tensors = load_tensors(last)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
-                           if k.startswith("model.")})
+    model.load_state_dict(unprefixed("model", tensors))
     restore_optimizer(opt, tensors, card["optimizer"])
     st = card["training_state"]
     prog = _Progress(st["epoch"] + 1, st["best_val_loss"], st["best_epoch"], st["bad_epochs"],
@@ -368,7 +369,7 @@ def _save_epoch(out: Path, model: PatchCNN, opt: torch.optim.Optimizer, card: di
     if improved:
         save_model(out / "best.safetensors", model, card)
     opt_t, opt_s = optimizer_tensors(opt)
-    tensors = {**{f"model.{k}": v for k, v in model_state(model).items()}, **opt_t}
+    tensors = {**prefixed("model", model_state(model)), **opt_t}
     last_card = {"format": CHECKPOINT_FORMAT, "arch": model.arch.to_dict(),
                  "normalisation": NORMALISATION, **card, "optimizer": opt_s,
                  "training_state": prog.to_dict(epoch)}

@@ -90,6 +90,8 @@ def options(args: argparse.Namespace, cls: type, **overrides: Any) -> dict[str, 
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--device``: where and on how many CPU threads torch runs."""
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="where the network runs (auto: CUDA when present, else the CPU)")
 

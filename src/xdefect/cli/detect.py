@@ -45,7 +45,6 @@ def register(sub: Any) -> None:
     de.add_argument("--model", default=None, help=MODEL_HELP)
     de.add_argument("--out", required=True, type=Path, help="output folder")
     de.add_argument("--batch", type=int, default=256, help="windows per forward pass (patch mode)")
-    de.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     de.add_argument("--no-png", action="store_true", help="write only the JSON files")
     add_device(de)
     add_detect_options(de)

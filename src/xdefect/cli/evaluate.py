@@ -118,6 +118,5 @@ def register(sub: Any) -> None:
                     help="also the paper's PR curve: one detection run per theta over the "
                          "same score maps, one point each (needs --model); the headline AP "
                          "ranks the boxes of the run at the card's theta")
-    ev.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     add_device(ev)
     add_detect_options(ev)

@@ -56,7 +56,6 @@ def register(sub: Any) -> None:
                     help="also learn from the tuning images (odd, number %% 4 == 1); the "
                          "generator's card says so and dataset builds without "
                          "--include-tuning refuse it")
-    gt.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     add_device(gt)
     gt.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     gs = command(gsub, "sample", cmd_sample, "generate defect patches",

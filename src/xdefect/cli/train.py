@@ -68,7 +68,6 @@ def register(sub: Any) -> None:
     tr.add_argument("--patience", type=int, default=4,
                     help="stop after this many epochs without a better validation loss")
     tr.add_argument("--seed", type=int, default=0, help="random seed")
-    tr.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
     add_device(tr)
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN from its last complete epoch")
