@@ -30,6 +30,18 @@ def gdxray_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def extra_root(gdxray_root: Path) -> Path:
+    """``../shared/data/gdxray-extra`` (beside the GDXray root): nine more annotated series
+    as the database ships them, quirks included."""
+    root = gdxray_root.parent / "gdxray-extra"
+    if not (root / "Castings").is_dir():
+        if os.environ.get("XDEFECT_REQUIRE_GDXRAY"):
+            pytest.fail(f"gdxray-extra not found at {root} (XDEFECT_REQUIRE_GDXRAY is set)")
+        pytest.skip(f"gdxray-extra not found at {root}")
+    return root
+
+
 def make_fake_root(tmp: Path, n: int = 4, shape: tuple[int, int] = (40, 50),
                    gt_rows: list[str] | None = None, series: str = "C0099") -> Path:
     """A tiny GDXray-like root with ``n`` 8-bit images and an optional ground truth."""

@@ -8,7 +8,7 @@ from conftest import assert_one_line_error, make_fake_root, run_cli
 from PIL import Image
 
 from xdefect import gdxray
-from xdefect.errors import InputError
+from xdefect.errors import DataWarning, InputError
 from xdefect.io import read_image
 
 # ------------------------------------------------------------------ on the real data
@@ -30,8 +30,11 @@ def test_info_json_shape(gdxray_root):
     doc = json.loads(proc.stdout)
     assert set(doc) == {"root", "series", "total"}
     assert doc["total"] == {"images": 288, "boxes": 540}
-    assert set(doc["series"]["C0001"]) == {"images", "height", "width", "boxes",
+    assert set(doc["series"]["C0001"]) == {"images", "height", "width", "sizes",
+                                           "ground_truth", "clipped", "duplicates", "boxes",
                                            "images_with_boxes", "odd", "even"}
+    assert doc["series"]["C0001"]["ground_truth"] == "ground_truth.txt"
+    assert (doc["series"]["C0001"]["sizes"], doc["series"]["C0001"]["clipped"]) == (1, 0)
     assert list(doc["series"]) == list(gdxray.PAPER_SERIES)
 
 
@@ -107,9 +110,13 @@ def test_parse_converts_and_checks(tmp_path):
 @pytest.mark.parametrize("rows, needle", [
     (["1 2 3 4"], ":1: expected 5 columns"),
     (["1 1 5 1 5", "9 1 5 1 5"], ":2: names image 9, which does not exist"),
-    (["1 1 51 1 5"], ":1: box x1=1 x2=51 y1=1 y2=5 lies outside image 1"),
+    (["1 1 54 1 5"], ":1: box x1=1 x2=54 y1=1 y2=5 (image 50x40) reaches 4 px past the "
+                     "image edge"),
+    (["1 -3 5 1 5"], ":1: box x1=-3 x2=5 y1=1 y2=5 (image 50x40) reaches 4 px past"),
+    (["1 51 53 1 5"], ":1: box x1=51 x2=53 y1=1 y2=5 (image 50x40) lies wholly outside"),
     (["1 a 5 1 5"], ":1: non-numeric"),
-    (["1 5 1 1 5"], ":1: invalid box"),
+    (["1 5 1 1 5"], ":1: invalid row"),
+    (["0 1 5 1 5"], ":1: invalid row image=0"),
 ])
 def test_bad_ground_truth_exits_2(tmp_path, rows, needle):
     root = make_fake_root(tmp_path, gt_rows=rows)
@@ -161,7 +168,9 @@ def test_fake_root_info_and_split(tmp_path):
     root = make_fake_root(tmp_path, n=5, gt_rows=["1 1 5 1 5", "1 2 6 2 6", "4 1 50 1 40"])
     info = gdxray.series_info(root)["series"]["C0099"]
     assert info == {"images": 5, "height": 40, "width": 50, "boxes": 3,
-                    "images_with_boxes": 2, "odd": 3, "even": 2, "annotated": True}
+                    "images_with_boxes": 2, "odd": 3, "even": 2, "annotated": True,
+                    "sizes": 1, "ground_truth": "ground_truth.txt", "clipped": 0,
+                    "duplicates": 0}
 
 
 def test_read_image_bit_depths(tmp_path):
@@ -192,3 +201,46 @@ def test_casting_mask_on_synthetic_scene():
     m = gdxray.casting_mask(np.clip(img, 0, 1))
     assert m[:, 120:200].all()
     assert not m[:, :80].any() and not m[:, 240:].any()
+
+
+def test_boxes_past_the_edge_clipped_and_duplicates_dropped(tmp_path):
+    root = make_fake_root(tmp_path, gt_rows=["1 0 5 1 5", "1 40 53 30 41", "2 1 5 1 5",
+                                             "2 1 5 1 5", "3 2 6 2 6"])
+    with pytest.warns(DataWarning, match="2 box.*clipped"):
+        gt = gdxray.load_ground_truth(root, "C0099")
+    assert (gt.clipped, gt.duplicates) == (2, 1)
+    np.testing.assert_array_equal(gt.boxes_of(1), [[0, 0, 5, 5], [39, 29, 50, 40]])
+    assert len(gt.boxes_of(2)) == 1  # a duplicate row is one defect, not two
+    proc = run_cli("gdxray", "info", "--root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 box(es) clipped to the image, 1 duplicate row(s) dropped" in proc.stdout
+    warn = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(warn) == 2 and all(w.startswith("xdefect: warning: ") for w in warn), warn
+    assert "Traceback" not in proc.stderr
+
+
+def test_ground_truth_without_extension(tmp_path):
+    root = make_fake_root(tmp_path)
+    d = root / "Castings" / "C0099"
+    (d / "ground_truth").write_text("1 1 5 1 5\n")
+    (d / "Xgdxannotate('C',99)").write_text("1 1 5 1 5\n")  # a copy under an odd name
+    assert gdxray.ground_truth_path(root, "C0099").name == "ground_truth"
+    gt = gdxray.load_ground_truth(root, "C0099")
+    assert gt.annotated and len(gt.boxes_of(1)) == 1
+    (d / "ground_truth.txt").write_text("2 1 5 1 5\n")  # the usual name wins
+    assert gdxray.load_ground_truth(root, "C0099").boxes_of(2).shape == (1, 4)
+
+
+def test_extra_series_read_as_they_ship(extra_root):
+    """gdxray-extra: mixed image sizes (C0002), 256x256 images, a ground-truth file without
+    extension (C0037), a box one pixel past the edge (C0045)."""
+    proc = run_cli("gdxray", "info", "--root", str(extra_root), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["total"] == {"images": 450, "boxes": 315}
+    s = doc["series"]
+    assert s["C0002"]["sizes"] == 8 and s["C0045"]["height"] == 256
+    assert s["C0037"]["ground_truth"] == "ground_truth" and s["C0037"]["boxes"] == 34
+    assert s["C0045"]["clipped"] == 1
+    assert "C0045/ground_truth.txt: 1 box(es)" in proc.stderr
+    assert gdxray.protocol_series(extra_root) == gdxray.list_series(extra_root)

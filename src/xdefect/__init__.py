@@ -12,7 +12,9 @@ Stages (one module each, data flowing one way; ``docs/architecture.md``):
 defects, Eq. 3) -> ``windows``/``patches``/``dataset`` (32x32 patch datasets) -> ``models``
 / ``train`` / ``gan`` (Xnet-II, the DCGAN) -> ``detect``/``detector`` (score map,
 regions) -> ``evaluate``/``protocol`` (IoU matching, AP) -> ``report`` (pictures);
-``pipelines`` joins them over files and ``cli`` is the command line.
+``augment`` transforms training windows; ``pipelines`` joins the stages over files,
+``adaptation`` fine-tunes a model on a new casting's unlabelled images, and ``cli`` is the
+command line.
 
 Box convention used everywhere in xdefect: ``(x1, y1, x2, y2)`` in pixels, 0-based,
 half-open (``x2``/``y2`` exclusive); x is the column, y the row.
@@ -47,18 +49,25 @@ _EXPORTS = {
     "TrainConfig": "xdefect.train",
     "train": "xdefect.train",
     "InputError": "xdefect.errors",
+    "DataWarning": "xdefect.errors",
+    "AdaptConfig": "xdefect.adaptation",
+    "adapt": "xdefect.adaptation",
+    "AugmentParams": "xdefect.augment",
 }
 
-__all__ = ["BuildArgs", "DetectParams", "Detection", "Detector", "Evaluation", "InputError",
-           "SamplerConfig", "ScoreMap", "TrainConfig", "__version__", "build_dataset",
-           "detect_files", "evaluate_detections", "evaluate_folder", "open_dataset",
-           "run_demo", "simulate_defects", "train"]
+__all__ = ["AdaptConfig", "AugmentParams", "BuildArgs", "DataWarning", "DetectParams",
+           "Detection", "Detector", "Evaluation", "InputError", "SamplerConfig", "ScoreMap",
+           "TrainConfig", "__version__", "adapt", "build_dataset", "detect_files",
+           "evaluate_detections", "evaluate_folder", "open_dataset", "run_demo",
+           "simulate_defects", "train"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from xdefect.adaptation import AdaptConfig, adapt
+    from xdefect.augment import AugmentParams
     from xdefect.dataset import open_dataset
     from xdefect.detect import Detection, DetectParams, ScoreMap
     from xdefect.detector import Detector
-    from xdefect.errors import InputError
+    from xdefect.errors import DataWarning, InputError
     from xdefect.patches import BuildArgs
     from xdefect.pipelines import build_dataset, detect_files, run_demo
     from xdefect.protocol import Evaluation, evaluate_detections, evaluate_folder

@@ -64,12 +64,14 @@ from xdefect.gdxray import casting_mask
 from xdefect.models import INFERENCE_BATCH, PatchCNN, inference_copy, normalise_float
 from xdefect.windows import PATCH, window_sums
 
-__all__ = ["BOX_RULES", "DenseNet", "DetectParams", "Detection", "Labelled", "ScoreMap",
-           "boxes_of_regions", "context_margin", "detect", "detection_arrays", "detection_doc",
-           "disk", "grid_shape", "label_regions", "regions", "score_map", "score_map_dense",
-           "score_map_patch"]
+__all__ = ["BOX_RULES", "MERGE_RULES", "DenseNet", "DetectParams", "Detection", "Labelled",
+           "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
+           "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
+           "label_regions", "merge_detections", "pyramid_regions", "regions",
+           "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
+MERGE_RULES = ("iou", "iom")
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,16 @@ class DetectParams:
     sigma: float = 1.0
     nms: int = 0
     widen: int = 4
+    #: image pyramid: the downsampling factors detection runs at (1: the image itself)
+    scales: tuple[int, ...] = (1,)
+    #: pyramid merge: a detection is dropped when a higher-scored one of another level
+    #: overlaps it by at least ``merge`` (``merge_rule`` "iou": intersection over union;
+    #: "iom": intersection over the smaller box's area)
+    merge: float = 0.5
+    merge_rule: str = "iou"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
         if self.box_rule not in BOX_RULES:
             raise ValueError(f"unknown box rule {self.box_rule!r} ({', '.join(BOX_RULES)})")
         if self.mode not in ("dense", "patch"):
@@ -112,9 +122,17 @@ class DetectParams:
                 or self.sigma < 0 or self.nms < 0 or self.widen < -1):
             raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma and nms "
                              ">= 0; widen >= -1")
+        if (not self.scales or min(self.scales) < 1 or max(self.scales) > 16
+                or len(set(self.scales)) != len(self.scales)):
+            raise ValueError("scales must be distinct downsampling factors from 1 to 16")
+        if self.merge_rule not in MERGE_RULES or not 0 < self.merge <= 1:
+            raise ValueError(f"merge_rule must be one of {', '.join(MERGE_RULES)} and merge "
+                             "in (0, 1]")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["scales"] = list(self.scales)
+        return d
 
     @classmethod
     def from_dict(cls, doc: dict) -> DetectParams:
@@ -509,12 +527,103 @@ def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = Non
            mask: np.ndarray | None = None, batch: int = INFERENCE_BATCH,
            device: str | torch.device = "cpu") -> tuple[list[Detection], ScoreMap]:
     """Score map and regions of one image. ``mask`` defaults to the casting mask (with
-    ``params.use_mask``); windows that cannot touch it are not run."""
+    ``params.use_mask``); windows that cannot touch it are not run.
+
+    With an image pyramid (``params.scales`` other than ``(1,)``), each level
+    (:func:`downsample`) is scanned with the same parameters, its boxes scaled back to the
+    image's pixels and all levels merged (:func:`merge_detections`); the score map
+    returned is the finest level's."""
     p = params or DetectParams()
     if p.use_mask and mask is None:
         mask = casting_mask(image)
     # windows holding no mask pixel cannot reach a region inside it while the dilation
     # stays under half a window and every skipped window (score -1) stays below theta
     skip = p.use_mask and p.radius < PATCH // 2 and p.theta >= -1
-    smap = score_map(model, image, p, batch, device, mask if skip else None)
-    return regions(smap, p, mask), smap
+    maps: dict[int, ScoreMap] = {}
+    masks: dict[int, np.ndarray | None] = {}
+    for f in sorted(p.scales):
+        img = downsample(image, f)
+        if min(img.shape) < PATCH:
+            continue  # the level is smaller than one window
+        masks[f] = None if mask is None else downsample_mask(mask, f)
+        maps[f] = score_map(model, img, p, batch, device, masks[f] if skip else None)
+    if not maps:
+        _check_image(image)  # the image itself is smaller than a window: say so
+    return pyramid_regions(maps, masks, p, np.shape(image)), maps[min(maps)]
+
+
+def pyramid_regions(maps: dict[int, ScoreMap], masks: dict[int, np.ndarray | None],
+                    params: DetectParams, shape: tuple[int, ...]) -> list[Detection]:
+    """Regions of the score maps of several pyramid levels (``{factor: map}``, masks
+    likewise), each level's boxes in the pixels of the image of ``shape``, merged by
+    :func:`merge_detections` when there is more than one level."""
+    levels = [scale_detections(regions(maps[f], params, masks[f]), f, shape)
+              for f in sorted(maps)]
+    if len(levels) == 1:
+        return levels[0]
+    return merge_detections(levels, params.merge, params.merge_rule)
+
+
+# --------------------------------------------------------------------------- image pyramid
+
+
+def downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """The pyramid level of ``factor``: the mean of each ``factor`` x ``factor`` block of
+    pixels (rows and columns beyond the last whole block dropped), float32 in the image's
+    units. Pixel ``(i, j)`` of the level covers image rows ``i*factor : (i+1)*factor``.
+    ``factor`` 1 returns the image unchanged."""
+    if factor == 1:
+        return image
+    a = np.asarray(image, dtype=np.float32)
+    h, w = (a.shape[0] // factor) * factor, (a.shape[1] // factor) * factor
+    return a[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """A boolean mask at pyramid level ``factor``: a level pixel is in the mask when at
+    least half of its block is."""
+    if factor == 1:
+        return mask
+    return downsample(mask.astype(np.float32), factor) >= 0.5
+
+
+def scale_detections(dets: list[Detection], factor: int, shape: tuple[int, ...]
+                     ) -> list[Detection]:
+    """Detections of pyramid level ``factor`` in the pixels of the image of ``shape``
+    (boxes multiplied by ``factor`` and clipped to the image, areas by ``factor**2``)."""
+    if factor == 1:
+        return dets
+    h, w = int(shape[0]), int(shape[1])
+    out = []
+    for d in dets:
+        x1, y1, x2, y2 = (v * factor for v in d.box)
+        out.append(Detection((x1, y1, min(x2, w), min(y2, h)), d.score, d.area * factor**2))
+    return out
+
+
+def merge_detections(levels: list[list[Detection]], overlap: float = 0.5,
+                     rule: str = "iou") -> list[Detection]:
+    """Pool the detections of several pyramid levels, best score first, and drop each one
+    that a higher-scored detection of *another* level overlaps by at least ``overlap``
+    (``rule`` "iou": intersection over union; "iom": intersection over the smaller box's
+    area, so that a small box inside a large one goes). Detections of one level are never
+    compared with each other: each level's own box rule already separated them."""
+    pool = sorted(((d, k) for k, lev in enumerate(levels) for d in lev),
+                  key=lambda t: -t[0].score)
+    boxes = np.asarray([d.box for d, _ in pool], float).reshape(-1, 4)
+    level = np.asarray([k for _, k in pool], int)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    kept: list[int] = []
+    for i in range(len(pool)):
+        if kept:
+            k = np.asarray(kept)
+            k = k[level[k] != level[i]]
+            iw = (np.minimum(boxes[k, 2], boxes[i, 2]) - np.maximum(boxes[k, 0], boxes[i, 0]))
+            ih = (np.minimum(boxes[k, 3], boxes[i, 3]) - np.maximum(boxes[k, 1], boxes[i, 1]))
+            inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+            den = (areas[k] + areas[i] - inter if rule == "iou"
+                   else np.minimum(areas[k], areas[i]))
+            if np.any(inter >= overlap * np.maximum(den, 1e-9)):
+                continue
+        kept.append(i)
+    return [pool[i][0] for i in kept]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,16 +41,17 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from xdefect.errors import InputError
+from xdefect.errors import DataWarning, InputError
 from xdefect.io import read_image
 
-__all__ = ["DEFAULT_ROOT", "ENV_VAR", "IMAGE_SPLITS", "PAPER_ANNOTATED_SERIES", "PAPER_SERIES",
-           "SPLIT_ALIASES", "SPLIT_PARTS", "ImageRecord", "MaskParams", "Sample",
-           "SeriesGroundTruth", "boxes_centres_inside", "canonical_split", "casting_mask",
-           "castings_dir", "check_series", "default_root", "ground_truth_path", "image_shape",
-           "image_shapes", "image_split", "in_split", "iter_samples", "list_images", "list_series",
+__all__ = ["DEFAULT_ROOT", "EDGE_TOLERANCE", "ENV_VAR", "GROUND_TRUTH_NAMES", "IMAGE_SPLITS",
+           "PAPER_ANNOTATED_SERIES", "PAPER_SERIES", "SPLIT_ALIASES", "SPLIT_PARTS",
+           "GroundTruthFile", "ImageRecord", "MaskParams", "Sample", "SeriesGroundTruth",
+           "boxes_centres_inside", "canonical_split", "casting_mask", "castings_dir",
+           "check_series", "default_root", "ground_truth_path", "image_shape", "image_shapes",
+           "image_split", "in_split", "iter_samples", "list_images", "list_series",
            "load_ground_truth", "load_sample", "mask_report", "parse_ground_truth",
-           "protocol_series", "series_info", "split_of"]
+           "protocol_series", "read_ground_truth", "series_info", "split_of"]
 
 ENV_VAR = "XDEFECT_GDXRAY"
 DEFAULT_ROOT = Path("../shared/data/gdxray")
@@ -188,16 +190,14 @@ def protocol_series(root: str | os.PathLike[str], series: Iterable[str] | None =
                     default: Iterable[str] = PAPER_SERIES) -> list[str]:
     """The series a protocol command uses: ``series`` when given (checked), else those of
     ``default`` (the paper's seven) that are present under ``root``. Never "every series
-    present": a full GDXray download must not silently change the protocol.
-    :class:`InputError` when none of the defaults is present."""
+    present" where a default one is: a full GDXray download must not silently change the
+    protocol. A root that holds none of the defaults (``gdxray-extra``, another group of
+    castings) gives every series it holds."""
     if series is not None:
         return check_series(root, series)
-    present = set(list_series(root))
+    present = list_series(root)
     chosen = [s for s in default if s in present]
-    if not chosen:
-        raise InputError(f"{castings_dir(root)}: none of the default series "
-                         f"({', '.join(default)}) is present; name them with --series")
-    return chosen
+    return chosen or present
 
 
 def list_images(
@@ -224,8 +224,117 @@ def list_images(
     return sorted(out)
 
 
+#: names of a series' ground-truth file, in order of preference (some copies of the database
+#: ship it without the extension)
+GROUND_TRUTH_NAMES = ("ground_truth.txt", "ground_truth")
+#: a box may reach this many pixels past an image edge (GDXray has boxes one pixel past it);
+#: it is clipped to the image with a warning. Farther out, the row is refused.
+EDGE_TOLERANCE = 3
+
+
 def ground_truth_path(root: str | os.PathLike[str], series: str) -> Path:
-    return castings_dir(root) / series / "ground_truth.txt"
+    """The series' ground-truth file: the first of :data:`GROUND_TRUTH_NAMES` present
+    (``ground_truth.txt`` when none is)."""
+    d = castings_dir(root) / series
+    for name in GROUND_TRUTH_NAMES:
+        if (d / name).is_file():
+            return d / name
+    return d / GROUND_TRUTH_NAMES[0]
+
+
+@dataclass(frozen=True)
+class GroundTruthFile:
+    """A parsed ground-truth file: ``boxes`` per image number (0-based, half-open
+    ``(x1, y1, x2, y2)``), how many boxes were ``clipped`` to their image (they reached at
+    most :data:`EDGE_TOLERANCE` pixels past an edge) and how many exact ``duplicates`` rows
+    were dropped."""
+
+    path: Path
+    boxes: dict[int, np.ndarray]
+    clipped: int = 0
+    duplicates: int = 0
+
+    def notes(self) -> list[str]:
+        """One line per correction made on reading (empty when none)."""
+        out = []
+        if self.clipped:
+            out.append(f"{self.path}: {self.clipped} box(es) reached at most {EDGE_TOLERANCE} "
+                       "px past the image edge: clipped to the image")
+        if self.duplicates:
+            out.append(f"{self.path}: {self.duplicates} duplicate row(s) counted once")
+        return out
+
+
+def _parse_row(p: Path, lineno: int, line: str) -> tuple[int, int, int, int, int]:
+    """``(image, x1, x2, y1, y2)`` of one row, GDXray's 1-based inclusive values."""
+    parts = line.split()
+    if len(parts) != 5:
+        raise InputError(f"{p}:{lineno}: expected 5 columns (image x1 x2 y1 y2), "
+                         f"got {len(parts)}")
+    try:
+        vals = [float(v) for v in parts]
+    except ValueError:
+        raise InputError(f"{p}:{lineno}: non-numeric value in {line.strip()!r}") from None
+    if not all(np.isfinite(vals)) or any(v != round(v) for v in vals):
+        raise InputError(f"{p}:{lineno}: values must be whole numbers, got {line.strip()!r}")
+    n, gx1, gx2, gy1, gy2 = (int(round(v)) for v in vals)
+    if n < 1 or gx2 < gx1 or gy2 < gy1:
+        raise InputError(f"{p}:{lineno}: invalid row image={n} x1={gx1} x2={gx2} y1={gy1} "
+                         f"y2={gy2} (1-based, need image >= 1, x1 <= x2 and y1 <= y2)")
+    return n, gx1, gx2, gy1, gy2
+
+
+def _fit_box(p: Path, lineno: int, box: list[int], shape: tuple[int, int] | None
+             ) -> tuple[list[int], bool]:
+    """Check a 0-based half-open box against its image ``shape``; clip it when it reaches
+    at most :data:`EDGE_TOLERANCE` px past an edge (returns whether it was clipped)."""
+    x1, y1, x2, y2 = box
+    h, w = shape if shape is not None else (None, None)
+    lo_w, lo_h = (w, h) if shape is not None else (x2, y2)
+    past = max(-x1, -y1, x2 - lo_w, y2 - lo_h, 0)
+    where = (f"box x1={x1 + 1} x2={x2} y1={y1 + 1} y2={y2}"
+             + (f" (image {w}x{h})" if shape is not None else ""))
+    if shape is not None and (x1 >= w or y1 >= h or x2 <= 0 or y2 <= 0):
+        raise InputError(f"{p}:{lineno}: {where} lies wholly outside the image")
+    if past > EDGE_TOLERANCE:
+        raise InputError(f"{p}:{lineno}: {where} reaches {past} px past the image edge "
+                         f"(at most {EDGE_TOLERANCE} is clipped)")
+    if not past:
+        return box, False
+    return [max(x1, 0), max(y1, 0), min(x2, lo_w), min(y2, lo_h)], True
+
+
+def read_ground_truth(
+    path: str | os.PathLike[str],
+    image_shapes: dict[int, tuple[int, int]] | None = None,
+) -> GroundTruthFile:
+    """Parse a GDXray ground-truth file (see :func:`parse_ground_truth`), keeping count of
+    the corrections: boxes clipped to their image and duplicate rows dropped."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read ground truth ({exc.__class__.__name__})") from None
+    boxes: dict[int, list[list[int]]] = {}
+    seen: set[tuple[int, ...]] = set()
+    clipped = duplicates = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith(("#", "%")):
+            continue
+        row = _parse_row(p, lineno, line)
+        if row in seen:
+            duplicates += 1
+            continue
+        seen.add(row)
+        n, gx1, gx2, gy1, gy2 = row
+        if image_shapes is not None and n not in image_shapes:
+            raise InputError(f"{p}:{lineno}: names image {n}, which does not exist")
+        shape = None if image_shapes is None else image_shapes[n]
+        box, was_clipped = _fit_box(p, lineno, [gx1 - 1, gy1 - 1, gx2, gy2], shape)
+        clipped += was_clipped
+        boxes.setdefault(n, []).append(box)
+    arrays = {n: np.asarray(b, dtype=np.float64).reshape(-1, 4) for n, b in boxes.items()}
+    return GroundTruthFile(p, arrays, clipped, duplicates)
 
 
 def parse_ground_truth(
@@ -236,45 +345,20 @@ def parse_ground_truth(
 
     Each row is ``image_number x1 x2 y1 y2`` (1-based, inclusive; x = column, y = row).
     Returns ``{image_number: (N, 4) float64 array}`` in xdefect's convention
-    ``(x1, y1, x2, y2)``, 0-based, half-open. Images without boxes are absent.
+    ``(x1, y1, x2, y2)``, 0-based, half-open. Images without boxes are absent. An exact
+    duplicate row is counted once.
 
     ``image_shapes`` (``{number: (height, width)}``), when given, is used to check that each
-    row names an existing image and that each box lies inside it. Any malformed row raises
+    row names an existing image and that each box lies inside it: a box that reaches at
+    most :data:`EDGE_TOLERANCE` pixels past an edge (as some GDXray series ship) is clipped
+    to the image; farther out, or wholly outside, it is refused. Every correction is
+    reported once as an :class:`~xdefect.errors.DataWarning`; any malformed row raises
     :class:`InputError` naming the file, the line and the problem.
     """
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read ground truth ({exc.__class__.__name__})") from None
-    boxes: dict[int, list[list[float]]] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith(("#", "%")):
-            continue
-        parts = line.split()
-        if len(parts) != 5:
-            raise InputError(f"{p}:{lineno}: expected 5 columns "
-                             f"(image x1 x2 y1 y2), got {len(parts)}")
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            raise InputError(f"{p}:{lineno}: non-numeric value in {line.strip()!r}") from None
-        if not all(np.isfinite(vals)) or any(v != round(v) for v in vals):
-            raise InputError(f"{p}:{lineno}: values must be whole numbers, "
-                             f"got {line.strip()!r}")
-        n, gx1, gx2, gy1, gy2 = (int(round(v)) for v in vals)
-        if gx1 < 1 or gy1 < 1 or gx2 < gx1 or gy2 < gy1:
-            raise InputError(f"{p}:{lineno}: invalid box x1={gx1} x2={gx2} y1={gy1} y2={gy2} "
-                             "(1-based, need 1 <= x1 <= x2 and 1 <= y1 <= y2)")
-        if image_shapes is not None:
-            if n not in image_shapes:
-                raise InputError(f"{p}:{lineno}: names image {n}, which does not exist")
-            h, w = image_shapes[n]
-            if gx2 > w or gy2 > h:
-                raise InputError(f"{p}:{lineno}: box x1={gx1} x2={gx2} y1={gy1} y2={gy2} "
-                                 f"lies outside image {n} ({w}x{h})")
-        boxes.setdefault(n, []).append([gx1 - 1, gy1 - 1, gx2, gy2])
-    return {n: np.asarray(b, dtype=np.float64).reshape(-1, 4) for n, b in boxes.items()}
+    gt = read_ground_truth(path, image_shapes)
+    for note in gt.notes():
+        warnings.warn(note, DataWarning, stacklevel=2)
+    return gt.boxes
 
 
 @dataclass(frozen=True)
@@ -284,6 +368,10 @@ class SeriesGroundTruth:
     series: str
     annotated: bool
     boxes: dict[int, np.ndarray]
+    #: boxes clipped to their image and duplicate rows dropped on reading (see
+    #: :func:`read_ground_truth`)
+    clipped: int = 0
+    duplicates: int = 0
 
     def boxes_of(self, number: int) -> np.ndarray:
         """``(N, 4)`` boxes of an image, 0-based half-open ``(x1, y1, x2, y2)``."""
@@ -310,13 +398,18 @@ def image_shapes(root: str | os.PathLike[str], series: str) -> dict[int, tuple[i
 
 def load_ground_truth(root: str | os.PathLike[str], series: str,
                       shapes: dict[int, tuple[int, int]] | None = None) -> SeriesGroundTruth:
-    """Read and check ``ROOT/Castings/SERIES/ground_truth.txt`` against the series' images
-    (``shapes`` from :func:`image_shapes`, read here when not given)."""
+    """Read and check the series' ground truth (:func:`ground_truth_path`) against its
+    images (``shapes`` from :func:`image_shapes`, read here when not given); corrections
+    (boxes clipped to the image edge, duplicate rows) are counted in the result and reported
+    once as a :class:`~xdefect.errors.DataWarning`."""
     p = ground_truth_path(root, series)
     if not p.exists():
         return SeriesGroundTruth(series, False, {})
     shapes = image_shapes(root, series) if shapes is None else shapes
-    return SeriesGroundTruth(series, True, parse_ground_truth(p, shapes))
+    gt = read_ground_truth(p, shapes)
+    for note in gt.notes():  # shown once per process: the message and the line are fixed
+        warnings.warn(note, DataWarning, stacklevel=1)
+    return SeriesGroundTruth(series, True, gt.boxes, gt.clipped, gt.duplicates)
 
 
 def load_sample(record: ImageRecord, gt: SeriesGroundTruth) -> Sample:
@@ -342,9 +435,13 @@ def iter_samples(
 def series_info(root: str | os.PathLike[str]) -> dict:
     """Per-series summary, the ``xdefect gdxray info --json`` document.
 
-    ``{"root": str, "series": {"C0001": {"images", "height", "width", "boxes",
-    "images_with_boxes", "odd", "even"}, ...}, "total": {"images", "boxes"}}``.
-    A series without ground truth has ``"boxes": 0`` and ``"annotated": false``.
+    ``{"root": str, "series": {"C0001": {"images", "height", "width", "sizes",
+    "ground_truth", "clipped", "duplicates", "boxes", "images_with_boxes", "odd", "even"},
+    ...}, "total": {"images", "boxes"}}``. ``height`` and ``width`` are the first image's;
+    ``sizes`` counts the distinct image sizes of the series (C0002 ships crops of eight
+    sizes). ``ground_truth`` is the file's name, ``clipped`` and ``duplicates`` the
+    corrections made on reading it. A series without ground truth has ``"boxes": 0``,
+    ``"ground_truth": null`` and ``"annotated": false``.
     """
     out: dict = {"root": str(root), "series": {}}
     n_img = n_box = 0
@@ -358,6 +455,10 @@ def series_info(root: str | os.PathLike[str]) -> dict:
             "images": len(recs),
             "height": h,
             "width": w,
+            "sizes": len(set(shapes.values())),
+            "ground_truth": ground_truth_path(root, s).name if gt.annotated else None,
+            "clipped": gt.clipped,
+            "duplicates": gt.duplicates,
             "boxes": boxes,
             "images_with_boxes": sum(1 for b in gt.boxes.values() if len(b)),
             "odd": sum(1 for r in recs if r.split == "odd"),

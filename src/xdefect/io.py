@@ -301,15 +301,18 @@ def progress(*, hidden: bool = False, **kwargs: Any) -> tqdm:
 
 
 def list_image_files(inputs: list[str | os.PathLike[str]]) -> list[Path]:
-    """Expand files and folders (their image files, sorted) into a list of image paths;
-    :class:`InputError` for a missing path or a folder without images."""
+    """Expand files and folders (their image files, sorted; hidden files skipped) into a
+    list of image paths; :class:`InputError` for a missing path or a folder without
+    images."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            # hidden files (macOS's "._a.png" resource forks...) are not images
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+                           and not f.name.startswith(".") and f.is_file())
             if not files:
                 raise InputError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             out.extend(files)

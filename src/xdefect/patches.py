@@ -286,6 +286,9 @@ class BuildArgs:
     include_tuning: bool = False
     command: str | None = None
     context: int = 0
+    #: cut from every image of the series, test images included: for a folder without a
+    #: train/test split (``xdefect adapt`` stages a new casting's images so)
+    all_images: bool = False
 
     def validate(self) -> Mix:
         """Check the arguments (one :class:`InputError` naming the option); returns the
@@ -380,17 +383,20 @@ def split_codes(labels: np.ndarray, groups: np.ndarray | None, val_fraction: flo
 
 
 def image_splits(args: BuildArgs) -> list[str]:
-    """The image splits a 'wholeimage' build cuts patches from: ``["train"]``, or
-    ``["train", "tuning"]`` with ``include_tuning``."""
+    """The image splits a 'wholeimage' build cuts patches from: ``["train"]``,
+    ``["train", "tuning"]`` with ``include_tuning``, all three with ``all_images``."""
+    if args.all_images:
+        return ["train", "tuning", "test"]
     return ["train", "tuning"] if args.include_tuning else ["train"]
 
 
 def source_images(args: BuildArgs) -> list[gdxray.ImageRecord]:
     """The images every source of a 'wholeimage' build is cut from: the train images
     (and the tuning images with ``include_tuning``) of the build's series (default: the
-    paper's), never a test image."""
+    paper's), never a test image unless ``all_images`` says so."""
     series = gdxray.protocol_series(args.gdxray, args.series)
-    recs = gdxray.list_images(args.gdxray, series, "odd" if args.include_tuning else "train")
+    split = "all" if args.all_images else "odd" if args.include_tuning else "train"
+    recs = gdxray.list_images(args.gdxray, series, split)
     if args.limit_images:
         recs = recs[: args.limit_images]
     if not recs:

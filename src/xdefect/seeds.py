@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ADAPTATION", "GAN_BATCH", "GAN_QUOTA", "GAN_TORCH", "IMAGE_JOB", "PATCH_SPLIT",
-           "TABLE3", "TABLE3_GAN", "TABLE3_TEST_JOBS", "TRAIN_DROPOUT", "VAL_SUBSET",
+           "TABLE3", "TABLE3_GAN", "TABLE3_TEST_JOBS", "TRAIN_AUGMENT", "TRAIN_DROPOUT",
+           "VAL_SUBSET",
            "epoch_order", "generator", "key", "stream", "torch_seed"]
 
 # ---- NumPy streams: (seed, NAME, *keys)
@@ -37,6 +38,7 @@ GAN_QUOTA = 11        #: 'wholeimage': GAN patches filling each image's quota
 TABLE3_GAN = 12       #: table3: the GAN patches
 ADAPTATION = 21       #: 'wholeimage': real windows (--real) and hard negatives
 VAL_SUBSET = 99       #: train --val-samples: the fixed validation subset
+TRAIN_AUGMENT = 31    #: train --augment: the parameters of (seed, epoch, rank)'s windows
 
 # ---- torch seeds: seed * SPACING + step * STEP + rank
 TRAIN_DROPOUT = (100003, 1009)  #: train: dropout masks of (seed, epoch, rank)

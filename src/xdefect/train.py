@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from xdefect import __version__, seeds
+from xdefect.augment import AugmentParams, augment
 from xdefect.checkpoint import (
     CHECKPOINT_FORMAT,
     card_lineage,
@@ -61,6 +62,7 @@ from xdefect.models import (
     get_arch,
     inference_copy,
     normalise,
+    normalise_float,
     setup_device,
 )
 
@@ -101,6 +103,9 @@ class TrainConfig:
     #: train on the dataset's windows with surroundings (``context.npy``): the loss sees
     #: each window as the dense score map computes it (``docs/detection.md``)
     context: bool = False
+    #: augment each training window (flips, gamma, contrast, grey level, blur, noise;
+    #: :mod:`xdefect.augment` with its default ranges, recorded in the card)
+    augment: bool = False
 
 
 @dataclass
@@ -171,10 +176,17 @@ def predict(model: torch.nn.Module, patches: np.ndarray, batch: int = INFERENCE_
     return out
 
 
-def _inputs(ds: Dataset, b: np.ndarray, cfg: TrainConfig, device: str) -> torch.Tensor:
+def _inputs(ds: Dataset, b: np.ndarray, cfg: TrainConfig, device: str,
+            rng: np.random.Generator | None = None) -> torch.Tensor:
     """The normalised patches at positions ``b`` (with their surroundings under
-    ``cfg.context``), in the run's memory format."""
-    x = normalise((ds.context if cfg.context else ds.patches)[b]).to(device, non_blocking=True)
+    ``cfg.context``), in the run's memory format; augmented (:func:`augment`) when ``rng``
+    is given and ``cfg.augment`` is set."""
+    raw = (ds.context if cfg.context else ds.patches)[b]
+    if cfg.augment and rng is not None:
+        x01 = torch.as_tensor(np.asarray(raw), device=device).to(torch.float32)[:, None] / 255
+        x = normalise_float(augment(x01, AugmentParams(), rng))
+    else:
+        x = normalise(raw).to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
@@ -304,7 +316,7 @@ def _resume(last: Path, model: PatchCNN, opt: torch.optim.Optimizer, manifest_sh
     if card.get("data_manifest_sha256") != manifest_sha:
         raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
     saved = card.get("train_config") or {}
-    for key in ("precision", "channels_last", "context", "arch"):
+    for key in ("precision", "channels_last", "context", "augment", "arch"):
         if key in saved and saved[key] != getattr(cfg, key):
             raise InputError(f"{last}: was trained with {key} {saved[key]!r}, not "
                              f"{getattr(cfg, key)!r}: resume with the same setting")
@@ -327,6 +339,7 @@ def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Dataset,
     if cfg.samples_per_epoch and cfg.samples_per_epoch < len(order):
         order = order[: cfg.samples_per_epoch]
     torch.manual_seed(seeds.torch_seed(cfg.seed, seeds.TRAIN_DROPOUT, epoch, dist.rank))
+    aug = seeds.stream(cfg.seed, seeds.TRAIN_AUGMENT, epoch, dist.rank)
     mine = order[dist.rank::dist.world]
     nb = len(mine) // cfg.batch if len(mine) >= cfg.batch else 1
     if dist.world > 1:  # every rank must take the same number of steps
@@ -337,7 +350,7 @@ def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Dataset,
                    hidden=not dist.main)
     for bi in range(nb):
         b = np.sort(mine[bi * cfg.batch:(bi + 1) * cfg.batch])
-        x = _inputs(ds, b, cfg, device)
+        x = _inputs(ds, b, cfg, device, aug)
         y = torch.as_tensor(ds.labels[b].astype(np.int64), device=device)
         opt.zero_grad(set_to_none=True)
         with _autocast(device, precision):
@@ -387,6 +400,7 @@ def _base_card(ds: Dataset, manifest_sha: str, cfg: TrainConfig, device: str, di
         "train_config": asdict(cfg), "threads": torch.get_num_threads(), "device": str(device),
         "world_size": dist.world, "precision": precision, "channels_last": cfg.channels_last,
         "context_margin": ds.margin if cfg.context else 0,
+        "augment": AugmentParams().to_dict() if cfg.augment else None,
         "command": lineage[-1]["command"], "lineage": lineage}
 
 

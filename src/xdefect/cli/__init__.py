@@ -14,17 +14,29 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from xdefect import __version__
-from xdefect.cli import dataset, demo, detect, evaluate, gan, gdxray, models, simulate, train
+from xdefect.cli import (
+    adapt,
+    dataset,
+    demo,
+    detect,
+    evaluate,
+    gan,
+    gdxray,
+    models,
+    simulate,
+    train,
+)
 from xdefect.cli.common import PROG, Formatter, Parser
-from xdefect.errors import InputError
+from xdefect.errors import DataWarning, InputError
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
 #: command groups in the order ``xdefect --help`` lists them
-GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, demo)
+GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, adapt, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", DataWarning)
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except InputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -62,6 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # point stdout at /dev/null so that the interpreter's final flush cannot fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: object = None, line: str | None = None) -> None:
+    """A :class:`DataWarning` as one line ``xdefect: warning: ...``; others as Python
+    prints them."""
+    if issubclass(category, DataWarning):
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":  # pragma: no cover

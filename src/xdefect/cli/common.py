@@ -126,6 +126,15 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                    help="peaks, blobs: a region with one maximum gets at least its "
                         "window centres' extent less this many pixels a side, so a "
                         "large isolated defect gets one large box (-1: off)")
+    g.add_argument("--scales", type=int, nargs="+", default=None, metavar="FACTOR",
+                   help="image pyramid: also scan the image downsampled by these factors "
+                        "(block mean; 1 is the image itself), boxes merged across levels "
+                        "(docs/detection.md)")
+    g.add_argument("--merge", type=float, default=None,
+                   help="pyramid: a detection overlapping a higher-scored one of another "
+                        "level by at least this much is dropped (0-1]")
+    g.add_argument("--merge-rule", choices=("iou", "iom"), default=None,
+                   help="pyramid overlap: intersection over union, or over the smaller box")
     g.add_argument("--no-mask", action="store_true",
                    help="do not restrict regions to the casting mask")
 

@@ -107,7 +107,8 @@ def register(sub: Any) -> None:
                     help="image split: test (= even), tuning (odd, number %% 4 == 1; val is "
                          "its old name), train (odd, number %% 4 == 3), odd, all")
     ev.add_argument("--series", nargs="+", default=None,
-                    help="series (default: the paper's seven, never every series present)")
+                    help="series (default: the paper's seven present; every series of a root "
+                         "that holds none of them)")
     ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match")
     ev.add_argument("--matching", choices=("coco", "voc"), default="coco",
                     help="coco: a detection takes the best still-unmatched box; voc: its "

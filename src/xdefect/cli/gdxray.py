@@ -28,8 +28,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"GDXray root: {info['root']}")
     print(f"{'series':<8}" + "".join(f"{h:>11}" for h in heads))
     for s, d in info["series"].items():
-        row = "".join(f"{d[c]:>11}" for c in cols)
+        cells = {c: d[c] for c in cols}
+        if d["sizes"] > 1:
+            cells["height"] = cells["width"] = "varies"
+        row = "".join(f"{cells[c]:>11}" for c in cols)
         note = "" if d["annotated"] else "  (no ground truth: unscored)"
+        if d["annotated"] and d["ground_truth"] != "ground_truth.txt":
+            note += f"  (ground truth read from {d['ground_truth']!r})"
+        if d["clipped"] or d["duplicates"]:
+            fixes = [f"{d['clipped']} box(es) clipped to the image" if d["clipped"] else "",
+                     f"{d['duplicates']} duplicate row(s) dropped" if d["duplicates"] else ""]
+            note += f"  ({', '.join(f for f in fixes if f)})"
         print(f"{s:<8}{row}{note}")
     t = info["total"]
     print(f"{'total':<8}{t['images']:>11}{'':>22}{t['boxes']:>11}")

@@ -88,6 +88,10 @@ def register(sub: Any) -> None:
                          "--context): each window nearly as the dense score map sees it (exactly "
                          "once the surroundings cover the convolutions' reach), so that dense "
                          "mode detects as the model learnt (docs/detection.md)")
+    tr.add_argument("--augment", action="store_true",
+                    help="augment every training window: flips and quarter turns, gamma, "
+                         "contrast, grey level, blur, noise (xdefect.augment; for castings "
+                         "never seen)")
     tr.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                     help="keep weights and inputs in the default memory layout (channels_last "
                          "is faster with oneDNN: bench/train.py)")

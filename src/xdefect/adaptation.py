@@ -1,0 +1,172 @@
+"""Adapt a model to a new casting without labels (``xdefect adapt``).
+
+The paper's promise, for the user with a new part and no defect examples: take a folder of
+the new casting's radiographs, simulate defects on them (ellipsoidal voids with the
+simulator's physics, :mod:`xdefect.simulate`), take clean background windows and the
+windows where the source model fires (hard negatives, on the assumption that the images
+hold few real defects), and fine-tune the source model on them. The result is a model
+file with its card, ready for ``xdefect detect --model OUT/model.safetensors``; its
+detection settings are the source model's.
+
+Steps, each resumable (a finished step is not redone when the command is run again with
+the same ``--out``):
+
+1. ``OUT/work/root/Castings/C9999/``: the images staged as one GDXray-like series (links,
+   numbered in file-name order; ``OUT/images.csv`` maps numbers to files);
+2. ``OUT/work/data``: a ``wholeimage`` patch dataset of every image (``per_image``
+   background and ``per_image`` simulated-defect windows each, ``hard_per_image`` hard
+   negatives each; with surroundings when the source model was trained for the dense
+   mode);
+3. ``OUT/work/run``: the fine-tuning run (from the source weights, with augmentation);
+4. ``OUT/model.safetensors`` + ``OUT/model.json``: the best epoch's weights and a card
+   with the source's detection settings and an ``adaptation`` block (images, source,
+   minutes, settings).
+
+Hard negatives on an unlabelled folder are a bet: a real defect the source model already
+finds becomes a "no defect" example. ``hard_per_image=0`` turns them off.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from xdefect.checkpoint import read_card, sidecar
+from xdefect.detector import Detector
+from xdefect.errors import InputError
+from xdefect.io import atomic_path, command_line, write_json
+from xdefect.patches import BuildArgs
+from xdefect.pipelines import build_dataset, check_inputs
+from xdefect.train import TrainConfig, train
+
+__all__ = ["STAGED_SERIES", "AdaptConfig", "adapt", "stage_images"]
+
+#: the series name a folder of images is staged under
+STAGED_SERIES = "C9999"
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Arguments of :func:`adapt` (recorded in the card). ``images``: files and folders
+    of one casting's radiographs; ``out``: the output folder; ``source``: the model to
+    start from (a path or a bundled name; default the bundled default)."""
+
+    images: tuple[str, ...]
+    out: str
+    source: str | None = None
+    per_image: int = 300
+    hard_per_image: int = 40
+    mu_range: tuple[float, float] = (0.004, 0.04)
+    epochs: int = 3
+    samples_per_epoch: int = 15000
+    val_samples: int = 3000
+    batch: int = 128
+    lr: float = 2.5e-4
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+    command: str | None = None
+
+    def validate(self) -> None:
+        """One :class:`InputError` naming the first bad setting."""
+        if self.per_image < 1 or self.hard_per_image < 0:
+            raise InputError("--per-image must be at least 1 and --hard-per-image not negative")
+        if self.epochs < 1 or self.samples_per_epoch < 1 or self.val_samples < 1:
+            raise InputError("--epochs, --samples-per-epoch and --val-samples must be positive")
+        if self.batch < 1 or not 0 < self.lr < 1:
+            raise InputError("--batch must be positive and --lr in (0, 1)")
+        lo, hi = self.mu_range
+        if not 0 < lo <= hi < 1:
+            raise InputError(f"--mu {lo} {hi}: need 0 < low <= high < 1 (1/mm)")
+
+
+def stage_images(files: list[Path], root: Path) -> list[dict[str, Any]]:
+    """Link ``files`` as series :data:`STAGED_SERIES` of a GDXray-like ``root``, numbered
+    1, 2, ... in order; returns the rows ``{number, file}``. An existing staging with the
+    same files is kept; another one is refused."""
+    d = root / "Castings" / STAGED_SERIES
+    rows = [{"number": i, "file": str(f.resolve())} for i, f in enumerate(files, start=1)]
+    d.mkdir(parents=True, exist_ok=True)
+    for r, f in zip(rows, files, strict=True):
+        link = d / f"{STAGED_SERIES}_{r['number']:04d}{f.suffix.lower()}"
+        if link.is_symlink() or link.exists():
+            if link.resolve() != f.resolve():
+                raise InputError(f"{root.parent.parent}: adapted other images before; "
+                                 "use another --out")
+            continue
+        os.symlink(f.resolve(), link)
+    return rows
+
+
+def _card(cfg: AdaptConfig, run: Path, source: Detector, n_images: int, minutes: float
+          ) -> dict[str, Any]:
+    card = read_card(run / "best.safetensors")
+    name = source.card.get("name") or Path(source.path).stem
+    card["name"] = f"{name}-adapted"
+    card["description"] = (f"{name} adapted without labels to {n_images} radiographs "
+                           f"of a new casting ({', '.join(cfg.images)})")
+    card["detection"] = source.params.to_dict()
+    card["adaptation"] = {"source": str(source.path), "images": n_images,
+                          "minutes": round(minutes, 2), "settings": asdict(cfg)}
+    return card
+
+
+def adapt(cfg: AdaptConfig) -> dict[str, Any]:
+    """Adapt ``cfg.source`` to the images of ``cfg.images`` (see the module docstring);
+    returns ``{"model", "images", "patches", "minutes", "best_epoch"}``."""
+    cfg.validate()
+    cfg = cfg if cfg.command is not None else AdaptConfig(**{**asdict(cfg),
+                                                             "command": command_line()})
+    out = Path(cfg.out)
+    model_file = out / "model.safetensors"
+    if model_file.exists():
+        raise InputError(f"{out}: holds an adapted model already (use another --out)")
+    files = check_inputs(list(cfg.images))
+    if len(files) < 2:
+        raise InputError("adapt needs at least 2 radiographs of the casting")
+    source = Detector.load(cfg.source, device="cpu", threads=cfg.threads)
+    dense = bool(source.card.get("context_margin"))
+    t0 = time.perf_counter()
+    work = out / "work"
+    rows = stage_images(files, work / "root")
+    data, run = work / "data", work / "run"
+    if not (data / "manifest.json").is_file():
+        build_dataset(BuildArgs(
+            gdxray=str(work / "root"), out=str(data), series=[STAGED_SERIES],
+            all_images=True, per_image=cfg.per_image, mu_range=cfg.mu_range, seed=cfg.seed,
+            hard_negatives=cfg.hard_per_image * len(files) if cfg.hard_per_image else 0,
+            hard_model=str(source.path) if cfg.hard_per_image else None,
+            hard_mode=source.params.mode, hard_stride=max(source.params.stride, 8),
+            context=32 if dense else 0, force=data.exists(), command=cfg.command))
+    if not (run / "done").is_file():
+        state = train(TrainConfig(
+            data=str(data), out=str(run), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+            seed=cfg.seed, samples_per_epoch=cfg.samples_per_epoch,
+            val_samples=cfg.val_samples, init=str(source.path), context=dense,
+            augment=cfg.augment, threads=cfg.threads, command=cfg.command,
+            resume=(run / "last.safetensors").is_file()))
+        (run / "done").write_text("")
+    else:
+        state = {}
+    minutes = (time.perf_counter() - t0) / 60
+    _write_images_csv(out / "images.csv", rows)
+    card = _card(cfg, run, source, len(files), minutes)
+    write_json(sidecar(model_file), card)  # the card first: the weights mark completion
+    with atomic_path(model_file) as tmp:
+        shutil.copyfile(run / "best.safetensors", tmp)
+    return {"model": str(model_file), "images": len(files),
+            "patches": card.get("data_counts"), "minutes": round(minutes, 2),
+            "best_epoch": state.get("best_epoch", card.get("training_state", {}).get(
+                "best_epoch"))}
+
+
+def _write_images_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["number", "file"])
+        w.writeheader()
+        w.writerows(rows)

@@ -1,0 +1,51 @@
+"""``xdefect adapt``: fine-tune a model on a new casting's radiographs, without labels."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from xdefect.cli.common import MODEL_HELP, command, options
+
+__all__ = ["cmd_adapt", "register"]
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from xdefect.adaptation import AdaptConfig, adapt
+
+    cfg = AdaptConfig(**options(args, AdaptConfig, images=tuple(args.images),
+                                source=args.source))
+    r = adapt(cfg)
+    print(f"{r['model']}: adapted on {r['images']} images in {r['minutes']:.1f} min "
+          f"(best epoch {r['best_epoch']}); use it with: xdefect detect --model {r['model']}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    a = command(sub, "adapt", cmd_adapt, "adapt a model to a new casting, without labels",
+                "Fine-tune a model on a folder of a new casting's radiographs with no "
+                "annotations: defects are simulated on them, clean and hard-negative "
+                "windows are taken from them, and the source model is fine-tuned on those "
+                "(docs/adaptation.md). Writes OUT/model.safetensors with its card, ready "
+                "for `xdefect detect --model`. Resumable: run the same command again.")
+    a.add_argument("--images", nargs="+", required=True, metavar="IMAGE_OR_DIR",
+                   help="the new casting's radiographs (files or folders)")
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--from", dest="source", default=None, help=MODEL_HELP)
+    a.add_argument("--per-image", type=int, default=300,
+                   help="background and simulated-defect windows per image (each)")
+    a.add_argument("--hard-per-image", type=int, default=40,
+                   help="hard negatives per image: windows where the source model fires, "
+                        "taken as defect-free (0: none)")
+    a.add_argument("--mu", dest="mu_range", type=float, nargs=2, default=(0.004, 0.04),
+                   metavar=("LOW", "HIGH"),
+                   help="absorption-coefficient range of the simulated defects (1/mm)")
+    a.add_argument("--epochs", type=int, default=3)
+    a.add_argument("--samples-per-epoch", type=int, default=15000)
+    a.add_argument("--val-samples", type=int, default=3000)
+    a.add_argument("--batch", type=int, default=128)
+    a.add_argument("--lr", type=float, default=2.5e-4)
+    a.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no flips, gamma, contrast, blur or noise augmentation")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
