@@ -1,12 +1,17 @@
 """Fill the measured tables of ``docs/results.md`` from the experiments' JSON outputs.
 
 Reads ``runs/table3.json`` (``experiments/table3.py``), ``runs/table4.json``
-(``experiments/table4.py``), ``runs/series-out/series_out.json``
-(``experiments/series_out.py``) and the default model's test evaluation
-``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``); rewrites the
-blocks between ``<!-- name -->`` and ``<!-- /name -->`` markers of the report (``table3``,
-``table4``, ``seriesout``, ``errors``) and copies the PR curve of the test evaluation to
-``docs/img/pr_curve_even.png`` (a plot: no GDXray pixels). The ``bundled`` block comes from
+(``experiments/table4.py``), ``runs/series-out/series_out.json`` and
+``runs/series-out-all/series_out.json`` (``experiments/series_out.py``),
+``runs/pyramid-default.json`` (``experiments/pyramid.py``),
+``runs/adapt-series/adapt_series.json`` (``experiments/adapt_series.py``), the default
+model's evaluations ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split
+test``) and ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
+../shared/data/gdxray-extra --split all``); rewrites the blocks between ``<!-- name -->``
+and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
+``seriesout-all``, ``pyramid``, ``adapt``, ``extra-default``, ``errors``) and copies the
+PR curve of the test evaluation to ``docs/img/pr_curve_even.png`` (a plot: no GDXray
+pixels). The ``bundled`` block comes from
 the model cards (``experiments/model_figures.py``, run here too). The prose around the
 blocks is written by hand.
 
@@ -101,6 +106,98 @@ def series_out(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def per_series_eval(m: dict, note: str) -> str:
+    """An evaluation's per-series table (``xdefect evaluate``'s ``metrics.json``)."""
+    lines = [note, "", "| series | images | boxes | AP | found | missed | false alarms | "
+             "per image |", "|---" * 8 + "|"]
+    for s, v in m["per_series"].items():
+        lines.append(f"| {s} | {v['images']} | {v['gt_boxes']} | {_f(v['ap'])} | "
+                     f"{v['true_positives']} | {v['missed']} | {v['false_positives']} | "
+                     f"{v['false_positives'] / max(v['images'], 1):.1f} |")
+    lines.append(f"| **all** | {m['images']} | {m['gt_boxes']} | **{_f(m['ap'])}** | "
+                 f"{m['true_positives']} | {m['missed']} | {m['false_positives']} | "
+                 f"{m['false_positives'] / max(m['images'], 1):.1f} |")
+    lines += ["", f"Command: `{m['command']}`"]
+    return "\n".join(lines)
+
+
+def pyramid(doc: dict) -> str:
+    """The image-pyramid grid (``experiments/pyramid.py``): one row per configuration,
+    one AP / false-alarm column pair per data set."""
+    sets = list(dict.fromkeys((r["root"], r["split"]) for r in doc["grid"]))
+    head = "| levels | merge | " + " | ".join(
+        f"{Path(root).name} {split}: AP | found | FA/image" for root, split in sets) + " |"
+    lines = [head, "|---|---|" + "---|---|---|" * len(sets)]
+    confs = list(dict.fromkeys((tuple(r["scales"]), r["merge_rule"], r["merge"])
+                               for r in doc["grid"]))
+    for c in confs:
+        cells = []
+        for root, split in sets:
+            r = next(x for x in doc["grid"] if (x["root"], x["split"]) == (root, split)
+                     and (tuple(x["scales"]), x["merge_rule"], x["merge"]) == c)
+            cells.append(f"{_f(r['ap'])} | {r['found']}/{r['boxes']} | "
+                         f"{r['false_alarms_per_image']:.1f}")
+        merge = "-" if len(c[0]) == 1 else f"{c[1]} {c[2]}"
+        lines.append(f"| {', '.join(map(str, c[0]))} | {merge} | " + " | ".join(cells) + " |")
+    lines += ["", f"Model `{Path(doc['model']).stem}`, its card's detection settings "
+              f"otherwise. Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
+def series_out_all(doc: dict) -> str:
+    """The leave-series-out table over several roots (``experiments/series_out.py`` with
+    ``--roots``/``--kfold``)."""
+    a = doc["arguments"]
+    rounds = ("; round 2: hard negatives mined by round 1's model, windows with "
+              f"{a['context']} px surroundings ({a['per_image2']} + {a['per_image2']} per "
+              f"image, {a['real']:,} real, {a['hard']:,} hard), {a['epochs2']} epochs of "
+              f"{a['samples2']:,} for the dense mode" if a["rounds"] == 2 else "")
+    lines = [f"Roots {', '.join(f'`{r}`' for r in doc['roots'])}; training backgrounds "
+             f"{', '.join(f'`{r}`' for r in doc['backgrounds']) or 'none'}. {len(doc['folds'])} "
+             f"folds by series. Each fold: round 1 from scratch on the other series' train "
+             f"images ({a['per_image']} + {a['per_image']} per image, mu {a['mu'][0]}-"
+             f"{a['mu'][1]}, real windows {a['real']:,}{', augmented' if a['augment'] else ''}"
+             f"), {a['epochs']} epochs of {a['samples_per_epoch']:,}{rounds}. Tested on every "
+             f"image of the held-out series with `{doc['params_from']}`'s detection "
+             f"settings ({doc['detection']['mode']} mode, stride {doc['detection']['stride']}, "
+             f"theta {doc['detection']['theta']}, levels {doc['detection']['scales']}).", "",
+             "| held-out series | fold | images | boxes | AP | found | missed | "
+             "false alarms / image |", "|---" * 8 + "|"]
+    for s, v in doc["per_series"].items():
+        lines.append(f"| {s} | {v['fold']} | {v['images']} | {v['gt_boxes']} | {_f(v['ap'])} | "
+                     f"{v['true_positives']} | {v['missed']} | "
+                     f"{v['false_alarms_per_image']:.1f} |")
+    p = doc["pooled"]
+    lines.append(f"| **pooled** | | {p['images']} | {p['gt_boxes']} | **{_f(p['ap'])}** | "
+                 f"{p['true_positives']} | {p['missed']} | "
+                 f"{doc['false_alarms_per_image']:.1f} |")
+    mins = [f"{f}: {v['train_s'] / 60:.0f} + {v['test_s'] / 60:.1f}" for f, v in
+            doc["folds"].items()]
+    lines += ["", f"Minutes per fold (train + test): {'; '.join(mins)}; total "
+              f"{doc['seconds_total'] / 60:.0f}. Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
+def adapt_table(doc: dict) -> str:
+    """Adaptation per series (``experiments/adapt_series.py``)."""
+    lines = [f"Root `{doc['root']}`; source model: {doc['source']}. {doc['protocol']}.", "",
+             "| series | odd images adapted on | even images | boxes | source AP | source "
+             "FA/image | adapted AP | adapted found | adapted FA/image | minutes |",
+             "|---" * 10 + "|"]
+    for s, v in doc["per_series"].items():
+        src, ad = v["source"], v["adapted"]
+        lines.append(f"| {s} | {v['odd_images']} | {ad['images']} | {ad['gt_boxes']} | "
+                     f"{_f(src['ap'])} | {src['false_alarms_per_image']:.1f} | "
+                     f"{_f(ad['ap'])} | {ad['true_positives']} | "
+                     f"{ad['false_alarms_per_image']:.1f} | {v['adapt_minutes']:.1f} |")
+    src, ad = doc["pooled_source"], doc["pooled_adapted"]
+    lines.append(f"| **pooled** | | {ad['images']} | {ad['gt_boxes']} | **{_f(src['ap'])}** | "
+                 f"{src['false_alarms_per_image']:.1f} | **{_f(ad['ap'])}** | "
+                 f"{ad['true_positives']} | {ad['false_alarms_per_image']:.1f} | |")
+    lines += ["", f"Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
     """Rewrite the ``<!-- name -->`` ... ``<!-- /name -->`` block of the report."""
     return model_figures.replace_block(text, f"<!-- {name} -->", f"<!-- /{name} -->", body,
@@ -114,8 +211,22 @@ def main() -> None:
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"))
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
+    ap.add_argument("--series-out-all", type=Path,
+                    default=Path("runs/series-out-all/series_out.json"))
+    ap.add_argument("--extra-eval", type=Path, default=Path("runs/eval-extra-default"))
+    ap.add_argument("--pyramid", type=Path, default=Path("runs/pyramid-default.json"))
+    ap.add_argument("--adapt", type=Path, default=Path("runs/adapt-series/adapt_series.json"))
     a = ap.parse_args()
     text = a.report.read_text()
+    for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
+                           ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table)):
+        if path.exists():
+            text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
+    if (a.extra_eval / "metrics.json").exists():
+        text = replace_block(text, "extra-default", per_series_eval(
+            json.loads((a.extra_eval / "metrics.json").read_text()),
+            "The bundled default on every image of the nine `gdxray-extra` series (castings "
+            "it never saw):"), a.report)
     if a.table3.exists():
         text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())),
                              a.report)

@@ -28,7 +28,18 @@ from xdefect.errors import InputError
 from xdefect.io import as_image
 from xdefect.models import INFERENCE_BATCH, PatchCNN, setup_device
 
-__all__ = ["Detector", "params_from_card"]
+__all__ = ["Detector", "check_params", "params_from_card"]
+
+
+def check_params(model: PatchCNN, params: DetectParams) -> DetectParams:
+    """``params`` if this model can run them: dense mode needs a power-of-two stride no
+    larger than ``2 ** (number of pooling blocks)``; :class:`InputError` otherwise."""
+    top = 2 ** len(model.arch.p)
+    s = params.stride
+    if params.mode == "dense" and (s & (s - 1) or s > top):
+        raise InputError(f"--stride {s}: dense mode needs a power of two no larger than {top} "
+                         "(or --mode patch)")
+    return params
 
 
 def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
@@ -79,7 +90,8 @@ class Detector:
         dev = setup_device(device, threads)
         path = resolve_model(model)
         net, card = load_model(path, dev)
-        return cls(net, card, params_from_card(card, **params), path, dev, batch)
+        return cls(net, card, check_params(net, params_from_card(card, **params)), path, dev,
+                   batch)
 
     @property
     def name(self) -> str:
@@ -88,8 +100,8 @@ class Detector:
 
     def with_params(self, **overrides: Any) -> Detector:
         """The same model with other detection settings."""
-        return replace(self, params=params_from_card({"detection": self.params.to_dict()},
-                                                     **overrides))
+        return replace(self, params=check_params(self.model, params_from_card(
+            {"detection": self.params.to_dict()}, **overrides)))
 
     def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
         """The score map ``y1 - y0`` of every window on the grid of ``params.stride``."""

@@ -161,25 +161,57 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def check_new_dir(target: str | os.PathLike[str], force: bool = False) -> None:
-    """:class:`InputError` when the output folder ``target`` exists and ``force`` is off
-    (what :func:`atomic_dir` checks; callers check early, before expensive work)."""
-    if Path(target).exists() and not force:
+    """:class:`InputError` when the output folder ``target`` exists and ``force`` is off,
+    or when ``force`` would replace something xdefect did not write: a file, a link, or a
+    folder without an xdefect ``manifest.json`` (what :func:`atomic_dir` checks; callers
+    check early, before expensive work)."""
+    t = Path(target)
+    if not (t.exists() or t.is_symlink()):
+        return
+    if not force:
         raise InputError(f"{target}: output folder exists (use --force to replace it)")
+    if t.is_symlink() or not t.is_dir():
+        raise InputError(f"{target}: is a {'link' if t.is_symlink() else 'file'}, not a "
+                         "folder xdefect wrote: --force will not replace it")
+    try:
+        fmt = json.loads((t / "manifest.json").read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        fmt = ""
+    if not (isinstance(fmt, str) and fmt.startswith("xdefect")):
+        raise InputError(f"{target}: holds no xdefect manifest.json: --force replaces only a "
+                         "folder xdefect wrote")
+
+
+def _clean_stale(t: Path) -> None:
+    """Remove the temporary folders of killed runs beside ``t`` (their process gone)."""
+    for d in t.parent.glob(f".{t.name}.*.tmp"):
+        try:
+            pid = int((d / ".xdefect-pid").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours to judge (no pid file, another user's process)
 
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; rename it onto ``target`` on success.
 
-    With ``force`` an existing ``target`` is replaced (only once the new one is complete).
-    On an exception the temporary folder is removed.
+    With ``force`` an existing ``target`` is replaced (only once the new one is complete),
+    and only when xdefect wrote it (:func:`check_new_dir`). On an exception the temporary
+    folder is removed; the temporary folders of killed runs (their process gone) are
+    removed on the next call.
     """
     t = Path(target)
     check_new_dir(t, force)
     t.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(t)
     tmp = Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent))
     try:
+        (tmp / ".xdefect-pid").write_text(str(os.getpid()))
         yield tmp
+        (tmp / ".xdefect-pid").unlink()
         if t.exists():
             old = t.with_name(f".{t.name}.old")
             if old.exists():

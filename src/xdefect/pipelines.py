@@ -41,7 +41,7 @@ from xdefect.protocol import Evaluation
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
 __all__ = ["build_dataset", "check_inputs", "detect_files", "run_demo", "show_gdxray_image",
-           "simulate_image", "write_dataset_grid", "write_evaluation"]
+           "simulate_image", "sort_inputs", "write_dataset_grid", "write_evaluation"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -132,34 +132,68 @@ def write_dataset_grid(folder: str | os.PathLike[str], out: str | os.PathLike[st
     return names
 
 
-def check_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
-    """The image files of ``inputs`` (files and folders), each checked to be a readable
-    image of at least 32x32 pixels (headers only), with distinct file name stems (their
-    outputs would collide)."""
+def sort_inputs(inputs: list[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """The image files of ``inputs`` (files and folders) that pass :func:`check_inputs`'s
+    checks, and one line per file that does not (``FILE: problem``). A missing path or a
+    folder without images is still an :class:`InputError`, as are two inputs with the same
+    file name stem (their outputs would collide)."""
     files = list_image_files(inputs)
+    good, bad = [], []
     for f in files:
-        h, w = gdxray.image_shape(f)
-        if h < 32 or w < 32:
-            raise InputError(f"{f}: image {w}x{h} is smaller than the 32x32 window")
+        try:
+            h, w = gdxray.image_shape(f)
+            if h < 32 or w < 32:
+                raise InputError(f"{f}: image {w}x{h} is smaller than the 32x32 window")
+        except InputError as exc:
+            bad.append(str(exc))
+            continue
+        good.append(f)
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
         raise InputError("two inputs share a file name stem; outputs would collide")
-    return files
+    return good, bad
+
+
+def check_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
+    """The image files of ``inputs`` (files and folders), each checked to be a readable
+    image of at least 32x32 pixels (headers only), with distinct file name stems (their
+    outputs would collide); :class:`InputError` on the first problem."""
+    good, bad = sort_inputs(inputs)
+    if bad:
+        raise InputError(bad[0])
+    return good
 
 
 def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
-                 out: str | os.PathLike[str], png: bool = True) -> dict[str, Any]:
+                 out: str | os.PathLike[str], png: bool = True, strict: bool = True
+                 ) -> dict[str, Any]:
     """Detect defects in image files (and the images of folders): ``OUT/<stem>.json``
     (the detection document) and, with ``png``, ``OUT/<stem>.png`` (detections green)
-    for each. Every input is checked before anything is written. Returns the number of
-    images and detections and the seconds taken."""
-    files = check_inputs(inputs)
+    for each. With ``strict`` every input is checked before anything is written and the
+    first bad one stops the batch (:class:`InputError`); otherwise a bad image is skipped
+    and named in ``skipped`` (one line each) and the batch goes on. Returns the number of
+    images done, detections, skipped lines and the seconds taken."""
+    files, skipped = (check_inputs(inputs), []) if strict else sort_inputs(inputs)
+    if not files:
+        raise InputError(f"no readable image among the inputs ({skipped[0]})")
     folder = Path(out)
+    sources = {f.resolve() for f in files}
+    for f in files:  # never write over an input (--out beside the images)
+        for target in (folder / f"{f.stem}.json", folder / f"{f.stem}.png"):
+            if target.resolve() in sources:
+                raise InputError(f"{target}: is an input image; choose an --out folder "
+                                 "that does not hold the images")
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    total = 0
+    total = done = 0
     for f in progress(iterable=files, desc="detect", unit="image"):
-        rad = read_image(f)
+        try:
+            rad = read_image(f)
+        except InputError as exc:  # the header was fine, the pixels are not
+            if strict:
+                raise
+            skipped.append(str(exc))
+            continue
         dets, _ = detector.run(rad.pixels)
         write_json(folder / f"{f.stem}.json", detector.document(str(f), rad.shape, dets))
         if png:
@@ -167,7 +201,9 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
             write_image(folder / f"{f.stem}.png",
                         overlay(rad.pixels, detections=boxes, thickness=2))
         total += len(dets)
-    return {"images": len(files), "detections": total, "seconds": time.perf_counter() - t0}
+        done += 1
+    return {"images": done, "detections": total, "skipped": skipped,
+            "seconds": time.perf_counter() - t0}
 
 
 def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool = True) -> None:

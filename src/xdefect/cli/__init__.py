@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "radiographs and measure how well real defects are found (GDXray Castings).\n\n"
         "Boxes everywhere are (x1, y1, x2, y2) pixels, 0-based, half-open."))
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", default=bool(os.environ.get("XDEFECT_DEBUG")),
+                   help="show Python tracebacks instead of one-line errors (also: "
+                        "XDEFECT_DEBUG=1)")
     # not "command": config dataclasses (BuildArgs, TrainConfig) have a field of that name
     sub = p.add_subparsers(dest="xdefect_command", metavar="COMMAND", parser_class=Parser)
     for g in GROUPS:
@@ -77,6 +80,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         # point stdout at /dev/null so that the interpreter's final flush cannot fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the file system said no: a path the user gave, a full disk...
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{PROG}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{PROG}: error: out of memory (try a smaller --batch, --limit-images or "
+              "fewer --workers)", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line here, the traceback in a log
+        if args.debug:
+            raise
+        log = _crash_log()
+        first = (str(exc).splitlines() or [""])[0][:200]
+        print(f"{PROG}: internal error ({exc.__class__.__name__}: {first}); this is a bug, "
+              f"please report it with {log} (or rerun with --debug)", file=sys.stderr)
+        return 70
+
+
+def _crash_log() -> str:
+    """Write the current exception's traceback to a log file; returns its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="xdefect-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"xdefect {__version__}\nargv: {sys.argv}\n\n")
+        traceback.print_exc(file=fh)
+    return path
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,

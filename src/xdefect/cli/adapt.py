@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command, options
+from xdefect.cli.common import MODEL_HELP, command, float_in, int_in, options
 
 __all__ = ["cmd_adapt", "register"]
 
@@ -32,20 +32,21 @@ def register(sub: Any) -> None:
                    help="the new casting's radiographs (files or folders)")
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--from", dest="source", default=None, help=MODEL_HELP)
-    a.add_argument("--per-image", type=int, default=300,
+    a.add_argument("--per-image", type=int_in(1), default=300,
                    help="background and simulated-defect windows per image (each)")
-    a.add_argument("--hard-per-image", type=int, default=40,
+    a.add_argument("--hard-per-image", type=int_in(0), default=40,
                    help="hard negatives per image: windows where the source model fires, "
                         "taken as defect-free (0: none)")
-    a.add_argument("--mu", dest="mu_range", type=float, nargs=2, default=(0.004, 0.04),
+    a.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
+                   default=(0.004, 0.04),
                    metavar=("LOW", "HIGH"),
                    help="absorption-coefficient range of the simulated defects (1/mm)")
-    a.add_argument("--epochs", type=int, default=3)
-    a.add_argument("--samples-per-epoch", type=int, default=15000)
-    a.add_argument("--val-samples", type=int, default=3000)
-    a.add_argument("--batch", type=int, default=128)
-    a.add_argument("--lr", type=float, default=2.5e-4)
+    a.add_argument("--epochs", type=int_in(1), default=3)
+    a.add_argument("--samples-per-epoch", type=int_in(1), default=15000)
+    a.add_argument("--val-samples", type=int_in(1), default=3000)
+    a.add_argument("--batch", type=int_in(1), default=128)
+    a.add_argument("--lr", type=float_in(0, 1, lo_open=True), default=2.5e-4)
     a.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no flips, gamma, contrast, blur or noise augmentation")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    a.add_argument("--seed", type=int_in(0), default=0)
+    a.add_argument("--threads", type=int_in(1, 1024), default=None, help="CPU threads (torch)")

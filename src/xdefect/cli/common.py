@@ -13,8 +13,8 @@ from typing import Any
 from xdefect.gdxray import ENV_VAR, default_root
 
 __all__ = ["MODEL_HELP", "PROG", "Formatter", "Handler", "Parser", "add_detect_options",
-           "add_device", "add_root", "command", "detect_overrides", "fmt_ap", "group", "options",
-           "root"]
+           "add_device", "add_root", "command", "detect_overrides", "float_in", "fmt_ap", "group",
+           "int_in", "options", "root"]
 
 PROG = "xdefect"
 MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
@@ -33,6 +33,49 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in ``[lo, hi]`` (``hi`` None: no upper bound),
+    else a one-line usage error naming the option."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < lo or (hi is not None and v > hi):
+            want = f"{lo} <= N <= {hi}" if hi is not None else f"N >= {lo}"
+            raise argparse.ArgumentTypeError(f"{v} is out of range (need {want})")
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+             hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in the interval from ``lo`` to ``hi`` (either
+    end None: unbounded; ``lo_open``/``hi_open``: that end excluded), else a one-line usage
+    error naming the option. NaN and infinities are always refused."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
+        bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
+        if bad_lo or bad_hi:
+            left = "" if lo is None else f"{lo} {'<' if lo_open else '<='} "
+            right = "" if hi is None else f" {'<' if hi_open else '<='} {hi}"
+            raise argparse.ArgumentTypeError(f"{v} is out of range (need {left}x{right})")
+        return v
+
+    parse.__name__ = "float"
+    return parse
 
 
 def command(sub: Any, name: str, handler: Handler, help: str, description: str | None = None
@@ -91,7 +134,7 @@ def options(args: argparse.Namespace, cls: type, **overrides: Any) -> dict[str, 
 
 def add_device(p: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--device``: where and on how many CPU threads torch runs."""
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    p.add_argument("--threads", type=int_in(1, 1024), default=None, help="CPU threads (torch)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="where the network runs (auto: CUDA when present, else the CPU)")
 
@@ -102,11 +145,11 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=("dense", "patch"), default=None,
                    help="score map: dense (convolutional) or patch (windows batched); "
                         "default from the model card, else patch")
-    g.add_argument("--stride", type=int, default=None, help="window stride (pixels)")
-    g.add_argument("--theta", type=float, default=None,
+    g.add_argument("--stride", type=int_in(1, 64), default=None, help="window stride (pixels)")
+    g.add_argument("--theta", type=float_in(-1, 1), default=None,
                    help="threshold on y1 - y0 for a window to count as 'defect'")
-    g.add_argument("--radius", type=int, default=None, help="dilation disk radius (px)")
-    g.add_argument("--a-min", type=int, default=None, help="minimum region area (px)")
+    g.add_argument("--radius", type=int_in(0, 64), default=None, help="dilation disk radius (px)")
+    g.add_argument("--a-min", type=int_in(0), default=None, help="minimum region area (px)")
     g.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks", "blobs"),
                    default=None,
                    help="box of a region: union of its windows, its window centres "
@@ -114,23 +157,23 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                         "--box-margin around each local score maximum (peaks), or "
                         "around each maximum of the smoothed map (blobs; "
                         "docs/detection.md)")
-    g.add_argument("--box-margin", type=int, default=None,
+    g.add_argument("--box-margin", type=int_in(0, 256), default=None,
                    help="pixels around the window centres (box rules centres, peaks, blobs)")
-    g.add_argument("--sigma", type=float, default=None,
+    g.add_argument("--sigma", type=float_in(0, 16), default=None,
                    help="Gaussian smoothing (grid cells) of the score map before its "
                         "maxima are found (peaks, blobs)")
-    g.add_argument("--nms", type=int, default=None,
+    g.add_argument("--nms", type=int_in(0, 1024), default=None,
                    help="suppress maxima closer than this (pixels) to a higher one "
                         "(peaks, blobs; 0: --box-margin)")
-    g.add_argument("--widen", type=int, default=None,
+    g.add_argument("--widen", type=int_in(-1, 256), default=None,
                    help="peaks, blobs: a region with one maximum gets at least its "
                         "window centres' extent less this many pixels a side, so a "
                         "large isolated defect gets one large box (-1: off)")
-    g.add_argument("--scales", type=int, nargs="+", default=None, metavar="FACTOR",
+    g.add_argument("--scales", type=int_in(1, 16), nargs="+", default=None, metavar="FACTOR",
                    help="image pyramid: also scan the image downsampled by these factors "
                         "(block mean; 1 is the image itself), boxes merged across levels "
                         "(docs/detection.md)")
-    g.add_argument("--merge", type=float, default=None,
+    g.add_argument("--merge", type=float_in(0, 1, lo_open=True), default=None,
                    help="pyramid: a detection overlapping a higher-scored one of another "
                         "level by at least this much is dropped (0-1]")
     g.add_argument("--merge-rule", choices=("iou", "iom"), default=None,

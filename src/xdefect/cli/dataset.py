@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_root, command, group, options, root
+from xdefect.cli.common import add_root, command, float_in, group, int_in, options, root
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MU_RANGE
 
 __all__ = ["BUILD_DESCRIPTION", "cmd_build", "cmd_grid", "cmd_info", "register"]
@@ -82,65 +82,67 @@ def _build_options(db: argparse.ArgumentParser) -> None:
                     help="wholeimage: also cut patches from the tuning images (odd, number "
                          "%% 4 == 1), for a final model whose settings are already fixed; the "
                          "manifest and the model card then say so")
-    db.add_argument("--per-image", type=int, default=2200,
+    db.add_argument("--per-image", type=int_in(1), default=2200,
                     help="wholeimage: no-defect patches and simulated defects per image")
     db.add_argument("--mix", default="E100G000",
                     help="EaaaGbbb: percent of simulated defects from ellipsoids and GAN")
     db.add_argument("--gan", type=Path, default=None, help="trained GAN folder (GAN portions)")
-    db.add_argument("--val-fraction", type=float, default=0.2,
+    db.add_argument("--val-fraction", type=float_in(0, 1, hi_open=True), default=0.2,
                     help="fraction of patches held out at random for validation during "
                          "training (the patch hold-out 'val', not the tuning images)")
     db.add_argument("--split-by", choices=("patch", "image"), default="patch",
                     help="patch: stratified by label (the paper's); image: whole images")
-    db.add_argument("--seed", type=int, default=0, help="random seed")
-    db.add_argument("--mu", dest="mu_range", type=float, nargs=2, default=DEFAULT_MU_RANGE,
+    db.add_argument("--seed", type=int_in(0), default=0, help="random seed")
+    db.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
+                    default=DEFAULT_MU_RANGE,
                     metavar=("MIN", "MAX"),
                     help="absorption coefficient range (1/mm) of the simulated defects")
-    db.add_argument("--axes-mm", type=float, nargs=2, default=DEFAULT_AXES_MM,
+    db.add_argument("--axes-mm", type=float_in(0, 100, lo_open=True), nargs=2,
+                    default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
-    db.add_argument("--context", type=int, default=0, metavar="PX",
+    db.add_argument("--context", type=int_in(0, 256), default=0, metavar="PX",
                     help="also store each patch with PX pixels of its surroundings "
                          "(context.npy; a multiple of 32, e.g. 32) for `train --context`, "
                          "the dense mode's training; wholeimage without GAN patches")
-    db.add_argument("--workers", type=int, default=0,
+    db.add_argument("--workers", type=int_in(0, 256), default=0,
                     help="worker processes (0: one per core, at most 4)")
-    db.add_argument("--limit-images", type=int, default=None,
+    db.add_argument("--limit-images", type=int_in(1), default=None,
                     help="use only the first N images (quick trials)")
     db.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 
 def _table3_options(db: argparse.ArgumentParser) -> None:
     t3 = db.add_argument_group("table3 protocol")
-    t3.add_argument("--t3-defects", type=int, default=75000, help="table3: training defects")
-    t3.add_argument("--t3-no-defects", type=int, default=75000,
+    t3.add_argument("--t3-defects", type=int_in(0), default=75000, help="table3: training defects")
+    t3.add_argument("--t3-no-defects", type=int_in(0), default=75000,
                     help="table3: training no-defect patches")
-    t3.add_argument("--t3-real", type=int, default=15000,
+    t3.add_argument("--t3-real", type=int_in(0), default=15000,
                     help="table3: how many of the training defects are real windows")
-    t3.add_argument("--t3-test-defects", type=int, default=6000,
+    t3.add_argument("--t3-test-defects", type=int_in(0), default=6000,
                     help="table3: real defect test patches (C0001)")
-    t3.add_argument("--t3-test-no-defects", type=int, default=6000,
+    t3.add_argument("--t3-test-no-defects", type=int_in(0), default=6000,
                     help="table3: no-defect test patches (C0001)")
 
 
 def _adaptation_options(db: argparse.ArgumentParser) -> None:
     ad = db.add_argument_group("real windows and hard negatives (xdefect's extension, "
                                "wholeimage)")
-    ad.add_argument("--real", type=int, default=0, metavar="N",
+    ad.add_argument("--real", type=int_in(0), default=0, metavar="N",
                     help="wholeimage: also add N real 'defect' patches centred (within "
                          "--real-offset) on the real defects of the train images (odd, "
                          "number %% 4 == 3); the tuning images (number %% 4 == 1) stay unseen. "
                          "xdefect's extension, not the paper's protocol")
-    ad.add_argument("--real-offset", type=int, default=8, metavar="PX",
+    ad.add_argument("--real-offset", type=int_in(0, 16), default=8, metavar="PX",
                     help="largest offset (pixels, per axis) of a real patch's centre from "
                          "its box's centre")
-    ad.add_argument("--hard-negatives", type=int, default=0, metavar="N",
+    ad.add_argument("--hard-negatives", type=int_in(0), default=0, metavar="N",
                     help="wholeimage: also add N 'no-defect' patches (source 'hard'): in each "
                          "train image the windows clear of real defects that --hard-model "
                          "scores highest")
     ad.add_argument("--hard-model", default=None, metavar="MODEL",
                     help="model that mines the hard negatives: a .safetensors file (with its "
                          "card) or a bundled name")
-    ad.add_argument("--hard-stride", type=int, default=4, metavar="PX",
+    ad.add_argument("--hard-stride", type=int_in(1, 64), default=4, metavar="PX",
                     help="window stride of the hard-negative search")
     ad.add_argument("--hard-mode", choices=("dense", "patch"), default="dense",
                     help="score maps of the hard-negative search (dense: fast)")
@@ -160,5 +162,6 @@ def register(sub: Any) -> None:
     dg = command(dsub, "grid", cmd_grid, "grid of random patches per class and source (Fig. 3)")
     dg.add_argument("dir", type=Path, help="dataset folder")
     dg.add_argument("--out", required=True, type=Path, help="output PNG")
-    dg.add_argument("--per-row", type=int, default=12, help="patches per class/source row")
-    dg.add_argument("--seed", type=int, default=0, help="random seed")
+    dg.add_argument("--per-row", type=int_in(1, 100), default=12,
+                    help="patches per class/source row")
+    dg.add_argument("--seed", type=int_in(0), default=0, help="random seed")

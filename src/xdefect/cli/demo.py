@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command
+from xdefect.cli.common import MODEL_HELP, command, int_in
 
 __all__ = ["cmd_demo", "register"]
 
@@ -54,5 +54,5 @@ def register(sub: Any) -> None:
     d.add_argument("--model", default=None, help=MODEL_HELP)
     d.add_argument("--gdxray-image", default="C0001_0002",
                    help="the even-numbered GDXray image inspected when GDXray is present")
-    d.add_argument("--n", type=int, default=12, help="simulated defects in the phantom")
-    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--n", type=int_in(0, 100), default=12, help="simulated defects in the phantom")
+    d.add_argument("--seed", type=int_in(0), default=0, help="random seed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from xdefect.cli.common import (
     add_device,
     command,
     detect_overrides,
+    int_in,
 )
 
 __all__ = ["DESCRIPTION", "cmd_detect", "register"]
@@ -26,16 +28,22 @@ DESCRIPTION = (
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from xdefect.detector import Detector
-    from xdefect.pipelines import check_inputs, detect_files
+    from xdefect.pipelines import check_inputs, detect_files, sort_inputs
 
-    check_inputs(args.inputs)  # bad inputs are reported before the model loads
+    if args.strict:
+        check_inputs(args.inputs)  # bad inputs are reported before the model loads
+    elif not sort_inputs(args.inputs)[0]:
+        check_inputs(args.inputs)  # not one readable image: the first problem, exit 2
     det = Detector.load(args.model, device=args.device, threads=args.threads,
                         batch=args.batch, **detect_overrides(args))
-    r = detect_files(det, args.inputs, args.out, png=not args.no_png)
+    r = detect_files(det, args.inputs, args.out, png=not args.no_png, strict=args.strict)
+    for line in r["skipped"]:
+        print(f"xdefect: warning: {line} (skipped)", file=sys.stderr)
     p = det.params
     print(f"{args.out}: {r['images']} images, {r['detections']} detections "
-          f"({r['seconds']:.1f} s; mode {p.mode}, stride {p.stride}, theta {p.theta})")
-    return 0
+          f"({r['seconds']:.1f} s; mode {p.mode}, stride {p.stride}, theta {p.theta})"
+          + (f"; {len(r['skipped'])} skipped" if r["skipped"] else ""))
+    return 1 if r["skipped"] else 0
 
 
 def register(sub: Any) -> None:
@@ -44,7 +52,11 @@ def register(sub: Any) -> None:
                     help="images (8/16-bit PNG, TIFF) or folders of images")
     de.add_argument("--model", default=None, help=MODEL_HELP)
     de.add_argument("--out", required=True, type=Path, help="output folder")
-    de.add_argument("--batch", type=int, default=256, help="windows per forward pass (patch mode)")
+    de.add_argument("--batch", type=int_in(1, 65536), default=256,
+                    help="windows per forward pass (patch mode)")
     de.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    de.add_argument("--strict", action="store_true",
+                    help="stop at the first unreadable or too-small image (exit 2) instead "
+                         "of skipping it, naming it and exiting 1 at the end")
     add_device(de)
     add_detect_options(de)

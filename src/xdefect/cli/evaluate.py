@@ -13,6 +13,7 @@ from xdefect.cli.common import (
     add_root,
     command,
     detect_overrides,
+    float_in,
     fmt_ap,
     root,
 )
@@ -109,7 +110,8 @@ def register(sub: Any) -> None:
     ev.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven present; every series of a root "
                          "that holds none of them)")
-    ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match")
+    ev.add_argument("--iou", type=float_in(0, 1, lo_open=True), default=0.5,
+                    help="IoU threshold for a match")
     ev.add_argument("--matching", choices=("coco", "voc"), default="coco",
                     help="coco: a detection takes the best still-unmatched box; voc: its "
                          "best box overall, a false positive if already taken")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_device, add_root, command, group, options, root
+from xdefect.cli.common import add_device, add_root, command, group, int_in, options, root
 
 __all__ = ["TRAIN_DESCRIPTION", "cmd_sample", "cmd_train", "register"]
 
@@ -44,12 +44,12 @@ def register(sub: Any) -> None:
                  TRAIN_DESCRIPTION)
     add_root(gt, "--gdxray")
     gt.add_argument("--out", required=True, type=Path, help="GAN folder")
-    gt.add_argument("--iterations", type=int, default=30000,
+    gt.add_argument("--iterations", type=int_in(1), default=30000,
                     help="generator/discriminator updates (about 28 min on 2 CPU cores at "
                          "the measured 18 it/s; the paper ran 150,000 on a GPU)")
-    gt.add_argument("--batch", type=int, default=64, help="batch size")
-    gt.add_argument("--seed", type=int, default=0, help="random seed")
-    gt.add_argument("--every", type=int, default=500, help="checkpoint and sample period")
+    gt.add_argument("--batch", type=int_in(1, 65536), default=64, help="batch size")
+    gt.add_argument("--seed", type=int_in(0), default=0, help="random seed")
+    gt.add_argument("--every", type=int_in(1), default=500, help="checkpoint and sample period")
     gt.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven)")
     gt.add_argument("--include-tuning", action="store_true",
@@ -62,6 +62,6 @@ def register(sub: Any) -> None:
                  "Write FILE.npy (uint8 (N, 32, 32)) and FILE.png (a grid of up to 64, the "
                  "paper's Fig. 8).")
     gs.add_argument("--model", required=True, type=Path, help="GAN folder")
-    gs.add_argument("--n", type=int, default=64, help="number of patches")
+    gs.add_argument("--n", type=int_in(1, 100000), default=64, help="number of patches")
     gs.add_argument("--out", required=True, type=Path, help="output base name FILE")
-    gs.add_argument("--seed", type=int, default=0, help="random seed")
+    gs.add_argument("--seed", type=int_in(0), default=0, help="random seed")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_root, command, group, root
+from xdefect.cli.common import add_root, command, group, int_in, root
 
 __all__ = ["cmd_info", "cmd_masks", "cmd_show", "register"]
 
@@ -86,9 +86,9 @@ def register(sub: Any) -> None:
                  "Draw the ground truth (red) and the outline of the casting mask (blue) on "
                  "one radiograph. The picture shows GDXray pixels: do not redistribute it.")
     gs.add_argument("series", help="series name, e.g. C0001")
-    gs.add_argument("number", type=int, help="image number (1-based, as in the file name)")
+    gs.add_argument("number", type=int_in(1), help="image number (1-based, as in the file name)")
     gs.add_argument("--out", required=True, type=Path, help="output PNG")
-    gs.add_argument("--thickness", type=int, default=1, help="box line width (pixels)")
+    gs.add_argument("--thickness", type=int_in(1, 20), default=1, help="box line width (pixels)")
     add_root(gs)
     gm = command(gsub, "masks", cmd_masks, "measure the casting segmentation per series",
                  "Mean fraction of the image inside the casting mask and fraction of "

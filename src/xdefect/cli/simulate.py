@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import command
+from xdefect.cli.common import command, float_in, int_in
 from xdefect.errors import InputError
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
 
@@ -53,17 +53,19 @@ def register(sub: Any) -> None:
                    help="output image (same size and bit depth as the input)")
     s.add_argument("--grid", type=Path, default=None,
                    help="write an 8x8 grid of 32x32 patches with simulated defects (Fig. 7)")
-    s.add_argument("--n", type=int, default=10, help="number of defects")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
-    s.add_argument("--axes-mm", type=float, nargs=2, default=DEFAULT_AXES_MM,
+    s.add_argument("--n", type=int_in(0, 1000), default=10, help="number of defects")
+    s.add_argument("--seed", type=int_in(0), default=0, help="random seed")
+    s.add_argument("--axes-mm", type=float_in(0, 100, lo_open=True), nargs=2,
+                   default=DEFAULT_AXES_MM,
                    metavar=("MIN", "MAX"), help="range of each semi-axis (mm)")
-    s.add_argument("--mu", type=float, nargs=2, default=DEFAULT_MU_RANGE, metavar=("MIN", "MAX"),
+    s.add_argument("--mu", type=float_in(0, 1, lo_open=True), nargs=2, default=DEFAULT_MU_RANGE,
+                   metavar=("MIN", "MAX"),
                    help="range of the linear absorption coefficient (1/mm)")
-    s.add_argument("--x-max", type=float, default=DEFAULT_X_MAX,
+    s.add_argument("--x-max", type=float_in(0, lo_open=True), default=DEFAULT_X_MAX,
                    help="thickness (mm) at which grey values are minimal; fixes B")
-    s.add_argument("--mm-per-px", type=float, default=DEFAULT_MM_PER_PX,
+    s.add_argument("--mm-per-px", type=float_in(0, 100, lo_open=True), default=DEFAULT_MM_PER_PX,
                    help="pixel size at the object (mm)")
-    s.add_argument("--source-distance", type=float, default=None,
+    s.add_argument("--source-distance", type=float_in(0, lo_open=True), default=None,
                    help="source-to-object distance (mm) for a perspective beam "
                         "(default: parallel beam)")
     s.add_argument("--json", type=Path, default=None, help="write the defects' parameters here")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, add_device, command, options
+from xdefect.cli.common import MODEL_HELP, add_device, command, float_in, int_in, options
 
 __all__ = ["TRAIN_DESCRIPTION", "cmd_test", "cmd_train", "register"]
 
@@ -60,24 +60,24 @@ def register(sub: Any) -> None:
     tr.add_argument("--data", required=True, type=Path, help="dataset folder")
     tr.add_argument("--arch", default="xnet2", choices=list(REGISTRY), help="architecture")
     tr.add_argument("--out", required=True, type=Path, help="run folder")
-    tr.add_argument("--epochs", type=int, default=20, help="maximum epochs")
-    tr.add_argument("--batch", type=int, default=256, help="batch size (per process)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    tr.add_argument("--epochs", type=int_in(1), default=20, help="maximum epochs")
+    tr.add_argument("--batch", type=int_in(1, 65536), default=256, help="batch size (per process)")
+    tr.add_argument("--lr", type=float_in(0, 1, lo_open=True), default=1e-3, help="learning rate")
     tr.add_argument("--optimizer", choices=("adam", "rmsprop"), default="adam",
                     help="optimiser (the paper's Keras builder used rmsprop)")
-    tr.add_argument("--patience", type=int, default=4,
+    tr.add_argument("--patience", type=int_in(0), default=4,
                     help="stop after this many epochs without a better validation loss")
-    tr.add_argument("--seed", type=int, default=0, help="random seed")
+    tr.add_argument("--seed", type=int_in(0), default=0, help="random seed")
     add_device(tr)
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN from its last complete epoch")
-    tr.add_argument("--samples-per-epoch", type=int, default=None,
+    tr.add_argument("--samples-per-epoch", type=int_in(1), default=None,
                     help="train on a seeded random sample of this many patches per epoch "
                          "(default: the whole train split)")
     tr.add_argument("--init", default=None, metavar="MODEL",
                     help="start from this model's weights (fine-tuning; same architecture): "
                          "a .safetensors file or a bundled name")
-    tr.add_argument("--val-samples", type=int, default=None,
+    tr.add_argument("--val-samples", type=int_in(1), default=None,
                     help="validate on a fixed seeded subset of this many val patches")
     tr.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
                     help="float32 (the same run on any machine), bfloat16 autocast, or auto: "
@@ -99,5 +99,5 @@ def register(sub: Any) -> None:
     te.add_argument("--model", required=True, help=MODEL_HELP.split("; default")[0])
     te.add_argument("--data", required=True, type=Path, help="dataset folder")
     te.add_argument("--split", choices=("test", "val", "train"), default="test")
-    te.add_argument("--batch", type=int, default=1024, help="batch size")
+    te.add_argument("--batch", type=int_in(1, 65536), default=1024, help="batch size")
     te.add_argument("--json", action="store_true", help="print JSON")
