@@ -261,3 +261,28 @@ def test_dense_stride_the_model_cannot_run_is_one_line(tmp_path):
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert "dense mode needs a power of two" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` grey pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_one_line(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    _png_header_only(bomb, 50_000, 50_000)
+    for argv in (["detect", str(bomb), "--out", str(tmp_path / "o")],
+                 ["simulate", str(bomb), "--out", str(tmp_path / "s.png")]):
+        proc = run_cli(*argv)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert "bomb.png" in lines[0] and "decompression bomb" in lines[0]

@@ -99,6 +99,16 @@ def test_train_writes_files_and_test_reads_them(tiny_ds, tmp_path):
     assert np.asarray(res["confusion"]).sum() == 240
     # a second run into the same folder without --resume is refused
     assert_one_line_error(_train(tiny_ds, run, "--epochs", "1"), "--resume")
+    # a resume with other settings is refused with the list, unless they are allowed
+    assert_one_line_error(_train(tiny_ds, run, "--epochs", "3", "--resume", "--lr", "0.0005",
+                                 "--batch", "64"),
+                          "lr 0.001 -> 0.0005", "batch 32 -> 64", "--allow-change lr batch")
+    assert_one_line_error(_train(tiny_ds, run, "--epochs", "3", "--resume", "--optimizer",
+                                 "rmsprop"), "optimizer 'adam'")
+    proc = _train(tiny_ds, run, "--epochs", "3", "--resume", "--lr", "0.0005",
+                  "--allow-change", "lr")
+    assert proc.returncode == 0, proc.stderr
+    assert float(_metrics(run)[-1]["lr"]) == 0.0005  # the optimiser follows the new rate
 
 
 def test_sigkill_resume_matches_uninterrupted_run(tiny_ds, tmp_path):

@@ -385,6 +385,9 @@ def image_shape(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: more pixels than an image xdefect reads (a decompression "
+                         "bomb?)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     return h, w

@@ -94,6 +94,9 @@ def read_image(path: str | os.PathLike[str]) -> Radiograph:
                                  "(expected 8- or 16-bit grey)")
     except InputError:
         raise
+    except Image.DecompressionBombError:
+        raise InputError(f"{p}: more pixels than an image xdefect reads (over "
+                         f"{Image.MAX_IMAGE_PIXELS} pixels: a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
     if arr.ndim != 2:

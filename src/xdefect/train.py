@@ -66,11 +66,16 @@ from xdefect.models import (
     setup_device,
 )
 
-__all__ = ["METRIC_COLUMNS", "TrainConfig", "data_stage", "predict", "scores_from_confusion",
-           "test_model", "train"]
+__all__ = ["METRIC_COLUMNS", "RESUME_CHECKED", "TrainConfig", "data_stage", "predict",
+           "scores_from_confusion", "test_model", "train"]
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_precision",
                   "val_recall", "lr", "seconds", "patches_per_s")
+
+
+#: settings a resumed run must share with the run it continues, unless named in
+#: ``TrainConfig.allow_change`` (``--allow-change``)
+RESUME_CHECKED = ("lr", "batch", "seed", "samples_per_epoch", "val_samples")
 
 
 @dataclass
@@ -106,6 +111,8 @@ class TrainConfig:
     #: augment each training window (flips, gamma, contrast, grey level, blur, noise;
     #: :mod:`xdefect.augment` with its default ranges, recorded in the card)
     augment: bool = False
+    #: settings of :data:`RESUME_CHECKED` that a resume may change (the rest must match)
+    allow_change: tuple[str, ...] = ()
 
 
 @dataclass
@@ -316,13 +323,25 @@ def _resume(last: Path, model: PatchCNN, opt: torch.optim.Optimizer, manifest_sh
     if card.get("data_manifest_sha256") != manifest_sha:
         raise InputError(f"{last}: was trained on another dataset than {cfg.data}")
     saved = card.get("train_config") or {}
-    for key in ("precision", "channels_last", "context", "augment", "arch"):
+    for key in ("precision", "channels_last", "context", "augment", "arch", "optimizer"):
         if key in saved and saved[key] != getattr(cfg, key):
             raise InputError(f"{last}: was trained with {key} {saved[key]!r}, not "
                              f"{getattr(cfg, key)!r}: resume with the same setting")
+    unknown = sorted(set(cfg.allow_change) - set(RESUME_CHECKED))
+    if unknown:
+        raise InputError(f"--allow-change {' '.join(unknown)}: only {', '.join(RESUME_CHECKED)} "
+                         "may change on resume")
+    changed = [k for k in RESUME_CHECKED if k in saved and saved[k] != getattr(cfg, k)]
+    refused = [k for k in changed if k not in cfg.allow_change]
+    if refused:
+        diff = ", ".join(f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in refused)
+        raise InputError(f"{last}: resumed with other settings ({diff}); resume with the same "
+                         f"ones, or name them with --allow-change {' '.join(refused)}")
     tensors = load_tensors(last)
     model.load_state_dict(unprefixed("model", tensors))
     restore_optimizer(opt, tensors, card["optimizer"])
+    for group in opt.param_groups:  # the optimiser follows an allowed new learning rate
+        group["lr"] = cfg.lr
     st = card["training_state"]
     prog = _Progress(st["epoch"] + 1, st["best_val_loss"], st["best_epoch"], st["bad_epochs"],
                      st["metrics"])
@@ -368,12 +387,13 @@ def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Dataset,
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
-def _epoch_row(epoch: int, cfg: TrainConfig, train_loss: float, train_acc: float,
+def _epoch_row(epoch: int, lr: float, train_loss: float, train_acc: float,
                val_loss: float, sc: dict, seconds: float, rate: float) -> dict:
+    """One row of ``metrics.csv``; ``lr``: the optimiser's learning rate in the epoch."""
     return {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
             "val_loss": round(val_loss, 6), "val_acc": round(sc["accuracy"], 6),
             "val_precision": round(sc["precision"], 6), "val_recall": round(sc["recall"], 6),
-            "lr": cfg.lr, "seconds": round(seconds, 2), "patches_per_s": round(rate, 1)}
+            "lr": lr, "seconds": round(seconds, 2), "patches_per_s": round(rate, 1)}
 
 
 def _save_epoch(out: Path, model: PatchCNN, opt: torch.optim.Optimizer, card: dict,
@@ -461,8 +481,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
             val_idx) else (
             float("nan"), np.zeros((2, 2), np.int64))
         sc = scores_from_confusion(cm)
-        row = _epoch_row(epoch, cfg, tl, ta, val_loss, sc, time.perf_counter() - t0,
-                         seen * dist.world / train_time)
+        row = _epoch_row(epoch, opt.param_groups[0]["lr"], tl, ta, val_loss, sc,
+                         time.perf_counter() - t0, seen * dist.world / train_time)
         improved = prog.record(epoch, row)
         if dist.main:
             card = {**base_card, "epoch": epoch, "metrics": row,

@@ -88,6 +88,11 @@ def register(sub: Any) -> None:
                          "--context): each window nearly as the dense score map sees it (exactly "
                          "once the surroundings cover the convolutions' reach), so that dense "
                          "mode detects as the model learnt (docs/detection.md)")
+    tr.add_argument("--allow-change", nargs="+", default=(), metavar="SETTING",
+                    choices=("lr", "batch", "seed", "samples_per_epoch", "val_samples"),
+                    help="with --resume: settings that may differ from the run's (lr, batch, "
+                         "seed, samples_per_epoch, val_samples); the optimiser follows a new "
+                         "--lr. Any other difference is refused with the list")
     tr.add_argument("--augment", action="store_true",
                     help="augment every training window: flips and quarter turns, gamma, "
                          "contrast, grey level, blur, noise (xdefect.augment; for castings "
