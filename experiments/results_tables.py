@@ -4,12 +4,14 @@ Reads ``runs/table3.json`` (``experiments/table3.py``), ``runs/table4.json``
 (``experiments/table4.py``), ``runs/series-out/series_out.json`` and
 ``runs/series-out-all/series_out.json`` (``experiments/series_out.py``),
 ``runs/pyramid-default.json`` (``experiments/pyramid.py``),
-``runs/adapt-series/adapt_series.json`` (``experiments/adapt_series.py``), the default
+``runs/adapt-series/adapt_series.json`` (``experiments/adapt_series.py``),
+``runs/table3_diagnosis.json`` (``experiments/table3_diagnosis.py``), the default
 model's evaluations ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split
 test``) and ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
-``seriesout-all``, ``pyramid``, ``adapt``, ``extra-default``, ``errors``) and copies the
+``seriesout-all``, ``pyramid``, ``adapt``, ``extra-default``, ``table3-diagnosis``,
+``errors``) and copies the
 PR curve of the test evaluation to ``docs/img/pr_curve_even.png`` (a plot: no GDXray
 pixels). The ``bundled`` block comes from
 the model cards (``experiments/model_figures.py``, run here too). The prose around the
@@ -198,6 +200,25 @@ def adapt_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def table3_diagnosis(doc: dict) -> str:
+    """Recall on Table 3's real test patches by the defect's offset from the window centre
+    (``experiments/table3_diagnosis.py``)."""
+    b = doc["bins_px"]
+    keep = [i for i, n in enumerate(doc["defect_patches_per_bin"]) if n]  # non-empty bins
+    heads = [f"{b[i]}-{b[i + 1]} px" for i in keep]
+    lines = ["| model | accuracy | recall | specificity | " + " | ".join(
+        f"recall {h}" for h in heads) + " |", "|---" * (4 + len(heads)) + "|",
+        "| (defect patches per bin) | | | | " + " | ".join(
+            str(doc["defect_patches_per_bin"][i]) for i in keep) + " |"]
+    for name, m in doc["models"].items():
+        lines.append(f"| `{name}` | {_f(m['accuracy'], 3)} | {_f(m['recall'], 3)} | "
+                     f"{_f(m['specificity'], 3)} | " + " | ".join(
+                         _f(m["recall_by_offset"][i], 2) for i in keep) + " |")
+    lines += ["", f"{doc['test_patches']:,} test patches ({doc['defect_patches']:,} with a real "
+              f"C0001 defect). Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
     """Rewrite the ``<!-- name -->`` ... ``<!-- /name -->`` block of the report."""
     return model_figures.replace_block(text, f"<!-- {name} -->", f"<!-- /{name} -->", body,
@@ -216,10 +237,13 @@ def main() -> None:
     ap.add_argument("--extra-eval", type=Path, default=Path("runs/eval-extra-default"))
     ap.add_argument("--pyramid", type=Path, default=Path("runs/pyramid-default.json"))
     ap.add_argument("--adapt", type=Path, default=Path("runs/adapt-series/adapt_series.json"))
+    ap.add_argument("--table3-diagnosis", type=Path,
+                    default=Path("runs/table3_diagnosis.json"))
     a = ap.parse_args()
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
-                           ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table)):
+                           ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table),
+                           ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     if (a.extra_eval / "metrics.json").exists():

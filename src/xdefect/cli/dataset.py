@@ -100,6 +100,13 @@ def _build_options(db: argparse.ArgumentParser) -> None:
     db.add_argument("--axes-mm", type=float_in(0, 100, lo_open=True), nargs=2,
                     default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
+    db.add_argument("--max-offset", type=int_in(0, 16), default=8, metavar="PX",
+                    help="a simulated defect's centre lies at most PX pixels (per axis) from "
+                         "its window's centre (16: anywhere, Table 3's test rule)")
+    db.add_argument("--min-inside", type=float_in(0, 1, lo_open=True), default=0.5,
+                    metavar="F", help="at least this fraction of a simulated defect's "
+                                      "shadow lies inside its window (1/3: the paper's rule "
+                                      "for real defect windows)")
     db.add_argument("--context", type=int_in(0, 256), default=0, metavar="PX",
                     help="also store each patch with PX pixels of its surroundings "
                          "(context.npy; a multiple of 32, e.g. 32) for `train --context`, "
