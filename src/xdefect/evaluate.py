@@ -173,7 +173,8 @@ class PRCurve:
             return float("nan")
         return interpolated_ap11(self.recall, self.precision)
 
-    def recall_at_fppi(self, levels: tuple[float, ...] = (0.1, 0.5, 1.0)) -> dict[str, float]:
+    def recall_at_fppi(self, levels: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)
+                       ) -> dict[str, float]:
         """Best recall with at most ``level`` false positives per image."""
         out = {}
         fp = np.cumsum(~self.tp) / max(self.n_images, 1)
