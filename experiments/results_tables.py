@@ -11,7 +11,7 @@ test``) and ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxra
 ../shared/data/gdxray-extra --split all``); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
 ``seriesout-all``, ``pyramid``, ``adapt``, ``extra-default``, ``table3-diagnosis``,
-``errors``) and copies the
+``ablation``, ``errors``) and copies the
 PR curve of the test evaluation to ``docs/img/pr_curve_even.png`` (a plot: no GDXray
 pixels). The ``bundled`` block comes from
 the model cards (``experiments/model_figures.py``, run here too). The prose around the
@@ -219,6 +219,52 @@ def table3_diagnosis(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def ablation(a: argparse.Namespace) -> str:
+    """Issue 13's ablation table: one row per measured change, from the result files."""
+    rows = ["| change | data | trained on | minutes | AP | found | FA/image |",
+            "|---|---|---|---|---|---|---|"]
+
+    def load(path: Path) -> dict | None:
+        return json.loads(path.read_text()) if path.exists() else None
+
+    m = load(a.extra_eval / "metrics.json")
+    if m:
+        rows.append(f"| bundled default (trained on the paper's series), no change | "
+                    f"`gdxray-extra`, all {m['images']} images | - | - | {_f(m['ap'])} | "
+                    f"{m['true_positives']}/{m['gt_boxes']} | "
+                    f"{m['false_positives'] / max(m['images'], 1):.1f} |")
+    pyr = load(a.pyramid)
+    for levels, rule, label in (([1, 2], "iou", "image pyramid, levels 1 + 2"),
+                                ([2], "iou", "image pyramid, level 2 alone")):
+        for r in (pyr or {}).get("grid", []):
+            if r["scales"] == levels and r["merge_rule"] == rule and r["merge"] == 0.5:
+                rows.append(f"| {label} (no retraining) | `{Path(r['root']).name}` {r['split']} "
+                            f"images | - | - | {_f(r['ap'])} | {r['found']}/{r['boxes']} | "
+                            f"{r['false_alarms_per_image']:.1f} |")
+    for path, label in ((a.series_out, "leave-series-out, 6 paper series, simulated only"),
+                        (a.series_out_all, "leave-series-out, 15 series in 5 folds: more "
+                                           "castings, unannotated backgrounds, augmentation, "
+                                           "other series' real windows, dense hard-negative "
+                                           "round")):
+        d = load(path)
+        if d:
+            p = d["pooled"]
+            rows.append(f"| {label} | held-out series, all {p['images']} images | "
+                        f"{', '.join(Path(r).name for r in d.get('roots', [d['gdxray']]))} "
+                        f"(train images of the others) | {d['seconds_total'] / 60:.0f} | "
+                        f"{_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
+                        f"{d['false_alarms_per_image']:.1f} |")
+    d = load(a.adapt)
+    if d:
+        p = d["pooled_adapted"]
+        mins = sum(v["adapt_minutes"] for v in d["per_series"].values())
+        rows.append(f"| `xdefect adapt` per series (source AP {_f(d['pooled_source']['ap'])}) "
+                    f"| {', '.join(d['per_series'])} even images | their odd images, no labels "
+                    f"| {mins:.0f} | {_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
+                    f"{p['false_alarms_per_image']:.1f} |")
+    return "\n".join(rows)
+
+
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
     """Rewrite the ``<!-- name -->`` ... ``<!-- /name -->`` block of the report."""
     return model_figures.replace_block(text, f"<!-- {name} -->", f"<!-- /{name} -->", body,
@@ -246,6 +292,7 @@ def main() -> None:
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
+    text = replace_block(text, "ablation", ablation(a), a.report)
     if (a.extra_eval / "metrics.json").exists():
         text = replace_block(text, "extra-default", per_series_eval(
             json.loads((a.extra_eval / "metrics.json").read_text()),
