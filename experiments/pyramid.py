@@ -1,4 +1,5 @@
-"""Image pyramid: does scanning downsampled copies of the image find the large defects?
+"""Image pyramid and box extent: do downsampled copies of the image, or boxes grown to the
+extent of each maximum's windows, find the large defects?
 
 Defects larger than the 32-pixel window (C0010, C0031, C0034 of the paper's series; most of
 ``gdxray-extra``: median box side 40-130 px in five of its series) light several separate
@@ -7,8 +8,9 @@ IoU 0.5. Downsampled by 2 or 4 (block mean, :func:`xdefect.detect.downsample`), 
 defect fits the window. This script measures it for one model without retraining: for every
 image of each ``--data ROOT SPLIT`` set, the score map of each pyramid level is computed once
 (the model card's mode and stride), then every pyramid configuration of the grid (levels,
-merge rule, merge overlap) is scored from the cached maps with the library's own
-:func:`xdefect.detect.pyramid_regions`. Everything else is the card's detection settings.
+merge rule, merge overlap; and the ``extent`` box rule with several ``widen``) is scored
+from the cached maps with the library's own :func:`xdefect.detect.pyramid_regions`.
+Everything else is the card's detection settings.
 
 Choose on the tuning images and on castings the model never saw (``gdxray-extra`` for the
 bundled models, which trained on the paper's series only); test images are reported for the
@@ -43,11 +45,15 @@ from xdefect.io import command_line, progress, write_json
 from xdefect.protocol import select
 from xdefect.windows import PATCH
 
-#: the configurations scored: (levels, merge rule, merge overlap)
-GRID = [((1,), "iou", 0.5)] + [
-    (levels, rule, overlap)
+#: the configurations scored: (levels, merge rule, merge overlap, box rule, widen); box
+#: rule None: the card's
+GRID = [((1,), "iou", 0.5, None, None)] + [
+    (levels, rule, overlap, None, None)
     for levels, rule, overlap in itertools.product(
         [(1, 2), (1, 2, 4), (1, 4), (2,), (2, 4)], ["iou", "iom"], [0.3, 0.5])
+] + [
+    (levels, "iou", 0.5, "extent", widen)
+    for levels, widen in itertools.product([(1,), (1, 2)], [0, 4, 8])
 ]
 
 
@@ -96,18 +102,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     det = Detector.load(a.model, device="cpu", threads=a.threads)
-    factors = sorted({f for levels, _, _ in GRID for f in levels})
+    factors = sorted({f for levels, *_ in GRID for f in levels})
     rows, costs = [], {}
     for root, split in a.data:
         t0 = time.perf_counter()
         cache = cache_levels(det, Path(root), split, factors)
         costs[f"{root}:{split}"] = {"images": len(cache), "s": time.perf_counter() - t0}
-        for levels, rule, overlap in GRID:
-            p = replace(det.params, scales=levels, merge_rule=rule, merge=overlap)
+        for levels, rule, overlap, box_rule, widen in GRID:
+            p = replace(det.params, scales=levels, merge_rule=rule, merge=overlap,
+                        box_rule=box_rule or det.params.box_rule,
+                        widen=det.params.widen if widen is None else widen)
             rows.append({"root": root, "split": split, "scales": list(levels),
-                         "merge_rule": rule, "merge": overlap, **score(cache, p)})
+                         "merge_rule": rule, "merge": overlap, "box_rule": p.box_rule,
+                         "widen": p.widen, **score(cache, p)})
             r = rows[-1]
-            print(f"{Path(root).name:>14} {split:>7} {str(levels):>10} {rule} {overlap}: "
+            print(f"{Path(root).name:>14} {split:>7} {str(levels):>10} {rule} {overlap} "
+                  f"{p.box_rule} {p.widen}: "
                   f"AP {r['ap']:.4f} found {r['found']}/{r['boxes']} "
                   f"FA/image {r['false_alarms_per_image']:.2f}", flush=True)
     write_json(a.out, {"model": det.name, "params": det.params.to_dict(), "grid": rows,

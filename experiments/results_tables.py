@@ -127,20 +127,23 @@ def pyramid(doc: dict) -> str:
     """The image-pyramid grid (``experiments/pyramid.py``): one row per configuration,
     one AP / false-alarm column pair per data set."""
     sets = list(dict.fromkeys((r["root"], r["split"]) for r in doc["grid"]))
-    head = "| levels | merge | " + " | ".join(
+    head = "| levels | merge | boxes | " + " | ".join(
         f"{Path(root).name} {split}: AP | found | FA/image" for root, split in sets) + " |"
-    lines = [head, "|---|---|" + "---|---|---|" * len(sets)]
-    confs = list(dict.fromkeys((tuple(r["scales"]), r["merge_rule"], r["merge"])
-                               for r in doc["grid"]))
-    for c in confs:
+    lines = [head, "|---|---|---|" + "---|---|---|" * len(sets)]
+    def conf(r: dict) -> tuple:
+        return (tuple(r["scales"]), r["merge_rule"], r["merge"], r.get("box_rule", "card"),
+                r.get("widen"))
+
+    for c in dict.fromkeys(conf(r) for r in doc["grid"]):
         cells = []
         for root, split in sets:
             r = next(x for x in doc["grid"] if (x["root"], x["split"]) == (root, split)
-                     and (tuple(x["scales"]), x["merge_rule"], x["merge"]) == c)
+                     and conf(x) == c)
             cells.append(f"{_f(r['ap'])} | {r['found']}/{r['boxes']} | "
                          f"{r['false_alarms_per_image']:.1f}")
         merge = "-" if len(c[0]) == 1 else f"{c[1]} {c[2]}"
-        lines.append(f"| {', '.join(map(str, c[0]))} | {merge} | " + " | ".join(cells) + " |")
+        lines.append(f"| {', '.join(map(str, c[0]))} | {merge} | {c[3]}, widen {c[4]} | "
+                     + " | ".join(cells) + " |")
     lines += ["", f"Model `{Path(doc['model']).stem}`, its card's detection settings "
               f"otherwise. Command: `{doc['command']}`"]
     return "\n".join(lines)

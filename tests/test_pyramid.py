@@ -72,3 +72,28 @@ def test_single_level_detection_unchanged_and_levels_add_boxes():
 
     with pytest.raises(InputError, match="smaller than the 32x32 window"):
         D.detect(m, img[:20], p)
+
+
+def test_extent_rule_boxes_each_maximum_to_its_windows():
+    """A long region with two maxima: blobs gives two window-size boxes, extent gives each
+    maximum the extent of its nearest window centres less widen (a large defect lighting
+    two maxima gets boxes of its size)."""
+    shape = (200, 240)
+    v = np.full(D.grid_shape(shape, 4), -1.0, np.float32)
+    v[5:10, 6:20] = 0.8          # centres rows 36..52, cols 40..92
+    v[7, 8], v[7, 17] = 1.0, 1.0  # two maxima: cols 48 and 84
+    base = dict(stride=4, theta=0.5, radius=3, a_min=1, box_margin=10, sigma=0.0, nms=20,
+                widen=4)
+    smap = D.ScoreMap(v, 4, shape)
+    blobs = D.regions(smap, D.DetectParams(box_rule="blobs", **base))
+    assert sorted(d.box[2] - d.box[0] for d in blobs) == [21, 21]
+    ext = sorted(D.regions(smap, D.DetectParams(box_rule="extent", **base)),
+                 key=lambda d: d.box[0])
+    assert len(ext) == 2
+    # centres split at the midpoint between cols 48 and 84: cols 40..64 and 68..92; each
+    # box is at least the 21-px box around its maximum (row 44) and at least its centres'
+    # extent less 4 px a side
+    assert (ext[0].box[0], ext[0].box[2]) == (min(48 - 10, 40 + 4), max(48 + 11, 64 - 3))
+    assert (ext[1].box[0], ext[1].box[2]) == (min(84 - 10, 68 + 4), max(84 + 11, 92 - 3))
+    assert ext[0].box[2] - ext[0].box[0] > 21 and ext[1].box[2] - ext[1].box[0] > 21
+    assert all((d.box[1], d.box[3]) == (44 - 10, 44 + 11) for d in ext)

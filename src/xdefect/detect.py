@@ -42,6 +42,9 @@ own score (neighbouring defects merged by the dilation stay separate detections)
 ``widen`` >= 0, a region holding a single maximum gets at least its window centres' extent
 less ``widen`` pixels a side (a defect of width ``D`` lights window centres over about
 ``D + 16`` pixels), so that one isolated large defect gets one large box.
+``"extent"`` is ``"blobs"`` where every maximum (not only a region's single one) gets
+at least the extent of the window centres nearest to it less ``widen`` pixels a side, so
+that a large defect lighting two or three maxima gets boxes of its size.
 ``"blobs"`` is ``"peaks"`` ranked and scored by the smoothed score. Smoothing matters
 because a classifier trained on defects up to 8 pixels off-centre answers with a plateau
 of nearly equal scores around each defect, whose highest cell is an arbitrary one.
@@ -70,7 +73,7 @@ __all__ = ["BOX_RULES", "MERGE_RULES", "DenseNet", "DetectParams", "Detection", 
            "label_regions", "merge_detections", "pyramid_regions", "regions",
            "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
-BOX_RULES = ("windows", "centres", "region", "peaks", "blobs")
+BOX_RULES = ("windows", "centres", "region", "peaks", "blobs", "extent")
 MERGE_RULES = ("iou", "iom")
 
 
@@ -84,9 +87,10 @@ class DetectParams:
     ``stride``: window step (pixels). ``theta``: score threshold on ``y1 - y0``.
     ``radius``: dilation disk radius (pixels). ``a_min``: minimum region area (pixels,
     after dilation and masking). ``box_rule``: ``"windows"``, ``"centres"``, ``"region"``,
-    ``"peaks"`` or ``"blobs"``; ``box_margin``: pixels around the window centres
-    (``"centres"``, ``"peaks"``, ``"blobs"``). ``sigma``: Gaussian smoothing of the score
-    map (grid cells) before its local maxima are found (``"peaks"``, ``"blobs"``; 0: none).
+    ``"peaks"``, ``"blobs"`` or ``"extent"``; ``box_margin``: pixels around the window
+    centres (``"centres"``, ``"peaks"``, ``"blobs"``, ``"extent"``). ``sigma``: Gaussian
+    smoothing of the score map (grid cells) before its local maxima are found (``"peaks"``,
+    ``"blobs"``, ``"extent"``; 0: none).
     ``nms``: maxima closer than this (pixels, Chebyshev) to a higher one are suppressed
     (0: ``box_margin``). ``widen``: ``"peaks"``/``"blobs"`` box of a region with a single
     maximum widened to its window centres' extent less ``widen`` pixels a side (-1: off).
@@ -460,9 +464,10 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
         sel = lab.centre_labels == k
         # a region whose centres all lie outside the mask ranks at theta
         score = float(lab.centre_scores[sel].max()) if sel.any() else float(theta)
-        if box_rule in ("peaks", "blobs") and sel.any():
+        if box_rule in ("peaks", "blobs", "extent") and sel.any():
             out.extend(_peak_boxes(lab, sel, box_margin, int(lab.areas[k]), w, h,
-                                   nms or box_margin, box_rule == "blobs", widen))
+                                   nms or box_margin, box_rule != "peaks", widen,
+                                   every=box_rule == "extent"))
             continue
         if box_rule == "region" or not sel.any():
             box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
@@ -478,12 +483,14 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
 
 
 def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: int,
-                nms: int, blobs: bool = False, widen: int = -1) -> list[Detection]:
+                nms: int, blobs: bool = False, widen: int = -1, every: bool = False
+                ) -> list[Detection]:
     """One box of ``2 * m + 1`` pixels per local maximum in a region, greedily
     suppressing maxima closer than ``nms`` pixels (Chebyshev) to a higher one.
     ``blobs``: maxima ordered and scored by the smoothed score. ``widen`` >= 0: a region
     with a single maximum gets at least its window centres' extent less ``widen`` pixels
-    a side."""
+    a side. ``every`` (the ``extent`` rule): every maximum gets at least the extent of
+    the region's window centres nearest to it (Chebyshev), less ``widen`` a side."""
     key = lab.centre_smooth if blobs else lab.centre_scores
     idx = np.flatnonzero(sel & lab.centre_peaks)
     if idx.size == 0:
@@ -496,11 +503,19 @@ def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: in
                for j in kept):
             kept.append(int(i))
     out = []
-    for i in kept:
+    members = np.flatnonzero(sel)
+    owner = None
+    if every and len(kept) > 1:  # each window centre belongs to its nearest kept maximum
+        kr, kc = lab.centre_rows[kept], lab.centre_cols[kept]
+        d = np.maximum(np.abs(lab.centre_rows[members][:, None] - kr[None, :]),
+                       np.abs(lab.centre_cols[members][:, None] - kc[None, :]))
+        owner = np.argmin(d, axis=1)
+    for n, i in enumerate(kept):
         r, c = int(lab.centre_rows[i]), int(lab.centre_cols[i])
         box = [c - m, r - m, c + m + 1, r + m + 1]
-        if widen >= 0 and len(kept) == 1:
-            rr, cc = lab.centre_rows[sel], lab.centre_cols[sel]
+        if widen >= 0 and (len(kept) == 1 or every):
+            mine = members if owner is None else members[owner == n]
+            rr, cc = lab.centre_rows[mine], lab.centre_cols[mine]
             box = [min(box[0], int(cc.min()) + widen), min(box[1], int(rr.min()) + widen),
                    max(box[2], int(cc.max()) - widen + 1),
                    max(box[3], int(rr.max()) - widen + 1)]

@@ -150,12 +150,14 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                    help="threshold on y1 - y0 for a window to count as 'defect'")
     g.add_argument("--radius", type=int_in(0, 64), default=None, help="dilation disk radius (px)")
     g.add_argument("--a-min", type=int_in(0), default=None, help="minimum region area (px)")
-    g.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks", "blobs"),
+    g.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks", "blobs",
+                                          "extent"),
                    default=None,
                    help="box of a region: union of its windows, its window centres "
                         "grown by --box-margin, its own extent, one box of "
                         "--box-margin around each local score maximum (peaks), or "
-                        "around each maximum of the smoothed map (blobs; "
+                        "around each maximum of the smoothed map (blobs), or blobs "
+                        "grown to the extent of the windows nearest each maximum (extent; "
                         "docs/detection.md)")
     g.add_argument("--box-margin", type=int_in(0, 256), default=None,
                    help="pixels around the window centres (box rules centres, peaks, blobs)")
