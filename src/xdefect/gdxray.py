@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from xdefect.errors import DataWarning, InputError
-from xdefect.io import read_image
+from xdefect.io import image_size, read_image
 
 __all__ = ["DEFAULT_ROOT", "EDGE_TOLERANCE", "ENV_VAR", "GROUND_TRUTH_NAMES", "IMAGE_SPLITS",
            "PAPER_ANNOTATED_SERIES", "PAPER_SERIES", "SPLIT_ALIASES", "SPLIT_PARTS",
@@ -379,18 +379,9 @@ class SeriesGroundTruth:
 
 
 def image_shape(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file without decoding its pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except Image.DecompressionBombError:
-        raise InputError(f"{path}: more pixels than an image xdefect reads (a decompression "
-                         "bomb?)") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    return h, w
+    """(height, width) of an image file without decoding its pixels
+    (:func:`xdefect.io.image_size`)."""
+    return image_size(path)
 
 
 def image_shapes(root: str | os.PathLike[str], series: str) -> dict[int, tuple[int, int]]:

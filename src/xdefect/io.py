@@ -11,11 +11,13 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import shlex
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +27,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from xdefect.errors import InputError
+from xdefect.errors import DataWarning, InputError
 
-__all__ = ["IMAGE_SUFFIXES", "Radiograph", "as_image", "atomic_dir", "atomic_path",
-           "check_new_dir", "command_line", "json_safe", "list_image_files", "progress",
-           "read_detections", "read_image", "read_json", "sha256_file", "to_uint", "write_csv",
-           "write_image", "write_json"]
+__all__ = ["IMAGE_SUFFIXES", "LOW_16BIT", "Radiograph", "as_image", "atomic_dir",
+           "atomic_path", "check_new_dir", "command_line", "image_size", "json_safe",
+           "list_image_files", "progress", "read_detections", "read_image", "read_json",
+           "sha256_file", "to_uint", "write_csv", "write_image", "write_json"]
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".dcm", ".dicom")
+#: a 16-bit image whose largest value is below this likely holds 12-bit (or fewer) data
+LOW_16BIT = 4096
 
 
 @dataclass(frozen=True)
@@ -60,38 +64,129 @@ class Radiograph:
 
 
 def read_image(path: str | os.PathLike[str]) -> Radiograph:
-    """Read an 8- or 16-bit grey (or RGB, converted to grey) PNG, TIFF or BMP file.
+    """Read a grey radiograph: 8- or 16-bit PNG, BMP or JPEG (Pillow), 8- or 16-bit TIFF
+    (``tifffile``), or DICOM/DICONDE (``pydicom``; recognised by its ``DICM`` marker,
+    whatever the file's extension).
 
-    Raises :class:`InputError` naming the file when it is missing, not an image, or of
-    a bit depth other than 8 or 16.
+    Normalisation to [0, 1]: an 8-bit value ``g`` reads ``g / 255``, a 16-bit one
+    ``g / 65535`` (so an 8-bit image and the same image times 257 read the same); a 16-bit
+    image whose largest value is under 4096 (12-bit data in a 16-bit file) reads dark, and
+    a :class:`~xdefect.errors.DataWarning` says so. DICOM: the stored values
+    (``BitsStored`` bits, signed or not) go through ``RescaleSlope``/``RescaleIntercept`` and
+    are mapped linearly from the range the stored bits can hold onto [0, 1]; MONOCHROME1
+    (high values dark) is inverted so that, as everywhere in xdefect, bright means more
+    transmitted radiation. A grey image saved as RGB (three equal channels) is read as grey.
+
+    Raises :class:`InputError` naming the file when it is missing, not an image, colour
+    (channels that differ), multi-frame, of another sample type, or larger than Pillow's
+    decompression-bomb limit.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, expected an image file")
+    if _is_dicom(p):
+        arr01, depth = _read_dicom(p)
+        return Radiograph(pixels=arr01, bit_depth=depth, path=p)
+    if p.suffix.lower() in (".tif", ".tiff"):
+        arr, depth = _read_tiff(p)
+    else:
+        arr, depth = _read_pillow(p)
+    if arr.ndim != 2:
+        raise InputError(f"{p}: expected a single-channel image, got shape {arr.shape}")
+    if depth == 16 and arr.size and int(arr.max()) < LOW_16BIT:
+        warnings.warn(f"{p}: 16-bit image whose largest value is {int(arr.max())} (< "
+                      f"{LOW_16BIT}): if it holds 12-bit data it reads dark (16-bit images "
+                      "are scaled by 65535)", DataWarning, stacklevel=2)
+    scale = 255.0 if depth == 8 else 65535.0
+    return Radiograph(pixels=(arr.astype(np.float32) / np.float32(scale)), bit_depth=depth,
+                      path=p)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header, without decoding the pixels
+    (any format :func:`read_image` reads); :class:`InputError` naming the file when it is
+    not a readable image."""
+    p = Path(path)
+    if _is_dicom(p):
+        import pydicom
+
+        try:
+            with _quiet("pydicom"):
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+            return int(ds.Rows), int(ds.Columns)
+        except Exception as exc:  # damaged header: pydicom raises many kinds
+            raise InputError(f"{p}: not a readable DICOM image ({exc.__class__.__name__})"
+                             ) from None
+    if p.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with _quiet("tifffile"), tifffile.TiffFile(p) as tf:
+                shape = tf.pages[0].shape
+            return int(shape[0]), int(shape[1])
+        except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as exc:
+            raise InputError(f"{p}: not a readable TIFF ({exc.__class__.__name__})") from None
     try:
         with Image.open(p) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise InputError(f"{p}: more pixels than an image xdefect reads (a decompression "
+                         "bomb?)") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
+    return h, w
+
+
+@contextlib.contextmanager
+def _quiet(library: str) -> Iterator[None]:
+    """Silence a reader library's own log lines and warnings: xdefect reports a bad file in
+    one line of its own."""
+    log = logging.getLogger(library)
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def _grey(p: Path, arr: np.ndarray) -> np.ndarray:
+    """A ``(H, W, C)`` array with equal colour channels as ``(H, W)``; colour refused."""
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1])
+                and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise InputError(f"{p}: a colour image (its channels differ); radiographs are "
+                             "grey: convert it to grey first")
+        return np.ascontiguousarray(rgb[..., 0])
+    return arr
+
+
+def _read_pillow(p: Path) -> tuple[np.ndarray, int]:
+    try:
+        with Image.open(p) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                raise InputError(f"{p}: holds {im.n_frames} frames; expected one radiograph")
             im.load()
             mode = im.mode
-            if mode in ("1", "L", "P", "RGB", "RGBA", "LA"):
-                if mode not in ("L",):
-                    im = im.convert("L")
-                arr = np.asarray(im, dtype=np.uint8)
-                depth = 8
-            elif mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                arr = np.asarray(im).astype(np.uint16)
-                depth = 16
-            elif mode == "I":
+            if mode in ("1", "L", "P", "LA"):
+                return np.asarray(im.convert("L"), dtype=np.uint8), 8
+            if mode in ("RGB", "RGBA"):
+                return _grey(p, np.asarray(im, dtype=np.uint8)), 8
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                return np.asarray(im).astype(np.uint16), 16
+            if mode == "I":
                 arr = np.asarray(im)
                 if arr.min() < 0 or arr.max() > 65535:
                     raise InputError(f"{p}: 32-bit integer samples outside 0..65535 "
                                      "are not supported (expected 8- or 16-bit grey)")
-                arr = arr.astype(np.uint16)
-                depth = 16
-            else:
-                raise InputError(f"{p}: unsupported pixel format {mode!r} "
-                                 "(expected 8- or 16-bit grey)")
+                return arr.astype(np.uint16), 16
+            raise InputError(f"{p}: unsupported pixel format {mode!r} "
+                             "(expected 8- or 16-bit grey)")
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -99,11 +194,81 @@ def read_image(path: str | os.PathLike[str]) -> Radiograph:
                          f"{Image.MAX_IMAGE_PIXELS} pixels: a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{p}: not a readable image ({exc.__class__.__name__})") from None
-    if arr.ndim != 2:
-        raise InputError(f"{p}: expected a single-channel image, got shape {arr.shape}")
-    scale = 255.0 if depth == 8 else 65535.0
-    return Radiograph(pixels=(arr.astype(np.float32) / np.float32(scale)), bit_depth=depth,
-                      path=p)
+
+
+def _read_tiff(p: Path) -> tuple[np.ndarray, int]:
+    import tifffile
+
+    try:
+        with _quiet("tifffile"), tifffile.TiffFile(p) as tf:
+            if len(tf.pages) > 1 or len(tf.series) > 1:
+                raise InputError(f"{p}: a TIFF of {len(tf.pages)} pages; expected one "
+                                 "radiograph")
+            page = tf.pages[0]
+            if page.shape and int(np.prod(page.shape)) > 2 * (Image.MAX_IMAGE_PIXELS or 2**31):
+                raise InputError(f"{p}: more pixels than an image xdefect reads (a "
+                                 "decompression bomb?)")
+            arr = _grey(p, page.asarray())
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise InputError(f"{p}: not a readable TIFF ({exc.__class__.__name__})") from None
+    if arr.dtype == np.uint8:
+        return arr, 8
+    if arr.dtype == np.uint16:
+        return arr, 16
+    raise InputError(f"{p}: TIFF samples of type {arr.dtype} (expected 8- or 16-bit unsigned "
+                     "grey)")
+
+
+def _is_dicom(p: Path) -> bool:
+    """Whether the file has DICOM's ``DICM`` marker after its 128-byte preamble."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read_dicom(p: Path) -> tuple[np.ndarray, int]:
+    """A DICOM/DICONDE image as [0, 1] floats (see :func:`read_image`) and its depth."""
+    import pydicom
+
+    try:
+        with _quiet("pydicom"):
+            ds = pydicom.dcmread(p)
+        photo = str(ds.get("PhotometricInterpretation", ""))
+        if photo not in ("MONOCHROME1", "MONOCHROME2"):
+            raise InputError(f"{p}: DICOM image of photometric interpretation {photo!r} "
+                             "(expected MONOCHROME1 or MONOCHROME2 grey)")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise InputError(f"{p}: a DICOM of {ds.NumberOfFrames} frames; expected one "
+                             "radiograph")
+        with _quiet("pydicom"):
+            raw = ds.pixel_array
+    except InputError:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on damaged or compressed data
+        raise InputError(f"{p}: not a readable DICOM image ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    if raw.ndim != 2:
+        raise InputError(f"{p}: DICOM pixel data of shape {raw.shape}; expected one grey "
+                         "frame")
+    bits = int(ds.get("BitsStored", raw.dtype.itemsize * 8))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    lo_raw, hi_raw = ((-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed
+                      else (0, 2**bits - 1))
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise InputError(f"{p}: DICOM rescale slope {slope} / intercept {intercept} unusable")
+    vals = raw.astype(np.float64) * slope + intercept
+    ends = sorted((lo_raw * slope + intercept, hi_raw * slope + intercept))
+    out = np.clip((vals - ends[0]) / (ends[1] - ends[0]), 0, 1)
+    if photo == "MONOCHROME1":
+        out = 1.0 - out
+    return out.astype(np.float32), 8 if bits <= 8 else 16
 
 
 def as_image(image: np.ndarray | str | os.PathLike[str]) -> np.ndarray:

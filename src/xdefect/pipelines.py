@@ -183,6 +183,7 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
             if target.resolve() in sources:
                 raise InputError(f"{target}: is an input image; choose an --out folder "
                                  "that does not hold the images")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     total = done = 0
@@ -202,6 +203,10 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
                         overlay(rad.pixels, detections=boxes, thickness=2))
         total += len(dets)
         done += 1
+    if not done:  # every image failed: nothing was written
+        if created:
+            folder.rmdir()
+        raise InputError(f"no image could be read ({skipped[0]})")
     return {"images": done, "detections": total, "skipped": skipped,
             "seconds": time.perf_counter() - t0}
 
