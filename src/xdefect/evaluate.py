@@ -40,8 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MATCHING", "ImageResult", "PRCurve", "interpolated_ap", "interpolated_ap11",
-           "iou_matrix", "match_image", "pr_curve", "seen_mask", "summarise", "theta_sweep"]
+__all__ = ["MATCHING", "ImageResult", "PRCurve", "interpolated_ap", "interpolated_ap101",
+           "interpolated_ap11", "iou_matrix", "match_image", "pr_curve", "seen_mask",
+           "summarise", "theta_sweep"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -141,6 +142,22 @@ def interpolated_ap11(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.mean(vals))
 
 
+def interpolated_ap101(recall: np.ndarray, precision: np.ndarray) -> float:
+    """COCO's 101-point interpolated AP of points ordered by rank: the mean, over recall
+    thresholds 0, 0.01, ..., 1, of the precision envelope (best precision at this or a
+    higher rank) at the first rank reaching the threshold (0 where none does), as
+    ``pycocotools`` computes it."""
+    r = np.asarray(recall, dtype=np.float64).reshape(-1)
+    p = np.asarray(precision, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        return 0.0
+    env = np.maximum.accumulate(p[::-1])[::-1]
+    thr = np.linspace(0.0, 1.0, 101)
+    idx = np.searchsorted(r, thr, side="left")
+    vals = np.where(idx < r.size, env[np.minimum(idx, r.size - 1)], 0.0)
+    return float(vals.mean())
+
+
 @dataclass
 class PRCurve:
     """Pooled precision-recall data: ``scores`` (descending), ``tp`` flags, ``n_gt``,
@@ -172,6 +189,13 @@ class PRCurve:
         if self.n_gt == 0:
             return float("nan")
         return interpolated_ap11(self.recall, self.precision)
+
+    def ap101(self) -> float:
+        """COCO's 101-point interpolated AP (:func:`interpolated_ap101`). NaN with no
+        ground truth."""
+        if self.n_gt == 0:
+            return float("nan")
+        return interpolated_ap101(self.recall, self.precision)
 
     def recall_at_fppi(self, levels: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)
                        ) -> dict[str, float]:
@@ -237,7 +261,8 @@ def summarise(results: list[ImageResult], iou: float = 0.5, matching: str = "coc
     def block(rs: list[ImageResult], use_ignore: bool = False) -> dict:
         c = pr_curve(rs, iou, matching, use_ignore)
         missed = c.n_gt - int(c.tp.sum())
-        return {"ap": c.ap(), "ap11": c.ap11(), "images": len(rs), "gt_boxes": c.n_gt,
+        return {"ap": c.ap(), "ap11": c.ap11(), "ap101": c.ap101(), "images": len(rs),
+                "gt_boxes": c.n_gt,
                 "detections": int(len(c.tp)), "true_positives": int(c.tp.sum()),
                 "false_positives": int((~c.tp).sum()), "missed": missed,
                 "recall_at_fppi": c.recall_at_fppi(), "best_f1": c.best_f1()}

@@ -23,11 +23,12 @@ import numpy as np
 
 from xdefect import gan, gdxray, simulate
 from xdefect.checkpoint import bundled_model
+from xdefect.coco import write_coco
 from xdefect.dataset import open_dataset
 from xdefect.detect import detection_arrays
 from xdefect.detector import Detector
 from xdefect.errors import InputError
-from xdefect.evaluate import match_image
+from xdefect.evaluate import ImageResult, match_image
 from xdefect.io import (
     check_new_dir,
     list_image_files,
@@ -41,7 +42,8 @@ from xdefect.protocol import Evaluation
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
 __all__ = ["build_dataset", "check_inputs", "detect_files", "run_demo", "show_gdxray_image",
-           "simulate_image", "sort_inputs", "write_dataset_grid", "write_evaluation"]
+           "simulate_image", "sort_inputs", "write_dataset_grid", "write_evaluation",
+           "write_evaluation_coco"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -165,14 +167,15 @@ def check_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
 
 
 def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
-                 out: str | os.PathLike[str], png: bool = True, strict: bool = True
-                 ) -> dict[str, Any]:
+                 out: str | os.PathLike[str], png: bool = True, strict: bool = True,
+                 coco: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Detect defects in image files (and the images of folders): ``OUT/<stem>.json``
     (the detection document) and, with ``png``, ``OUT/<stem>.png`` (detections green)
     for each. With ``strict`` every input is checked before anything is written and the
     first bad one stops the batch (:class:`InputError`); otherwise a bad image is skipped
-    and named in ``skipped`` (one line each) and the batch goes on. Returns the number of
-    images done, detections, skipped lines and the seconds taken."""
+    and named in ``skipped`` (one line each) and the batch goes on. ``coco``: also write the
+    detections as COCO JSON there (:func:`xdefect.coco.write_coco`, no ground truth).
+    Returns the number of images done, detections, skipped lines and the seconds taken."""
     files, skipped = (check_inputs(inputs), []) if strict else sort_inputs(inputs)
     if not files:
         raise InputError(f"no readable image among the inputs ({skipped[0]})")
@@ -187,6 +190,8 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     total = done = 0
+    found: list[ImageResult] = []
+    shapes: list[tuple[int, int]] = []
     for f in progress(iterable=files, desc="detect", unit="image"):
         try:
             rad = read_image(f)
@@ -203,6 +208,10 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
                         overlay(rad.pixels, detections=boxes, thickness=2))
         total += len(dets)
         done += 1
+        found.append(ImageResult(f.stem, "", *detection_arrays(dets), np.zeros((0, 4))))
+        shapes.append(rad.shape)
+    if coco is not None and done:
+        write_coco(coco, found, shapes, with_ground_truth=False)
     if not done:  # every image failed: nothing was written
         if created:
             folder.rmdir()
@@ -230,6 +239,14 @@ def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool
         smp = gdxray.load_sample(rec, ev.selection.ground_truth[rec.series])
         write_image(folder / "overlays" / f"{res.key}.png",
                     overlay(smp.image, detections=res.boxes, ground_truth=res.gt, thickness=2))
+
+
+def write_evaluation_coco(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
+    """The evaluation's ground truth as a COCO dataset at ``path`` and its detections as
+    COCO results beside it (:func:`xdefect.coco.write_coco`); returns the latter's path."""
+    by_stem = {r.stem: r for r in ev.selection.records}
+    shapes = [gdxray.image_shape(by_stem[r.key].path) for r in ev.results]
+    return write_coco(path, ev.results, shapes)
 
 
 # --------------------------------------------------------------------------------- demo

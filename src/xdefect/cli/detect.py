@@ -36,7 +36,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         check_inputs(args.inputs)  # not one readable image: the first problem, exit 2
     det = Detector.load(args.model, device=args.device, threads=args.threads,
                         batch=args.batch, **detect_overrides(args))
-    r = detect_files(det, args.inputs, args.out, png=not args.no_png, strict=args.strict)
+    r = detect_files(det, args.inputs, args.out, png=not args.no_png, strict=args.strict,
+                     coco=args.coco)
     for line in r["skipped"]:
         print(f"xdefect: warning: {line} (skipped)", file=sys.stderr)
     p = det.params
@@ -55,6 +56,9 @@ def register(sub: Any) -> None:
     de.add_argument("--batch", type=int_in(1, 65536), default=256,
                     help="windows per forward pass (patch mode)")
     de.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    de.add_argument("--coco", type=Path, default=None, metavar="FILE.json",
+                    help="also write the images as a COCO dataset to FILE.json and the "
+                         "detections as COCO results to FILE.detections.json")
     de.add_argument("--strict", action="store_true",
                     help="stop at the first unreadable or too-small image (exit 2) instead "
                          "of skipping it, naming it and exiting 1 at the end")

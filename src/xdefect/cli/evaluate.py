@@ -92,6 +92,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
     write_evaluation(ev, args.out, overlays=not args.no_overlays)
     _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
+    if args.coco is not None:
+        from xdefect.pipelines import write_evaluation_coco
+
+        dt = write_evaluation_coco(ev, args.coco)
+        print(f"  COCO: ground truth {args.coco}, detections {dt} (101-point AP "
+              f"{fmt_ap(ev.metrics['ap101'])})")
     return 0
 
 
@@ -110,6 +116,9 @@ def register(sub: Any) -> None:
     ev.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven present; every series of a root "
                          "that holds none of them)")
+    ev.add_argument("--coco", type=Path, default=None, metavar="FILE.json",
+                    help="also write the ground truth as a COCO dataset to FILE.json and the "
+                         "detections as COCO results to FILE.detections.json")
     ev.add_argument("--iou", type=float_in(0, 1, lo_open=True), default=0.5,
                     help="IoU threshold for a match")
     ev.add_argument("--matching", choices=("coco", "voc"), default="coco",

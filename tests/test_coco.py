@@ -1,0 +1,106 @@
+"""COCO out, and a cross-check of xdefect's AP against pycocotools at IoU 0.5 with the same
+(101-point) interpolation."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from xdefect import coco
+from xdefect.evaluate import ImageResult, summarise
+
+
+
+def _coco_ap50(dataset: dict, results: list[dict]) -> float:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = json.loads(json.dumps(dataset))
+        gt.createIndex()
+        if not results:
+            return 0.0
+        dt = gt.loadRes(json.loads(json.dumps(results)))
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.iouThrs = np.array([0.5])
+        ev.params.maxDets = [100000]
+        ev.params.areaRng = [[0, 1e10]]
+        ev.params.areaRngLbl = ["all"]
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"][0, :, 0, 0, -1]
+    return float(prec[prec > -1].mean()) if (prec > -1).any() else 0.0
+
+
+def _random_results(seed: int, n_images: int = 12) -> list[ImageResult]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_images):
+        gt = []
+        for _ in range(rng.integers(0, 5)):
+            x, y = rng.integers(0, 200, 2)
+            w, h = rng.integers(8, 60, 2)
+            gt.append([x, y, x + w, y + h])
+        gt = np.asarray(gt, float).reshape(-1, 4)
+        dets = []
+        for g in gt:  # near misses and hits
+            if rng.random() < 0.8:
+                dets.append(g + rng.integers(-6, 7, 4))
+        for _ in range(rng.integers(0, 6)):  # false alarms
+            x, y = rng.integers(0, 200, 2)
+            dets.append([x, y, x + 20, y + 20])
+        boxes = np.asarray(dets, float).reshape(-1, 4)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        scores = rng.random(len(boxes))  # distinct with probability 1
+        out.append(ImageResult(f"img{i:02d}", "S", boxes, scores, gt))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ap101_equals_pycocotools_on_random_detections(seed):
+    results = _random_results(seed)
+    shapes = [(300, 300)] * len(results)
+    ours = summarise(results)["ap101"]
+    theirs = _coco_ap50(coco.coco_dataset(results, shapes), coco.coco_results(results))
+    assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+def test_coco_files_round_trip(tmp_path):
+    results = _random_results(3, 4)
+    dt = coco.write_coco(tmp_path / "gt.json", results, [(300, 320)] * 4)
+    assert dt == tmp_path / "gt.detections.json"
+    ds = json.loads((tmp_path / "gt.json").read_text())
+    assert [im["id"] for im in ds["images"]] == [1, 2, 3, 4]
+    assert ds["images"][0] == {"id": 1, "file_name": "img00", "width": 320, "height": 300,
+                               "series": "S"}
+    assert len(ds["annotations"]) == sum(len(r.gt) for r in results)
+    a = ds["annotations"][0]
+    r0 = next(r for r in results if len(r.gt))
+    x1, y1, x2, y2 = r0.gt[0]
+    assert a["bbox"] == [x1, y1, x2 - x1, y2 - y1] and a["area"] == (x2 - x1) * (y2 - y1)
+    res = json.loads(dt.read_text())
+    assert len(res) == sum(len(r.boxes) for r in results)
+    assert set(res[0]) == {"image_id", "category_id", "bbox", "score"}
+
+
+def test_real_detections_ap_agrees_with_pycocotools(gdxray_root, tmp_path):
+    """The bundled model on the test images of two series: xdefect's 101-point AP equals
+    pycocotools' AP at IoU 0.5, computed from the files `evaluate --coco` writes."""
+    out = tmp_path / "ev"
+    proc = run_cli("evaluate", "--gdxray", str(gdxray_root), "--series", "C0015", "C0031",
+                   "--split", "test", "--out", str(out), "--no-overlays",
+                   "--coco", str(tmp_path / "c.json"), "--threads", "2")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    ds = json.loads((tmp_path / "c.json").read_text())
+    res = json.loads((tmp_path / "c.detections.json").read_text())
+    assert len(ds["images"]) == m["images"] and len(ds["annotations"]) == m["gt_boxes"]
+    assert len(res) == m["detections"] > 0
+    assert m["ap101"] == pytest.approx(_coco_ap50(ds, res), abs=1e-9)
+    assert "COCO: ground truth" in proc.stdout
