@@ -15,7 +15,6 @@ from xdefect import coco
 from xdefect.evaluate import ImageResult, summarise
 
 
-
 def _coco_ap50(dataset: dict, results: list[dict]) -> float:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
