@@ -51,6 +51,10 @@ def _print_metrics(m: dict[str, Any], out: Path, iou: float, split: str) -> None
     print(f"{out}: AP {fmt_ap(m['ap'])} (11-point {fmt_ap(m['ap11'])}) at IoU {iou} over "
           f"{m['images']} {split} images of {', '.join(m['series'])}, {m['gt_boxes']} "
           f"ground-truth boxes, {m['detections']} detections")
+    r = m.get("recall_at_fppi", {})
+    if "2.0" in r:
+        print(f"  recall at no more than 1 / 2 false alarms per image: {r['1.0']:.3f} / "
+              f"{r['2.0']:.3f}; COCO 101-point AP {fmt_ap(m.get('ap101'))}")
     for s, d in m["per_series"].items():
         print(f"  {s}: AP {fmt_ap(d['ap']):>6}  boxes {d['gt_boxes']:>4}  TP "
               f"{d['true_positives']:>4}  FP {d['false_positives']:>5}  missed {d['missed']:>4}")
