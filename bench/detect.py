@@ -5,7 +5,9 @@ default stride (8) and at stride 4, against the reference, in the same run.
 mode at stride 4). Every configuration is warmed once and timed as the best of ``--repeats`` runs of
 :func:`xdefect.detect.detect` (casting mask, score map, regions) on the synthetic wheel
 with ten simulated defects, with the model given (default: the bundled one, else a
-randomly initialised xnet2: speed does not depend on the weights). Reference: patch mode
+randomly initialised xnet2: speed does not depend on the weights). The card's settings are
+also timed with the score map on ONNX Runtime (``onnxruntime_default_s_per_image``, with
+its largest score difference from PyTorch's). Reference: patch mode
 as xdefect ran it before (default memory layout, 1,024 windows per pass, every window,
 score map only), timed the same way. ``max_abs_score_diff_vs_reference``: the largest
 difference between the reference scores and today's patch-mode scores on the windows both
@@ -62,6 +64,26 @@ def best_of(fn, repeats: int) -> float:
     return min(ts)
 
 
+def onnx_timing(model, card: dict, params: D.DetectParams, img: np.ndarray,
+                a: argparse.Namespace) -> dict:
+    """The card's settings with the score map on ONNX Runtime (dense mode only), timed the
+    same way, and its largest score difference from PyTorch's."""
+    if params.mode != "dense":
+        return {"onnxruntime": "skipped: the card's mode is not dense"}
+    from xdefect.export import OnnxScorer, dense_onnx_bytes
+
+    scorer = OnnxScorer(dense_onnx_bytes(model, params.stride, card), a.threads)
+
+    def fn(im, p):
+        return scorer.score_map(im, p.stride)
+
+    secs = best_of(lambda: D.detect(model, img, params, score_fn=fn), a.repeats)
+    diff = np.abs(scorer.score_map(img, params.stride).values
+                  - D.score_map_dense(model, img, params.stride).values).max()
+    return {"onnxruntime_default_s_per_image": round(secs, 3),
+            "onnxruntime_max_abs_score_diff": float(f"{diff:.2e}")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None)
@@ -93,6 +115,7 @@ def main() -> None:
     ref8 = best_of(lambda: reference_patch_map(model, img, 8), a.repeats)
     ref4 = best_of(lambda: reference_patch_map(model, img, 4), max(a.repeats - 2, 1))
     card_s = best_of(lambda: D.detect(model, img, bundled), a.repeats)
+    onnx_doc = onnx_timing(model, card, bundled, img, a)
     st = a.stride
     if f"patch_stride{st}" not in secs:
         for mode in ("patch", "dense"):
@@ -118,7 +141,7 @@ def main() -> None:
            "image": list(img.shape), "threads": torch.get_num_threads(), "model": name,
            "reference": "patch mode as before (default layout, 1024 windows a pass, every "
                         "window), same run, same image",
-           "targets": {"default_s_per_image": 0.5}}
+           "targets": {"default_s_per_image": 0.5}, **onnx_doc}
     if a.big:
         with tempfile.TemporaryDirectory() as tmp:
             big = Path(tmp) / "big.tif"

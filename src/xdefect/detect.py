@@ -54,6 +54,7 @@ Boxes are ``(x1, y1, x2, y2)``, 0-based, half-open.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -540,14 +541,18 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,
            mask: np.ndarray | None = None, batch: int = INFERENCE_BATCH,
-           device: str | torch.device = "cpu") -> tuple[list[Detection], ScoreMap]:
+           device: str | torch.device = "cpu",
+           score_fn: Callable[[np.ndarray, DetectParams], ScoreMap] | None = None
+           ) -> tuple[list[Detection], ScoreMap]:
     """Score map and regions of one image. ``mask`` defaults to the casting mask (with
     ``params.use_mask``); windows that cannot touch it are not run.
 
     With an image pyramid (``params.scales`` other than ``(1,)``), each level
     (:func:`downsample`) is scanned with the same parameters, its boxes scaled back to the
     image's pixels and all levels merged (:func:`merge_detections`); the score map
-    returned is the finest level's."""
+    returned is the finest level's. ``score_fn(image, params)``: another way to compute
+    the score map (the ONNX Runtime backend, :mod:`xdefect.export`); ``model`` is then
+    unused."""
     p = params or DetectParams()
     if p.use_mask and mask is None:
         mask = casting_mask(image)
@@ -561,7 +566,8 @@ def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = Non
         if min(img.shape) < PATCH:
             continue  # the level is smaller than one window
         masks[f] = None if mask is None else downsample_mask(mask, f)
-        maps[f] = score_map(model, img, p, batch, device, masks[f] if skip else None)
+        maps[f] = (score_fn(img, p) if score_fn is not None else
+                   score_map(model, img, p, batch, device, masks[f] if skip else None))
     if not maps:
         _check_image(image)  # the image itself is smaller than a window: say so
     return pyramid_regions(maps, masks, p, np.shape(image)), maps[min(maps)]

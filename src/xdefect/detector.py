@@ -76,10 +76,15 @@ class Detector:
     path: Path
     device: str = "cpu"
     batch: int = INFERENCE_BATCH
+    #: ``"torch"``, or ``"onnxruntime"``: score maps from the model exported to ONNX and
+    #: run on ONNX Runtime (dense mode; :mod:`xdefect.export`)
+    backend: str = "torch"
+    onnx: Any = None
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] | None = None, *, device: str | None = "auto",
-             threads: int | None = None, batch: int = INFERENCE_BATCH, **params: Any) -> Detector:
+             threads: int | None = None, batch: int = INFERENCE_BATCH, backend: str = "torch",
+             **params: Any) -> Detector:
         """Load ``model``: ``None`` for the bundled default, a bundled name
         (``xnet2-xdefect``, ``xnet2-paper``) or a ``.safetensors`` path. ``device``:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when present, the default); ``threads``: CPU
@@ -90,8 +95,18 @@ class Detector:
         dev = setup_device(device, threads)
         path = resolve_model(model)
         net, card = load_model(path, dev)
-        return cls(net, card, check_params(net, params_from_card(card, **params)), path, dev,
-                   batch)
+        p = check_params(net, params_from_card(card, **params))
+        if backend not in ("torch", "onnxruntime"):
+            raise InputError(f"--backend {backend!r}: expected torch or onnxruntime")
+        onnx = None
+        if backend == "onnxruntime":
+            if p.mode != "dense":
+                raise InputError("--backend onnxruntime runs the dense score map: use "
+                                 "--mode dense")
+            from xdefect.export import OnnxScorer, dense_onnx_bytes
+
+            onnx = OnnxScorer(dense_onnx_bytes(net, p.stride, card), threads)
+        return cls(net, card, p, path, dev, batch, backend, onnx)
 
     @property
     def name(self) -> str:
@@ -105,6 +120,8 @@ class Detector:
 
     def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
         """The score map ``y1 - y0`` of every window on the grid of ``params.stride``."""
+        if self.onnx is not None:
+            return self.onnx.score_map(as_image(image), self.params.stride)
         return score_map(self.model, as_image(image), self.params, self.batch, self.device)
 
     def run(self, image: np.ndarray | str | os.PathLike[str], mask: np.ndarray | None = None
@@ -114,7 +131,18 @@ class Detector:
         windows holding no mask pixel are not run and score -1 in that map
         (:meth:`score_map` runs them all)."""
         return detect(self.model, as_image(image), self.params, mask=mask, batch=self.batch,
-                      device=self.device)
+                      device=self.device, score_fn=self._score_fn())
+
+    def _score_fn(self):
+        """The ONNX Runtime score map, or None for torch."""
+        if self.onnx is None:
+            return None
+        onnx = self.onnx
+
+        def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
+            return onnx.score_map(image, params.stride)
+
+        return score
 
     def detect(self, image: np.ndarray | str | os.PathLike[str],
                mask: np.ndarray | None = None) -> list[Detection]:

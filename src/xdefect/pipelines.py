@@ -41,9 +41,9 @@ from xdefect.patches import BuildArgs, build_patches, check_generator
 from xdefect.protocol import Evaluation
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
-__all__ = ["build_dataset", "check_inputs", "detect_files", "run_demo", "show_gdxray_image",
-           "simulate_image", "sort_inputs", "write_dataset_grid", "write_evaluation",
-           "write_evaluation_coco"]
+__all__ = ["build_dataset", "check_inputs", "detect_files", "export_model", "run_demo",
+           "show_gdxray_image", "simulate_image", "sort_inputs", "write_dataset_grid",
+           "write_evaluation", "write_evaluation_coco"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -247,6 +247,18 @@ def write_evaluation_coco(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
     by_stem = {r.stem: r for r in ev.selection.records}
     shapes = [gdxray.image_shape(by_stem[r.key].path) for r in ev.results]
     return write_coco(path, ev.results, shapes)
+
+
+def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[str],
+                 stride: int | None = None) -> dict[str, Any]:
+    """Export a model (a path or a bundled name; default the bundled default) to ONNX:
+    the dense score-map graph at ``stride`` (default: the card's) and the patch
+    classifier (:func:`xdefect.export.export_onnx`)."""
+    from xdefect.export import export_onnx
+
+    det = Detector.load(model, device="cpu", mode="dense",
+                        **({"stride": stride} if stride else {}))
+    return export_onnx(det.model, det.card, det.params.stride, out)
 
 
 # --------------------------------------------------------------------------------- demo

@@ -24,6 +24,7 @@ from xdefect.cli import (
     demo,
     detect,
     evaluate,
+    export,
     gan,
     gdxray,
     models,
@@ -36,7 +37,8 @@ from xdefect.errors import DataWarning, InputError
 __all__ = ["GROUPS", "build_parser", "main"]
 
 #: command groups in the order ``xdefect --help`` lists them
-GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, adapt, demo)
+GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, export, adapt,
+          demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

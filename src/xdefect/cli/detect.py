@@ -35,7 +35,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     elif not sort_inputs(args.inputs)[0]:
         check_inputs(args.inputs)  # not one readable image: the first problem, exit 2
     det = Detector.load(args.model, device=args.device, threads=args.threads,
-                        batch=args.batch, **detect_overrides(args))
+                        batch=args.batch, backend=args.backend, **detect_overrides(args))
     r = detect_files(det, args.inputs, args.out, png=not args.no_png, strict=args.strict,
                      coco=args.coco)
     for line in r["skipped"]:
@@ -56,6 +56,9 @@ def register(sub: Any) -> None:
     de.add_argument("--batch", type=int_in(1, 65536), default=256,
                     help="windows per forward pass (patch mode)")
     de.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    de.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                    help="run the score map with PyTorch, or export the model to ONNX and run "
+                         "it on ONNX Runtime (dense mode)")
     de.add_argument("--coco", type=Path, default=None, metavar="FILE.json",
                     help="also write the images as a COCO dataset to FILE.json and the "
                          "detections as COCO results to FILE.detections.json")

@@ -1,0 +1,150 @@
+"""ONNX export and the ONNX Runtime backend.
+
+Production lines run models with ONNX Runtime rather than PyTorch. :func:`export_onnx`
+writes two graphs of a model, each with the model card embedded as metadata
+(``xdefect_card``, JSON) and its kind (``xdefect_graph``):
+
+* ``OUT.onnx``: the **dense score-map network** (:class:`xdefect.detect.DenseNet`) at the
+  card's stride (``xdefect_stride``), input ``image`` ``(1, 1, H, W)`` normalised grey
+  (``(g - 0.5) / 0.25`` for ``g`` in [0, 1]), any ``H, W`` of at least 32, output
+  ``logits`` ``(1, 2, H', W')``: window ``(i, j)`` of the score map is
+  ``softmax(logits)[1] - softmax(logits)[0]`` at ``(i, j)`` for ``i < (H - 32) // s + 1``
+  (the rest is cropped);
+* ``OUT.patch.onnx``: the **patch classifier**, input ``patches`` ``(N, 1, 32, 32)``, output
+  ``logits`` ``(N, 2)``.
+
+:class:`OnnxScorer` runs a dense graph on ONNX Runtime and returns the same
+:class:`~xdefect.detect.ScoreMap` as :func:`xdefect.detect.score_map_dense` (within float
+rounding: ``tests/test_export.py`` checks 1e-4 on real radiographs and equal detections);
+``xdefect detect --backend onnxruntime`` uses it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xdefect.detect import DenseNet, ScoreMap, grid_shape
+from xdefect.errors import InputError
+from xdefect.io import atomic_path
+from xdefect.models import NORMALISATION, PatchCNN, inference_copy
+from xdefect.windows import PATCH
+
+__all__ = ["OPSET", "OnnxScorer", "dense_onnx_bytes", "export_onnx", "patch_path"]
+
+OPSET = 17
+
+
+def _to_onnx(net: torch.nn.Module, x: torch.Tensor, names: tuple[str, str],
+             dynamic: dict[str, dict[int, str]]) -> bytes:
+    """``net`` traced on ``x`` and exported (the TorchScript exporter: no extra package),
+    its tracing warnings silenced (the shape checks it warns about hold for every input
+    the graph is documented for)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), buf, input_names=[names[0]], output_names=[names[1]],
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    return buf.getvalue()
+
+
+def _metadata(model_bytes: bytes, card: dict[str, Any], graph: str, stride: int | None
+              ) -> bytes:
+    import onnx
+
+    m = onnx.load_from_string(model_bytes)
+    props = {"xdefect_card": json.dumps(card, sort_keys=True), "xdefect_graph": graph,
+             "xdefect_normalisation": json.dumps(NORMALISATION)}
+    if stride is not None:
+        props["xdefect_stride"] = str(stride)
+    for k, v in props.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = k, v
+    return m.SerializeToString()
+
+
+def dense_onnx_bytes(model: PatchCNN, stride: int, card: dict[str, Any]) -> bytes:
+    """The dense score-map network of ``model`` at ``stride`` as an ONNX model (bytes)."""
+    net = DenseNet(inference_copy(model).to("cpu").to(memory_format=torch.contiguous_format),
+                   stride).eval()
+    data = _to_onnx(net, torch.zeros(1, 1, 4 * PATCH, 4 * PATCH), ("image", "logits"),
+                    {"image": {2: "height", 3: "width"}, "logits": {2: "rows", 3: "cols"}})
+    return _metadata(data, card, "dense", stride)
+
+
+def _patch_onnx_bytes(model: PatchCNN, card: dict[str, Any]) -> bytes:
+    net = inference_copy(model).to("cpu").to(memory_format=torch.contiguous_format).eval()
+    data = _to_onnx(net, torch.zeros(2, 1, PATCH, PATCH), ("patches", "logits"),
+                    {"patches": {0: "n"}, "logits": {0: "n"}})
+    return _metadata(data, card, "patch", None)
+
+
+def patch_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`export_onnx` writes the patch classifier beside ``out``."""
+    p = Path(out)
+    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.patch.onnx")
+
+
+def export_onnx(model: PatchCNN, card: dict[str, Any], stride: int,
+                out: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write the dense graph (``out``) and the patch classifier (:func:`patch_path`),
+    atomically; returns their paths and sizes."""
+    dense = dense_onnx_bytes(model, stride, card)
+    patch = _patch_onnx_bytes(model, card)
+    written = {}
+    for path, data in ((Path(out), dense), (patch_path(out), patch)):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        written[str(path)] = len(data)
+    return {"dense": str(out), "patch": str(patch_path(out)), "stride": stride,
+            "bytes": written}
+
+
+class OnnxScorer:
+    """A dense score-map graph on ONNX Runtime (CPU). ``source``: an ``.onnx`` file
+    written by :func:`export_onnx` or the bytes of one."""
+
+    def __init__(self, source: bytes | str | os.PathLike[str], threads: int | None = None
+                 ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        try:
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own kinds on a bad graph
+            raise InputError(f"{source if not isinstance(source, bytes) else 'ONNX model'}: "
+                             f"not a loadable ONNX model ({exc.__class__.__name__})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("xdefect_graph") != "dense":
+            raise InputError("ONNX model: not an xdefect dense score-map graph "
+                             "(export it with `xdefect export`)")
+        self.stride = int(meta["xdefect_stride"])
+        self.card = json.loads(meta.get("xdefect_card", "{}"))
+
+    def score_map(self, image: np.ndarray, stride: int) -> ScoreMap:
+        """The score map of a grey [0, 1] image (as :func:`score_map_dense`)."""
+        if stride != self.stride:
+            raise InputError(f"--stride {stride}: this ONNX graph computes stride "
+                             f"{self.stride}")
+        a = np.asarray(image, dtype=np.float32)
+        if a.ndim != 2 or min(a.shape) < PATCH:
+            raise InputError(f"image {a.shape[::-1]} is smaller than the 32x32 window")
+        x = ((a - NORMALISATION["mean"]) / NORMALISATION["std"])[None, None]
+        logits = self.session.run(None, {"image": np.ascontiguousarray(x)})[0][0]
+        gh, gw = grid_shape(a.shape, stride)
+        z = logits[:, :gh, :gw].astype(np.float64)
+        z = z - z.max(axis=0, keepdims=True)
+        e = np.exp(z)
+        p = e / e.sum(axis=0, keepdims=True)
+        return ScoreMap((p[1] - p[0]).astype(np.float32), stride, a.shape)
