@@ -29,7 +29,9 @@ from xdefect.detect import detection_arrays
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, match_image
+from xdefect.html_report import image_errors, marked_overlay, render_report, thumbnail_uri
 from xdefect.io import (
+    atomic_path,
     check_new_dir,
     list_image_files,
     progress,
@@ -220,10 +222,13 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
             "seconds": time.perf_counter() - t0}
 
 
-def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool = True) -> None:
+def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool = True,
+                     html: bool = False) -> None:
     """Write an evaluation into a folder: ``detections/<stem>.json`` (when a model ran),
     ``metrics.json``, ``pr_curve.png`` and, with ``overlays``, ``overlays/<stem>.png``
-    (detections green, ground truth red)."""
+    (detections green, ground truth red). With ``html``, also ``report.html``
+    (:mod:`xdefect.html_report`: thumbnails of every image with false alarms and misses
+    marked, each opening its overlay, drawn with the same marks)."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     for stem, doc in ev.documents.items():
@@ -231,14 +236,27 @@ def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool
     write_json(folder / "metrics.json", ev.metrics)
     write_image(folder / "pr_curve.png", pr_curve_figure(ev.results, ev.metrics["iou"],
                                                          ev.metrics.get("theta_sweep")))
-    if not overlays:
+    if not (overlays or html):
         return
     by_stem = {r.stem: r for r in ev.selection.records}
-    for res in ev.results:
+    cards = []
+    for res in progress(iterable=ev.results, desc="overlays", unit="image"):
         rec = by_stem[res.key]
         smp = gdxray.load_sample(rec, ev.selection.ground_truth[rec.series])
-        write_image(folder / "overlays" / f"{res.key}.png",
-                    overlay(smp.image, detections=res.boxes, ground_truth=res.gt, thickness=2))
+        if html:
+            err = image_errors(res, ev.metrics["iou"], ev.metrics.get("matching", "coco"))
+            pic = marked_overlay(smp.image, res, err)
+            cards.append({"stem": res.key, "series": res.series, "misses": err.misses,
+                          "alarms": err.false_alarms, "found": len(res.gt) - err.misses,
+                          "boxes": len(res.gt), "thumb": thumbnail_uri(pic),
+                          "href": f"overlays/{res.key}.png"})
+        else:
+            pic = overlay(smp.image, detections=res.boxes, ground_truth=res.gt, thickness=2)
+        write_image(folder / "overlays" / f"{res.key}.png", pic)
+    if html:
+        page = render_report(ev.metrics, cards, (folder / "pr_curve.png").read_bytes())
+        with atomic_path(folder / "report.html") as tmp:
+            tmp.write_text(page)
 
 
 def write_evaluation_coco(ev: Evaluation, path: str | os.PathLike[str]) -> Path:

@@ -94,8 +94,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         det = Detector.load(args.model, device=args.device, threads=args.threads,
                             **detect_overrides(args))
         ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
-    write_evaluation(ev, args.out, overlays=not args.no_overlays)
+    write_evaluation(ev, args.out, overlays=not args.no_overlays, html=args.html)
     _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
+    if args.html:
+        print(f"  report: {args.out / 'report.html'} (open it in a browser)")
     if args.coco is not None:
         from xdefect.pipelines import write_evaluation_coco
 
@@ -120,6 +122,11 @@ def register(sub: Any) -> None:
     ev.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven present; every series of a root "
                          "that holds none of them)")
+    ev.add_argument("--html", action="store_true",
+                    help="also write DIR/report.html: PR curve, per-series table and a "
+                         "thumbnail of every image with false alarms (yellow) and misses "
+                         "(magenta) marked, filterable by series and errors, each opening "
+                         "its overlay (implies the overlays)")
     ev.add_argument("--coco", type=Path, default=None, metavar="FILE.json",
                     help="also write the ground truth as a COCO dataset to FILE.json and the "
                          "detections as COCO results to FILE.detections.json")

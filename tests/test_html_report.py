@@ -1,0 +1,56 @@
+"""The browsable report: every link resolves, the marks agree with metrics.json, nothing
+is fetched from outside the folder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+from conftest import run_cli
+from PIL import Image
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.cards: list[dict[str, str]] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a":
+            self.links.append(a["href"])
+        elif tag == "img":
+            self.images.append(a["src"])
+        elif tag == "div" and a.get("class") == "card":
+            self.cards.append(a)
+        elif tag == "script":
+            self.scripts += 1
+
+
+def test_report_html_links_resolve_and_marks_agree(gdxray_root, tmp_path):
+    out = tmp_path / "ev"
+    proc = run_cli("evaluate", "--gdxray", str(gdxray_root), "--series", "C0015",
+                   "--split", "test", "--out", str(out), "--html", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "report.html" in proc.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    assert len(page.cards) == m["images"] == 18
+    assert sum(int(c["data-misses"]) for c in page.cards) == m["missed"]
+    assert sum(int(c["data-alarms"]) for c in page.cards) == m["false_positives"]
+    assert {c["data-series"] for c in page.cards} == {"C0015"}
+    for href in page.links:  # each thumbnail opens its full overlay, beside the page
+        assert not href.startswith(("http:", "https:", "/")) and (out / href).is_file(), href
+    assert len(page.links) == m["images"]
+    for src in page.images:  # embedded: the page stands alone
+        assert src.startswith("data:image/")
+        data = base64.b64decode(src.split(",", 1)[1])
+        Image.open(io.BytesIO(data)).verify()
+    assert len(page.images) == m["images"] + 1  # thumbnails and the PR curve
+    assert page.scripts == 2
