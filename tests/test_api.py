@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from xdefect.io import write_image
+from xdefect.pipelines import write_phantom_root
 from xdefect.simulate import phantom
 
 
 def _phantom_root(tmp_path, n: int = 4):
     """A GDXray-like root with one paper series of ``n`` small synthetic radiographs with
     simulated defects, and their boxes as GDXray ground truth (1-based, inclusive)."""
-    d = tmp_path / "root" / "Castings" / "C0001"
-    d.mkdir(parents=True)
-    rows = []
-    for i in range(1, n + 1):
-        ph = phantom(shape=(160, 224), n_defects=3, seed=i)
-        write_image(d / f"C0001_{i:04d}.png", ph.image)
-        rows += [f"{i} {x1 + 1} {x2} {y1 + 1} {y2}" for x1, y1, x2, y2 in ph.boxes]
-    (d / "ground_truth.txt").write_text("\n".join(rows) + "\n")
-    return tmp_path / "root", d
+    root = write_phantom_root(tmp_path / "root", n=n, shape=(160, 224), defects=3)
+    return root, root / "Castings" / "C0001"
 
 
 def test_three_line_api(tmp_path):

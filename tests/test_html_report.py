@@ -6,8 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
+import pytest
 from conftest import run_cli
 from PIL import Image
 
@@ -54,3 +58,31 @@ def test_report_html_links_resolve_and_marks_agree(gdxray_root, tmp_path):
         Image.open(io.BytesIO(data)).verify()
     assert len(page.images) == m["images"] + 1  # thumbnails and the PR curve
     assert page.scripts == 2
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in BROWSERS),
+                    reason="no headless Chromium on the PATH (apt-get install chromium)")
+def test_report_in_headless_chromium(tmp_path):
+    """As a person would see it: the page loads, its script runs (the shown-count is
+    filled in), and the screenshot is not blank. A phantom run: no GDXray pixels."""
+    from xdefect.pipelines import write_phantom_root
+
+    root = write_phantom_root(tmp_path / "root", n=3, shape=(160, 224), series="C0999")
+    out = tmp_path / "ev"
+    proc = run_cli("evaluate", "--gdxray", str(root), "--split", "all", "--out", str(out),
+                   "--html", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    exe = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,900"]
+    page = (out / "report.html").resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", page], check=True, capture_output=True,
+                   timeout=120)
+    dom = subprocess.run(flags + ["--dump-dom", page], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    assert '<span id="shown">3</span>' in dom
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (900, 1000) and pixels.std() > 10

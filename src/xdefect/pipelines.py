@@ -45,7 +45,7 @@ from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
 __all__ = ["build_dataset", "check_inputs", "detect_files", "export_model", "run_demo",
            "show_gdxray_image", "simulate_image", "sort_inputs", "write_dataset_grid",
-           "write_evaluation", "write_evaluation_coco"]
+           "write_evaluation", "write_evaluation_coco", "write_phantom_root"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -277,6 +277,24 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
     det = Detector.load(model, device="cpu", mode="dense",
                         **({"stride": stride} if stride else {}))
     return export_onnx(det.model, det.card, det.params.stride, out)
+
+
+def write_phantom_root(out: str | os.PathLike[str], n: int = 8,
+                       shape: tuple[int, int] = (286, 384), defects: int = 3,
+                       series: str = "C0001") -> Path:
+    """A GDXray-like root of ``n`` synthetic wheel radiographs (:func:`simulate.phantom`,
+    seeds 1..n) with ``defects`` simulated voids each and their boxes as GDXray ground
+    truth, for trying commands without GDXray (and for pictures that may be shared)."""
+    d = Path(out) / "Castings" / series
+    d.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(1, n + 1):
+        ph = simulate.phantom(shape=shape, n_defects=defects, seed=i)
+        write_image(d / f"{series}_{i:04d}.png", ph.image)
+        rows += [f"{i} {int(x1) + 1} {int(x2)} {int(y1) + 1} {int(y2)}"
+                 for x1, y1, x2, y2 in ph.boxes]
+    (d / "ground_truth.txt").write_text("\n".join(rows) + "\n")
+    return Path(out)
 
 
 # --------------------------------------------------------------------------------- demo
