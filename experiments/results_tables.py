@@ -177,7 +177,7 @@ def series_out_all(doc: dict) -> str:
                  f"{p['true_positives']} | {p['missed']} | "
                  f"{doc['false_alarms_per_image']:.1f} |")
     mins = [f"{f}: {v['train_s'] / 60:.0f} + {v['test_s'] / 60:.1f}" for f, v in
-            doc["folds"].items()]
+            doc["fold_costs"].items()]
     lines += ["", f"Minutes per fold (train + test): {'; '.join(mins)}; total "
               f"{doc['seconds_total'] / 60:.0f}. Command: `{doc['command']}`"]
     return "\n".join(lines)

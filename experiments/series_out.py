@@ -84,7 +84,9 @@ def fold_groups(a: argparse.Namespace, annotated: list[str]) -> list[list[str]]:
 def train_round(root: Path, others: list[str], fold: Path, a: argparse.Namespace,
                 rnd: int, init: Path | None) -> Path:
     """Build the round's dataset and train (or fine-tune ``init``); returns best weights."""
-    data, run = fold / f"data{rnd}", fold / f"run{rnd}"
+    # one round keeps the original layout (fold/data, fold/run)
+    suffix = "" if a.rounds == 1 else str(rnd)
+    data, run = fold / f"data{suffix}", fold / f"run{suffix}"
     if not (data / "manifest.json").is_file():
         ctx = a.context if rnd == 2 else 0
         build_dataset(BuildArgs(
@@ -142,7 +144,8 @@ def _previous_cost(out: Path, held: list[str], key: str) -> float | None:
         doc = json.loads((out / "series_out.json").read_text())
     except (OSError, ValueError):
         return None
-    return doc.get("folds", {}).get("-".join(held), {}).get(key)
+    costs = doc.get("fold_costs", doc.get("folds", {}))
+    return costs.get("-".join(held), {}).get(key) if isinstance(costs, dict) else None
 
 
 def _same_params(folder: Path, params: DetectParams) -> bool:
@@ -200,6 +203,13 @@ def parse() -> argparse.Namespace:
     return a
 
 
+def _fold_of(folds: dict, series: str) -> dict:
+    """The fold that held ``series`` out: its name, training series and costs."""
+    name, c = next((f, c) for f, c in folds.items() if series in c["held_out"])
+    return {"fold": name, "trained_on_series": c["trained_on_series"],
+            "train_s": c["train_s"], "test_s": c["test_s"]}
+
+
 def fold_row(m: dict) -> dict:
     return {"ap": m["ap"], "gt_boxes": m["gt_boxes"], "images": m["images"],
             "true_positives": m["true_positives"], "false_positives": m["false_positives"],
@@ -229,15 +239,14 @@ def main() -> None:
     m = summarise(pooled, a.iou)
     doc = {"protocol": "leave-series-out", "roots": [str(r) for r in a.roots],
            "backgrounds": [str(r) for r in a.backgrounds], "gdxray": str(a.roots[0]),
-           "folds": folds, "image_splits_trained": ["train"],
+           "folds": list(folds), "fold_costs": folds, "image_splits_trained": ["train"],
            "tested": "every image of the held-out series", "detection": params.to_dict(),
            "params_from": a.params_from,
            "pooled": {k: m[k] for k in ("ap", "ap11", "images", "gt_boxes", "detections",
                                         "true_positives", "false_positives", "missed",
                                         "recall_at_fppi")},
            "false_alarms_per_image": m["false_positives"] / max(m["images"], 1),
-           "per_series": {s: fold_row(v) | {"fold": next(f for f, c in folds.items()
-                                                          if s in c["held_out"])}
+           "per_series": {s: fold_row(v) | _fold_of(folds, s)
                           for s, v in m["per_series"].items()},
            # the protocol's cost: every fold's build, training and test (a rerun that
            # reuses finished folds keeps their recorded figures); the wall time of this run
