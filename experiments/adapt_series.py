@@ -84,16 +84,22 @@ def main() -> None:
         print(json.dumps({"series": s, "source_ap": doc["source"]["ap"],
                           "adapted_ap": doc["adapted"]["ap"],
                           "minutes": round(doc["adapt_minutes"], 1)}), flush=True)
-    pooled: list[ImageResult] = ad_all
+        out = write_summary(a, per, src_all, ad_all)  # after every series: a partial run
+    print(f"{a.out}: pooled AP source {out['pooled_source']['ap']:.4f} -> adapted "
+          f"{out['pooled_adapted']['ap']:.4f} over {', '.join(per)}")
+
+
+def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
+                  ad_all: list[ImageResult]) -> dict:
+    """``OUT/adapt_series.json`` over the series done so far."""
     out = {"protocol": "adapt on the odd images without labels, test on the even images",
            "root": str(a.root), "source": a.source or "bundled default",
-           "per_series": per, "pooled_source": row(summarise(src_all)),
-           "pooled_adapted": row(summarise(pooled)),
+           "series_planned": a.series, "per_series": per,
+           "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),
            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
            "command": command_line()}
     write_json(a.out / "adapt_series.json", out)
-    print(f"{a.out}: pooled AP source {out['pooled_source']['ap']:.4f} -> adapted "
-          f"{out['pooled_adapted']['ap']:.4f}")
+    return out
 
 
 if __name__ == "__main__":
