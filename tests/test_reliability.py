@@ -286,3 +286,29 @@ def test_decompression_bomb_is_one_line(tmp_path):
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert "bomb.png" in lines[0] and "decompression bomb" in lines[0]
+
+
+def test_small_grid_bad_labels_and_invisible_defects(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((20, 20), 128, np.uint8)).save(tmp_path / "tiny.png")
+    proc = run_cli("simulate", str(tmp_path / "tiny.png"), "--grid", str(tmp_path / "g.png"))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "smaller than the 32x32" in lines[0]
+    # defects simulated on a saturated image change no pixel: said so, not hidden
+    Image.fromarray(np.full((100, 100), 255, np.uint8)).save(tmp_path / "white.png")
+    proc = run_cli("simulate", str(tmp_path / "white.png"), "--out", str(tmp_path / "w.png"),
+                   "--n", "3")
+    assert proc.returncode == 0 and "3 changed no pixel" in proc.stdout, proc.stdout
+    # a dataset whose labels hold something else than 0 and 1 is refused on opening
+    from xdefect.dataset import open_dataset
+
+    ds = tmp_path / "ds"
+    root = make_fake_root(tmp_path, n=4, shape=(64, 64))
+    assert run_cli("dataset", "build", "--gdxray", str(root), "--series", "C0099", "--out",
+                   str(ds), "--per-image", "2").returncode == 0
+    labels = np.load(ds / "labels.npy")
+    labels[0] = 7
+    np.save(ds / "labels.npy", labels)
+    with pytest.raises(InputError, match="labels must be 0 .* or 1 .*found 7"):
+        open_dataset(ds)

@@ -223,6 +223,10 @@ def open_dataset(folder: str | os.PathLike[str]) -> Dataset:
     if labels.shape != (len(patches),):
         raise InputError(f"{f / 'labels.npy'}: {labels.shape[0]} labels for "
                          f"{len(patches)} patches")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})[:3]
+        raise InputError(f"{f / 'labels.npy'}: labels must be 0 (no defect) or 1 (defect), "
+                         f"found {', '.join(map(str, bad))}")
     with open(f / "meta.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows or tuple(rows[0][:8]) != META_COLUMNS[:8] or len(rows) - 1 != len(patches):

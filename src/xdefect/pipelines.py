@@ -82,6 +82,9 @@ def simulate_image(source: str | os.PathLike[str], n: int, seed: int = 0,
         image, depth, name = rad.pixels, rad.bit_depth, str(rad.path)
         mask = gdxray.casting_mask(image)
     if grid is not None:
+        if min(image.shape) < 32:
+            raise InputError(f"{name}: image {image.shape[1]}x{image.shape[0]} is smaller "
+                             "than the 32x32 patches of --grid")
         write_image(grid, patch_grid(simulate.defect_patches(image, mask, cfg, rng, n=64),
                                      cols=8))
     doc: dict[str, Any] = {"image": name, "defects": []}
@@ -89,6 +92,12 @@ def simulate_image(source: str | os.PathLike[str], n: int, seed: int = 0,
         result, placed = simulate.add_random_defects(image, n, rng, mask=mask, config=cfg)
         write_image(out, result, bit_depth=depth)
         doc["defects"] = simulate.defect_records(placed)
+        # a defect on saturated (or clipped) pixels changes nothing: count them honestly
+        quant = 255 if depth == 8 else 65535
+        changed = [bool(np.any(np.rint(result[y1:y2, x1:x2] * quant)
+                               != np.rint(image[y1:y2, x1:x2] * quant)))
+                   for x1, y1, x2, y2 in (np.asarray(d["box"], int) for d in doc["defects"])]
+        doc["invisible"] = int(len(changed) - sum(changed))
         if json_path is not None:
             write_json(json_path, doc)
     return doc

@@ -37,7 +37,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.grid is not None:
         print(f"{args.grid}: 8x8 grid of 32x32 patches with simulated defects")
     if args.out is not None:
-        print(f"{args.out}: {len(doc['defects'])} simulated defects"
+        n, hidden = len(doc["defects"]), doc.get("invisible", 0)
+        print(f"{args.out}: {n} simulated defects"
+              + (f" ({hidden} changed no pixel: the image is saturated or clipped there)"
+                 if hidden else "")
               + (f", parameters in {args.json}" if args.json else ""))
     return 0
 
