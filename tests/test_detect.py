@@ -212,10 +212,18 @@ def test_cli_evaluate_saved_detections(gdxray_root, tmp_path):
     assert m["per_series"]["C0015"]["ap"] == 0.0
     assert m["unscored_series"] == ["C0061"] and "C0061" not in m["per_series"]
     assert m["iou"] == 0.5 and (out / "pr_curve.png").stat().st_size > 1000
+    # a rerun into the same --out is refused; --force replaces the earlier run whole
+    again = ["evaluate", "--detections", str(det), "--gdxray", str(gdxray_root), "--split",
+             "even", "--series", "C0010", "--out", str(out), "--no-overlays"]
+    assert_one_line_error(run_cli(*again), "output folder exists")
+    assert run_cli(*again, "--force").returncode == 0
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["series"] == ["C0010"] and json.loads(
+        (out / "manifest.json").read_text())["format"] == "xdefect-evaluation/1"
     (det / "broken.json").write_text("{not json")
     assert_one_line_error(run_cli("evaluate", "--detections", str(det), "--gdxray",
-                                  str(gdxray_root), "--out", str(out)), "broken.json",
-                          "malformed JSON")
+                                  str(gdxray_root), "--out", str(tmp_path / "ev2")),
+                          "broken.json", "malformed JSON")
 
 
 def test_cli_evaluate_with_model_and_overlays(gdxray_root, model_file, tmp_path):

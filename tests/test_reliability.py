@@ -5,6 +5,7 @@ the flag validators (``docs/reliability.md``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -244,10 +245,21 @@ def test_detect_batch_goes_on_past_a_bad_image_unless_strict(tmp_path):
     warn = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(warn) == 2 and all(w.startswith("xdefect: warning: ") for w in warn)
     assert "b.png" in warn[0] and "c.png" in warn[1] and "Traceback" not in proc.stderr
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.json", "a.png"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.json", "a.png",
+                                                                 "manifest.json"]
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert man["format"] == "xdefect-detections/1" and len(man["skipped"]) == 2
     strict = run_cli("detect", str(d), "--out", str(tmp_path / "s"), "--strict")
     assert strict.returncode == 2 and "b.png" in strict.stderr
     assert not (tmp_path / "s").exists()
+    # a rerun into the same --out is refused, --force replaces it whole: no stale files
+    (d / "b.png").unlink()
+    (d / "c.png").unlink()
+    (d / "a.png").rename(d / "z.png")
+    assert run_cli("detect", str(d), "--out", str(tmp_path / "o")).returncode == 2
+    assert run_cli("detect", str(d), "--out", str(tmp_path / "o"), "--force").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["manifest.json", "z.json",
+                                                                 "z.png"]
 
 
 def test_dense_stride_the_model_cannot_run_is_one_line(tmp_path):

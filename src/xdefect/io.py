@@ -329,13 +329,15 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def check_new_dir(target: str | os.PathLike[str], force: bool = False) -> None:
-    """:class:`InputError` when the output folder ``target`` exists and ``force`` is off,
-    or when ``force`` would replace something xdefect did not write: a file, a link, or a
-    folder without an xdefect ``manifest.json`` (what :func:`atomic_dir` checks; callers
-    check early, before expensive work)."""
+    """:class:`InputError` when the output folder ``target`` exists (and is not empty) and
+    ``force`` is off, or when ``force`` would replace something xdefect did not write: a
+    file, a link, or a folder without an xdefect ``manifest.json`` (what :func:`atomic_dir`
+    checks; callers check early, before expensive work)."""
     t = Path(target)
     if not (t.exists() or t.is_symlink()):
         return
+    if t.is_dir() and not t.is_symlink() and not any(t.iterdir()):
+        return  # an empty folder: nothing to lose
     if not force:
         raise InputError(f"{target}: output folder exists (use --force to replace it)")
     if t.is_symlink() or not t.is_dir():
@@ -522,7 +524,8 @@ def list_image_files(inputs: list[str | os.PathLike[str]]) -> list[Path]:
 
 
 def read_detections(folder: str | os.PathLike[str]) -> dict[str, dict]:
-    """Read every ``*.json`` detection file of a folder, keyed by file stem.
+    """Read every ``*.json`` detection file of a folder (but ``manifest.json``), keyed by
+    file stem.
 
     Each must be ``{"image": str, "width": int, "height": int, "detections": [{"box":
     [x1, y1, x2, y2], "score": float}, ...]}``; :class:`InputError` naming the file
@@ -533,6 +536,8 @@ def read_detections(folder: str | os.PathLike[str]) -> dict[str, dict]:
         raise InputError(f"{f}: no such detections folder")
     out: dict[str, dict] = {}
     for p in sorted(f.glob("*.json")):
+        if p.name == "manifest.json" or p.name.startswith("."):
+            continue  # the folder's own record (xdefect detect writes one), not an image's
         doc = read_json(p)
         dets = doc.get("detections") if isinstance(doc, dict) else None
         if not isinstance(dets, list):

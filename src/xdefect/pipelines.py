@@ -31,8 +31,10 @@ from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, match_image
 from xdefect.html_report import image_errors, marked_overlay, render_report, thumbnail_uri
 from xdefect.io import (
+    atomic_dir,
     atomic_path,
     check_new_dir,
+    command_line,
     list_image_files,
     progress,
     read_image,
@@ -44,8 +46,9 @@ from xdefect.protocol import Evaluation
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 
 __all__ = ["build_dataset", "check_inputs", "detect_files", "export_model", "run_demo",
-           "show_gdxray_image", "simulate_image", "sort_inputs", "write_dataset_grid",
-           "write_evaluation", "write_evaluation_coco", "write_phantom_root"]
+           "save_evaluation", "show_gdxray_image", "simulate_image", "sort_inputs",
+           "write_dataset_grid", "write_evaluation", "write_evaluation_coco",
+           "write_phantom_root"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -179,14 +182,18 @@ def check_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
 
 def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
                  out: str | os.PathLike[str], png: bool = True, strict: bool = True,
-                 coco: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                 coco: str | os.PathLike[str] | None = None, force: bool = False
+                 ) -> dict[str, Any]:
     """Detect defects in image files (and the images of folders): ``OUT/<stem>.json``
     (the detection document) and, with ``png``, ``OUT/<stem>.png`` (detections green)
     for each. With ``strict`` every input is checked before anything is written and the
     first bad one stops the batch (:class:`InputError`); otherwise a bad image is skipped
     and named in ``skipped`` (one line each) and the batch goes on. ``coco``: also write the
     detections as COCO JSON there (:func:`xdefect.coco.write_coco`, no ground truth).
-    Returns the number of images done, detections, skipped lines and the seconds taken."""
+    The folder appears whole or not at all (:func:`xdefect.io.atomic_dir`, with a
+    ``manifest.json``); an existing one is replaced only with ``force`` and only if xdefect
+    wrote it, so a rerun never mixes old and new files. Returns the number of images done,
+    detections, skipped lines and the seconds taken."""
     files, skipped = (check_inputs(inputs), []) if strict else sort_inputs(inputs)
     if not files:
         raise InputError(f"no readable image among the inputs ({skipped[0]})")
@@ -197,36 +204,37 @@ def detect_files(detector: Detector, inputs: list[str | os.PathLike[str]],
             if target.resolve() in sources:
                 raise InputError(f"{target}: is an input image; choose an --out folder "
                                  "that does not hold the images")
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    check_new_dir(folder, force)
     t0 = time.perf_counter()
     total = done = 0
     found: list[ImageResult] = []
     shapes: list[tuple[int, int]] = []
-    for f in progress(iterable=files, desc="detect", unit="image"):
-        try:
-            rad = read_image(f)
-        except InputError as exc:  # the header was fine, the pixels are not
-            if strict:
-                raise
-            skipped.append(str(exc))
-            continue
-        dets, _ = detector.run(rad.pixels)
-        write_json(folder / f"{f.stem}.json", detector.document(str(f), rad.shape, dets))
-        if png:
-            boxes, _ = detection_arrays(dets)
-            write_image(folder / f"{f.stem}.png",
-                        overlay(rad.pixels, detections=boxes, thickness=2))
-        total += len(dets)
-        done += 1
-        found.append(ImageResult(f.stem, "", *detection_arrays(dets), np.zeros((0, 4))))
-        shapes.append(rad.shape)
-    if coco is not None and done:
+    with atomic_dir(folder, force) as tmp:
+        for f in progress(iterable=files, desc="detect", unit="image"):
+            try:
+                rad = read_image(f)
+            except InputError as exc:  # the header was fine, the pixels are not
+                if strict:
+                    raise
+                skipped.append(str(exc))
+                continue
+            dets, _ = detector.run(rad.pixels)
+            write_json(tmp / f"{f.stem}.json", detector.document(str(f), rad.shape, dets))
+            if png:
+                boxes, _ = detection_arrays(dets)
+                write_image(tmp / f"{f.stem}.png",
+                            overlay(rad.pixels, detections=boxes, thickness=2))
+            total += len(dets)
+            done += 1
+            found.append(ImageResult(f.stem, "", *detection_arrays(dets), np.zeros((0, 4))))
+            shapes.append(rad.shape)
+        if not done:  # every image failed: nothing is written
+            raise InputError(f"no image could be read ({skipped[0]})")
+        write_json(tmp / "manifest.json", {"format": "xdefect-detections/1",
+                                           "model": detector.name, "images": done,
+                                           "skipped": skipped, "command": command_line()})
+    if coco is not None:
         write_coco(coco, found, shapes, with_ground_truth=False)
-    if not done:  # every image failed: nothing was written
-        if created:
-            folder.rmdir()
-        raise InputError(f"no image could be read ({skipped[0]})")
     return {"images": done, "detections": total, "skipped": skipped,
             "seconds": time.perf_counter() - t0}
 
@@ -266,6 +274,20 @@ def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool
         page = render_report(ev.metrics, cards, (folder / "pr_curve.png").read_bytes())
         with atomic_path(folder / "report.html") as tmp:
             tmp.write_text(page)
+
+
+def save_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool = True,
+                    html: bool = False, force: bool = False) -> None:
+    """:func:`write_evaluation` as a whole folder (``xdefect evaluate``): built aside and
+    renamed into place with a ``manifest.json``; an existing ``out`` is replaced only with
+    ``force`` and only if xdefect wrote it (a rerun never mixes its files with an earlier
+    run's)."""
+    with atomic_dir(out, force) as tmp:
+        write_evaluation(ev, tmp, overlays, html)
+        write_json(tmp / "manifest.json", {"format": "xdefect-evaluation/1",
+                                           "model": ev.metrics.get("model"),
+                                           "images": ev.metrics["images"],
+                                           "command": ev.metrics.get("command")})
 
 
 def write_evaluation_coco(ev: Evaluation, path: str | os.PathLike[str]) -> Path:

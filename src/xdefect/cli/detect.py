@@ -37,7 +37,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     det = Detector.load(args.model, device=args.device, threads=args.threads,
                         batch=args.batch, backend=args.backend, **detect_overrides(args))
     r = detect_files(det, args.inputs, args.out, png=not args.no_png, strict=args.strict,
-                     coco=args.coco)
+                     coco=args.coco, force=args.force)
     for line in r["skipped"]:
         print(f"xdefect: warning: {line} (skipped)", file=sys.stderr)
     p = det.params
@@ -62,6 +62,9 @@ def register(sub: Any) -> None:
     de.add_argument("--coco", type=Path, default=None, metavar="FILE.json",
                     help="also write the images as a COCO dataset to FILE.json and the "
                          "detections as COCO results to FILE.detections.json")
+    de.add_argument("--force", action="store_true",
+                    help="replace an --out folder of an earlier detect run (never a folder "
+                         "xdefect did not write); without it an existing --out is refused")
     de.add_argument("--strict", action="store_true",
                     help="stop at the first unreadable or too-small image (exit 2) instead "
                          "of skipping it, naming it and exiting 1 at the end")

@@ -78,10 +78,12 @@ def _print_metrics(m: dict[str, Any], out: Path, iou: float, split: str) -> None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from xdefect.pipelines import write_evaluation
+    from xdefect.io import check_new_dir
+    from xdefect.pipelines import save_evaluation
     from xdefect.protocol import check_iou, evaluate_detections, evaluate_folder
 
     check_iou(args.iou)
+    check_new_dir(args.out, args.force)  # before any work
     where = {"root": root(args.gdxray), "split": args.split, "series": args.series,
              "iou": args.iou, "matching": args.matching}
     if args.detections is not None:
@@ -94,7 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         det = Detector.load(args.model, device=args.device, threads=args.threads,
                             **detect_overrides(args))
         ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
-    write_evaluation(ev, args.out, overlays=not args.no_overlays, html=args.html)
+    save_evaluation(ev, args.out, overlays=not args.no_overlays, html=args.html,
+                    force=args.force)
     _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
     if args.html:
         print(f"  report: {args.out / 'report.html'} (open it in a browser)")
@@ -122,6 +125,9 @@ def register(sub: Any) -> None:
     ev.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven present; every series of a root "
                          "that holds none of them)")
+    ev.add_argument("--force", action="store_true",
+                    help="replace an --out folder of an earlier evaluate run (never a folder "
+                         "xdefect did not write); without it an existing --out is refused")
     ev.add_argument("--html", action="store_true",
                     help="also write DIR/report.html: PR curve, per-series table and a "
                          "thumbnail of every image with false alarms (yellow) and misses "
