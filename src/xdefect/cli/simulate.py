@@ -39,6 +39,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.out is not None:
         n, hidden = len(doc["defects"]), doc.get("invisible", 0)
         print(f"{args.out}: {n} simulated defects"
+              + (f" (of {args.n} asked: no room inside the casting for more)"
+                 if n < args.n else "")
               + (f" ({hidden} changed no pixel: the image is saturated or clipped there)"
                  if hidden else "")
               + (f", parameters in {args.json}" if args.json else ""))
