@@ -176,6 +176,14 @@ def series_out_all(doc: dict) -> str:
     lines.append(f"| **pooled** | | {p['images']} | {p['gt_boxes']} | **{_f(p['ap'])}** | "
                  f"{p['true_positives']} | {p['missed']} | "
                  f"{doc['false_alarms_per_image']:.1f} |")
+    for root, r in doc.get("pooled_by_root", {}).items():
+        lines.append(f"| pooled, `{Path(root).name}` series only | | {r['images']} | "
+                     f"{r['gt_boxes']} | {_f(r['ap'])} | {r['true_positives']} | "
+                     f"{r['missed']} | {r['false_alarms_per_image']:.1f} |")
+    rec = p.get("recall_at_fppi", {})
+    if "2.0" in rec:
+        lines += ["", f"Recall at no more than 1 / 2 false alarms per image (pooled): "
+                  f"{rec['1.0']:.3f} / {rec['2.0']:.3f}."]
     mins = [f"{f}: {v['train_s'] / 60:.0f} + {v['test_s'] / 60:.1f}" for f, v in
             doc["fold_costs"].items()]
     lines += ["", f"Minutes per fold (train + test): {'; '.join(mins)}; total "
@@ -236,11 +244,15 @@ def ablation(a: argparse.Namespace) -> str:
                     f"`gdxray-extra`, all {m['images']} images | - | - | {_f(m['ap'])} | "
                     f"{m['true_positives']}/{m['gt_boxes']} | "
                     f"{m['false_positives'] / max(m['images'], 1):.1f} |")
-    pyr = load(a.pyramid)
-    for levels, rule, label in (([1, 2], "iou", "image pyramid, levels 1 + 2"),
-                                ([2], "iou", "image pyramid, level 2 alone")):
-        for r in (pyr or {}).get("grid", []):
-            if r["scales"] == levels and r["merge_rule"] == rule and r["merge"] == 0.5:
+    pyr = load(a.pyramid) or {"grid": [], "params": {}}
+    card = (pyr["params"].get("box_rule"), pyr["params"].get("widen"))
+    for levels, box, label in (([1], card, "reference: the card's settings"),
+                               ([1, 2], card, "image pyramid, levels 1 + 2"),
+                               ([2], card, "image pyramid, level 2 alone"),
+                               ([1], ("extent", 0), "`extent` boxes, widen 0")):
+        for r in pyr["grid"]:
+            if (r["scales"] == levels and r["merge_rule"] == "iou" and r["merge"] == 0.5
+                    and (r.get("box_rule", card[0]), r.get("widen", card[1])) == box):
                 rows.append(f"| {label} (no retraining) | `{Path(r['root']).name}` {r['split']} "
                             f"images | - | - | {_f(r['ap'])} | {r['found']}/{r['boxes']} | "
                             f"{r['false_alarms_per_image']:.1f} |")
@@ -257,6 +269,11 @@ def ablation(a: argparse.Namespace) -> str:
                         f"(train images of the others) | {d['seconds_total'] / 60:.0f} | "
                         f"{_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
                         f"{d['false_alarms_per_image']:.1f} |")
+            for root, r in d.get("pooled_by_root", {}).items():
+                rows.append(f"| the same, scored on the `{Path(root).name}` series alone | "
+                            f"{r['images']} images | | | {_f(r['ap'])} | "
+                            f"{r['true_positives']}/{r['gt_boxes']} | "
+                            f"{r['false_alarms_per_image']:.1f} |")
     d = load(a.adapt)
     if d:
         p = d["pooled_adapted"]

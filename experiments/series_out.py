@@ -203,6 +203,19 @@ def parse() -> argparse.Namespace:
     return a
 
 
+def _by_root(roots: list[Path], pooled: list[ImageResult], iou: float) -> dict:
+    """Pooled figures over each root's series alone (the paper's six against the others)."""
+    out = {}
+    for r in roots:
+        mine = set(gdxray.list_series(r))
+        res = [x for x in pooled if x.series in mine]
+        if res:
+            out[str(r)] = fold_row(summarise(res, iou)) | {"series": sorted(
+                {x.series for x in res}), "recall_at_fppi": summarise(res, iou)[
+                    "recall_at_fppi"]}
+    return out
+
+
 def _fold_of(folds: dict, series: str) -> dict:
     """The fold that held ``series`` out: its name, training series and costs."""
     name, c = next((f, c) for f, c in folds.items() if series in c["held_out"])
@@ -246,6 +259,7 @@ def main() -> None:
                                         "true_positives", "false_positives", "missed",
                                         "recall_at_fppi")},
            "false_alarms_per_image": m["false_positives"] / max(m["images"], 1),
+           "pooled_by_root": _by_root(a.roots, pooled, a.iou),
            "per_series": {s: fold_row(v) | _fold_of(folds, s)
                           for s, v in m["per_series"].items()},
            # the protocol's cost: every fold's build, training and test (a rerun that
