@@ -274,11 +274,14 @@ def ablation(a: argparse.Namespace) -> str:
                             f"{r['images']} images | | | {_f(r['ap'])} | "
                             f"{r['true_positives']}/{r['gt_boxes']} | "
                             f"{r['false_alarms_per_image']:.1f} |")
-    d = load(a.adapt)
-    if d:
+    for path in sorted(a.adapt.parent.parent.glob(a.adapt.parent.name + "*/adapt_series.json")):
+        d = load(path)
         p = d["pooled_adapted"]
         mins = sum(v["adapt_minutes"] for v in d["per_series"].values())
-        rows.append(f"| `xdefect adapt` per series (source AP {_f(d['pooled_source']['ap'])}) "
+        hard = d["arguments"].get("hard_per_image")
+        rows.append(f"| `xdefect adapt` per series, {hard} hard negatives per image (source "
+                    f"AP {_f(d['pooled_source']['ap'])}, "
+                    f"{d['pooled_source']['false_alarms_per_image']:.1f} FA/image) "
                     f"| {', '.join(d['per_series'])} even images | their odd images, no labels "
                     f"| {mins:.0f} | {_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
                     f"{p['false_alarms_per_image']:.1f} |")

@@ -329,17 +329,17 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def check_new_dir(target: str | os.PathLike[str], force: bool = False) -> None:
-    """:class:`InputError` when the output folder ``target`` exists (and is not empty) and
-    ``force`` is off, or when ``force`` would replace something xdefect did not write: a
-    file, a link, or a folder without an xdefect ``manifest.json`` (what :func:`atomic_dir`
+    """:class:`InputError` when the output folder ``target`` exists and ``force`` is off,
+    or when ``force`` would replace something xdefect did not write: a file, a link, or a
+    folder (not empty) without an xdefect ``manifest.json`` (what :func:`atomic_dir`
     checks; callers check early, before expensive work)."""
     t = Path(target)
     if not (t.exists() or t.is_symlink()):
         return
-    if t.is_dir() and not t.is_symlink() and not any(t.iterdir()):
-        return  # an empty folder: nothing to lose
     if not force:
         raise InputError(f"{target}: output folder exists (use --force to replace it)")
+    if t.is_dir() and not t.is_symlink() and not any(t.iterdir()):
+        return  # an empty folder: nothing to lose
     if t.is_symlink() or not t.is_dir():
         raise InputError(f"{target}: is a {'link' if t.is_symlink() else 'file'}, not a "
                          "folder xdefect wrote: --force will not replace it")
