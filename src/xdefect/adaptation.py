@@ -32,7 +32,7 @@ import csv
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,8 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     """Adapt ``cfg.source`` to the images of ``cfg.images`` (see the module docstring);
     returns ``{"model", "images", "patches", "minutes", "best_epoch"}``."""
     cfg.validate()
-    cfg = cfg if cfg.command is not None else AdaptConfig(**{**asdict(cfg),
-                                                             "command": command_line()})
+    if cfg.command is None:
+        cfg = replace(cfg, command=command_line())
     out = Path(cfg.out)
     model_file = out / "model.safetensors"
     if model_file.exists():
@@ -144,15 +144,13 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
             hard_mode=source.params.mode, hard_stride=max(source.params.stride, 8),
             context=32 if dense else 0, force=data.exists(), command=cfg.command))
     if not (run / "done").is_file():
-        state = train(TrainConfig(
+        train(TrainConfig(
             data=str(data), out=str(run), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
             seed=cfg.seed, samples_per_epoch=cfg.samples_per_epoch,
             val_samples=cfg.val_samples, init=str(source.path), context=dense,
             augment=cfg.augment, threads=cfg.threads, command=cfg.command,
             resume=(run / "last.safetensors").is_file()))
         (run / "done").write_text("")
-    else:
-        state = {}
     minutes = (time.perf_counter() - t0) / 60
     _write_images_csv(out / "images.csv", rows)
     card = _card(cfg, run, source, len(files), minutes)
@@ -161,8 +159,7 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
         shutil.copyfile(run / "best.safetensors", tmp)
     return {"model": str(model_file), "images": len(files),
             "patches": card.get("data_counts"), "minutes": round(minutes, 2),
-            "best_epoch": state.get("best_epoch", card.get("training_state", {}).get(
-                "best_epoch"))}
+            "best_epoch": card.get("epoch")}  # the best weights' card records their epoch
 
 
 def _write_images_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -28,12 +28,14 @@ DESCRIPTION = (
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from xdefect.detector import Detector
-    from xdefect.pipelines import check_inputs, detect_files, sort_inputs
+    from xdefect.errors import InputError
+    from xdefect.pipelines import detect_files, sort_inputs
 
-    if args.strict:
-        check_inputs(args.inputs)  # bad inputs are reported before the model loads
-    elif not sort_inputs(args.inputs)[0]:
-        check_inputs(args.inputs)  # not one readable image: the first problem, exit 2
+    # bad inputs are reported before the model loads: with --strict any, else when not
+    # one image is readable (the first problem, exit 2)
+    good, bad = sort_inputs(args.inputs)
+    if bad and (args.strict or not good):
+        raise InputError(bad[0])
     det = Detector.load(args.model, device=args.device, threads=args.threads,
                         batch=args.batch, backend=args.backend, **detect_overrides(args))
     r = detect_files(det, args.inputs, args.out, png=not args.no_png, strict=args.strict,
