@@ -9,9 +9,11 @@ from conftest import assert_one_line_error, run_cli
 
 from xdefect import gdxray
 from xdefect.dataset import open_dataset
+from xdefect.errors import InputError
 from xdefect.io import read_image, to_uint
-from xdefect.patches import BuildArgs, build_patches, parse_mix
+from xdefect.patches import BuildArgs, build_patches, ellipsoid_patches, parse_mix
 from xdefect.pipelines import build_dataset
+from xdefect.simulate import SamplerConfig
 from xdefect.windows import (
     PATCH,
     background_positions,
@@ -59,14 +61,16 @@ def test_wholeimage_format_and_rules(small_ds, gdxray_root):
         assert lab[i] == int(m["label"]) and (m["source"] == "background") == (lab[i] == 0)
         for x1, y1, x2, y2 in gts[m["series"]].boxes_of(n):  # no patch touches a real defect
             assert not (c < x2 and x1 < c + PATCH and r < y2 and y1 < r + PATCH), m
+        key = (m["series"], n)
+        if key not in imgs:
+            rec = [x for x in gdxray.list_images(gdxray_root, [key[0]]) if x.number == n][0]
+            imgs[key] = np.rint(gdxray.load_sample(rec, gts[key[0]]).image * 255)
         if m["source"] == "ellipsoid":
             bx = [int(m[k]) for k in ("box_x1", "box_y1", "box_x2", "box_y2")]
             assert 0 <= bx[0] < bx[2] <= 32 and 0 <= bx[1] < bx[3] <= 32
-        elif i % 97 == 0:  # background patches are the image's pixels, unchanged
-            key = (m["series"], n)
-            if key not in imgs:
-                rec = [x for x in gdxray.list_images(gdxray_root, [key[0]]) if x.number == n][0]
-                imgs[key] = np.rint(gdxray.load_sample(rec, gts[key[0]]).image * 255)
+            # a 'defect' patch always differs from the radiograph it was cut from
+            assert not np.array_equal(p[i], imgs[key][r:r + 32, c:c + 32]), m
+        else:  # background patches are the image's pixels, unchanged
             np.testing.assert_array_equal(p[i], imgs[key][r:r + 32, c:c + 32])
     # stratified split: 20% of each label in val
     for labv in ("0", "1"):
@@ -244,3 +248,19 @@ def test_wholeimage_real_and_hard_negatives(gdxray_root, tmp_path):
         build_dataset(BuildArgs(gdxray=str(gdxray_root), out=str(tmp_path / "b"),
                                 series=["C0001"], per_image=5, limit_images=1,
                                 hard_negatives=5))
+
+
+def test_simulated_defects_that_change_nothing_are_drawn_again():
+    # left half saturated (a defect there brightens nothing), right half mid-grey
+    img = np.full((96, 192), 0.5, np.float32)
+    img[:, :96] = 1.0
+    centres = np.ones(img.shape, bool)
+    rng = np.random.default_rng(0)
+    p, rows, cols, _ = ellipsoid_patches(img, centres, 60, rng, SamplerConfig())
+    raw = to_uint(img, 8)
+    for k in range(len(p)):
+        assert not np.array_equal(p[k], raw[rows[k]:rows[k] + 32, cols[k]:cols[k] + 32]), k
+    # wholly saturated: refused with a line naming the problem, never uniform 'defects'
+    with pytest.raises(InputError, match="changed a pixel"):
+        ellipsoid_patches(np.ones((96, 96), np.float32), centres[:, :96], 5, rng,
+                          SamplerConfig())

@@ -77,14 +77,16 @@ from xdefect.windows import (
     real_positions,
 )
 
-__all__ = ["TABLE3_TEST_SERIES", "TABLE3_TRAIN_SERIES", "BuildArgs", "GanSource", "ImageJob",
-           "Mix", "ScoreFn", "build_patches", "check_generator", "ellipsoid_patches", "gan_set",
-           "generator_file",
+__all__ = ["TABLE3_TEST_SERIES", "TABLE3_TRAIN_SERIES", "UNCHANGED_DRAWS", "BuildArgs",
+           "GanSource", "ImageJob", "Mix", "ScoreFn", "build_patches", "check_generator",
+           "ellipsoid_patches", "gan_set", "generator_file",
            "image_group", "image_splits", "parse_mix", "plan_wholeimage", "run_image_job",
            "source_images", "split_codes"]
 
 TABLE3_TRAIN_SERIES = ("C0010", "C0015", "C0021", "C0031", "C0034", "C0061")
 TABLE3_TEST_SERIES = ("C0001",)
+#: draws of a simulated defect before an image whose patches it never changes is refused
+UNCHANGED_DRAWS = 100
 
 #: ``source(n, rng)`` -> uint8 ``(n, 32, 32)`` generated 'defect' patches (a GAN)
 GanSource = Callable[[int, np.random.Generator], np.ndarray]
@@ -141,12 +143,38 @@ def ellipsoid_patches(image: np.ndarray, centre_mask: np.ndarray, n: int,
     return _place_ellipsoids(image, centre_mask, n, rng, config, max_offset, min_inside)[:4]
 
 
+def _defect_window(ell: S.Ellipsoid, hit: np.ndarray, r0: int, c0: int, total: int,
+                   shape: tuple[int, int], rng: np.random.Generator, max_offset: int,
+                   min_inside: float) -> tuple[int, int]:
+    """Top-left ``(row, col)`` of the window cut around a defect: its centre moved by up
+    to ``max_offset`` px per axis, so that at least ``min_inside`` of the shadow's
+    ``total`` pixels (``hit``, whose window starts at ``(r0, c0)``) fall inside (19
+    tries, then centred)."""
+    h, w = shape
+    half = PATCH // 2
+    cr, cc = int(round(ell.center[0])), int(round(ell.center[1]))
+    for attempt in range(20):
+        off = rng.integers(-max_offset, max_offset + 1, size=2) if attempt < 19 else (0, 0)
+        pr = int(np.clip(cr - half + off[0], 0, h - PATCH))
+        pc = int(np.clip(cc - half + off[1], 0, w - PATCH))
+        inside = hit[max(pr - r0, 0):max(pr + PATCH - r0, 0),
+                     max(pc - c0, 0):max(pc + PATCH - c0, 0)].sum()
+        if inside >= min_inside * total:
+            break
+    return pr, pc
+
+
 def _place_ellipsoids(image: np.ndarray, centre_mask: np.ndarray, n: int,
                       rng: np.random.Generator, config: S.SamplerConfig, max_offset: int,
-                      min_inside: float, context: int = 0) -> tuple:
+                      min_inside: float, context: int = 0, image_name: str = "image"
+                      ) -> tuple:
     """:func:`ellipsoid_patches` plus, with ``context`` M > 0, each patch with M pixels
     of surroundings (the defect superimposed on the whole of it; mid-grey beyond the
-    image), else None."""
+    image), else None.
+
+    A defect that changes no pixel of its 8-bit 32x32 patch (a saturated or clipped
+    region) is drawn again, up to ``UNCHANGED_DRAWS`` times, then the image is refused
+    (:class:`InputError` naming ``image_name``): no uniform "defect" patch is stored."""
     h, w = image.shape
     sampler = S.DefectSampler(centre_mask, config)
     geo = config.geometry
@@ -157,26 +185,27 @@ def _place_ellipsoids(image: np.ndarray, centre_mask: np.ndarray, n: int,
     rows = np.empty(n, np.int32)
     cols = np.empty(n, np.int32)
     boxes = np.full((n, 4), -1, np.int32)
-    half = PATCH // 2
     for i in range(n):
-        ell, hit, (r0, _, c0, _), total = _sample_shadow(sampler, (h, w), geo, rng)
-        cr, cc = int(round(ell.center[0])), int(round(ell.center[1]))
-        for attempt in range(20):
-            off = rng.integers(-max_offset, max_offset + 1, size=2) if attempt < 19 else (0, 0)
-            pr = int(np.clip(cr - half + off[0], 0, h - PATCH))
-            pc = int(np.clip(cc - half + off[1], 0, w - PATCH))
-            inside = hit[max(pr - r0, 0):max(pr + PATCH - r0, 0),
-                         max(pc - c0, 0):max(pc + PATCH - c0, 0)].sum()
-            if inside >= min_inside * total:
-                break
-        crop = padded[pr:pr + side, pc:pc + side]  # padded coordinates: pr + M - M
-        local = S.Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - pr + context,
-                                                         ell.center[1] - pc + context), ell.mu)
-        res = S.superimpose(crop, local, geo, x_max=config.x_max)
-        q = to_uint(res.image, 8)
+        for _draw in range(UNCHANGED_DRAWS):
+            ell, hit, (r0, _, c0, _), total = _sample_shadow(sampler, (h, w), geo, rng)
+            pr, pc = _defect_window(ell, hit, r0, c0, total, (h, w), rng, max_offset,
+                                    min_inside)
+            crop = padded[pr:pr + side, pc:pc + side]  # padded coordinates: pr + M - M
+            local = S.Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - pr + context,
+                                                             ell.center[1] - pc + context),
+                                ell.mu)
+            res = S.superimpose(crop, local, geo, x_max=config.x_max)
+            q = to_uint(res.image, 8)
+            inner = (slice(context, context + PATCH),) * 2
+            if not np.array_equal(q[inner], to_uint(crop[inner], 8)):
+                break  # a "defect" patch must differ from the radiograph it was cut from
+        else:
+            raise InputError(f"{image_name}: none of {UNCHANGED_DRAWS} simulated defects "
+                             "changed a pixel of its 8-bit patch (the casting looks saturated; "
+                             "check the image and its bit depth)")
         if ctx is not None:
             ctx[i] = q
-        out[i] = q[context:context + PATCH, context:context + PATCH]
+        out[i] = q[inner]
         rows[i], cols[i] = pr, pc
         if res.box is not None:
             boxes[i] = np.clip(np.asarray(res.box) - context, 0, PATCH)
@@ -229,7 +258,8 @@ def run_image_job(job: ImageJob) -> PatchSet:
                          "from the real ones")
     side = PATCH + 2 * job.context
     ep, er, ec, eb, ectx = (_place_ellipsoids(img, cm, job.n_ellipsoid, rng, job.config,
-                                              job.max_offset, job.min_inside, job.context)
+                                              job.max_offset, job.min_inside, job.context,
+                                              job.path)
                             if job.n_ellipsoid else
                             (np.zeros((0, PATCH, PATCH), np.uint8), np.zeros(0, np.int32),
                              np.zeros(0, np.int32), np.zeros((0, 4), np.int32),

@@ -314,18 +314,25 @@ def add_random_defects(image: np.ndarray, n: int, rng: np.random.Generator,
     sampler = DefectSampler(m, cfg)
     out = np.array(image, dtype=np.float64 if image.dtype == np.float64 else np.float32)
     placed: list[tuple[Ellipsoid, tuple[int, int, int, int]]] = []
+    taken = np.empty((n, 4), np.int64)  # boxes placed so far, for the overlap test
     for _ in range(n):
         for _try in range(max_tries):
             ell = sampler.sample(rng)
-            d, win = path_length(out.shape, ell, cfg.geometry)
-            if not (d > 0).any():
+            d, (r0, _, c0, _) = path_length(out.shape, ell, cfg.geometry)
+            hit = d > 0
+            if not hit.any():
                 continue
-            res = superimpose(out, ell, cfg.geometry, x_max=cfg.x_max, inplace=False)
-            assert res.box is not None
-            if separate and any(_overlap(res.box, b) for _, b in placed):
+            rows = np.flatnonzero(hit.any(axis=1))
+            cols = np.flatnonzero(hit.any(axis=0))
+            box = (c0 + int(cols[0]), r0 + int(rows[0]), c0 + int(cols[-1]) + 1,
+                   r0 + int(rows[-1]) + 1)
+            k = len(placed)
+            if separate and k and _overlaps_any(box, taken[:k]):
                 continue
-            out = res.image
-            placed.append((ell, res.box))
+            # only the defect's window is touched: no copy of the image per try
+            superimpose(out, ell, cfg.geometry, x_max=cfg.x_max, inplace=True)
+            taken[k] = box
+            placed.append((ell, box))
             break
     return out, placed
 
@@ -377,8 +384,10 @@ def defect_patches(image: np.ndarray, mask: np.ndarray, config: SamplerConfig,
     return out
 
 
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _overlaps_any(a: tuple[int, int, int, int], boxes: np.ndarray) -> bool:
+    """Whether half-open box ``a`` overlaps any row of ``boxes`` ``(N, 4)``."""
+    return bool(np.any((a[0] < boxes[:, 2]) & (boxes[:, 0] < a[2])
+                       & (a[1] < boxes[:, 3]) & (boxes[:, 1] < a[3])))
 
 
 # ---------------------------------------------------------------------------- phantom
