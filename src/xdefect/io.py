@@ -17,6 +17,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ from tqdm import tqdm
 from xdefect.errors import DataWarning, InputError
 
 __all__ = ["IMAGE_SUFFIXES", "LOW_16BIT", "Radiograph", "as_image", "atomic_dir",
-           "atomic_path", "check_new_dir", "command_line", "image_size", "json_safe",
-           "list_image_files", "progress", "read_detections", "read_image", "read_json",
-           "sha256_file", "to_uint", "write_csv", "write_image", "write_json"]
+           "PROGRESS_INTERVAL", "ProgressLines", "atomic_path", "check_new_dir", "command_line",
+           "image_size", "json_safe", "list_image_files", "progress", "read_detections",
+           "read_image", "read_json", "set_quiet", "sha256_file", "to_uint", "write_csv",
+           "write_image", "write_json"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".dcm", ".dicom")
 #: a 16-bit image whose largest value is below this likely holds 12-bit (or fewer) data
@@ -493,13 +495,112 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(first + argv[1:])
 
 
-def progress(*, hidden: bool = False, **kwargs: Any) -> tqdm:
-    """A tqdm progress bar on stderr: shown on a terminal, hidden otherwise unless
-    ``XDEFECT_PROGRESS=1`` (logs of background jobs); ``XDEFECT_PROGRESS=0`` or ``hidden``
-    hides it."""
+#: seconds between two plain progress lines (``XDEFECT_PROGRESS_INTERVAL`` overrides)
+PROGRESS_INTERVAL = 30.0
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Hide (``True``) or allow (``False``) every progress report of this process and the
+    worker processes it forks (``--quiet`` of the command line)."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+def _interval() -> float:
+    text = os.environ.get("XDEFECT_PROGRESS_INTERVAL")
+    if text is None:
+        return PROGRESS_INTERVAL
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (np.isfinite(v) and v >= 0):
+        raise InputError(f"XDEFECT_PROGRESS_INTERVAL={text!r}: expected seconds >= 0")
+    return v
+
+
+class ProgressLines:
+    """Progress as plain lines for logs and pipes, where a tqdm bar would be a mess of
+    carriage returns: ``xdefect: detect 40/126 image (32%), 12 s, about 26 s left``, on
+    stderr, at most once every ``interval`` seconds, plus a closing line when any was
+    written (short jobs stay silent). Same calls as the tqdm bars it stands in for:
+    ``update``, ``set_postfix``, ``close``, iteration and ``with``."""
+
+    def __init__(self, iterable: Any = None, *, total: int | None = None, desc: str = "",
+                 unit: str = "it", initial: int = 0, interval: float = PROGRESS_INTERVAL,
+                 file: Any = None, **_: Any) -> None:
+        self._clock = time.monotonic
+        self.iterable = iterable
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.desc, self.unit = total, desc, unit
+        self.n = self.initial = initial
+        self.interval = interval
+        self.file = file
+        self.postfix = ""
+        self.lines = 0
+        self._start = self._last = self._clock()
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield item
+            self.update()
+        self.close()
+
+    def __enter__(self) -> ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self._clock()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._write(now, done=False)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.lines:
+                self._write(self._clock(), done=True)
+
+    def _write(self, now: float, done: bool) -> None:
+        took = now - self._start
+        count = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        text = f"xdefect: {self.desc} {count} {self.unit}"
+        if self.total:
+            text += f" ({100 * self.n / self.total:.0f}%)"
+        text += f", {took:.1f} s" if took < 10 else f", {took:.0f} s"
+        rate = (self.n - self.initial) / took if took > 0 else 0.0
+        if done:
+            text += ", done"
+        elif self.total and rate > 0 and self.n < self.total:
+            text += f", about {(self.total - self.n) / rate:.0f} s left"
+        if self.postfix:
+            text += f"; {self.postfix}"
+        print(text, file=self.file or sys.stderr, flush=True)
+        self.lines += 1
+
+
+def progress(*, hidden: bool = False, **kwargs: Any) -> tqdm | ProgressLines:
+    """A progress report on stderr: a tqdm bar on a terminal, plain periodic lines
+    (:class:`ProgressLines`, every ``XDEFECT_PROGRESS_INTERVAL`` s, default 30) when stderr
+    is a log or a pipe. ``XDEFECT_PROGRESS=1`` forces the bar, ``=lines`` the lines, ``=0``
+    (or ``hidden``, or :func:`set_quiet`) hides it. Takes tqdm's ``iterable``, ``total``,
+    ``desc``, ``unit``, ``initial``."""
     env = os.environ.get("XDEFECT_PROGRESS")
-    disable = True if hidden else (None if env is None else env == "0")
-    return tqdm(leave=False, disable=disable, **kwargs)
+    if hidden or _quiet or env == "0":
+        return tqdm(leave=False, disable=True, **kwargs)
+    if env == "1" or (env != "lines" and sys.stderr.isatty()):
+        return tqdm(leave=False, disable=False, **kwargs)
+    return ProgressLines(interval=_interval(), **kwargs)
 
 
 def list_image_files(inputs: list[str | os.PathLike[str]]) -> list[Path]:

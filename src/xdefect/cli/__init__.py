@@ -67,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if getattr(args, "quiet", False):
+            from xdefect.io import set_quiet
+
+            set_quiet(True)
         with warnings.catch_warnings():
             warnings.simplefilter("default", DataWarning)
             warnings.showwarning = _show_warning

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command, float_in, int_in, options
+from xdefect.cli.common import MODEL_HELP, add_output, command, emit, float_in, int_in, options
 
 __all__ = ["cmd_adapt", "register"]
 
@@ -16,8 +16,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     cfg = AdaptConfig(**options(args, AdaptConfig, images=tuple(args.images),
                                 source=args.source))
     r = adapt(cfg)
-    print(f"{r['model']}: adapted on {r['images']} images in {r['minutes']:.1f} min "
-          f"(best epoch {r['best_epoch']}); use it with: xdefect detect --model {r['model']}")
+    emit(args, r, lambda: print(
+        f"{r['model']}: adapted on {r['images']} images in {r['minutes']:.1f} min (best epoch "
+        f"{r['best_epoch']}); use it with: xdefect detect --model {r['model']}"))
     return 0
 
 
@@ -31,6 +32,7 @@ def register(sub: Any) -> None:
     a.add_argument("--images", nargs="+", required=True, metavar="IMAGE_OR_DIR",
                    help="the new casting's radiographs (files or folders)")
     a.add_argument("--out", required=True, help="output folder")
+    add_output(a)
     a.add_argument("--from", dest="source", default=None, help=MODEL_HELP)
     a.add_argument("--per-image", type=int_in(1), default=300,
                    help="background and simulated-defect windows per image (each)")

@@ -4,6 +4,7 @@ root option, the detection options, and filling a config dataclass from its opti
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -13,8 +14,8 @@ from typing import Any
 from xdefect.gdxray import ENV_VAR, default_root
 
 __all__ = ["MODEL_HELP", "PROG", "Formatter", "Handler", "Parser", "add_detect_options",
-           "add_device", "add_root", "command", "detect_overrides", "float_in", "fmt_ap", "group",
-           "int_in", "options", "root"]
+           "add_device", "add_output", "add_root", "command", "detect_overrides", "emit",
+           "float_in", "fmt_ap", "group", "int_in", "options", "root"]
 
 PROG = "xdefect"
 MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
@@ -97,6 +98,30 @@ def group(sub: Any, name: str, help: str, description: str | None = None) -> Any
 
     p.set_defaults(func=show_help)
     return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", parser_class=Parser)
+
+
+def add_output(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    """``--quiet`` (and, with ``json_flag``, ``--json``) for a command whose output a
+    script may consume. Progress goes to stderr either way: a bar on a terminal, a plain
+    line every 30 s in a log (``XDEFECT_PROGRESS_INTERVAL``)."""
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress and no summary: only warnings and errors (on stderr) "
+                        "and the exit status")
+    if json_flag:
+        p.add_argument("--json", action="store_true",
+                       help="print the result as one JSON object on stdout instead of the "
+                            "summary")
+
+
+def emit(args: argparse.Namespace, doc: dict[str, Any], summary: Callable[[], None]) -> None:
+    """Print a command's result: ``doc`` as one JSON line with ``--json``, nothing with
+    ``--quiet``, else the human ``summary``."""
+    if getattr(args, "json", False) is True:
+        from xdefect.io import json_safe
+
+        print(json.dumps(json_safe(doc), allow_nan=False, default=str), flush=True)
+    elif not getattr(args, "quiet", False):
+        summary()
 
 
 def add_root(p: argparse.ArgumentParser, flag: str = "--root") -> None:

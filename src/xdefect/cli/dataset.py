@@ -8,7 +8,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_root, command, float_in, group, int_in, options, root
+from xdefect.cli.common import (
+    add_output,
+    add_root,
+    command,
+    emit,
+    float_in,
+    group,
+    int_in,
+    options,
+    root,
+)
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MU_RANGE
 
 __all__ = ["BUILD_DESCRIPTION", "cmd_build", "cmd_grid", "cmd_info", "register"]
@@ -35,11 +45,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     man = build_dataset(BuildArgs(**options(args, BuildArgs, gdxray=str(root(args.gdxray)))))
     dt = time.perf_counter() - t0
-    print(f"{args.out}: {man['n']} patches ({man['protocol']}, {man['mix']}) in {dt:.1f} s "
-          f"({man['n'] / dt:.0f} patches/s)")
-    print("  " + json.dumps(man["counts"]))
-    for note in man.get("table3", {}).get("notes", []):
-        print(f"  note: {note}")
+
+    def summary() -> None:
+        print(f"{args.out}: {man['n']} patches ({man['protocol']}, {man['mix']}) in {dt:.1f} s "
+              f"({man['n'] / dt:.0f} patches/s)")
+        print("  " + json.dumps(man["counts"]))
+        for note in man.get("table3", {}).get("notes", []):
+            print(f"  note: {note}")
+
+    emit(args, {"out": args.out, "seconds": dt, "manifest": man}, summary)
     return 0
 
 
@@ -163,6 +177,7 @@ def register(sub: Any) -> None:
     _build_options(db)
     _table3_options(db)
     _adaptation_options(db)
+    add_output(db)
     di = command(dsub, "info", cmd_info, "summary of a dataset folder")
     di.add_argument("dir", type=Path, help="dataset folder")
     di.add_argument("--json", action="store_true", help="print JSON")

@@ -11,8 +11,10 @@ from xdefect.cli.common import (
     MODEL_HELP,
     add_detect_options,
     add_device,
+    add_output,
     command,
     detect_overrides,
+    emit,
     int_in,
 )
 
@@ -43,9 +45,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for line in r["skipped"]:
         print(f"xdefect: warning: {line} (skipped)", file=sys.stderr)
     p = det.params
-    print(f"{args.out}: {r['images']} images, {r['detections']} detections "
-          f"({r['seconds']:.1f} s; mode {p.mode}, stride {p.stride}, theta {p.theta})"
-          + (f"; {len(r['skipped'])} skipped" if r["skipped"] else ""))
+    emit(args, {"out": args.out, **r, "mode": p.mode, "stride": p.stride, "theta": p.theta},
+         lambda: print(f"{args.out}: {r['images']} images, {r['detections']} detections "
+                       f"({r['seconds']:.1f} s; mode {p.mode}, stride {p.stride}, theta "
+                       f"{p.theta})" + (f"; {len(r['skipped'])} skipped" if r["skipped"] else "")))
     return 1 if r["skipped"] else 0
 
 
@@ -71,4 +74,5 @@ def register(sub: Any) -> None:
                     help="stop at the first unreadable or too-small image (exit 2) instead "
                          "of skipping it, naming it and exiting 1 at the end")
     add_device(de)
+    add_output(de)
     add_detect_options(de)

@@ -10,9 +10,11 @@ from xdefect.cli.common import (
     MODEL_HELP,
     add_detect_options,
     add_device,
+    add_output,
     add_root,
     command,
     detect_overrides,
+    emit,
     float_in,
     fmt_ap,
     root,
@@ -98,15 +100,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
     save_evaluation(ev, args.out, overlays=not args.no_overlays, html=args.html,
                     force=args.force)
-    _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
+    doc: dict[str, Any] = {"out": args.out, "metrics": ev.metrics}
     if args.html:
-        print(f"  report: {args.out / 'report.html'} (open it in a browser)")
+        doc["report"] = args.out / "report.html"
     if args.coco is not None:
         from xdefect.pipelines import write_evaluation_coco
 
-        dt = write_evaluation_coco(ev, args.coco)
-        print(f"  COCO: ground truth {args.coco}, detections {dt} (101-point AP "
-              f"{fmt_ap(ev.metrics['ap101'])})")
+        doc["coco"] = {"ground_truth": args.coco,
+                       "detections": write_evaluation_coco(ev, args.coco)}
+
+    def summary() -> None:
+        _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
+        if args.html:
+            print(f"  report: {doc['report']} (open it in a browser)")
+        if args.coco is not None:
+            print(f"  COCO: ground truth {args.coco}, detections {doc['coco']['detections']} "
+                  f"(101-point AP {fmt_ap(ev.metrics['ap101'])})")
+
+    emit(args, doc, summary)
     return 0
 
 
@@ -128,6 +139,7 @@ def register(sub: Any) -> None:
     ev.add_argument("--force", action="store_true",
                     help="replace an --out folder of an earlier evaluate run (never a folder "
                          "xdefect did not write); without it an existing --out is refused")
+    add_output(ev)
     ev.add_argument("--html", action="store_true",
                     help="also write DIR/report.html: PR curve, per-series table and a "
                          "thumbnail of every image with false alarms (yellow) and misses "

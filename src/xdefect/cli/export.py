@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command, int_in
+from xdefect.cli.common import MODEL_HELP, add_output, command, emit, int_in
 
 __all__ = ["cmd_export", "register"]
 
@@ -15,9 +15,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from xdefect.pipelines import export_model
 
     r = export_model(args.model, args.out, args.stride)
-    print(f"{r['dense']}: dense score-map network, stride {r['stride']}, any image size "
-          f"({r['bytes'][r['dense']]:,} bytes); {r['patch']}: patch classifier "
-          f"({r['bytes'][r['patch']]:,} bytes); model card embedded as metadata")
+    emit(args, r, lambda: print(
+        f"{r['dense']}: dense score-map network, stride {r['stride']}, any image size "
+        f"({r['bytes'][r['dense']]:,} bytes); {r['patch']}: patch classifier "
+        f"({r['bytes'][r['patch']]:,} bytes); model card embedded as metadata"))
     return 0
 
 
@@ -31,5 +32,6 @@ def register(sub: Any) -> None:
     e.add_argument("--format", choices=("onnx",), default="onnx", help="the format")
     e.add_argument("--out", type=Path, required=True, metavar="FILE.onnx",
                    help="the dense graph's file")
+    add_output(e)
     e.add_argument("--stride", type=int_in(1, 64), default=None,
                    help="the dense graph's stride (default: the card's)")

@@ -7,7 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_device, add_root, command, group, int_in, options, root
+from xdefect.cli.common import (
+    add_device,
+    add_output,
+    add_root,
+    command,
+    emit,
+    group,
+    int_in,
+    options,
+    root,
+)
 
 __all__ = ["TRAIN_DESCRIPTION", "cmd_sample", "cmd_train", "register"]
 
@@ -23,9 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xdefect.gan import GanConfig, train_gan
 
     res = train_gan(GanConfig(**options(args, GanConfig, gdxray=str(root(args.gdxray)))),
-                    on_log=lambda row: print(json.dumps(row), flush=True))
-    print(f"{args.out}: {res['iterations']} iterations on {res['real_patches']} real defect "
-          "patches (x8 flips/rotations)")
+                    on_log=None if args.quiet else lambda row: print(json.dumps(row),
+                                                                       flush=True))
+    emit(args, {"out": args.out, **res}, lambda: print(
+        f"{args.out}: {res['iterations']} iterations on {res['real_patches']} real defect "
+        "patches (x8 flips/rotations)"))
     return 0
 
 
@@ -43,6 +55,7 @@ def register(sub: Any) -> None:
     gt = command(gsub, "train", cmd_train, "train a DCGAN on real defect patches",
                  TRAIN_DESCRIPTION)
     add_root(gt, "--gdxray")
+    add_output(gt)
     gt.add_argument("--out", required=True, type=Path, help="GAN folder")
     gt.add_argument("--iterations", type=int_in(1), default=30000,
                     help="generator/discriminator updates (about 28 min on 2 CPU cores at "

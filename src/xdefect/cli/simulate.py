@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import command, float_in, int_in
+from xdefect.cli.common import add_output, command, float_in, int_in
 from xdefect.errors import InputError
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
 
@@ -32,8 +33,15 @@ def sampler_config(args: argparse.Namespace):
 def cmd_simulate(args: argparse.Namespace) -> int:
     from xdefect.pipelines import simulate_image
 
+    to_stdout = args.json is not None and str(args.json) == "-"
     doc = simulate_image(args.input, args.n, args.seed, sampler_config(args), args.out,
-                         args.grid, args.json)
+                         args.grid, None if to_stdout else args.json)
+    if to_stdout:
+        from xdefect.io import json_safe
+
+        print(json.dumps(json_safe(doc), allow_nan=False, default=str), flush=True)
+    if to_stdout or args.quiet:
+        return 0
     if args.grid is not None:
         print(f"{args.grid}: 8x8 grid of 32x32 patches with simulated defects")
     if args.out is not None:
@@ -73,4 +81,7 @@ def register(sub: Any) -> None:
     s.add_argument("--source-distance", type=float_in(0, lo_open=True), default=None,
                    help="source-to-object distance (mm) for a perspective beam "
                         "(default: parallel beam)")
-    s.add_argument("--json", type=Path, default=None, help="write the defects' parameters here")
+    s.add_argument("--json", type=Path, default=None, nargs="?", const="-", metavar="FILE",
+                   help="write the defects' parameters to FILE; --json alone (or --json -) "
+                        "prints them on stdout as one JSON object instead of the summary")
+    add_output(s, json_flag=False)

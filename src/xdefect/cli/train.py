@@ -8,7 +8,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, add_device, command, float_in, int_in, options
+from xdefect.cli.common import (
+    MODEL_HELP,
+    add_device,
+    add_output,
+    command,
+    emit,
+    float_in,
+    int_in,
+    options,
+)
 
 __all__ = ["TRAIN_DESCRIPTION", "cmd_test", "cmd_train", "register"]
 
@@ -26,10 +35,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     init = None if args.init is None else str(resolve_model(args.init))
     res = train(TrainConfig(**options(args, TrainConfig, init=init)),
-                on_epoch=lambda row: print(json.dumps(row), flush=True))
+                on_epoch=None if args.quiet else lambda row: print(json.dumps(row), flush=True))
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{args.out}: best epoch {res['best_epoch']} (val loss {res['best_val_loss']:.4f}),"
-              f" {res['epochs_run']} epochs, stopped by {res['stopped']}")
+        emit(args, {"out": args.out, **res},
+             lambda: print(f"{args.out}: best epoch {res['best_epoch']} (val loss "
+                           f"{res['best_val_loss']:.4f}), {res['epochs_run']} epochs, stopped "
+                           f"by {res['stopped']}"))
     return 0
 
 
@@ -69,6 +80,7 @@ def register(sub: Any) -> None:
                     help="stop after this many epochs without a better validation loss")
     tr.add_argument("--seed", type=int_in(0), default=0, help="random seed")
     add_device(tr)
+    add_output(tr)
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN from its last complete epoch")
     tr.add_argument("--samples-per-epoch", type=int_in(1), default=None,
