@@ -64,7 +64,7 @@ def test_onnx_score_maps_and_detections_equal_pytorch(exported, gdxray_root):
 def test_onnx_backend_refusals(exported, tmp_path):
     with pytest.raises(InputError, match="this ONNX graph computes stride 4"):
         OnnxScorer(exported).score_map(np.zeros((64, 64), np.float32), 8)
-    with pytest.raises(InputError, match="not an xdefect dense score-map graph"):
+    with pytest.raises(InputError, match="the patch classifier, not the dense score-map"):
         OnnxScorer(patch_path(exported))
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
@@ -76,3 +76,36 @@ def test_onnx_backend_refusals(exported, tmp_path):
     assert_one_line_error(run_cli("detect", str(tmp_path / "a.png"), "--out",
                                   str(tmp_path / "o"), "--backend", "onnxruntime",
                                   "--mode", "patch"), "--backend onnxruntime")
+
+
+def test_exported_file_runs_as_a_model(exported, gdxray_root, tmp_path):
+    """A line deploys the .onnx file alone: `--model FILE.onnx` runs detect and evaluate on
+    ONNX Runtime with the settings and lineage of the card embedded in it."""
+    from xdefect.pipelines import write_phantom_root
+    from xdefect.protocol import evaluate_folder
+
+    det = Detector.load(exported, threads=2)
+    assert det.model is None and det.backend == "onnxruntime"
+    ref = Detector.load(device="cpu", threads=2)
+    assert det.params == ref.params and det.card["name"] == "xnet2-xdefect"
+    a = evaluate_folder(det, gdxray_root, series=["C0001"], split="test", limit=3)
+    b = evaluate_folder(ref, gdxray_root, series=["C0001"], split="test", limit=3)
+    assert a.metrics["ap"] == pytest.approx(b.metrics["ap"], abs=1e-9)
+    assert a.metrics["provenance"] == b.metrics["provenance"]
+    assert [r.boxes.tolist() for r in a.results] == [r.boxes.tolist() for r in b.results]
+    root = write_phantom_root(tmp_path / "root", n=2, shape=(160, 224), series="C0997")
+    images = root / "Castings" / "C0997"
+    proc = run_cli("detect", str(images), "--model", str(exported), "--out",
+                   str(tmp_path / "o"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "o" / "C0997_0001.json").read_text())
+    assert doc["model"] == str(exported)
+    # the graph has one mode and stride; a graph is not trainable nor re-exportable
+    assert_one_line_error(run_cli("detect", str(images), "--model", str(exported), "--out",
+                                  str(tmp_path / "p"), "--stride", "8"), "stride 4 only")
+    assert_one_line_error(run_cli("detect", str(images), "--model",
+                                  str(patch_path(exported)), "--out", str(tmp_path / "p")),
+                          "the patch classifier")
+    assert_one_line_error(run_cli("adapt", "--images", str(images), "--from", str(exported),
+                                  "--out", str(tmp_path / "ad")), "cannot be fine-tuned")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "ad" / "model.safetensors").exists()

@@ -130,6 +130,9 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     if len(files) < 2:
         raise InputError("adapt needs at least 2 radiographs of the casting")
     source = Detector.load(cfg.source, device="cpu", threads=cfg.threads)
+    if source.model is None:
+        raise InputError(f"--from {source.path}: an ONNX graph cannot be fine-tuned; give the "
+                         ".safetensors model it was exported from")
     dense = bool(source.card.get("context_margin"))
     t0 = time.perf_counter()
     work = out / "work"

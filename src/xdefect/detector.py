@@ -16,6 +16,7 @@ any :class:`~xdefect.detect.DetectParams` field given to :meth:`Detector.load`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,11 @@ def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
 class Detector:
     """A loaded model ready to inspect radiographs (:meth:`load` builds one).
 
-    ``model``: the patch CNN (eval mode); ``card``: its model card; ``params``: the
-    detection settings; ``path``: the weights file; ``device``: where it runs;
-    ``batch``: windows per forward pass in patch mode."""
+    ``model``: the patch CNN (eval mode; None for a model loaded from an ``.onnx`` file);
+    ``card``: its model card; ``params``: the detection settings; ``path``: the weights
+    file; ``device``: where it runs; ``batch``: windows per forward pass in patch mode."""
 
-    model: PatchCNN
+    model: PatchCNN | None
     card: dict[str, Any]
     params: DetectParams
     path: Path
@@ -86,18 +87,22 @@ class Detector:
              threads: int | None = None, batch: int = INFERENCE_BATCH, backend: str = "torch",
              **params: Any) -> Detector:
         """Load ``model``: ``None`` for the bundled default, a bundled name
-        (``xnet2-xdefect``, ``xnet2-paper``) or a ``.safetensors`` path. ``device``:
+        (``xnet2-xdefect``, ``xnet2-paper``), a ``.safetensors`` path, or an ``.onnx``
+        dense graph written by ``xdefect export`` (run on ONNX Runtime, with the card and
+        detection settings embedded in it; no PyTorch weights needed). ``device``:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when present, the default); ``threads``: CPU
-        threads for torch; ``params``: :class:`~xdefect.detect.DetectParams` fields
-        overriding the card's settings."""
+        threads; ``params``: :class:`~xdefect.detect.DetectParams` fields overriding the
+        card's settings."""
         if batch < 1:
             raise InputError(f"--batch {batch}: must be at least 1")
-        dev = setup_device(device, threads)
-        path = resolve_model(model)
-        net, card = load_model(path, dev)
-        p = check_params(net, params_from_card(card, **params))
         if backend not in ("torch", "onnxruntime"):
             raise InputError(f"--backend {backend!r}: expected torch or onnxruntime")
+        path = resolve_model(model)
+        if path.suffix.lower() == ".onnx":
+            return cls._load_onnx(path, threads, batch, params)
+        dev = setup_device(device, threads)
+        net, card = load_model(path, dev)
+        p = check_params(net, params_from_card(card, **params))
         onnx = None
         if backend == "onnxruntime":
             if p.mode != "dense":
@@ -108,6 +113,23 @@ class Detector:
             onnx = OnnxScorer(dense_onnx_bytes(net, p.stride, card), threads)
         return cls(net, card, p, path, dev, batch, backend, onnx)
 
+    @classmethod
+    def _load_onnx(cls, path: Path, threads: int | None, batch: int, params: dict[str, Any]
+                   ) -> Detector:
+        """A detector on an exported dense graph: ONNX Runtime, the embedded card's
+        settings; dense mode at the graph's stride only."""
+        from xdefect.export import OnnxScorer
+
+        if not path.is_file():
+            raise InputError(f"{path}: no such model file")
+        onnx = OnnxScorer(path, threads)
+        p = params_from_card(onnx.card, **params)
+        if p.mode != "dense" or p.stride != onnx.stride:
+            raise InputError(f"{path}: an ONNX graph runs the dense score map at stride "
+                             f"{onnx.stride} only (asked: {p.mode} mode, stride {p.stride}); "
+                             "export the model again with --stride, or use its .safetensors")
+        return cls(None, onnx.card, p, path, "cpu", batch, "onnxruntime", onnx)
+
     @property
     def name(self) -> str:
         """The weights file, as recorded in detection documents."""
@@ -115,8 +137,14 @@ class Detector:
 
     def with_params(self, **overrides: Any) -> Detector:
         """The same model with other detection settings."""
-        return replace(self, params=check_params(self.model, params_from_card(
-            {"detection": self.params.to_dict()}, **overrides)))
+        p = params_from_card({"detection": self.params.to_dict()}, **overrides)
+        if self.model is None:  # an ONNX graph: its one mode and stride
+            assert self.onnx is not None
+            if p.mode != "dense" or p.stride != self.onnx.stride:
+                raise InputError(f"{self.path}: an ONNX graph runs the dense score map at "
+                                 f"stride {self.onnx.stride} only")
+            return replace(self, params=p)
+        return replace(self, params=check_params(self.model, p))
 
     def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
         """The score map ``y1 - y0`` of every window on the grid of ``params.stride``."""
@@ -131,10 +159,12 @@ class Detector:
         windows holding no mask pixel are not run and score -1 in that map
         (:meth:`score_map` runs them all)."""
         return detect(self.model, as_image(image), self.params, mask=mask, batch=self.batch,
-                      device=self.device, score_fn=self._score_fn())
+                      device=self.device, score_fn=self.score_function())
 
-    def _score_fn(self):
-        """The ONNX Runtime score map, or None for torch."""
+    def score_function(self) -> Callable[[np.ndarray, DetectParams], ScoreMap] | None:
+        """``score(image, params)``, the score map on ONNX Runtime for the ``onnxruntime``
+        backend (what :func:`xdefect.detect.detect` takes as ``score_fn``); None for
+        torch."""
         if self.onnx is None:
             return None
         onnx = self.onnx
@@ -159,9 +189,13 @@ class Detector:
         (what hard negatives are mined from), in ``mode`` at ``stride`` (default: the
         detection settings')."""
         p = params_from_card({"detection": self.params.to_dict()}, mode=mode, stride=stride)
+        if self.model is None:
+            p = self.with_params(mode=mode, stride=stride).params
+        onnx = self.onnx if self.model is None else None
 
         def score(image: np.ndarray) -> tuple[np.ndarray, int]:
-            sm = score_map(self.model, image, p, self.batch, self.device)
+            sm = (onnx.score_map(image, p.stride) if onnx is not None else
+                  score_map(self.model, image, p, self.batch, self.device))
             return sm.values, sm.stride
 
         return score

@@ -127,8 +127,12 @@ class OnnxScorer:
                              f"not a loadable ONNX model ({exc.__class__.__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("xdefect_graph") != "dense":
-            raise InputError("ONNX model: not an xdefect dense score-map graph "
-                             "(export it with `xdefect export`)")
+            what = "ONNX model" if isinstance(source, bytes) else str(source)
+            kind = ("the patch classifier, not the dense score-map graph"
+                    if meta.get("xdefect_graph") == "patch" else
+                    "not an xdefect dense score-map graph")
+            raise InputError(f"{what}: {kind} (detect takes the file `xdefect export --out` "
+                             "names)")
         self.stride = int(meta["xdefect_stride"])
         self.card = json.loads(meta.get("xdefect_card", "{}"))
 

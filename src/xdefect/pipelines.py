@@ -307,6 +307,8 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
 
     det = Detector.load(model, device="cpu", mode="dense",
                         **({"stride": stride} if stride else {}))
+    if det.model is None:
+        raise InputError(f"{det.path}: already an ONNX graph; export its .safetensors model")
     return export_onnx(det.model, det.card, det.params.stride, out)
 
 

@@ -140,12 +140,15 @@ SWEEP_THETAS = (-0.9, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98,
 def model_results(sel: Selection, model: Any, params: Any, model_name: str,
                   on_image: Callable[[gdxray.ImageRecord, dict], None] | None = None,
                   sweep: dict[float, list[ImageResult]] | None = None, batch: int = INFERENCE_BATCH,
-                  device: str = "cpu") -> Iterator[ImageResult]:
+                  device: str = "cpu", score_fn: Callable | None = None
+                  ) -> Iterator[ImageResult]:
     """Run ``model`` with detection ``params`` over the selection, yielding each image's
     result; ``on_image(record, detection_doc)`` sees each detection document. With
     ``sweep`` (a dict whose keys are thetas, e.g. ``dict.fromkeys(SWEEP_THETAS)``), the
     regions of the same score map are also found at every theta and each key gets the
-    list of results at that threshold (for :func:`xdefect.evaluate.theta_sweep`)."""
+    list of results at that threshold (for :func:`xdefect.evaluate.theta_sweep`).
+    ``score_fn``: another way to compute score maps (:meth:`Detector.score_function`,
+    ONNX Runtime), as in :func:`xdefect.detect.detect`."""
     unseen = wants_unseen(sel.split)
     if sweep is not None:
         for t in sweep:
@@ -153,7 +156,8 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
     for r in sel.records:
         smp = gdxray.load_sample(r, sel.ground_truth[r.series])
         mask = gdxray.casting_mask(smp.image) if params.use_mask else None
-        dets, smap = detect(model, smp.image, params, mask=mask, batch=batch, device=device)
+        dets, smap = detect(model, smp.image, params, mask=mask, batch=batch, device=device,
+                            score_fn=score_fn)
         if on_image is not None:
             on_image(r, detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
         if sweep is not None:
@@ -225,7 +229,8 @@ def evaluate_folder(detector: Detector, root: str | os.PathLike[str] | None = No
 
     runs = dict.fromkeys(SWEEP_THETAS) if sweep else None
     results = list(model_results(sel, detector.model, detector.params, detector.name, keep,
-                                 runs, detector.batch, detector.device))
+                                 runs, detector.batch, detector.device,
+                                 detector.score_function()))
     bar.close()
     m = metrics(sel, results, iou, matching, detector.card)
     if runs is not None:

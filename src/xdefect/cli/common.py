@@ -13,13 +13,15 @@ from typing import Any
 
 from xdefect.gdxray import ENV_VAR, default_root
 
-__all__ = ["MODEL_HELP", "PROG", "Formatter", "Handler", "Parser", "add_detect_options",
-           "add_device", "add_output", "add_root", "command", "detect_overrides", "emit",
-           "float_in", "fmt_ap", "group", "int_in", "options", "root"]
+__all__ = ["MODEL_HELP", "PROG", "RUN_MODEL_HELP", "Formatter", "Handler", "Parser",
+           "add_detect_options", "add_device", "add_output", "add_root", "command",
+           "detect_overrides", "emit", "float_in", "fmt_ap", "group", "int_in", "options", "root"]
 
 PROG = "xdefect"
 MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
               "xnet2-xdefect")
+#: what ``--model`` of the commands that only run a model takes
+RUN_MODEL_HELP = MODEL_HELP + "; or an .onnx graph from `xdefect export` (on ONNX Runtime)"
 
 #: a command's handler: takes the parsed arguments, prints, returns the exit status
 Handler = Callable[[argparse.Namespace], int]

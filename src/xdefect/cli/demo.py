@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command, int_in
+from xdefect.cli.common import RUN_MODEL_HELP, command, int_in
 
 __all__ = ["cmd_demo", "register"]
 
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
                 "bundled model (detections green, simulated ground truth red), with a "
                 "summary; with GDXray present, one real even-numbered image too.")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    d.add_argument("--model", default=None, help=MODEL_HELP)
+    d.add_argument("--model", default=None, help=RUN_MODEL_HELP)
     d.add_argument("--gdxray-image", default="C0001_0002",
                    help="the even-numbered GDXray image inspected when GDXray is present")
     d.add_argument("--n", type=int_in(0, 100), default=12, help="simulated defects in the phantom")

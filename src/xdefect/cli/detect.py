@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xdefect.cli.common import (
-    MODEL_HELP,
+    RUN_MODEL_HELP,
     add_detect_options,
     add_device,
     add_output,
@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
     de = command(sub, "detect", cmd_detect, "detect defects in whole radiographs", DESCRIPTION)
     de.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                     help="images (8/16-bit PNG, TIFF) or folders of images")
-    de.add_argument("--model", default=None, help=MODEL_HELP)
+    de.add_argument("--model", default=None, help=RUN_MODEL_HELP)
     de.add_argument("--out", required=True, type=Path, help="output folder")
     de.add_argument("--batch", type=int_in(1, 65536), default=256,
                     help="windows per forward pass (patch mode)")

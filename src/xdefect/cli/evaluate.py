@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from xdefect.cli.common import (
-    MODEL_HELP,
+    RUN_MODEL_HELP,
     add_detect_options,
     add_device,
     add_output,
@@ -125,7 +125,7 @@ def register(sub: Any) -> None:
     ev = command(sub, "evaluate", cmd_evaluate, "AP of detections against GDXray ground truth",
                  DESCRIPTION)
     src = ev.add_mutually_exclusive_group()
-    src.add_argument("--model", default=None, help=MODEL_HELP)
+    src.add_argument("--model", default=None, help=RUN_MODEL_HELP)
     src.add_argument("--detections", type=Path, default=None,
                      help="folder of detection JSONs (no model needed)")
     add_root(ev, "--gdxray")
