@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from xdefect.errors import DataWarning, InputError
-from xdefect.io import image_size, read_image
+from xdefect.io import image_size, progress, read_image
 
 __all__ = ["DEFAULT_ROOT", "EDGE_TOLERANCE", "ENV_VAR", "GROUND_TRUTH_NAMES", "IMAGE_SPLITS",
            "PAPER_ANNOTATED_SERIES", "PAPER_SERIES", "SPLIT_ALIASES", "SPLIT_PARTS",
@@ -563,10 +563,13 @@ def mask_report(root: str | os.PathLike[str], series: Iterable[str] | None = Non
     """Measure :func:`casting_mask` per series: mean fraction of the image in the mask and
     the fraction of ground-truth boxes whose centre lies inside it."""
     out: dict = {}
-    for s in check_series(root, series):
+    chosen = check_series(root, series)
+    bar = progress(total=len(list_images(root, chosen)), desc="masks", unit="image")
+    for s in chosen:
         fr = []
         inside = total = 0
         for smp in iter_samples(root, [s]):
+            bar.update()
             m = casting_mask(smp.image)
             fr.append(float(m.mean()))
             ok = boxes_centres_inside(m, smp.boxes)
@@ -579,6 +582,7 @@ def mask_report(root: str | os.PathLike[str], series: Iterable[str] | None = Non
             "boxes_centre_inside": inside,
             "fraction_inside": (inside / total) if total else None,
         }
+    bar.close()
     tb = sum(v["boxes"] for v in out.values())
     ti = sum(v["boxes_centre_inside"] for v in out.values())
     out["total"] = {"boxes": tb, "boxes_centre_inside": ti,
