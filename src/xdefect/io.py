@@ -497,14 +497,14 @@ def command_line(argv: list[str] | None = None) -> str:
 
 #: seconds between two plain progress lines (``XDEFECT_PROGRESS_INTERVAL`` overrides)
 PROGRESS_INTERVAL = 30.0
-_quiet = False
+_progress_hidden = False
 
 
 def set_quiet(quiet: bool) -> None:
     """Hide (``True``) or allow (``False``) every progress report of this process and the
     worker processes it forks (``--quiet`` of the command line)."""
-    global _quiet
-    _quiet = bool(quiet)
+    global _progress_hidden
+    _progress_hidden = bool(quiet)
 
 
 def _interval() -> float:
@@ -596,7 +596,7 @@ def progress(*, hidden: bool = False, **kwargs: Any) -> tqdm | ProgressLines:
     (or ``hidden``, or :func:`set_quiet`) hides it. Takes tqdm's ``iterable``, ``total``,
     ``desc``, ``unit``, ``initial``."""
     env = os.environ.get("XDEFECT_PROGRESS")
-    if hidden or _quiet or env == "0":
+    if hidden or _progress_hidden or env == "0":
         return tqdm(leave=False, disable=True, **kwargs)
     if env == "1" or (env != "lines" and sys.stderr.isatty()):
         return tqdm(leave=False, disable=False, **kwargs)
