@@ -230,6 +230,69 @@ def table3_diagnosis(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def table3_rule(doc: dict) -> str:
+    """Table 3 with training windows by each rule (``experiments/table3_rule.py``)."""
+    b = doc["bins_px"]
+    rows = doc["rows"]
+    keep = [i for i in range(len(b) - 1)
+            if any(r["test"]["recall_by_offset"][i] is not None for r in rows)]
+    lines = ["| simulated training windows | mu (1/mm) | train acc | test acc (real C0001) | "
+             "recall | specificity | " + " | ".join(f"recall {b[i]}-{b[i + 1]} px"
+                                                     for i in keep) + " | minutes |",
+             "|---" * (7 + len(keep)) + "|"]
+    for r in rows:
+        t = r["test"]
+        lines.append(
+            f"| {r['rule']}: centre within {r['max_offset']} px, {r['min_inside']:g} of the "
+            f"shadow inside | {r['mu'][0]:g}-{r['mu'][1]:g} | {_f(r['train']['accuracy'])} | "
+            f"{_f(t['accuracy'])} | {_f(t['recall'], 3)} | {_f(t['specificity'], 3)} | "
+            + " | ".join(_f(t["recall_by_offset"][i], 2) for i in keep)
+            + f" | {(r['build_seconds'] + r['train_seconds']) / 60:.0f} |")
+    lines += ["", f"Xnet-II, {doc['epochs']} epochs of {doc['samples_per_epoch']:,} patches "
+              "each; paper: test accuracy 0.9687. Command: `" + doc["command"] + "`"]
+    return "\n".join(lines)
+
+
+def sim_ablation(doc: dict) -> str:
+    """One simulator change per row (``experiments/sim_ablation.py``), tuning images."""
+    p = doc["protocol"]
+    lines = ["| variant | change | val acc | tuning AP | AP11 | found | FA/image | "
+             "real windows recognised | minutes |", "|---" * 9 + "|"]
+    for r in doc["rows"]:
+        ch = ", ".join(f"{k} {v}" for k, v in r["changes"].items()) or "none (sharp edges)"
+        lines.append(f"| {r['variant']} | {ch} | {_f(r['val_acc'])} | {_f(r['tuning_ap'])} | "
+                     f"{_f(r['tuning_ap11'])} | {r['true_positives']}/{r['gt_boxes']} | "
+                     f"{r['false_alarms_per_image']:.1f} | {_f(r['real_window_recall'], 3)} "
+                     f"of {r['real_windows']:,} | "
+                     f"{(r['build_s'] + r['train_s'] + r['eval_s']) / 60:.0f} |")
+    lines += ["", f"Train images of {', '.join(p['series'])}; {p['per_image']} + "
+              f"{p['per_image']} patches per image; {p['epochs']} epochs of "
+              f"{p['samples_per_epoch']:,}; scored on the tuning images with the bundled "
+              "`xnet2-paper` card's detection settings. Command: `" + doc["command"] + "`"]
+    return "\n".join(lines)
+
+
+def sharpness(doc: dict) -> str:
+    """Edge slope and contrast of real and simulated defects
+    (``experiments/defect_sharpness.py``)."""
+    lines = ["| defects | boxes | contrast p25 / p50 / p75 | edge slope p25 / p50 / p75 (1/px) |",
+             "|---|---|---|---|"]
+
+    def row(label: str, m: dict) -> str:
+        c, sl = m["contrast"], m["slope"]
+        return (f"| {label} | {c['n']} | {c['25']:.1f} / {c['50']:.1f} / {c['75']:.1f} | "
+                f"{sl['25']:.3f} / {sl['50']:.3f} / {sl['75']:.3f} |")
+
+    lines.append(row("real (train images)", doc["real"]))
+    for bl, m in doc["simulated"].items():
+        lines.append(row(f"simulated, blur {bl} px", m))
+    lines += ["", f"Simulated: mu {doc['mu_range'][0]:g}-{doc['mu_range'][1]:g} /mm, 8 per "
+              f"train image; slopes of defects with contrast >= {doc['min_contrast']:g}. "
+              f"Closest median slope: blur {doc['closest_blur']} px. Command: `"
+              + doc["command"] + "`"]
+    return "\n".join(lines)
+
+
 def ablation(a: argparse.Namespace) -> str:
     """Issue 13's ablation table: one row per measured change, from the result files."""
     rows = ["| change | data | trained on | minutes | AP | found | FA/image |",
@@ -308,11 +371,16 @@ def main() -> None:
     ap.add_argument("--adapt", type=Path, default=Path("runs/adapt-series/adapt_series.json"))
     ap.add_argument("--table3-diagnosis", type=Path,
                     default=Path("runs/table3_diagnosis.json"))
+    ap.add_argument("--table3-rule", type=Path, default=Path("runs/table3_rule.json"))
+    ap.add_argument("--sim-ablation", type=Path, default=Path("runs/sim_ablation.json"))
+    ap.add_argument("--sharpness", type=Path, default=Path("runs/defect_sharpness.json"))
     a = ap.parse_args()
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
                            ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table),
-                           ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis)):
+                           ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
+                           ("table3-rule", a.table3_rule, table3_rule),
+                           ("sim-ablation", a.sim_ablation, sim_ablation)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
@@ -338,6 +406,11 @@ def main() -> None:
         shutil.copyfile(a.eval / "pr_curve.png", img)
     a.report.write_text(text)
     print(f"{a.report}: tables updated")
+    if a.sharpness.exists():
+        sim = a.report.parent / "simulation.md"
+        sim.write_text(replace_block(sim.read_text(), "sharpness",
+                                     sharpness(json.loads(a.sharpness.read_text())), sim))
+        print(f"{sim}: sharpness table updated")
     print(model_figures.status(model_figures.update()))
 
 

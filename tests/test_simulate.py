@@ -69,6 +69,33 @@ def test_unhit_pixels_unchanged_and_void_brightens():
     assert hit.sum() == hit[y1:y2, x1:x2].sum()
 
 
+def test_blurred_defect_softens_its_edge_and_keeps_its_box_and_signal():
+    img = np.full((80, 100), 0.5, np.float32)
+    ell = S.Ellipsoid((2.0, 3.0, 1.5), np.eye(3), (40.0, 50.0), 0.03)
+    sharp = S.superimpose(img, ell)
+    assert np.array_equal(S.superimpose(img, ell, blur_px=0.0).image, sharp.image)
+    soft = S.superimpose(img, ell, blur_px=1.5)
+    assert soft.box == sharp.box  # the void's geometric shadow, blurred or not
+    gain_sharp = sharp.image.astype(np.float64) - 0.5
+    gain_soft = soft.image.astype(np.float64) - 0.5
+    # the blur spreads the same added signal over a wider, lower profile
+    assert abs(gain_soft.sum() - gain_sharp.sum()) < 1e-3 * gain_sharp.sum()
+    assert gain_soft.max() < gain_sharp.max()
+    assert (gain_soft > 1e-4).sum() > (gain_sharp > 0).sum()
+    slope = [np.abs(np.diff(g, axis=1)).max() for g in (gain_sharp, gain_soft)]
+    assert slope[1] < 0.6 * slope[0]
+    # nothing changes beyond three sigmas of the shadow; the input is not modified
+    x1, y1, x2, y2 = sharp.box
+    far = np.ones(img.shape, bool)
+    far[max(y1 - 5, 0):y2 + 5, max(x1 - 5, 0):x2 + 5] = False
+    assert np.array_equal(soft.image[far], img[far]) and (img == 0.5).all()
+    # a defect at the image's corner blurs without error, clipped to the image
+    corner = S.Ellipsoid((2.0, 3.0, 1.5), np.eye(3), (1.0, 1.0), 0.03)
+    assert S.superimpose(img, corner, blur_px=2.0).box is not None
+    with pytest.raises(ValueError, match="blur_px"):
+        S.superimpose(img, ell, blur_px=float("nan"))
+
+
 @pytest.mark.parametrize("center", [(-3.0, 10.0), (10.0, -4.0), (47.0, 25.0), (25.0, 118.0),
                                     (-2.0, -2.0), (49.0, 119.0), (-40.0, 50.0), (20.0, 400.0)])
 def test_clipping_non_square(center):

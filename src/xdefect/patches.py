@@ -194,7 +194,7 @@ def _place_ellipsoids(image: np.ndarray, centre_mask: np.ndarray, n: int,
             local = S.Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - pr + context,
                                                              ell.center[1] - pc + context),
                                 ell.mu)
-            res = S.superimpose(crop, local, geo, x_max=config.x_max)
+            res = S.superimpose(crop, local, geo, x_max=config.x_max, blur_px=config.blur_px)
             q = to_uint(res.image, 8)
             inner = (slice(context, context + PATCH),) * 2
             if not np.array_equal(q[inner], to_uint(crop[inner], 8)):
@@ -304,6 +304,7 @@ class BuildArgs:
     t3_test_no_defects: int = 6000
     mu_range: tuple[float, float] = S.DEFAULT_MU_RANGE
     axes_mm: tuple[float, float] = S.DEFAULT_AXES_MM
+    defect_blur: float = 0.0
     real: int = 0
     real_offset: int = 8
     hard_negatives: int = 0
@@ -347,7 +348,8 @@ class BuildArgs:
     def sampler(self) -> S.SamplerConfig:
         """The ellipsoid sampler of the build (:mod:`xdefect.simulate`'s defaults unless
         the arguments set the ranges)."""
-        return S.SamplerConfig(axes_mm=tuple(self.axes_mm), mu_range=tuple(self.mu_range))
+        return S.SamplerConfig(axes_mm=tuple(self.axes_mm), mu_range=tuple(self.mu_range),
+                               blur_px=self.defect_blur)
 
 
 def generator_file(gan: str | os.PathLike[str]) -> tuple[Path, dict]:

@@ -206,7 +206,7 @@ def path_length(shape: tuple[int, int], ell: Ellipsoid, geo: Geometry | None = N
 
 def superimpose(image: np.ndarray, ell: Ellipsoid, geo: Geometry | None = None,
                 x_max: float = DEFAULT_X_MAX, b: float | None = None,
-                inplace: bool = False) -> Superimposed:
+                inplace: bool = False, blur_px: float = 0.0) -> Superimposed:
     """Superimpose an ellipsoidal void on a radiograph with Eq. 3.
 
     Parameters
@@ -222,10 +222,19 @@ def superimpose(image: np.ndarray, ell: Ellipsoid, geo: Geometry | None = None,
         and ``x_max`` (mm).
     inplace:
         Modify ``image`` instead of a copy.
+    blur_px:
+        Detector unsharpness: the defect's gain ``exp(mu d)`` is blurred by a Gaussian of
+        this standard deviation (pixels) before it multiplies ``I - B``, so that its edge
+        is as soft as a real void's in a radiograph that is itself blurred (0: a sharp
+        edge, the paper's model).
 
-    Pixels with ``d = 0`` are unchanged; results are clipped to [0, 1]. The returned box
-    covers exactly the pixels with ``d > 0`` (clipped to the image).
+    Without blur, pixels with ``d = 0`` are unchanged; with it, also those within
+    ``3 blur_px`` of the shadow change. Results are clipped to [0, 1]. The returned box
+    covers exactly the pixels with ``d > 0`` (clipped to the image): the void's geometric
+    shadow, blurred or not.
     """
+    if not (np.isfinite(blur_px) and blur_px >= 0):
+        raise ValueError(f"blur_px {blur_px}: must be a finite number >= 0")
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError("superimpose expects a 2-D grey image")
@@ -237,15 +246,36 @@ def superimpose(image: np.ndarray, ell: Ellipsoid, geo: Geometry | None = None,
         hit = d > 0
         if hit.any():
             bb = b if b is not None else offset_b(ell.mu, x_max)
-            sub = out[r0:r1, c0:c1]
-            new = (sub.astype(np.float64) - bb) * np.exp(ell.mu * d) + bb
-            np.clip(new, 0.0, 1.0, out=new)
-            sub[hit] = new[hit].astype(out.dtype)
+            if blur_px > 0:
+                _blurred_gain(out, d, win, ell.mu, bb, blur_px)
+            else:
+                sub = out[r0:r1, c0:c1]
+                new = (sub.astype(np.float64) - bb) * np.exp(ell.mu * d) + bb
+                np.clip(new, 0.0, 1.0, out=new)
+                sub[hit] = new[hit].astype(out.dtype)
             rows = np.flatnonzero(hit.any(axis=1))
             cols = np.flatnonzero(hit.any(axis=0))
             box = (c0 + int(cols[0]), r0 + int(rows[0]), c0 + int(cols[-1]) + 1,
                    r0 + int(rows[-1]) + 1)
     return Superimposed(out, d, win, box)
+
+
+def _blurred_gain(out: np.ndarray, d: np.ndarray, win: tuple[int, int, int, int], mu: float,
+                  b: float, blur_px: float) -> None:
+    """Apply Eq. 3 in place with the gain ``exp(mu d) - 1`` blurred by ``blur_px``
+    (Gaussian sigma, pixels) over the window grown by ``3 blur_px`` (clipped to the
+    image)."""
+    r0, r1, c0, c1 = win
+    h, w = out.shape
+    m = int(np.ceil(3 * blur_px))
+    R0, R1, C0, C1 = max(r0 - m, 0), min(r1 + m, h), max(c0 - m, 0), min(c1 + m, w)
+    gain = np.zeros((R1 - R0, C1 - C0))
+    gain[r0 - R0:r1 - R0, c0 - C0:c1 - C0] = np.expm1(mu * d)
+    gain = ndi.gaussian_filter(gain, blur_px, mode="nearest", truncate=3.0)
+    sub = out[R0:R1, C0:C1]
+    new = (sub.astype(np.float64) - b) * (1.0 + gain) + b
+    np.clip(new, 0.0, 1.0, out=new)
+    sub[...] = new.astype(out.dtype)
 
 
 # ------------------------------------------------------------------------ random defects
@@ -264,12 +294,15 @@ class SamplerConfig:
 
     ``axes_mm``: range (mm) of each semi-axis, uniform. ``mu_range``: range (1/mm) of the
     absorption coefficient, uniform. ``x_max``: mm (fixes ``B``). ``geometry``: imaging.
+    ``blur_px``: detector unsharpness applied to each defect (:func:`superimpose`).
     """
 
     axes_mm: tuple[float, float] = DEFAULT_AXES_MM
     mu_range: tuple[float, float] = DEFAULT_MU_RANGE
     x_max: float = DEFAULT_X_MAX
     geometry: Geometry = field(default_factory=Geometry)
+    #: Gaussian blur (sigma, pixels) of each defect's edge (:func:`superimpose`)
+    blur_px: float = 0.0
 
 
 class DefectSampler:
@@ -330,7 +363,8 @@ def add_random_defects(image: np.ndarray, n: int, rng: np.random.Generator,
             if separate and k and _overlaps_any(box, taken[:k]):
                 continue
             # only the defect's window is touched: no copy of the image per try
-            superimpose(out, ell, cfg.geometry, x_max=cfg.x_max, inplace=True)
+            superimpose(out, ell, cfg.geometry, x_max=cfg.x_max, inplace=True,
+                        blur_px=cfg.blur_px)
             taken[k] = box
             placed.append((ell, box))
             break
@@ -380,7 +414,7 @@ def defect_patches(image: np.ndarray, mask: np.ndarray, config: SamplerConfig,
         local = Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - r0, ell.center[1] - c0),
                           ell.mu)
         out[i] = superimpose(image[r0:r0 + size, c0:c0 + size], local, config.geometry,
-                             x_max=config.x_max).image
+                             x_max=config.x_max, blur_px=config.blur_px).image
     return out
 
 

@@ -114,6 +114,10 @@ def _build_options(db: argparse.ArgumentParser) -> None:
     db.add_argument("--axes-mm", type=float_in(0, 100, lo_open=True), nargs=2,
                     default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
+    db.add_argument("--defect-blur", type=float_in(0, 10), default=0.0, metavar="PX",
+                    help="blur each simulated defect's edge by a Gaussian of PX pixels "
+                         "(sigma; detector unsharpness, docs/simulation.md; 0: sharp, the "
+                         "paper's model)")
     db.add_argument("--max-offset", type=int_in(0, 16), default=8, metavar="PX",
                     help="a simulated defect's centre lies at most PX pixels (per axis) from "
                          "its window's centre (16: anywhere, Table 3's test rule)")
