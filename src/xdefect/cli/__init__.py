@@ -90,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        hint = (" (a file stands where a folder is needed)"
+                if isinstance(exc, (FileExistsError, NotADirectoryError))
+                and exc.filename and not os.path.isdir(exc.filename) else "")
+        print(f"{PROG}: error: {where}{exc.strerror or exc}{hint}", file=sys.stderr)
         return 2
     except MemoryError:
         print(f"{PROG}: error: out of memory (try a smaller --batch, --limit-images or "
