@@ -43,8 +43,9 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
     if not (out / "adapted" / "model.safetensors").is_file():
         adapt(AdaptConfig(images=tuple(odd), out=str(out / "adapted"), source=a.source,
                           per_image=a.per_image, hard_per_image=a.hard_per_image,
-                          epochs=a.epochs, samples_per_epoch=a.samples_per_epoch,
-                          val_samples=a.val_samples, seed=a.seed, threads=a.threads))
+                          hard_pairs=a.hard_pairs, epochs=a.epochs,
+                          samples_per_epoch=a.samples_per_epoch, val_samples=a.val_samples,
+                          seed=a.seed, threads=a.threads))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
     res = {}
@@ -69,6 +70,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--per-image", type=int, default=300)
     ap.add_argument("--hard-per-image", type=int, default=40)
+    ap.add_argument("--hard-pairs", action="store_true",
+                    help="pair each hard negative with a simulated defect on its spot")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--samples-per-epoch", type=int, default=15000)
     ap.add_argument("--val-samples", type=int, default=3000)

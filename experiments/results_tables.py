@@ -342,7 +342,8 @@ def ablation(a: argparse.Namespace) -> str:
         p = d["pooled_adapted"]
         mins = sum(v["adapt_minutes"] for v in d["per_series"].values())
         hard = d["arguments"].get("hard_per_image")
-        rows.append(f"| `xdefect adapt` per series, {hard} hard negatives per image (source "
+        pairs = ", each paired with a simulated defect" if d["arguments"].get("hard_pairs") else ""
+        rows.append(f"| `xdefect adapt` per series, {hard} hard negatives per image{pairs} (source "
                     f"AP {_f(d['pooled_source']['ap'])}, "
                     f"{d['pooled_source']['false_alarms_per_image']:.1f} FA/image) "
                     f"| {', '.join(d['per_series'])} even images | their odd images, no labels "

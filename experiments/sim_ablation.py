@@ -2,7 +2,8 @@
 (simulated defects only) with one simulator setting changed, the same budget for each.
 
 For each variant ``NAME[:FIELD=VALUE,...]`` (fields of ``BuildArgs``: ``defect_blur``,
-``mu_range`` as ``LO/HI``, ``axes_mm`` as ``LO/HI``, ``max_offset``, ``min_inside``): a
+``mu_range`` as ``LO/HI``, ``axes_mm`` as ``LO/HI``, ``max_offset``, ``min_inside``;
+``seed`` reseeds both the build and the training, for the spread between seeds): a
 whole-image dataset from the train images (odd, n % 4 == 3) of the paper's series,
 ``--per-image`` no-defect and simulated-defect patches each; Xnet-II trained from scratch
 (``--epochs`` epochs of ``--samples`` patches, early stopping on the dataset's own
@@ -50,7 +51,8 @@ def variant(text: str) -> tuple[str, dict]:
         if "/" in value:
             over[key] = tuple(float(v) for v in value.split("/"))
         else:
-            over[key] = int(value) if key == "max_offset" else float(value)
+            over[key] = (int(value) if key in ("max_offset", "seed", "per_image")
+                         else float(value))
     return name, over
 
 
@@ -80,7 +82,8 @@ def run(a: argparse.Namespace, name: str, over: dict) -> dict:
     if not (out / "done").is_file():
         train(TrainConfig(data=str(data), out=str(out), arch="xnet2", epochs=a.epochs,
                           samples_per_epoch=a.samples, val_samples=a.val_samples,
-                          batch=128, lr=0.001, patience=a.epochs, seed=a.seed, device="cpu",
+                          batch=128, lr=0.001, patience=a.epochs,
+                          seed=over.get("seed", a.seed), device="cpu",
                           resume=(out / "last.safetensors").is_file()))
         (out / "done").write_text("")
     train_s = time.perf_counter() - t0

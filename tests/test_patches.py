@@ -250,6 +250,39 @@ def test_wholeimage_real_and_hard_negatives(gdxray_root, tmp_path):
                                 hard_negatives=5))
 
 
+def test_hard_pairs_put_a_simulated_defect_on_each_hard_spot(gdxray_root, tmp_path):
+    def score_fn(image):  # the brightest windows are the most defect-like
+        win = np.lib.stride_tricks.sliding_window_view(image, (32, 32))[::4, ::4]
+        return win.mean(axis=(2, 3)), 4
+
+    out = tmp_path / "a"
+    man = build_patches(BuildArgs(gdxray=str(gdxray_root), out=str(out), series=["C0001"],
+                                  per_image=10, limit_images=2, hard_negatives=12,
+                                  hard_pairs=True, workers=1, seed=1), score_fn)
+    assert man["counts"]["source"] == {"background": 20, "ellipsoid": 20, "hard": 12,
+                                       "hard-defect": 12}
+    ds = open_dataset(out)
+    rows = _meta(out)
+    hard = [(int(m["image"]), int(m["row"]), int(m["col"])) for m in rows
+            if m["source"] == "hard"]
+    paths = {r.number: r.path for r in gdxray.list_images(gdxray_root, ["C0001"], "train")}
+    for i, m in enumerate(rows):
+        if m["source"] != "hard-defect":
+            continue
+        n, r, c = int(m["image"]), int(m["row"]), int(m["col"])
+        assert m["label"] == "1" and ds.labels[i] == 1
+        # within 6 px of a hard negative's window of the same image (2 px centre + 4 px)
+        assert min(max(abs(r - hr), abs(c - hc)) for hn, hr, hc in hard if hn == n) <= 6
+        raw = to_uint(read_image(paths[n]).pixels, 8)[r:r + PATCH, c:c + PATCH]
+        assert not np.array_equal(ds.patches[i], raw)  # the defect is there
+        bx = [int(m[k]) for k in ("box_x1", "box_y1", "box_x2", "box_y2")]
+        assert 0 <= bx[0] < bx[2] <= 32 and 0 <= bx[1] < bx[3] <= 32
+    with pytest.raises(InputError, match="--hard-pairs"):
+        build_patches(BuildArgs(gdxray=str(gdxray_root), out=str(tmp_path / "b"),
+                                series=["C0001"], per_image=5, limit_images=1,
+                                hard_pairs=True), score_fn)
+
+
 def test_simulated_defects_that_change_nothing_are_drawn_again():
     # left half saturated (a defect there brightens nothing), right half mid-grey
     img = np.full((96, 192), 0.5, np.float32)

@@ -61,6 +61,8 @@ class AdaptConfig:
     source: str | None = None
     per_image: int = 300
     hard_per_image: int = 40
+    #: pair each hard negative with a simulated defect on the same spot
+    hard_pairs: bool = False
     mu_range: tuple[float, float] = (0.004, 0.04)
     epochs: int = 3
     samples_per_epoch: int = 15000
@@ -145,6 +147,7 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
             hard_negatives=cfg.hard_per_image * len(files) if cfg.hard_per_image else 0,
             hard_model=str(source.path) if cfg.hard_per_image else None,
             hard_mode=source.params.mode, hard_stride=max(source.params.stride, 8),
+            hard_pairs=cfg.hard_pairs and bool(cfg.hard_per_image),
             context=32 if dense else 0, force=data.exists(), command=cfg.command))
     if not (run / "done").is_file():
         train(TrainConfig(

@@ -41,7 +41,7 @@ __all__ = ["FORMAT", "META_COLUMNS", "SOURCES", "SPLITS", "Dataset", "PatchSet",
            "open_dataset"]
 
 FORMAT = "xdefect-patches/1"
-SOURCES = ("real", "ellipsoid", "gan", "background", "hard")
+SOURCES = ("real", "ellipsoid", "gan", "background", "hard", "hard-defect")
 SPLITS = ("train", "val", "test")
 META_COLUMNS = ("index", "split", "label", "source", "series", "image", "row", "col",
                 "box_x1", "box_y1", "box_x2", "box_y2")

@@ -311,6 +311,8 @@ class BuildArgs:
     hard_model: str | None = None
     hard_mode: str = "dense"
     hard_stride: int = 4
+    #: beside each hard negative, the same spot with a simulated defect ('hard-defect')
+    hard_pairs: bool = False
     workers: int = 0
     force: bool = False
     limit_images: int | None = None
@@ -336,6 +338,8 @@ class BuildArgs:
             raise InputError("--real, --real-offset and --hard-negatives must not be negative")
         if (self.real or self.hard_negatives) and self.protocol != "wholeimage":
             raise InputError("--real and --hard-negatives apply to --protocol wholeimage only")
+        if self.hard_pairs and not self.hard_negatives:
+            raise InputError("--hard-pairs pairs the hard negatives: give --hard-negatives N")
         mix = parse_mix(self.mix)
         if self.context:
             if self.context < 0 or self.context % 32:
@@ -595,8 +599,31 @@ def _hard_sets(args: BuildArgs, recs: list[gdxray.ImageRecord],
                                  ["hard"] * k, pr, pc, np.full((k, 4), -1, np.int32),
                                  cut_context(img8, pr, pc, args.context)
                                  if args.context else None))
+            if args.hard_pairs:
+                sets.append(_paired_defects(args, r, img, pr, pc))
     # of the chosen windows, those the model scored 'defect' (y1 - y0 > 0)
     return sets, {"hard_scored_defect": found, "hard_negatives": n_hard}
+
+
+def _paired_defects(args: BuildArgs, rec: gdxray.ImageRecord, img: np.ndarray,
+                    rows: np.ndarray, cols: np.ndarray) -> PatchSet:
+    """One simulated-defect patch (label 1, source ``hard-defect``) per hard negative at
+    ``(rows, cols)``: a defect centred within 2 px of that window's centre, the window
+    moved by at most 4 px. Paired with the clean window, it teaches what a void adds to
+    the very structure the model fired on, not that the structure's place is clean."""
+    rng = seeds.stream(args.seed, seeds.HARD_PAIRS, int(rec.series[1:]), rec.number)
+    cfg, half = args.sampler(), PATCH // 2
+    parts = []
+    for r0, c0 in zip(rows.tolist(), cols.tolist(), strict=True):
+        centre = np.zeros(img.shape, bool)
+        centre[r0 + half - 2:r0 + half + 3, c0 + half - 2:c0 + half + 3] = True
+        parts.append(_place_ellipsoids(img, centre, 1, rng, cfg, 4, args.min_inside,
+                                       args.context, str(rec.path)))
+    k = len(parts)
+    p, pr, pc, boxes = (np.concatenate([x[i] for x in parts]) for i in range(4))
+    ctx = np.concatenate([x[4] for x in parts]) if args.context else None
+    return PatchSet([rec.series] * k, np.full(k, rec.number, np.int32), p,
+                    np.ones(k, np.uint8), ["hard-defect"] * k, pr, pc, boxes, ctx)
 
 
 def _adaptation_sets(args: BuildArgs, score_fn: ScoreFn | None) -> tuple[list[PatchSet], dict]:

@@ -142,7 +142,8 @@ def pr_curve_figure(results: list, iou: float = 0.5, sweep: dict | None = None
 
 
 #: the rows of a dataset grid (label, source), in drawing order
-_GRID_ROWS = ((0, "background"), (1, "real"), (1, "ellipsoid"), (1, "gan"), (0, "hard"))
+_GRID_ROWS = ((0, "background"), (1, "real"), (1, "ellipsoid"), (1, "gan"), (0, "hard"),
+              (1, "hard-defect"))
 assert {s for _, s in _GRID_ROWS} == set(SOURCES)
 
 

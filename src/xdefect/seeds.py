@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ADAPTATION", "GAN_BATCH", "GAN_QUOTA", "GAN_TORCH", "IMAGE_JOB", "PATCH_SPLIT",
+__all__ = ["ADAPTATION", "GAN_BATCH", "GAN_QUOTA", "GAN_TORCH", "HARD_PAIRS", "IMAGE_JOB",
+           "PATCH_SPLIT",
            "TABLE3", "TABLE3_GAN", "TABLE3_TEST_JOBS", "TRAIN_AUGMENT", "TRAIN_DROPOUT",
            "VAL_SUBSET",
            "epoch_order", "generator", "key", "stream", "torch_seed"]
@@ -37,6 +38,7 @@ PATCH_SPLIT = 7       #: train/val patch hold-out of a build
 GAN_QUOTA = 11        #: 'wholeimage': GAN patches filling each image's quota
 TABLE3_GAN = 12       #: table3: the GAN patches
 ADAPTATION = 21       #: 'wholeimage': real windows (--real) and hard negatives
+HARD_PAIRS = 22       #: 'wholeimage' --hard-pairs: the defects put on hard negatives' spots
 VAL_SUBSET = 99       #: train --val-samples: the fixed validation subset
 TRAIN_AUGMENT = 31    #: train --augment: the parameters of (seed, epoch, rank)'s windows
 

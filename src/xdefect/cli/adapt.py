@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     a.add_argument("--hard-per-image", type=int_in(0), default=40,
                    help="hard negatives per image: windows where the source model fires, "
                         "taken as defect-free (0: none)")
+    a.add_argument("--hard-pairs", action="store_true",
+                   help="beside each hard negative, the same spot with a simulated defect "
+                        "(docs/adaptation.md)")
     a.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
                    default=(0.004, 0.04),
                    metavar=("LOW", "HIGH"),

@@ -164,6 +164,11 @@ def _adaptation_options(db: argparse.ArgumentParser) -> None:
                     help="wholeimage: also add N 'no-defect' patches (source 'hard'): in each "
                          "train image the windows clear of real defects that --hard-model "
                          "scores highest")
+    ad.add_argument("--hard-pairs", action="store_true",
+                    help="with --hard-negatives: beside each hard negative, a simulated "
+                         "defect on the same spot (label 1, source 'hard-defect'), so that "
+                         "the model learns what a void adds to that structure rather than "
+                         "that the structure's place is clean")
     ad.add_argument("--hard-model", default=None, metavar="MODEL",
                     help="model that mines the hard negatives: a .safetensors file (with its "
                          "card) or a bundled name")
