@@ -268,7 +268,9 @@ def sim_ablation(doc: dict) -> str:
     lines += ["", f"Train images of {', '.join(p['series'])}; {p['per_image']} + "
               f"{p['per_image']} patches per image; {p['epochs']} epochs of "
               f"{p['samples_per_epoch']:,}; scored on the tuning images with the bundled "
-              "`xnet2-paper` card's detection settings. Command: `" + doc["command"] + "`"]
+              "`xnet2-paper` card's detection settings. Commands: "
+              + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", doc["command"])
+                                                          for r in doc["rows"]))]
     return "\n".join(lines)
 
 
@@ -349,6 +351,14 @@ def ablation(a: argparse.Namespace) -> str:
                     f"| {', '.join(d['per_series'])} even images | their odd images, no labels "
                     f"| {mins:.0f} | {_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
                     f"{p['false_alarms_per_image']:.1f} |")
+    d = load(a.sim_ablation)
+    for r in (d or {}).get("rows", []):
+        ch = ", ".join(f"{k} {v}" for k, v in r["changes"].items()) or "none (reference)"
+        rows.append(f"| paper protocol, simulator change: {ch} ({r['variant']}) | paper series, "
+                    f"tuning images | simulated only, train images | "
+                    f"{(r['build_s'] + r['train_s'] + r['eval_s']) / 60:.0f} | "
+                    f"{_f(r['tuning_ap'])} | {r['true_positives']}/{r['gt_boxes']} | "
+                    f"{r['false_alarms_per_image']:.1f} |")
     return "\n".join(rows)
 
 

@@ -106,7 +106,7 @@ def run(a: argparse.Namespace, name: str, over: dict) -> dict:
             "real_window_recall": round(rec, 4), "real_windows": n,
             "patches_seen": a.epochs * a.samples, "build_s": round(build_s, 1),
             "train_s": round(train_s, 1), "eval_s": round(time.perf_counter() - t0, 1),
-            "detect_params": params.to_dict()}
+            "detect_params": params.to_dict(), "command": command_line()}
 
 
 def main() -> None:
