@@ -45,7 +45,7 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
                           per_image=a.per_image, hard_per_image=a.hard_per_image,
                           hard_pairs=a.hard_pairs, epochs=a.epochs,
                           samples_per_epoch=a.samples_per_epoch, val_samples=a.val_samples,
-                          seed=a.seed, threads=a.threads))
+                          lr=a.lr, seed=a.seed, threads=a.threads))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
     res = {}
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--hard-pairs", action="store_true",
                     help="pair each hard negative with a simulated defect on its spot")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=2.5e-4, help="fine-tuning learning rate")
     ap.add_argument("--samples-per-epoch", type=int, default=15000)
     ap.add_argument("--val-samples", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)

@@ -345,6 +345,8 @@ def ablation(a: argparse.Namespace) -> str:
         mins = sum(v["adapt_minutes"] for v in d["per_series"].values())
         hard = d["arguments"].get("hard_per_image")
         pairs = ", each paired with a simulated defect" if d["arguments"].get("hard_pairs") else ""
+        lr = d["arguments"].get("lr")
+        pairs += f", lr {lr:g}" if lr and lr != 2.5e-4 else ""
         rows.append(f"| `xdefect adapt` per series, {hard} hard negatives per image{pairs} (source "
                     f"AP {_f(d['pooled_source']['ap'])}, "
                     f"{d['pooled_source']['false_alarms_per_image']:.1f} FA/image) "
