@@ -236,15 +236,16 @@ def table3_rule(doc: dict) -> str:
     rows = doc["rows"]
     keep = [i for i in range(len(b) - 1)
             if any(r["test"]["recall_by_offset"][i] is not None for r in rows)]
-    lines = ["| simulated training windows | mu (1/mm) | train acc | test acc (real C0001) | "
-             "recall | specificity | " + " | ".join(f"recall {b[i]}-{b[i + 1]} px"
-                                                     for i in keep) + " | minutes |",
+    lines = ["| simulated training windows | mu (1/mm), x_max (mm) | train acc | "
+             "test acc (real C0001) | recall | specificity | "
+             + " | ".join(f"recall {b[i]}-{b[i + 1]} px" for i in keep) + " | minutes |",
              "|---" * (7 + len(keep)) + "|"]
     for r in rows:
         t = r["test"]
         lines.append(
             f"| {r['rule']}: centre within {r['max_offset']} px, {r['min_inside']:g} of the "
-            f"shadow inside | {r['mu'][0]:g}-{r['mu'][1]:g} | {_f(r['train']['accuracy'])} | "
+            f"shadow inside | {r['mu'][0]:g}-{r['mu'][1]:g}, {r.get('x_max', 60):g} | "
+            f"{_f(r['train']['accuracy'])} | "
             f"{_f(t['accuracy'])} | {_f(t['recall'], 3)} | {_f(t['specificity'], 3)} | "
             + " | ".join(_f(t["recall_by_offset"][i], 2) for i in keep)
             + f" | {(r['build_seconds'] + r['train_seconds']) / 60:.0f} |")

@@ -50,6 +50,8 @@ def variant(text: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown BuildArgs field {key!r}")
         if "/" in value:
             over[key] = tuple(float(v) for v in value.split("/"))
+        elif key == "mu_log":
+            over[key] = value.lower() in ("1", "true", "yes")
         else:
             over[key] = (int(value) if key in ("max_offset", "seed", "per_image")
                          else float(value))

@@ -59,7 +59,8 @@ def run_rule(a: argparse.Namespace, name: str, max_offset: int, min_inside: floa
     if not (data / "manifest.json").is_file():
         build_dataset(BuildArgs(gdxray=str(a.gdxray), out=str(data), protocol="table3",
                                 max_offset=max_offset, min_inside=min_inside,
-                                mu_range=tuple(a.mu), seed=a.seed, force=data.exists()))
+                                mu_range=tuple(a.mu), x_max=a.x_max, seed=a.seed,
+                                force=data.exists()))
     build_s = time.perf_counter() - t0
     run = a.work / f"run-{name}"
     t0 = time.perf_counter()
@@ -77,7 +78,7 @@ def run_rule(a: argparse.Namespace, name: str, max_offset: int, min_inside: floa
     with open(data / "meta.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     return {"rule": name, "max_offset": max_offset, "min_inside": min_inside,
-            "mu": list(a.mu), "train": scores(model, ds, tr),
+            "mu": list(a.mu), "x_max": a.x_max, "train": scores(model, ds, tr),
             "test": scores(model, ds, te, [rows[i] for i in te]),
             "patches_seen": a.epochs * a.samples, "build_seconds": round(build_s, 1),
             "train_seconds": round(train_s, 1), "data": str(data), "model": str(run)}
@@ -89,6 +90,8 @@ def main() -> None:
     ap.add_argument("--rules", nargs="+", type=rule,
                     default=[rule("centred:8:0.5"), rule("test-rule:16:0.33")])
     ap.add_argument("--mu", type=float, nargs=2, default=(0.01, 0.04))
+    ap.add_argument("--x-max", type=float, default=60.0,
+                    help="the simulator's x_max (mm): larger gives fainter defects")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--samples", type=int, default=50000)
     ap.add_argument("--eval-train", type=int, default=10000)

@@ -305,6 +305,8 @@ class BuildArgs:
     mu_range: tuple[float, float] = S.DEFAULT_MU_RANGE
     axes_mm: tuple[float, float] = S.DEFAULT_AXES_MM
     defect_blur: float = 0.0
+    mu_log: bool = False
+    x_max: float = S.DEFAULT_X_MAX
     real: int = 0
     real_offset: int = 8
     hard_negatives: int = 0
@@ -353,7 +355,7 @@ class BuildArgs:
         """The ellipsoid sampler of the build (:mod:`xdefect.simulate`'s defaults unless
         the arguments set the ranges)."""
         return S.SamplerConfig(axes_mm=tuple(self.axes_mm), mu_range=tuple(self.mu_range),
-                               blur_px=self.defect_blur)
+                               x_max=self.x_max, blur_px=self.defect_blur, mu_log=self.mu_log)
 
 
 def generator_file(gan: str | os.PathLike[str]) -> tuple[Path, dict]:

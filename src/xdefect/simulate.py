@@ -295,6 +295,7 @@ class SamplerConfig:
     ``axes_mm``: range (mm) of each semi-axis, uniform. ``mu_range``: range (1/mm) of the
     absorption coefficient, uniform. ``x_max``: mm (fixes ``B``). ``geometry``: imaging.
     ``blur_px``: detector unsharpness applied to each defect (:func:`superimpose`).
+    ``mu_log``: ``mu`` log-uniform in ``mu_range`` rather than uniform.
     """
 
     axes_mm: tuple[float, float] = DEFAULT_AXES_MM
@@ -303,6 +304,9 @@ class SamplerConfig:
     geometry: Geometry = field(default_factory=Geometry)
     #: Gaussian blur (sigma, pixels) of each defect's edge (:func:`superimpose`)
     blur_px: float = 0.0
+    #: draw ``mu`` log-uniformly in ``mu_range`` (as many faint defects per octave as
+    #: strong ones) instead of uniformly
+    mu_log: bool = False
 
 
 class DefectSampler:
@@ -328,7 +332,11 @@ class DefectSampler:
         idx = self._candidates[rng.integers(self._candidates.size)]
         r, c = divmod(int(idx), self.mask.shape[1])
         off = rng.uniform(-0.5, 0.5, size=2)
-        mu = float(rng.uniform(*cfg.mu_range))
+        lo_mu, hi_mu = cfg.mu_range
+        if cfg.mu_log:  # one draw either way: the stream stays aligned
+            mu = float(np.exp(rng.uniform(np.log(lo_mu), np.log(hi_mu))))
+        else:
+            mu = float(rng.uniform(lo_mu, hi_mu))
         return Ellipsoid(axes, rot, (r + float(off[0]), c + float(off[1])), mu)  # type: ignore[arg-type]
 
 

@@ -19,7 +19,7 @@ from xdefect.cli.common import (
     options,
     root,
 )
-from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MU_RANGE
+from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MU_RANGE, DEFAULT_X_MAX
 
 __all__ = ["BUILD_DESCRIPTION", "cmd_build", "cmd_grid", "cmd_info", "register"]
 
@@ -114,6 +114,13 @@ def _build_options(db: argparse.ArgumentParser) -> None:
     db.add_argument("--axes-mm", type=float_in(0, 100, lo_open=True), nargs=2,
                     default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
+    db.add_argument("--x-max", type=float_in(0, 10000, lo_open=True), default=DEFAULT_X_MAX,
+                    metavar="MM", help="thickness (mm) at which grey values are minimal; it "
+                                       "fixes B of Eq. 3 and so the simulated defects' "
+                                       "contrast (larger: fainter; docs/simulation.md)")
+    db.add_argument("--mu-log", action="store_true",
+                    help="draw each simulated defect's mu log-uniformly in --mu (as many "
+                         "faint defects per octave as strong ones) instead of uniformly")
     db.add_argument("--defect-blur", type=float_in(0, 10), default=0.0, metavar="PX",
                     help="blur each simulated defect's edge by a Gaussian of PX pixels "
                          "(sigma; detector unsharpness, docs/simulation.md; 0: sharp, the "

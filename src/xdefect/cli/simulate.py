@@ -27,7 +27,7 @@ def sampler_config(args: argparse.Namespace):
     if args.mm_per_px <= 0:
         raise InputError(f"--mm-per-px {args.mm_per_px}: must be positive")
     geo = Geometry(args.mm_per_px, args.source_distance)
-    return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo, args.defect_blur)
+    return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo, args.defect_blur, args.mu_log)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -76,6 +76,8 @@ def register(sub: Any) -> None:
                    help="range of the linear absorption coefficient (1/mm)")
     s.add_argument("--x-max", type=float_in(0, lo_open=True), default=DEFAULT_X_MAX,
                    help="thickness (mm) at which grey values are minimal; fixes B")
+    s.add_argument("--mu-log", action="store_true",
+                   help="draw mu log-uniformly in --mu instead of uniformly")
     s.add_argument("--defect-blur", type=float_in(0, 10), default=0.0, metavar="PX",
                    help="blur each defect's edge by a Gaussian of PX pixels (sigma; "
                         "detector unsharpness; 0: sharp, the paper's model)")
