@@ -8,7 +8,11 @@ centres in the casting mask) at each ``--blur`` (Gaussian sigma of the defect's 
 * contrast: 95th percentile (3x3 mean) inside the box minus the median of a 6-px ring;
 * edge slope: the 95th percentile of the gradient magnitude (Gaussian derivative, sigma
   0.7 px: the noise is smoothed, edges barely) over the box grown by 3 px, divided by the
-  contrast (1/px; a sharp step of height C has slope about C per pixel, a blurred one less).
+  contrast (1/px; a sharp step of height C has slope about C per pixel, a blurred one less);
+* centre contrast: the mean of the box's middle third minus the ring's median (signed: a
+  dark defect counts negative; the 95th-percentile contrast above cannot), for the real
+  defects per series and for simulated ones at each ``--x-max`` (mm; Eq. 3's ``B`` follows
+  from it, and with it the contrast).
 
 Only defects of contrast >= 8 grey levels count (below, the slope is noise). Prints JSON
 and writes ``--out``: the percentiles of each measure, real and per blur, and the blur
@@ -49,6 +53,21 @@ def measures(img: np.ndarray, grad: np.ndarray, b) -> tuple[float, float]:
     return float(c), float(255 * np.percentile(g, 95) / c) if c > 0 else float("nan")
 
 
+def centre_contrast(img: np.ndarray, b) -> float:
+    """Mean of the box's middle third minus the median of a 6-px ring, grey levels."""
+    x1, y1, x2, y2 = (int(v) for v in b)
+    h, w = img.shape
+    X1, Y1, X2, Y2 = max(x1 - 6, 0), max(y1 - 6, 0), min(x2 + 6, w), min(y2 + 6, h)
+    big = img[Y1:Y2, X1:X2]
+    inner = np.zeros(big.shape, bool)
+    inner[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = True
+    if inner.all():
+        return float("nan")
+    cy0, cx0 = y1 + (y2 - y1) // 3, x1 + (x2 - x1) // 3
+    cy1, cx1 = max(y2 - (y2 - y1) // 3, cy0 + 1), max(x2 - (x2 - x1) // 3, cx0 + 1)
+    return float(255 * (img[cy0:cy1, cx0:cx1].mean() - np.median(big[~inner])))
+
+
 def gradient(img: np.ndarray) -> np.ndarray:
     return ndi.gaussian_gradient_magnitude(img.astype(np.float64), 0.7)
 
@@ -64,17 +83,22 @@ def main() -> None:
     ap.add_argument("--gdxray", type=Path, default=None)
     ap.add_argument("--blur", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
     ap.add_argument("--mu", type=float, nargs=2, default=(0.004, 0.04))
+    ap.add_argument("--x-max", type=float, nargs="+", default=[60.0, 120.0, 240.0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/defect_sharpness.json"))
     a = ap.parse_args()
     root = a.gdxray or gdxray.default_root()
     real_c, real_s = [], []
     sim: dict[float, tuple[list, list]] = {bl: ([], []) for bl in a.blur}
+    real_centre: dict[str, list[float]] = {}
+    sim_centre: dict[float, list[float]] = {x: [] for x in a.x_max}
     for smp in gdxray.iter_samples(root, split="train"):
         if not smp.annotated:
             continue
         grad = gradient(smp.image)
         for b in smp.boxes:
+            real_centre.setdefault(smp.record.series, []).append(
+                centre_contrast(smp.image, b))
             c, s = measures(smp.image, grad, b)
             real_c.append(c)
             if c >= MIN_CONTRAST:
@@ -90,10 +114,19 @@ def main() -> None:
                 sim[bl][0].append(c)
                 if c >= MIN_CONTRAST:
                     sim[bl][1].append(s)
+        for xm in a.x_max:
+            rng = np.random.default_rng([a.seed, smp.record.number, int(smp.record.series[1:])])
+            cfg = S.SamplerConfig(mu_range=tuple(a.mu), x_max=xm)
+            out, placed = S.add_random_defects(smp.image, 8, rng, mask=mask, config=cfg)
+            sim_centre[xm] += [centre_contrast(out, b) for _, b in placed]
     doc = {"command": command_line(), "mu_range": list(a.mu), "min_contrast": MIN_CONTRAST,
            "real": {"contrast": pct(real_c), "slope": pct(real_s)},
            "simulated": {str(bl): {"contrast": pct(c), "slope": pct(s)}
-                         for bl, (c, s) in sim.items()}}
+                         for bl, (c, s) in sim.items()},
+           "centre_contrast": {
+               "real": {s: pct(v) for s, v in real_centre.items()}
+               | {"all": pct(sum(real_centre.values(), []))},
+               "simulated_x_max": {f"{x:g}": pct(v) for x, v in sim_centre.items()}}}
     target = doc["real"]["slope"]["50"]
     doc["closest_blur"] = min(a.blur, key=lambda bl: abs(doc["simulated"][str(bl)]["slope"]["50"]
                                                          - target))

@@ -289,6 +289,16 @@ def sharpness(doc: dict) -> str:
     lines.append(row("real (train images)", doc["real"]))
     for bl, m in doc["simulated"].items():
         lines.append(row(f"simulated, blur {bl} px", m))
+    cc = doc.get("centre_contrast")
+    if cc:
+        lines += ["", "| centre contrast (grey levels, signed) | defects | p10 | p25 | median | "
+                  "p75 |", "|---|---|---|---|---|---|"]
+        for name, m in cc["real"].items():
+            lines.append(f"| real, {name} | {m['n']} | {m['10']:.1f} | {m['25']:.1f} | "
+                         f"{m['50']:.1f} | {m['75']:.1f} |")
+        for xm, m in cc["simulated_x_max"].items():
+            lines.append(f"| simulated, x_max {xm} mm | {m['n']} | {m['10']:.1f} | "
+                         f"{m['25']:.1f} | {m['50']:.1f} | {m['75']:.1f} |")
     lines += ["", f"Simulated: mu {doc['mu_range'][0]:g}-{doc['mu_range'][1]:g} /mm, 8 per "
               f"train image; slopes of defects with contrast >= {doc['min_contrast']:g}. "
               f"Closest median slope: blur {doc['closest_blur']} px. Command: `"

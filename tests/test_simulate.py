@@ -96,6 +96,26 @@ def test_blurred_defect_softens_its_edge_and_keeps_its_box_and_signal():
         S.superimpose(img, ell, blur_px=float("nan"))
 
 
+def test_x_max_sets_the_contrast_and_mu_log_keeps_the_stream():
+    img = np.full((80, 100), 0.5, np.float32)
+    ell = S.Ellipsoid((2.0, 3.0, 1.5), np.eye(3), (40.0, 50.0), 0.02)
+    gain = [float(S.superimpose(img, ell, x_max=x).image.max()) - 0.5 for x in (60, 120, 240)]
+    assert gain[0] > gain[1] > gain[2] > 0  # a larger x_max: a fainter defect
+    mask = np.ones((80, 100), bool)
+    a = S.DefectSampler(mask, S.SamplerConfig(mu_range=(0.002, 0.04)))
+    b = S.DefectSampler(mask, S.SamplerConfig(mu_range=(0.002, 0.04), mu_log=True))
+    ra, rb = np.random.default_rng(5), np.random.default_rng(5)
+    mus_a, mus_b = [], []
+    for _ in range(400):
+        ea, eb = a.sample(ra), b.sample(rb)
+        assert ea.center == eb.center and ea.axes_mm == eb.axes_mm  # same draws otherwise
+        mus_a.append(ea.mu)
+        mus_b.append(eb.mu)
+    assert all(0.002 <= m <= 0.04 for m in mus_a + mus_b)
+    # log-uniform: half the draws below the geometric mean (0.0089), uniform: about a fifth
+    assert np.mean(np.array(mus_b) < 0.0089) > 0.4 > np.mean(np.array(mus_a) < 0.0089)
+
+
 @pytest.mark.parametrize("center", [(-3.0, 10.0), (10.0, -4.0), (47.0, 25.0), (25.0, 118.0),
                                     (-2.0, -2.0), (49.0, 119.0), (-40.0, 50.0), (20.0, 400.0)])
 def test_clipping_non_square(center):
