@@ -258,18 +258,24 @@ def sim_ablation(doc: dict) -> str:
     """One simulator change per row (``experiments/sim_ablation.py``), tuning images."""
     p = doc["protocol"]
     lines = ["| variant | change | val acc | tuning AP | AP11 | found | FA/image | "
-             "real windows recognised | minutes |", "|---" * 9 + "|"]
+             "real windows recognised | own theta: theta, AP, found, FA/image | minutes |",
+             "|---" * 10 + "|"]
     for r in doc["rows"]:
         ch = ", ".join(f"{k} {v}" for k, v in r["changes"].items()) or "none (sharp edges)"
+        t = r.get("chosen_theta")
+        own = (f"{t['theta']:g}, {_f(t['tuning_ap'])}, {t['true_positives']}, "
+               f"{t['false_alarms_per_image']:.1f}" if t else "-")
         lines.append(f"| {r['variant']} | {ch} | {_f(r['val_acc'])} | {_f(r['tuning_ap'])} | "
                      f"{_f(r['tuning_ap11'])} | {r['true_positives']}/{r['gt_boxes']} | "
                      f"{r['false_alarms_per_image']:.1f} | {_f(r['real_window_recall'], 3)} "
-                     f"of {r['real_windows']:,} | "
+                     f"of {r['real_windows']:,} | {own} | "
                      f"{(r['build_s'] + r['train_s'] + r['eval_s']) / 60:.0f} |")
     lines += ["", f"Train images of {', '.join(p['series'])}; {p['per_image']} + "
               f"{p['per_image']} patches per image; {p['epochs']} epochs of "
               f"{p['samples_per_epoch']:,}; scored on the tuning images with the bundled "
-              "`xnet2-paper` card's detection settings. Commands: "
+              "`xnet2-paper` card's detection settings (own theta: the same settings with "
+              "the theta of the best tuning AP among 0 ... 0.999, chosen per row with "
+              "`--choose-theta`). Commands: "
               + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", doc["command"])
                                                           for r in doc["rows"]))]
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import numpy as np
 from xdefect import gdxray
 from xdefect.checkpoint import load_model, read_card, resolve_model
 from xdefect.detector import Detector, params_from_card
+from xdefect.evaluate import summarise
 from xdefect.io import command_line, write_json
 from xdefect.patches import BuildArgs
 from xdefect.pipelines import build_dataset
@@ -111,6 +112,23 @@ def run(a: argparse.Namespace, name: str, over: dict) -> dict:
             "detect_params": params.to_dict(), "command": command_line()}
 
 
+def choose_theta(a: argparse.Namespace, row: dict) -> dict:
+    """The row's model scored on the tuning images at every theta of
+    ``protocol.SWEEP_THETAS`` from >= 0 (the same score maps), the best AP's theta kept:
+    each model gets its own threshold, chosen on the tuning images."""
+    det = Detector.load(a.work / f"run-{row['variant']}" / "best.safetensors", device="cpu",
+                        **row["detect_params"])
+    annotated = [s for s in PAPER_SERIES if s != "C0061"]
+    ev = evaluate_folder(det, a.gdxray, split="tuning", series=annotated, sweep=True)
+    per = {t: summarise(rs) for t, rs in ev.sweep.items() if t >= 0}
+    best = max(per, key=lambda t: (per[t]["ap"], t == row["detect_params"]["theta"]))
+    m = per[best]
+    return {"theta": best, "tuning_ap": round(m["ap"], 4),
+            "true_positives": m["true_positives"],
+            "false_alarms_per_image": round(m["false_positives"] / m["images"], 2),
+            "ap_by_theta": {f"{t:g}": round(v["ap"], 4) for t, v in per.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gdxray", type=Path, default=None)
@@ -123,6 +141,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("runs/sim-ablation"))
     ap.add_argument("--out", type=Path, default=Path("runs/sim_ablation.json"))
+    ap.add_argument("--choose-theta", nargs="*", default=None, metavar="VARIANT",
+                    help="for the rows named (all when none is), choose theta on the tuning "
+                         "images and record the AP there (no training)")
     a = ap.parse_args()
     a.gdxray = a.gdxray or gdxray.default_root()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -131,6 +152,14 @@ def main() -> None:
            "command": command_line(), "rows": []}
     if a.out.is_file():
         doc["rows"] = json.loads(a.out.read_text()).get("rows", [])
+    if a.choose_theta is not None:
+        for row in doc["rows"]:
+            if (not a.choose_theta or row["variant"] in a.choose_theta) \
+                    and "chosen_theta" not in row:
+                row["chosen_theta"] = choose_theta(a, row)
+                print(json.dumps({row["variant"]: row["chosen_theta"]}), flush=True)
+                write_json(a.out, doc)
+        return
     done = {r["variant"] for r in doc["rows"]}
     for name, over in a.variants:
         if name in done:
