@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from defect_sizes import ring, ring_contrast
 from scipy import ndimage as ndi
 
 from xdefect import gdxray
@@ -40,29 +41,22 @@ MIN_CONTRAST = 8.0
 
 def measures(img: np.ndarray, grad: np.ndarray, b) -> tuple[float, float]:
     """(contrast in 8-bit grey levels, edge slope per pixel relative to the contrast)."""
-    x1, y1, x2, y2 = (int(v) for v in b)
-    h, w = img.shape
-    X1, Y1, X2, Y2 = max(x1 - 6, 0), max(y1 - 6, 0), min(x2 + 6, w), min(y2 + 6, h)
-    big = img[Y1:Y2, X1:X2]
-    inner = np.zeros(big.shape, bool)
-    inner[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = True
+    big, inner = ring(img, b)
     if inner.all() or not inner.any():
         return float("nan"), float("nan")
-    c = 255 * (np.percentile(ndi.uniform_filter(big, 3)[inner], 95) - np.median(big[~inner]))
+    c = ring_contrast(big, inner)
+    x1, y1, x2, y2 = (int(v) for v in b)
+    h, w = img.shape
     g = grad[max(y1 - 3, 0):min(y2 + 3, h), max(x1 - 3, 0):min(x2 + 3, w)]
     return float(c), float(255 * np.percentile(g, 95) / c) if c > 0 else float("nan")
 
 
 def centre_contrast(img: np.ndarray, b) -> float:
     """Mean of the box's middle third minus the median of a 6-px ring, grey levels."""
-    x1, y1, x2, y2 = (int(v) for v in b)
-    h, w = img.shape
-    X1, Y1, X2, Y2 = max(x1 - 6, 0), max(y1 - 6, 0), min(x2 + 6, w), min(y2 + 6, h)
-    big = img[Y1:Y2, X1:X2]
-    inner = np.zeros(big.shape, bool)
-    inner[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = True
+    big, inner = ring(img, b)
     if inner.all():
         return float("nan")
+    x1, y1, x2, y2 = (int(v) for v in b)
     cy0, cx0 = y1 + (y2 - y1) // 3, x1 + (x2 - x1) // 3
     cy1, cx1 = max(y2 - (y2 - y1) // 3, cy0 + 1), max(x2 - (x2 - x1) // 3, cx0 + 1)
     return float(255 * (img[cy0:cy1, cx0:cx1].mean() - np.median(big[~inner])))

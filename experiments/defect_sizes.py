@@ -29,17 +29,28 @@ def box_size(b) -> float:
     return float(np.sqrt((b[2] - b[0]) * (b[3] - b[1])))
 
 
-def contrast(img: np.ndarray, b) -> float:
-    """95th percentile (3x3-smoothed) inside the box minus the median of a 6-pixel ring
-    around it, in 8-bit grey levels."""
+def ring(img: np.ndarray, b) -> tuple[np.ndarray, np.ndarray]:
+    """The box ``b`` (x1, y1, x2, y2) grown by 6 pixels (clipped to the image) and the
+    mask of the box inside it (``~mask`` is the ring)."""
     x1, y1, x2, y2 = (int(v) for v in b)
     h, w = img.shape
     X1, Y1, X2, Y2 = max(x1 - 6, 0), max(y1 - 6, 0), min(x2 + 6, w), min(y2 + 6, h)
     big = img[Y1:Y2, X1:X2]
     inner = np.zeros(big.shape, bool)
     inner[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = True
+    return big, inner
+
+
+def ring_contrast(big: np.ndarray, inner: np.ndarray) -> float:
+    """95th percentile (3x3-smoothed) inside the box minus the median of the ring, in
+    8-bit grey levels (``big``, ``inner``: :func:`ring`)."""
     return float(255 * (np.percentile(ndi.uniform_filter(big, 3)[inner], 95)
                         - np.median(big[~inner])))
+
+
+def contrast(img: np.ndarray, b) -> float:
+    """:func:`ring_contrast` of box ``b``."""
+    return ring_contrast(*ring(img, b))
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from xdefect import gdxray
-from xdefect.checkpoint import load_model, read_card, resolve_model
+from xdefect.checkpoint import read_card, resolve_model
 from xdefect.detector import Detector, params_from_card
 from xdefect.evaluate import summarise
 from xdefect.io import command_line, write_json
@@ -43,11 +43,11 @@ PAPER_SERIES = ["C0001", "C0010", "C0015", "C0021", "C0031", "C0034", "C0061"]
 
 def variant(text: str) -> tuple[str, dict]:
     name, _, spec = text.partition(":")
-    types = {f.name: f.type for f in fields(BuildArgs)}
+    known = {f.name for f in fields(BuildArgs)}
     over: dict = {}
     for item in filter(None, spec.split(",")):
         key, value = item.split("=")
-        if key not in types:
+        if key not in known:
             raise SystemExit(f"unknown BuildArgs field {key!r}")
         if "/" in value:
             over[key] = tuple(float(v) for v in value.split("/"))
@@ -96,8 +96,7 @@ def run(a: argparse.Namespace, name: str, over: dict) -> dict:
     t0 = time.perf_counter()
     annotated = [s for s in PAPER_SERIES if s != "C0061"]
     ev = evaluate_folder(det, a.gdxray, split="tuning", series=annotated)
-    model, _ = load_model(out / "best.safetensors")
-    rec, n = real_recall(model, a.gdxray, annotated)
+    rec, n = real_recall(det.model, a.gdxray, annotated)
     m = ev.metrics
     return {"variant": name, "changes": {k: list(v) if isinstance(v, tuple) else v
                                          for k, v in over.items()},

@@ -44,6 +44,17 @@ def offsets(meta: list[dict]) -> np.ndarray:
     return out
 
 
+def recall_by_offset(pred: np.ndarray, labels: np.ndarray, off: np.ndarray
+                     ) -> list[float | None]:
+    """Share of the defect patches (``labels == 1``) predicted 'defect' in each offset bin
+    of :data:`BINS` (None for an empty bin)."""
+    out: list[float | None] = []
+    for lo, hi in zip(BINS[:-1], BINS[1:], strict=True):
+        sel = (labels == 1) & (off >= lo) & (off < hi)
+        out.append(float(pred[sel].mean()) if sel.any() else None)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -64,10 +75,7 @@ def main() -> None:
     for name in a.model:
         model, _ = load_model(resolve_model(name))
         pred = predict(model, ds.patches[idx]).argmax(1)
-        rec = []
-        for lo, hi in zip(BINS[:-1], BINS[1:], strict=True):
-            sel = (labels == 1) & (off >= lo) & (off < hi)
-            rec.append(float(pred[sel].mean()) if sel.any() else None)
+        rec = recall_by_offset(pred, labels, off)
         doc["models"][name] = {
             "accuracy": float((pred == labels).mean()),
             "recall": float(pred[labels == 1].mean()),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from table3_diagnosis import BINS, offsets
+from table3_diagnosis import BINS, offsets, recall_by_offset
 
 from xdefect.checkpoint import load_model
 from xdefect.dataset import open_dataset
@@ -45,11 +45,8 @@ def scores(model, ds, idx: np.ndarray, meta: list[dict] | None = None) -> dict:
            "recall": round(float(pred[lab == 1].mean()), 4),
            "specificity": round(float(1 - pred[lab == 0].mean()), 4)}
     if meta is not None:
-        off = offsets(meta)
-        out["recall_by_offset"] = [
-            round(float(pred[(lab == 1) & (off >= lo) & (off < hi)].mean()), 4)
-            if ((lab == 1) & (off >= lo) & (off < hi)).any() else None
-            for lo, hi in zip(BINS[:-1], BINS[1:], strict=True)]
+        out["recall_by_offset"] = [None if r is None else round(r, 4) for r in
+                                   recall_by_offset(pred, lab, offsets(meta))]
     return out
 
 

@@ -63,6 +63,16 @@ def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
         raise InputError(f"detection parameters: {exc}") from None
 
 
+def _graph_params(path: Path, stride: int, params: DetectParams) -> DetectParams:
+    """``params`` if an exported dense graph of ``stride`` can run them (dense mode at its
+    own stride), else :class:`InputError` naming ``path``."""
+    if params.mode != "dense" or params.stride != stride:
+        raise InputError(f"{path}: an ONNX graph runs the dense score map at stride {stride} "
+                         f"only (asked: {params.mode} mode, stride {params.stride}); export "
+                         "the model again with --stride, or use its .safetensors")
+    return params
+
+
 @dataclass(frozen=True)
 class Detector:
     """A loaded model ready to inspect radiographs (:meth:`load` builds one).
@@ -123,11 +133,7 @@ class Detector:
         if not path.is_file():
             raise InputError(f"{path}: no such model file")
         onnx = OnnxScorer(path, threads)
-        p = params_from_card(onnx.card, **params)
-        if p.mode != "dense" or p.stride != onnx.stride:
-            raise InputError(f"{path}: an ONNX graph runs the dense score map at stride "
-                             f"{onnx.stride} only (asked: {p.mode} mode, stride {p.stride}); "
-                             "export the model again with --stride, or use its .safetensors")
+        p = _graph_params(path, onnx.stride, params_from_card(onnx.card, **params))
         return cls(None, onnx.card, p, path, "cpu", batch, "onnxruntime", onnx)
 
     @property
@@ -140,10 +146,7 @@ class Detector:
         p = params_from_card({"detection": self.params.to_dict()}, **overrides)
         if self.model is None:  # an ONNX graph: its one mode and stride
             assert self.onnx is not None
-            if p.mode != "dense" or p.stride != self.onnx.stride:
-                raise InputError(f"{self.path}: an ONNX graph runs the dense score map at "
-                                 f"stride {self.onnx.stride} only")
-            return replace(self, params=p)
+            return replace(self, params=_graph_params(self.path, self.onnx.stride, p))
         return replace(self, params=check_params(self.model, p))
 
     def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
@@ -188,9 +191,8 @@ class Detector:
         """A function ``image -> (values, stride)`` scoring whole images with this model
         (what hard negatives are mined from), in ``mode`` at ``stride`` (default: the
         detection settings')."""
-        p = params_from_card({"detection": self.params.to_dict()}, mode=mode, stride=stride)
-        if self.model is None:
-            p = self.with_params(mode=mode, stride=stride).params
+        p = (self.with_params(mode=mode, stride=stride).params if self.model is None else
+             params_from_card({"detection": self.params.to_dict()}, mode=mode, stride=stride))
         onnx = self.onnx if self.model is None else None
 
         def score(image: np.ndarray) -> tuple[np.ndarray, int]:

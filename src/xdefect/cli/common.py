@@ -15,7 +15,8 @@ from xdefect.gdxray import ENV_VAR, default_root
 
 __all__ = ["MODEL_HELP", "PROG", "RUN_MODEL_HELP", "Formatter", "Handler", "Parser",
            "add_detect_options", "add_device", "add_output", "add_root", "command",
-           "detect_overrides", "emit", "float_in", "fmt_ap", "group", "int_in", "options", "root"]
+           "detect_overrides", "emit", "float_in", "fmt_ap", "group", "int_in", "options",
+           "print_json", "root"]
 
 PROG = "xdefect"
 MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
@@ -119,11 +120,16 @@ def emit(args: argparse.Namespace, doc: dict[str, Any], summary: Callable[[], No
     """Print a command's result: ``doc`` as one JSON line with ``--json``, nothing with
     ``--quiet``, else the human ``summary``."""
     if getattr(args, "json", False) is True:
-        from xdefect.io import json_safe
-
-        print(json.dumps(json_safe(doc), allow_nan=False, default=str), flush=True)
+        print_json(doc)
     elif not getattr(args, "quiet", False):
         summary()
+
+
+def print_json(doc: dict[str, Any]) -> None:
+    """``doc`` as one strict JSON line on stdout (NaN -> null, paths as text)."""
+    from xdefect.io import json_safe
+
+    print(json.dumps(json_safe(doc), allow_nan=False, default=str), flush=True)
 
 
 def add_root(p: argparse.ArgumentParser, flag: str = "--root") -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_output, command, float_in, int_in
+from xdefect.cli.common import add_output, command, float_in, int_in, print_json
 from xdefect.errors import InputError
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
 
@@ -37,9 +36,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     doc = simulate_image(args.input, args.n, args.seed, sampler_config(args), args.out,
                          args.grid, None if to_stdout else args.json)
     if to_stdout:
-        from xdefect.io import json_safe
-
-        print(json.dumps(json_safe(doc), allow_nan=False, default=str), flush=True)
+        print_json(doc)
     if to_stdout or args.quiet:
         return 0
     if args.grid is not None:
