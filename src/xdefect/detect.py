@@ -67,10 +67,12 @@ from xdefect.errors import InputError
 from xdefect.gdxray import casting_mask
 from xdefect.models import INFERENCE_BATCH, PatchCNN, inference_copy, normalise_float
 from xdefect.windows import PATCH, window_sums
+from xdefect.winograd import WinogradWeights, transform_weights
+from xdefect.winograd import conv3x3 as winograd_conv3x3
 
 __all__ = ["BOX_RULES", "MERGE_RULES", "DenseNet", "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
-           "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
+           "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
            "label_regions", "merge_detections", "pyramid_regions", "regions",
            "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
@@ -248,9 +250,14 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module
 
 def _max2(x: torch.Tensor, d: int) -> torch.Tensor:
     """2x2 max-pool with stride 1 and dilation ``d``, without padding (output shrinks by
-    ``d`` along each axis)."""
-    return torch.maximum(torch.maximum(x[..., :-d, :-d], x[..., :-d, d:]),
-                         torch.maximum(x[..., d:, :-d], x[..., d:, d:]))
+    ``d`` along each axis); columns first, then rows (two passes, not three)."""
+    x = torch.maximum(x[..., :-d], x[..., d:])
+    return torch.maximum(x[..., :-d, :], x[..., d:, :])
+
+
+#: a 3x3 layer with at least this many input x output channels runs by Winograd's
+#: F(4x4, 3x3) in :class:`DenseNet` on the CPU (smaller ones gain nothing: ``bench/detect.py``)
+WINOGRAD_MIN_CHANNELS = 80 * 160
 
 
 class DenseNet(nn.Module):
@@ -260,9 +267,15 @@ class DenseNet(nn.Module):
     (eval mode). ``forward`` maps a normalised ``(N, 1, H, W)`` image to ``(N, 2, H', W')``
     logits where position ``(u, v)`` is the window with top-left ``(u*s, v*s)``; the
     stride-1 pools do not pad, so exactly the windows that lie inside the image come out
-    (``H' = (H - 32) // s + 1`` when ``H`` is a multiple of ``s``, more otherwise: crop)."""
+    (``H' = (H - 32) // s + 1`` when ``H`` is a multiple of ``s``, more otherwise: crop).
 
-    def __init__(self, model: PatchCNN, stride: int) -> None:
+    ``winograd``: on the CPU, one image at a time, the 3x3 layers after the strided pools
+    with at least :data:`WINOGRAD_MIN_CHANNELS` channel pairs run by
+    :func:`xdefect.winograd.conv3x3` (a quarter of the multiplications; equal to the plain
+    convolution up to float32 rounding, about 1e-5 relative). ``False`` keeps every layer
+    a plain convolution (what :mod:`xdefect.export` traces)."""
+
+    def __init__(self, model: PatchCNN, stride: int, winograd: bool = True) -> None:
         super().__init__()
         arch = model.arch
         nblocks = len(arch.p)
@@ -300,12 +313,33 @@ class DenseNet(nn.Module):
             self.register_buffer(f"fc{j}_b", None if b is None else b.detach().contiguous())
             self.relus.append(relu)
         self.side = PATCH // 2**nblocks
+        # Winograd forms of the heavy dilated 3x3 layers (buffers too: .to() moves them)
+        self.winograd: list[int] = []
+        for i in range(k, nblocks) if winograd else ():
+            w = getattr(self, f"conv{i}_w")
+            if self.kernels[i] == 3 and w.shape[0] * w.shape[1] >= WINOGRAD_MIN_CHANNELS:
+                wg = transform_weights(w, getattr(self, f"conv{i}_b"))
+                self.register_buffer(f"wino{i}_u", wg.u)
+                self.register_buffer(f"wino{i}_in", wg.b_in)
+                self.register_buffer(f"wino{i}_out", wg.a_out)
+                self.winograd.append(i)
+                self.winograd_m = wg.m
+
+    def _winograd(self, i: int) -> WinogradWeights:
+        return WinogradWeights(self.winograd_m, getattr(self, f"wino{i}_u"),
+                               getattr(self, f"wino{i}_in"), getattr(self, f"wino{i}_out"),
+                               getattr(self, f"conv{i}_b"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dil = 1
+        fast = x.device.type == "cpu" and x.shape[0] == 1
         for i, kk in enumerate(self.kernels):
-            w, b = getattr(self, f"conv{i}_w"), getattr(self, f"conv{i}_b")
-            x = F.conv2d(x, w, b, padding=dil * (kk // 2), dilation=dil)
+            if fast and i in self.winograd:
+                hwc = x[0].permute(1, 2, 0)
+                x = winograd_conv3x3(hwc, self._winograd(i), dil).permute(2, 0, 1)[None]
+            else:
+                w, b = getattr(self, f"conv{i}_w"), getattr(self, f"conv{i}_b")
+                x = F.conv2d(x, w, b, padding=dil * (kk // 2), dilation=dil)
             # max-pool before ReLU (they commute) on the smaller map
             if i < self.k:
                 x = F.max_pool2d(x, 2, 2)
@@ -332,17 +366,28 @@ def context_margin(model: PatchCNN, stride: int) -> int:
     return -(-reach // stride) * stride
 
 
+def dense_net(model: PatchCNN, stride: int, device: str | torch.device = "cpu") -> DenseNet:
+    """The :class:`DenseNet` of ``model`` at ``stride``, on ``device``, in the memory layout
+    :func:`score_map_dense` runs it in (build it once to score many images)."""
+    # channels_last: oneDNN's faster layout here (0.52 against 0.75 s at stride 4)
+    return DenseNet(model, stride).to(device).to(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def score_map_dense(model: PatchCNN, image: np.ndarray, stride: int = 4, tile: int = 1024,
-                    device: str | torch.device = "cpu") -> ScoreMap:
+                    device: str | torch.device = "cpu", net: DenseNet | None = None
+                    ) -> ScoreMap:
     """Score map by running the CNN convolutionally over the image, in tiles of about
     ``tile`` x ``tile`` pixels. Each tile carries :func:`context_margin` pixels of context on
-    every side, so the result does not depend on the tiling."""
+    every side, so the result does not depend on the tiling. ``net``: ``model``'s
+    :func:`dense_net` at ``stride``, when the caller keeps one (else it is built here)."""
     a = _check_image(image)
     h, w = a.shape
     gh, gw = grid_shape(a.shape, stride)
-    # channels_last: oneDNN's faster layout here (0.52 against 0.75 s at stride 4)
-    net = DenseNet(model, stride).to(device).to(memory_format=torch.channels_last)
+    if net is None:
+        net = dense_net(model, stride, device)
+    elif net.stride != stride:
+        raise ValueError(f"a DenseNet of stride {net.stride} cannot score at stride {stride}")
     margin = context_margin(model, stride)
     out = np.empty((gh, gw), np.float32)
     step = max((max(tile, 2 * PATCH) - PATCH) // stride, 1)  # windows per tile and axis

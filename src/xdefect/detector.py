@@ -17,14 +17,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xdefect.checkpoint import load_model, resolve_model
-from xdefect.detect import Detection, DetectParams, ScoreMap, detect, detection_doc, score_map
+from xdefect.detect import (
+    DenseNet,
+    Detection,
+    DetectParams,
+    ScoreMap,
+    dense_net,
+    detect,
+    detection_doc,
+    score_map,
+    score_map_dense,
+)
 from xdefect.errors import InputError
 from xdefect.io import as_image
 from xdefect.models import INFERENCE_BATCH, PatchCNN, setup_device
@@ -91,6 +101,8 @@ class Detector:
     #: run on ONNX Runtime (dense mode; :mod:`xdefect.export`)
     backend: str = "torch"
     onnx: Any = None
+    #: the model's dense networks by stride, built on first use (torch backend)
+    nets: dict[int, DenseNet] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] | None = None, *, device: str | None = "auto",
@@ -153,7 +165,17 @@ class Detector:
         """The score map ``y1 - y0`` of every window on the grid of ``params.stride``."""
         if self.onnx is not None:
             return self.onnx.score_map(as_image(image), self.params.stride)
+        if self.params.mode == "dense":
+            return self._dense(as_image(image), self.params.stride)
         return score_map(self.model, as_image(image), self.params, self.batch, self.device)
+
+    def _dense(self, image: np.ndarray, stride: int) -> ScoreMap:
+        """The dense score map with this detector's network for ``stride`` (kept)."""
+        assert self.model is not None
+        if stride not in self.nets:
+            self.nets[stride] = dense_net(self.model, stride, self.device)
+        return score_map_dense(self.model, image, stride, device=self.device,
+                               net=self.nets[stride])
 
     def run(self, image: np.ndarray | str | os.PathLike[str], mask: np.ndarray | None = None
             ) -> tuple[list[Detection], ScoreMap]:
@@ -165,17 +187,20 @@ class Detector:
                       device=self.device, score_fn=self.score_function())
 
     def score_function(self) -> Callable[[np.ndarray, DetectParams], ScoreMap] | None:
-        """``score(image, params)``, the score map on ONNX Runtime for the ``onnxruntime``
-        backend (what :func:`xdefect.detect.detect` takes as ``score_fn``); None for
-        torch."""
-        if self.onnx is None:
+        """``score(image, params)``, what :func:`xdefect.detect.detect` takes as
+        ``score_fn``: the score map on ONNX Runtime for the ``onnxruntime`` backend, the
+        dense map with this detector's kept networks in dense mode; None in patch mode
+        (``detect`` then skips the windows outside the mask)."""
+        if self.onnx is not None:
+            onnx = self.onnx
+
+            def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
+                return onnx.score_map(image, params.stride)
+
+            return score
+        if self.params.mode != "dense":
             return None
-        onnx = self.onnx
-
-        def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
-            return onnx.score_map(image, params.stride)
-
-        return score
+        return lambda image, params: self._dense(image, params.stride)
 
     def detect(self, image: np.ndarray | str | os.PathLike[str],
                mask: np.ndarray | None = None) -> list[Detection]:
@@ -197,6 +222,7 @@ class Detector:
 
         def score(image: np.ndarray) -> tuple[np.ndarray, int]:
             sm = (onnx.score_map(image, p.stride) if onnx is not None else
+                  self._dense(image, p.stride) if p.mode == "dense" else
                   score_map(self.model, image, p, self.batch, self.device))
             return sm.values, sm.stride
 

@@ -73,7 +73,7 @@ def _metadata(model_bytes: bytes, card: dict[str, Any], graph: str, stride: int 
 def dense_onnx_bytes(model: PatchCNN, stride: int, card: dict[str, Any]) -> bytes:
     """The dense score-map network of ``model`` at ``stride`` as an ONNX model (bytes)."""
     net = DenseNet(inference_copy(model).to("cpu").to(memory_format=torch.contiguous_format),
-                   stride).eval()
+                   stride, winograd=False).eval()
     data = _to_onnx(net, torch.zeros(1, 1, 4 * PATCH, 4 * PATCH), ("image", "logits"),
                     {"image": {2: "height", 3: "width"}, "logits": {2: "rows", 3: "cols"}})
     return _metadata(data, card, "dense", stride)
