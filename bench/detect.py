@@ -2,12 +2,16 @@
 default stride (8) and at stride 4, against the reference, in the same run.
 
 ``default_s_per_image`` times the model card's own settings (the bundled default: dense
-mode at stride 4). Every configuration is warmed once and timed as the best of ``--repeats`` runs of
-:func:`xdefect.detect.detect` (casting mask, score map, regions) on the synthetic wheel
+mode at stride 4). Every configuration is warmed once and timed as the best of ``--repeats``
+runs of :meth:`xdefect.Detector.run` (casting mask, score map, regions; what ``xdefect
+detect`` and ``evaluate`` call, with the dense network built once) on the synthetic wheel
 with ten simulated defects, with the model given (default: the bundled one, else a
 randomly initialised xnet2: speed does not depend on the weights). The card's settings are
 also timed with the score map on ONNX Runtime (``onnxruntime_default_s_per_image``, with
-its largest score difference from PyTorch's). Reference: patch mode
+its largest score difference from PyTorch's), and with every dense layer a plain
+convolution instead of Winograd's algorithm for the heavy ones
+(``default_plain_conv_s_per_image``, ``winograd_speedup``,
+``winograd_max_abs_score_diff``). Reference: patch mode
 as xdefect ran it before (default memory layout, 1,024 windows per pass, every window,
 score map only), timed the same way. ``max_abs_score_diff_vs_reference``: the largest
 difference between the reference scores and today's patch-mode scores on the windows both
@@ -35,7 +39,7 @@ from PIL import Image
 from xdefect import detect as D
 from xdefect import gdxray
 from xdefect.checkpoint import bundled_model, load_model, save_model
-from xdefect.detector import params_from_card
+from xdefect.detector import Detector, params_from_card
 from xdefect.models import create_model, normalise_float
 from xdefect.simulate import phantom
 
@@ -104,17 +108,30 @@ def main() -> None:
         torch.manual_seed(0)
         model, name = create_model("xnet2").eval(), "random xnet2"
     bundled = params_from_card(card)  # the model card's settings (library defaults without)
+    # as `xdefect detect` and `evaluate` run: a Detector, which keeps its dense networks
+    det = Detector(model, card, bundled, Path(name), "cpu")
     ph = phantom(n_defects=10, seed=0)
     img = ph.image
     secs = {}
     for mode in ("patch", "dense"):
         for stride in (8, 4):
-            p = D.DetectParams(mode=mode, stride=stride)
-            secs[f"{mode}_stride{stride}"] = round(best_of(lambda p=p: D.detect(model, img, p),
-                                                           a.repeats), 3)
+            d = det.with_params(mode=mode, stride=stride, scales=(1,))
+            secs[f"{mode}_stride{stride}"] = round(best_of(lambda d=d: d.run(img), a.repeats), 3)
     ref8 = best_of(lambda: reference_patch_map(model, img, 8), a.repeats)
     ref4 = best_of(lambda: reference_patch_map(model, img, 4), max(a.repeats - 2, 1))
-    card_s = best_of(lambda: D.detect(model, img, bundled), a.repeats)
+    card_s = best_of(lambda: det.run(img), a.repeats)
+    # the card's settings with every dense layer a plain convolution (no Winograd)
+    plain = {}
+    if bundled.mode == "dense":
+        plain_net = D.DenseNet(model, bundled.stride, winograd=False).to(
+            memory_format=torch.channels_last)
+        plain_s = best_of(lambda: D.detect(model, img, bundled, score_fn=lambda im, p: (
+            D.score_map_dense(model, im, p.stride, net=plain_net))), a.repeats)
+        wino_diff = np.abs(D.score_map_dense(model, img, bundled.stride, net=plain_net).values
+                           - det.score_map(img).values).max()
+        plain = {"default_plain_conv_s_per_image": round(plain_s, 3),
+                 "winograd_speedup": round(plain_s / card_s, 2),
+                 "winograd_max_abs_score_diff": float(f"{wino_diff:.2e}")}
     onnx_doc = onnx_timing(model, card, bundled, img, a)
     st = a.stride
     if f"patch_stride{st}" not in secs:
@@ -141,7 +158,7 @@ def main() -> None:
            "image": list(img.shape), "threads": torch.get_num_threads(), "model": name,
            "reference": "patch mode as before (default layout, 1024 windows a pass, every "
                         "window), same run, same image",
-           "targets": {"default_s_per_image": 0.5}, **onnx_doc}
+           "targets": {"default_s_per_image": 0.5}, **plain, **onnx_doc}
     if a.big:
         with tempfile.TemporaryDirectory() as tmp:
             big = Path(tmp) / "big.tif"

@@ -203,6 +203,38 @@ def test_casting_mask_on_synthetic_scene():
     assert not m[:, :80].any() and not m[:, 240:].any()
 
 
+@pytest.mark.parametrize("radius", [0.5, 1.0, 2.9, 3.0, 7.5, 10.0])
+def test_deeper_than_equals_the_distance_transform(radius):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(int(radius * 10))
+    for trial in range(40):
+        h, w = rng.integers(1, 50, 2)
+        region = rng.uniform(size=(h, w)) < rng.uniform(0.5, 0.999)
+        if trial % 2:
+            region = ndi.binary_opening(region)
+        if trial == 0:
+            region = np.ones((h, w), bool)  # no background at all: scipy's convention
+        assert np.array_equal(gdxray._deeper_than(region, radius),
+                              ndi.distance_transform_edt(region) > radius), (trial, h, w)
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_cross_morphology_equals_scipy(iterations):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(iterations)
+    for trial in range(40):
+        h, w = rng.integers(1, 30, 2)
+        region = rng.uniform(size=(h, w)) < rng.uniform(0.2, 0.95)
+        for op, ref in (("erode", ndi.binary_erosion), ("dilate", ndi.binary_dilation)):
+            assert np.array_equal(gdxray._cross_morphology(region, op, iterations),
+                                  ref(region, iterations=iterations)), (op, trial, h, w)
+        before = region.copy()
+        gdxray._cross_morphology(region, "erode", iterations)
+        assert np.array_equal(region, before)  # the input is not modified
+
+
 def test_boxes_past_the_edge_clipped_and_duplicates_dropped(tmp_path):
     root = make_fake_root(tmp_path, gt_rows=["1 0 5 1 5", "1 40 53 30 41", "2 1 5 1 5",
                                              "2 1 5 1 5", "3 2 6 2 6"])

@@ -494,10 +494,60 @@ def _large_components(region: np.ndarray, min_size: int) -> np.ndarray:
     lab, n = ndi.label(region)
     if n == 0:
         return region
-    sizes = ndi.sum(region, lab, np.arange(1, n + 1))
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[1:] = sizes >= min_size
+    keep = np.bincount(lab.ravel(), minlength=n + 1) >= min_size
+    keep[0] = False
     return keep[lab]
+
+
+def _cross_morphology(region: np.ndarray, op: str, iterations: int) -> np.ndarray:
+    """``ndi.binary_erosion`` (``op="erode"``) or ``ndi.binary_dilation`` (``"dilate"``) with
+    the default 3x3 cross and border value 0, ``iterations`` times, by shifted logical
+    operations (the same result, several times faster)."""
+    a = region
+    for _ in range(iterations):
+        b = a.copy()
+        if op == "erode":
+            b[1:] &= a[:-1]
+            b[:-1] &= a[1:]
+            b[:, 1:] &= a[:, :-1]
+            b[:, :-1] &= a[:, 1:]
+            b[0] = b[-1] = False  # neighbours beyond the border are 0
+            b[:, 0] = b[:, -1] = False
+        else:
+            b[1:] |= a[:-1]
+            b[:-1] |= a[1:]
+            b[:, 1:] |= a[:, :-1]
+            b[:, :-1] |= a[:, 1:]
+        a = b
+    return a
+
+
+def _deeper_than(region: np.ndarray, radius: float) -> np.ndarray:
+    """``ndi.distance_transform_edt(region) > radius``, exactly, about four times faster
+    for a radius of a few pixels: True where no False pixel of the array lies within
+    Euclidean ``radius`` (pixels beyond the array do not count). The distance to the
+    nearest False pixel of the same column (two running extrema), then, for each column
+    offset ``dj`` up to ``radius``, the columns ``dj`` away whose distance is at most
+    ``sqrt(radius**2 - dj**2)``."""
+    bg = ~region
+    if not bg.any():  # no background pixel: scipy's own convention
+        return ndi.distance_transform_edt(region) > radius
+    h, w = bg.shape
+    reach = int(np.floor(radius))
+    big = reach + 1
+    rows = np.arange(h, dtype=np.int32)[:, None]
+    above = np.maximum.accumulate(np.where(bg, rows, -big), axis=0)
+    below = np.minimum.accumulate(np.where(bg, rows, h + big)[::-1], axis=0)[::-1]
+    col = np.minimum(np.minimum(rows - above, below - rows), big).astype(np.uint8)
+    near = np.zeros((h, w), dtype=bool)
+    for dj in range(reach + 1):
+        c = col <= int(np.floor(np.sqrt(radius * radius - dj * dj)))
+        if dj == 0:
+            near |= c
+        else:
+            near[:, dj:] |= c[:, :-dj]
+            near[:, :-dj] |= c[:, dj:]
+    return ~near
 
 
 def casting_mask(image: np.ndarray, params: MaskParams | None = None) -> np.ndarray:
@@ -540,10 +590,11 @@ def casting_mask(image: np.ndarray, params: MaskParams | None = None) -> np.ndar
     for region in (air, floor):
         # the image border is not an edge of these regions: extend them beyond it
         region = np.pad(region, pad, mode="edge")
-        region = ndi.binary_opening(region, iterations=1)
+        # binary opening (1 iteration) and closing (2), 3x3 cross
+        region = _cross_morphology(_cross_morphology(region, "erode", 1), "dilate", 1)
         region = _large_components(region, p.min_region)
-        region = ndi.binary_closing(region, iterations=2)
-        excluded |= (ndi.distance_transform_edt(region) > p.margin)[pad:-pad, pad:-pad]
+        region = _cross_morphology(_cross_morphology(region, "dilate", 2), "erode", 2)
+        excluded |= _deeper_than(region, p.margin)[pad:-pad, pad:-pad]
     return _large_components(~excluded, p.min_component)
 
 

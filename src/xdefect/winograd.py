@@ -101,16 +101,26 @@ def conv3x3(x: torch.Tensor, w: WinogradWeights, dilation: int = 1, tiles: int =
     xp = F.pad(x, (0, 0, d, (m * tw + 1) * d - W, d, (m * th + 1) * d - H))
     out = x.new_empty((th, m, d, tw, m, d, K))  # row = (block * m + u) * d + p
     rows = max(1, min(th, tiles // tw))
-    for p in range(d):
-        for q in range(d):
-            phase = xp[p::d, q::d]
-            for b0 in range(0, th, rows):
-                r = min(rows, th - b0)
-                t = phase[b0 * m:(b0 + r) * m + 2].unfold(0, a, m).unfold(1, a, m)
-                t = t.permute(3, 4, 0, 1, 2).reshape(a * a, r * tw * C)  # (a*a, blocks*C)
-                v = (w.b_in @ t).view(a * a, r * tw, C)
-                prod = torch.bmm(v, w.u)  # (a*a, blocks, K)
-                y = (w.a_out @ prod.view(a * a, -1)).view(m, m, r, tw, K)
-                out[b0:b0 + r, :, p, :, :, q] = y.permute(2, 0, 3, 1, 4)
+    items = [(p, q, b0, min(rows, th - b0)) for p in range(d) for q in range(d)
+             for b0 in range(0, th, rows)]
+    while items:  # groups of about `tiles` blocks, from one or more phases
+        group, n = [], 0
+        while items and (n == 0 or n + items[0][3] * tw <= tiles):
+            group.append(items.pop(0))
+            n += group[-1][3] * tw
+        t = x.new_empty((a * a, n, C))
+        o = 0
+        for p, q, b0, r in group:
+            src = xp[p::d, q::d][b0 * m:(b0 + r) * m + 2].unfold(0, a, m).unfold(1, a, m)
+            t[:, o:o + r * tw].view(a, a, r, tw, C).copy_(src.permute(3, 4, 0, 1, 2))
+            o += r * tw
+        v = (w.b_in @ t.view(a * a, n * C)).view(a * a, n, C)
+        prod = torch.bmm(v, w.u)  # (a*a, blocks, K)
+        y = (w.a_out @ prod.view(a * a, -1)).view(m, m, n, K)
+        o = 0
+        for p, q, b0, r in group:
+            out[b0:b0 + r, :, p, :, :, q] = y[:, :, o:o + r * tw].view(m, m, r, tw, K) \
+                .permute(2, 0, 3, 1, 4)
+            o += r * tw
     img = out.view(th * m * d, tw * m * d, K)[:H, :W]
     return img.add_(w.bias) if bias else img
