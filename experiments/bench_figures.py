@@ -49,6 +49,10 @@ def _detect(f: dict) -> str:
             f"the old patch mode's {f['reference_patch_s_per_image']['stride8']:.2f} s), "
             f"{s['patch_stride4']:.2f} s at stride 4; dense mode {s['dense_stride8']:.2f} s / "
             f"{s['dense_stride4']:.2f} s"
+            + (f"; the default with plain convolutions instead of Winograd's "
+               f"{f['default_plain_conv_s_per_image']:.2f} s (scores within "
+               f"{f['winograd_max_abs_score_diff']:.0e})"
+               if "default_plain_conv_s_per_image" in f else "")
             + (f"; the default on ONNX Runtime {f['onnxruntime_default_s_per_image']:.2f} s "
                f"(scores within {f['onnxruntime_max_abs_score_diff']:.0e})"
                if "onnxruntime_default_s_per_image" in f else ""))

@@ -70,7 +70,8 @@ from xdefect.windows import PATCH, window_sums
 from xdefect.winograd import WinogradWeights, transform_weights
 from xdefect.winograd import conv3x3 as winograd_conv3x3
 
-__all__ = ["BOX_RULES", "MERGE_RULES", "DenseNet", "DetectParams", "Detection", "Labelled",
+__all__ = ["BOX_RULES", "MERGE_RULES", "WINOGRAD_MIN_CHANNELS", "DenseNet", "DetectParams",
+           "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
            "label_regions", "merge_detections", "pyramid_regions", "regions",
