@@ -9,8 +9,11 @@ elsewhere it is emulated and timed over a few steps only). ``loop``: the real tr
 (``xdefect.train.train``: seeded shuffling, gathering batches from the memory-mapped
 ``patches.npy``, normalisation, steps, validation) for one epoch of ``--patches`` patches,
 with the default settings and with the reference settings, from the same seed: patches per
-second and validation accuracy. Without ``--data`` it builds a small dataset (from GDXray
-when present, else from synthetic radiographs). Prints one JSON line.
+second and validation accuracy. ``conv_share_of_step``: the convolutions' share of the
+default step's time (profiler), and ``conv_only_speedup_ceiling``: the speed-up over the
+reference if every other operation took no time (float32 arithmetic kept: the ceiling of
+layout, fusion and compilation work on this CPU). Without ``--data`` it builds a small
+dataset (from GDXray when present, else from synthetic radiographs). Prints one JSON line.
 
     .venv/bin/python bench/train.py [--data DIR] [--batch 256] [--patches 20000] [--threads N]
 """
@@ -62,6 +65,37 @@ def raw_rate(batch: int, steps: int, channels_last: bool, bf16: bool) -> float:
     return batch * steps / (time.perf_counter() - t)
 
 
+def conv_share(batch: int, steps: int = 10) -> dict:
+    """Where the default training step's time goes (float32, channels_last): the profiler's
+    self time of the convolutions (forward and backward) against the whole step, and the
+    rate the step would reach if everything else took no time at all (the ceiling of any
+    speed-up that keeps the arithmetic)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = create_model("xnet2").train().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events
+               if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward"))
+    return {"conv_share_of_step": round(conv / total, 3),
+            "conv_only_patches_per_s": round(batch * steps / (conv / 1e6), 1)}
+
+
 def small_dataset(out: Path) -> str:
     """A dataset of about 9,600 patches: GDXray's C0021 train images when present, else
     synthetic radiographs laid out as a GDXray root."""
@@ -108,6 +142,7 @@ def main() -> None:
         raw = {"float32": raw_rate(a.batch, steps, False, False),
                "float32_channels_last": raw_rate(a.batch, steps, True, False),
                "bfloat16_channels_last": raw_rate(a.batch, steps if native else 3, True, True)}
+        share = conv_share(a.batch)
         new = loop(data, tmp / "new", a.batch, steps * a.batch, a.threads, True, "auto")
         old = loop(data, tmp / "old", a.batch, steps * a.batch, a.threads, False, "float32")
         raw["float32"] = (raw["float32"] + raw_rate(a.batch, steps, False, False)) / 2  # drift
@@ -124,6 +159,8 @@ def main() -> None:
         "loop_patches_per_s": new["patches_per_s"],
         "loop_over_raw": round(new["patches_per_s"] / best_raw, 3),
         "s_per_512k_epoch": round(512_000 / new["patches_per_s"], 1),
+        **share,
+        "conv_only_speedup_ceiling": round(share["conv_only_patches_per_s"] / raw["float32"], 3),
         "bf16_native": native, "batch": a.batch, "threads": torch.get_num_threads(),
         "patches": steps * a.batch, "data": source,
         "reference": "float32 in the default memory layout (xdefect's training before "

@@ -38,7 +38,10 @@ def _train(f: dict) -> str:
             f"{f['raw_speedup']:.2f}x; the real loop {f['loop_patches_per_s']:,.0f} patches/s, "
             f"{f['loop_speedup']:.2f}x the old loop; bfloat16 "
             f"{'native' if f['bf16_native'] else 'emulated here'}: "
-            f"{raw['bfloat16_channels_last']:,.0f} patches/s")
+            f"{raw['bfloat16_channels_last']:,.0f} patches/s"
+            + (f"; convolutions {f['conv_share_of_step']:.0%} of the step: with all else free "
+               f"the step would reach {f['conv_only_speedup_ceiling']:.2f}x"
+               if "conv_share_of_step" in f else ""))
 
 
 def _detect(f: dict) -> str:

@@ -281,6 +281,27 @@ def sim_ablation(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def fcn(doc: dict) -> str:
+    """The fully convolutional detector's runs (``experiments/fcn_detector.py``)."""
+    lines = ["| run | real defects | crops seen | minutes | threshold (tuning) | tuning AP | "
+             "found | FA/image | `gdxray-extra` odd: AP | found | FA/image |",
+             "|---" * 11 + "|"]
+    for r in doc["rows"]:
+        t, e = r["tuning"], r["extra_odd"]
+        lines.append(f"| {r['name']} | {'targets' if r['real'] else 'ignored'} | "
+                     f"{r['crops_seen']:,} | {r['train_minutes']:.0f} | {r['threshold']:g} | "
+                     f"{_f(t['ap'])} | {t['true_positives']}/{t['gt_boxes']} | "
+                     f"{t['false_alarms_per_image']:.1f} | {_f(e['ap'])} | "
+                     f"{e['true_positives']}/{e['gt_boxes']} | "
+                     f"{e['false_alarms_per_image']:.1f} |")
+    lines += ["", "Per series (tuning AP at the chosen threshold): "
+              + "; ".join(f"{r['name']}: " + ", ".join(f"{k} {_f(v)}" for k, v in
+                                                     r["tuning"]["per_series"].items())
+                          for r in doc["rows"]),
+              "", "Commands: " + "; ".join(f"`{r['command']}`" for r in doc["rows"])]
+    return "\n".join(lines)
+
+
 def sharpness(doc: dict) -> str:
     """Edge slope and contrast of real and simulated defects
     (``experiments/defect_sharpness.py``)."""
@@ -378,6 +399,16 @@ def ablation(a: argparse.Namespace) -> str:
                     f"{(r['build_s'] + r['train_s'] + r['eval_s']) / 60:.0f} | "
                     f"{_f(r['tuning_ap'])} | {r['true_positives']}/{r['gt_boxes']} | "
                     f"{r['false_alarms_per_image']:.1f} |")
+    for r in (load(a.fcn) or {}).get("rows", []):
+        what = "real defects as targets" if r["real"] else "simulated defects only"
+        for key, data in (("tuning", "paper series, tuning images"),
+                          ("extra_odd", "`gdxray-extra` odd images")):
+            m = r[key]
+            rows.append(f"| fully convolutional detector ({r['name']}), {what}, threshold "
+                        f"{r['threshold']:g} | {data} | train images of 7 series | "
+                        f"{r['train_minutes'] + r['score_s'] / 60:.0f} | {_f(m['ap'])} | "
+                        f"{m['true_positives']}/{m['gt_boxes']} | "
+                        f"{m['false_alarms_per_image']:.1f} |")
     return "\n".join(rows)
 
 
@@ -404,13 +435,15 @@ def main() -> None:
     ap.add_argument("--table3-rule", type=Path, default=Path("runs/table3_rule.json"))
     ap.add_argument("--sim-ablation", type=Path, default=Path("runs/sim_ablation.json"))
     ap.add_argument("--sharpness", type=Path, default=Path("runs/defect_sharpness.json"))
+    ap.add_argument("--fcn", type=Path, default=Path("runs/fcn_detector.json"))
     a = ap.parse_args()
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
                            ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
-                           ("sim-ablation", a.sim_ablation, sim_ablation)):
+                           ("sim-ablation", a.sim_ablation, sim_ablation),
+                           ("fcn", a.fcn, fcn)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)

@@ -1,0 +1,357 @@
+"""Beyond the sliding window (issue 13): a fully convolutional detector trained on
+whole-image crops with the simulator's exact defect masks, scored on the same figures as
+the bundled default.
+
+The patch classifier answers "is there a defect in this 32x32 window?", so its boxes come
+from a rule around score peaks and cannot follow a defect larger than the window. This
+experiment trains a small encoder-decoder (:class:`SegNet`, output at half resolution,
+dilated context at an eighth, about 150 pixels of reach) to say, for every pixel, whether
+it lies in a defect's shadow; a detection is then an 8-connected region of the probability
+map above ``t`` inside the casting mask, boxed by its extent and scored by its highest
+probability. No window, no box rule.
+
+Training data: ``--crop`` x ``--crop`` crops of the **train images** (odd, n % 4 == 3) of
+the paper's seven series, each with a Poisson(``--defects``) number of simulated
+ellipsoidal voids (``xdefect.simulate``: exact shadow ``d > 0`` as the target), centred in
+the crop's casting mask at least 8 pixels from any real defect box. Real defects:
+``--real`` makes each real box's inscribed ellipse a positive target (the rest of the box is
+ignored) and centres a third of the crops on a real box; without it, every real box plus 8
+pixels is ignored (the paper's protocol: simulated defects only). Crops are flipped and
+rotated by multiples of 90 degrees. Loss: binary cross-entropy (positive weight
+``--pos-weight``) plus soft Dice over the pixels not ignored.
+
+Scoring: the threshold ``t`` is chosen on the **tuning images** (odd, n % 4 == 1) of the
+paper's annotated series (AP at IoU 0.5, COCO matching); the same ``t`` then scores the
+odd images of ``gdxray-extra`` (castings the model never saw, as the ablation's reference
+rows). Test images are never touched. Writes the weights (safetensors), their JSON card and
+``--out`` (JSON, one row per run, read by ``experiments/results_tables.py``)::
+
+    .venv/bin/python experiments/fcn_detector.py --name fcn-real --real --minutes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from scipy import ndimage as ndi
+from torch import nn
+
+from xdefect import gdxray
+from xdefect.evaluate import ImageResult, summarise
+from xdefect.io import command_line, write_json
+from xdefect.models import normalise_float
+from xdefect.simulate import DefectSampler, SamplerConfig, superimpose
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MARGIN = 8  # pixels around a real box that simulated defects avoid (and ignored without --real)
+
+
+# ---------------------------------------------------------------------------- the network
+
+
+def _block(cin: int, cout: int, dil: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dil, dilation=dil, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SegNet(nn.Module):
+    """Per-pixel defect logits at half resolution, ``(N, 1, H/2, W/2)``, of a normalised
+    ``(N, 1, H, W)`` image (``H``, ``W`` multiples of 8): a stride-2 stem, two 3x3
+    convolutions per scale at a half, a quarter and an eighth of the resolution, two more
+    at the eighth dilated by 2 and 4 (context: about 150 pixels of reach), nearest-neighbour
+    upsampling with skip connections back to half resolution."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.c = c
+        self.e1 = nn.Sequential(nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False),
+                                nn.BatchNorm2d(c), nn.ReLU(inplace=True), _block(c, c))
+        self.e2 = nn.Sequential(_block(c, 2 * c), _block(2 * c, 2 * c))
+        self.e3 = nn.Sequential(_block(2 * c, 4 * c), _block(4 * c, 4 * c),
+                                _block(4 * c, 4 * c, 2), _block(4 * c, 4 * c, 4))
+        self.d2 = _block(6 * c, 2 * c)
+        self.d1 = _block(3 * c, c)
+        self.head = nn.Conv2d(c, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f1 = self.e1(x)
+        f2 = self.e2(F.max_pool2d(f1, 2))
+        f3 = self.e3(F.max_pool2d(f2, 2))
+        u2 = self.d2(torch.cat([F.interpolate(f3, scale_factor=2.0), f2], 1))
+        u1 = self.d1(torch.cat([F.interpolate(u2, scale_factor=2.0), f1], 1))
+        return self.head(u1)
+
+
+@torch.no_grad()
+def probability_map(net: SegNet, image: np.ndarray) -> np.ndarray:
+    """Defect probability of every pixel of a grey [0, 1] image ``(H, W)`` (the half-
+    resolution map upsampled bilinearly)."""
+    h, w = image.shape
+    ph, pw = -h % 8, -w % 8
+    x = normalise_float(np.pad(image, ((0, ph), (0, pw)), mode="reflect"))[None, None]
+    logit = F.interpolate(net.eval()(x), scale_factor=2.0, mode="bilinear",
+                          align_corners=False)
+    return torch.sigmoid(logit)[0, 0, :h, :w].numpy()
+
+
+def detections(prob: np.ndarray, mask: np.ndarray, t: float, a_min: int = 4
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and scores of the 8-connected
+    regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels."""
+    lab, n = ndi.label((prob > t) & mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 4)), np.zeros(0)
+    idx = np.arange(1, n + 1)
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    peak = ndi.maximum(prob, lab, idx)
+    boxes, scores = [], []
+    for k, sl in enumerate(ndi.find_objects(lab)):
+        if sl is None or area[k] < a_min:
+            continue
+        boxes.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
+        scores.append(float(peak[k]))
+    return np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores)
+
+
+# ------------------------------------------------------------------------------- the data
+
+
+@dataclass
+class Image:
+    pixels: np.ndarray
+    mask: np.ndarray
+    boxes: np.ndarray  # real defects (x1, y1, x2, y2)
+    free: np.ndarray  # casting mask minus the real boxes grown by MARGIN
+
+
+def load_images(root: Path, series: list[str], split: str) -> list[Image]:
+    out = []
+    for smp in gdxray.iter_samples(root, series, split=split):
+        m = gdxray.casting_mask(smp.image)
+        free = m.copy()
+        h, w = m.shape
+        for x1, y1, x2, y2 in smp.boxes.astype(int):
+            free[max(y1 - MARGIN, 0):y2 + MARGIN, max(x1 - MARGIN, 0):x2 + MARGIN] = False
+        out.append(Image(smp.image.astype(np.float32), m, smp.boxes.astype(int), free))
+    return out
+
+
+def inscribed_ellipse(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (((yy + 0.5) / h * 2 - 1) ** 2 + ((xx + 0.5) / w * 2 - 1) ** 2) <= 1.0
+
+
+def make_crop(img: Image, size: int, rng: np.random.Generator, cfg: SamplerConfig,
+              n_defects: int, real: bool, on_real: bool
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(crop, target, valid) of one training crop, each ``(size, size)``."""
+    h, w = img.pixels.shape
+    if on_real and len(img.boxes):
+        x1, y1, x2, y2 = img.boxes[rng.integers(len(img.boxes))]
+        cy = int(rng.integers(y1, max(y2, y1 + 1)))
+        cx = int(rng.integers(x1, max(x2, x1 + 1)))
+    else:
+        cand = np.flatnonzero(img.mask.ravel())
+        cy, cx = divmod(int(cand[rng.integers(cand.size)]), w)
+    r0 = int(np.clip(cy - size // 2, 0, h - size))
+    c0 = int(np.clip(cx - size // 2, 0, w - size))
+    crop = img.pixels[r0:r0 + size, c0:c0 + size].astype(np.float64)
+    target = np.zeros((size, size), bool)
+    valid = np.ones((size, size), bool)
+    for x1, y1, x2, y2 in img.boxes:  # real defects in the crop
+        a1, b1, a2, b2 = x1 - c0, y1 - r0, x2 - c0, y2 - r0
+        if a2 <= 0 or b2 <= 0 or a1 >= size or b1 >= size:
+            continue
+        if real:
+            ell = inscribed_ellipse(y2 - y1, x2 - x1)
+            sub = (slice(max(b1, 0), min(b2, size)), slice(max(a1, 0), min(a2, size)))
+            esub = ell[sub[0].start - b1:sub[0].stop - b1, sub[1].start - a1:sub[1].stop - a1]
+            valid[sub] = False
+            target[sub] |= esub
+            valid[sub] |= esub
+        else:
+            valid[max(b1 - MARGIN, 0):b2 + MARGIN, max(a1 - MARGIN, 0):a2 + MARGIN] = False
+    free = img.free[r0:r0 + size, c0:c0 + size].copy()
+    free[:4], free[-4:], free[:, :4], free[:, -4:] = False, False, False, False
+    if n_defects and free.any():
+        sampler = DefectSampler(free, cfg)
+        for _ in range(n_defects):
+            ell = sampler.sample(rng)
+            res = superimpose(crop, ell, cfg.geometry, x_max=cfg.x_max, inplace=True,
+                              blur_px=cfg.blur_px)
+            if res.box is not None:
+                target |= res.d_map((size, size)) > 0
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in (crop.astype(np.float32), target, valid):
+        a = np.rot90(a, k)
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out[0], out[1], out[2]
+
+
+# -------------------------------------------------------------------------------- scoring
+
+
+def score(net: SegNet, images: list[tuple[str, str, Image]], thresholds=THRESHOLDS
+          ) -> dict[float, dict]:
+    """AP (IoU 0.5, COCO matching) of ``net`` at each threshold, pooled over ``images``
+    ((key, series, image) triples)."""
+    res: dict[float, list[ImageResult]] = {t: [] for t in thresholds}
+    for key, series, img in images:
+        prob = probability_map(net, img.pixels)
+        for t in thresholds:
+            b, s = detections(prob, img.mask, t)
+            res[t].append(ImageResult(key, series, b, s, img.boxes.astype(float)))
+    out = {}
+    for t, rs in res.items():
+        m = summarise(rs)
+        out[t] = {"ap": round(m["ap"], 4), "true_positives": m["true_positives"],
+                  "gt_boxes": m["gt_boxes"],
+                  "false_alarms_per_image": round(m["false_positives"] / m["images"], 2),
+                  "per_series": {k: round(v["ap"], 4) for k, v in m["per_series"].items()}}
+    return out
+
+
+def scored_images(root: Path, series: list[str] | None, split: str
+                  ) -> list[tuple[str, str, Image]]:
+    gts = {}
+    out = []
+    for rec in gdxray.list_images(root, series, split):
+        if rec.series not in gts:
+            gts[rec.series] = gdxray.load_ground_truth(root, rec.series)
+        if not gts[rec.series].annotated:
+            continue
+        smp = gdxray.load_sample(rec, gts[rec.series])
+        img = Image(smp.image.astype(np.float32), gdxray.casting_mask(smp.image),
+                    smp.boxes.astype(int), np.zeros(0))
+        out.append((rec.stem, rec.series, img))
+    return out
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def train(a: argparse.Namespace, work: Path) -> tuple[SegNet, dict]:
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    imgs = load_images(a.gdxray, list(gdxray.PAPER_SERIES), "train")
+    with_real = [i for i in imgs if len(i.boxes)]
+    cfg = SamplerConfig(axes_mm=tuple(a.axes_mm), x_max=a.x_max, blur_px=a.blur)
+    net = SegNet(a.channels)
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
+    pos_w = torch.tensor(a.pos_weight)
+    t0 = time.perf_counter()
+    step, seen, log = 0, 0, []
+    budget = a.minutes * 60
+    while time.perf_counter() - t0 < budget:
+        xs, ys, vs = [], [], []
+        for _ in range(a.batch):
+            on_real = a.real and rng.uniform() < 1 / 3
+            img = (with_real[rng.integers(len(with_real))] if on_real
+                   else imgs[rng.integers(len(imgs))])
+            c, t, v = make_crop(img, a.crop, rng, cfg, int(rng.poisson(a.defects)), a.real,
+                                on_real)
+            xs.append(c)
+            ys.append(t)
+            vs.append(v)
+        x = normalise_float(np.stack(xs))[:, None]
+        y = torch.from_numpy(np.stack(ys)).float()[:, None]
+        v = torch.from_numpy(np.stack(vs)).float()[:, None]
+        frac = (time.perf_counter() - t0) / budget
+        for g in opt.param_groups:  # cosine decay over the time budget
+            g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        logit = net.train()(x)  # half resolution: targets averaged, valid where all 4 are
+        y = F.avg_pool2d(y, 2)
+        v = (F.avg_pool2d(v, 2) > 0.999).float()
+        bce = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pos_w, reduction="none")
+        bce = (bce * v).sum() / v.sum().clamp(min=1)
+        p = torch.sigmoid(logit) * v
+        dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + (y * v).sum() + 1)
+        loss = bce + dice
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += a.batch
+        if step % 50 == 0:
+            log.append({"step": step, "crops": seen, "loss": round(float(loss), 4),
+                        "bce": round(float(bce), 4), "dice": round(float(dice), 4),
+                        "s": round(time.perf_counter() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    info = {"steps": step, "crops_seen": seen, "train_s": round(time.perf_counter() - t0, 1),
+            "train_images": len(imgs), "log": log}
+    return net, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--gdxray", type=Path, default=None)
+    ap.add_argument("--extra", type=Path, default=Path("../shared/data/gdxray-extra"))
+    ap.add_argument("--real", action="store_true", help="real defect boxes as targets")
+    ap.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--defects", type=float, default=1.5, help="mean simulated defects/crop")
+    ap.add_argument("--axes-mm", type=float, nargs=2, default=(1.0, 10.0))
+    ap.add_argument("--x-max", type=float, default=60.0)
+    ap.add_argument("--blur", type=float, default=0.0)
+    ap.add_argument("--pos-weight", type=float, default=3.0)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("runs/fcn"))
+    ap.add_argument("--out", type=Path, default=Path("runs/fcn_detector.json"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    a.gdxray = a.gdxray or gdxray.default_root()
+    work = a.work / a.name
+    work.mkdir(parents=True, exist_ok=True)
+    weights = work / "model.safetensors"
+    if weights.is_file():
+        net = SegNet(a.channels)
+        net.load_state_dict(load_file(weights))
+        info = json.loads((work / "card.json").read_text())["training"]
+    else:
+        net, info = train(a, work)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    net.eval()
+    t0 = time.perf_counter()
+    tuning = score(net, scored_images(a.gdxray, list(gdxray.PAPER_ANNOTATED_SERIES), "tuning"))
+    best = max(tuning, key=lambda t: tuning[t]["ap"])
+    extra = score(net, scored_images(a.extra, None, "odd"), thresholds=(best,))[best]
+    row = {"name": a.name, "real": a.real, "threshold": best,
+           "tuning": tuning[best], "extra_odd": extra,
+           "ap_by_threshold": {f"{t:g}": v["ap"] for t, v in tuning.items()},
+           "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(a).items()
+                        if k not in ("gdxray", "extra", "work", "out")},
+           "roots": [str(a.gdxray), str(a.extra)],
+           "steps": info["steps"], "crops_seen": info["crops_seen"],
+           "train_minutes": round(info["train_s"] / 60, 1),
+           "score_s": round(time.perf_counter() - t0, 1), "command": command_line()}
+    card = {"architecture": {"name": "SegNet", "channels": a.channels},
+            "normalisation": "xdefect.models.normalise_float", "training": info,
+            "data": {"root": str(a.gdxray), "series": list(gdxray.PAPER_SERIES),
+                     "split": "train"}, "metrics": row, "command": command_line()}
+    write_json(work / "card.json", card)
+    doc = {"rows": []}
+    if a.out.is_file():
+        doc = json.loads(a.out.read_text())
+    doc["rows"] = [r for r in doc["rows"] if r["name"] != a.name] + [row]
+    write_json(a.out, doc)
+    print(json.dumps({k: v for k, v in row.items() if k != "settings"}))
+
+
+if __name__ == "__main__":
+    main()
