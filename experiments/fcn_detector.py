@@ -46,12 +46,12 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from xdefect import gdxray
-from xdefect.evaluate import ImageResult, summarise
+from xdefect.evaluate import ImageResult, seen_mask, summarise
 from xdefect.io import command_line, write_json
 from xdefect.models import normalise_float
 from xdefect.simulate import DefectSampler, SamplerConfig, superimpose
 
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 MARGIN = 8  # pixels around a real box that simulated defects avoid (and ignored without --real)
 
 
@@ -131,6 +131,7 @@ class Image:
     mask: np.ndarray
     boxes: np.ndarray  # real defects (x1, y1, x2, y2)
     free: np.ndarray  # casting mask minus the real boxes grown by MARGIN
+    seen: np.ndarray | None = None  # per box: the same defect is in a train image
 
 
 def load_images(root: Path, series: list[str], split: str) -> list[Image]:
@@ -202,38 +203,65 @@ def make_crop(img: Image, size: int, rng: np.random.Generator, cfg: SamplerConfi
 # -------------------------------------------------------------------------------- scoring
 
 
-def score(net: SegNet, images: list[tuple[str, str, Image]], thresholds=THRESHOLDS
-          ) -> dict[float, dict]:
-    """AP (IoU 0.5, COCO matching) of ``net`` at each threshold, pooled over ``images``
-    ((key, series, image) triples)."""
+def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=THRESHOLDS
+                  ) -> dict[float, list[ImageResult]]:
+    """Each image's detections and ground truth at each threshold."""
     res: dict[float, list[ImageResult]] = {t: [] for t in thresholds}
     for key, series, img in images:
         prob = probability_map(net, img.pixels)
         for t in thresholds:
             b, s = detections(prob, img.mask, t)
-            res[t].append(ImageResult(key, series, b, s, img.boxes.astype(float)))
-    out = {}
-    for t, rs in res.items():
-        m = summarise(rs)
-        out[t] = {"ap": round(m["ap"], 4), "true_positives": m["true_positives"],
-                  "gt_boxes": m["gt_boxes"],
-                  "false_alarms_per_image": round(m["false_positives"] / m["images"], 2),
-                  "per_series": {k: round(v["ap"], 4) for k, v in m["per_series"].items()}}
-    return out
+            res[t].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
+    return res
+
+
+def figures(rs: list[ImageResult]) -> dict:
+    m = summarise(rs)
+    return {"ap": round(m["ap"], 4), "true_positives": m["true_positives"],
+            "gt_boxes": m["gt_boxes"], "images": m["images"],
+            "false_alarms_per_image": round(m["false_positives"] / m["images"], 2),
+            "recall_at_fppi": m["recall_at_fppi"],
+            "per_series": {k: round(v["ap"], 4) for k, v in m["per_series"].items()},
+            "per_series_found": {k: f"{v['true_positives']}/{v['gt_boxes']}"
+                                 for k, v in m["per_series"].items()},
+            "per_series_fa": {k: round(v["false_positives"] / max(v["images"], 1), 2)
+                              for k, v in m["per_series"].items()},
+            **({"unseen": {"ap": round(m["unseen"]["ap"], 4),
+                           "true_positives": m["unseen"]["true_positives"],
+                           "gt_boxes": m["unseen"]["gt_boxes"],
+                           "per_series": {k: round(v["ap"], 4) for k, v in
+                                          m["unseen"]["per_series"].items()}}}
+               if "unseen" in m else {})}
+
+
+def score(net: SegNet, images: list[tuple[str, str, Image]], thresholds=THRESHOLDS
+          ) -> dict[float, dict]:
+    """AP (IoU 0.5, COCO matching) of ``net`` at each threshold, pooled over ``images``
+    ((key, series, image) triples)."""
+    return {t: figures(rs) for t, rs in image_results(net, images, thresholds).items()}
 
 
 def scored_images(root: Path, series: list[str] | None, split: str
                   ) -> list[tuple[str, str, Image]]:
+    """The annotated images of ``split``; on the tuning images each box is flagged
+    ``seen`` when a box of a train image (n % 4 == 3) of its series overlaps it at IoU >=
+    0.5 (the same defect, trained on), for the AP on unseen defects."""
     gts = {}
     out = []
     for rec in gdxray.list_images(root, series, split):
         if rec.series not in gts:
             gts[rec.series] = gdxray.load_ground_truth(root, rec.series)
-        if not gts[rec.series].annotated:
+        gt = gts[rec.series]
+        if not gt.annotated:
             continue
-        smp = gdxray.load_sample(rec, gts[rec.series])
+        smp = gdxray.load_sample(rec, gt)
+        seen = None
+        if split == "tuning":
+            ref = [b for n, b in gt.boxes.items() if n % 4 == 3]
+            seen = (seen_mask(smp.boxes, np.concatenate(ref)) if ref
+                    else np.zeros(len(smp.boxes), bool))
         img = Image(smp.image.astype(np.float32), gdxray.casting_mask(smp.image),
-                    smp.boxes.astype(int), np.zeros(0))
+                    smp.boxes.astype(int), np.zeros(0), seen)
         out.append((rec.stem, rec.series, img))
     return out
 
@@ -241,10 +269,9 @@ def scored_images(root: Path, series: list[str] | None, split: str
 # ------------------------------------------------------------------------------- training
 
 
-def train(a: argparse.Namespace, work: Path) -> tuple[SegNet, dict]:
+def train(a: argparse.Namespace, imgs: list[Image]) -> tuple[SegNet, dict]:
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    imgs = load_images(a.gdxray, list(gdxray.PAPER_SERIES), "train")
     with_real = [i for i in imgs if len(i.boxes)]
     cfg = SamplerConfig(axes_mm=tuple(a.axes_mm), x_max=a.x_max, blur_px=a.blur)
     net = SegNet(a.channels)
@@ -293,6 +320,87 @@ def train(a: argparse.Namespace, work: Path) -> tuple[SegNet, dict]:
     return net, info
 
 
+def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
+    """The run's network: loaded from ``work`` when trained before, else trained on
+    ``images()`` and saved there."""
+    work.mkdir(parents=True, exist_ok=True)
+    weights = work / "model.safetensors"
+    if weights.is_file():
+        net = SegNet(a.channels)
+        net.load_state_dict(load_file(weights))
+        return net.eval(), json.loads((work / "card.json").read_text())["training"]
+    net, info = train(a, images())
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    write_json(work / "card.json", {"training": info})
+    return net.eval(), info
+
+
+def write_card(work: Path, a: argparse.Namespace, info: dict, data: dict, metrics: dict
+               ) -> None:
+    write_json(work / "card.json", {
+        "architecture": {"name": "SegNet", "channels": a.channels},
+        "normalisation": "xdefect.models.normalise_float", "training": info,
+        "data": {"roots_series": data, "split": "train"}, "metrics": metrics,
+        "command": command_line()})
+
+
+def annotated_series(root: Path) -> list[str]:
+    return [s for s in gdxray.list_series(root) if gdxray.load_ground_truth(root, s).annotated]
+
+
+def leave_series_out(a: argparse.Namespace) -> None:
+    """One fold (``--fold``) or the pooled folds (``--pool``) of the leave-series-out run:
+    train on the train images of every other annotated series of both roots, test on every
+    image of the held-out series at ``--threshold``."""
+    roots = {s: a.gdxray for s in annotated_series(a.gdxray)}
+    roots |= {s: a.extra for s in annotated_series(a.extra)}
+    names = sorted(roots)
+    folds = [names[i::a.kfold] for i in range(a.kfold)]
+    work = a.work / f"{a.name}-loso{a.kfold}"
+    if a.pool:
+        return pool_folds(a, work, folds)
+    held = folds[a.fold]
+    train_on: dict[str, list[str]] = {}
+    for s in names:
+        if s not in held:
+            train_on.setdefault(str(roots[s]), []).append(s)
+    fold_dir = work / f"fold{a.fold}"
+    net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
+                                            for im in load_images(Path(r), ss, "train")])
+    t0 = time.perf_counter()
+    tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
+    rs = image_results(net, tested, (a.threshold,))[a.threshold]
+    doc = {"fold": a.fold, "held_out": held, "trained_on": train_on, "threshold": a.threshold,
+           "training": {k: v for k, v in info.items() if k != "log"},
+           "test_s": round(time.perf_counter() - t0, 1), "command": command_line(),
+           "images": [{"key": r.key, "series": r.series, "boxes": r.boxes.tolist(),
+                       "scores": r.scores.tolist(), "gt": r.gt.tolist()} for r in rs]}
+    write_card(fold_dir, a, info, train_on, figures(rs))
+    write_json(fold_dir / "results.json", doc)
+    print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}))
+
+
+def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> None:
+    rs, per_fold = [], []
+    for i in range(len(folds)):
+        f = work / f"fold{i}" / "results.json"
+        if not f.is_file():
+            continue
+        d = json.loads(f.read_text())
+        fr = [ImageResult(x["key"], x["series"], np.asarray(x["boxes"], float).reshape(-1, 4),
+                          np.asarray(x["scores"], float), np.asarray(x["gt"], float)
+                          .reshape(-1, 4)) for x in d["images"]]
+        rs += fr
+        per_fold.append({"fold": i, "held_out": d["held_out"], "threshold": d["threshold"],
+                         "train_minutes": round(d["training"]["train_s"] / 60, 1),
+                         "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
+                         **figures(fr)})
+    doc = {"kfold": a.kfold, "folds_run": len(per_fold), "roots": [str(a.gdxray), str(a.extra)],
+           "pooled": figures(rs), "folds": per_fold, "command": command_line()}
+    write_json(a.out.with_name(f"fcn_loso_{a.name}.json"), doc)
+    print(json.dumps({k: v for k, v in doc.items() if k != "folds"}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True)
@@ -313,20 +421,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("runs/fcn"))
     ap.add_argument("--out", type=Path, default=Path("runs/fcn_detector.json"))
+    ap.add_argument("--kfold", type=int, default=0,
+                    help="leave-series-out: K folds over the annotated series of --gdxray and "
+                         "--extra (sorted names, fold i holds names[i::K])")
+    ap.add_argument("--fold", type=int, default=None, help="the fold to run (with --kfold)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="leave-series-out: the threshold (chosen on the tuning images)")
+    ap.add_argument("--pool", action="store_true", help="pool the folds run so far")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     a.gdxray = a.gdxray or gdxray.default_root()
-    work = a.work / a.name
-    work.mkdir(parents=True, exist_ok=True)
-    weights = work / "model.safetensors"
-    if weights.is_file():
-        net = SegNet(a.channels)
-        net.load_state_dict(load_file(weights))
-        info = json.loads((work / "card.json").read_text())["training"]
-    else:
-        net, info = train(a, work)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
-    net.eval()
+    if a.kfold:
+        return leave_series_out(a)
+    net, info = model(a, a.work / a.name,
+                      lambda: load_images(a.gdxray, list(gdxray.PAPER_SERIES), "train"))
     t0 = time.perf_counter()
     tuning = score(net, scored_images(a.gdxray, list(gdxray.PAPER_ANNOTATED_SERIES), "tuning"))
     best = max(tuning, key=lambda t: tuning[t]["ap"])
@@ -340,11 +448,7 @@ def main() -> None:
            "steps": info["steps"], "crops_seen": info["crops_seen"],
            "train_minutes": round(info["train_s"] / 60, 1),
            "score_s": round(time.perf_counter() - t0, 1), "command": command_line()}
-    card = {"architecture": {"name": "SegNet", "channels": a.channels},
-            "normalisation": "xdefect.models.normalise_float", "training": info,
-            "data": {"root": str(a.gdxray), "series": list(gdxray.PAPER_SERIES),
-                     "split": "train"}, "metrics": row, "command": command_line()}
-    write_json(work / "card.json", card)
+    write_card(a.work / a.name, a, info, {str(a.gdxray): list(gdxray.PAPER_SERIES)}, row)
     doc = {"rows": []}
     if a.out.is_file():
         doc = json.loads(a.out.read_text())
