@@ -51,7 +51,7 @@ from xdefect.io import command_line, write_json
 from xdefect.models import normalise_float
 from xdefect.simulate import DefectSampler, SamplerConfig, superimpose
 
-THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 MARGIN = 8  # pixels around a real box that simulated defects avoid (and ignored without --real)
 
 
@@ -226,6 +226,7 @@ def figures(rs: list[ImageResult]) -> dict:
                                  for k, v in m["per_series"].items()},
             "per_series_fa": {k: round(v["false_positives"] / max(v["images"], 1), 2)
                               for k, v in m["per_series"].items()},
+            "per_series_images": {k: v["images"] for k, v in m["per_series"].items()},
             **({"unseen": {"ap": round(m["unseen"]["ap"], 4),
                            "true_positives": m["unseen"]["true_positives"],
                            "gt_boxes": m["unseen"]["gt_boxes"],

@@ -314,7 +314,8 @@ def fcn_loso(doc: dict) -> str:
         for s in f["held_out"]:
             if s in f["per_series"]:
                 found = f["per_series_found"][s]
-                lines.append(f"| {s} | {f['fold']} | | {found.split('/')[1]} | "
+                lines.append(f"| {s} | {f['fold']} | {f.get('per_series_images', {}).get(s, '')} | "
+                             f"{found.split('/')[1]} | "
                              f"{_f(f['per_series'][s])} | {found.split('/')[0]} | "
                              f"{f['per_series_fa'][s]:.1f} |")
     p = doc["pooled"]
@@ -324,7 +325,7 @@ def fcn_loso(doc: dict) -> str:
                  f"{p['false_alarms_per_image']:.1f} |")
     mins = sum(f["train_minutes"] + f["test_s"] / 60 for f in doc["folds"])
     lines += ["", f"Recall at 2 false alarms per image (the same detections, a higher score "
-              f"cut): {r2.get('2.0', r2.get('2', '-'))}. "
+              f"cut): {r2['2.0']:.3f} (1 per image: {r2['1.0']:.3f}). "
               f"Threshold {doc['folds'][0]['threshold']:g} "
               f"(chosen on the paper series' tuning images by `fcn-real`). Each fold trained "
               f"from scratch on the train images of the other annotated series of "
