@@ -369,22 +369,32 @@ def leave_series_out(a: argparse.Namespace) -> None:
     net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
                                             for im in load_images(Path(r), ss, "train")])
     t0 = time.perf_counter()
+    t, by_t = a.threshold, {}
+    if t is None:  # chosen on the tuning images of the series the fold trained on
+        tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
+        by_t = {f"{k:g}": v["ap"] for k, v in score(net, tuning).items()}
+        t = float(max(by_t, key=lambda k: by_t[k]))
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
-    rs = image_results(net, tested, (a.threshold,))[a.threshold]
-    doc = {"fold": a.fold, "held_out": held, "trained_on": train_on, "threshold": a.threshold,
+    rs = image_results(net, tested, (t,))[t]
+    doc = {"fold": a.fold, "held_out": held, "trained_on": train_on, "threshold": t,
+           "threshold_rule": ("given" if a.threshold is not None else
+                              "best AP on the tuning images of the series trained on"),
+           "tuning_ap_by_threshold": by_t,
            "training": {k: v for k, v in info.items() if k != "log"},
            "test_s": round(time.perf_counter() - t0, 1), "command": command_line(),
            "images": [{"key": r.key, "series": r.series, "boxes": r.boxes.tolist(),
                        "scores": r.scores.tolist(), "gt": r.gt.tolist()} for r in rs]}
     write_card(fold_dir, a, info, train_on, figures(rs))
-    write_json(fold_dir / "results.json", doc)
+    write_json(fold_dir / ("results.json" if a.threshold is None
+                           else f"results-t{a.threshold:g}.json"), doc)
     print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}))
 
 
 def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> None:
     rs, per_fold = [], []
     for i in range(len(folds)):
-        f = work / f"fold{i}" / "results.json"
+        f = work / f"fold{i}" / ("results.json" if a.threshold is None
+                                 else f"results-t{a.threshold:g}.json")
         if not f.is_file():
             continue
         d = json.loads(f.read_text())
@@ -398,7 +408,8 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                          **figures(fr)})
     doc = {"kfold": a.kfold, "folds_run": len(per_fold), "roots": [str(a.gdxray), str(a.extra)],
            "pooled": figures(rs), "folds": per_fold, "command": command_line()}
-    write_json(a.out.with_name(f"fcn_loso_{a.name}.json"), doc)
+    tag = "" if a.threshold is None else f"-t{a.threshold:g}"
+    write_json(a.out.with_name(f"fcn_loso_{a.name}{tag}.json"), doc)
     print(json.dumps({k: v for k, v in doc.items() if k != "folds"}))
 
 
@@ -427,7 +438,8 @@ def main() -> None:
                          "--extra (sorted names, fold i holds names[i::K])")
     ap.add_argument("--fold", type=int, default=None, help="the fold to run (with --kfold)")
     ap.add_argument("--threshold", type=float, default=None,
-                    help="leave-series-out: the threshold (chosen on the tuning images)")
+                    help="leave-series-out: a fixed threshold (default: each fold's best on "
+                         "the tuning images of the series it trained on)")
     ap.add_argument("--pool", action="store_true", help="pool the folds run so far")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
