@@ -139,7 +139,6 @@ def load_images(root: Path, series: list[str], split: str) -> list[Image]:
     for smp in gdxray.iter_samples(root, series, split=split):
         m = gdxray.casting_mask(smp.image)
         free = m.copy()
-        h, w = m.shape
         for x1, y1, x2, y2 in smp.boxes.astype(int):
             free[max(y1 - MARGIN, 0):y2 + MARGIN, max(x1 - MARGIN, 0):x2 + MARGIN] = False
         out.append(Image(smp.image.astype(np.float32), m, smp.boxes.astype(int), free))

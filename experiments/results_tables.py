@@ -314,7 +314,7 @@ def fcn_loso(doc: dict) -> str:
         for s in f["held_out"]:
             if s in f["per_series"]:
                 found = f["per_series_found"][s]
-                lines.append(f"| {s} | {f['fold']} | {f.get('per_series_images', {}).get(s, '')} | "
+                lines.append(f"| {s} | {f['fold']} | {f['per_series_images'][s]} | "
                              f"{found.split('/')[1]} | "
                              f"{_f(f['per_series'][s])} | {found.split('/')[0]} | "
                              f"{f['per_series_fa'][s]:.1f} |")

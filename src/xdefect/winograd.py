@@ -55,10 +55,6 @@ class WinogradWeights:
     a_out: torch.Tensor
     bias: torch.Tensor
 
-    def to(self, device: torch.device | str) -> WinogradWeights:
-        return WinogradWeights(self.m, self.u.to(device), self.b_in.to(device),
-                               self.a_out.to(device), self.bias.to(device))
-
 
 def transform_weights(weight: torch.Tensor, bias: torch.Tensor | None = None, m: int = 4
                       ) -> WinogradWeights:
