@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from xdefect.errors import InputError
 from xdefect.io import atomic_path, sha256_file
 from xdefect.models import NORMALISATION, ArchConfig, PatchCNN
+from xdefect.segment import SegConfig, SegNet, is_segmenter_arch
 
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_MODEL", "MODEL_FORMAT",
            "WEIGHTS_DIR", "bundled_model", "card_lineage", "describe_model", "init_record",
@@ -146,13 +147,18 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
-               ) -> tuple[PatchCNN, dict[str, Any]]:
-    """Load an xdefect model (safetensors + sidecar), in eval mode, and its card."""
+               ) -> tuple[PatchCNN | SegNet, dict[str, Any]]:
+    """Load an xdefect model (safetensors + sidecar), in eval mode, and its card: a
+    patch classifier (:class:`~xdefect.models.PatchCNN`) or, when the card's ``arch``
+    says ``"family": "segmenter"``, a segmenter (:class:`~xdefect.segment.SegNet`)."""
     card = read_card(path)
     tensors = load_tensors(path)
     try:
-        arch = ArchConfig.from_dict(card["arch"])
-        model = PatchCNN(arch)
+        model: PatchCNN | SegNet
+        if is_segmenter_arch(card["arch"]):
+            model = SegNet(SegConfig.from_dict(card["arch"]))
+        else:
+            model = PatchCNN(ArchConfig.from_dict(card["arch"]))
         model.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0]

@@ -70,8 +70,8 @@ from xdefect.windows import PATCH, window_sums
 from xdefect.winograd import WinogradWeights, transform_weights
 from xdefect.winograd import conv3x3 as winograd_conv3x3
 
-__all__ = ["BOX_RULES", "MERGE_RULES", "WINOGRAD_MIN_CHANNELS", "DenseNet", "DetectParams",
-           "Detection", "Labelled",
+__all__ = ["BOX_RULES", "MERGE_RULES", "MODES", "WINOGRAD_MIN_CHANNELS", "DenseNet",
+           "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
            "label_regions", "merge_detections", "pyramid_regions", "regions",
@@ -79,6 +79,10 @@ __all__ = ["BOX_RULES", "MERGE_RULES", "WINOGRAD_MIN_CHANNELS", "DenseNet", "Det
 
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs", "extent")
 MERGE_RULES = ("iou", "iom")
+#: how the score map is computed: a patch classifier's windows one by one (``patch``) or
+#: convolutionally (``dense``); a segmenter's per-pixel map (``segment``,
+#: :mod:`xdefect.segment`)
+MODES = ("dense", "patch", "segment")
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,9 @@ class DetectParams:
     ``nms``: maxima closer than this (pixels, Chebyshev) to a higher one are suppressed
     (0: ``box_margin``). ``widen``: ``"peaks"``/``"blobs"`` box of a region with a single
     maximum widened to its window centres' extent less ``widen`` pixels a side (-1: off).
-    ``mode``: ``"dense"`` or ``"patch"``. ``use_mask``: AND with the casting mask.
+    ``mode``: ``"dense"`` or ``"patch"`` (patch classifiers), ``"segment"`` (segmenters,
+    :mod:`xdefect.segment`: stride 1, theta on ``2 p - 1``). ``use_mask``: AND with the
+    casting mask.
     """
 
     stride: int = 8
@@ -124,8 +130,8 @@ class DetectParams:
         object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
         if self.box_rule not in BOX_RULES:
             raise ValueError(f"unknown box rule {self.box_rule!r} ({', '.join(BOX_RULES)})")
-        if self.mode not in ("dense", "patch"):
-            raise ValueError(f"unknown mode {self.mode!r} (dense or patch)")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} ({', '.join(MODES)})")
         if (self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0
                 or self.sigma < 0 or self.nms < 0 or self.widen < -1):
             raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma and nms "
@@ -154,11 +160,15 @@ class DetectParams:
 
 @dataclass(frozen=True)
 class ScoreMap:
-    """``values[i, j]`` = ``y1 - y0`` of the window with top-left ``(i*stride, j*stride)``."""
+    """``values[i, j]`` = ``y1 - y0`` of the window with top-left ``(i*stride, j*stride)``,
+    whose centre is the pixel ``(i*stride + offset, j*stride + offset)``. A patch
+    classifier's map has ``offset`` 16 (half a window); a segmenter's per-pixel map
+    (:mod:`xdefect.segment`) has stride 1 and offset 0."""
 
     values: np.ndarray
     stride: int
     image_shape: tuple[int, int]
+    offset: int = PATCH // 2
 
 
 @dataclass(frozen=True)
@@ -418,7 +428,8 @@ def score_map(model: PatchCNN, image: np.ndarray, params: DetectParams | None = 
         return score_map_patch(model, image, p.stride, batch, device, mask)
     if p.mode == "dense":
         return score_map_dense(model, image, p.stride, device=device)
-    raise ValueError(f"unknown mode {p.mode!r} (dense or patch)")
+    raise ValueError(f"mode {p.mode!r}: the score map of a segmenter is "
+                     "xdefect.segment.score_map (or a Detector's)")
 
 
 # -------------------------------------------------------------------------------- regions
@@ -459,8 +470,8 @@ def label_regions(smap: ScoreMap, theta: float, radius: int, mask: np.ndarray | 
     hits = np.argwhere(smap.values > theta)
     if len(hits) == 0:
         return None
-    rows = hits[:, 0] * smap.stride + PATCH // 2
-    cols = hits[:, 1] * smap.stride + PATCH // 2
+    rows = hits[:, 0] * smap.stride + smap.offset
+    cols = hits[:, 1] * smap.stride + smap.offset
     centres = np.zeros((h, w), bool)
     centres[rows, cols] = True
     region_map = ndi.distance_transform_edt(~centres) <= radius if radius > 0 else centres

@@ -38,13 +38,24 @@ from xdefect.detect import (
 from xdefect.errors import InputError
 from xdefect.io import as_image
 from xdefect.models import INFERENCE_BATCH, PatchCNN, setup_device
+from xdefect.segment import SEGMENT_PARAMS, SegNet
+from xdefect.segment import score_map as segment_score_map
 
 __all__ = ["Detector", "check_params", "params_from_card"]
 
 
-def check_params(model: PatchCNN, params: DetectParams) -> DetectParams:
-    """``params`` if this model can run them: dense mode needs a power-of-two stride no
-    larger than ``2 ** (number of pooling blocks)``; :class:`InputError` otherwise."""
+def check_params(model: PatchCNN | SegNet, params: DetectParams) -> DetectParams:
+    """``params`` if this model can run them: a segmenter runs segment mode at stride 1
+    only, a patch classifier patch or dense mode; dense mode needs a power-of-two stride
+    no larger than ``2 ** (number of pooling blocks)``; :class:`InputError` otherwise."""
+    if isinstance(model, SegNet):
+        if params.mode != "segment" or params.stride != 1:
+            raise InputError(f"--mode {params.mode} --stride {params.stride}: a segmenter "
+                             "scores every pixel (mode segment, stride 1)")
+        return params
+    if params.mode == "segment":
+        raise InputError("--mode segment needs a segmenter; this model is a patch "
+                         "classifier (mode patch or dense)")
     top = 2 ** len(model.arch.p)
     s = params.stride
     if params.mode == "dense" and (s & (s - 1) or s > top):
@@ -87,11 +98,12 @@ def _graph_params(path: Path, stride: int, params: DetectParams) -> DetectParams
 class Detector:
     """A loaded model ready to inspect radiographs (:meth:`load` builds one).
 
-    ``model``: the patch CNN (eval mode; None for a model loaded from an ``.onnx`` file);
+    ``model``: the patch CNN or the segmenter (eval mode; None for a model loaded from an
+    ``.onnx`` file);
     ``card``: its model card; ``params``: the detection settings; ``path``: the weights
     file; ``device``: where it runs; ``batch``: windows per forward pass in patch mode."""
 
-    model: PatchCNN | None
+    model: PatchCNN | SegNet | None
     card: dict[str, Any]
     params: DetectParams
     path: Path
@@ -124,9 +136,15 @@ class Detector:
             return cls._load_onnx(path, threads, batch, params)
         dev = setup_device(device, threads)
         net, card = load_model(path, dev)
+        if isinstance(net, SegNet):
+            if backend != "torch":
+                raise InputError(f"--backend {backend}: a segmenter runs on PyTorch only")
+            if not isinstance(card.get("detection"), dict):
+                card = {**card, "detection": SEGMENT_PARAMS.to_dict()}
         p = check_params(net, params_from_card(card, **params))
         onnx = None
         if backend == "onnxruntime":
+            assert isinstance(net, PatchCNN)
             if p.mode != "dense":
                 raise InputError("--backend onnxruntime runs the dense score map: use "
                                  "--mode dense")
@@ -167,11 +185,14 @@ class Detector:
             return self.onnx.score_map(as_image(image), self.params.stride)
         if self.params.mode == "dense":
             return self._dense(as_image(image), self.params.stride)
+        if isinstance(self.model, SegNet):
+            return segment_score_map(self.model, as_image(image), self.device)
+        assert self.model is not None
         return score_map(self.model, as_image(image), self.params, self.batch, self.device)
 
     def _dense(self, image: np.ndarray, stride: int) -> ScoreMap:
         """The dense score map with this detector's network for ``stride`` (kept)."""
-        assert self.model is not None
+        assert isinstance(self.model, PatchCNN)
         if stride not in self.nets:
             self.nets[stride] = dense_net(self.model, stride, self.device)
         return score_map_dense(self.model, image, stride, device=self.device,
@@ -189,8 +210,9 @@ class Detector:
     def score_function(self) -> Callable[[np.ndarray, DetectParams], ScoreMap] | None:
         """``score(image, params)``, what :func:`xdefect.detect.detect` takes as
         ``score_fn``: the score map on ONNX Runtime for the ``onnxruntime`` backend, the
-        dense map with this detector's kept networks in dense mode; None in patch mode
-        (``detect`` then skips the windows outside the mask)."""
+        dense map with this detector's kept networks in dense mode, the segmenter's
+        per-pixel map in segment mode; None in patch mode (``detect`` then skips the
+        windows outside the mask)."""
         if self.onnx is not None:
             onnx = self.onnx
 
@@ -198,6 +220,9 @@ class Detector:
                 return onnx.score_map(image, params.stride)
 
             return score
+        if isinstance(self.model, SegNet):
+            seg, device = self.model, self.device
+            return lambda image, params: segment_score_map(seg, image, device)
         if self.params.mode != "dense":
             return None
         return lambda image, params: self._dense(image, params.stride)
@@ -215,7 +240,10 @@ class Detector:
     def scorer(self, mode: str | None = None, stride: int | None = None):
         """A function ``image -> (values, stride)`` scoring whole images with this model
         (what hard negatives are mined from), in ``mode`` at ``stride`` (default: the
-        detection settings')."""
+        detection settings'). Patch classifiers only: hard negatives are windows."""
+        if isinstance(self.model, SegNet):
+            raise InputError(f"{self.path}: a segmenter; hard negatives are mined with a "
+                             "patch classifier")
         p = (self.with_params(mode=mode, stride=stride).params if self.model is None else
              params_from_card({"detection": self.params.to_dict()}, mode=mode, stride=stride))
         onnx = self.onnx if self.model is None else None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from xdefect import gan, gdxray, simulate
-from xdefect.checkpoint import bundled_model
+from xdefect.checkpoint import bundled_model, read_card, resolve_model
 from xdefect.coco import write_coco
 from xdefect.dataset import open_dataset
 from xdefect.detect import detection_arrays
@@ -44,6 +44,7 @@ from xdefect.io import (
 from xdefect.patches import BuildArgs, build_patches, check_generator
 from xdefect.protocol import Evaluation
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
+from xdefect.segment import is_segmenter_arch
 
 __all__ = ["build_dataset", "check_inputs", "detect_files", "export_model", "run_demo",
            "save_evaluation", "show_gdxray_image", "simulate_image", "sort_inputs",
@@ -305,7 +306,10 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
     classifier (:func:`xdefect.export.export_onnx`)."""
     from xdefect.export import export_onnx
 
-    det = Detector.load(model, device="cpu", mode="dense",
+    path = resolve_model(model)
+    if path.suffix.lower() != ".onnx" and is_segmenter_arch(read_card(path)["arch"]):
+        raise InputError(f"{path}: a segmenter; ONNX export covers patch classifiers")
+    det = Detector.load(path, device="cpu", mode="dense",
                         **({"stride": stride} if stride else {}))
     if det.model is None:
         raise InputError(f"{det.path}: already an ONNX graph; export its .safetensors model")

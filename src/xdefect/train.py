@@ -502,6 +502,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> d
 def test_model(model_path: str, data: str, split: str = "test", batch: int = 1024) -> dict:
     """Accuracy, precision, recall and confusion matrix of a model on a dataset split."""
     model, card = load_model(model_path)
+    if not isinstance(model, PatchCNN):
+        raise InputError(f"{model_path}: a segmenter; `test` measures patch classifiers "
+                         "(use `evaluate` on images)")
     ds = open_dataset(data)
     idx = ds.indices(split)
     if len(idx) == 0:

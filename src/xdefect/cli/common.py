@@ -175,12 +175,14 @@ def add_device(p: argparse.ArgumentParser) -> None:
 def add_detect_options(q: argparse.ArgumentParser) -> None:
     """The :class:`~xdefect.detect.DetectParams` options (unset: the model card's)."""
     g = q.add_argument_group("detection settings (default: the model card's)")
-    g.add_argument("--mode", choices=("dense", "patch"), default=None,
-                   help="score map: dense (convolutional) or patch (windows batched); "
-                        "default from the model card, else patch")
+    g.add_argument("--mode", choices=("dense", "patch", "segment"), default=None,
+                   help="score map: dense (convolutional) or patch (windows batched) for a "
+                        "patch classifier, segment (per pixel) for a segmenter; default "
+                        "from the model card, else patch (segment for a segmenter)")
     g.add_argument("--stride", type=int_in(1, 64), default=None, help="window stride (pixels)")
     g.add_argument("--theta", type=float_in(-1, 1), default=None,
-                   help="threshold on y1 - y0 for a window to count as 'defect'")
+                   help="threshold on y1 - y0 for a window (segmenter: a pixel, 2p - 1) to "
+                        "count as 'defect'")
     g.add_argument("--radius", type=int_in(0, 64), default=None, help="dilation disk radius (px)")
     g.add_argument("--a-min", type=int_in(0), default=None, help="minimum region area (px)")
     g.add_argument("--box-rule", choices=("windows", "centres", "region", "peaks", "blobs",

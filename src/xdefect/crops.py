@@ -1,0 +1,213 @@
+"""Training crops with exact defect masks: what a segmenter (:mod:`xdefect.segment`) learns from.
+
+A crop is a ``size`` x ``size`` piece of a radiograph (grey [0, 1]) with two boolean maps
+of the same shape: ``target``, True on the pixels inside a defect's shadow, and ``valid``,
+False where the loss must not look (a real defect's box around its inscribed ellipse, or
+around the whole box plus a margin when real defects are not targets). Simulated defects
+(:mod:`xdefect.simulate`: ellipsoidal voids, Eq. 3) are superimposed on the crop, each
+centred on a pixel of the casting mask at least ``margin`` pixels from any real defect
+box, and their exact shadow (``d > 0``) is the target: no box, no rule. Crops are turned
+by a random multiple of 90 degrees and mirrored with probability one half. Coordinates:
+rows ``y``, columns ``x``, 0-based; boxes ``(x1, y1, x2, y2)`` half-open.
+
+Images come as :class:`TrainImage` (:func:`training_image` from an array and its known
+defect boxes, :func:`gdxray_images` from a GDXray split, :func:`folder_images` from image
+files without annotations), batches from :func:`sample_batch`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from xdefect import gdxray
+from xdefect.io import as_image
+from xdefect.simulate import DefectSampler, SamplerConfig, superimpose
+
+__all__ = ["CropConfig", "TrainImage", "folder_images", "gdxray_images", "inscribed_ellipse",
+           "make_crop", "sample_batch", "training_image"]
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How crops are made. ``size``: crop side (pixels, a multiple of 8). ``defects``:
+    mean number of simulated defects per crop (Poisson). ``axes_mm``, ``mu_range``,
+    ``x_max``, ``blur_px``: the simulated defects (:class:`~xdefect.simulate.SamplerConfig`;
+    semi-axes in mm, absorption in 1/mm). ``real``: real defect boxes' inscribed ellipses
+    are targets (the rest of each box is ignored) and ``real_share`` of the crops are
+    centred on a real box; otherwise each real box grown by ``margin`` pixels is ignored
+    (the paper's protocol: simulated defects only). ``margin``: pixels between a real box
+    and a simulated defect's centre; also the crop border that centres avoid."""
+
+    size: int = 96
+    defects: float = 1.5
+    axes_mm: tuple[float, float] = (1.0, 10.0)
+    mu_range: tuple[float, float] = SamplerConfig().mu_range
+    x_max: float = 60.0
+    blur_px: float = 0.0
+    real: bool = False
+    real_share: float = 1 / 3
+    margin: int = 8
+
+    def __post_init__(self) -> None:
+        for k in ("axes_mm", "mu_range"):
+            object.__setattr__(self, k, tuple(float(v) for v in getattr(self, k)))
+        if self.size < 16 or self.size % 8:
+            raise ValueError(f"crop size {self.size}: must be a multiple of 8, at least 16")
+        if not (np.isfinite(self.defects) and 0 <= self.defects <= 50):
+            raise ValueError(f"defects per crop {self.defects}: must lie in [0, 50]")
+        lo, hi = self.axes_mm
+        if not 0 < lo <= hi:
+            raise ValueError(f"axes_mm {self.axes_mm}: need 0 < low <= high")
+        lo, hi = self.mu_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"mu_range {self.mu_range}: need 0 < low <= high")
+        if not 0 <= self.real_share <= 1 or self.margin < 0 or self.blur_px < 0:
+            raise ValueError("real_share must lie in [0, 1]; margin and blur_px >= 0")
+
+    def sampler(self) -> SamplerConfig:
+        return SamplerConfig(axes_mm=self.axes_mm, mu_range=self.mu_range, x_max=self.x_max,
+                             blur_px=self.blur_px)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    """One radiograph to cut crops from. ``pixels``: ``(H, W)`` float32 in [0, 1];
+    ``mask``: the casting mask; ``boxes``: ``(n, 4)`` int known real defects ``(x1, y1,
+    x2, y2)`` (none for an unannotated image); ``free``: where simulated defects may be
+    centred (the mask less each box grown by the margin); ``name``: where it came from."""
+
+    pixels: np.ndarray
+    mask: np.ndarray
+    boxes: np.ndarray
+    free: np.ndarray
+    name: str = ""
+
+
+def training_image(pixels: np.ndarray, boxes: np.ndarray | None = None, margin: int = 8,
+                   name: str = "", mask: np.ndarray | None = None) -> TrainImage:
+    """A :class:`TrainImage` of a grey image and its known defect boxes (default: none);
+    ``mask`` defaults to :func:`xdefect.gdxray.casting_mask`."""
+    a = as_image(pixels)
+    m = gdxray.casting_mask(a) if mask is None else np.asarray(mask, bool)
+    b = np.zeros((0, 4), int) if boxes is None else np.asarray(boxes).astype(int).reshape(-1, 4)
+    free = m.copy()
+    for x1, y1, x2, y2 in b:
+        free[max(y1 - margin, 0):y2 + margin, max(x1 - margin, 0):x2 + margin] = False
+    return TrainImage(a, m, b, free, name)
+
+
+def gdxray_images(root: str | os.PathLike[str], series: Iterable[str] | None, split: str,
+                  margin: int = 8) -> list[TrainImage]:
+    """The images of ``split`` (``train``, ``tuning``, ``odd``...) of ``series`` under a
+    GDXray root, with their annotated boxes (none for an unannotated series)."""
+    out = []
+    for smp in gdxray.iter_samples(root, list(series) if series is not None else None,
+                                   split=split):
+        out.append(training_image(smp.image, smp.boxes, margin,
+                                  f"{smp.record.series}/{smp.record.stem}"))
+    return out
+
+
+def folder_images(files: Sequence[str | os.PathLike[str]], margin: int = 8) -> list[TrainImage]:
+    """Image files without annotations (every pixel of the casting may take a simulated
+    defect; a real defect in them is taken as background)."""
+    return [training_image(as_image(f), None, margin, str(f)) for f in files]
+
+
+def inscribed_ellipse(h: int, w: int) -> np.ndarray:
+    """``(h, w)`` bool: the pixels whose centres lie in the ellipse inscribed in the box."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (((yy + 0.5) / h * 2 - 1) ** 2 + ((xx + 0.5) / w * 2 - 1) ** 2) <= 1.0
+
+
+def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defects: int,
+              on_real: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(crop, target, valid)``, each ``(size, size)``: a crop centred on a random mask
+    pixel (on a random real box with ``on_real``) holding ``n_defects`` simulated
+    defects, turned and mirrored at random. An image smaller than the crop is padded by
+    reflection (the padding is not valid)."""
+    size = cfg.size
+    pix, mask, free = img.pixels, img.mask, img.free
+    h, w = pix.shape
+    valid_full = None
+    if h < size or w < size:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        pix = np.pad(pix, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw)
+                     else "edge")
+        mask = np.pad(mask, ((0, ph), (0, pw)))
+        free = np.pad(free, ((0, ph), (0, pw)))
+        valid_full = np.pad(np.ones((h, w), bool), ((0, ph), (0, pw)))
+        h, w = pix.shape
+    if on_real and len(img.boxes):
+        x1, y1, x2, y2 = img.boxes[rng.integers(len(img.boxes))]
+        cy = int(rng.integers(y1, max(y2, y1 + 1)))
+        cx = int(rng.integers(x1, max(x2, x1 + 1)))
+    else:
+        cand = np.flatnonzero(mask.ravel())
+        if cand.size:
+            cy, cx = divmod(int(cand[rng.integers(cand.size)]), w)
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    r0 = int(np.clip(cy - size // 2, 0, h - size))
+    c0 = int(np.clip(cx - size // 2, 0, w - size))
+    crop = pix[r0:r0 + size, c0:c0 + size].astype(np.float64)
+    target = np.zeros((size, size), bool)
+    valid = (np.ones((size, size), bool) if valid_full is None
+             else valid_full[r0:r0 + size, c0:c0 + size].copy())
+    m = cfg.margin
+    for x1, y1, x2, y2 in img.boxes:  # real defects in the crop
+        a1, b1, a2, b2 = x1 - c0, y1 - r0, x2 - c0, y2 - r0
+        if a2 <= 0 or b2 <= 0 or a1 >= size or b1 >= size or x2 <= x1 or y2 <= y1:
+            continue
+        if cfg.real:
+            ell = inscribed_ellipse(y2 - y1, x2 - x1)
+            rs, cs = slice(max(b1, 0), min(b2, size)), slice(max(a1, 0), min(a2, size))
+            esub = ell[rs.start - b1:rs.stop - b1, cs.start - a1:cs.stop - a1]
+            valid[rs, cs] = esub
+            target[rs, cs] |= esub
+        else:
+            valid[max(b1 - m, 0):b2 + m, max(a1 - m, 0):a2 + m] = False
+    free = free[r0:r0 + size, c0:c0 + size].copy()
+    free[:4], free[-4:], free[:, :4], free[:, -4:] = False, False, False, False
+    if n_defects and free.any():
+        scfg = cfg.sampler()
+        sampler = DefectSampler(free, scfg)
+        for _ in range(n_defects):
+            res = superimpose(crop, sampler.sample(rng), scfg.geometry, x_max=scfg.x_max,
+                              inplace=True, blur_px=scfg.blur_px)
+            if res.box is not None:
+                target |= res.d_map((size, size)) > 0
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in (np.clip(crop, 0.0, 1.0).astype(np.float32), target, valid):
+        a = np.rot90(a, k)
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out[0], out[1], out[2]
+
+
+def sample_batch(images: Sequence[TrainImage], cfg: CropConfig, rng: np.random.Generator,
+                 n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` crops from images drawn uniformly: ``(x, target, valid)`` arrays ``(n, size,
+    size)`` (float32, bool, bool). With ``cfg.real``, ``cfg.real_share`` of them are
+    centred on a real box of an image that has one."""
+    if not images:
+        raise ValueError("no images to cut crops from")
+    with_real = [i for i in images if len(i.boxes)]
+    xs, ys, vs = [], [], []
+    for _ in range(n):
+        on_real = bool(cfg.real and with_real and rng.uniform() < cfg.real_share)
+        img = (with_real[rng.integers(len(with_real))] if on_real
+               else images[rng.integers(len(images))])
+        c, t, v = make_crop(img, cfg, rng, int(rng.poisson(cfg.defects)), on_real)
+        xs.append(c)
+        ys.append(t)
+        vs.append(v)
+    return np.stack(xs), np.stack(ys), np.stack(vs)

@@ -1,0 +1,181 @@
+"""The segmenter: a fully convolutional model that scores every pixel of a radiograph.
+
+The patch classifier (:mod:`xdefect.models`) answers "is there a defect in this 32x32
+window?", so its boxes come from a rule around score peaks and cannot follow a defect
+larger than the window. The segmenter says, for every pixel, whether it lies in a
+defect's shadow; a detection is then an 8-connected region of the score map above
+``theta`` inside the casting mask, boxed by its extent and scored by its highest pixel
+(:func:`xdefect.detect.regions` with :data:`SEGMENT_PARAMS`: no window, no box rule).
+
+Architecture (:class:`SegNet`, configured by a :class:`SegConfig` from the
+:data:`SEGMENTERS` registry): a stride-2 stem, two 3x3 convolutions (BatchNorm, ReLU)
+per scale at a half, a quarter and an eighth of the resolution, then one more 3x3
+convolution per entry of ``dilations`` at the eighth (with the default ``(2, 4)`` each
+pixel sees about 80 pixels on either side), nearest-neighbour upsampling with skip
+connections back to half resolution, and a 1x1 head: logits ``(N, 1, H/2, W/2)`` of a
+normalised ``(N, 1, H, W)`` image (``H``, ``W`` multiples of 8; :func:`score_map` pads
+by reflection).
+
+Score: ``2 p - 1`` with ``p`` the sigmoid of the logit upsampled bilinearly to full
+resolution, i.e. ``p(defect) - p(no defect)``, in [-1, 1] like the classifier's ``y1 -
+y0``; the :class:`~xdefect.detect.ScoreMap` has stride 1 and offset 0 (cell ``(i, j)`` is
+pixel ``(i, j)``). Trained by :mod:`xdefect.train_segment` on crops with exact defect
+masks (:mod:`xdefect.crops`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xdefect.detect import DetectParams, ScoreMap
+from xdefect.models import normalise_float
+
+__all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "SegConfig", "SegNet", "create_segmenter",
+           "get_segmenter", "is_segmenter_arch", "probability_map", "score_map",
+           "segment_params"]
+
+#: the ``arch["family"]`` of a segmenter's model card (patch classifiers have none)
+FAMILY = "segmenter"
+
+#: detection settings of a segmenter without a ``detection`` block: threshold the
+#: per-pixel score at ``theta`` (p > 0.9), no dilation, regions of at least 4 pixels,
+#: boxed by their extent and scored by their highest pixel
+SEGMENT_PARAMS = DetectParams(stride=1, theta=0.8, radius=0, a_min=4, box_rule="region",
+                              box_margin=0, mode="segment", sigma=0.0, widen=-1)
+
+
+def segment_params(theta: float = SEGMENT_PARAMS.theta, a_min: int = SEGMENT_PARAMS.a_min
+                   ) -> DetectParams:
+    """:data:`SEGMENT_PARAMS` with another threshold (score ``2 p - 1``) or minimum area."""
+    return replace(SEGMENT_PARAMS, theta=float(theta), a_min=int(a_min))
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    """A segmenter architecture: ``channels`` at half resolution (twice that at a
+    quarter, four times at an eighth), ``dilations`` of the context convolutions at an
+    eighth."""
+
+    name: str
+    channels: int = 16
+    dilations: tuple[int, ...] = (2, 4)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        if not 1 <= self.channels <= 512 or any(d < 1 for d in self.dilations):
+            raise ValueError("channels must be in 1..512 and dilations >= 1")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "family": FAMILY, "dilations": list(self.dilations)}
+
+    @staticmethod
+    def from_dict(doc: dict) -> SegConfig:
+        if doc.get("family") != FAMILY:
+            raise ValueError(f"not a segmenter architecture (family {doc.get('family')!r})")
+        return SegConfig(name=str(doc["name"]), channels=int(doc["channels"]),
+                         dilations=tuple(doc.get("dilations", (2, 4))),
+                         description=str(doc.get("description", "")))
+
+    def params(self) -> int:
+        """Parameters, Keras convention (BatchNorm: 4 per channel), as for the classifiers."""
+        return count_params(SegNet(self))
+
+
+SEGMENTERS: dict[str, SegConfig] = {
+    "segnet": SegConfig("segnet", 16, (2, 4), "fully convolutional segmenter, 16 channels "
+                        "at half resolution, context dilated 2 and 4 at an eighth"),
+    "segnet-wide": SegConfig("segnet-wide", 32, (2, 4), "segnet with twice the channels"),
+}
+
+
+def is_segmenter_arch(doc: dict) -> bool:
+    """Whether a model card's ``arch`` block describes a segmenter."""
+    return isinstance(doc, dict) and doc.get("family") == FAMILY
+
+
+def get_segmenter(name: str) -> SegConfig:
+    """The registered segmenter ``name`` (``KeyError`` with the known names if absent)."""
+    try:
+        return SEGMENTERS[name]
+    except KeyError:
+        raise KeyError(f"unknown segmenter {name!r} (known: {', '.join(SEGMENTERS)})") from None
+
+
+def _block(cin: int, cout: int, dil: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dil, dilation=dil, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SegNet(nn.Module):
+    """Per-pixel defect logits at half resolution (see the module docstring)."""
+
+    def __init__(self, cfg: SegConfig) -> None:
+        super().__init__()
+        self.arch = cfg
+        c = cfg.channels
+        self.e1 = nn.Sequential(nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False),
+                                nn.BatchNorm2d(c), nn.ReLU(inplace=True), _block(c, c))
+        self.e2 = nn.Sequential(_block(c, 2 * c), _block(2 * c, 2 * c))
+        self.e3 = nn.Sequential(_block(2 * c, 4 * c), _block(4 * c, 4 * c),
+                                *(_block(4 * c, 4 * c, d) for d in cfg.dilations))
+        self.d2 = _block(6 * c, 2 * c)
+        self.d1 = _block(3 * c, c)
+        self.head = nn.Conv2d(c, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 1, H/2, W/2)`` of normalised images ``(N, 1, H, W)``, ``H`` and
+        ``W`` multiples of 8."""
+        if x.shape[-1] % 8 or x.shape[-2] % 8:
+            raise ValueError(f"image sides must be multiples of 8, got {tuple(x.shape[-2:])}")
+        f1 = self.e1(x)
+        f2 = self.e2(F.max_pool2d(f1, 2))
+        f3 = self.e3(F.max_pool2d(f2, 2))
+        u2 = self.d2(torch.cat([F.interpolate(f3, scale_factor=2.0), f2], 1))
+        u1 = self.d1(torch.cat([F.interpolate(u2, scale_factor=2.0), f1], 1))
+        return self.head(u1)
+
+
+def count_params(model: nn.Module) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    return n + sum(b.numel() for k, b in model.named_buffers()
+                   if k.endswith(("running_mean", "running_var")))
+
+
+def create_segmenter(arch: str | SegConfig) -> SegNet:
+    """A fresh segmenter from a registry name or a :class:`SegConfig`."""
+    return SegNet(get_segmenter(arch) if isinstance(arch, str) else arch)
+
+
+@torch.no_grad()
+def probability_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu"
+                    ) -> np.ndarray:
+    """Defect probability ``(H, W)`` float32 of every pixel of a grey image in [0, 1]
+    ``(H, W)``: the image is padded by reflection to multiples of 8, the half-resolution
+    map upsampled bilinearly and cropped back. The network runs in eval mode (its
+    training flag is restored)."""
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError("expected a 2-D grey image")
+    h, w = a.shape
+    ph, pw = -h % 8, -w % 8
+    mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
+    x = normalise_float(np.pad(a, ((0, ph), (0, pw)), mode=mode))[None, None].to(device)
+    was = net.training
+    try:
+        logit = F.interpolate(net.eval()(x), scale_factor=2.0, mode="bilinear",
+                              align_corners=False)
+    finally:
+        net.train(was)
+    return torch.sigmoid(logit)[0, 0, :h, :w].float().cpu().numpy()
+
+
+def score_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu") -> ScoreMap:
+    """The per-pixel score map ``2 p - 1`` (stride 1, offset 0) of a grey [0, 1] image."""
+    p = probability_map(net, image, device)
+    return ScoreMap(2.0 * p - 1.0, 1, (int(p.shape[0]), int(p.shape[1])), 0)

@@ -1,0 +1,325 @@
+"""Train a segmenter (:mod:`xdefect.segment`) on crops with exact defect masks.
+
+Data: the **train images** (odd, n % 4 == 3) of GDXray series, and/or folders of image
+files without annotations (backgrounds for simulated defects), cut into crops by
+:mod:`xdefect.crops`. Loss: binary cross-entropy (positive weight ``pos_weight``) plus
+soft Dice, both over the valid pixels, at the network's half resolution (targets averaged
+over each 2x2 block; a block is valid when its four pixels are). Adam, learning rate
+decayed by a cosine over ``steps``; optional photometric augmentation of every crop
+(:mod:`xdefect.augment`: gamma, contrast, grey level, blur, noise).
+
+Resumable: every ``checkpoint_every`` steps, ``RUN/last.safetensors`` (+ ``last.json``)
+holds the weights, the optimiser and the random generators' states, so a run started
+again with ``resume`` continues where it stopped and ends with the same weights as an
+uninterrupted one. At the end, ``RUN/model.safetensors`` + ``model.json``: the model and
+its card (architecture, normalisation, crop settings, data, lineage, the command line and
+the detection settings). When the GDXray series have annotated **tuning images** (odd,
+n % 4 == 1), the threshold ``theta`` is chosen on them (best AP at IoU 0.5 over
+:data:`THETAS`) and the card records the AP at each; else the card keeps ``theta`` of
+the init model or :data:`xdefect.segment.SEGMENT_PARAMS`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xdefect import gdxray
+from xdefect.augment import AugmentParams, augment
+from xdefect.checkpoint import (
+    CHECKPOINT_FORMAT,
+    MODEL_FORMAT,
+    card_lineage,
+    init_record,
+    load_model,
+    load_tensors,
+    model_state,
+    optimizer_tensors,
+    prefixed,
+    read_card,
+    restore_optimizer,
+    save_tensors,
+    unprefixed,
+)
+from xdefect.crops import CropConfig, TrainImage, folder_images, gdxray_images, sample_batch
+from xdefect.detect import DetectParams, detection_arrays, regions
+from xdefect.errors import InputError
+from xdefect.evaluate import ImageResult, summarise
+from xdefect.io import command_line, list_image_files, progress, write_json
+from xdefect.models import NORMALISATION, normalise_float, setup_device
+from xdefect.segment import (
+    SEGMENT_PARAMS,
+    SegNet,
+    create_segmenter,
+    get_segmenter,
+    score_map,
+)
+
+__all__ = ["THETAS", "SegTrainConfig", "choose_theta", "segment_loss", "train_segmenter",
+           "tuning_images"]
+
+#: thresholds on the score ``2 p - 1`` tried on the tuning images (p from 0.5 to 0.995)
+THETAS = (0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    """Arguments of :func:`train_segmenter` (recorded in the card). ``gdxray``: GDXray
+    roots whose ``series`` (default: every series of each root) give their train images;
+    ``images``: image files or folders without annotations; ``steps`` of ``batch``
+    crops; ``init``: a segmenter to start from (fine-tuning; its architecture is kept)."""
+
+    out: str
+    gdxray: tuple[str, ...] = ()
+    series: tuple[str, ...] | None = None
+    images: tuple[str, ...] = ()
+    arch: str = "segnet"
+    crops: CropConfig = field(default_factory=CropConfig)
+    steps: int = 8000
+    batch: int = 16
+    lr: float = 2e-3
+    pos_weight: float = 3.0
+    augment: bool = False
+    seed: int = 0
+    init: str | None = None
+    choose_theta: bool = True
+    checkpoint_every: int = 500
+    threads: int | None = None
+    device: str | None = "cpu"
+    resume: bool = False
+    command: str | None = None
+
+    def validate(self) -> None:
+        """One :class:`InputError` naming the first bad setting."""
+        if not self.gdxray and not self.images:
+            raise InputError("nothing to train on: give --gdxray ROOT and/or --images")
+        if self.steps < 1 or self.batch < 1 or self.checkpoint_every < 1:
+            raise InputError("--steps, --batch and --checkpoint-every must be at least 1")
+        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
+            raise InputError(f"--lr {self.lr}: must lie in (0, 1)")
+        if not (math.isfinite(self.pos_weight) and self.pos_weight > 0):
+            raise InputError(f"--pos-weight {self.pos_weight}: must be positive")
+        if self.init is None:
+            try:
+                get_segmenter(self.arch)
+            except KeyError as exc:
+                raise InputError(f"--arch: {exc.args[0]}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["crops"] = self.crops.to_dict()
+        return d
+
+
+def _series_of(root: str, series: tuple[str, ...] | None) -> list[str]:
+    have = gdxray.list_series(root)
+    if series is None:
+        return have
+    return [s for s in series if s in have]
+
+
+def _load_data(cfg: SegTrainConfig) -> tuple[list[TrainImage], dict[str, list[str]], list[str]]:
+    """The training images, the series used per root, and the image files."""
+    images: list[TrainImage] = []
+    used: dict[str, list[str]] = {}
+    for root in cfg.gdxray:
+        ss = _series_of(root, cfg.series)
+        if ss:
+            used[str(root)] = ss
+            images += gdxray_images(root, ss, "train", cfg.crops.margin)
+    if cfg.series is not None:
+        missing = sorted(set(cfg.series) - {s for ss in used.values() for s in ss})
+        if missing:
+            raise InputError(f"--series {' '.join(missing)}: not found under "
+                             f"{', '.join(cfg.gdxray) or 'any --gdxray root'}")
+    files = [str(f) for f in list_image_files(list(cfg.images))] if cfg.images else []
+    images += folder_images(files, cfg.crops.margin)
+    if not images:
+        raise InputError("no training images found (GDXray train images: n % 4 == 3)")
+    return images, used, files
+
+
+def tuning_images(used: dict[str, list[str]]) -> list[tuple[gdxray.ImageRecord, gdxray.Sample]]:
+    """The annotated tuning images (odd, n % 4 == 1) of the series trained on."""
+    out = []
+    for root, ss in used.items():
+        for s in ss:
+            gt = gdxray.load_ground_truth(root, s)
+            if not gt.annotated:
+                continue
+            for rec in gdxray.list_images(root, [s], "tuning"):
+                out.append((rec, gdxray.load_sample(rec, gt)))
+    return out
+
+
+def choose_theta(net: SegNet, samples: list[tuple[gdxray.ImageRecord, gdxray.Sample]],
+                 base: DetectParams, thetas: tuple[float, ...] = THETAS,
+                 device: str | torch.device = "cpu") -> tuple[float, dict[str, float]]:
+    """The ``theta`` of ``thetas`` with the best AP (IoU 0.5, COCO matching) on
+    ``samples`` (the first of equal APs), and the AP at each."""
+    runs: dict[float, list[ImageResult]] = {t: [] for t in thetas}
+    for rec, smp in progress(iterable=samples, desc="choosing theta", unit="image"):
+        smap = score_map(net, smp.image, device)
+        mask = gdxray.casting_mask(smp.image) if base.use_mask else None
+        for t in thetas:
+            d = regions(smap, replace(base, theta=t), mask)
+            runs[t].append(ImageResult(rec.stem, rec.series, *detection_arrays(d),
+                                       smp.boxes.astype(float)))
+    aps = {f"{t:g}": float(summarise(rs)["ap"] or 0.0) for t, rs in runs.items()}
+    best = max(thetas, key=lambda t: aps[f"{t:g}"])
+    return float(best), {k: round(v, 4) for k, v in aps.items()}
+
+
+def segment_loss(logit: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                 pos_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(BCE, soft Dice) of half-resolution logits ``(N, 1, H/2, W/2)`` against full-
+    resolution float targets and valid masks ``(N, 1, H, W)``."""
+    y = F.avg_pool2d(target, 2)
+    v = (F.avg_pool2d(valid, 2) > 0.999).float()
+    bce = F.binary_cross_entropy_with_logits(
+        logit, y, pos_weight=torch.tensor(pos_weight, device=logit.device), reduction="none")
+    bce = (bce * v).sum() / v.sum().clamp(min=1)
+    p = torch.sigmoid(logit) * v
+    dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + (y * v).sum() + 1)
+    return bce, dice
+
+
+def _initial(cfg: SegTrainConfig, device: str) -> tuple[SegNet, dict[str, Any] | None]:
+    if cfg.init is None:
+        return create_segmenter(cfg.arch), None
+    net, card = load_model(cfg.init, device)
+    if not isinstance(net, SegNet):
+        raise InputError(f"--init {cfg.init}: a patch classifier, not a segmenter")
+    return net, card
+
+
+def _save_checkpoint(run: Path, net: SegNet, opt: torch.optim.Optimizer, step: int,
+                     rng: np.random.Generator, log: list[dict], base: dict[str, Any]) -> None:
+    opt_t, opt_s = optimizer_tensors(opt)
+    tensors = {**prefixed("model", model_state(net)), **opt_t,
+               "torch_rng": torch.get_rng_state()}
+    save_tensors(run / "last.safetensors", tensors, {
+        **base, "format": CHECKPOINT_FORMAT, "step": step, "optimizer": opt_s,
+        "rng": rng.bit_generator.state, "log": log})
+
+
+def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None = None
+                    ) -> dict[str, Any]:
+    """Train (or resume) a segmenter; returns ``{"model", "steps", "crops_seen",
+    "minutes", "theta", "tuning_ap"}``. See the module docstring."""
+    cfg.validate()
+    if cfg.command is None:
+        cfg = replace(cfg, command=command_line())
+    device = setup_device(cfg.device, cfg.threads)
+    run = Path(cfg.out)
+    final = run / "model.safetensors"
+    last = run / "last.safetensors"
+    if final.exists():
+        raise InputError(f"{run}: holds a finished segmenter already (use another --out)")
+    if last.exists() and not cfg.resume:
+        raise InputError(f"{run}: holds a started run (use --resume to continue it, or "
+                         "another --out)")
+    if cfg.resume and not last.exists():
+        raise InputError(f"{run}: nothing to resume (no last.safetensors)")
+    images, used, files = _load_data(cfg)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net, init_card = _initial(cfg, device)
+    net = net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    stage = {"complete": True, "kind": "segmenter", "command": cfg.command,
+             "data_roots": used, "data_series": sorted({s for ss in used.values() for s in ss}),
+             "data_image_splits": (["train"] if used else []) + (["files"] if files else []),
+             "data_files": len(files),
+             "data_sources": {"simulated": True, **({"real": True} if cfg.crops.real and used
+                                                    else {})},
+             "init": None if cfg.init is None else init_record(cfg.init, init_card)}
+    lineage = (card_lineage(init_card) if init_card else []) + [stage]
+    base = {"arch": net.arch.to_dict(), "normalisation": NORMALISATION,
+            "train_config": cfg.to_dict(), "lineage": lineage}
+    step, log = 0, []
+    if cfg.resume:
+        card = read_card(last, (CHECKPOINT_FORMAT,))
+        if card.get("train_config") != cfg.to_dict() | {"resume": card["train_config"].get(
+                "resume"), "command": card["train_config"].get("command")}:
+            raise InputError(f"{last}: the run was started with other settings")
+        t = load_tensors(last)
+        net.load_state_dict(unprefixed("model", t))
+        restore_optimizer(opt, t, card["optimizer"])
+        torch.set_rng_state(t["torch_rng"])
+        rng.bit_generator.state = card["rng"]
+        step, log = int(card["step"]), list(card["log"])
+        base = {**base, "train_config": card["train_config"], "lineage": card["lineage"]}
+    run.mkdir(parents=True, exist_ok=True)
+    aug = AugmentParams(flip=False) if cfg.augment else None
+    t0 = time.perf_counter()
+    spent = float(log[-1]["s"]) if log else 0.0
+    bar = progress(total=cfg.steps, initial=step, desc="segmenter", unit="step")
+    net.train()
+    while step < cfg.steps:
+        x, y, v = sample_batch(images, cfg.crops, rng, cfg.batch)
+        xt = torch.from_numpy(x)[:, None]
+        if aug is not None:
+            xt = augment(xt, aug, rng)
+        xt = normalise_float(xt).to(device)
+        yt = torch.from_numpy(y).float()[:, None].to(device)
+        vt = torch.from_numpy(v).float()[:, None].to(device)
+        for g in opt.param_groups:  # cosine decay over the steps
+            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        bce, dice = segment_loss(net(xt), yt, vt, cfg.pos_weight)
+        loss = bce + dice
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"segmenter training diverged at step {step} (loss {loss})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 100 == 0 or step == cfg.steps:
+            log.append({"step": step, "crops": step * cfg.batch, "loss": round(float(loss), 4),
+                        "bce": round(float(bce), 4), "dice": round(float(dice), 4),
+                        "s": round(spent + time.perf_counter() - t0, 1)})
+            if on_log is not None:
+                on_log(log[-1])
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_checkpoint(run, net, opt, step, rng, log, base)
+    bar.close()
+    net.eval()
+    train_s = spent + time.perf_counter() - t0
+    detection = (DetectParams.from_dict(init_card["detection"])
+                 if init_card and isinstance(init_card.get("detection"), dict)
+                 else SEGMENT_PARAMS)
+    tuning: dict[str, Any] = {}
+    samples = tuning_images(used) if cfg.choose_theta else []
+    if samples:
+        theta, aps = choose_theta(net, samples, detection, device=device)
+        detection = replace(detection, theta=theta)
+        tuning = {"images": len(samples), "ap_by_theta": aps, "theta": theta,
+                  "ap": aps[f"{theta:g}"], "rule": "best AP (IoU 0.5) on the annotated tuning "
+                  "images (odd, n % 4 == 1) of the series trained on"}
+    card = {**base, "format": MODEL_FORMAT, "name": Path(cfg.out).name,
+            "description": f"{net.arch.name} trained on {len(images)} images "
+                           f"({', '.join(f'{r}: {len(s)} series' for r, s in used.items())}"
+                           f"{'; ' if used and files else ''}"
+                           f"{f'{len(files)} image files' if files else ''})",
+            "detection": detection.to_dict(), "tuning": tuning,
+            "training": {"steps": step, "crops_seen": step * cfg.batch,
+                         "minutes": round(train_s / 60, 2), "images": len(images),
+                         "log": log}}
+    save_tensors(final, model_state(net), card)
+    if last.exists():
+        last.unlink()
+        (run / "last.json").unlink(missing_ok=True)
+    write_json(run / "train_log.json", log)
+    return {"model": str(final), "steps": step, "crops_seen": step * cfg.batch,
+            "minutes": round(train_s / 60, 2), "theta": detection.theta,
+            "tuning_ap": tuning.get("ap")}
+
