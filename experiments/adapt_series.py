@@ -45,7 +45,8 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
                           per_image=a.per_image, hard_per_image=a.hard_per_image,
                           hard_pairs=a.hard_pairs, epochs=a.epochs,
                           samples_per_epoch=a.samples_per_epoch, val_samples=a.val_samples,
-                          lr=a.lr, seed=a.seed, threads=a.threads))
+                          lr=a.lr, seed=a.seed, threads=a.threads, steps=a.steps,
+                          seg_lr=a.seg_lr, source_regions=a.source_regions))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
     res = {}
@@ -78,6 +79,10 @@ def main() -> None:
     ap.add_argument("--val-samples", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=1500, help="segmenter sources: steps")
+    ap.add_argument("--seg-lr", type=float, default=5e-4, help="segmenter sources: lr")
+    ap.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
+                    help="segmenter sources: the source's detections as background or ignored")
     a = ap.parse_args()
     per, src_all, ad_all = {}, [], []
     for s in a.series:

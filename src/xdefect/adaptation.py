@@ -36,18 +36,26 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xdefect.checkpoint import read_card, sidecar
+from xdefect.crops import CropConfig, training_image
 from xdefect.detector import Detector
 from xdefect.errors import InputError
-from xdefect.io import atomic_path, command_line, write_json
+from xdefect.io import as_image, atomic_path, command_line, progress, write_json
 from xdefect.patches import BuildArgs
 from xdefect.pipelines import build_dataset, check_inputs
+from xdefect.segment import SegNet
 from xdefect.train import TrainConfig, train
+from xdefect.train_segment import SegTrainConfig, train_segmenter
 
-__all__ = ["STAGED_SERIES", "AdaptConfig", "adapt", "stage_images"]
+__all__ = ["SOURCE_REGIONS", "STAGED_SERIES", "AdaptConfig", "adapt", "adapt_segmenter",
+           "stage_images"]
 
 #: the series name a folder of images is staged under
 STAGED_SERIES = "C9999"
+#: what a segmenter source's detections on the new images become (see AdaptConfig)
+SOURCE_REGIONS = ("negative", "ignore")
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,13 @@ class AdaptConfig:
     seed: int = 0
     threads: int | None = None
     command: str | None = None
+    #: segmenter sources: fine-tuning steps (of 16 crops) and learning rate
+    steps: int = 1500
+    seg_lr: float = 5e-4
+    #: segmenter sources: what the source's own detections on the images become:
+    #: ``"negative"`` (background, like every other pixel without a simulated defect)
+    #: or ``"ignore"`` (left out of the loss, and no simulated defect placed on them)
+    source_regions: str = "negative"
 
     def validate(self) -> None:
         """One :class:`InputError` naming the first bad setting."""
@@ -85,6 +100,11 @@ class AdaptConfig:
         lo, hi = self.mu_range
         if not 0 < lo <= hi < 1:
             raise InputError(f"--mu {lo} {hi}: need 0 < low <= high < 1 (1/mm)")
+        if self.steps < 1 or not 0 < self.seg_lr < 1:
+            raise InputError("--steps must be positive and --seg-lr in (0, 1)")
+        if self.source_regions not in SOURCE_REGIONS:
+            raise InputError(f"--source-regions {self.source_regions!r}: expected "
+                             f"{' or '.join(SOURCE_REGIONS)}")
 
 
 def stage_images(files: list[Path], root: Path) -> list[dict[str, Any]]:
@@ -132,6 +152,8 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     if len(files) < 2:
         raise InputError("adapt needs at least 2 radiographs of the casting")
     source = Detector.load(cfg.source, device="cpu", threads=cfg.threads)
+    if isinstance(source.model, SegNet):
+        return adapt_segmenter(cfg, source, files)
     if source.model is None:
         raise InputError(f"--from {source.path}: an ONNX graph cannot be fine-tuned; give the "
                          ".safetensors model it was exported from")
@@ -166,6 +188,60 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     return {"model": str(model_file), "images": len(files),
             "patches": card.get("data_counts"), "minutes": round(minutes, 2),
             "best_epoch": card.get("epoch")}  # the best weights' card records their epoch
+
+
+def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> dict[str, Any]:
+    """:func:`adapt` for a segmenter source: fine-tune it for ``cfg.steps`` steps on crops
+    of the new images with simulated voids (the source's own crop settings, real-defect
+    targets off: the images have no labels), every other pixel taken as background; the
+    source's detections on the images are background too, or, with ``source_regions``
+    ``"ignore"``, left out of the loss. Writes ``OUT/model.safetensors`` + card (the
+    source's detection settings, an ``adaptation`` block); resumable (``OUT/work/run``
+    holds the training checkpoint)."""
+    assert isinstance(source.model, SegNet)
+    out = Path(cfg.out)
+    model_file = out / "model.safetensors"
+    run = out / "work" / "run"
+    t0 = time.perf_counter()
+    tc = (source.card.get("train_config") or {}).get("crops") or {}
+    crops = replace(CropConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in tc.items()}), real=False)
+    images = []
+    regions = 0
+    for f in progress(iterable=files, desc="adapt: reading images", unit="image"):
+        img = as_image(f)
+        boxes = None
+        if cfg.source_regions == "ignore":
+            dets = source.detect(img)
+            regions += len(dets)
+            boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
+        images.append(training_image(img, boxes, crops.margin, str(f)))
+    if not (run / "model.safetensors").is_file():
+        train_segmenter(SegTrainConfig(
+            out=str(run), images=tuple(str(f) for f in files), init=str(source.path),
+            crops=crops, steps=cfg.steps, batch=16,
+            lr=cfg.seg_lr, augment=cfg.augment, seed=cfg.seed, choose_theta=False,
+            threads=cfg.threads, device="cpu", command=cfg.command,
+            resume=(run / "last.safetensors").is_file()), images=images)
+    minutes = (time.perf_counter() - t0) / 60
+    card = read_card(run / "model.safetensors")
+    name = source.card.get("name") or Path(source.path).stem
+    card["name"] = f"{name}-adapted"
+    card["description"] = (f"{name} adapted without labels to {len(files)} radiographs "
+                           f"of a new casting ({', '.join(cfg.images)})")
+    card["detection"] = source.params.to_dict()
+    card["adaptation"] = {"source": str(source.path), "images": len(files),
+                          "minutes": round(minutes, 2), "settings": asdict(cfg),
+                          "ignored_source_regions": regions}
+    _write_images_csv(out / "images.csv",
+                      [{"number": i, "file": str(f.resolve())}
+                       for i, f in enumerate(files, start=1)])
+    write_json(sidecar(model_file), card)  # the card first: the weights mark completion
+    with atomic_path(model_file) as tmp:
+        shutil.copyfile(run / "model.safetensors", tmp)
+    return {"model": str(model_file), "images": len(files),
+            "patches": {"crops": card["training"]["crops_seen"]},
+            "minutes": round(minutes, 2), "best_epoch": None}
 
 
 def _write_images_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ the init model or :data:`xdefect.segment.SEGMENT_PARAMS`.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -211,10 +212,12 @@ def _save_checkpoint(run: Path, net: SegNet, opt: torch.optim.Optimizer, step: i
         "rng": rng.bit_generator.state, "log": log})
 
 
-def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None = None
-                    ) -> dict[str, Any]:
+def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None = None,
+                    images: list[TrainImage] | None = None) -> dict[str, Any]:
     """Train (or resume) a segmenter; returns ``{"model", "steps", "crops_seen",
-    "minutes", "theta", "tuning_ap"}``. See the module docstring."""
+    "minutes", "theta", "tuning_ap"}``. See the module docstring. ``images``: training
+    images already made (:func:`xdefect.crops.training_image`, e.g. with regions to
+    ignore) instead of those ``cfg.gdxray`` and ``cfg.images`` name (recorded only)."""
     cfg.validate()
     if cfg.command is None:
         cfg = replace(cfg, command=command_line())
@@ -229,7 +232,10 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
                          "another --out)")
     if cfg.resume and not last.exists():
         raise InputError(f"{run}: nothing to resume (no last.safetensors)")
-    images, used, files = _load_data(cfg)
+    if images is None:
+        images, used, files = _load_data(cfg)
+    else:
+        used, files = {}, [i.name for i in images]
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net, init_card = _initial(cfg, device)
@@ -248,9 +254,13 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     step, log = 0, []
     if cfg.resume:
         card = read_card(last, (CHECKPOINT_FORMAT,))
-        if card.get("train_config") != cfg.to_dict() | {"resume": card["train_config"].get(
-                "resume"), "command": card["train_config"].get("command")}:
-            raise InputError(f"{last}: the run was started with other settings")
+        was = card.get("train_config") or {}
+        now = json.loads(json.dumps(cfg.to_dict()))
+        now.update(resume=was.get("resume"), command=was.get("command"))
+        if was != now:
+            diff = sorted(k for k in now if was.get(k) != now[k])
+            raise InputError(f"{last}: the run was started with other settings "
+                             f"({', '.join(diff)})")
         t = load_tensors(last)
         net.load_state_dict(unprefixed("model", t))
         restore_optimizer(opt, t, card["optimizer"])
@@ -283,9 +293,11 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
         opt.step()
         step += 1
         bar.update(1)
-        if step % 100 == 0 or step == cfg.steps:
-            log.append({"step": step, "crops": step * cfg.batch, "loss": round(float(loss), 4),
-                        "bce": round(float(bce), 4), "dice": round(float(dice), 4),
+        if step % 100 == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            log.append({"step": step, "crops": step * cfg.batch,
+                        "loss": round(float(loss.detach()), 4),
+                        "bce": round(float(bce.detach()), 4),
+                        "dice": round(float(dice.detach()), 4),
                         "s": round(spent + time.perf_counter() - t0, 1)})
             if on_log is not None:
                 on_log(log[-1])

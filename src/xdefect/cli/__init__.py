@@ -28,6 +28,7 @@ from xdefect.cli import (
     gan,
     gdxray,
     models,
+    segment,
     simulate,
     train,
 )
@@ -37,8 +38,8 @@ from xdefect.errors import DataWarning, InputError
 __all__ = ["GROUPS", "build_parser", "main"]
 
 #: command groups in the order ``xdefect --help`` lists them
-GROUPS = (gdxray, simulate, dataset, models, train, gan, detect, evaluate, export, adapt,
-          demo)
+GROUPS = (gdxray, simulate, dataset, models, train, segment, gan, detect, evaluate, export,
+          adapt, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                                 source=args.source))
     r = adapt(cfg)
     emit(args, r, lambda: print(
-        f"{r['model']}: adapted on {r['images']} images in {r['minutes']:.1f} min (best epoch "
-        f"{r['best_epoch']}); use it with: xdefect detect --model {r['model']}"))
+        f"{r['model']}: adapted on {r['images']} images in {r['minutes']:.1f} min"
+        + ("" if r["best_epoch"] is None else f" (best epoch {r['best_epoch']})")
+        + f"; use it with: xdefect detect --model {r['model']}"))
     return 0
 
 
@@ -53,5 +54,12 @@ def register(sub: Any) -> None:
     a.add_argument("--lr", type=float_in(0, 1, lo_open=True), default=2.5e-4)
     a.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no flips, gamma, contrast, blur or noise augmentation")
+    a.add_argument("--steps", type=int_in(1), default=1500,
+                   help="segmenter sources: fine-tuning steps of 16 crops")
+    a.add_argument("--seg-lr", type=float_in(0, 1, lo_open=True, hi_open=True), default=5e-4,
+                   help="segmenter sources: learning rate (cosine decay)")
+    a.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
+                   help="segmenter sources: the source's own detections on the images are "
+                        "background (negative) or left out of the loss (ignore)")
     a.add_argument("--seed", type=int_in(0), default=0)
     a.add_argument("--threads", type=int_in(1, 1024), default=None, help="CPU threads (torch)")

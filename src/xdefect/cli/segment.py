@@ -1,0 +1,90 @@
+"""``xdefect train-segmenter``: a fully convolutional per-pixel defect model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from xdefect.cli.common import add_device, add_output, command, emit, float_in, int_in, options
+
+__all__ = ["DESCRIPTION", "cmd_train_segmenter", "register"]
+
+DESCRIPTION = (
+    "Train a segmenter (xdefect.segment): a small encoder-decoder that scores every\n"
+    "pixel, learnt from crops of the train images (n % 4 == 3) of GDXray series and/or\n"
+    "of unannotated image folders, with simulated voids whose exact shadows are the\n"
+    "targets (--real: real defect boxes' inscribed ellipses too). Its detections are\n"
+    "the regions of the score map above theta, boxed by their extent. theta is chosen\n"
+    "on the annotated tuning images (n % 4 == 1) of the series trained on. Writes\n"
+    "RUN/model.safetensors + model.json; RUN/last.* every --checkpoint-every steps\n"
+    "(--resume continues from there).")
+
+
+def cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from xdefect.checkpoint import resolve_model
+    from xdefect.crops import CropConfig
+    from xdefect.errors import InputError
+    from xdefect.train_segment import SegTrainConfig, train_segmenter
+
+    try:
+        crops = CropConfig(**options(args, CropConfig))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    init = None if args.init is None else str(resolve_model(args.init))
+    cfg = SegTrainConfig(**options(args, SegTrainConfig, crops=crops, init=init,
+                                   gdxray=tuple(str(r) for r in args.gdxray),
+                                   series=None if args.series is None else tuple(args.series),
+                                   images=tuple(args.images)))
+    res = train_segmenter(cfg, on_log=None if args.quiet or args.json else
+                          lambda row: print(json.dumps(row), flush=True))
+    emit(args, res, lambda: print(
+        f"{res['model']}: {res['steps']} steps ({res['crops_seen']} crops) in "
+        f"{res['minutes']:.1f} min; theta {res['theta']:g}"
+        + ("" if res["tuning_ap"] is None else f", tuning AP {res['tuning_ap']:.4f}")))
+    return 0
+
+
+def register(sub: Any) -> None:
+    from xdefect.crops import CropConfig
+    from xdefect.segment import SEGMENTERS
+
+    p = command(sub, "train-segmenter", cmd_train_segmenter,
+                "train a per-pixel segmenter on crops with simulated defects", DESCRIPTION)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--gdxray", nargs="+", default=[], metavar="ROOT",
+                   help="GDXray roots (folders holding Castings/) whose train images are used")
+    p.add_argument("--series", nargs="+", default=None,
+                   help="only these series of the roots (default: all)")
+    p.add_argument("--images", nargs="+", default=[], metavar="IMAGE_OR_DIR",
+                   help="unannotated radiographs (files or folders): backgrounds for "
+                        "simulated defects")
+    p.add_argument("--arch", default="segnet", choices=list(SEGMENTERS), help="architecture")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this segmenter's weights (fine-tuning)")
+    p.add_argument("--steps", type=int_in(1), default=8000, help="optimiser steps")
+    p.add_argument("--batch", type=int_in(1, 4096), default=16, help="crops per step")
+    p.add_argument("--lr", type=float_in(0, 1, lo_open=True, hi_open=True), default=2e-3,
+                   help="peak learning rate (cosine decay over the steps)")
+    p.add_argument("--pos-weight", type=float_in(0, 1000, lo_open=True), default=3.0,
+                   help="weight of defect pixels in the cross-entropy")
+    p.add_argument("--augment", action="store_true",
+                   help="gamma, contrast, grey level, blur and noise on every crop")
+    p.add_argument("--size", type=int_in(16, 1024), default=96, help="crop side (px, x8)")
+    p.add_argument("--defects", type=float_in(0, 50), default=1.5,
+                   help="mean simulated defects per crop (Poisson)")
+    p.add_argument("--axes-mm", type=float_in(0, 1000, lo_open=True), nargs=2,
+                   default=(1.0, 10.0), metavar=("LOW", "HIGH"),
+                   help="semi-axes of the simulated voids (mm)")
+    p.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
+                   default=CropConfig().mu_range, metavar=("LOW", "HIGH"),
+                   help="absorption-coefficient range of the simulated voids (1/mm)")
+    p.add_argument("--real", action="store_true",
+                   help="real defect boxes (annotated train images) are targets too")
+    p.add_argument("--no-theta", dest="choose_theta", action="store_false",
+                   help="do not choose theta on the tuning images (keep the init's or 0.8)")
+    p.add_argument("--checkpoint-every", type=int_in(1), default=500, help="steps")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint")
+    p.add_argument("--seed", type=int_in(0), default=0, help="random seed")
+    add_device(p)
+    add_output(p)

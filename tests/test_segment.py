@@ -1,0 +1,267 @@
+"""The segmenter: model, crops with exact masks, resumable training, detection, adapt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, run_cli
+from PIL import Image
+
+from xdefect.checkpoint import load_model, read_card, save_tensors
+from xdefect.crops import CropConfig, inscribed_ellipse, make_crop, sample_batch, training_image
+from xdefect.detect import DetectParams, ScoreMap, regions
+from xdefect.detector import Detector
+from xdefect.errors import InputError
+from xdefect.models import NORMALISATION
+from xdefect.pipelines import export_model, write_phantom_root
+from xdefect.segment import (
+    SEGMENTERS,
+    SegConfig,
+    SegNet,
+    create_segmenter,
+    probability_map,
+    score_map,
+    segment_params,
+)
+from xdefect.simulate import phantom
+from xdefect.train_segment import SegTrainConfig, train_segmenter
+
+# ----------------------------------------------------------------------------------- model
+
+
+def test_registry_and_config_round_trip():
+    for name, cfg in SEGMENTERS.items():
+        assert cfg.name == name
+        doc = json.loads(json.dumps(cfg.to_dict()))
+        assert doc["family"] == "segmenter" and SegConfig.from_dict(doc) == cfg
+    assert SEGMENTERS["segnet"].params() == 181473
+    with pytest.raises(ValueError):
+        SegConfig.from_dict({"name": "xnet2", "p": [7]})  # a classifier's arch block
+    with pytest.raises(KeyError, match="known: segnet"):
+        create_segmenter("nope")
+
+
+def test_forward_shapes_and_receptive_field():
+    net = create_segmenter("segnet").eval()
+    assert net(torch.zeros(2, 1, 64, 96)).shape == (2, 1, 32, 48)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.zeros(1, 1, 60, 64))
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 512, 512, requires_grad=True)
+    net(x)[0, 0, 128, 128].backward()
+    rows = np.flatnonzero((x.grad[0, 0].abs() > 0).any(1).numpy())
+    assert 75 <= 256 - rows.min() <= 90 and 75 <= rows.max() - 256 <= 90  # "about 80 px"
+
+
+def test_score_map_per_pixel_on_any_size():
+    net = create_segmenter("segnet")
+    net.train()
+    img = np.random.default_rng(0).random((45, 70)).astype(np.float32)
+    p = probability_map(net, img)
+    assert p.shape == (45, 70) and p.dtype == np.float32 and 0 <= p.min() <= p.max() <= 1
+    assert net.training  # the caller's mode is restored
+    sm = score_map(net, img)
+    assert sm.stride == 1 and sm.offset == 0 and sm.image_shape == (45, 70)
+    np.testing.assert_allclose(sm.values, 2 * p - 1, atol=1e-6)
+
+
+def test_segment_regions_are_pixel_components_boxed_by_extent():
+    v = np.full((60, 80), -1.0, np.float32)
+    v[10:20, 30:45] = 0.5
+    v[14, 35] = 0.95
+    v[40:42, 5:7] = 0.9  # 4 pixels: kept at a_min 4
+    v[50, 70] = 0.99  # one pixel: dropped
+    dets = regions(ScoreMap(v, 1, (60, 80), 0), segment_params(0.0))
+    assert [(d.box, round(d.score, 2), d.area) for d in dets] == [
+        ((30, 10, 45, 20), 0.95, 150), ((5, 40, 7, 42), 0.9, 4)]
+    mask = np.ones((60, 80), bool)
+    mask[:, :40] = False  # the mask cuts the first region
+    d2 = regions(ScoreMap(v, 1, (60, 80), 0), segment_params(0.0), mask)
+    assert [d.box for d in d2] == [(40, 10, 45, 20)]
+
+
+def test_classifier_maps_keep_the_window_centre_offset():
+    sm = ScoreMap(np.array([[1.0]], np.float32), 8, (32, 32))
+    assert sm.offset == 16
+    d = regions(sm, DetectParams(theta=0.0, radius=0, a_min=1, box_rule="region"), None)
+    assert d[0].box == (16, 16, 17, 17)
+
+
+# ----------------------------------------------------------------------------------- crops
+
+
+def test_crop_targets_are_the_exact_shadows_of_simulated_defects():
+    img = training_image(phantom((200, 260), seed=3).image)
+    cfg = CropConfig(size=64, axes_mm=(2.0, 3.0), mu_range=(0.03, 0.04))
+    rng = np.random.default_rng(1)
+    c0, t0, v0 = make_crop(img, cfg, np.random.default_rng(1), 0)
+    c1, t1, v1 = make_crop(img, cfg, rng, 2)
+    assert c1.shape == t1.shape == v1.shape == (64, 64) and c1.dtype == np.float32
+    assert not t0.any() and v0.all() and v1.all()
+    assert t1.any()
+    assert 0 <= c1.min() <= c1.max() <= 1
+
+
+def test_crop_real_boxes_targets_or_ignored():
+    pix = np.full((100, 100), 0.5, np.float32)
+    boxes = np.array([[40, 40, 60, 56]])
+    mask = np.ones((100, 100), bool)
+    img = training_image(pix, boxes, margin=4, mask=mask)
+    assert not img.free[36:60, 36:64].any() and img.free[:30].all()
+    cfg = CropConfig(size=96, defects=0, real=True)
+    _, t, v = make_crop(img, cfg, np.random.default_rng(0), 0, on_real=True)
+    ell = inscribed_ellipse(16, 20)
+    assert t.sum() == ell.sum() and (~v).sum() == (~ell).sum()  # the rest of the box ignored
+    cfg = CropConfig(size=96, defects=0, real=False, margin=4)
+    _, t, v = make_crop(img, cfg, np.random.default_rng(0), 0, on_real=True)
+    assert not t.any() and (~v).sum() == 28 * 24  # the box grown by the margin
+
+
+def test_sample_batch_and_small_images():
+    imgs = [training_image(phantom((50, 70), seed=1).image),
+            training_image(phantom((200, 260), seed=2).image)]
+    x, y, v = sample_batch(imgs, CropConfig(size=96), np.random.default_rng(0), 6)
+    assert x.shape == y.shape == v.shape == (6, 96, 96)
+    _, _, v = sample_batch(imgs[:1], CropConfig(size=96), np.random.default_rng(0), 1)
+    assert v.sum() == 50 * 70  # the padding of the 50x70 image is not valid
+    with pytest.raises(ValueError):
+        CropConfig(size=50)
+    with pytest.raises(ValueError):
+        sample_batch([], CropConfig(), np.random.default_rng(0), 1)
+
+
+# -------------------------------------------------------------------- training, detection
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory):
+    return write_phantom_root(tmp_path_factory.mktemp("ph") / "root", n=8, shape=(160, 200))
+
+
+def _cfg(root, out, **kw) -> SegTrainConfig:
+    base = dict(out=str(out), gdxray=(str(root),), crops=CropConfig(size=64, real=True),
+                steps=6, batch=4, checkpoint_every=2, threads=1, device="cpu", command="test")
+    return SegTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "run"
+    res = train_segmenter(_cfg(phantom_root, out))
+    return out, res
+
+
+def test_training_writes_a_model_with_a_card(trained):
+    out, res = trained
+    assert res["steps"] == 6 and res["crops_seen"] == 24
+    assert not (out / "last.safetensors").exists()
+    card = read_card(out / "model.safetensors")
+    assert card["arch"]["family"] == "segmenter" and card["normalisation"] == NORMALISATION
+    assert card["detection"]["mode"] == "segment" and card["detection"]["stride"] == 1
+    stage = card["lineage"][-1]
+    assert stage["data_image_splits"] == ["train"] and stage["data_series"] == ["C0001"]
+    assert stage["data_sources"] == {"simulated": True, "real": True}
+    assert card["tuning"]["images"] == 2  # 1 and 5: n % 4 == 1
+    assert card["detection"]["theta"] == card["tuning"]["theta"] == res["theta"]
+    assert card["train_config"]["crops"]["size"] == 64
+    net, _ = load_model(out / "model.safetensors")
+    assert isinstance(net, SegNet) and not net.training
+
+
+def test_resume_ends_with_the_same_weights(phantom_root, trained, tmp_path):
+    out, _ = trained
+
+    def stop(row):
+        if row["step"] == 4:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(_cfg(phantom_root, run), on_log=stop)
+    assert read_card(run / "last.safetensors", ("xdefect-checkpoint/1",))["step"] == 2
+    with pytest.raises(InputError, match="--resume"):
+        train_segmenter(_cfg(phantom_root, run))
+    with pytest.raises(InputError, match="other settings"):
+        train_segmenter(_cfg(phantom_root, run, lr=1e-3, resume=True))
+    train_segmenter(_cfg(phantom_root, run, resume=True))
+    a, _ = load_model(out / "model.safetensors")
+    b, _ = load_model(run / "model.safetensors")
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
+    with pytest.raises(InputError, match="finished"):
+        train_segmenter(_cfg(phantom_root, run, resume=True))
+
+
+def test_detector_runs_a_segmenter(trained, phantom_root):
+    out, _ = trained
+    model = out / "model.safetensors"
+    det = Detector.load(model, device="cpu", theta=-1.0, a_min=1)
+    assert det.params.mode == "segment"
+    img = phantom((160, 200), seed=4).image
+    dets = det.detect(img)
+    assert dets and all(-1 <= d.score <= 1 for d in dets)
+    assert det.score_map(img).values.shape == (160, 200)
+    with pytest.raises(InputError, match="segment"):
+        Detector.load(model, device="cpu", mode="dense")
+    with pytest.raises(InputError, match="segmenter"):
+        Detector.load(None, device="cpu", mode="segment")
+    with pytest.raises(InputError, match="PyTorch"):
+        Detector.load(model, device="cpu", backend="onnxruntime")
+    with pytest.raises(InputError, match="patch classifier"):
+        det.scorer()
+    with pytest.raises(InputError, match="ONNX export"):
+        export_model(model, out / "x.onnx")
+
+
+def test_weights_that_do_not_match_the_card(trained, tmp_path):
+    out, _ = trained
+    card = read_card(out / "model.safetensors")
+    card["arch"]["channels"] = 8
+    save_tensors(tmp_path / "bad.safetensors",
+                 {k: v for k, v in load_model(out / "model.safetensors")[0]
+                  .state_dict().items()}, card)
+    with pytest.raises(InputError, match="do not match"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
+    out, _ = trained
+    model = str(out / "model.safetensors")
+    ev = run_cli("evaluate", "--model", model, "--gdxray", str(phantom_root), "--split",
+                 "tuning", "--out", str(tmp_path / "ev"), "--json", "--threads", "1")
+    assert ev.returncode == 0, ev.stderr
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["images"] == 2 and m["gt_boxes"] > 0
+    d = tmp_path / "casting"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.round(phantom((120, 160), seed=i).image * 255).astype(np.uint8)
+                        ).save(d / f"part_{i}.png")
+    before = {f.name: f.read_bytes() for f in d.iterdir()}
+    ad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad"),
+                 "--steps", "3", "--threads", "1", "--source-regions", "ignore")
+    assert ad.returncode == 0, ad.stderr
+    assert {f.name: f.read_bytes() for f in d.iterdir()} == before
+    card = read_card(tmp_path / "ad" / "model.safetensors")
+    src = read_card(model)
+    assert card["detection"] == src["detection"] and card["adaptation"]["images"] == 3
+    assert card["lineage"][-1]["init"]["sha256"] == src["weights_sha256"]
+    assert card["lineage"][-1]["data_files"] == 3 and len(card["lineage"]) == 2
+    assert card["train_config"]["crops"]["real"] is False
+    assert Detector.load(tmp_path / "ad" / "model.safetensors", device="cpu").detect(
+        np.asarray(Image.open(d / "part_0.png"))) is not None
+
+
+def test_cli_bad_input(tmp_path, phantom_root):
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r")),
+                          "nothing to train on")
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
+                                  str(phantom_root), "--resume"), "nothing to resume")
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
+                                  str(phantom_root), "--series", "C0404"), "C0404")
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
+                                  str(phantom_root), "--size", "60"), "multiple of 8")
+    assert not (tmp_path / "r").exists()
