@@ -40,89 +40,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from scipy import ndimage as ndi
-from torch import nn
 
 from xdefect import gdxray
+from xdefect.crops import CropConfig, TrainImage, gdxray_images, sample_batch
+from xdefect.detect import ScoreMap, detection_arrays, regions
 from xdefect.evaluate import ImageResult, seen_mask, summarise
 from xdefect.io import command_line, write_json
 from xdefect.models import normalise_float
-from xdefect.simulate import DefectSampler, SamplerConfig, superimpose
+from xdefect.segment import SegConfig, SegNet, probability_map, segment_params
+from xdefect.train_segment import segment_loss
 
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 MARGIN = 8  # pixels around a real box that simulated defects avoid (and ignored without --real)
 
 
-# ---------------------------------------------------------------------------- the network
+# ------------------------------------------------------------------ the network, the data
+# The network is the library's segmenter (xdefect.segment.SegNet, registry "segnet" at
+# --channels 16), crops come from xdefect.crops, the loss from xdefect.train_segment.
 
 
-def _block(cin: int, cout: int, dil: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dil, dilation=dil, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class SegNet(nn.Module):
-    """Per-pixel defect logits at half resolution, ``(N, 1, H/2, W/2)``, of a normalised
-    ``(N, 1, H, W)`` image (``H``, ``W`` multiples of 8): a stride-2 stem, two 3x3
-    convolutions per scale at a half, a quarter and an eighth of the resolution, two more
-    at the eighth dilated by 2 and 4 (context: about 150 pixels of reach), nearest-neighbour
-    upsampling with skip connections back to half resolution."""
-
-    def __init__(self, c: int = 16) -> None:
-        super().__init__()
-        self.c = c
-        self.e1 = nn.Sequential(nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False),
-                                nn.BatchNorm2d(c), nn.ReLU(inplace=True), _block(c, c))
-        self.e2 = nn.Sequential(_block(c, 2 * c), _block(2 * c, 2 * c))
-        self.e3 = nn.Sequential(_block(2 * c, 4 * c), _block(4 * c, 4 * c),
-                                _block(4 * c, 4 * c, 2), _block(4 * c, 4 * c, 4))
-        self.d2 = _block(6 * c, 2 * c)
-        self.d1 = _block(3 * c, c)
-        self.head = nn.Conv2d(c, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f1 = self.e1(x)
-        f2 = self.e2(F.max_pool2d(f1, 2))
-        f3 = self.e3(F.max_pool2d(f2, 2))
-        u2 = self.d2(torch.cat([F.interpolate(f3, scale_factor=2.0), f2], 1))
-        u1 = self.d1(torch.cat([F.interpolate(u2, scale_factor=2.0), f1], 1))
-        return self.head(u1)
-
-
-@torch.no_grad()
-def probability_map(net: SegNet, image: np.ndarray) -> np.ndarray:
-    """Defect probability of every pixel of a grey [0, 1] image ``(H, W)`` (the half-
-    resolution map upsampled bilinearly)."""
-    h, w = image.shape
-    ph, pw = -h % 8, -w % 8
-    x = normalise_float(np.pad(image, ((0, ph), (0, pw)), mode="reflect"))[None, None]
-    logit = F.interpolate(net.eval()(x), scale_factor=2.0, mode="bilinear",
-                          align_corners=False)
-    return torch.sigmoid(logit)[0, 0, :h, :w].numpy()
-
-
-def detections(prob: np.ndarray, mask: np.ndarray, t: float, a_min: int = 4
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and scores of the 8-connected
-    regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels."""
-    lab, n = ndi.label((prob > t) & mask, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros((0, 4)), np.zeros(0)
-    idx = np.arange(1, n + 1)
-    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    peak = ndi.maximum(prob, lab, idx)
-    boxes, scores = [], []
-    for k, sl in enumerate(ndi.find_objects(lab)):
-        if sl is None or area[k] < a_min:
-            continue
-        boxes.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
-        scores.append(float(peak[k]))
-    return np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores)
-
-
-# ------------------------------------------------------------------------------- the data
+def make_net(channels: int) -> SegNet:
+    return SegNet(SegConfig("segnet", channels))
 
 
 @dataclass
@@ -130,73 +69,21 @@ class Image:
     pixels: np.ndarray
     mask: np.ndarray
     boxes: np.ndarray  # real defects (x1, y1, x2, y2)
-    free: np.ndarray  # casting mask minus the real boxes grown by MARGIN
     seen: np.ndarray | None = None  # per box: the same defect is in a train image
 
 
-def load_images(root: Path, series: list[str], split: str) -> list[Image]:
-    out = []
-    for smp in gdxray.iter_samples(root, series, split=split):
-        m = gdxray.casting_mask(smp.image)
-        free = m.copy()
-        for x1, y1, x2, y2 in smp.boxes.astype(int):
-            free[max(y1 - MARGIN, 0):y2 + MARGIN, max(x1 - MARGIN, 0):x2 + MARGIN] = False
-        out.append(Image(smp.image.astype(np.float32), m, smp.boxes.astype(int), free))
-    return out
+def load_images(root: Path, series: list[str], split: str) -> list[TrainImage]:
+    return gdxray_images(root, series, split, MARGIN)
 
 
-def inscribed_ellipse(h: int, w: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    return (((yy + 0.5) / h * 2 - 1) ** 2 + ((xx + 0.5) / w * 2 - 1) ** 2) <= 1.0
-
-
-def make_crop(img: Image, size: int, rng: np.random.Generator, cfg: SamplerConfig,
-              n_defects: int, real: bool, on_real: bool
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(crop, target, valid) of one training crop, each ``(size, size)``."""
-    h, w = img.pixels.shape
-    if on_real and len(img.boxes):
-        x1, y1, x2, y2 = img.boxes[rng.integers(len(img.boxes))]
-        cy = int(rng.integers(y1, max(y2, y1 + 1)))
-        cx = int(rng.integers(x1, max(x2, x1 + 1)))
-    else:
-        cand = np.flatnonzero(img.mask.ravel())
-        cy, cx = divmod(int(cand[rng.integers(cand.size)]), w)
-    r0 = int(np.clip(cy - size // 2, 0, h - size))
-    c0 = int(np.clip(cx - size // 2, 0, w - size))
-    crop = img.pixels[r0:r0 + size, c0:c0 + size].astype(np.float64)
-    target = np.zeros((size, size), bool)
-    valid = np.ones((size, size), bool)
-    for x1, y1, x2, y2 in img.boxes:  # real defects in the crop
-        a1, b1, a2, b2 = x1 - c0, y1 - r0, x2 - c0, y2 - r0
-        if a2 <= 0 or b2 <= 0 or a1 >= size or b1 >= size:
-            continue
-        if real:
-            ell = inscribed_ellipse(y2 - y1, x2 - x1)
-            sub = (slice(max(b1, 0), min(b2, size)), slice(max(a1, 0), min(a2, size)))
-            esub = ell[sub[0].start - b1:sub[0].stop - b1, sub[1].start - a1:sub[1].stop - a1]
-            valid[sub] = False
-            target[sub] |= esub
-            valid[sub] |= esub
-        else:
-            valid[max(b1 - MARGIN, 0):b2 + MARGIN, max(a1 - MARGIN, 0):a2 + MARGIN] = False
-    free = img.free[r0:r0 + size, c0:c0 + size].copy()
-    free[:4], free[-4:], free[:, :4], free[:, -4:] = False, False, False, False
-    if n_defects and free.any():
-        sampler = DefectSampler(free, cfg)
-        for _ in range(n_defects):
-            ell = sampler.sample(rng)
-            res = superimpose(crop, ell, cfg.geometry, x_max=cfg.x_max, inplace=True,
-                              blur_px=cfg.blur_px)
-            if res.box is not None:
-                target |= res.d_map((size, size)) > 0
-    k = int(rng.integers(4))
-    flip = bool(rng.integers(2))
-    out = []
-    for a in (crop.astype(np.float32), target, valid):
-        a = np.rot90(a, k)
-        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
-    return out[0], out[1], out[2]
+def detections(prob: np.ndarray, mask: np.ndarray, t: float, a_min: int = 4
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and peak probabilities of the
+    8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels
+    (the library's segment mode: :func:`xdefect.detect.regions` on ``2 p - 1``)."""
+    sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
+    b, sc = detection_arrays(regions(sm, segment_params(2 * t - 1, a_min), mask))
+    return b, (sc + 1) / 2
 
 
 # -------------------------------------------------------------------------------- scoring
@@ -207,7 +94,7 @@ def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=
     """Each image's detections and ground truth at each threshold."""
     res: dict[float, list[ImageResult]] = {t: [] for t in thresholds}
     for key, series, img in images:
-        prob = probability_map(net, img.pixels)
+        prob = probability_map(net.eval(), img.pixels)
         for t in thresholds:
             b, s = detections(prob, img.mask, t)
             res[t].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
@@ -261,7 +148,7 @@ def scored_images(root: Path, series: list[str] | None, split: str
             seen = (seen_mask(smp.boxes, np.concatenate(ref)) if ref
                     else np.zeros(len(smp.boxes), bool))
         img = Image(smp.image.astype(np.float32), gdxray.casting_mask(smp.image),
-                    smp.boxes.astype(int), np.zeros(0), seen)
+                    smp.boxes.astype(int), seen)
         out.append((rec.stem, rec.series, img))
     return out
 
@@ -269,41 +156,25 @@ def scored_images(root: Path, series: list[str] | None, split: str
 # ------------------------------------------------------------------------------- training
 
 
-def train(a: argparse.Namespace, imgs: list[Image]) -> tuple[SegNet, dict]:
+def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
+    """Train for ``--minutes`` (cosine learning-rate decay over the time budget)."""
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    with_real = [i for i in imgs if len(i.boxes)]
-    cfg = SamplerConfig(axes_mm=tuple(a.axes_mm), x_max=a.x_max, blur_px=a.blur)
-    net = SegNet(a.channels)
+    cfg = CropConfig(size=a.crop, defects=a.defects, axes_mm=tuple(a.axes_mm), x_max=a.x_max,
+                     blur_px=a.blur, real=a.real, margin=MARGIN)
+    net = make_net(a.channels)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
-    pos_w = torch.tensor(a.pos_weight)
     t0 = time.perf_counter()
     step, seen, log = 0, 0, []
     budget = a.minutes * 60
     while time.perf_counter() - t0 < budget:
-        xs, ys, vs = [], [], []
-        for _ in range(a.batch):
-            on_real = a.real and rng.uniform() < 1 / 3
-            img = (with_real[rng.integers(len(with_real))] if on_real
-                   else imgs[rng.integers(len(imgs))])
-            c, t, v = make_crop(img, a.crop, rng, cfg, int(rng.poisson(a.defects)), a.real,
-                                on_real)
-            xs.append(c)
-            ys.append(t)
-            vs.append(v)
-        x = normalise_float(np.stack(xs))[:, None]
-        y = torch.from_numpy(np.stack(ys)).float()[:, None]
-        v = torch.from_numpy(np.stack(vs)).float()[:, None]
+        x, y, v = sample_batch(imgs, cfg, rng, a.batch)
         frac = (time.perf_counter() - t0) / budget
         for g in opt.param_groups:  # cosine decay over the time budget
             g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-        logit = net.train()(x)  # half resolution: targets averaged, valid where all 4 are
-        y = F.avg_pool2d(y, 2)
-        v = (F.avg_pool2d(v, 2) > 0.999).float()
-        bce = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pos_w, reduction="none")
-        bce = (bce * v).sum() / v.sum().clamp(min=1)
-        p = torch.sigmoid(logit) * v
-        dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + (y * v).sum() + 1)
+        bce, dice = segment_loss(net.train()(normalise_float(x)[:, None]),
+                                 torch.from_numpy(y).float()[:, None],
+                                 torch.from_numpy(v).float()[:, None], a.pos_weight)
         loss = bce + dice
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -326,7 +197,7 @@ def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "model.safetensors"
     if weights.is_file():
-        net = SegNet(a.channels)
+        net = make_net(a.channels)
         net.load_state_dict(load_file(weights))
         return net.eval(), json.loads((work / "card.json").read_text())["training"]
     net, info = train(a, images())
