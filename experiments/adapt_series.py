@@ -27,6 +27,7 @@ from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.pipelines import write_evaluation
 from xdefect.protocol import evaluate_folder
+from xdefect.segment import SegNet
 
 
 def row(m: dict) -> dict:
@@ -101,8 +102,10 @@ def main() -> None:
 def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
                   ad_all: list[ImageResult]) -> dict:
     """``OUT/adapt_series.json`` over the series done so far."""
+    src = Detector.load(a.source, device="cpu")
     out = {"protocol": "adapt on the odd images without labels, test on the even images",
            "root": str(a.root), "source": a.source or "bundled default",
+           "source_family": "segmenter" if isinstance(src.model, SegNet) else "classifier",
            "series_planned": a.series, "per_series": per,
            "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),
            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},

@@ -70,8 +70,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--name", required=True, choices=sorted(BUNDLED))
-    ap.add_argument("--tune", type=Path, required=True,
-                    help="tune_detection.py output whose best parameters are installed")
+    ap.add_argument("--tune", type=Path, default=None,
+                    help="tune_detection.py output whose best parameters are installed "
+                         "(a classifier run; a segmenter run chose its theta on the tuning "
+                         "images itself, recorded in its card)")
     ap.add_argument("--test", type=Path, default=None,
                     help="metrics.json of `xdefect evaluate --split test` with this model")
     dest = ap.add_mutually_exclusive_group(required=True)
@@ -79,10 +81,15 @@ def main() -> None:
     dest.add_argument("--install", action="store_true",
                       help="install as src/xdefect/weights/NAME.safetensors")
     a = ap.parse_args()
-    src = a.run / "best.safetensors"
+    segmenter = (a.run / "model.safetensors").is_file()
+    src = a.run / ("model.safetensors" if segmenter else "best.safetensors")
     card = read_card(src)
     if card.get("weights_sha256") != sha256_file(src):
         raise SystemExit(f"{src}: weights do not match the checksum in their card")
+    if segmenter:
+        return bundle_segmenter(a, src, card)
+    if a.tune is None:
+        raise SystemExit("--tune is needed for a patch classifier run")
     tune = json.loads(a.tune.read_text())
     if tune.get("split") not in ("tuning",):
         raise SystemExit(f"{a.tune}: detection settings must be chosen on the tuning images, "
@@ -107,6 +114,38 @@ def main() -> None:
             raise SystemExit(f"{a.test}: not an evaluation on the test images")
         card["test_even"] = test_block(test)
     card["reproduce"] = reproduce(card, tune, test, command_line())
+    install(a, src, card)
+    print(f"{a.install and a.name or a.out}: {a.name}, epoch {card['epoch']}, detection "
+          f"{card['detection']}")
+
+
+def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
+    """A segmenter run (``xdefect train-segmenter``): its card already holds the training
+    log and the theta chosen on the tuning images (``tuning``)."""
+    tuning = card.get("tuning") or {}
+    if not tuning.get("images"):
+        raise SystemExit(f"{src}: no theta chosen on tuning images in its card")
+    card["name"] = a.name
+    card["description"] = BUNDLED[a.name]
+    card["detection_tuning"] = {
+        "split": "tuning", "series": card["lineage"][-1].get("data_series"),
+        "images": tuning["images"], "best": card["detection"],
+        "best_metrics": {"ap": tuning["ap"]}, "ap_by_theta": tuning["ap_by_theta"],
+        "rule": tuning["rule"], "command": card["lineage"][-1].get("command")}
+    test = None
+    if a.test:
+        test = json.loads(a.test.read_text())
+        if test.get("split") not in ("test", "even"):
+            raise SystemExit(f"{a.test}: not an evaluation on the test images")
+        card["test_even"] = test_block(test)
+    card["reproduce"] = reproduce(card, {}, test, command_line())
+    install(a, src, card)
+    print(f"{a.install and a.name or a.out}: {a.name}, {card['training']['steps']} steps, "
+          f"detection theta {card['detection']['theta']}")
+
+
+def install(a: argparse.Namespace, src: Path, card: dict) -> None:
+    """Write the weights and card to ``--out`` or install them as a bundled model."""
     target = WEIGHTS_DIR / f"{a.name}.safetensors" if a.install else a.out
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, target)
@@ -118,7 +157,6 @@ def main() -> None:
             if not link.is_symlink():
                 link.unlink(missing_ok=True)
                 link.symlink_to(Path("..") / "src" / "xdefect" / "weights" / link.name)
-    print(f"{target}: {a.name}, epoch {card['epoch']}, detection {card['detection']}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def cards() -> dict[str, dict]:
 
 def _trained_on(card: dict) -> str:
     s = lineage_summary(card)
+    if card["arch"].get("family") == "segmenter":
+        real = "per-pixel masks: real defects' inscribed ellipses, " if s["real_defects"] else ""
+        return (f"{real}simulated voids; {', '.join(s['image_splits'] or ['?'])} images of "
+                f"{len(s['series'])} series")
     real = "real defect windows and hard negatives, " if s["real_defects"] else ""
     return (f"{real}simulated defects; {', '.join(s['image_splits'] or ['?'])} images of "
             f"{len(s['series'])} series; {s['stages']} stage(s)")
@@ -91,14 +95,19 @@ def results_block(cs: dict[str, dict]) -> str:
         lines.append(f"| {label} | " + " | ".join(fn(c) for c in cs.values()) + " |")
 
     row("trained on", _trained_on)
-    row("training", lambda c: f"{c['training']['epochs_run']} epochs, best {c['epoch']}, "
-        f"{c['training']['seconds_total'] / 60:.0f} min")
-    row("patch hold-out accuracy", lambda c: _f(c["metrics"]["val_acc"], 4))
+    row("training", lambda c: (
+        f"{c['training']['steps']} steps ({c['training']['crops_seen']} crops), "
+        f"{c['training']['minutes']:.0f} min" if "steps" in c["training"] else
+        f"{c['training']['epochs_run']} epochs, best {c['epoch']}, "
+        f"{c['training']['seconds_total'] / 60:.0f} min"))
+    row("patch hold-out accuracy", lambda c: _f(c["metrics"]["val_acc"], 4)
+        if "metrics" in c else "- (segmenter)")
     row("detection settings (chosen on the tuning images)",
         lambda c: ", ".join(f"{k} {v}" for k, v in c["detection"].items()))
     row("tuning AP", lambda c: f"{_f(c['detection_tuning']['best_metrics']['ap'])} "
-        f"({c['detection_tuning']['images']} images, {c['detection_tuning']['gt_boxes']} "
-        "boxes)")
+        f"({c['detection_tuning']['images']} images"
+        + (f", {c['detection_tuning']['gt_boxes']} boxes)"
+           if c["detection_tuning"].get("gt_boxes") else ")"))
     row("**test AP**", lambda c: f"**{_f(c['test_even']['ap'])}** (11-point "
         f"{_f(c['test_even']['ap11'])})" if c.get("test_even") else "-")
     row("unseen-defect AP", lambda c: f"{_f(c['test_even']['unseen']['ap'])} "

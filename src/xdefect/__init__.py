@@ -12,7 +12,9 @@ Stages (one module each, data flowing one way; ``docs/architecture.md``):
 defects, Eq. 3) -> ``windows``/``patches``/``dataset`` (32x32 patch datasets) -> ``models``
 / ``train`` / ``gan`` (Xnet-II, the DCGAN) -> ``detect``/``detector`` (score map,
 regions) -> ``evaluate``/``protocol`` (IoU matching, AP) -> ``report`` (pictures);
-``augment`` transforms training windows; ``pipelines`` joins the stages over files,
+``augment`` transforms training windows; ``crops``/``segment``/``train_segment`` are the
+segmenter's stages (crops with exact simulated masks, the per-pixel model and its score
+map, training; its regions are ``detect``'s); ``pipelines`` joins the stages over files,
 ``adaptation`` fine-tunes a model on a new casting's unlabelled images, and ``cli`` is the
 command line.
 
@@ -53,17 +55,21 @@ _EXPORTS = {
     "AdaptConfig": "xdefect.adaptation",
     "adapt": "xdefect.adaptation",
     "AugmentParams": "xdefect.augment",
+    "CropConfig": "xdefect.crops",
+    "SegTrainConfig": "xdefect.train_segment",
+    "train_segmenter": "xdefect.train_segment",
 }
 
-__all__ = ["AdaptConfig", "AugmentParams", "BuildArgs", "DataWarning", "DetectParams",
-           "Detection", "Detector", "Evaluation", "InputError", "SamplerConfig", "ScoreMap",
-           "TrainConfig", "__version__", "adapt", "build_dataset", "detect_files",
-           "evaluate_detections", "evaluate_folder", "open_dataset", "run_demo",
-           "simulate_defects", "train"]
+__all__ = ["AdaptConfig", "AugmentParams", "BuildArgs", "CropConfig", "DataWarning",
+           "DetectParams", "Detection", "Detector", "Evaluation", "InputError",
+           "SamplerConfig", "ScoreMap", "SegTrainConfig", "TrainConfig", "__version__", "adapt",
+           "build_dataset", "detect_files", "evaluate_detections", "evaluate_folder",
+           "open_dataset", "run_demo", "simulate_defects", "train", "train_segmenter"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from xdefect.adaptation import AdaptConfig, adapt
     from xdefect.augment import AugmentParams
+    from xdefect.crops import CropConfig
     from xdefect.dataset import open_dataset
     from xdefect.detect import Detection, DetectParams, ScoreMap
     from xdefect.detector import Detector
@@ -73,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from xdefect.protocol import Evaluation, evaluate_detections, evaluate_folder
     from xdefect.simulate import SamplerConfig, simulate_defects
     from xdefect.train import TrainConfig, train
+    from xdefect.train_segment import SegTrainConfig, train_segmenter
 
 
 def __getattr__(name: str) -> Any:

@@ -175,6 +175,9 @@ BUNDLED = {
                      "test images out of training",
     "xnet2-paper": "the paper's protocol only: E100/G000 simulated defects from the train "
                    "images, no real defect windows",
+    "segnet-xdefect": "a segmenter (per-pixel score map, boxes from region extents) trained "
+                      "on crops of the train images with simulated voids and the real "
+                      "defects' inscribed ellipses as exact masks",
 }
 DEFAULT_MODEL = "xnet2-xdefect"
 #: old names that keep working

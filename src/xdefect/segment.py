@@ -84,7 +84,7 @@ class SegConfig:
 
     def params(self) -> int:
         """Parameters, Keras convention (BatchNorm: 4 per channel), as for the classifiers."""
-        return count_params(SegNet(self))
+        return _count_params(SegNet(self))
 
 
 SEGMENTERS: dict[str, SegConfig] = {
@@ -141,7 +141,7 @@ class SegNet(nn.Module):
         return self.head(u1)
 
 
-def count_params(model: nn.Module) -> int:
+def _count_params(model: nn.Module) -> int:
     n = sum(p.numel() for p in model.parameters())
     return n + sum(b.numel() for k, b in model.named_buffers()
                    if k.endswith(("running_mean", "running_var")))

@@ -212,6 +212,96 @@ def _save_checkpoint(run: Path, net: SegNet, opt: torch.optim.Optimizer, step: i
         "rng": rng.bit_generator.state, "log": log})
 
 
+def _check_run(cfg: SegTrainConfig, run: Path) -> None:
+    """:class:`InputError` when ``run`` cannot be started (or resumed) as asked."""
+    last = run / "last.safetensors"
+    if (run / "model.safetensors").exists():
+        raise InputError(f"{run}: holds a finished segmenter already (use another --out)")
+    if last.exists() and not cfg.resume:
+        raise InputError(f"{run}: holds a started run (use --resume to continue it, or "
+                         "another --out)")
+    if cfg.resume and not last.exists():
+        raise InputError(f"{run}: nothing to resume (no last.safetensors)")
+
+
+def _stage(cfg: SegTrainConfig, used: dict[str, list[str]], files: list[str],
+           init_card: dict[str, Any] | None) -> dict[str, Any]:
+    """This run's lineage stage."""
+    return {"complete": True, "kind": "segmenter", "command": cfg.command,
+            "data_roots": used, "data_series": sorted({s for ss in used.values() for s in ss}),
+            "data_image_splits": (["train"] if used else []) + (["files"] if files else []),
+            "data_files": len(files),
+            "data_sources": {"simulated": True, **({"real": True} if cfg.crops.real and used
+                                                   else {})},
+            "init": None if cfg.init is None else init_record(cfg.init, init_card)}
+
+
+def _resume(cfg: SegTrainConfig, last: Path, net: SegNet, opt: torch.optim.Optimizer,
+            rng: np.random.Generator) -> tuple[int, list[dict], dict[str, Any]]:
+    """Load a checkpoint into ``net``, ``opt`` and the generators; returns the step, the
+    log and the checkpoint's card (its settings must be ``cfg``'s)."""
+    card = read_card(last, (CHECKPOINT_FORMAT,))
+    was = card.get("train_config") or {}
+    now = json.loads(json.dumps(cfg.to_dict()))
+    now.update(resume=was.get("resume"), command=was.get("command"))
+    if was != now:
+        diff = sorted(k for k in now if was.get(k) != now[k])
+        raise InputError(f"{last}: the run was started with other settings "
+                         f"({', '.join(diff)})")
+    t = load_tensors(last)
+    net.load_state_dict(unprefixed("model", t))
+    restore_optimizer(opt, t, card["optimizer"])
+    torch.set_rng_state(t["torch_rng"])
+    rng.bit_generator.state = card["rng"]
+    return int(card["step"]), list(card["log"]), card
+
+
+def _step(cfg: SegTrainConfig, net: SegNet, opt: torch.optim.Optimizer,
+          images: list[TrainImage], rng: np.random.Generator, step: int,
+          aug: AugmentParams | None, device: str) -> tuple[float, float]:
+    """One optimisation step on a fresh batch; returns (BCE, Dice)."""
+    x, y, v = sample_batch(images, cfg.crops, rng, cfg.batch)
+    xt = torch.from_numpy(x)[:, None]
+    if aug is not None:
+        xt = augment(xt, aug, rng)
+    xt = normalise_float(xt).to(device)
+    yt = torch.from_numpy(y).float()[:, None].to(device)
+    vt = torch.from_numpy(v).float()[:, None].to(device)
+    for g in opt.param_groups:  # cosine decay over the steps
+        g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+    bce, dice = segment_loss(net(xt), yt, vt, cfg.pos_weight)
+    loss = bce + dice
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"segmenter training diverged at step {step} (loss {loss})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(bce.detach()), float(dice.detach())
+
+
+def _detection(cfg: SegTrainConfig, net: SegNet, used: dict[str, list[str]],
+               init_card: dict[str, Any] | None, device: str
+               ) -> tuple[DetectParams, dict[str, Any]]:
+    """The detection settings (the init's or the defaults, theta chosen on the tuning
+    images when there are any) and the card's ``tuning`` block."""
+    detection = (DetectParams.from_dict(init_card["detection"])
+                 if init_card and isinstance(init_card.get("detection"), dict)
+                 else SEGMENT_PARAMS)
+    samples = tuning_images(used) if cfg.choose_theta else []
+    if not samples:
+        return detection, {}
+    theta, aps = choose_theta(net.eval(), samples, detection, device=device)
+    return replace(detection, theta=theta), {
+        "images": len(samples), "ap_by_theta": aps, "theta": theta, "ap": aps[f"{theta:g}"],
+        "rule": "best AP (IoU 0.5) on the annotated tuning images (odd, n % 4 == 1) of the "
+                "series trained on"}
+
+
+def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
+    return ", ".join([f"{r}: {len(s)} series" for r, s in used.items()]
+                     + ([f"{len(files)} image files"] if files else []))
+
+
 def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None = None,
                     images: list[TrainImage] | None = None) -> dict[str, Any]:
     """Train (or resume) a segmenter; returns ``{"model", "steps", "crops_seen",
@@ -223,15 +313,8 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
         cfg = replace(cfg, command=command_line())
     device = setup_device(cfg.device, cfg.threads)
     run = Path(cfg.out)
-    final = run / "model.safetensors"
     last = run / "last.safetensors"
-    if final.exists():
-        raise InputError(f"{run}: holds a finished segmenter already (use another --out)")
-    if last.exists() and not cfg.resume:
-        raise InputError(f"{run}: holds a started run (use --resume to continue it, or "
-                         "another --out)")
-    if cfg.resume and not last.exists():
-        raise InputError(f"{run}: nothing to resume (no last.safetensors)")
+    _check_run(cfg, run)
     if images is None:
         images, used, files = _load_data(cfg)
     else:
@@ -241,97 +324,45 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     net, init_card = _initial(cfg, device)
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    stage = {"complete": True, "kind": "segmenter", "command": cfg.command,
-             "data_roots": used, "data_series": sorted({s for ss in used.values() for s in ss}),
-             "data_image_splits": (["train"] if used else []) + (["files"] if files else []),
-             "data_files": len(files),
-             "data_sources": {"simulated": True, **({"real": True} if cfg.crops.real and used
-                                                    else {})},
-             "init": None if cfg.init is None else init_record(cfg.init, init_card)}
-    lineage = (card_lineage(init_card) if init_card else []) + [stage]
     base = {"arch": net.arch.to_dict(), "normalisation": NORMALISATION,
-            "train_config": cfg.to_dict(), "lineage": lineage}
+            "train_config": cfg.to_dict(),
+            "lineage": (card_lineage(init_card) if init_card else [])
+            + [_stage(cfg, used, files, init_card)]}
     step, log = 0, []
     if cfg.resume:
-        card = read_card(last, (CHECKPOINT_FORMAT,))
-        was = card.get("train_config") or {}
-        now = json.loads(json.dumps(cfg.to_dict()))
-        now.update(resume=was.get("resume"), command=was.get("command"))
-        if was != now:
-            diff = sorted(k for k in now if was.get(k) != now[k])
-            raise InputError(f"{last}: the run was started with other settings "
-                             f"({', '.join(diff)})")
-        t = load_tensors(last)
-        net.load_state_dict(unprefixed("model", t))
-        restore_optimizer(opt, t, card["optimizer"])
-        torch.set_rng_state(t["torch_rng"])
-        rng.bit_generator.state = card["rng"]
-        step, log = int(card["step"]), list(card["log"])
-        base = {**base, "train_config": card["train_config"], "lineage": card["lineage"]}
+        step, log, ck = _resume(cfg, last, net, opt, rng)
+        base = {**base, "train_config": ck["train_config"], "lineage": ck["lineage"]}
     run.mkdir(parents=True, exist_ok=True)
     aug = AugmentParams(flip=False) if cfg.augment else None
-    t0 = time.perf_counter()
-    spent = float(log[-1]["s"]) if log else 0.0
+    t0, spent = time.perf_counter(), float(log[-1]["s"]) if log else 0.0
     bar = progress(total=cfg.steps, initial=step, desc="segmenter", unit="step")
     net.train()
     while step < cfg.steps:
-        x, y, v = sample_batch(images, cfg.crops, rng, cfg.batch)
-        xt = torch.from_numpy(x)[:, None]
-        if aug is not None:
-            xt = augment(xt, aug, rng)
-        xt = normalise_float(xt).to(device)
-        yt = torch.from_numpy(y).float()[:, None].to(device)
-        vt = torch.from_numpy(v).float()[:, None].to(device)
-        for g in opt.param_groups:  # cosine decay over the steps
-            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        bce, dice = segment_loss(net(xt), yt, vt, cfg.pos_weight)
-        loss = bce + dice
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"segmenter training diverged at step {step} (loss {loss})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        bce, dice = _step(cfg, net, opt, images, rng, step, aug, device)
         step += 1
         bar.update(1)
         if step % 100 == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            log.append({"step": step, "crops": step * cfg.batch,
-                        "loss": round(float(loss.detach()), 4),
-                        "bce": round(float(bce.detach()), 4),
-                        "dice": round(float(dice.detach()), 4),
+            log.append({"step": step, "crops": step * cfg.batch, "loss": round(bce + dice, 4),
+                        "bce": round(bce, 4), "dice": round(dice, 4),
                         "s": round(spent + time.perf_counter() - t0, 1)})
             if on_log is not None:
                 on_log(log[-1])
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             _save_checkpoint(run, net, opt, step, rng, log, base)
     bar.close()
-    net.eval()
     train_s = spent + time.perf_counter() - t0
-    detection = (DetectParams.from_dict(init_card["detection"])
-                 if init_card and isinstance(init_card.get("detection"), dict)
-                 else SEGMENT_PARAMS)
-    tuning: dict[str, Any] = {}
-    samples = tuning_images(used) if cfg.choose_theta else []
-    if samples:
-        theta, aps = choose_theta(net, samples, detection, device=device)
-        detection = replace(detection, theta=theta)
-        tuning = {"images": len(samples), "ap_by_theta": aps, "theta": theta,
-                  "ap": aps[f"{theta:g}"], "rule": "best AP (IoU 0.5) on the annotated tuning "
-                  "images (odd, n % 4 == 1) of the series trained on"}
-    card = {**base, "format": MODEL_FORMAT, "name": Path(cfg.out).name,
+    detection, tuning = _detection(cfg, net, used, init_card, device)
+    card = {**base, "format": MODEL_FORMAT, "name": run.name,
             "description": f"{net.arch.name} trained on {len(images)} images "
-                           f"({', '.join(f'{r}: {len(s)} series' for r, s in used.items())}"
-                           f"{'; ' if used and files else ''}"
-                           f"{f'{len(files)} image files' if files else ''})",
+                           f"({_data_text(used, files)})",
             "detection": detection.to_dict(), "tuning": tuning,
             "training": {"steps": step, "crops_seen": step * cfg.batch,
                          "minutes": round(train_s / 60, 2), "images": len(images),
                          "log": log}}
-    save_tensors(final, model_state(net), card)
-    if last.exists():
-        last.unlink()
-        (run / "last.json").unlink(missing_ok=True)
+    save_tensors(run / "model.safetensors", model_state(net), card)
+    last.unlink(missing_ok=True)
+    (run / "last.json").unlink(missing_ok=True)
     write_json(run / "train_log.json", log)
-    return {"model": str(final), "steps": step, "crops_seen": step * cfg.batch,
-            "minutes": round(train_s / 60, 2), "theta": detection.theta,
-            "tuning_ap": tuning.get("ap")}
-
+    return {"model": str(run / "model.safetensors"), "steps": step,
+            "crops_seen": step * cfg.batch, "minutes": round(train_s / 60, 2),
+            "theta": detection.theta, "tuning_ap": tuning.get("ap")}
