@@ -6,6 +6,8 @@
 #                   the same train images (runs/xnet2-xdefect, patch mode), then fine-tuned
 #                   for the dense score map on windows with 32 px of surroundings and its
 #                   own dense-mode hard negatives (runs/xnet2-xdefect-dense, the bundled one)
+#   segnet-xdefect: the segmenter, trained on crops of the same train images with simulated
+#                   voids and the real defects' inscribed ellipses as per-pixel targets
 # Detection settings are chosen on the tuning images (odd, n % 4 == 1); the test images
 # (even) are only reported. Each step is skipped when its output exists, so the script
 # can be rerun after an interruption (training resumes from its last epoch).
@@ -44,5 +46,13 @@ for m in xdefect paper; do
   [ -e runs/eval-test-$m/metrics.json ] || $X evaluate --model runs/candidate-$m.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-$m
   $PY experiments/bundle_model.py --run $run --tune runs/tune-$m.json --name xnet2-$m --test runs/eval-test-$m/metrics.json --install
 done
+# 5. segnet-xdefect: the segmenter (docs/segmenter.md); its theta is chosen on the tuning
+#    images by train-segmenter itself
+if [ ! -e runs/seg/segnet-xdefect/model.safetensors ]; then
+  if [ -e runs/seg/segnet-xdefect/last.safetensors ]; then R=--resume; else R=; fi
+  $X train-segmenter --gdxray "$G" --real --steps 8000 --threads 1 --out runs/seg/segnet-xdefect $R
+fi
+[ -e runs/eval-test-segnet/metrics.json ] || $X evaluate --model runs/seg/segnet-xdefect/model.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-segnet
+$PY experiments/bundle_model.py --run runs/seg/segnet-xdefect --name segnet-xdefect --test runs/eval-test-segnet/metrics.json --install
 $PY experiments/model_figures.py
 echo "bundled models trained, tuned, tested and installed"

@@ -235,6 +235,9 @@ def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
     assert ev.returncode == 0, ev.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["images"] == 2 and m["gt_boxes"] > 0
+    show = run_cli("models", "show", model)
+    assert show.returncode == 0, show.stderr
+    assert "(segnet, 6 steps)" in show.stdout and "segmenter crops from" in show.stdout
     d = tmp_path / "casting"
     d.mkdir()
     for i in range(3):

@@ -280,6 +280,8 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         stages.append({"stage": i, **st, "init_file_matches": check})
     return {"file": str(p), "name": card.get("name"), "description": card.get("description"),
             "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
+            "steps": (card.get("training") or {}).get("steps")
+            if is_segmenter_arch(card["arch"]) else None,
             "weights_sha256": digest,
             "weights_match_card": (card.get("weights_sha256") == digest
                                    if card.get("weights_sha256") else None),

@@ -33,11 +33,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _print_stage(st: dict[str, Any]) -> None:
     print(f"  stage {st['stage']}: {st.get('command') or '(command not recorded)'}")
-    print(f"    data {st.get('data')} (manifest sha256 "
-          f"{str(st.get('data_manifest_sha256'))[:16]}...), protocol "
-          f"{st.get('data_protocol')}, mix {st.get('data_mix')}, image splits "
-          f"{', '.join(st.get('data_image_splits') or ['?'])}, sources "
-          f"{json.dumps(st.get('data_sources'))}")
+    if st.get("kind") == "segmenter":
+        roots = "; ".join(f"{r}: {', '.join(ss)}"
+                          for r, ss in (st.get("data_roots") or {}).items())
+        files = f" + {st['data_files']} image files" if st.get("data_files") else ""
+        print(f"    segmenter crops from {roots or '-'}{files}, image splits "
+              f"{', '.join(st.get('data_image_splits') or ['?'])}, sources "
+              f"{json.dumps(st.get('data_sources'))}")
+    else:
+        print(f"    data {st.get('data')} (manifest sha256 "
+              f"{str(st.get('data_manifest_sha256'))[:16]}...), protocol "
+              f"{st.get('data_protocol')}, mix {st.get('data_mix')}, image splits "
+              f"{', '.join(st.get('data_image_splits') or ['?'])}, sources "
+              f"{json.dumps(st.get('data_sources'))}")
     if st.get("data_command"):
         print(f"    dataset: {st['data_command']}")
     init = st.get("init")
@@ -58,7 +66,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
         return 0
     ok = {True: "matches the card", False: "DOES NOT MATCH the card", None: "not in the card"}
-    print(f"{d['file']}: {d['name'] or '(unnamed)'} ({d['arch']}, epoch {d['epoch']})")
+    when = (f"{d['steps']} steps" if d.get("steps") is not None else f"epoch {d['epoch']}")
+    print(f"{d['file']}: {d['name'] or '(unnamed)'} ({d['arch']}, {when})")
     if d["description"]:
         print(f"  {d['description']}")
     print(f"  weights sha256 {d['weights_sha256'][:16]}... {ok[d['weights_match_card']]}")
