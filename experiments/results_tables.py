@@ -316,6 +316,38 @@ def fcn(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def seg_settings(r: dict) -> str:
+    """What a segmenter variant changed, in words."""
+    st, c = r["settings"], r["settings"]["crops"]
+    parts = [f"{st['arch']}, {r['steps']} steps",
+             "real defects as targets" if c["real"] else "simulated defects only"]
+    if st.get("augment"):
+        parts.append("grey-level augmentation")
+    if st.get("images"):
+        parts.append(f"{len(st['images'])} unannotated folders as backgrounds")
+    if c["defects"] != 1.5:
+        parts.append(f"{c['defects']:g} voids per crop")
+    return ", ".join(parts)
+
+
+def seg_variants(doc: dict) -> str:
+    """Segmenter variants trained by the library (``experiments/segmenter_variants.py``)."""
+    lines = ["| variant | settings | theta (tuning) | tuning AP | found | FA/image | "
+             "`gdxray-extra` odd: AP | found | FA/image | minutes |", "|---" * 10 + "|"]
+    for r in doc["rows"]:
+        t, e = r["tuning"], r["extra_odd"]
+        lines.append(f"| {r['name']} | {seg_settings(r)} | {r['theta']:g} | {_f(t['ap'])} | "
+                     f"{t['true_positives']}/{t['gt_boxes']} | "
+                     f"{t['false_alarms_per_image']:.1f} | {_f(e['ap'])} | "
+                     f"{e['true_positives']}/{e['gt_boxes']} | "
+                     f"{e['false_alarms_per_image']:.1f} | {r['train_minutes']:.0f} |")
+    lines += ["", "Per series, `gdxray-extra` odd images: " + "; ".join(
+        f"{r['name']}: " + ", ".join(f"{k} {_f(v)}" for k, v in r["extra_odd"]["per_series"]
+                                     .items()) for r in doc["rows"]),
+        "", "Commands: " + "; ".join(f"`{r['command']}`" for r in doc["rows"])]
+    return "\n".join(lines)
+
+
 def fcn_loso(doc: dict) -> str:
     """Leave-series-out with the fully convolutional detector (``fcn_detector.py
     --kfold``)."""
@@ -470,6 +502,15 @@ def ablation(a: argparse.Namespace) -> str:
                     f"others) | {mins:.0f} | {_f(p['ap'])} | "
                     f"{p['true_positives']}/{p['gt_boxes']} | "
                     f"{p['false_alarms_per_image']:.1f} |")
+    for r in (load(a.seg_variants) or {}).get("rows", []):
+        for key, data in (("tuning", "paper series, tuning images"),
+                          ("extra_odd", "`gdxray-extra` odd images")):
+            m = r[key]
+            rows.append(f"| segmenter (library, `train-segmenter`) {r['name']}: "
+                        f"{seg_settings(r)}, theta {r['theta']:g} | {data} | train images of "
+                        f"7 series | {r['train_minutes']:.0f} | {_f(m['ap'])} | "
+                        f"{m['true_positives']}/{m['gt_boxes']} | "
+                        f"{m['false_alarms_per_image']:.1f} |")
     for r in (load(a.fcn) or {}).get("rows", []):
         what = "real defects as targets" if r["real"] else "simulated defects only"
         for key, data in (("tuning", "paper series, tuning images"),
@@ -511,11 +552,13 @@ def main() -> None:
     ap.add_argument("--sim-ablation", type=Path, default=Path("runs/sim_ablation.json"))
     ap.add_argument("--sharpness", type=Path, default=Path("runs/defect_sharpness.json"))
     ap.add_argument("--fcn", type=Path, default=Path("runs/fcn_detector.json"))
+    ap.add_argument("--seg-variants", type=Path, default=Path("runs/segmenter_variants.json"))
     a = ap.parse_args()
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
                            ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table),
                            ("adapt-seg", a.adapt_seg, adapt_table),
+                           ("seg-variants", a.seg_variants, seg_variants),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
