@@ -47,7 +47,9 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
                           hard_pairs=a.hard_pairs, epochs=a.epochs,
                           samples_per_epoch=a.samples_per_epoch, val_samples=a.val_samples,
                           lr=a.lr, seed=a.seed, threads=a.threads, steps=a.steps,
-                          seg_lr=a.seg_lr, source_regions=a.source_regions))
+                          seg_lr=a.seg_lr, source_regions=a.source_regions,
+                          rehearse=tuple(str(r) for r in a.rehearse),
+                          rehearse_share=a.rehearse_share))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
     res = {}
@@ -84,6 +86,9 @@ def main() -> None:
     ap.add_argument("--seg-lr", type=float, default=5e-4, help="segmenter sources: lr")
     ap.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
                     help="segmenter sources: the source's detections as background or ignored")
+    ap.add_argument("--rehearse", nargs="+", type=Path, default=[],
+                    help="segmenter sources: GDXray roots rehearsed while adapting")
+    ap.add_argument("--rehearse-share", type=float, default=0.5)
     a = ap.parse_args()
     per, src_all, ad_all = {}, [], []
     for s in a.series:

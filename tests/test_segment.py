@@ -258,6 +258,29 @@ def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
         np.asarray(Image.open(d / "part_0.png"))) is not None
 
 
+def test_adapt_with_rehearsal(phantom_root, trained, tmp_path):
+    out, _ = trained
+    d = tmp_path / "casting"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(np.round(phantom((120, 160), seed=10 + i).image * 255)
+                        .astype(np.uint8)).save(d / f"part_{i}.png")
+    ad = run_cli("adapt", "--images", str(d), "--from", str(out / "model.safetensors"),
+                 "--out", str(tmp_path / "ad"), "--steps", "2", "--threads", "1",
+                 "--rehearse", str(phantom_root), "--rehearse-share", "0.25")
+    assert ad.returncode == 0, ad.stderr
+    card = read_card(tmp_path / "ad" / "model.safetensors")
+    st = card["lineage"][-1]
+    assert st["rehearsal_roots"] == {str(phantom_root): ["C0001"]}
+    assert st["rehearse_share"] == 0.25 and st["data_sources"]["real"] is True
+    assert card["tuning"]["images"] == 2  # theta chosen again on the rehearsed tuning images
+    assert card["detection"]["theta"] == card["tuning"]["theta"]
+    bad = run_cli("adapt", "--images", str(d), "--from", str(out / "model.safetensors"),
+                  "--out", str(tmp_path / "ad2"), "--rehearse", str(phantom_root),
+                  "--source-regions", "ignore")
+    assert_one_line_error(bad, "--rehearse")
+
+
 def test_cli_bad_input(tmp_path, phantom_root):
     assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r")),
                           "nothing to train on")

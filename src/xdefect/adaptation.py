@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from xdefect import gdxray
 from xdefect.checkpoint import read_card, sidecar
 from xdefect.crops import CropConfig, training_image
 from xdefect.detector import Detector
@@ -88,6 +89,11 @@ class AdaptConfig:
     #: ``"negative"`` (background, like every other pixel without a simulated defect)
     #: or ``"ignore"`` (left out of the loss, and no simulated defect placed on them)
     source_regions: str = "negative"
+    #: segmenter sources: GDXray roots whose annotated series' train images (real defects
+    #: as targets) fill ``rehearse_share`` of every batch, so that the model keeps what it
+    #: knew of real defects; theta is then chosen again on their tuning images
+    rehearse: tuple[str, ...] = ()
+    rehearse_share: float = 0.5
 
     def validate(self) -> None:
         """One :class:`InputError` naming the first bad setting."""
@@ -102,6 +108,11 @@ class AdaptConfig:
             raise InputError(f"--mu {lo} {hi}: need 0 < low <= high < 1 (1/mm)")
         if self.steps < 1 or not 0 < self.seg_lr < 1:
             raise InputError("--steps must be positive and --seg-lr in (0, 1)")
+        if not 0 <= self.rehearse_share < 1:
+            raise InputError(f"--rehearse-share {self.rehearse_share}: must lie in [0, 1)")
+        if self.rehearse and self.source_regions == "ignore":
+            raise InputError("--rehearse learns real defects as targets: use it with "
+                             "--source-regions negative")
         if self.source_regions not in SOURCE_REGIONS:
             raise InputError(f"--source-regions {self.source_regions!r}: expected "
                              f"{' or '.join(SOURCE_REGIONS)}")
@@ -216,20 +227,24 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
             regions += len(dets)
             boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
         images.append(training_image(img, boxes, crops.margin, str(f)))
+    rehearsal = {r: [s for s in gdxray.list_series(r)
+                     if gdxray.load_ground_truth(r, s).annotated] for r in cfg.rehearse}
     if not (run / "model.safetensors").is_file():
         train_segmenter(SegTrainConfig(
             out=str(run), images=tuple(str(f) for f in files), init=str(source.path),
             crops=crops, steps=cfg.steps, batch=16,
-            lr=cfg.seg_lr, augment=cfg.augment, seed=cfg.seed, choose_theta=False,
-            threads=cfg.threads, device="cpu", command=cfg.command,
-            resume=(run / "last.safetensors").is_file()), images=images)
+            lr=cfg.seg_lr, augment=cfg.augment, seed=cfg.seed, choose_theta=bool(rehearsal),
+            rehearse_share=cfg.rehearse_share, threads=cfg.threads, device="cpu",
+            command=cfg.command, resume=(run / "last.safetensors").is_file()),
+            images=images, rehearsal=rehearsal)
     minutes = (time.perf_counter() - t0) / 60
     card = read_card(run / "model.safetensors")
     name = source.card.get("name") or Path(source.path).stem
     card["name"] = f"{name}-adapted"
     card["description"] = (f"{name} adapted without labels to {len(files)} radiographs "
                            f"of a new casting ({', '.join(cfg.images)})")
-    card["detection"] = source.params.to_dict()
+    if not card.get("tuning"):  # no rehearsal: the source's settings
+        card["detection"] = source.params.to_dict()
     card["adaptation"] = {"source": str(source.path), "images": len(files),
                           "minutes": round(minutes, 2), "settings": asdict(cfg),
                           "ignored_source_regions": regions}

@@ -93,6 +93,9 @@ class SegTrainConfig:
     init: str | None = None
     choose_theta: bool = True
     checkpoint_every: int = 500
+    #: with rehearsal images (:func:`train_segmenter`'s ``rehearsal``): the share of each
+    #: batch cut from them, with their real defects as targets
+    rehearse_share: float = 0.5
     threads: int | None = None
     device: str | None = "cpu"
     resume: bool = False
@@ -106,6 +109,8 @@ class SegTrainConfig:
             raise InputError("--steps, --batch and --checkpoint-every must be at least 1")
         if not (math.isfinite(self.lr) and 0 < self.lr < 1):
             raise InputError(f"--lr {self.lr}: must lie in (0, 1)")
+        if not 0 <= self.rehearse_share < 1:
+            raise InputError(f"rehearse share {self.rehearse_share}: must lie in [0, 1)")
         if not (math.isfinite(self.pos_weight) and self.pos_weight > 0):
             raise InputError(f"--pos-weight {self.pos_weight}: must be positive")
         if self.init is None:
@@ -212,6 +217,20 @@ def _save_checkpoint(run: Path, net: SegNet, opt: torch.optim.Optimizer, step: i
         "rng": rng.bit_generator.state, "log": log})
 
 
+def _data(cfg: SegTrainConfig, images: list[TrainImage] | None,
+          rehearsal: dict[str, list[str]] | None
+          ) -> tuple[list[TrainImage], dict[str, list[str]], list[str], list[TrainImage]]:
+    """The training images, the series used per root, the image files and the rehearsal
+    images."""
+    if images is None:
+        images, used, files = _load_data(cfg)
+    else:
+        used, files = {}, [i.name for i in images]
+    rehearse = [im for r, ss in (rehearsal or {}).items()
+                for im in gdxray_images(r, ss, "train", cfg.crops.margin)]
+    return images, used, files, rehearse
+
+
 def _check_run(cfg: SegTrainConfig, run: Path) -> None:
     """:class:`InputError` when ``run`` cannot be started (or resumed) as asked."""
     last = run / "last.safetensors"
@@ -225,14 +244,19 @@ def _check_run(cfg: SegTrainConfig, run: Path) -> None:
 
 
 def _stage(cfg: SegTrainConfig, used: dict[str, list[str]], files: list[str],
-           init_card: dict[str, Any] | None) -> dict[str, Any]:
+           init_card: dict[str, Any] | None, rehearsal: dict[str, list[str]]
+           ) -> dict[str, Any]:
     """This run's lineage stage."""
+    roots = {r: sorted(set(used.get(r, [])) | set(rehearsal.get(r, [])))
+             for r in {**used, **rehearsal}}
+    real = (cfg.crops.real and used) or rehearsal
     return {"complete": True, "kind": "segmenter", "command": cfg.command,
-            "data_roots": used, "data_series": sorted({s for ss in used.values() for s in ss}),
-            "data_image_splits": (["train"] if used else []) + (["files"] if files else []),
+            "data_roots": roots, "data_series": sorted({s for ss in roots.values() for s in ss}),
+            "data_image_splits": (["train"] if roots else []) + (["files"] if files else []),
             "data_files": len(files),
-            "data_sources": {"simulated": True, **({"real": True} if cfg.crops.real and used
-                                                   else {})},
+            **({"rehearsal_roots": rehearsal, "rehearse_share": cfg.rehearse_share}
+               if rehearsal else {}),
+            "data_sources": {"simulated": True, **({"real": True} if real else {})},
             "init": None if cfg.init is None else init_record(cfg.init, init_card)}
 
 
@@ -258,9 +282,15 @@ def _resume(cfg: SegTrainConfig, last: Path, net: SegNet, opt: torch.optim.Optim
 
 def _step(cfg: SegTrainConfig, net: SegNet, opt: torch.optim.Optimizer,
           images: list[TrainImage], rng: np.random.Generator, step: int,
-          aug: AugmentParams | None, device: str) -> tuple[float, float]:
+          aug: AugmentParams | None, device: str,
+          rehearsal: list[TrainImage] | None = None) -> tuple[float, float]:
     """One optimisation step on a fresh batch; returns (BCE, Dice)."""
-    x, y, v = sample_batch(images, cfg.crops, rng, cfg.batch)
+    n2 = int(round(cfg.batch * cfg.rehearse_share)) if rehearsal else 0
+    x, y, v = sample_batch(images, cfg.crops, rng, cfg.batch - n2)
+    if n2:
+        assert rehearsal is not None
+        x2, y2, v2 = sample_batch(rehearsal, replace(cfg.crops, real=True), rng, n2)
+        x, y, v = np.concatenate([x, x2]), np.concatenate([y, y2]), np.concatenate([v, v2])
     xt = torch.from_numpy(x)[:, None]
     if aug is not None:
         xt = augment(xt, aug, rng)
@@ -303,11 +333,15 @@ def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
 
 
 def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None = None,
-                    images: list[TrainImage] | None = None) -> dict[str, Any]:
+                    images: list[TrainImage] | None = None,
+                    rehearsal: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Train (or resume) a segmenter; returns ``{"model", "steps", "crops_seen",
     "minutes", "theta", "tuning_ap"}``. See the module docstring. ``images``: training
     images already made (:func:`xdefect.crops.training_image`, e.g. with regions to
-    ignore) instead of those ``cfg.gdxray`` and ``cfg.images`` name (recorded only)."""
+    ignore) instead of those ``cfg.gdxray`` and ``cfg.images`` name (recorded only).
+    ``rehearsal``: ``{GDXray root: series}`` whose train images (real defects as
+    targets) fill ``cfg.rehearse_share`` of every batch, so that fine-tuning on other
+    images keeps what the model knew of real defects."""
     cfg.validate()
     if cfg.command is None:
         cfg = replace(cfg, command=command_line())
@@ -315,10 +349,7 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     run = Path(cfg.out)
     last = run / "last.safetensors"
     _check_run(cfg, run)
-    if images is None:
-        images, used, files = _load_data(cfg)
-    else:
-        used, files = {}, [i.name for i in images]
+    images, used, files, rehearse = _data(cfg, images, rehearsal)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net, init_card = _initial(cfg, device)
@@ -327,7 +358,7 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     base = {"arch": net.arch.to_dict(), "normalisation": NORMALISATION,
             "train_config": cfg.to_dict(),
             "lineage": (card_lineage(init_card) if init_card else [])
-            + [_stage(cfg, used, files, init_card)]}
+            + [_stage(cfg, used, files, init_card, rehearsal or {})]}
     step, log = 0, []
     if cfg.resume:
         step, log, ck = _resume(cfg, last, net, opt, rng)
@@ -338,7 +369,7 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     bar = progress(total=cfg.steps, initial=step, desc="segmenter", unit="step")
     net.train()
     while step < cfg.steps:
-        bce, dice = _step(cfg, net, opt, images, rng, step, aug, device)
+        bce, dice = _step(cfg, net, opt, images, rng, step, aug, device, rehearse)
         step += 1
         bar.update(1)
         if step % 100 == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -351,7 +382,7 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
             _save_checkpoint(run, net, opt, step, rng, log, base)
     bar.close()
     train_s = spent + time.perf_counter() - t0
-    detection, tuning = _detection(cfg, net, used, init_card, device)
+    detection, tuning = _detection(cfg, net, {**(rehearsal or {}), **used}, init_card, device)
     card = {**base, "format": MODEL_FORMAT, "name": run.name,
             "description": f"{net.arch.name} trained on {len(images)} images "
                            f"({_data_text(used, files)})",

@@ -61,5 +61,12 @@ def register(sub: Any) -> None:
     a.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
                    help="segmenter sources: the source's own detections on the images are "
                         "background (negative) or left out of the loss (ignore)")
+    a.add_argument("--rehearse", nargs="+", default=(), metavar="GDXRAY_ROOT",
+                   help="segmenter sources: mix crops of these roots' annotated train images "
+                        "(real defects as targets) into every batch, so that the model keeps "
+                        "what it knew of real defects; theta is chosen again on their tuning "
+                        "images")
+    a.add_argument("--rehearse-share", type=float_in(0, 1, hi_open=True), default=0.5,
+                   help="share of each batch from --rehearse")
     a.add_argument("--seed", type=int_in(0), default=0)
     a.add_argument("--threads", type=int_in(1, 1024), default=None, help="CPU threads (torch)")
