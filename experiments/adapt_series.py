@@ -113,7 +113,9 @@ def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
            "source_family": "segmenter" if isinstance(src.model, SegNet) else "classifier",
            "series_planned": a.series, "per_series": per,
            "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),
-           "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+           "arguments": {k: str(v) if isinstance(v, Path) else
+                         [str(x) for x in v] if isinstance(v, list) else v
+                         for k, v in vars(a).items()},
            "command": command_line()}
     write_json(a.out / "adapt_series.json", out)
     return out

@@ -567,6 +567,14 @@ def main() -> None:
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
+    seg_extra = Path("runs/eval-extra-segnet/metrics.json")
+    if seg_extra.exists():
+        text = replace_block(text, "extra-segnet", per_series_eval(
+            json.loads(seg_extra.read_text()),
+            "The bundled segmenter `segnet-xdefect` (trained on the paper's series only) on "
+            "every image of the nine `gdxray-extra` series, castings it never saw "
+            "(`xdefect evaluate --model segnet-xdefect --gdxray ../shared/data/gdxray-extra "
+            "--split all`):"), a.report)
     if (a.extra_eval / "metrics.json").exists():
         text = replace_block(text, "extra-default", per_series_eval(
             json.loads((a.extra_eval / "metrics.json").read_text()),
