@@ -49,7 +49,7 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
                           lr=a.lr, seed=a.seed, threads=a.threads, steps=a.steps,
                           seg_lr=a.seg_lr, source_regions=a.source_regions,
                           rehearse=tuple(str(r) for r in a.rehearse),
-                          rehearse_share=a.rehearse_share))
+                          rehearse_share=a.rehearse_share, ignore_theta=a.ignore_theta))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
     res = {}
@@ -89,6 +89,9 @@ def main() -> None:
     ap.add_argument("--rehearse", nargs="+", type=Path, default=[],
                     help="segmenter sources: GDXray roots rehearsed while adapting")
     ap.add_argument("--rehearse-share", type=float, default=0.5)
+    ap.add_argument("--ignore-theta", type=float, default=None,
+                    help="with --source-regions ignore: the score above which the source's "
+                         "regions are left out")
     a = ap.parse_args()
     per, src_all, ad_all = {}, [], []
     for s in a.series:

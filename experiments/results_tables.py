@@ -469,9 +469,14 @@ def ablation(a: argparse.Namespace) -> str:
         how = f"{hard} hard negatives per image{pairs}"
         if family(d) == "segmenter":
             arg = d["arguments"]
+            regions = ("as background" if arg["source_regions"] != "ignore" else
+                       "ignored" if arg.get("ignore_theta") is None else
+                       f"(score > {arg['ignore_theta']:g}) ignored")
             how = (f"segmenter `{Path(d['source']).stem}` fine-tuned {arg['steps']} steps on "
-                   f"simulated voids, its own detections "
-                   f"{'ignored' if arg['source_regions'] == 'ignore' else 'as background'}")
+                   f"simulated voids, its own detections {regions}"
+                   + (f", rehearsing {', '.join(Path(r).name for r in arg['rehearse'])} "
+                      f"({arg['rehearse_share']:g} of each batch)" if arg.get("rehearse")
+                      else ""))
         rows.append(f"| `xdefect adapt` per series, {how} (source "
                     f"AP {_f(d['pooled_source']['ap'])}, "
                     f"{d['pooled_source']['false_alarms_per_image']:.1f} FA/image) "

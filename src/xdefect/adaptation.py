@@ -89,6 +89,9 @@ class AdaptConfig:
     #: ``"negative"`` (background, like every other pixel without a simulated defect)
     #: or ``"ignore"`` (left out of the loss, and no simulated defect placed on them)
     source_regions: str = "negative"
+    #: with ``source_regions`` ``"ignore"``: the score above which a pixel of the source's
+    #: map is left out (default: the source's own detection threshold)
+    ignore_theta: float | None = None
     #: segmenter sources: GDXray roots whose annotated series' train images (real defects
     #: as targets) fill ``rehearse_share`` of every batch, so that the model keeps what it
     #: knew of real defects; theta is then chosen again on their tuning images
@@ -108,6 +111,8 @@ class AdaptConfig:
             raise InputError(f"--mu {lo} {hi}: need 0 < low <= high < 1 (1/mm)")
         if self.steps < 1 or not 0 < self.seg_lr < 1:
             raise InputError("--steps must be positive and --seg-lr in (0, 1)")
+        if self.ignore_theta is not None and not -1 <= self.ignore_theta < 1:
+            raise InputError(f"--ignore-theta {self.ignore_theta}: must lie in [-1, 1)")
         if not 0 <= self.rehearse_share < 1:
             raise InputError(f"--rehearse-share {self.rehearse_share}: must lie in [0, 1)")
         if self.rehearse and self.source_regions == "ignore":
@@ -223,7 +228,8 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
         img = as_image(f)
         boxes = None
         if cfg.source_regions == "ignore":
-            dets = source.detect(img)
+            dets = (source if cfg.ignore_theta is None else
+                    source.with_params(theta=cfg.ignore_theta)).detect(img)
             regions += len(dets)
             boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
         images.append(training_image(img, boxes, crops.margin, str(f)))

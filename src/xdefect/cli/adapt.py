@@ -61,6 +61,9 @@ def register(sub: Any) -> None:
     a.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
                    help="segmenter sources: the source's own detections on the images are "
                         "background (negative) or left out of the loss (ignore)")
+    a.add_argument("--ignore-theta", type=float_in(-1, 1, hi_open=True), default=None,
+                   help="with --source-regions ignore: leave out the source's regions above "
+                        "this score (default: its detection threshold; lower ignores more)")
     a.add_argument("--rehearse", nargs="+", default=(), metavar="GDXRAY_ROOT",
                    help="segmenter sources: mix crops of these roots' annotated train images "
                         "(real defects as targets) into every batch, so that the model keeps "
