@@ -101,6 +101,19 @@ def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=
     return res
 
 
+def grid_results(net: SegNet, images: list[tuple[str, str, Image]],
+                 settings: list[tuple[float, int]]) -> dict[tuple[float, int], list[ImageResult]]:
+    """Each image's detections and ground truth at each (threshold, minimum area)."""
+    res: dict[tuple[float, int], list[ImageResult]] = {k: [] for k in settings}
+    for key, series, img in images:
+        prob = probability_map(net.eval(), img.pixels)
+        for t, a_min in settings:
+            b, s = detections(prob, img.mask, t, a_min)
+            res[(t, a_min)].append(ImageResult(key, series, b, s, img.boxes.astype(float),
+                                               img.seen))
+    return res
+
+
 def figures(rs: list[ImageResult]) -> dict:
     m = summarise(rs)
     return {"ap": round(m["ap"], 4), "true_positives": m["true_positives"],
@@ -239,14 +252,18 @@ def leave_series_out(a: argparse.Namespace) -> None:
     net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
                                             for im in load_images(Path(r), ss, "train")])
     t0 = time.perf_counter()
-    t, by_t = a.threshold, {}
+    t, by_t, a_min = a.threshold, {}, 4
     if t is None:  # chosen on the tuning images of the series the fold trained on
         tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
-        by_t = {f"{k:g}": v["ap"] for k, v in score(net, tuning).items()}
-        t = float(max(by_t, key=lambda k: by_t[k]))
+        grid = [(th, am) for th in THRESHOLDS for am in (a.a_min_grid or [4])]
+        aps = {k: summarise(v)["ap"] for k, v in grid_results(net, tuning, grid).items()}
+        by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else ""): round(v, 4)
+                for (th, am), v in aps.items()}
+        t, a_min = max(aps, key=lambda k: aps[k])
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
-    rs = image_results(net, tested, (t,))[t]
+    rs = grid_results(net, tested, [(t, a_min)])[(t, a_min)]
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on, "threshold": t,
+           "a_min": a_min,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
            "tuning_ap_by_threshold": by_t,
@@ -255,16 +272,21 @@ def leave_series_out(a: argparse.Namespace) -> None:
            "images": [{"key": r.key, "series": r.series, "boxes": r.boxes.tolist(),
                        "scores": r.scores.tolist(), "gt": r.gt.tolist()} for r in rs]}
     write_card(fold_dir, a, info, train_on, figures(rs))
-    write_json(fold_dir / ("results.json" if a.threshold is None
-                           else f"results-t{a.threshold:g}.json"), doc)
+    write_json(fold_dir / f"results{tag(a)}.json", doc)
     print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}))
+
+
+def tag(a: argparse.Namespace) -> str:
+    """The result files' suffix: a fixed threshold, a minimum-area grid, or none."""
+    if a.threshold is not None:
+        return f"-t{a.threshold:g}"
+    return "-amin" if a.a_min_grid else ""
 
 
 def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> None:
     rs, per_fold = [], []
     for i in range(len(folds)):
-        f = work / f"fold{i}" / ("results.json" if a.threshold is None
-                                 else f"results-t{a.threshold:g}.json")
+        f = work / f"fold{i}" / f"results{tag(a)}.json"
         if not f.is_file():
             continue
         d = json.loads(f.read_text())
@@ -273,13 +295,13 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                           .reshape(-1, 4)) for x in d["images"]]
         rs += fr
         per_fold.append({"fold": i, "held_out": d["held_out"], "threshold": d["threshold"],
+                         "a_min": d.get("a_min", 4),
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
                          **figures(fr)})
     doc = {"kfold": a.kfold, "folds_run": len(per_fold), "roots": [str(a.gdxray), str(a.extra)],
            "pooled": figures(rs), "folds": per_fold, "command": command_line()}
-    tag = "" if a.threshold is None else f"-t{a.threshold:g}"
-    write_json(a.out.with_name(f"fcn_loso_{a.name}{tag}.json"), doc)
+    write_json(a.out.with_name(f"fcn_loso_{a.name}{tag(a)}.json"), doc)
     print(json.dumps({k: v for k, v in doc.items() if k != "folds"}))
 
 
@@ -311,6 +333,9 @@ def main() -> None:
                     help="leave-series-out: a fixed threshold (default: each fold's best on "
                          "the tuning images of the series it trained on)")
     ap.add_argument("--pool", action="store_true", help="pool the folds run so far")
+    ap.add_argument("--a-min-grid", type=int, nargs="+", default=None,
+                    help="leave-series-out: choose the minimum region area (pixels) from "
+                         "these with the threshold, on the same tuning images")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     a.gdxray = a.gdxray or gdxray.default_root()

@@ -24,6 +24,11 @@ the same ``--out``):
 
 Hard negatives on an unlabelled folder are a bet: a real defect the source model already
 finds becomes a "no defect" example. ``hard_per_image=0`` turns them off.
+
+A segmenter source (:mod:`xdefect.segment`) is adapted by :func:`adapt_segmenter` instead:
+no staging or patch dataset; the segmenter is fine-tuned on crops of the images with
+simulated voids (``steps``, ``seg_lr``, ``source_regions``, ``ignore_theta``,
+``rehearse``).
 """
 
 from __future__ import annotations
@@ -211,9 +216,13 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     of the new images with simulated voids (the source's own crop settings, real-defect
     targets off: the images have no labels), every other pixel taken as background; the
     source's detections on the images are background too, or, with ``source_regions``
-    ``"ignore"``, left out of the loss. Writes ``OUT/model.safetensors`` + card (the
-    source's detection settings, an ``adaptation`` block); resumable (``OUT/work/run``
-    holds the training checkpoint)."""
+    ``"ignore"``, left out of the loss (those above ``ignore_theta``). With ``rehearse``,
+    crops of those GDXray roots' annotated train images (real defects as targets) fill
+    ``rehearse_share`` of every batch and theta is chosen again on their tuning images.
+    Writes ``OUT/model.safetensors`` + card (the source's detection settings unless
+    rehearsal chose theta, an ``adaptation`` block); resumable (``OUT/work/run`` holds the
+    training checkpoint). Measured per series in ``docs/results.md`` ("Adaptation without
+    labels")."""
     assert isinstance(source.model, SegNet)
     out = Path(cfg.out)
     model_file = out / "model.safetensors"
