@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--steps", type=int, default=1500, help="segmenter sources: steps")
     ap.add_argument("--seg-lr", type=float, default=5e-4, help="segmenter sources: lr")
-    ap.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
+    ap.add_argument("--source-regions", choices=("ignore", "negative"), default="ignore",
                     help="segmenter sources: the source's detections as background or ignored")
     ap.add_argument("--rehearse", nargs="+", type=Path, default=[],
                     help="segmenter sources: GDXray roots rehearsed while adapting")

@@ -267,18 +267,20 @@ def test_adapt_with_rehearsal(phantom_root, trained, tmp_path):
                         .astype(np.uint8)).save(d / f"part_{i}.png")
     ad = run_cli("adapt", "--images", str(d), "--from", str(out / "model.safetensors"),
                  "--out", str(tmp_path / "ad"), "--steps", "2", "--threads", "1",
-                 "--rehearse", str(phantom_root), "--rehearse-share", "0.25")
+                 "--rehearse", str(phantom_root), "--rehearse-share", "0.25",
+                 "--source-regions", "negative")
     assert ad.returncode == 0, ad.stderr
     card = read_card(tmp_path / "ad" / "model.safetensors")
+    assert card["adaptation"]["ignored_source_regions"] == 0
     st = card["lineage"][-1]
     assert st["rehearsal_roots"] == {str(phantom_root): ["C0001"]}
     assert st["rehearse_share"] == 0.25 and st["data_sources"]["real"] is True
     assert card["tuning"]["images"] == 2  # theta chosen again on the rehearsed tuning images
     assert card["detection"]["theta"] == card["tuning"]["theta"]
     bad = run_cli("adapt", "--images", str(d), "--from", str(out / "model.safetensors"),
-                  "--out", str(tmp_path / "ad2"), "--rehearse", str(phantom_root),
-                  "--source-regions", "ignore")
-    assert_one_line_error(bad, "--rehearse")
+                  "--out", str(tmp_path / "ad2"), "--ignore-theta", "1.5")
+    assert_one_line_error(bad, "--ignore-theta")
+    assert not (tmp_path / "ad2").exists()
 
 
 def test_cli_bad_input(tmp_path, phantom_root):

@@ -91,9 +91,9 @@ class AdaptConfig:
     steps: int = 1500
     seg_lr: float = 5e-4
     #: segmenter sources: what the source's own detections on the images become:
+    #: ``"ignore"`` (left out of the loss, and no simulated defect placed on them) or
     #: ``"negative"`` (background, like every other pixel without a simulated defect)
-    #: or ``"ignore"`` (left out of the loss, and no simulated defect placed on them)
-    source_regions: str = "negative"
+    source_regions: str = "ignore"
     #: with ``source_regions`` ``"ignore"``: the score above which a pixel of the source's
     #: map is left out (default: the source's own detection threshold)
     ignore_theta: float | None = None
@@ -120,9 +120,6 @@ class AdaptConfig:
             raise InputError(f"--ignore-theta {self.ignore_theta}: must lie in [-1, 1)")
         if not 0 <= self.rehearse_share < 1:
             raise InputError(f"--rehearse-share {self.rehearse_share}: must lie in [0, 1)")
-        if self.rehearse and self.source_regions == "ignore":
-            raise InputError("--rehearse learns real defects as targets: use it with "
-                             "--source-regions negative")
         if self.source_regions not in SOURCE_REGIONS:
             raise InputError(f"--source-regions {self.source_regions!r}: expected "
                              f"{' or '.join(SOURCE_REGIONS)}")

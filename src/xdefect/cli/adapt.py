@@ -58,9 +58,9 @@ def register(sub: Any) -> None:
                    help="segmenter sources: fine-tuning steps of 16 crops")
     a.add_argument("--seg-lr", type=float_in(0, 1, lo_open=True, hi_open=True), default=5e-4,
                    help="segmenter sources: learning rate (cosine decay)")
-    a.add_argument("--source-regions", choices=("negative", "ignore"), default="negative",
+    a.add_argument("--source-regions", choices=("ignore", "negative"), default="ignore",
                    help="segmenter sources: the source's own detections on the images are "
-                        "background (negative) or left out of the loss (ignore)")
+                        "left out of the loss (ignore) or background (negative)")
     a.add_argument("--ignore-theta", type=float_in(-1, 1, hi_open=True), default=None,
                    help="with --source-regions ignore: leave out the source's regions above "
                         "this score (default: its detection threshold; lower ignores more)")
