@@ -494,7 +494,10 @@ def ablation(a: argparse.Namespace) -> str:
     for name, rule in (("fcn_loso_fcn-real-t0.9.json", "threshold 0.9 from the paper "
                         "series' tuning images"),
                        ("fcn_loso_fcn-real.json", "threshold chosen per fold on the "
-                        "training series' tuning images")):
+                        "training series' tuning images"),
+                       ("fcn_loso_fcn-real-amin.json", "threshold and minimum region area "
+                        "(4, 16, 48 or 120 px) chosen per fold on the training series' "
+                        "tuning images, the same models")):
         d = load(a.fcn.with_name(name))
         if not d:
             continue
@@ -548,7 +551,7 @@ def main() -> None:
     ap.add_argument("--pyramid", type=Path, default=Path("runs/pyramid-default.json"))
     ap.add_argument("--adapt", type=Path, default=Path("runs/adapt-series/adapt_series.json"))
     ap.add_argument("--adapt-seg", type=Path,
-                    default=Path("runs/adapt-series-seg-neg/adapt_series.json"),
+                    default=Path("runs/adapt-series-segnet/adapt_series.json"),
                     help="the segmenter adaptation shown per series (settings fixed before "
                          "it ran: the other variants are ablation rows)")
     ap.add_argument("--table3-diagnosis", type=Path,

@@ -254,6 +254,13 @@ def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
     assert card["lineage"][-1]["init"]["sha256"] == src["weights_sha256"]
     assert card["lineage"][-1]["data_files"] == 3 and len(card["lineage"]) == 2
     assert card["train_config"]["crops"]["real"] is False
+    ev2 = run_cli("evaluate", "--model", str(tmp_path / "ad" / "model.safetensors"), "--gdxray",
+                  str(phantom_root), "--split", "test", "--out", str(tmp_path / "ev2"),
+                  "--threads", "1", "--no-overlays")
+    assert ev2.returncode == 0, ev2.stderr
+    prov = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["provenance"]
+    assert prov["trained_on_image_splits"] == ["files", "train"]
+    assert prov["trained_on_evaluated_images"] is None  # image files: unknown
     assert Detector.load(tmp_path / "ad" / "model.safetensors", device="cpu").detect(
         np.asarray(Image.open(d / "part_0.png"))) is not None
 

@@ -106,7 +106,10 @@ def provenance(card: dict[str, Any] | None, split: str,
     s = lineage_summary(card)
     wanted = set(gdxray.SPLIT_PARTS[gdxray.canonical_split(split)])
     trained = s["image_splits"]
-    overlap = None if trained is None else sorted(
+    # image files outside GDXray's splits ("files": a segmenter trained or adapted on a
+    # folder) may be any images: whether they include the evaluated ones is unknown
+    known = trained is not None and all(t in gdxray.SPLIT_PARTS for t in trained)
+    overlap = None if not known else sorted(
         wanted & {p for t in trained for p in gdxray.SPLIT_PARTS[t]})
     if overlap and series is not None and s["series"]:
         overlap = overlap if set(series) & set(s["series"]) else []
