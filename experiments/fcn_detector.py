@@ -43,6 +43,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from xdefect import gdxray
+from xdefect.augment import AugmentParams, augment
 from xdefect.crops import CropConfig, TrainImage, gdxray_images, sample_batch
 from xdefect.detect import ScoreMap, detection_arrays, regions
 from xdefect.evaluate import ImageResult, seen_mask, summarise
@@ -182,10 +183,13 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
     budget = a.minutes * 60
     while time.perf_counter() - t0 < budget:
         x, y, v = sample_batch(imgs, cfg, rng, a.batch)
+        xt = torch.from_numpy(x)[:, None]
+        if a.augment:  # grey level, contrast, gamma, blur, noise (the flips are the crops')
+            xt = augment(xt, AugmentParams(flip=False), rng)
         frac = (time.perf_counter() - t0) / budget
         for g in opt.param_groups:  # cosine decay over the time budget
             g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-        bce, dice = segment_loss(net.train()(normalise_float(x)[:, None]),
+        bce, dice = segment_loss(net.train()(normalise_float(xt)),
                                  torch.from_numpy(y).float()[:, None],
                                  torch.from_numpy(v).float()[:, None], a.pos_weight)
         loss = bce + dice
@@ -333,6 +337,8 @@ def main() -> None:
                     help="leave-series-out: a fixed threshold (default: each fold's best on "
                          "the tuning images of the series it trained on)")
     ap.add_argument("--pool", action="store_true", help="pool the folds run so far")
+    ap.add_argument("--augment", action="store_true",
+                    help="grey-level augmentation of every crop (xdefect.augment)")
     ap.add_argument("--a-min-grid", type=int, nargs="+", default=None,
                     help="leave-series-out: choose the minimum region area (pixels) from "
                          "these with the threshold, on the same tuning images")

@@ -497,7 +497,11 @@ def ablation(a: argparse.Namespace) -> str:
                         "training series' tuning images"),
                        ("fcn_loso_fcn-real-amin.json", "threshold and minimum region area "
                         "(4, 16, 48 or 120 px) chosen per fold on the training series' "
-                        "tuning images, the same models")):
+                        "tuning images, the same models"),
+                       ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation "
+                        "(`xdefect.augment`), 12 minutes of training per fold, threshold and "
+                        "minimum region area chosen per fold on the training series' tuning "
+                        "images")):
         d = load(a.fcn.with_name(name))
         if not d:
             continue
@@ -571,7 +575,9 @@ def main() -> None:
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
                            ("fcn", a.fcn, fcn),
-                           ("fcn-loso", a.fcn.with_name("fcn_loso_fcn-real.json"), fcn_loso)):
+                           ("fcn-loso", a.fcn.with_name("fcn_loso_fcn-real.json"), fcn_loso),
+                           ("fcn-loso-aug", a.fcn.with_name("fcn_loso_fcn-aug-amin.json"),
+                            fcn_loso)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
