@@ -348,6 +348,24 @@ def seg_variants(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def adapt_diagnosis(doc: dict) -> str:
+    """Simulated-void AP against real-defect AP of adapted segmenters
+    (``experiments/adapt_diagnosis.py``)."""
+    lines = [f"Series {doc['series']} of `{doc['root']}`; validation: {doc['validation']}.", "",
+             "| model | simulated voids on the odd images: best theta, AP | real defects, "
+             "even images, card's theta: AP, found | the same at the simulated choice |",
+             "|---|---|---|---|"]
+    for r in doc["rows"]:
+        c, sc = r["real_even"]["card"], r["real_even"]["simulated_choice"]
+        sim_ap = r["simulated_ap_by_theta"][f"{r['simulated_best']:g}"]
+        lines.append(f"| `{r['model']}` | {r['simulated_best']:g}, {_f(sim_ap)} | "
+                     f"{c['theta']:g}: {_f(c['ap'])}, {c['true_positives']}/{c['gt_boxes']} | "
+                     f"{sc['theta']:g}: {_f(sc['ap'])}, {sc['true_positives']}/"
+                     f"{sc['gt_boxes']} |")
+    lines += ["", f"Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def fcn_loso(doc: dict) -> str:
     """Leave-series-out with the fully convolutional detector (``fcn_detector.py
     --kfold``)."""
@@ -571,6 +589,8 @@ def main() -> None:
                            ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table),
                            ("adapt-seg", a.adapt_seg, adapt_table),
                            ("seg-variants", a.seg_variants, seg_variants),
+                           ("adapt-diagnosis", Path("runs/adapt_diagnosis.json"),
+                            adapt_diagnosis),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
