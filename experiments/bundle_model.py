@@ -53,6 +53,18 @@ def test_block(metrics: dict) -> dict:
     return out
 
 
+def read_test(a: argparse.Namespace, card: dict) -> dict | None:
+    """``--test``'s metrics.json (an evaluation on the test images), its block put in the
+    card as ``test_even``; None without ``--test``."""
+    if not a.test:
+        return None
+    test = json.loads(a.test.read_text())
+    if test.get("split") not in ("test", "even"):
+        raise SystemExit(f"{a.test}: not an evaluation on the test images")
+    card["test_even"] = test_block(test)
+    return test
+
+
 def reproduce(card: dict, tune: dict, test: dict | None, bundle_cmd: str) -> list[str]:
     """Every command that made the bundled model, in order, from the captured records."""
     cmds: list[str] = []
@@ -107,12 +119,7 @@ def main() -> None:
     card["detection_tuning"] = {k: tune.get(k) for k in (
         "split", "series", "gdxray", "images", "gt_boxes", "best", "best_metrics",
         "best_per_series", "mode", "base_stride", "map_s_per_image", "command")}
-    test = None
-    if a.test:
-        test = json.loads(a.test.read_text())
-        if test.get("split") not in ("test", "even"):
-            raise SystemExit(f"{a.test}: not an evaluation on the test images")
-        card["test_even"] = test_block(test)
+    test = read_test(a, card)
     card["reproduce"] = reproduce(card, tune, test, command_line())
     install(a, src, card)
     print(f"{a.install and a.name or a.out}: {a.name}, epoch {card['epoch']}, detection "
@@ -132,12 +139,7 @@ def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
         "images": tuning["images"], "best": card["detection"],
         "best_metrics": {"ap": tuning["ap"]}, "ap_by_theta": tuning["ap_by_theta"],
         "rule": tuning["rule"], "command": card["lineage"][-1].get("command")}
-    test = None
-    if a.test:
-        test = json.loads(a.test.read_text())
-        if test.get("split") not in ("test", "even"):
-            raise SystemExit(f"{a.test}: not an evaluation on the test images")
-        card["test_even"] = test_block(test)
+    test = read_test(a, card)
     card["reproduce"] = reproduce(card, {}, test, command_line())
     install(a, src, card)
     print(f"{a.install and a.name or a.out}: {a.name}, {card['training']['steps']} steps, "

@@ -532,25 +532,21 @@ def ablation(a: argparse.Namespace) -> str:
                     f"others) | {mins:.0f} | {_f(p['ap'])} | "
                     f"{p['true_positives']}/{p['gt_boxes']} | "
                     f"{p['false_alarms_per_image']:.1f} |")
-    for r in (load(a.seg_variants) or {}).get("rows", []):
+    def tuning_and_extra(label: str, r: dict, minutes: float) -> None:
         for key, data in (("tuning", "paper series, tuning images"),
                           ("extra_odd", "`gdxray-extra` odd images")):
             m = r[key]
-            rows.append(f"| segmenter (library, `train-segmenter`) {r['name']}: "
-                        f"{seg_settings(r)}, theta {r['theta']:g} | {data} | train images of "
-                        f"7 series | {r['train_minutes']:.0f} | {_f(m['ap'])} | "
-                        f"{m['true_positives']}/{m['gt_boxes']} | "
+            rows.append(f"| {label} | {data} | train images of 7 series | {minutes:.0f} | "
+                        f"{_f(m['ap'])} | {m['true_positives']}/{m['gt_boxes']} | "
                         f"{m['false_alarms_per_image']:.1f} |")
+
+    for r in (load(a.seg_variants) or {}).get("rows", []):
+        tuning_and_extra(f"segmenter (library, `train-segmenter`) {r['name']}: "
+                         f"{seg_settings(r)}, theta {r['theta']:g}", r, r["train_minutes"])
     for r in (load(a.fcn) or {}).get("rows", []):
         what = "real defects as targets" if r["real"] else "simulated defects only"
-        for key, data in (("tuning", "paper series, tuning images"),
-                          ("extra_odd", "`gdxray-extra` odd images")):
-            m = r[key]
-            rows.append(f"| fully convolutional detector ({r['name']}), {what}, threshold "
-                        f"{r['threshold']:g} | {data} | train images of 7 series | "
-                        f"{r['train_minutes'] + r['score_s'] / 60:.0f} | {_f(m['ap'])} | "
-                        f"{m['true_positives']}/{m['gt_boxes']} | "
-                        f"{m['false_alarms_per_image']:.1f} |")
+        tuning_and_extra(f"fully convolutional detector ({r['name']}), {what}, threshold "
+                         f"{r['threshold']:g}", r, r["train_minutes"] + r["score_s"] / 60)
     return "\n".join(rows)
 
 
