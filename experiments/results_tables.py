@@ -387,8 +387,10 @@ def fcn_loso(doc: dict) -> str:
     mins = sum(f["train_minutes"] + f["test_s"] / 60 for f in doc["folds"])
     lines += ["", f"Recall at 2 false alarms per image (the same detections, a higher score "
               f"cut): {r2['2.0']:.3f} (1 per image: {r2['1.0']:.3f}). "
-              + ("Thresholds per fold: " + ", ".join(f"{f['fold']}: {f['threshold']:g}"
-                                                      for f in doc["folds"])
+              + ("Thresholds per fold: " + ", ".join(
+                  f"{f['fold']}: {f['threshold']:g}"
+                  + (f" (minimum area {f['a_min']} px)" if f.get("a_min", 4) != 4 else "")
+                  for f in doc["folds"])
                  + " (each fold's best AP on the tuning images of the series it trained "
                    "on). " if len({f["threshold"] for f in doc["folds"]}) > 1 else
                  f"Threshold {doc['folds'][0]['threshold']:g}. ")
