@@ -24,14 +24,13 @@ import numpy as np
 import torch
 
 from xdefect import gdxray
-from xdefect.crops import CropConfig, TrainImage, folder_images
+from xdefect.crops import CropConfig, TrainImage, folder_images, superimpose_voids
 from xdefect.detect import DetectParams, detection_arrays, regions
 from xdefect.detector import Detector
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_folder
 from xdefect.segment import SegNet, score_map
-from xdefect.simulate import DefectSampler, superimpose
 
 #: thresholds on the score 2p - 1 (p from 0.05 to 0.995)
 THETAS = (-0.9, -0.8, -0.6, -0.4, -0.2, 0.0, 0.4, 0.6, 0.8, 0.9, 0.96, 0.99)
@@ -46,19 +45,14 @@ def simulated_validation(images: list[TrainImage], crops: CropConfig,
     without labels: real defects the images hold are not in ``boxes``."""
     idx = np.unique(np.linspace(0, len(images) - 1, min(limit, len(images))).round()
                     .astype(int))
-    scfg = crops.sampler()
     out = []
     for i in idx:
         img = images[i]
         pix = img.pixels.astype(np.float64).copy()
         boxes = []
-        if img.free.any():
-            sampler = DefectSampler(img.free, scfg)
-            for _ in range(int(rng.poisson(per_image))):
-                res = superimpose(pix, sampler.sample(rng), scfg.geometry, x_max=scfg.x_max,
-                                  inplace=True, blur_px=scfg.blur_px)
-                if res.box is not None:
-                    boxes.append(res.box)
+        if img.free.any():  # the count is drawn only for an image that can take voids
+            boxes = [r.box for r in superimpose_voids(pix, img.free, crops, rng,
+                                                      int(rng.poisson(per_image)))]
         out.append((np.clip(pix, 0, 1).astype(np.float32), img.mask,
                     np.asarray(boxes, float).reshape(-1, 4)))
     return out

@@ -92,14 +92,9 @@ def detections(prob: np.ndarray, mask: np.ndarray, t: float, a_min: int = 4
 
 def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=THRESHOLDS
                   ) -> dict[float, list[ImageResult]]:
-    """Each image's detections and ground truth at each threshold."""
-    res: dict[float, list[ImageResult]] = {t: [] for t in thresholds}
-    for key, series, img in images:
-        prob = probability_map(net.eval(), img.pixels)
-        for t in thresholds:
-            b, s = detections(prob, img.mask, t)
-            res[t].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
-    return res
+    """Each image's detections and ground truth at each threshold (minimum area 4)."""
+    res = grid_results(net, images, [(t, 4) for t in thresholds])
+    return {t: res[(t, 4)] for t in thresholds}
 
 
 def grid_results(net: SegNet, images: list[tuple[str, str, Image]],

@@ -130,7 +130,7 @@ def stage_images(files: list[Path], root: Path) -> list[dict[str, Any]]:
     1, 2, ... in order; returns the rows ``{number, file}``. An existing staging with the
     same files is kept; another one is refused."""
     d = root / "Castings" / STAGED_SERIES
-    rows = [{"number": i, "file": str(f.resolve())} for i, f in enumerate(files, start=1)]
+    rows = _image_rows(files)
     d.mkdir(parents=True, exist_ok=True)
     for r, f in zip(rows, files, strict=True):
         link = d / f"{STAGED_SERIES}_{r['number']:04d}{f.suffix.lower()}"
@@ -260,15 +260,18 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     card["adaptation"] = {"source": str(source.path), "images": len(files),
                           "minutes": round(minutes, 2), "settings": asdict(cfg),
                           "ignored_source_regions": regions}
-    _write_images_csv(out / "images.csv",
-                      [{"number": i, "file": str(f.resolve())}
-                       for i, f in enumerate(files, start=1)])
+    _write_images_csv(out / "images.csv", _image_rows(files))
     write_json(sidecar(model_file), card)  # the card first: the weights mark completion
     with atomic_path(model_file) as tmp:
         shutil.copyfile(run / "model.safetensors", tmp)
     return {"model": str(model_file), "images": len(files),
             "patches": {"crops": card["training"]["crops_seen"]},
             "minutes": round(minutes, 2), "best_epoch": None}
+
+
+def _image_rows(files: list[Path]) -> list[dict[str, Any]]:
+    """``OUT/images.csv``'s rows: the images numbered 1, 2, ... in order."""
+    return [{"number": i, "file": str(f.resolve())} for i, f in enumerate(files, start=1)]
 
 
 def _write_images_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -25,10 +25,10 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.io import as_image
-from xdefect.simulate import DefectSampler, SamplerConfig, superimpose
+from xdefect.simulate import DefectSampler, SamplerConfig, Superimposed, superimpose
 
 __all__ = ["CropConfig", "TrainImage", "folder_images", "gdxray_images", "inscribed_ellipse",
-           "make_crop", "sample_batch", "training_image"]
+           "make_crop", "sample_batch", "superimpose_voids", "training_image"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,25 @@ def inscribed_ellipse(h: int, w: int) -> np.ndarray:
     return (((yy + 0.5) / h * 2 - 1) ** 2 + ((xx + 0.5) / w * 2 - 1) ** 2) <= 1.0
 
 
+def superimpose_voids(pixels: np.ndarray, free: np.ndarray, cfg: CropConfig,
+                      rng: np.random.Generator, n: int) -> list[Superimposed]:
+    """Superimpose ``n`` simulated voids (``cfg``'s sampler), each centred on a pixel of
+    ``free``, on the float64 grey image ``pixels`` in place; returns the results whose
+    shadow reaches the image (each with its exact shadow, ``d_map``, and box). Nothing is
+    drawn when ``n`` is 0 or ``free`` is empty."""
+    if n <= 0 or not free.any():
+        return []
+    scfg = cfg.sampler()
+    sampler = DefectSampler(free, scfg)
+    out = []
+    for _ in range(n):
+        res = superimpose(pixels, sampler.sample(rng), scfg.geometry, x_max=scfg.x_max,
+                          inplace=True, blur_px=scfg.blur_px)
+        if res.box is not None:
+            out.append(res)
+    return out
+
+
 def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defects: int,
               on_real: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(crop, target, valid)``, each ``(size, size)``: a crop centred on a random mask
@@ -176,14 +195,8 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
             valid[max(b1 - m, 0):b2 + m, max(a1 - m, 0):a2 + m] = False
     free = free[r0:r0 + size, c0:c0 + size].copy()
     free[:4], free[-4:], free[:, :4], free[:, -4:] = False, False, False, False
-    if n_defects and free.any():
-        scfg = cfg.sampler()
-        sampler = DefectSampler(free, scfg)
-        for _ in range(n_defects):
-            res = superimpose(crop, sampler.sample(rng), scfg.geometry, x_max=scfg.x_max,
-                              inplace=True, blur_px=scfg.blur_px)
-            if res.box is not None:
-                target |= res.d_map((size, size)) > 0
+    for res in superimpose_voids(crop, free, cfg, rng, n_defects):
+        target |= res.d_map((size, size)) > 0
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
     out = []

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xdefect.detect import DetectParams, ScoreMap
-from xdefect.models import normalise_float
+from xdefect.models import count_params_keras, normalise_float
 
 __all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "SegConfig", "SegNet", "create_segmenter",
            "get_segmenter", "is_segmenter_arch", "probability_map", "score_map",
@@ -84,7 +84,7 @@ class SegConfig:
 
     def params(self) -> int:
         """Parameters, Keras convention (BatchNorm: 4 per channel), as for the classifiers."""
-        return _count_params(SegNet(self))
+        return count_params_keras(SegNet(self))
 
 
 SEGMENTERS: dict[str, SegConfig] = {
@@ -139,12 +139,6 @@ class SegNet(nn.Module):
         u2 = self.d2(torch.cat([F.interpolate(f3, scale_factor=2.0), f2], 1))
         u1 = self.d1(torch.cat([F.interpolate(u2, scale_factor=2.0), f1], 1))
         return self.head(u1)
-
-
-def _count_params(model: nn.Module) -> int:
-    n = sum(p.numel() for p in model.parameters())
-    return n + sum(b.numel() for k, b in model.named_buffers()
-                   if k.endswith(("running_mean", "running_var")))
 
 
 def create_segmenter(arch: str | SegConfig) -> SegNet:

@@ -51,11 +51,12 @@ from xdefect.checkpoint import (
     unprefixed,
 )
 from xdefect.crops import CropConfig, TrainImage, folder_images, gdxray_images, sample_batch
-from xdefect.detect import DetectParams, detection_arrays, regions
+from xdefect.detect import DetectParams, ScoreMap
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, list_image_files, progress, write_json
 from xdefect.models import NORMALISATION, normalise_float, setup_device
+from xdefect.protocol import Selection, model_results, select
 from xdefect.segment import (
     SEGMENT_PARAMS,
     SegNet,
@@ -65,7 +66,7 @@ from xdefect.segment import (
 )
 
 __all__ = ["THETAS", "SegTrainConfig", "choose_theta", "segment_loss", "train_segmenter",
-           "tuning_images"]
+           "tuning_selections"]
 
 #: thresholds on the score ``2 p - 1`` tried on the tuning images (p from 0.5 to 0.995)
 THETAS = (0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
@@ -153,32 +154,36 @@ def _load_data(cfg: SegTrainConfig) -> tuple[list[TrainImage], dict[str, list[st
     return images, used, files
 
 
-def tuning_images(used: dict[str, list[str]]) -> list[tuple[gdxray.ImageRecord, gdxray.Sample]]:
-    """The annotated tuning images (odd, n % 4 == 1) of the series trained on."""
+def tuning_selections(used: dict[str, list[str]]) -> list[Selection]:
+    """The annotated tuning images (odd, n % 4 == 1) of the series trained on, one
+    :class:`~xdefect.protocol.Selection` per root that has any."""
     out = []
     for root, ss in used.items():
-        for s in ss:
-            gt = gdxray.load_ground_truth(root, s)
-            if not gt.annotated:
-                continue
-            for rec in gdxray.list_images(root, [s], "tuning"):
-                out.append((rec, gdxray.load_sample(rec, gt)))
+        ann = [s for s in ss if gdxray.load_ground_truth(root, s).annotated]
+        if ann and gdxray.list_images(root, ann, "tuning"):
+            out.append(select(root, ann, "tuning"))
     return out
 
 
-def choose_theta(net: SegNet, samples: list[tuple[gdxray.ImageRecord, gdxray.Sample]],
-                 base: DetectParams, thetas: tuple[float, ...] = THETAS,
-                 device: str | torch.device = "cpu") -> tuple[float, dict[str, float]]:
-    """The ``theta`` of ``thetas`` with the best AP (IoU 0.5, COCO matching) on
-    ``samples`` (the first of equal APs), and the AP at each."""
+def choose_theta(net: SegNet, selections: list[Selection], base: DetectParams,
+                 thetas: tuple[float, ...] = THETAS, device: str | torch.device = "cpu"
+                 ) -> tuple[float, dict[str, float]]:
+    """The ``theta`` of ``thetas`` with the best AP (IoU 0.5, COCO matching) on the
+    images of ``selections`` (the first of equal APs), and the AP at each: the theta
+    sweep of :func:`xdefect.protocol.model_results` on the segmenter's score maps."""
     runs: dict[float, list[ImageResult]] = {t: [] for t in thetas}
-    for rec, smp in progress(iterable=samples, desc="choosing theta", unit="image"):
-        smap = score_map(net, smp.image, device)
-        mask = gdxray.casting_mask(smp.image) if base.use_mask else None
+
+    def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
+        return score_map(net, image, device)
+
+    for sel in selections:
+        sweep: dict[float, list[ImageResult]] = dict.fromkeys(thetas)  # type: ignore[arg-type]
+        for _ in progress(iterable=model_results(sel, net, base, "segmenter", sweep=sweep,
+                                                 score_fn=score),
+                          total=len(sel.records), desc="choosing theta", unit="image"):
+            pass
         for t in thetas:
-            d = regions(smap, replace(base, theta=t), mask)
-            runs[t].append(ImageResult(rec.stem, rec.series, *detection_arrays(d),
-                                       smp.boxes.astype(float)))
+            runs[t] += sweep[t]
     aps = {f"{t:g}": float(summarise(rs)["ap"] or 0.0) for t, rs in runs.items()}
     best = max(thetas, key=lambda t: aps[f"{t:g}"])
     return float(best), {k: round(v, 4) for k, v in aps.items()}
@@ -317,12 +322,13 @@ def _detection(cfg: SegTrainConfig, net: SegNet, used: dict[str, list[str]],
     detection = (DetectParams.from_dict(init_card["detection"])
                  if init_card and isinstance(init_card.get("detection"), dict)
                  else SEGMENT_PARAMS)
-    samples = tuning_images(used) if cfg.choose_theta else []
-    if not samples:
+    sels = tuning_selections(used) if cfg.choose_theta else []
+    if not sels:
         return detection, {}
-    theta, aps = choose_theta(net.eval(), samples, detection, device=device)
+    theta, aps = choose_theta(net.eval(), sels, detection, device=device)
     return replace(detection, theta=theta), {
-        "images": len(samples), "ap_by_theta": aps, "theta": theta, "ap": aps[f"{theta:g}"],
+        "images": sum(len(x.records) for x in sels), "ap_by_theta": aps, "theta": theta,
+        "ap": aps[f"{theta:g}"],
         "rule": "best AP (IoU 0.5) on the annotated tuning images (odd, n % 4 == 1) of the "
                 "series trained on"}
 
