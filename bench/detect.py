@@ -1,14 +1,17 @@
 """Benchmark of whole-image detection on a 572x768 radiograph: both score-map modes at the
 default stride (8) and at stride 4, against the reference, in the same run.
 
-``default_s_per_image`` times the model card's own settings (the bundled default: dense
-mode at stride 4). Every configuration is warmed once and timed as the best of ``--repeats``
-runs of :meth:`xdefect.Detector.run` (casting mask, score map, regions; what ``xdefect
-detect`` and ``evaluate`` call, with the dense network built once) on the synthetic wheel
-with ten simulated defects, with the model given (default: the bundled one, else a
-randomly initialised xnet2: speed does not depend on the weights). The card's settings are
-also timed with the score map on ONNX Runtime (``onnxruntime_default_s_per_image``, with
-its largest score difference from PyTorch's), and with every dense layer a plain
+``default_s_per_image`` times the model card's own settings (the bundled patch classifier
+``xnet2-xdefect``, the default model until the segmenter: dense mode at stride 4);
+``segmenter`` times the bundled default model, the segmenter ``segnet-xdefect``, with its
+card's settings on PyTorch and on ONNX Runtime (with their largest score difference).
+Every configuration is warmed once and timed as the best of ``--repeats`` runs of
+:meth:`xdefect.Detector.run` (casting mask, score map, regions; what ``xdefect detect``
+and ``evaluate`` call, with the dense network built once) on the synthetic wheel with ten
+simulated defects, with the model given (default: the bundled patch classifier, else a
+randomly initialised xnet2: speed does not depend on the weights). The card's settings
+are also timed with the score map on ONNX Runtime (``onnxruntime_default_s_per_image``,
+with its largest score difference from PyTorch's), and with every dense layer a plain
 convolution instead of Winograd's algorithm for the heavy ones
 (``default_plain_conv_s_per_image``, ``winograd_speedup``,
 ``winograd_max_abs_score_diff``). Reference: patch mode
@@ -38,7 +41,13 @@ from PIL import Image
 
 from xdefect import detect as D
 from xdefect import gdxray
-from xdefect.checkpoint import bundled_model, load_model, save_model
+from xdefect.checkpoint import (
+    DEFAULT_CLASSIFIER,
+    DEFAULT_MODEL,
+    bundled_model,
+    load_model,
+    save_model,
+)
 from xdefect.detector import Detector, params_from_card
 from xdefect.models import create_model, normalise_float
 from xdefect.simulate import phantom
@@ -88,6 +97,20 @@ def onnx_timing(model, card: dict, params: D.DetectParams, img: np.ndarray,
             "onnxruntime_max_abs_score_diff": float(f"{diff:.2e}")}
 
 
+def segmenter_timing(img: np.ndarray, a: argparse.Namespace) -> dict:
+    """The bundled default model (a segmenter) with its card's settings, on PyTorch and on
+    ONNX Runtime, timed as the rest."""
+    if bundled_model(DEFAULT_MODEL) is None:
+        return {"skipped": f"{DEFAULT_MODEL} is not installed"}
+    det = Detector.load(DEFAULT_MODEL, device="cpu", threads=a.threads)
+    onnx = Detector.load(DEFAULT_MODEL, device="cpu", threads=a.threads, backend="onnxruntime")
+    diff = np.abs(det.score_map(img).values - onnx.score_map(img).values).max()
+    return {"model": DEFAULT_MODEL, "mode": det.params.mode,
+            "s_per_image": round(best_of(lambda: det.run(img), a.repeats), 3),
+            "onnxruntime_s_per_image": round(best_of(lambda: onnx.run(img), a.repeats), 3),
+            "onnxruntime_max_abs_score_diff": float(f"{diff:.2e}")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None)
@@ -99,7 +122,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    path = a.model or bundled_model()
+    path = a.model or bundled_model(DEFAULT_CLASSIFIER)
     card: dict = {}
     if path is not None:
         model, card = load_model(path)
@@ -158,7 +181,8 @@ def main() -> None:
            "image": list(img.shape), "threads": torch.get_num_threads(), "model": name,
            "reference": "patch mode as before (default layout, 1024 windows a pass, every "
                         "window), same run, same image",
-           "targets": {"default_s_per_image": 0.5}, **plain, **onnx_doc}
+           "targets": {"default_s_per_image": 0.5}, **plain, **onnx_doc,
+           "segmenter": segmenter_timing(img, a)}
     if a.big:
         with tempfile.TemporaryDirectory() as tmp:
             big = Path(tmp) / "big.tif"

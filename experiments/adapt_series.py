@@ -22,6 +22,7 @@ from pathlib import Path
 
 from xdefect import gdxray
 from xdefect.adaptation import AdaptConfig, adapt
+from xdefect.checkpoint import DEFAULT_MODEL
 from xdefect.detector import Detector
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("../shared/data/gdxray-extra"))
     ap.add_argument("--series", nargs="+", required=True)
     ap.add_argument("--from", dest="source", default=None,
-                    help="the model adapted (default: the bundled default)")
+                    help="the model adapted (default: the bundled default model)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--per-image", type=int, default=300)
     ap.add_argument("--hard-per-image", type=int, default=40)
@@ -112,7 +113,7 @@ def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
     """``OUT/adapt_series.json`` over the series done so far."""
     src = Detector.load(a.source, device="cpu")
     out = {"protocol": "adapt on the odd images without labels, test on the even images",
-           "root": str(a.root), "source": a.source or "bundled default",
+           "root": str(a.root), "source": a.source or DEFAULT_MODEL,
            "source_family": "segmenter" if isinstance(src.model, SegNet) else "classifier",
            "series_planned": a.series, "per_series": per,
            "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),

@@ -46,17 +46,23 @@ def _train(f: dict) -> str:
 
 def _detect(f: dict) -> str:
     s = f["s_per_image"]
-    return (f"per 572x768 image: the bundled default ({f['default_mode']} mode, stride "
+    seg = f.get("segmenter") or {}
+    return ((f"per 572x768 image: the default model `{seg['model']}` ({seg['mode']} mode) "
+             f"{seg['s_per_image']:.2f} s, on ONNX Runtime {seg['onnxruntime_s_per_image']:.2f} s "
+             f"(scores within {seg['onnxruntime_max_abs_score_diff']:.0e}); "
+             "the patch classifier " if "s_per_image" in seg else
+             "per 572x768 image: the bundled default ")
+            + f"({f['default_mode']} mode, stride "
             f"{f['default_stride']}) {f['default_s_per_image']:.2f} s; patch mode "
             f"{s['patch_stride8']:.2f} s at stride 8 ({f['patch_speedup_vs_reference']:.1f}x "
             f"the old patch mode's {f['reference_patch_s_per_image']['stride8']:.2f} s), "
             f"{s['patch_stride4']:.2f} s at stride 4; dense mode {s['dense_stride8']:.2f} s / "
             f"{s['dense_stride4']:.2f} s"
-            + (f"; the default with plain convolutions instead of Winograd's "
+            + (f"; the classifier with plain convolutions instead of Winograd's "
                f"{f['default_plain_conv_s_per_image']:.2f} s (scores within "
                f"{f['winograd_max_abs_score_diff']:.0e})"
                if "default_plain_conv_s_per_image" in f else "")
-            + (f"; the default on ONNX Runtime {f['onnxruntime_default_s_per_image']:.2f} s "
+            + (f"; the classifier on ONNX Runtime {f['onnxruntime_default_s_per_image']:.2f} s "
                f"(scores within {f['onnxruntime_max_abs_score_diff']:.0e})"
                if "onnxruntime_default_s_per_image" in f else ""))
 

@@ -127,8 +127,9 @@ def main() -> None:
 
 
 def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
-    """A segmenter run (``xdefect train-segmenter``): its card already holds the training
-    log and the theta chosen on the tuning images (``tuning``)."""
+    """A segmenter run (``xdefect train-segmenter``, or ``xdefect tune-segmenter`` of
+    one): its card already holds the training log and the settings chosen on the tuning
+    images (``tuning``)."""
     tuning = card.get("tuning") or {}
     if not tuning.get("images"):
         raise SystemExit(f"{src}: no theta chosen on tuning images in its card")
@@ -138,12 +139,16 @@ def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
         "split": "tuning", "series": card["lineage"][-1].get("data_series"),
         "images": tuning["images"], "best": card["detection"],
         "best_metrics": {"ap": tuning["ap"]}, "ap_by_theta": tuning["ap_by_theta"],
-        "rule": tuning["rule"], "command": card["lineage"][-1].get("command")}
+        **({"grid": tuning["grid"]} if "grid" in tuning else {}),
+        "rule": tuning["rule"],
+        "command": (card.get("retuned") or {}).get("command")
+        or card["lineage"][-1].get("command")}
     test = read_test(a, card)
     card["reproduce"] = reproduce(card, {}, test, command_line())
     install(a, src, card)
     print(f"{a.install and a.name or a.out}: {a.name}, {card['training']['steps']} steps, "
-          f"detection theta {card['detection']['theta']}")
+          f"detection theta {card['detection']['theta']}, grow "
+          f"{card['detection'].get('grow', 0)}")
 
 
 def install(a: argparse.Namespace, src: Path, card: dict) -> None:

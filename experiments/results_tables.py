@@ -5,16 +5,21 @@ Reads ``runs/table3.json`` (``experiments/table3.py``), ``runs/table4.json``
 ``runs/series-out-all/series_out.json`` (``experiments/series_out.py``),
 ``runs/pyramid-default.json`` (``experiments/pyramid.py``),
 ``runs/adapt-series/adapt_series.json`` (``experiments/adapt_series.py``),
-``runs/table3_diagnosis.json`` (``experiments/table3_diagnosis.py``), the default
-model's evaluations ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split
-test``) and ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
-../shared/data/gdxray-extra --split all``); rewrites the blocks between ``<!-- name -->``
+``runs/table3_diagnosis.json`` (``experiments/table3_diagnosis.py``), the patch
+classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xdefect``)
+``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
+``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
+../shared/data/gdxray-extra --split all``), the default model's
+``runs/eval-test-segnet-tuned`` (and ``runs/eval-test-segnet``, its settings before
+``tune-segmenter``, with ``runs/seg/segnet-xdefect-tuned/model.json``: the
+``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
 ``seriesout-all``, ``pyramid``, ``adapt``, ``extra-default``, ``table3-diagnosis``,
 ``ablation``, ``errors``) and copies the
-PR curve of the test evaluation to ``docs/img/pr_curve_even.png`` (a plot: no GDXray
-pixels). The ``bundled`` block comes from
-the model cards (``experiments/model_figures.py``, run here too). The prose around the
+PR curves of the test evaluations to ``docs/img/pr_curve_even.png`` (``xnet2-xdefect``) and
+``docs/img/pr_curve_even_default.png`` (the default model) (plots: no GDXray pixels).
+The ``bundled`` block comes from the model cards (``experiments/model_figures.py``, run
+here too). The prose around the
 blocks is written by hand.
 
     .venv/bin/python experiments/results_tables.py [--report docs/results.md]
@@ -204,7 +209,10 @@ def family(doc: dict) -> str:
 
 def adapt_table(doc: dict) -> str:
     """Adaptation per series (``experiments/adapt_series.py``)."""
-    lines = [f"Root `{doc['root']}`; source model: {doc['source']}. {doc['protocol']}.", "",
+    source = doc["source"]
+    if source == "bundled default":  # files written while xnet2-xdefect was the default
+        source = "`xnet2-xdefect` (the bundled default then)"
+    lines = [f"Root `{doc['root']}`; source model: {source}. {doc['protocol']}.", "",
              "| series | odd images adapted on | even images | boxes | source AP | source "
              "FA/image | adapted AP | adapted found | adapted FA/image | minutes |",
              "|---" * 10 + "|"]
@@ -348,6 +356,49 @@ def seg_variants(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def segment_boxes(card: dict) -> str:
+    """The theta x grow grid of a segmenter re-tuned by ``xdefect tune-segmenter`` (its
+    card's ``tuning`` block), and its test figures before and after (the evaluations
+    ``runs/eval-test-segnet`` and ``runs/eval-test-segnet-tuned``, when present)."""
+    t = card["tuning"]
+    grows = sorted({r["grow"] for r in t["grid"]})
+    thetas = sorted({r["theta"] for r in t["grid"]})
+    cell = {(r["theta"], r["grow"]): r for r in t["grid"]}
+    before = card.get("retuned", {}).get("settings_before", {})
+    lines = [f"Tuning AP (IoU 0.5) of `{card['retuned']['from']['file']}` on the "
+             f"{t['images']} annotated tuning images of the series it trained on, per "
+             "threshold (rows; score `2p - 1`) and box growth (columns, pixels a side): AP, "
+             "defects found of " + str(t["grid"][0]["boxes"]) + ", false alarms per image. "
+             f"Chosen: theta {t['theta']:g}, grow {t['grow']} (bold); before: theta "
+             f"{before.get('theta', '-')}, grow {before.get('grow', 0)}.", "",
+             "| theta | " + " | ".join(f"grow {g}" for g in grows) + " |",
+             "|---" * (len(grows) + 1) + "|"]
+    for th in thetas:
+        row = []
+        for g in grows:
+            r = cell[(th, g)]
+            txt = f"{r['ap']:.3f} / {r['found']} / {r['fa_per_image']:.1f}"
+            row.append(f"**{txt}**" if (th, g) == (t["theta"], t["grow"]) else txt)
+        lines.append(f"| {th:g} | " + " | ".join(row) + " |")
+    evals = [Path(f"runs/{name}/metrics.json")
+             for name in ("eval-test-segnet", "eval-test-segnet-tuned")]
+    if all(pth.exists() for pth in evals):
+        lines += ["", "Reported once on the test images (126 even images of the paper's "
+                  "series, 267 boxes):", "",
+                  "| settings | test AP | unseen-defect AP | found | FA/image | "
+                  "recall at 1 FA/image |", "|---|---|---|---|---|---|"]
+        for pth, what in zip(evals, ("before", "chosen"), strict=True):
+            m = json.loads(pth.read_text())
+            pr = m["params"]
+            lines.append(f"| {what}: theta {pr['theta']:g}, grow {pr.get('grow', 0)} | "
+                         f"{_f(m['ap'])} | {_f(m['unseen']['ap'])} | "
+                         f"{m['true_positives']}/{m['gt_boxes']} | "
+                         f"{m['false_positives'] / m['images']:.1f} | "
+                         f"{m['recall_at_fppi']['1.0']:.3f} |")
+    lines += ["", f"Command: `{card['retuned']['command']}`"]
+    return "\n".join(lines)
+
+
 def adapt_diagnosis(doc: dict) -> str:
     """Simulated-void AP against real-defect AP of adapted segmenters
     (``experiments/adapt_diagnosis.py``)."""
@@ -444,7 +495,7 @@ def ablation(a: argparse.Namespace) -> str:
 
     m = load(a.extra_eval / "metrics.json")
     if m:
-        rows.append(f"| bundled default (trained on the paper's series), no change | "
+        rows.append(f"| `xnet2-xdefect` (trained on the paper's series), no change | "
                     f"`gdxray-extra`, all {m['images']} images | - | - | {_f(m['ap'])} | "
                     f"{m['true_positives']}/{m['gt_boxes']} | "
                     f"{m['false_positives'] / max(m['images'], 1):.1f} |")
@@ -563,7 +614,10 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--table3", type=Path, default=Path("runs/table3.json"))
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
-    ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"))
+    ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
+                    help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
+    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-tuned"),
+                    help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
                     default=Path("runs/series-out-all/series_out.json"))
@@ -599,6 +653,10 @@ def main() -> None:
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
+    tuned = Path("runs/seg/segnet-xdefect-tuned/model.json")
+    if tuned.exists():
+        text = replace_block(text, "segment-boxes", segment_boxes(json.loads(tuned.read_text())),
+                             a.report)
     seg_extra = Path("runs/eval-extra-segnet/metrics.json")
     if seg_extra.exists():
         text = replace_block(text, "extra-segnet", per_series_eval(
@@ -610,7 +668,8 @@ def main() -> None:
     if (a.extra_eval / "metrics.json").exists():
         text = replace_block(text, "extra-default", per_series_eval(
             json.loads((a.extra_eval / "metrics.json").read_text()),
-            "The bundled default on every image of the nine `gdxray-extra` series (castings "
+            "The bundled patch classifier `xnet2-xdefect` (the default model until "
+            "`segnet-xdefect`) on every image of the nine `gdxray-extra` series (castings "
             "it never saw):"), a.report)
     if a.table3.exists():
         text = replace_block(text, "table3", table3(json.loads(a.table3.read_text())),
@@ -627,6 +686,9 @@ def main() -> None:
         img = a.report.parent / "img" / "pr_curve_even.png"
         img.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(a.eval / "pr_curve.png", img)
+    if (a.eval_default / "pr_curve.png").exists():
+        shutil.copyfile(a.eval_default / "pr_curve.png",
+                        a.report.parent / "img" / "pr_curve_even_default.png")
     a.report.write_text(text)
     print(f"{a.report}: tables updated")
     if a.sharpness.exists():

@@ -11,7 +11,8 @@ from PIL import Image
 
 from xdefect.simulate import phantom
 
-TINY = ["--per-image", "20", "--hard-per-image", "5", "--epochs", "1",
+# a patch classifier source (the default source is the default model, a segmenter)
+TINY = ["--from", "xnet2-xdefect", "--per-image", "20", "--hard-per-image", "5", "--epochs", "1",
         "--samples-per-epoch", "200", "--val-samples", "40", "--threads", "1"]
 
 
@@ -57,3 +58,16 @@ def test_adapt_bad_inputs(tmp_path):
     proc = run_cli("adapt", "--images", str(d), "--out", str(tmp_path / "o"), "--mu", "0", "1")
     assert_one_line_error(proc, "--mu")
     assert not (tmp_path / "o").exists()
+
+
+def test_adapt_from_the_default_model_is_a_segmenter_adaptation(tmp_path):
+    """No --from: the default model (the segmenter segnet-xdefect) is adapted, and the
+    result is a segmenter with its detection settings."""
+    d = _folder(tmp_path, 2)
+    out = tmp_path / "adapted"
+    proc = run_cli("adapt", "--images", str(d), "--out", str(out), "--steps", "3",
+                   "--threads", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "model.json").read_text())
+    assert card["arch"]["family"] == "segmenter" and card["detection"]["mode"] == "segment"
+    assert card["adaptation"]["source"].endswith("segnet-xdefect.safetensors")

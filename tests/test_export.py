@@ -1,5 +1,6 @@
 """ONNX export and the ONNX Runtime backend: the same score maps (1e-4) and detections as
-PyTorch on real radiographs; the card travels as metadata."""
+PyTorch on real radiographs, for the patch classifier's dense graph and the segmenter's
+per-pixel graph; the card travels as metadata."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ IMAGES = [("C0001", 2), ("C0015", 10), ("C0021", 2)]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "default.onnx"
-    proc = run_cli("export", "--format", "onnx", "--out", str(out))
+    out = tmp_path_factory.mktemp("onnx") / "classifier.onnx"
+    proc = run_cli("export", "--format", "onnx", "--model", "xnet2-xdefect", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr
     return out
@@ -37,7 +38,7 @@ def test_export_writes_both_graphs_with_the_card(exported):
     pm = {p.key: p.value for p in onnx.load(str(patch_path(exported))).metadata_props}
     assert pm["xdefect_graph"] == "patch"
     # the patch classifier equals the torch model on random windows
-    det = Detector.load(device="cpu", threads=1)
+    det = Detector.load("xnet2-xdefect", device="cpu", threads=1)
     x = torch.rand(64, 1, 32, 32) * 4 - 2
     with torch.no_grad():
         ref = det.model(x).numpy()
@@ -46,8 +47,8 @@ def test_export_writes_both_graphs_with_the_card(exported):
 
 
 def test_onnx_score_maps_and_detections_equal_pytorch(exported, gdxray_root):
-    det = Detector.load(device="cpu", threads=2)
-    onnx_det = Detector.load(device="cpu", threads=2, backend="onnxruntime")
+    det = Detector.load("xnet2-xdefect", device="cpu", threads=2)
+    onnx_det = Detector.load("xnet2-xdefect", device="cpu", threads=2, backend="onnxruntime")
     scorer = OnnxScorer(exported)
     for series, number in IMAGES:
         rec = gdxray.list_images(gdxray_root, [series])[number - 1]
@@ -75,7 +76,8 @@ def test_onnx_backend_refusals(exported, tmp_path):
     Image.fromarray(np.full((64, 64), 100, np.uint8)).save(tmp_path / "a.png")
     assert_one_line_error(run_cli("detect", str(tmp_path / "a.png"), "--out",
                                   str(tmp_path / "o"), "--backend", "onnxruntime",
-                                  "--mode", "patch"), "--backend onnxruntime")
+                                  "--model", "xnet2-xdefect", "--mode", "patch"),
+                          "--backend onnxruntime")
 
 
 def test_exported_file_runs_as_a_model(exported, gdxray_root, tmp_path):
@@ -86,7 +88,7 @@ def test_exported_file_runs_as_a_model(exported, gdxray_root, tmp_path):
 
     det = Detector.load(exported, threads=2)
     assert det.model is None and det.backend == "onnxruntime"
-    ref = Detector.load(device="cpu", threads=2)
+    ref = Detector.load("xnet2-xdefect", device="cpu", threads=2)
     assert det.params == ref.params and det.card["name"] == "xnet2-xdefect"
     a = evaluate_folder(det, gdxray_root, series=["C0001"], split="test", limit=3)
     b = evaluate_folder(ref, gdxray_root, series=["C0001"], split="test", limit=3)
@@ -109,3 +111,66 @@ def test_exported_file_runs_as_a_model(exported, gdxray_root, tmp_path):
     assert_one_line_error(run_cli("adapt", "--images", str(images), "--from", str(exported),
                                   "--out", str(tmp_path / "ad")), "cannot be fine-tuned")
     assert not (tmp_path / "p").exists() and not (tmp_path / "ad" / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def segment_exported(tmp_path_factory):
+    """The default model (the segmenter segnet-xdefect) exported with no --model."""
+    out = tmp_path_factory.mktemp("onnx") / "default.onnx"
+    proc = run_cli("export", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["graph"] == "segment" and r["segment"] == str(out) and r["stride"] == 1
+    assert not patch_path(out).exists()  # a segmenter has one graph
+    return out
+
+
+def test_segmenter_graph_equals_pytorch(segment_exported, gdxray_root):
+    """The segment graph carries the card and gives the per-pixel score map of PyTorch
+    (1e-4) and the same boxes, from the file and from --backend onnxruntime."""
+    meta = {p.key: p.value for p in onnx.load(str(segment_exported)).metadata_props}
+    assert meta["xdefect_graph"] == "segment" and meta["xdefect_stride"] == "1"
+    assert json.loads(meta["xdefect_card"])["name"] == "segnet-xdefect"
+    det = Detector.load(device="cpu", threads=2)
+    from_file = Detector.load(segment_exported, threads=2)
+    from_backend = Detector.load(device="cpu", threads=2, backend="onnxruntime")
+    assert from_file.params == det.params and det.params.mode == "segment"
+    found = 0
+    for series, number in IMAGES:
+        rec = gdxray.list_images(gdxray_root, [series])[number - 1]
+        img = gdxray.load_sample(rec, gdxray.load_ground_truth(gdxray_root, series)).image
+        ref = det.score_map(img)
+        for other in (from_file, from_backend):
+            got = other.score_map(img)
+            assert (got.stride, got.offset, got.values.shape) == (1, 0, img.shape)
+            assert np.abs(got.values - ref.values).max() <= 1e-4, rec.stem
+            a, b = other.detect(img), det.detect(img)
+            assert [d.box for d in a] == [d.box for d in b], rec.stem
+            assert np.allclose([d.score for d in a], [d.score for d in b], atol=1e-4)
+        found += len(det.detect(img))
+    assert found > 0  # the comparison covered boxes, not only empty lists
+    # odd sizes: padded to multiples of 8 and cropped back, as in PyTorch
+    odd = img[:101, :203]
+    assert np.abs(from_file.score_map(odd).values - det.score_map(odd).values).max() <= 1e-4
+
+
+def test_segmenter_graph_refusals(segment_exported, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((64, 64), 100, np.uint8)).save(images / name)
+    for extra, words in ((("--stride", "4"), "stride 1 only"),
+                         (("--mode", "dense"), "segment score map at stride 1 only")):
+        assert_one_line_error(run_cli("detect", str(images), "--model", str(segment_exported),
+                                      "--out", str(tmp_path / "o"), *extra), words)
+    assert_one_line_error(run_cli("export", "--out", str(tmp_path / "s.onnx"), "--stride", "4"),
+                          "a segmenter scores every pixel")
+    assert_one_line_error(run_cli("adapt", "--images", str(images), "--from",
+                                  str(segment_exported), "--out", str(tmp_path / "ad")),
+                          "cannot be fine-tuned")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s.onnx").exists()
+    with pytest.raises(InputError, match="a segmenter; hard negatives"):
+        Detector.load(segment_exported).scorer()

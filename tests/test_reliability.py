@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_fake_root, run_cli
+from conftest import assert_one_line_error, make_fake_root, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -268,10 +268,14 @@ def test_dense_stride_the_model_cannot_run_is_one_line(tmp_path):
     Image.fromarray(np.full((64, 64), 100, np.uint8)).save(tmp_path / "a.png")
     for stride in ("3", "64"):
         proc = run_cli("detect", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
-                       "--stride", stride)
+                       "--model", "xnet2-xdefect", "--stride", stride)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert "dense mode needs a power of two" in lines[0]
+    # the default model, a segmenter, scores every pixel: any other stride is refused
+    assert_one_line_error(run_cli("detect", str(tmp_path / "a.png"), "--out",
+                                  str(tmp_path / "o"), "--stride", "4"),
+                          "a segmenter scores every pixel")
     assert not (tmp_path / "o").exists()
 
 

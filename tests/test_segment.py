@@ -27,7 +27,7 @@ from xdefect.segment import (
     segment_params,
 )
 from xdefect.simulate import phantom
-from xdefect.train_segment import SegTrainConfig, train_segmenter
+from xdefect.train_segment import GROWS, THETAS, SegTrainConfig, train_segmenter
 
 # ----------------------------------------------------------------------------------- model
 
@@ -81,6 +81,21 @@ def test_segment_regions_are_pixel_components_boxed_by_extent():
     mask[:, :40] = False  # the mask cuts the first region
     d2 = regions(ScoreMap(v, 1, (60, 80), 0), segment_params(0.0), mask)
     assert [d.box for d in d2] == [(40, 10, 45, 20)]
+
+
+def test_grow_adds_pixels_to_every_box_side_clipped_to_the_image():
+    v = np.full((60, 80), -1.0, np.float32)
+    v[10:20, 30:45] = 0.95
+    v[0:3, 76:80] = 0.9  # at the image's corner
+    sm = ScoreMap(v, 1, (60, 80), 0)
+    plain = [d.box for d in regions(sm, segment_params(0.0))]
+    grown = regions(sm, DetectParams(**{**segment_params(0.0).to_dict(), "grow": 3}))
+    assert plain == [(30, 10, 45, 20), (76, 0, 80, 3)]
+    assert [d.box for d in grown] == [(27, 7, 48, 23), (73, 0, 80, 6)]
+    assert [d.area for d in grown] == [150, 12]  # scores and areas are the regions'
+    with pytest.raises(ValueError, match="grow"):
+        DetectParams(grow=-1)
+    assert DetectParams.from_dict({"theta": 0.5}).grow == 0  # cards written before grow
 
 
 def test_classifier_maps_keep_the_window_centre_offset():
@@ -207,13 +222,19 @@ def test_detector_runs_a_segmenter(trained, phantom_root):
     with pytest.raises(InputError, match="segment"):
         Detector.load(model, device="cpu", mode="dense")
     with pytest.raises(InputError, match="segmenter"):
-        Detector.load(None, device="cpu", mode="segment")
-    with pytest.raises(InputError, match="PyTorch"):
-        Detector.load(model, device="cpu", backend="onnxruntime")
+        Detector.load("xnet2-xdefect", device="cpu", mode="segment")
     with pytest.raises(InputError, match="patch classifier"):
         det.scorer()
-    with pytest.raises(InputError, match="ONNX export"):
-        export_model(model, out / "x.onnx")
+    # ONNX: the same detections from the exported graph and from the onnxruntime backend
+    r = export_model(model, out.parent / "x.onnx")
+    assert r["graph"] == "segment" and r["stride"] == 1
+    for other in (Detector.load(out.parent / "x.onnx", theta=-1.0, a_min=1),
+                  Detector.load(model, device="cpu", backend="onnxruntime", theta=-1.0,
+                                a_min=1)):
+        assert np.abs(other.score_map(img).values - det.score_map(img).values).max() < 1e-4
+        assert [d.box for d in other.detect(img)] == [d.box for d in dets]
+    with pytest.raises(InputError, match="stride 1"):
+        export_model(model, out.parent / "y.onnx", stride=4)
 
 
 def test_weights_that_do_not_match_the_card(trained, tmp_path):
@@ -300,3 +321,38 @@ def test_cli_bad_input(tmp_path, phantom_root):
     assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
                                   str(phantom_root), "--size", "60"), "multiple of 8")
     assert not (tmp_path / "r").exists()
+
+
+def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom_root,
+                                                                tmp_path):
+    out, _ = trained
+    src = out / "model.safetensors"
+    proc = run_cli("tune-segmenter", "--model", str(src), "--out", str(tmp_path / "t"),
+                   "--threads", "1", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    card = read_card(tmp_path / "t" / "model.safetensors")
+    grid = card["tuning"]["grid"]
+    assert len(grid) == len(THETAS) * len(GROWS) and card["tuning"]["images"] == 2
+    best = max(grid, key=lambda row: row["ap"])
+    assert (card["detection"]["theta"], card["detection"]["grow"]) == (r["theta"], r["grow"])
+    assert r["tuning_ap"] == best["ap"] >= r["before"]
+    assert card["retuned"]["from"]["file"] == str(src)
+    assert card["lineage"] == read_card(src)["lineage"]  # the same weights, the same data
+    a, _ = load_model(src)
+    b, _ = load_model(tmp_path / "t" / "model.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+    # the detector uses the chosen growth
+    assert Detector.load(tmp_path / "t" / "model.safetensors").params.grow == r["grow"]
+    # refusals, one line each, nothing written
+    assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
+                                  str(tmp_path / "t")), "holds a model already")
+    assert_one_line_error(run_cli("tune-segmenter", "--model", "xnet2-xdefect", "--out",
+                                  str(tmp_path / "c")), "a patch classifier")
+    empty = write_phantom_root(tmp_path / "empty", n=2, shape=(64, 64), defects=0,
+                               series="C0998")
+    assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--gdxray",
+                                  str(empty), "--out", str(tmp_path / "e")),
+                          "no annotated tuning images")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "e").exists()

@@ -16,6 +16,7 @@ from conftest import REPO, assert_one_line_error, run_cli
 from xdefect import gdxray
 from xdefect.checkpoint import (
     BUNDLED,
+    DEFAULT_MODEL,
     describe_model,
     lineage_summary,
     read_card,
@@ -281,7 +282,11 @@ def test_bundled_names_resolve():
         assert card["weights_sha256"] == sha256_file(p)
         assert card["detection_tuning"]["split"] == "tuning"
         assert "unseen" in card["test_even"]
-    assert resolve_model(None) == resolve_model("xnet2-xdefect")
+    assert resolve_model(None) == resolve_model(DEFAULT_MODEL) == resolve_model("segnet-xdefect")
+    from xdefect.cli.common import MODEL_HELP  # --model's help names them and the default
+
+    assert all(n in MODEL_HELP for n in BUNDLED) and MODEL_HELP.endswith(
+        f"default {DEFAULT_MODEL}")
     assert resolve_model("xnet2-e100g000") == resolve_model("xnet2-xdefect")  # old name
     assert not lineage_summary(read_card(resolve_model("xnet2-paper")))["real_defects"]
     with pytest.raises(InputError, match="neither a file nor a bundled model"):

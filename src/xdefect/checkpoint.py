@@ -34,8 +34,9 @@ from xdefect.io import atomic_path, sha256_file
 from xdefect.models import NORMALISATION, ArchConfig, PatchCNN
 from xdefect.segment import SegConfig, SegNet, is_segmenter_arch
 
-__all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_MODEL", "MODEL_FORMAT",
-           "WEIGHTS_DIR", "bundled_model", "card_lineage", "describe_model", "init_record",
+__all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_CLASSIFIER",
+           "DEFAULT_MODEL", "MODEL_FORMAT", "WEIGHTS_DIR", "bundled_model", "card_lineage",
+           "describe_model", "init_record",
            "lineage_summary", "load_model", "load_tensors", "model_state", "optimizer_tensors",
            "prefixed", "read_card", "resolve_model", "restore_optimizer", "save_model",
            "save_tensors", "sidecar", "unprefixed"]
@@ -171,17 +172,22 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 #: bundled model names -> what each is (the files are ``weights/NAME.safetensors``)
 BUNDLED = {
-    "xnet2-xdefect": "the default: the best model by any means that keeps the tuning and "
-                     "test images out of training",
+    "segnet-xdefect": "the default: a segmenter (per-pixel score map, boxes from region "
+                      "extents) trained on crops of the train images with simulated voids "
+                      "and the real defects' inscribed ellipses as exact masks",
+    "xnet2-xdefect": "the best patch classifier by any means that keeps the tuning and test "
+                     "images out of training (the default of commands that need a patch "
+                     "classifier; the default model until segnet-xdefect)",
     "xnet2-paper": "the paper's protocol only: E100/G000 simulated defects from the train "
                    "images, no real defect windows",
-    "segnet-xdefect": "a segmenter (per-pixel score map, boxes from region extents) trained "
-                      "on crops of the train images with simulated voids and the real "
-                      "defects' inscribed ellipses as exact masks",
 }
-DEFAULT_MODEL = "xnet2-xdefect"
+#: the model used when none is named
+DEFAULT_MODEL = "segnet-xdefect"
+#: the model used when none is named by a command that needs a patch classifier
+#: (``xdefect test``, benchmarks of the window modes)
+DEFAULT_CLASSIFIER = "xnet2-xdefect"
 #: old names that keep working
-BUNDLED_ALIASES = {"xnet2-e100g000": DEFAULT_MODEL}
+BUNDLED_ALIASES = {"xnet2-e100g000": DEFAULT_CLASSIFIER}
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -193,8 +199,9 @@ def bundled_model(name: str = DEFAULT_MODEL) -> Path | None:
 
 
 def resolve_model(value: str | os.PathLike[str] | None) -> Path:
-    """A model path from ``--model``: ``None`` -> the default bundled model, a bundled
-    name (``xnet2-xdefect``, ``xnet2-paper``) -> its file, anything else -> a path.
+    """A model path from ``--model``: ``None`` -> the default bundled model
+    (:data:`DEFAULT_MODEL`), a bundled name (``segnet-xdefect``, ``xnet2-xdefect``,
+    ``xnet2-paper``) -> its file, anything else -> a path.
     :class:`InputError` when nothing is found."""
     if value is None:
         p = bundled_model()

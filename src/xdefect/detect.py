@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -104,7 +104,9 @@ class DetectParams:
     maximum widened to its window centres' extent less ``widen`` pixels a side (-1: off).
     ``mode``: ``"dense"`` or ``"patch"`` (patch classifiers), ``"segment"`` (segmenters,
     :mod:`xdefect.segment`: stride 1, theta on ``2 p - 1``). ``use_mask``: AND with the
-    casting mask.
+    casting mask. ``grow``: pixels added to every side of every box, whatever its rule
+    (clipped to the image; pixels of the image the score map was computed on, so at
+    pyramid level ``f`` each is ``f`` pixels of the original); 0: none.
     """
 
     stride: int = 8
@@ -125,6 +127,7 @@ class DetectParams:
     #: "iom": intersection over the smaller box's area)
     merge: float = 0.5
     merge_rule: str = "iou"
+    grow: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
@@ -133,9 +136,9 @@ class DetectParams:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r} ({', '.join(MODES)})")
         if (self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0
-                or self.sigma < 0 or self.nms < 0 or self.widen < -1):
-            raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma and nms "
-                             ">= 0; widen >= -1")
+                or self.sigma < 0 or self.nms < 0 or self.widen < -1 or self.grow < 0):
+            raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma, nms and "
+                             "grow >= 0; widen >= -1")
         if (not self.scales or min(self.scales) < 1 or max(self.scales) > 16
                 or len(set(self.scales)) != len(self.scales)):
             raise ValueError("scales must be distinct downsampling factors from 1 to 16")
@@ -509,8 +512,10 @@ def _maxima(values: np.ndarray) -> np.ndarray:
 
 
 def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
-                     theta: float, nms: int = 0, widen: int = -1) -> list[Detection]:
-    """Second stage of :func:`regions`: drop small regions, one box and score per region."""
+                     theta: float, nms: int = 0, widen: int = -1, grow: int = 0
+                     ) -> list[Detection]:
+    """Second stage of :func:`regions`: drop small regions, one box and score per region
+    (each box grown by ``grow`` pixels a side, clipped to the image)."""
     h, w = lab.labels.shape
     out: list[Detection] = []
     objs = ndi.find_objects(lab.labels)
@@ -537,6 +542,10 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
                    min(int(cc.max()) + m + extra, w), min(int(rr.max()) + m + extra, h))
         out.append(Detection(tuple(int(v) for v in box), score, int(lab.areas[k])))  # type: ignore[arg-type]
     out.sort(key=lambda d: -d.score)
+    if grow:
+        out = [replace(d, box=(max(d.box[0] - grow, 0), max(d.box[1] - grow, 0),
+                               min(d.box[2] + grow, w), min(d.box[3] + grow, h)))
+               for d in out]
     return out
 
 
@@ -593,7 +602,8 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     lab = label_regions(smap, p.theta, p.radius, mask if p.use_mask else None, p.sigma)
     if lab is None:
         return []
-    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms, p.widen)
+    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms, p.widen,
+                            p.grow)
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,

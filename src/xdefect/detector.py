@@ -84,13 +84,15 @@ def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
         raise InputError(f"detection parameters: {exc}") from None
 
 
-def _graph_params(path: Path, stride: int, params: DetectParams) -> DetectParams:
-    """``params`` if an exported dense graph of ``stride`` can run them (dense mode at its
-    own stride), else :class:`InputError` naming ``path``."""
-    if params.mode != "dense" or params.stride != stride:
-        raise InputError(f"{path}: an ONNX graph runs the dense score map at stride {stride} "
-                         f"only (asked: {params.mode} mode, stride {params.stride}); export "
-                         "the model again with --stride, or use its .safetensors")
+def _graph_params(path: Path, graph: str, stride: int, params: DetectParams) -> DetectParams:
+    """``params`` if an exported graph can run them (a dense graph: dense mode at its own
+    stride; a segment graph: segment mode, stride 1), else :class:`InputError` naming
+    ``path``."""
+    if params.mode != graph or params.stride != stride:
+        again = ("export the model again with --stride, or use its .safetensors"
+                 if graph == "dense" else "a segmenter scores every pixel")
+        raise InputError(f"{path}: an ONNX graph runs the {graph} score map at stride {stride} "
+                         f"only (asked: {params.mode} mode, stride {params.stride}); {again}")
     return params
 
 
@@ -122,8 +124,8 @@ class Detector:
              **params: Any) -> Detector:
         """Load ``model``: ``None`` for the bundled default, a bundled name
         (``xnet2-xdefect``, ``xnet2-paper``), a ``.safetensors`` path, or an ``.onnx``
-        dense graph written by ``xdefect export`` (run on ONNX Runtime, with the card and
-        detection settings embedded in it; no PyTorch weights needed). ``device``:
+        dense or segment graph written by ``xdefect export`` (run on ONNX Runtime, with the
+        card and detection settings embedded in it; no PyTorch weights needed). ``device``:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when present, the default); ``threads``: CPU
         threads; ``params``: :class:`~xdefect.detect.DetectParams` fields overriding the
         card's settings."""
@@ -136,21 +138,20 @@ class Detector:
             return cls._load_onnx(path, threads, batch, params)
         dev = setup_device(device, threads)
         net, card = load_model(path, dev)
-        if isinstance(net, SegNet):
-            if backend != "torch":
-                raise InputError(f"--backend {backend}: a segmenter runs on PyTorch only")
-            if not isinstance(card.get("detection"), dict):
-                card = {**card, "detection": SEGMENT_PARAMS.to_dict()}
+        if isinstance(net, SegNet) and not isinstance(card.get("detection"), dict):
+            card = {**card, "detection": SEGMENT_PARAMS.to_dict()}
         p = check_params(net, params_from_card(card, **params))
         onnx = None
         if backend == "onnxruntime":
-            assert isinstance(net, PatchCNN)
-            if p.mode != "dense":
+            from xdefect.export import OnnxScorer, dense_onnx_bytes, segment_onnx_bytes
+
+            if isinstance(net, SegNet):
+                onnx = OnnxScorer(segment_onnx_bytes(net, card), threads)
+            elif p.mode != "dense":
                 raise InputError("--backend onnxruntime runs the dense score map: use "
                                  "--mode dense")
-            from xdefect.export import OnnxScorer, dense_onnx_bytes
-
-            onnx = OnnxScorer(dense_onnx_bytes(net, p.stride, card), threads)
+            else:
+                onnx = OnnxScorer(dense_onnx_bytes(net, p.stride, card), threads)
         return cls(net, card, p, path, dev, batch, backend, onnx)
 
     @classmethod
@@ -163,7 +164,7 @@ class Detector:
         if not path.is_file():
             raise InputError(f"{path}: no such model file")
         onnx = OnnxScorer(path, threads)
-        p = _graph_params(path, onnx.stride, params_from_card(onnx.card, **params))
+        p = _graph_params(path, onnx.graph, onnx.stride, params_from_card(onnx.card, **params))
         return cls(None, onnx.card, p, path, "cpu", batch, "onnxruntime", onnx)
 
     @property
@@ -176,7 +177,8 @@ class Detector:
         p = params_from_card({"detection": self.params.to_dict()}, **overrides)
         if self.model is None:  # an ONNX graph: its one mode and stride
             assert self.onnx is not None
-            return replace(self, params=_graph_params(self.path, self.onnx.stride, p))
+            return replace(self, params=_graph_params(self.path, self.onnx.graph,
+                                                      self.onnx.stride, p))
         return replace(self, params=check_params(self.model, p))
 
     def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
@@ -241,7 +243,7 @@ class Detector:
         """A function ``image -> (values, stride)`` scoring whole images with this model
         (what hard negatives are mined from), in ``mode`` at ``stride`` (default: the
         detection settings'). Patch classifiers only: hard negatives are windows."""
-        if isinstance(self.model, SegNet):
+        if isinstance(self.model, SegNet) or getattr(self.onnx, "graph", None) == "segment":
             raise InputError(f"{self.path}: a segmenter; hard negatives are mined with a "
                              "patch classifier")
         p = (self.with_params(mode=mode, stride=stride).params if self.model is None else

@@ -13,14 +13,23 @@ writes two graphs of a model, each with the model card embedded as metadata
 * ``OUT.patch.onnx``: the **patch classifier**, input ``patches`` ``(N, 1, 32, 32)``, output
   ``logits`` ``(N, 2)``.
 
-:class:`OnnxScorer` runs a dense graph on ONNX Runtime and returns the same
-:class:`~xdefect.detect.ScoreMap` as :func:`xdefect.detect.score_map_dense` (within float
-rounding: ``tests/test_export.py`` checks 1e-4 on real radiographs and equal detections);
-``xdefect detect --backend onnxruntime`` uses it.
+A segmenter (:mod:`xdefect.segment`) has one graph, ``OUT.onnx`` (``xdefect_graph``
+``segment``, ``xdefect_stride`` 1): input ``image`` ``(1, 1, H, W)`` normalised as above,
+``H`` and ``W`` multiples of 8 (pad the image at the bottom and right,
+:func:`xdefect.segment.pad_to_multiple`), output ``probability`` ``(1, 1, H, W)``, the
+defect probability ``p`` of every pixel; the score map is ``2 p - 1`` on the image's own
+rows and columns.
+
+:class:`OnnxScorer` runs a dense or segment graph on ONNX Runtime and returns the same
+:class:`~xdefect.detect.ScoreMap` as :func:`xdefect.detect.score_map_dense` or
+:func:`xdefect.segment.score_map` (within float rounding: ``tests/test_export.py`` checks
+1e-4 on real radiographs and equal detections); ``xdefect detect --backend onnxruntime``
+uses it.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -35,9 +44,15 @@ from xdefect.detect import DenseNet, ScoreMap, grid_shape
 from xdefect.errors import InputError
 from xdefect.io import atomic_path
 from xdefect.models import NORMALISATION, PatchCNN, inference_copy
+from xdefect.segment import ProbabilityNet, SegNet, pad_to_multiple
 from xdefect.windows import PATCH
 
-__all__ = ["OPSET", "OnnxScorer", "dense_onnx_bytes", "export_onnx", "patch_path"]
+__all__ = ["GRAPHS", "OPSET", "OnnxScorer", "dense_onnx_bytes", "export_onnx", "patch_path",
+           "segment_onnx_bytes"]
+
+#: the kinds of graph ``xdefect_graph`` names: the ones :class:`OnnxScorer` runs (score
+#: maps) and the patch classifier
+GRAPHS = ("dense", "segment", "patch")
 
 OPSET = 17
 
@@ -79,6 +94,16 @@ def dense_onnx_bytes(model: PatchCNN, stride: int, card: dict[str, Any]) -> byte
     return _metadata(data, card, "dense", stride)
 
 
+def segment_onnx_bytes(net: SegNet, card: dict[str, Any]) -> bytes:
+    """A segmenter's per-pixel probability graph (:class:`xdefect.segment.ProbabilityNet`)
+    as an ONNX model (bytes), dynamic height and width."""
+    seg = ProbabilityNet(copy.deepcopy(net).to("cpu").eval()).eval()
+    data = _to_onnx(seg, torch.zeros(1, 1, 4 * PATCH, 4 * PATCH), ("image", "probability"),
+                    {"image": {2: "height", 3: "width"},
+                     "probability": {2: "height", 3: "width"}})
+    return _metadata(data, card, "segment", 1)
+
+
 def _patch_onnx_bytes(model: PatchCNN, card: dict[str, Any]) -> bytes:
     net = inference_copy(model).to("cpu").to(memory_format=torch.contiguous_format).eval()
     data = _to_onnx(net, torch.zeros(2, 1, PATCH, PATCH), ("patches", "logits"),
@@ -93,10 +118,19 @@ def patch_path(out: str | os.PathLike[str]) -> Path:
     return p.with_name(f"{stem}.patch.onnx")
 
 
-def export_onnx(model: PatchCNN, card: dict[str, Any], stride: int,
+def export_onnx(model: PatchCNN | SegNet, card: dict[str, Any], stride: int,
                 out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write the dense graph (``out``) and the patch classifier (:func:`patch_path`),
-    atomically; returns their paths and sizes."""
+    """Write a patch classifier's dense graph (``out``) and the patch classifier
+    (:func:`patch_path`), or a segmenter's segment graph (``out``; ``stride`` must be 1),
+    atomically; returns the kind of graph (``graph``), their paths and sizes."""
+    if isinstance(model, SegNet):
+        if stride != 1:
+            raise InputError(f"--stride {stride}: a segmenter scores every pixel (stride 1)")
+        data = segment_onnx_bytes(model, card)
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_bytes(data)
+        return {"graph": "segment", "segment": str(out), "stride": 1,
+                "bytes": {str(out): len(data)}}
     dense = dense_onnx_bytes(model, stride, card)
     patch = _patch_onnx_bytes(model, card)
     written = {}
@@ -104,13 +138,14 @@ def export_onnx(model: PatchCNN, card: dict[str, Any], stride: int,
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
         written[str(path)] = len(data)
-    return {"dense": str(out), "patch": str(patch_path(out)), "stride": stride,
-            "bytes": written}
+    return {"graph": "dense", "dense": str(out), "patch": str(patch_path(out)),
+            "stride": stride, "bytes": written}
 
 
 class OnnxScorer:
-    """A dense score-map graph on ONNX Runtime (CPU). ``source``: an ``.onnx`` file
-    written by :func:`export_onnx` or the bytes of one."""
+    """A dense or segment score-map graph on ONNX Runtime (CPU). ``source``: an ``.onnx``
+    file written by :func:`export_onnx` or the bytes of one; ``graph``: its kind
+    (``dense`` or ``segment``)."""
 
     def __init__(self, source: bytes | str | os.PathLike[str], threads: int | None = None
                  ) -> None:
@@ -126,21 +161,24 @@ class OnnxScorer:
             raise InputError(f"{source if not isinstance(source, bytes) else 'ONNX model'}: "
                              f"not a loadable ONNX model ({exc.__class__.__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("xdefect_graph") != "dense":
+        self.graph = meta.get("xdefect_graph")
+        if self.graph not in ("dense", "segment"):
             what = "ONNX model" if isinstance(source, bytes) else str(source)
             kind = ("the patch classifier, not the dense score-map graph"
-                    if meta.get("xdefect_graph") == "patch" else
-                    "not an xdefect dense score-map graph")
+                    if self.graph == "patch" else "not an xdefect score-map graph")
             raise InputError(f"{what}: {kind} (detect takes the file `xdefect export --out` "
                              "names)")
         self.stride = int(meta["xdefect_stride"])
         self.card = json.loads(meta.get("xdefect_card", "{}"))
 
     def score_map(self, image: np.ndarray, stride: int) -> ScoreMap:
-        """The score map of a grey [0, 1] image (as :func:`score_map_dense`)."""
+        """The score map of a grey [0, 1] image (as :func:`score_map_dense`, or
+        :func:`xdefect.segment.score_map` for a segment graph)."""
         if stride != self.stride:
             raise InputError(f"--stride {stride}: this ONNX graph computes stride "
                              f"{self.stride}")
+        if self.graph == "segment":
+            return self._segment(image)
         a = np.asarray(image, dtype=np.float32)
         if a.ndim != 2 or min(a.shape) < PATCH:
             raise InputError(f"image {a.shape[::-1]} is smaller than the 32x32 window")
@@ -152,3 +190,9 @@ class OnnxScorer:
         e = np.exp(z)
         p = e / e.sum(axis=0, keepdims=True)
         return ScoreMap((p[1] - p[0]).astype(np.float32), stride, a.shape)
+
+    def _segment(self, image: np.ndarray) -> ScoreMap:
+        h, w = np.shape(image)
+        x = (pad_to_multiple(image) - NORMALISATION["mean"]) / NORMALISATION["std"]
+        p = self.session.run(None, {"image": np.ascontiguousarray(x[None, None])})[0][0, 0]
+        return ScoreMap((2.0 * p[:h, :w] - 1.0).astype(np.float32), 1, (h, w), 0)

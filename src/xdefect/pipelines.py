@@ -301,16 +301,20 @@ def write_evaluation_coco(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
 
 def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                  stride: int | None = None) -> dict[str, Any]:
-    """Export a model (a path or a bundled name; default the bundled default) to ONNX:
-    the dense score-map graph at ``stride`` (default: the card's) and the patch
-    classifier (:func:`xdefect.export.export_onnx`)."""
+    """Export a model (a path or a bundled name; default the bundled default) to ONNX
+    (:func:`xdefect.export.export_onnx`): a patch classifier's dense score-map graph at
+    ``stride`` (default: the card's) and the patch classifier, or a segmenter's segment
+    graph (stride 1)."""
     from xdefect.export import export_onnx
 
     path = resolve_model(model)
     if path.suffix.lower() != ".onnx" and is_segmenter_arch(read_card(path)["arch"]):
-        raise InputError(f"{path}: a segmenter; ONNX export covers patch classifiers")
-    det = Detector.load(path, device="cpu", mode="dense",
-                        **({"stride": stride} if stride else {}))
+        if stride not in (None, 1):
+            raise InputError(f"--stride {stride}: a segmenter scores every pixel (stride 1)")
+        det = Detector.load(path, device="cpu")
+    else:
+        det = Detector.load(path, device="cpu", mode="dense",
+                            **({"stride": stride} if stride else {}))
     if det.model is None:
         raise InputError(f"{det.path}: already an ONNX graph; export its .safetensors model")
     return export_onnx(det.model, det.card, det.params.stride, out)

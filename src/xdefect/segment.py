@@ -35,9 +35,9 @@ from torch import nn
 from xdefect.detect import DetectParams, ScoreMap
 from xdefect.models import count_params_keras, normalise_float
 
-__all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "SegConfig", "SegNet", "create_segmenter",
-           "get_segmenter", "is_segmenter_arch", "probability_map", "score_map",
-           "segment_params"]
+__all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "ProbabilityNet", "SegConfig", "SegNet",
+           "create_segmenter", "get_segmenter", "is_segmenter_arch", "pad_to_multiple",
+           "probability_map", "score_map", "segment_params"]
 
 #: the ``arch["family"]`` of a segmenter's model card (patch classifiers have none)
 FAMILY = "segmenter"
@@ -153,20 +153,44 @@ def probability_map(net: SegNet, image: np.ndarray, device: str | torch.device =
     ``(H, W)``: the image is padded by reflection to multiples of 8, the half-resolution
     map upsampled bilinearly and cropped back. The network runs in eval mode (its
     training flag is restored)."""
+    a = pad_to_multiple(image)
+    h, w = np.shape(image)
+    x = normalise_float(a)[None, None].to(device)
+    was = net.training
+    try:
+        p = ProbabilityNet(net.eval())(x)
+    finally:
+        net.train(was)
+    return p[0, 0, :h, :w].float().cpu().numpy()
+
+
+def pad_to_multiple(image: np.ndarray, k: int = 8) -> np.ndarray:
+    """A grey image ``(H, W)`` as float32, padded at the bottom and right to multiples of
+    ``k`` by reflection (by edge replication where the image is too small to reflect);
+    the first ``H`` rows and ``W`` columns are the image."""
     a = np.asarray(image, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError("expected a 2-D grey image")
     h, w = a.shape
-    ph, pw = -h % 8, -w % 8
+    ph, pw = -h % k, -w % k
     mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
-    x = normalise_float(np.pad(a, ((0, ph), (0, pw)), mode=mode))[None, None].to(device)
-    was = net.training
-    try:
-        logit = F.interpolate(net.eval()(x), scale_factor=2.0, mode="bilinear",
+    return np.pad(a, ((0, ph), (0, pw)), mode=mode)
+
+
+class ProbabilityNet(nn.Module):
+    """A segmenter with its output brought to full resolution: defect probabilities
+    ``(N, 1, H, W)`` (the sigmoid of the logits upsampled bilinearly) of normalised images
+    ``(N, 1, H, W)`` with ``H``, ``W`` multiples of 8 (what :func:`probability_map` runs
+    and :mod:`xdefect.export` exports)."""
+
+    def __init__(self, net: SegNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logit = F.interpolate(self.net(x), scale_factor=2.0, mode="bilinear",
                               align_corners=False)
-    finally:
-        net.train(was)
-    return torch.sigmoid(logit)[0, 0, :h, :w].float().cpu().numpy()
+        return torch.sigmoid(logit)
 
 
 def score_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu") -> ScoreMap:

@@ -14,9 +14,11 @@ again with ``resume`` continues where it stopped and ends with the same weights 
 uninterrupted one. At the end, ``RUN/model.safetensors`` + ``model.json``: the model and
 its card (architecture, normalisation, crop settings, data, lineage, the command line and
 the detection settings). When the GDXray series have annotated **tuning images** (odd,
-n % 4 == 1), the threshold ``theta`` is chosen on them (best AP at IoU 0.5 over
-:data:`THETAS`) and the card records the AP at each; else the card keeps ``theta`` of
-the init model or :data:`xdefect.segment.SEGMENT_PARAMS`.
+n % 4 == 1), the threshold ``theta`` and the box growth ``grow`` are chosen on them
+(best AP at IoU 0.5 over :data:`THETAS` x :data:`GROWS`) and the card records the AP of
+each pair; else the card keeps the settings of the init model or
+:data:`xdefect.segment.SEGMENT_PARAMS`. :func:`tune_segmenter` makes the same choice again
+for a finished segmenter (``xdefect tune-segmenter``).
 """
 
 from __future__ import annotations
@@ -46,17 +48,18 @@ from xdefect.checkpoint import (
     optimizer_tensors,
     prefixed,
     read_card,
+    resolve_model,
     restore_optimizer,
     save_tensors,
     unprefixed,
 )
 from xdefect.crops import CropConfig, TrainImage, folder_images, gdxray_images, sample_batch
-from xdefect.detect import DetectParams, ScoreMap
+from xdefect.detect import DetectParams, detection_arrays, regions
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, list_image_files, progress, write_json
 from xdefect.models import NORMALISATION, normalise_float, setup_device
-from xdefect.protocol import Selection, model_results, select
+from xdefect.protocol import Selection, image_result, select
 from xdefect.segment import (
     SEGMENT_PARAMS,
     SegNet,
@@ -65,11 +68,16 @@ from xdefect.segment import (
     score_map,
 )
 
-__all__ = ["THETAS", "SegTrainConfig", "choose_theta", "segment_loss", "train_segmenter",
-           "tuning_selections"]
+__all__ = ["GROWS", "THETAS", "SegTrainConfig", "choose_settings", "choose_theta",
+           "segment_loss", "settings_block", "train_segmenter", "tuning_selections",
+           "tune_segmenter"]
 
 #: thresholds on the score ``2 p - 1`` tried on the tuning images (p from 0.5 to 0.995)
 THETAS = (0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
+#: box growths (pixels a side, ``DetectParams.grow``) tried with them: the real defects'
+#: targets are their boxes' inscribed ellipses, and the probability falls off at a
+#: defect's edge, so a region's extent above a high threshold is smaller than its box
+GROWS = (0, 1, 2, 3, 4, 6)
 
 
 @dataclass(frozen=True)
@@ -156,37 +164,60 @@ def _load_data(cfg: SegTrainConfig) -> tuple[list[TrainImage], dict[str, list[st
 
 def tuning_selections(used: dict[str, list[str]]) -> list[Selection]:
     """The annotated tuning images (odd, n % 4 == 1) of the series trained on, one
-    :class:`~xdefect.protocol.Selection` per root that has any."""
+    :class:`~xdefect.protocol.Selection` per root whose tuning images hold at least one
+    defect box (AP is undefined without one)."""
     out = []
     for root, ss in used.items():
         ann = [s for s in ss if gdxray.load_ground_truth(root, s).annotated]
         if ann and gdxray.list_images(root, ann, "tuning"):
-            out.append(select(root, ann, "tuning"))
+            sel = select(root, ann, "tuning")
+            if any(len(sel.ground_truth[r.series].boxes_of(r.number)) for r in sel.records):
+                out.append(sel)
     return out
+
+
+def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams,
+                    thetas: tuple[float, ...] = THETAS, grows: tuple[int, ...] = GROWS,
+                    device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The ``theta`` of ``thetas`` and box growth of ``grows`` (``DetectParams.grow``) with
+    the best AP (IoU 0.5, COCO matching) on the images of ``selections``, each score map
+    computed once (the first of equal APs, in the order theta, then grow). Returns
+    ``theta``, ``grow``, ``ap``, ``images`` and ``grid``: one row per pair with its AP,
+    defects found, ground-truth boxes and false alarms per image."""
+    if not thetas or not grows:
+        raise ValueError("choose_settings needs at least one theta and one grow")
+    runs: dict[tuple[float, int], list[ImageResult]] = {
+        (t, g): [] for t in thetas for g in grows}
+    for sel in selections:
+        for rec in progress(iterable=sel.records, desc="choosing theta and grow",
+                            unit="image"):
+            smp = gdxray.load_sample(rec, sel.ground_truth[rec.series])
+            mask = gdxray.casting_mask(smp.image) if base.use_mask else None
+            smap = score_map(net, smp.image, device)
+            for t, g in runs:
+                d = regions(smap, replace(base, theta=t, grow=g), mask)
+                runs[(t, g)].append(image_result(sel, rec, *detection_arrays(d), False))
+    grid = []
+    for (t, g), rs in runs.items():
+        m = summarise(rs)
+        grid.append({"theta": t, "grow": g, "ap": round(float(m["ap"] or 0.0), 4),
+                     "found": m["true_positives"], "boxes": m["gt_boxes"],
+                     "fa_per_image": round(m["false_positives"] / max(len(rs), 1), 2)})
+    if not grid[0]["boxes"]:
+        raise InputError("the tuning images hold no defect boxes: AP is undefined, nothing "
+                         "to choose theta on")
+    best = max(grid, key=lambda r: r["ap"])  # max keeps the first of equal APs
+    return {"theta": float(best["theta"]), "grow": int(best["grow"]), "ap": best["ap"],
+            "images": sum(len(x.records) for x in selections), "grid": grid}
 
 
 def choose_theta(net: SegNet, selections: list[Selection], base: DetectParams,
                  thetas: tuple[float, ...] = THETAS, device: str | torch.device = "cpu"
                  ) -> tuple[float, dict[str, float]]:
-    """The ``theta`` of ``thetas`` with the best AP (IoU 0.5, COCO matching) on the
-    images of ``selections`` (the first of equal APs), and the AP at each: the theta
-    sweep of :func:`xdefect.protocol.model_results` on the segmenter's score maps."""
-    runs: dict[float, list[ImageResult]] = {t: [] for t in thetas}
-
-    def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
-        return score_map(net, image, device)
-
-    for sel in selections:
-        sweep: dict[float, list[ImageResult]] = dict.fromkeys(thetas)  # type: ignore[arg-type]
-        for _ in progress(iterable=model_results(sel, net, base, "segmenter", sweep=sweep,
-                                                 score_fn=score),
-                          total=len(sel.records), desc="choosing theta", unit="image"):
-            pass
-        for t in thetas:
-            runs[t] += sweep[t]
-    aps = {f"{t:g}": float(summarise(rs)["ap"] or 0.0) for t, rs in runs.items()}
-    best = max(thetas, key=lambda t: aps[f"{t:g}"])
-    return float(best), {k: round(v, 4) for k, v in aps.items()}
+    """The ``theta`` of ``thetas`` with the best AP on the images of ``selections`` at
+    ``base``'s box growth, and the AP at each (:func:`choose_settings` over theta only)."""
+    r = choose_settings(net, selections, base, thetas, (base.grow,), device)
+    return r["theta"], {f"{row['theta']:g}": row["ap"] for row in r["grid"]}
 
 
 def segment_loss(logit: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
@@ -325,12 +356,22 @@ def _detection(cfg: SegTrainConfig, net: SegNet, used: dict[str, list[str]],
     sels = tuning_selections(used) if cfg.choose_theta else []
     if not sels:
         return detection, {}
-    theta, aps = choose_theta(net.eval(), sels, detection, device=device)
-    return replace(detection, theta=theta), {
-        "images": sum(len(x.records) for x in sels), "ap_by_theta": aps, "theta": theta,
-        "ap": aps[f"{theta:g}"],
-        "rule": "best AP (IoU 0.5) on the annotated tuning images (odd, n % 4 == 1) of the "
-                "series trained on"}
+    return settings_block(net, sels, detection, device)
+
+
+def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
+                   device: str | torch.device = "cpu") -> tuple[DetectParams, dict[str, Any]]:
+    """``detection`` with theta and grow chosen on ``sels`` (:func:`choose_settings`),
+    and the card's ``tuning`` block recording the choice."""
+    r = choose_settings(net.eval(), sels, detection, device=device)
+    theta, grow = r["theta"], r["grow"]
+    return replace(detection, theta=theta, grow=grow), {
+        "images": r["images"], "theta": theta, "grow": grow, "ap": r["ap"],
+        "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in r["grid"]
+                        if row["grow"] == grow},
+        "grid": r["grid"],
+        "rule": "best AP (IoU 0.5) over theta x grow on the annotated tuning images (odd, "
+                "n % 4 == 1) of the series trained on"}
 
 
 def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
@@ -342,7 +383,7 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
                     images: list[TrainImage] | None = None,
                     rehearsal: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Train (or resume) a segmenter; returns ``{"model", "steps", "crops_seen",
-    "minutes", "theta", "tuning_ap"}``. See the module docstring. ``images``: training
+    "minutes", "theta", "grow", "tuning_ap"}``. See the module docstring. ``images``: training
     images already made (:func:`xdefect.crops.training_image`, e.g. with regions to
     ignore) instead of those ``cfg.gdxray`` and ``cfg.images`` name (recorded only).
     ``rehearsal``: ``{GDXray root: series}`` whose train images (real defects as
@@ -402,4 +443,58 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     write_json(run / "train_log.json", log)
     return {"model": str(run / "model.safetensors"), "steps": step,
             "crops_seen": step * cfg.batch, "minutes": round(train_s / 60, 2),
-            "theta": detection.theta, "tuning_ap": tuning.get("ap")}
+            "theta": detection.theta, "grow": detection.grow, "tuning_ap": tuning.get("ap")}
+
+
+def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, ...] = (),
+                   series: tuple[str, ...] | None = None, thetas: tuple[float, ...] = THETAS,
+                   grows: tuple[int, ...] = GROWS, device: str | None = "cpu",
+                   threads: int | None = None) -> dict[str, Any]:
+    """Choose a finished segmenter's ``theta`` and ``grow`` again on annotated tuning
+    images (:func:`choose_settings`) and write the same weights with the new settings to
+    ``out/model.safetensors`` + ``model.json`` (its card: the source's, with the new
+    ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and
+    the command line). The tuning images are those of ``gdxray_roots`` (``series``: only
+    these), by default of the roots and series the model trained on (its card's last
+    lineage stage). Returns ``{"model", "theta", "grow", "tuning_ap", "before"}`` where
+    ``before`` is the AP of the source's own settings on the same images."""
+    src = resolve_model(model)
+    if src.suffix.lower() == ".onnx":
+        raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
+                         "exported from")
+    run = Path(out)
+    if (run / "model.safetensors").exists():
+        raise InputError(f"{run}: holds a model already (use another --out)")
+    dev = setup_device(device, threads)
+    net, card = load_model(src, dev)
+    if not isinstance(net, SegNet):
+        raise InputError(f"{src}: a patch classifier; its detection settings are chosen by "
+                         "experiments/tune_detection.py")
+    if gdxray_roots:
+        used = {str(r): _series_of(str(r), series) for r in gdxray_roots}
+    else:
+        stage = (card.get("lineage") or [{}])[-1]
+        used = {r: list(ss) for r, ss in (stage.get("data_roots") or {}).items()}
+        if series is not None:
+            used = {r: [s for s in ss if s in series] for r, ss in used.items()}
+        missing = [r for r in used if not (Path(r) / "Castings").is_dir()]
+        if missing:
+            raise InputError(f"{missing[0]}: the GDXray root {src.name} trained on is not "
+                             "here (give --gdxray ROOT)")
+    sels = tuning_selections({r: ss for r, ss in used.items() if ss})
+    if not sels:
+        raise InputError(f"{src}: no annotated tuning images (odd, n % 4 == 1) with defect "
+                         f"boxes in {', '.join(used) or 'the roots it trained on'}")
+    base = (DetectParams.from_dict(card["detection"])
+            if isinstance(card.get("detection"), dict) else SEGMENT_PARAMS)
+    detection, tuning = settings_block(net, sels, base, dev)
+    before = next((row["ap"] for row in tuning["grid"]
+                   if row["theta"] == base.theta and row["grow"] == base.grow), None)
+    new = {**card, "name": run.name, "detection": detection.to_dict(), "tuning": tuning,
+           "retuned": {"from": init_record(src, card), "settings_before": base.to_dict(),
+                       "tuning_ap_before": before, "command": command_line()}}
+    new.pop("weights_sha256", None)
+    run.mkdir(parents=True, exist_ok=True)
+    save_tensors(run / "model.safetensors", model_state(net), new)
+    return {"model": str(run / "model.safetensors"), "theta": detection.theta,
+            "grow": detection.grow, "tuning_ap": tuning["ap"], "before": before}

@@ -19,8 +19,8 @@ __all__ = ["MODEL_HELP", "PROG", "RUN_MODEL_HELP", "Formatter", "Handler", "Pars
            "print_json", "root"]
 
 PROG = "xdefect"
-MODEL_HELP = ("model .safetensors or a bundled name (xnet2-xdefect, xnet2-paper); default "
-              "xnet2-xdefect")
+MODEL_HELP = ("model .safetensors or a bundled name (segnet-xdefect, xnet2-xdefect, "
+              "xnet2-paper); default segnet-xdefect")
 #: what ``--model`` of the commands that only run a model takes
 RUN_MODEL_HELP = MODEL_HELP + "; or an .onnx graph from `xdefect export` (on ONNX Runtime)"
 
@@ -206,6 +206,8 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                    help="peaks, blobs: a region with one maximum gets at least its "
                         "window centres' extent less this many pixels a side, so a "
                         "large isolated defect gets one large box (-1: off)")
+    g.add_argument("--grow", type=int_in(0, 256), default=None,
+                   help="pixels added to every side of every box (any box rule; 0: none)")
     g.add_argument("--scales", type=int_in(1, 16), nargs="+", default=None, metavar="FACTOR",
                    help="image pyramid: also scan the image downsampled by these factors "
                         "(block mean; 1 is the image itself), boxes merged across levels "

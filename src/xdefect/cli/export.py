@@ -15,6 +15,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from xdefect.pipelines import export_model
 
     r = export_model(args.model, args.out, args.stride)
+    if r["graph"] == "segment":
+        emit(args, r, lambda: print(
+            f"{r['segment']}: segmenter, per-pixel defect probability, any image size "
+            f"(sides padded to multiples of 8) ({r['bytes'][r['segment']]:,} bytes); model "
+            "card embedded as metadata"))
+        return 0
     emit(args, r, lambda: print(
         f"{r['dense']}: dense score-map network, stride {r['stride']}, any image size "
         f"({r['bytes'][r['dense']]:,} bytes); {r['patch']}: patch classifier "
@@ -24,10 +30,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     e = command(sub, "export", cmd_export, "export a model to ONNX",
-                "Export a model for ONNX Runtime: OUT (the dense score-map network at the "
-                "card's stride, dynamic height and width) and OUT less .onnx plus "
-                ".patch.onnx (the 32x32 patch classifier, dynamic batch), each with the "
-                "model card embedded as metadata (docs/detection.md, 'ONNX').")
+                "Export a model for ONNX Runtime: for a patch classifier OUT (the dense "
+                "score-map network at the card's stride, dynamic height and width) and OUT "
+                "less .onnx plus .patch.onnx (the 32x32 patch classifier, dynamic batch); "
+                "for a segmenter OUT (the per-pixel probability graph, dynamic height and "
+                "width); each with the model card embedded as metadata (docs/detection.md, "
+                "'ONNX').")
     e.add_argument("--model", default=None, help=MODEL_HELP)
     e.add_argument("--format", choices=("onnx",), default="onnx", help="the format")
     e.add_argument("--out", type=Path, required=True, metavar="FILE.onnx",

@@ -8,15 +8,16 @@ from typing import Any
 
 from xdefect.cli.common import add_device, add_output, command, emit, float_in, int_in, options
 
-__all__ = ["DESCRIPTION", "cmd_train_segmenter", "register"]
+__all__ = ["DESCRIPTION", "cmd_train_segmenter", "cmd_tune_segmenter", "register"]
 
 DESCRIPTION = (
     "Train a segmenter (xdefect.segment): a small encoder-decoder that scores every\n"
     "pixel, learnt from crops of the train images (n % 4 == 3) of GDXray series and/or\n"
     "of unannotated image folders, with simulated voids whose exact shadows are the\n"
     "targets (--real: real defect boxes' inscribed ellipses too). Its detections are\n"
-    "the regions of the score map above theta, boxed by their extent. theta is chosen\n"
-    "on the annotated tuning images (n % 4 == 1) of the series trained on. Writes\n"
+    "the regions of the score map above theta, boxed by their extent grown by grow\n"
+    "pixels; theta and grow are chosen on the annotated tuning images (n % 4 == 1) of\n"
+    "the series trained on. Writes\n"
     "RUN/model.safetensors + model.json; RUN/last.* every --checkpoint-every steps\n"
     "(--resume continues from there).")
 
@@ -40,8 +41,21 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
                           lambda row: print(json.dumps(row), flush=True))
     emit(args, res, lambda: print(
         f"{res['model']}: {res['steps']} steps ({res['crops_seen']} crops) in "
-        f"{res['minutes']:.1f} min; theta {res['theta']:g}"
+        f"{res['minutes']:.1f} min; theta {res['theta']:g}, grow {res['grow']}"
         + ("" if res["tuning_ap"] is None else f", tuning AP {res['tuning_ap']:.4f}")))
+    return 0
+
+
+def cmd_tune_segmenter(args: argparse.Namespace) -> int:
+    from xdefect.train_segment import tune_segmenter
+
+    res = tune_segmenter(args.model, args.out, tuple(str(r) for r in args.gdxray),
+                         None if args.series is None else tuple(args.series),
+                         device=args.device, threads=args.threads)
+    emit(args, res, lambda: print(
+        f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}: tuning AP "
+        f"{res['tuning_ap']:.4f}"
+        + ("" if res["before"] is None else f" (its settings before: {res['before']:.4f})")))
     return 0
 
 
@@ -82,9 +96,28 @@ def register(sub: Any) -> None:
     p.add_argument("--real", action="store_true",
                    help="real defect boxes (annotated train images) are targets too")
     p.add_argument("--no-theta", dest="choose_theta", action="store_false",
-                   help="do not choose theta on the tuning images (keep the init's or 0.8)")
+                   help="do not choose theta and grow on the tuning images (keep the init's "
+                        "or theta 0.8, grow 0)")
     p.add_argument("--checkpoint-every", type=int_in(1), default=500, help="steps")
     p.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint")
     p.add_argument("--seed", type=int_in(0), default=0, help="random seed")
     add_device(p)
     add_output(p)
+
+    t = command(sub, "tune-segmenter", cmd_tune_segmenter,
+                "choose a segmenter's threshold and box growth on the tuning images",
+                "Choose a finished segmenter's detection threshold theta and box growth "
+                "(pixels added to each side of every box) again: best AP at IoU 0.5 over "
+                "theta x grow on the annotated tuning images (n % 4 == 1) of the series it "
+                "trained on (or of --gdxray ROOT). Writes the same weights with the new "
+                "settings to OUT/model.safetensors + model.json; the test images are "
+                "never read.")
+    t.add_argument("--model", required=True, help="the segmenter (.safetensors or a bundled "
+                   "name)")
+    t.add_argument("--out", required=True, help="run folder for the re-tuned model")
+    t.add_argument("--gdxray", nargs="+", default=[], metavar="ROOT",
+                   help="GDXray roots whose tuning images choose (default: the model's)")
+    t.add_argument("--series", nargs="+", default=None,
+                   help="only these series (default: all the model trained on)")
+    add_device(t)
+    add_output(t)
