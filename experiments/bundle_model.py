@@ -135,8 +135,12 @@ def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
         raise SystemExit(f"{src}: no theta chosen on tuning images in its card")
     card["name"] = a.name
     card["description"] = BUNDLED[a.name]
+    roots = tuning.get("roots") or {}  # older cards: the series trained on
     card["detection_tuning"] = {
-        "split": "tuning", "series": card["lineage"][-1].get("data_series"),
+        "split": "tuning",
+        "series": sorted({s for ss in roots.values() for s in ss})
+        or card["lineage"][-1].get("data_series"),
+        **({"gdxray": sorted(roots)} if roots else {}),
         "images": tuning["images"], "best": card["detection"],
         "best_metrics": {"ap": tuning["ap"]}, "ap_by_theta": tuning["ap_by_theta"],
         **({"grid": tuning["grid"]} if "grid" in tuning else {}),
@@ -144,7 +148,10 @@ def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
         "command": (card.get("retuned") or {}).get("command")
         or card["lineage"][-1].get("command")}
     test = read_test(a, card)
-    card["reproduce"] = reproduce(card, {}, test, command_line())
+    if test is not None and test.get("params") != card["detection"]:
+        raise SystemExit(f"{a.test}: evaluated with other detection settings than {src}'s")
+    card["reproduce"] = reproduce(card, {"command": (card.get("retuned") or {}).get("command")},
+                                  test, command_line())
     install(a, src, card)
     print(f"{a.install and a.name or a.out}: {a.name}, {card['training']['steps']} steps, "
           f"detection theta {card['detection']['theta']}, grow "

@@ -53,9 +53,12 @@ if [ ! -e runs/seg/segnet-xdefect/model.safetensors ]; then
   $X train-segmenter --gdxray "$G" --real --steps 8000 --threads 1 --out runs/seg/segnet-xdefect $R
 fi
 # the box growth was added after this run: theta and grow chosen again on the tuning images
-# (a run trained today chooses both itself)
-[ -e runs/seg/segnet-xdefect-tuned/model.safetensors ] || $X tune-segmenter --model runs/seg/segnet-xdefect/model.safetensors --threads 1 --out runs/seg/segnet-xdefect-tuned
-[ -e runs/eval-test-segnet-tuned/metrics.json ] || $X evaluate --model runs/seg/segnet-xdefect-tuned/model.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-segnet-tuned
-$PY experiments/bundle_model.py --run runs/seg/segnet-xdefect-tuned --name segnet-xdefect --test runs/eval-test-segnet-tuned/metrics.json --install
+# of both annotated roots (the default model is meant for castings beyond the paper's;
+# docs/results.md, "Segmenter boxes", says how this rule was fixed)
+E=../shared/data/gdxray-extra
+[ -e runs/seg/segnet-xdefect-tuned2/model.safetensors ] || $X tune-segmenter --model runs/seg/segnet-xdefect/model.safetensors --gdxray "$G" "$E" --threads 1 --out runs/seg/segnet-xdefect-tuned2
+[ -e runs/eval-test-segnet-tuned2/metrics.json ] || $X evaluate --model runs/seg/segnet-xdefect-tuned2/model.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-segnet-tuned2
+[ -e runs/eval-extra-test-segnet-tuned2/metrics.json ] || $X evaluate --model runs/seg/segnet-xdefect-tuned2/model.safetensors --gdxray "$E" --split test --no-overlays --out runs/eval-extra-test-segnet-tuned2
+$PY experiments/bundle_model.py --run runs/seg/segnet-xdefect-tuned2 --name segnet-xdefect --test runs/eval-test-segnet-tuned2/metrics.json --install
 $PY experiments/model_figures.py
 echo "bundled models trained, tuned, tested and installed"

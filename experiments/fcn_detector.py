@@ -45,7 +45,12 @@ from safetensors.torch import load_file, save_file
 from xdefect import gdxray
 from xdefect.augment import AugmentParams, augment
 from xdefect.crops import CropConfig, TrainImage, gdxray_images, sample_batch
-from xdefect.detect import ScoreMap, detection_arrays, regions
+from xdefect.detect import (
+    ScoreMap,
+    boxes_of_regions,
+    detection_arrays,
+    label_regions,
+)
 from xdefect.evaluate import ImageResult, seen_mask, summarise
 from xdefect.io import command_line, write_json
 from xdefect.models import normalise_float
@@ -77,14 +82,26 @@ def load_images(root: Path, series: list[str], split: str) -> list[TrainImage]:
     return gdxray_images(root, series, split, MARGIN)
 
 
-def detections(prob: np.ndarray, mask: np.ndarray, t: float, a_min: int = 4
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
+                     ) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
     """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and peak probabilities of the
-    8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels
-    (the library's segment mode: :func:`xdefect.detect.regions` on ``2 p - 1``)."""
+    8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels,
+    grown by ``grow`` pixels a side (the library's segment mode on ``2 p - 1``), at every
+    (t, a_min[, grow]) of ``settings``; the regions are labelled once per threshold (the
+    same boxes as :func:`xdefect.detect.regions` per setting)."""
     sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
-    b, sc = detection_arrays(regions(sm, segment_params(2 * t - 1, a_min), mask))
-    return b, (sc + 1) / 2
+    out = {}
+    for t in sorted({k[0] for k in settings}):
+        base = segment_params(2 * t - 1)
+        lab = label_regions(sm, base.theta, base.radius, mask, base.sigma)
+        for k in (k for k in settings if k[0] == t):
+            a_min, grow = k[1], (k[2] if len(k) > 2 else 0)
+            d = [] if lab is None else boxes_of_regions(lab, a_min, base.box_rule,
+                                                         base.box_margin, base.theta,
+                                                         base.nms, base.widen, grow)
+            b, sc = detection_arrays(d)
+            out[k] = (b, (sc + 1) / 2)
+    return out
 
 
 # -------------------------------------------------------------------------------- scoring
@@ -98,15 +115,14 @@ def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=
 
 
 def grid_results(net: SegNet, images: list[tuple[str, str, Image]],
-                 settings: list[tuple[float, int]]) -> dict[tuple[float, int], list[ImageResult]]:
-    """Each image's detections and ground truth at each (threshold, minimum area)."""
-    res: dict[tuple[float, int], list[ImageResult]] = {k: [] for k in settings}
+                 settings: list[tuple]) -> dict[tuple, list[ImageResult]]:
+    """Each image's detections and ground truth at each (threshold, minimum area) or
+    (threshold, minimum area, grow)."""
+    res: dict[tuple, list[ImageResult]] = {k: [] for k in settings}
     for key, series, img in images:
         prob = probability_map(net.eval(), img.pixels)
-        for t, a_min in settings:
-            b, s = detections(prob, img.mask, t, a_min)
-            res[(t, a_min)].append(ImageResult(key, series, b, s, img.boxes.astype(float),
-                                               img.seen))
+        for k, (b, s) in _grid_detections(prob, img.mask, settings).items():
+            res[k].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
     return res
 
 
@@ -251,18 +267,20 @@ def leave_series_out(a: argparse.Namespace) -> None:
     net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
                                             for im in load_images(Path(r), ss, "train")])
     t0 = time.perf_counter()
-    t, by_t, a_min = a.threshold, {}, 4
+    t, by_t, a_min, grow = a.threshold, {}, 4, 0
     if t is None:  # chosen on the tuning images of the series the fold trained on
         tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
-        grid = [(th, am) for th in THRESHOLDS for am in (a.a_min_grid or [4])]
+        grid = [(th, am, g) for th in THRESHOLDS for am in (a.a_min_grid or [4])
+                for g in (a.grow_grid or [0])]
         aps = {k: summarise(v)["ap"] for k, v in grid_results(net, tuning, grid).items()}
-        by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else ""): round(v, 4)
-                for (th, am), v in aps.items()}
-        t, a_min = max(aps, key=lambda k: aps[k])
+        by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else "")
+                + (f"/g{g}" if a.grow_grid else ""): round(v, 4)
+                for (th, am, g), v in aps.items()}
+        t, a_min, grow = max(aps, key=lambda k: aps[k])
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
-    rs = grid_results(net, tested, [(t, a_min)])[(t, a_min)]
+    rs = grid_results(net, tested, [(t, a_min, grow)])[(t, a_min, grow)]
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on, "threshold": t,
-           "a_min": a_min,
+           "a_min": a_min, "grow": grow,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
            "tuning_ap_by_threshold": by_t,
@@ -279,7 +297,7 @@ def tag(a: argparse.Namespace) -> str:
     """The result files' suffix: a fixed threshold, a minimum-area grid, or none."""
     if a.threshold is not None:
         return f"-t{a.threshold:g}"
-    return "-amin" if a.a_min_grid else ""
+    return ("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
 
 
 def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> None:
@@ -294,7 +312,7 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                           .reshape(-1, 4)) for x in d["images"]]
         rs += fr
         per_fold.append({"fold": i, "held_out": d["held_out"], "threshold": d["threshold"],
-                         "a_min": d.get("a_min", 4),
+                         "a_min": d.get("a_min", 4), "grow": d.get("grow", 0),
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
                          **figures(fr)})
@@ -334,6 +352,9 @@ def main() -> None:
     ap.add_argument("--pool", action="store_true", help="pool the folds run so far")
     ap.add_argument("--augment", action="store_true",
                     help="grey-level augmentation of every crop (xdefect.augment)")
+    ap.add_argument("--grow-grid", type=int, nargs="+", default=None,
+                    help="with --kfold: also choose the box growth (pixels a side) from "
+                         "these, on the tuning images of the series trained on")
     ap.add_argument("--a-min-grid", type=int, nargs="+", default=None,
                     help="leave-series-out: choose the minimum region area (pixels) from "
                          "these with the threshold, on the same tuning images")

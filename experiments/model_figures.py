@@ -61,7 +61,9 @@ def readme_block(cs: dict[str, dict]) -> str:
         tune = (c.get("detection_tuning") or {}).get("best_metrics") or {}
         default = " (default)" if name == DEFAULT_MODEL else ""
         fa = (t["false_positives"] / t["images"]) if t.get("images") else None
-        lines.append(f"| `{name}`{default} | {_trained_on(c)} | {_f(tune.get('ap'))} | "
+        n = (c.get("detection_tuning") or {}).get("images")
+        lines.append(f"| `{name}`{default} | {_trained_on(c)} | {_f(tune.get('ap'))}"
+                     + (f" ({n} images)" if n else "") + " | "
                      f"**{_f(t.get('ap'))}** ({t.get('gt_boxes', '-')} boxes) | "
                      f"{_f(u.get('ap'))} ({u.get('gt_boxes', '-')} boxes) | {_f(fa, 1)} |")
         series += [s for s in t.get("per_series", {}) if s not in series]
@@ -82,6 +84,16 @@ def readme_block(cs: dict[str, dict]) -> str:
                   f"(unscored: {', '.join(any_t.get('unscored_series') or []) or 'none'}), "
                   f"IoU {any_t['iou']}, {any_t.get('matching', 'coco')} matching, all-point "
                   "AP. The paper reports 0.7102 for its E100/G000 model."]
+    def roots(c: dict) -> list[str]:  # one root (a string) or several (a list)
+        g = (c.get("detection_tuning") or {}).get("gdxray") or []
+        return [g] if isinstance(g, str) else list(g)
+
+    wider = {n: roots(c) for n, c in cs.items() if len(roots(c)) > 1}
+    if wider:
+        lines += ["", "Tuning AP is on the images that chose each model's detection settings: "
+                  "the paper series' tuning images, and for "
+                  + ", ".join(f"`{n}` those of {', '.join(f'`{r}`' for r in roots)}"
+                              for n, roots in wider.items()) + "."]
     return "\n".join(lines)
 
 

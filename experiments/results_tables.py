@@ -10,8 +10,8 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-segnet-tuned`` (and ``runs/eval-test-segnet``, its settings before
-``tune-segmenter``, with ``runs/seg/segnet-xdefect-tuned/model.json``: the
+``runs/eval-test-segnet-tuned2`` and ``runs/eval-extra-test-segnet-tuned2`` (and the
+evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
 ``seriesout-all``, ``pyramid``, ``adapt``, ``extra-default``, ``table3-diagnosis``,
@@ -356,46 +356,71 @@ def seg_variants(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def segment_boxes(card: dict) -> str:
-    """The theta x grow grid of a segmenter re-tuned by ``xdefect tune-segmenter`` (its
-    card's ``tuning`` block), and its test figures before and after (the evaluations
-    ``runs/eval-test-segnet`` and ``runs/eval-test-segnet-tuned``, when present)."""
+def _grid_table(card: dict) -> list[str]:
+    """A re-tuned segmenter's theta x grow grid (its card's ``tuning`` block)."""
     t = card["tuning"]
     grows = sorted({r["grow"] for r in t["grid"]})
-    thetas = sorted({r["theta"] for r in t["grid"]})
     cell = {(r["theta"], r["grow"]): r for r in t["grid"]}
-    before = card.get("retuned", {}).get("settings_before", {})
-    lines = [f"Tuning AP (IoU 0.5) of `{card['retuned']['from']['file']}` on the "
-             f"{t['images']} annotated tuning images of the series it trained on, per "
-             "threshold (rows; score `2p - 1`) and box growth (columns, pixels a side): AP, "
-             "defects found of " + str(t["grid"][0]["boxes"]) + ", false alarms per image. "
-             f"Chosen: theta {t['theta']:g}, grow {t['grow']} (bold); before: theta "
-             f"{before.get('theta', '-')}, grow {before.get('grow', 0)}.", "",
+    roots = t.get("roots") or {r: ss for r, ss in card["lineage"][-1]["data_roots"].items()}
+    where = "; ".join(f"`{r}` ({len(ss)} series)" for r, ss in roots.items())
+    lines = [f"Tuning images of {where}: {t['images']} images, {t['grid'][0]['boxes']} boxes; "
+             f"chosen theta {t['theta']:g}, grow {t['grow']} (bold).", "",
              "| theta | " + " | ".join(f"grow {g}" for g in grows) + " |",
              "|---" * (len(grows) + 1) + "|"]
-    for th in thetas:
+    for th in sorted({r["theta"] for r in t["grid"]}):
         row = []
         for g in grows:
             r = cell[(th, g)]
             txt = f"{r['ap']:.3f} / {r['found']} / {r['fa_per_image']:.1f}"
             row.append(f"**{txt}**" if (th, g) == (t["theta"], t["grow"]) else txt)
         lines.append(f"| {th:g} | " + " | ".join(row) + " |")
-    evals = [Path(f"runs/{name}/metrics.json")
-             for name in ("eval-test-segnet", "eval-test-segnet-tuned")]
-    if all(pth.exists() for pth in evals):
-        lines += ["", "Reported once on the test images (126 even images of the paper's "
-                  "series, 267 boxes):", "",
-                  "| settings | test AP | unseen-defect AP | found | FA/image | "
-                  "recall at 1 FA/image |", "|---|---|---|---|---|---|"]
-        for pth, what in zip(evals, ("before", "chosen"), strict=True):
-            m = json.loads(pth.read_text())
-            pr = m["params"]
-            lines.append(f"| {what}: theta {pr['theta']:g}, grow {pr.get('grow', 0)} | "
-                         f"{_f(m['ap'])} | {_f(m['unseen']['ap'])} | "
-                         f"{m['true_positives']}/{m['gt_boxes']} | "
-                         f"{m['false_positives'] / m['images']:.1f} | "
-                         f"{m['recall_at_fppi']['1.0']:.3f} |")
-    lines += ["", f"Command: `{card['retuned']['command']}`"]
+    return lines
+
+
+#: (settings, its card or None for the trained run's, test evaluation on the paper's
+#: series, evaluation of the `gdxray-extra` even images)
+SEGMENT_BOX_RUNS = (
+    ("as trained: theta on the paper series' tuning images, no growth", None,
+     "eval-test-segnet", "eval-extra-segnet-even"),
+    ("theta x grow on the paper series' tuning images", "segnet-xdefect-tuned",
+     "eval-test-segnet-tuned", "eval-extra-segnet-tuned-even"),
+    ("theta x grow on the tuning images of both roots (bundled)", "segnet-xdefect-tuned2",
+     "eval-test-segnet-tuned2", "eval-extra-test-segnet-tuned2"),
+)
+
+
+def segment_boxes(runs: Path = Path("runs")) -> str:
+    """The theta x grow grids of ``segnet-xdefect`` re-tuned by ``xdefect tune-segmenter``
+    (their cards' ``tuning`` blocks) and each choice's figures on the test images of the
+    paper's series and on the even images of ``gdxray-extra``."""
+    lines = ["Tuning AP (IoU 0.5) per threshold (rows; score `2p - 1`) and box growth "
+             "(columns, pixels a side): AP / defects found / false alarms per image."]
+    commands = []
+    for _, name, _, _ in SEGMENT_BOX_RUNS:
+        f = runs / "seg" / str(name) / "model.json"
+        if name and f.exists():
+            card = json.loads(f.read_text())
+            lines += [""] + _grid_table(card)
+            commands.append(card["retuned"]["command"])
+    lines += ["", "| settings | theta, grow | paper test AP | unseen-defect AP | found | "
+              "FA/image | `gdxray-extra` even: AP | found | FA/image |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for what, _, test, extra in SEGMENT_BOX_RUNS:
+        ft, fe = runs / test / "metrics.json", runs / extra / "metrics.json"
+        if not (ft.exists() and fe.exists()):
+            continue
+        m, e = json.loads(ft.read_text()), json.loads(fe.read_text())
+        pr = m["params"]
+        lines.append(f"| {what} | {pr['theta']:g}, {pr.get('grow', 0)} | {_f(m['ap'])} | "
+                     f"{_f(m['unseen']['ap'])} | {m['true_positives']}/{m['gt_boxes']} | "
+                     f"{m['false_positives'] / m['images']:.1f} | {_f(e['ap'])} | "
+                     f"{e['true_positives']}/{e['gt_boxes']} | "
+                     f"{e['false_positives'] / e['images']:.1f} |")
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)
+              + "; each evaluated by `xdefect evaluate --model RUN/model.safetensors --split "
+              "test` (paper series) and on `--gdxray ../shared/data/gdxray-extra --split "
+              "test` (the first two from their `--split all` detections, "
+              "`xdefect evaluate --detections`)."]
     return "\n".join(lines)
 
 
@@ -616,7 +641,7 @@ def main() -> None:
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
-    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-tuned"),
+    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-tuned2"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -653,18 +678,17 @@ def main() -> None:
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
-    tuned = Path("runs/seg/segnet-xdefect-tuned/model.json")
-    if tuned.exists():
-        text = replace_block(text, "segment-boxes", segment_boxes(json.loads(tuned.read_text())),
-                             a.report)
-    seg_extra = Path("runs/eval-extra-segnet/metrics.json")
+    if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
+        text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
+    seg_extra = Path("runs/eval-extra-test-segnet-tuned2/metrics.json")
     if seg_extra.exists():
         text = replace_block(text, "extra-segnet", per_series_eval(
             json.loads(seg_extra.read_text()),
-            "The bundled segmenter `segnet-xdefect` (trained on the paper's series only) on "
-            "every image of the nine `gdxray-extra` series, castings it never saw "
-            "(`xdefect evaluate --model segnet-xdefect --gdxray ../shared/data/gdxray-extra "
-            "--split all`):"), a.report)
+            "The default model `segnet-xdefect` (trained on the paper's series only; its "
+            "threshold and box growth chosen on the tuning images of both roots) on the "
+            "test (even) images of the nine `gdxray-extra` series, castings it never trained "
+            "on (`xdefect evaluate --gdxray ../shared/data/gdxray-extra --split test`):"),
+            a.report)
     if (a.extra_eval / "metrics.json").exists():
         text = replace_block(text, "extra-default", per_series_eval(
             json.loads((a.extra_eval / "metrics.json").read_text()),

@@ -366,7 +366,8 @@ def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
     r = choose_settings(net.eval(), sels, detection, device=device)
     theta, grow = r["theta"], r["grow"]
     return replace(detection, theta=theta, grow=grow), {
-        "images": r["images"], "theta": theta, "grow": grow, "ap": r["ap"],
+        "images": r["images"], "roots": {str(x.root): list(x.series) for x in sels},
+        "theta": theta, "grow": grow, "ap": r["ap"],
         "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in r["grid"]
                         if row["grow"] == grow},
         "grid": r["grid"],
