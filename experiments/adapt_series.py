@@ -115,6 +115,7 @@ def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
     out = {"protocol": "adapt on the odd images without labels, test on the even images",
            "root": str(a.root), "source": a.source or DEFAULT_MODEL,
            "source_family": "segmenter" if isinstance(src.model, SegNet) else "classifier",
+           "source_detection": src.params.to_dict(),
            "series_planned": a.series, "per_series": per,
            "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),
            "arguments": {k: str(v) if isinstance(v, Path) else

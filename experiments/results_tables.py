@@ -10,7 +10,7 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-segnet-tuned2`` and ``runs/eval-extra-test-segnet-tuned2`` (and the
+``runs/eval-test-segnet-long`` and ``runs/eval-extra-test-segnet-long`` (and the
 evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
@@ -207,11 +207,25 @@ def family(doc: dict) -> str:
     return "classifier"
 
 
-def adapt_table(doc: dict) -> str:
+def source_settings(doc: dict, path: Path | None) -> str:
+    """The source model's detection settings as the run used them: recorded in the file,
+    or (older files) in its first series' source evaluation beside it."""
+    params = doc.get("source_detection")
+    if params is None and path is not None and doc["per_series"]:
+        f = path.parent / next(iter(doc["per_series"])) / "eval-source" / "metrics.json"
+        params = json.loads(f.read_text()).get("params") if f.exists() else None
+    if not params:
+        return ""
+    return (f" (detection settings: {params['mode']} mode, theta {params['theta']:g}"
+            + (f", grow {params.get('grow', 0)}" if params["mode"] == "segment" else "") + ")")
+
+
+def adapt_table(doc: dict, path: Path | None = None) -> str:
     """Adaptation per series (``experiments/adapt_series.py``)."""
     source = doc["source"]
     if source == "bundled default":  # files written while xnet2-xdefect was the default
         source = "`xnet2-xdefect` (the bundled default then)"
+    source += source_settings(doc, path)
     lines = [f"Root `{doc['root']}`; source model: {source}. {doc['protocol']}.", "",
              "| series | odd images adapted on | even images | boxes | source AP | source "
              "FA/image | adapted AP | adapted found | adapted FA/image | minutes |",
@@ -384,8 +398,10 @@ SEGMENT_BOX_RUNS = (
      "eval-test-segnet", "eval-extra-segnet-even"),
     ("theta x grow on the paper series' tuning images", "segnet-xdefect-tuned",
      "eval-test-segnet-tuned", "eval-extra-segnet-tuned-even"),
-    ("theta x grow on the tuning images of both roots (bundled)", "segnet-xdefect-tuned2",
+    ("theta x grow on the tuning images of both roots", "segnet-xdefect-tuned2",
      "eval-test-segnet-tuned2", "eval-extra-test-segnet-tuned2"),
+    ("20,000 steps (`long`); theta x grow on the tuning images of both roots (bundled)",
+     "long-tuned2", "eval-test-segnet-long", "eval-extra-test-segnet-long"),
 )
 
 
@@ -394,7 +410,8 @@ def segment_boxes(runs: Path = Path("runs")) -> str:
     (their cards' ``tuning`` blocks) and each choice's figures on the test images of the
     paper's series and on the even images of ``gdxray-extra``."""
     lines = ["Tuning AP (IoU 0.5) per threshold (rows; score `2p - 1`) and box growth "
-             "(columns, pixels a side): AP / defects found / false alarms per image."]
+             "(columns, pixels a side): AP / defects found / false alarms per image; the "
+             "8,000-step model (paper roots, then both roots), then the 20,000-step one."]
     commands = []
     for _, name, _, _ in SEGMENT_BOX_RUNS:
         f = runs / "seg" / str(name) / "model.json"
@@ -594,6 +611,9 @@ def ablation(a: argparse.Namespace) -> str:
                        ("fcn_loso_fcn-real-amin.json", "threshold and minimum region area "
                         "(4, 16, 48 or 120 px) chosen per fold on the training series' "
                         "tuning images, the same models"),
+                       ("fcn_loso_fcn-real-amin-grow.json", "threshold, minimum region area "
+                        "and box growth (0-6 px a side) chosen per fold on the training "
+                        "series' tuning images, the same models"),
                        ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation "
                         "(`xdefect.augment`), 12 minutes of training per fold, threshold and "
                         "minimum region area chosen per fold on the training series' tuning "
@@ -641,7 +661,7 @@ def main() -> None:
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
-    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-tuned2"),
+    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-long"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -649,6 +669,8 @@ def main() -> None:
     ap.add_argument("--extra-eval", type=Path, default=Path("runs/eval-extra-default"))
     ap.add_argument("--pyramid", type=Path, default=Path("runs/pyramid-default.json"))
     ap.add_argument("--adapt", type=Path, default=Path("runs/adapt-series/adapt_series.json"))
+    ap.add_argument("--adapt-default", type=Path,
+                    default=Path("runs/adapt-series-default/adapt_series.json"))
     ap.add_argument("--adapt-seg", type=Path,
                     default=Path("runs/adapt-series-segnet/adapt_series.json"),
                     help="the segmenter adaptation shown per series (settings fixed before "
@@ -663,8 +685,11 @@ def main() -> None:
     a = ap.parse_args()
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
-                           ("pyramid", a.pyramid, pyramid), ("adapt", a.adapt, adapt_table),
-                           ("adapt-seg", a.adapt_seg, adapt_table),
+                           ("pyramid", a.pyramid, pyramid),
+                           ("adapt", a.adapt, lambda d: adapt_table(d, a.adapt)),
+                           ("adapt-seg", a.adapt_seg, lambda d: adapt_table(d, a.adapt_seg)),
+                           ("adapt-default", a.adapt_default,
+                            lambda d: adapt_table(d, a.adapt_default)),
                            ("seg-variants", a.seg_variants, seg_variants),
                            ("adapt-diagnosis", Path("runs/adapt_diagnosis.json"),
                             adapt_diagnosis),
@@ -680,7 +705,7 @@ def main() -> None:
     text = replace_block(text, "ablation", ablation(a), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
-    seg_extra = Path("runs/eval-extra-test-segnet-tuned2/metrics.json")
+    seg_extra = Path("runs/eval-extra-test-segnet-long/metrics.json")
     if seg_extra.exists():
         text = replace_block(text, "extra-segnet", per_series_eval(
             json.loads(seg_extra.read_text()),

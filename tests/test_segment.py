@@ -181,6 +181,9 @@ def test_training_writes_a_model_with_a_card(trained):
     assert stage["data_sources"] == {"simulated": True, "real": True}
     assert card["tuning"]["images"] == 2  # 1 and 5: n % 4 == 1
     assert card["detection"]["theta"] == card["tuning"]["theta"] == res["theta"]
+    assert card["detection"]["grow"] == card["tuning"]["grow"] == res["grow"]
+    assert len(card["tuning"]["grid"]) == len(THETAS) * len(GROWS)
+    assert list(card["tuning"]["roots"].values()) == [["C0001"]]
     assert card["train_config"]["crops"]["size"] == 64
     net, _ = load_model(out / "model.safetensors")
     assert isinstance(net, SegNet) and not net.training

@@ -372,7 +372,7 @@ def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
                         if row["grow"] == grow},
         "grid": r["grid"],
         "rule": "best AP (IoU 0.5) over theta x grow on the annotated tuning images (odd, "
-                "n % 4 == 1) of the series trained on"}
+                "n % 4 == 1) of the series in roots"}
 
 
 def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
