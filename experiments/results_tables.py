@@ -10,7 +10,7 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-segnet-long`` and ``runs/eval-extra-test-segnet-long`` (and the
+``runs/eval-test-segnet-tta4`` and ``runs/eval-extra-test-segnet-tta4`` (and the
 evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
@@ -400,8 +400,10 @@ SEGMENT_BOX_RUNS = (
      "eval-test-segnet-tuned", "eval-extra-segnet-tuned-even"),
     ("theta x grow on the tuning images of both roots", "segnet-xdefect-tuned2",
      "eval-test-segnet-tuned2", "eval-extra-test-segnet-tuned2"),
-    ("20,000 steps (`long`); theta x grow on the tuning images of both roots (bundled)",
+    ("20,000 steps (`long`); theta x grow on the tuning images of both roots",
      "long-tuned2", "eval-test-segnet-long", "eval-extra-test-segnet-long"),
+    ("20,000 steps, 4 mirror views averaged (`--tta 4`); theta x grow on both roots' tuning "
+     "images (bundled)", "long-tta4", "eval-test-segnet-tta4", "eval-extra-test-segnet-tta4"),
 )
 
 
@@ -411,7 +413,8 @@ def segment_boxes(runs: Path = Path("runs")) -> str:
     paper's series and on the even images of ``gdxray-extra``."""
     lines = ["Tuning AP (IoU 0.5) per threshold (rows; score `2p - 1`) and box growth "
              "(columns, pixels a side): AP / defects found / false alarms per image; the "
-             "8,000-step model (paper roots, then both roots), then the 20,000-step one."]
+             "8,000-step model (paper roots, then both roots), then the 20,000-step one "
+             "(one view, then four mirror views averaged)."]
     commands = []
     for _, name, _, _ in SEGMENT_BOX_RUNS:
         f = runs / "seg" / str(name) / "model.json"
@@ -661,7 +664,7 @@ def main() -> None:
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
-    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-long"),
+    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-tta4"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -705,12 +708,13 @@ def main() -> None:
     text = replace_block(text, "ablation", ablation(a), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
-    seg_extra = Path("runs/eval-extra-test-segnet-long/metrics.json")
+    seg_extra = Path("runs/eval-extra-test-segnet-tta4/metrics.json")
     if seg_extra.exists():
         text = replace_block(text, "extra-segnet", per_series_eval(
             json.loads(seg_extra.read_text()),
             "The default model `segnet-xdefect` (trained on the paper's series only; its "
-            "threshold and box growth chosen on the tuning images of both roots) on the "
+            "threshold, box growth and mirror views chosen on the tuning images of both "
+            "roots) on the "
             "test (even) images of the nine `gdxray-extra` series, castings it never trained "
             "on (`xdefect evaluate --gdxray ../shared/data/gdxray-extra --split test`):"),
             a.report)

@@ -68,6 +68,24 @@ def test_score_map_per_pixel_on_any_size():
     np.testing.assert_allclose(sm.values, 2 * p - 1, atol=1e-6)
 
 
+def test_mirror_views_average_the_maps_of_the_mirrored_image():
+    net = create_segmenter("segnet")
+    img = np.random.default_rng(1).random((40, 56)).astype(np.float32)
+    maps = [probability_map(net, np.ascontiguousarray(img[::r, ::c]))[::r, ::c]
+            for r, c in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+    np.testing.assert_allclose(probability_map(net, img, views=4), np.mean(maps, 0), atol=1e-6)
+    np.testing.assert_allclose(probability_map(net, img, views=2), np.mean(maps[:2], 0),
+                               atol=1e-6)
+    np.testing.assert_allclose(score_map(net, img, views=4).values,
+                               2 * np.mean(maps, 0) - 1, atol=1e-6)
+    with pytest.raises(ValueError, match="views"):
+        probability_map(net, img, views=3)
+    with pytest.raises(ValueError, match="tta"):
+        DetectParams(tta=3)
+    with pytest.raises(InputError, match="segmenters only"):
+        Detector.load("xnet2-xdefect", device="cpu", tta=4)
+
+
 def test_segment_regions_are_pixel_components_boxed_by_extent():
     v = np.full((60, 80), -1.0, np.float32)
     v[10:20, 30:45] = 0.5
@@ -238,6 +256,11 @@ def test_detector_runs_a_segmenter(trained, phantom_root):
         assert [d.box for d in other.detect(img)] == [d.box for d in dets]
     with pytest.raises(InputError, match="stride 1"):
         export_model(model, out.parent / "y.onnx", stride=4)
+    # mirror views: the same on ONNX Runtime, and a different map from one view
+    four = Detector.load(model, device="cpu", tta=4)
+    four_onnx = Detector.load(out.parent / "x.onnx", tta=4)
+    assert np.abs(four_onnx.score_map(img).values - four.score_map(img).values).max() < 1e-4
+    assert np.abs(four.score_map(img).values - det.score_map(img).values).max() > 1e-4
 
 
 def test_weights_that_do_not_match_the_card(trained, tmp_path):
@@ -331,7 +354,7 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
     out, _ = trained
     src = out / "model.safetensors"
     proc = run_cli("tune-segmenter", "--model", str(src), "--out", str(tmp_path / "t"),
-                   "--threads", "1", "--device", "cpu", "--json")
+                   "--threads", "1", "--device", "cpu", "--tta", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     card = read_card(tmp_path / "t" / "model.safetensors")
@@ -339,6 +362,7 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
     assert len(grid) == len(THETAS) * len(GROWS) and card["tuning"]["images"] == 2
     best = max(grid, key=lambda row: row["ap"])
     assert (card["detection"]["theta"], card["detection"]["grow"]) == (r["theta"], r["grow"])
+    assert card["detection"]["tta"] == r["tta"] == 2
     assert r["tuning_ap"] == best["ap"] >= r["before"]
     assert card["retuned"]["from"]["file"] == str(src)
     assert card["lineage"] == read_card(src)["lineage"]  # the same weights, the same data

@@ -70,7 +70,7 @@ from xdefect.windows import PATCH, window_sums
 from xdefect.winograd import WinogradWeights, transform_weights
 from xdefect.winograd import conv3x3 as winograd_conv3x3
 
-__all__ = ["BOX_RULES", "MERGE_RULES", "MODES", "WINOGRAD_MIN_CHANNELS", "DenseNet",
+__all__ = ["BOX_RULES", "MERGE_RULES", "MODES", "TTA_VIEWS", "WINOGRAD_MIN_CHANNELS", "DenseNet",
            "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
@@ -83,6 +83,9 @@ MERGE_RULES = ("iou", "iom")
 #: convolutionally (``dense``); a segmenter's per-pixel map (``segment``,
 #: :mod:`xdefect.segment`)
 MODES = ("dense", "patch", "segment")
+#: test-time augmentation of a segmenter (``DetectParams.tta``): how many mirror views of
+#: the image are averaged
+TTA_VIEWS = (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,9 @@ class DetectParams:
     :mod:`xdefect.segment`: stride 1, theta on ``2 p - 1``). ``use_mask``: AND with the
     casting mask. ``grow``: pixels added to every side of every box, whatever its rule
     (clipped to the image; pixels of the image the score map was computed on, so at
-    pyramid level ``f`` each is ``f`` pixels of the original); 0: none.
+    pyramid level ``f`` each is ``f`` pixels of the original); 0: none. ``tta``: views
+    of the image whose per-pixel probabilities a segmenter averages (1: the image; 2: and
+    its left-right mirror; 4: and the up-down and both mirrors); segment mode only.
     """
 
     stride: int = 8
@@ -128,6 +133,7 @@ class DetectParams:
     merge: float = 0.5
     merge_rule: str = "iou"
     grow: int = 0
+    tta: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
@@ -142,6 +148,8 @@ class DetectParams:
         if (not self.scales or min(self.scales) < 1 or max(self.scales) > 16
                 or len(set(self.scales)) != len(self.scales)):
             raise ValueError("scales must be distinct downsampling factors from 1 to 16")
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {', '.join(map(str, TTA_VIEWS))}")
         if self.merge_rule not in MERGE_RULES or not 0 < self.merge <= 1:
             raise ValueError(f"merge_rule must be one of {', '.join(MERGE_RULES)} and merge "
                              "in (0, 1]")

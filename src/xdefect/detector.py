@@ -56,6 +56,9 @@ def check_params(model: PatchCNN | SegNet, params: DetectParams) -> DetectParams
     if params.mode == "segment":
         raise InputError("--mode segment needs a segmenter; this model is a patch "
                          "classifier (mode patch or dense)")
+    if params.tta != 1:
+        raise InputError(f"--tta {params.tta}: mirror views are averaged by segmenters only "
+                         "(this model is a patch classifier)")
     top = 2 ** len(model.arch.p)
     s = params.stride
     if params.mode == "dense" and (s & (s - 1) or s > top):
@@ -88,6 +91,9 @@ def _graph_params(path: Path, graph: str, stride: int, params: DetectParams) -> 
     """``params`` if an exported graph can run them (a dense graph: dense mode at its own
     stride; a segment graph: segment mode, stride 1), else :class:`InputError` naming
     ``path``."""
+    if params.tta != 1 and graph != "segment":
+        raise InputError(f"{path}: --tta {params.tta}: mirror views are averaged by "
+                         "segmenters only")
     if params.mode != graph or params.stride != stride:
         again = ("export the model again with --stride, or use its .safetensors"
                  if graph == "dense" else "a segmenter scores every pixel")
@@ -184,11 +190,12 @@ class Detector:
     def score_map(self, image: np.ndarray | str | os.PathLike[str]) -> ScoreMap:
         """The score map ``y1 - y0`` of every window on the grid of ``params.stride``."""
         if self.onnx is not None:
-            return self.onnx.score_map(as_image(image), self.params.stride)
+            return self.onnx.score_map(as_image(image), self.params.stride, self.params.tta)
         if self.params.mode == "dense":
             return self._dense(as_image(image), self.params.stride)
         if isinstance(self.model, SegNet):
-            return segment_score_map(self.model, as_image(image), self.device)
+            return segment_score_map(self.model, as_image(image), self.device,
+                                     self.params.tta)
         assert self.model is not None
         return score_map(self.model, as_image(image), self.params, self.batch, self.device)
 
@@ -219,12 +226,12 @@ class Detector:
             onnx = self.onnx
 
             def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
-                return onnx.score_map(image, params.stride)
+                return onnx.score_map(image, params.stride, params.tta)
 
             return score
         if isinstance(self.model, SegNet):
             seg, device = self.model, self.device
-            return lambda image, params: segment_score_map(seg, image, device)
+            return lambda image, params: segment_score_map(seg, image, device, params.tta)
         if self.params.mode != "dense":
             return None
         return lambda image, params: self._dense(image, params.stride)

@@ -44,7 +44,7 @@ from xdefect.detect import DenseNet, ScoreMap, grid_shape
 from xdefect.errors import InputError
 from xdefect.io import atomic_path
 from xdefect.models import NORMALISATION, PatchCNN, inference_copy
-from xdefect.segment import ProbabilityNet, SegNet, pad_to_multiple
+from xdefect.segment import ProbabilityNet, SegNet, pad_to_multiple, views_mean
 from xdefect.windows import PATCH
 
 __all__ = ["GRAPHS", "OPSET", "OnnxScorer", "dense_onnx_bytes", "export_onnx", "patch_path",
@@ -171,14 +171,19 @@ class OnnxScorer:
         self.stride = int(meta["xdefect_stride"])
         self.card = json.loads(meta.get("xdefect_card", "{}"))
 
-    def score_map(self, image: np.ndarray, stride: int) -> ScoreMap:
+    def score_map(self, image: np.ndarray, stride: int, views: int = 1) -> ScoreMap:
         """The score map of a grey [0, 1] image (as :func:`score_map_dense`, or
-        :func:`xdefect.segment.score_map` for a segment graph)."""
+        :func:`xdefect.segment.score_map` for a segment graph; ``views``: its mirror
+        views averaged, segment graphs only)."""
         if stride != self.stride:
             raise InputError(f"--stride {stride}: this ONNX graph computes stride "
                              f"{self.stride}")
         if self.graph == "segment":
-            return self._segment(image)
+            a = np.asarray(image, dtype=np.float32)
+            p = views_mean(self._probability, a, views)
+            return ScoreMap((2.0 * p - 1.0).astype(np.float32), 1, a.shape, 0)
+        if views != 1:
+            raise InputError(f"--tta {views}: mirror views are averaged by segmenters only")
         a = np.asarray(image, dtype=np.float32)
         if a.ndim != 2 or min(a.shape) < PATCH:
             raise InputError(f"image {a.shape[::-1]} is smaller than the 32x32 window")
@@ -191,8 +196,9 @@ class OnnxScorer:
         p = e / e.sum(axis=0, keepdims=True)
         return ScoreMap((p[1] - p[0]).astype(np.float32), stride, a.shape)
 
-    def _segment(self, image: np.ndarray) -> ScoreMap:
+    def _probability(self, image: np.ndarray) -> np.ndarray:
+        """A segment graph's defect probability of every pixel of ``image``."""
         h, w = np.shape(image)
         x = (pad_to_multiple(image) - NORMALISATION["mean"]) / NORMALISATION["std"]
-        p = self.session.run(None, {"image": np.ascontiguousarray(x[None, None])})[0][0, 0]
-        return ScoreMap((2.0 * p[:h, :w] - 1.0).astype(np.float32), 1, (h, w), 0)
+        return self.session.run(None, {"image": np.ascontiguousarray(x[None, None])})[0][
+            0, 0, :h, :w]

@@ -35,9 +35,9 @@ from torch import nn
 from xdefect.detect import DetectParams, ScoreMap
 from xdefect.models import count_params_keras, normalise_float
 
-__all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "ProbabilityNet", "SegConfig", "SegNet",
-           "create_segmenter", "get_segmenter", "is_segmenter_arch", "pad_to_multiple",
-           "probability_map", "score_map", "segment_params"]
+__all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "VIEWS", "ProbabilityNet", "SegConfig",
+           "SegNet", "create_segmenter", "get_segmenter", "is_segmenter_arch", "mirror",
+           "pad_to_multiple", "probability_map", "score_map", "segment_params", "views_mean"]
 
 #: the ``arch["family"]`` of a segmenter's model card (patch classifiers have none)
 FAMILY = "segmenter"
@@ -146,13 +146,41 @@ def create_segmenter(arch: str | SegConfig) -> SegNet:
     return SegNet(get_segmenter(arch) if isinstance(arch, str) else arch)
 
 
+#: the mirror views of :func:`probability_map`'s ``views``: (flip rows, flip columns)
+VIEWS = ((False, False), (False, True), (True, False), (True, True))
+
+
+def mirror(a: np.ndarray, view: tuple[bool, bool]) -> np.ndarray:
+    """``a`` (``(H, W)``) mirrored up-down and/or left-right as ``view`` says (its own
+    inverse)."""
+    rows, cols = view
+    return a[::-1 if rows else 1, ::-1 if cols else 1]
+
+
+def views_mean(fn, image: np.ndarray, views: int = 1) -> np.ndarray:
+    """The mean over the first ``views`` of :data:`VIEWS` of ``fn`` applied to the
+    mirrored ``image`` and mirrored back: test-time augmentation for any per-pixel map
+    ``fn(image) -> (H, W)``."""
+    if views not in (1, 2, 4):
+        raise ValueError(f"views must be 1, 2 or 4, got {views}")
+    acc = None
+    for v in VIEWS[:views]:
+        p = mirror(fn(np.ascontiguousarray(mirror(image, v))), v)
+        acc = p.astype(np.float64) if acc is None else acc + p
+    assert acc is not None
+    return (acc / views).astype(np.float32)
+
+
 @torch.no_grad()
-def probability_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu"
-                    ) -> np.ndarray:
+def probability_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu",
+                    views: int = 1) -> np.ndarray:
     """Defect probability ``(H, W)`` float32 of every pixel of a grey image in [0, 1]
     ``(H, W)``: the image is padded by reflection to multiples of 8, the half-resolution
-    map upsampled bilinearly and cropped back. The network runs in eval mode (its
-    training flag is restored)."""
+    map upsampled bilinearly and cropped back. ``views`` 2 or 4: the mean of the image's
+    and its mirror images' maps (:func:`views_mean`; ``DetectParams.tta``). The network
+    runs in eval mode (its training flag is restored)."""
+    if views != 1:
+        return views_mean(lambda a: probability_map(net, a, device), image, views)
     a = pad_to_multiple(image)
     h, w = np.shape(image)
     x = normalise_float(a)[None, None].to(device)
@@ -193,7 +221,9 @@ class ProbabilityNet(nn.Module):
         return torch.sigmoid(logit)
 
 
-def score_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu") -> ScoreMap:
-    """The per-pixel score map ``2 p - 1`` (stride 1, offset 0) of a grey [0, 1] image."""
-    p = probability_map(net, image, device)
+def score_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu",
+              views: int = 1) -> ScoreMap:
+    """The per-pixel score map ``2 p - 1`` (stride 1, offset 0) of a grey [0, 1] image
+    (``views``: as :func:`probability_map`)."""
+    p = probability_map(net, image, device, views)
     return ScoreMap(2.0 * p - 1.0, 1, (int(p.shape[0]), int(p.shape[1])), 0)

@@ -193,7 +193,7 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
                             unit="image"):
             smp = gdxray.load_sample(rec, sel.ground_truth[rec.series])
             mask = gdxray.casting_mask(smp.image) if base.use_mask else None
-            smap = score_map(net, smp.image, device)
+            smap = score_map(net, smp.image, device, base.tta)
             for t, g in runs:
                 d = regions(smap, replace(base, theta=t, grow=g), mask)
                 runs[(t, g)].append(image_result(sel, rec, *detection_arrays(d), False))
@@ -450,15 +450,17 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
 def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, ...] = (),
                    series: tuple[str, ...] | None = None, thetas: tuple[float, ...] = THETAS,
                    grows: tuple[int, ...] = GROWS, device: str | None = "cpu",
-                   threads: int | None = None) -> dict[str, Any]:
+                   threads: int | None = None, tta: int | None = None) -> dict[str, Any]:
     """Choose a finished segmenter's ``theta`` and ``grow`` again on annotated tuning
     images (:func:`choose_settings`) and write the same weights with the new settings to
     ``out/model.safetensors`` + ``model.json`` (its card: the source's, with the new
     ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and
     the command line). The tuning images are those of ``gdxray_roots`` (``series``: only
     these), by default of the roots and series the model trained on (its card's last
-    lineage stage). Returns ``{"model", "theta", "grow", "tuning_ap", "before"}`` where
-    ``before`` is the AP of the source's own settings on the same images."""
+    lineage stage). ``tta``: the mirror views averaged (``DetectParams.tta``; default the
+    source's), fixed before theta and grow are chosen. Returns ``{"model", "theta",
+    "grow", "tta", "tuning_ap", "before"}`` where ``before`` is the AP of the source's own
+    theta and grow on the same images (with ``tta``)."""
     src = resolve_model(model)
     if src.suffix.lower() == ".onnx":
         raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
@@ -488,6 +490,11 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
                          f"boxes in {', '.join(used) or 'the roots it trained on'}")
     base = (DetectParams.from_dict(card["detection"])
             if isinstance(card.get("detection"), dict) else SEGMENT_PARAMS)
+    if tta is not None:
+        try:
+            base = replace(base, tta=int(tta))
+        except ValueError as exc:
+            raise InputError(f"--tta {tta}: {exc}") from None
     detection, tuning = settings_block(net, sels, base, dev)
     before = next((row["ap"] for row in tuning["grid"]
                    if row["theta"] == base.theta and row["grow"] == base.grow), None)
@@ -498,4 +505,5 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     run.mkdir(parents=True, exist_ok=True)
     save_tensors(run / "model.safetensors", model_state(net), new)
     return {"model": str(run / "model.safetensors"), "theta": detection.theta,
-            "grow": detection.grow, "tuning_ap": tuning["ap"], "before": before}
+            "grow": detection.grow, "tta": detection.tta, "tuning_ap": tuning["ap"],
+            "before": before}

@@ -208,6 +208,9 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                         "large isolated defect gets one large box (-1: off)")
     g.add_argument("--grow", type=int_in(0, 256), default=None,
                    help="pixels added to every side of every box (any box rule; 0: none)")
+    g.add_argument("--tta", type=int, choices=(1, 2, 4), default=None,
+                   help="segmenters: mirror views of the image whose probabilities are "
+                        "averaged (1: none; 2: left-right; 4: and up-down)")
     g.add_argument("--scales", type=int_in(1, 16), nargs="+", default=None, metavar="FACTOR",
                    help="image pyramid: also scan the image downsampled by these factors "
                         "(block mean; 1 is the image itself), boxes merged across levels "

@@ -51,9 +51,10 @@ def cmd_tune_segmenter(args: argparse.Namespace) -> int:
 
     res = tune_segmenter(args.model, args.out, tuple(str(r) for r in args.gdxray),
                          None if args.series is None else tuple(args.series),
-                         device=args.device, threads=args.threads)
+                         device=args.device, threads=args.threads, tta=args.tta)
     emit(args, res, lambda: print(
-        f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}: tuning AP "
+        f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}, tta {res['tta']}: "
+        "tuning AP "
         f"{res['tuning_ap']:.4f}"
         + ("" if res["before"] is None else f" (its settings before: {res['before']:.4f})")))
     return 0
@@ -119,5 +120,8 @@ def register(sub: Any) -> None:
                    help="GDXray roots whose tuning images choose (default: the model's)")
     t.add_argument("--series", nargs="+", default=None,
                    help="only these series (default: all the model trained on)")
+    t.add_argument("--tta", type=int, choices=(1, 2, 4), default=None,
+                   help="mirror views averaged per image (test-time augmentation; default: "
+                        "the model's)")
     add_device(t)
     add_output(t)
