@@ -105,7 +105,7 @@ def segmenter_timing(img: np.ndarray, a: argparse.Namespace) -> dict:
     det = Detector.load(DEFAULT_MODEL, device="cpu", threads=a.threads)
     onnx = Detector.load(DEFAULT_MODEL, device="cpu", threads=a.threads, backend="onnxruntime")
     diff = np.abs(det.score_map(img).values - onnx.score_map(img).values).max()
-    return {"model": DEFAULT_MODEL, "mode": det.params.mode,
+    return {"model": DEFAULT_MODEL, "mode": det.params.mode, "tta": det.params.tta,
             "s_per_image": round(best_of(lambda: det.run(img), a.repeats), 3),
             "onnxruntime_s_per_image": round(best_of(lambda: onnx.run(img), a.repeats), 3),
             "onnxruntime_max_abs_score_diff": float(f"{diff:.2e}")}

@@ -47,7 +47,9 @@ def _train(f: dict) -> str:
 def _detect(f: dict) -> str:
     s = f["s_per_image"]
     seg = f.get("segmenter") or {}
-    return ((f"per 572x768 image: the default model `{seg['model']}` ({seg['mode']} mode) "
+    views = f", {seg['tta']} mirror views" if seg.get("tta", 1) > 1 else ""
+    return ((f"per 572x768 image: the default model `{seg['model']}` ({seg['mode']} mode"
+             f"{views}) "
              f"{seg['s_per_image']:.2f} s, on ONNX Runtime {seg['onnxruntime_s_per_image']:.2f} s "
              f"(scores within {seg['onnxruntime_max_abs_score_diff']:.0e}); "
              "the patch classifier " if "s_per_image" in seg else
