@@ -217,7 +217,8 @@ def source_settings(doc: dict, path: Path | None) -> str:
     if not params:
         return ""
     return (f" (detection settings: {params['mode']} mode, theta {params['theta']:g}"
-            + (f", grow {params.get('grow', 0)}" if params["mode"] == "segment" else "") + ")")
+            + (f", grow {params.get('grow', 0)}" if params["mode"] == "segment" else "")
+            + (f", {params['tta']} mirror views" if params.get("tta", 1) > 1 else "") + ")")
 
 
 def adapt_table(doc: dict, path: Path | None = None) -> str:
@@ -226,7 +227,10 @@ def adapt_table(doc: dict, path: Path | None = None) -> str:
     if source == "bundled default":  # files written while xnet2-xdefect was the default
         source = "`xnet2-xdefect` (the bundled default then)"
     source += source_settings(doc, path)
-    lines = [f"Root `{doc['root']}`; source model: {source}. {doc['protocol']}.", "",
+    planned = doc.get("series_planned") or list(doc["per_series"])
+    done = (f" {len(doc['per_series'])} of the {len(planned)} planned series done."
+            if len(doc["per_series"]) < len(planned) else "")
+    lines = [f"Root `{doc['root']}`; source model: {source}. {doc['protocol']}.{done}", "",
              "| series | odd images adapted on | even images | boxes | source AP | source "
              "FA/image | adapted AP | adapted found | adapted FA/image | minutes |",
              "|---" * 10 + "|"]
@@ -674,6 +678,8 @@ def main() -> None:
     ap.add_argument("--adapt", type=Path, default=Path("runs/adapt-series/adapt_series.json"))
     ap.add_argument("--adapt-default", type=Path,
                     default=Path("runs/adapt-series-default/adapt_series.json"))
+    ap.add_argument("--adapt-default-ign", type=Path,
+                    default=Path("runs/adapt-series-default-ign05/adapt_series.json"))
     ap.add_argument("--adapt-seg", type=Path,
                     default=Path("runs/adapt-series-segnet/adapt_series.json"),
                     help="the segmenter adaptation shown per series (settings fixed before "
@@ -693,6 +699,8 @@ def main() -> None:
                            ("adapt-seg", a.adapt_seg, lambda d: adapt_table(d, a.adapt_seg)),
                            ("adapt-default", a.adapt_default,
                             lambda d: adapt_table(d, a.adapt_default)),
+                           ("adapt-default-ign", a.adapt_default_ign,
+                            lambda d: adapt_table(d, a.adapt_default_ign)),
                            ("seg-variants", a.seg_variants, seg_variants),
                            ("adapt-diagnosis", Path("runs/adapt_diagnosis.json"),
                             adapt_diagnosis),
