@@ -379,7 +379,7 @@ def _grid_table(card: dict) -> list[str]:
     t = card["tuning"]
     grows = sorted({r["grow"] for r in t["grid"]})
     cell = {(r["theta"], r["grow"]): r for r in t["grid"]}
-    roots = t.get("roots") or {r: ss for r, ss in card["lineage"][-1]["data_roots"].items()}
+    roots = t.get("roots") or card["lineage"][-1]["data_roots"]
     where = "; ".join(f"`{r}` ({len(ss)} series)" for r, ss in roots.items())
     lines = [f"Tuning images of {where}: {t['images']} images, {t['grid'][0]['boxes']} boxes; "
              f"chosen theta {t['theta']:g}, grow {t['grow']} (bold).", "",

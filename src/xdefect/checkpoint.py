@@ -36,10 +36,9 @@ from xdefect.segment import SegConfig, SegNet, is_segmenter_arch
 
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_CLASSIFIER",
            "DEFAULT_MODEL", "MODEL_FORMAT", "WEIGHTS_DIR", "bundled_model", "card_lineage",
-           "describe_model", "init_record",
-           "lineage_summary", "load_model", "load_tensors", "model_state", "optimizer_tensors",
-           "prefixed", "read_card", "resolve_model", "restore_optimizer", "save_model",
-           "save_tensors", "sidecar", "unprefixed"]
+           "describe_model", "init_record", "lineage_summary", "load_model", "load_tensors",
+           "model_state", "optimizer_tensors", "prefixed", "read_card", "resolve_model",
+           "restore_optimizer", "save_model", "save_tensors", "sidecar", "unprefixed"]
 
 MODEL_FORMAT = "xdefect-model/1"
 

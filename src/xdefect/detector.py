@@ -129,9 +129,10 @@ class Detector:
              threads: int | None = None, batch: int = INFERENCE_BATCH, backend: str = "torch",
              **params: Any) -> Detector:
         """Load ``model``: ``None`` for the bundled default, a bundled name
-        (``xnet2-xdefect``, ``xnet2-paper``), a ``.safetensors`` path, or an ``.onnx``
-        dense or segment graph written by ``xdefect export`` (run on ONNX Runtime, with the
-        card and detection settings embedded in it; no PyTorch weights needed). ``device``:
+        (``segnet-xdefect``, ``xnet2-xdefect``, ``xnet2-paper``), a ``.safetensors`` path,
+        or an ``.onnx`` dense or segment graph written by ``xdefect export`` (run on ONNX
+        Runtime, with the card and detection settings embedded in it; no PyTorch weights
+        needed). ``device``:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when present, the default); ``threads``: CPU
         threads; ``params``: :class:`~xdefect.detect.DetectParams` fields overriding the
         card's settings."""

@@ -47,12 +47,8 @@ from xdefect.models import NORMALISATION, PatchCNN, inference_copy
 from xdefect.segment import ProbabilityNet, SegNet, pad_to_multiple, views_mean
 from xdefect.windows import PATCH
 
-__all__ = ["GRAPHS", "OPSET", "OnnxScorer", "dense_onnx_bytes", "export_onnx", "patch_path",
+__all__ = ["OPSET", "OnnxScorer", "dense_onnx_bytes", "export_onnx", "patch_path",
            "segment_onnx_bytes"]
-
-#: the kinds of graph ``xdefect_graph`` names: the ones :class:`OnnxScorer` runs (score
-#: maps) and the patch classifier
-GRAPHS = ("dense", "segment", "patch")
 
 OPSET = 17
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.checkpoint import lineage_summary, read_card
-from xdefect.detect import detect, detection_arrays, detection_doc, regions
+from xdefect.detect import DetectParams, detect, detection_arrays, detection_doc, regions
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
 from xdefect.io import command_line, progress, read_detections
@@ -142,14 +142,15 @@ SWEEP_THETAS = (-0.9, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98,
 
 def model_results(sel: Selection, model: Any, params: Any, model_name: str,
                   on_image: Callable[[gdxray.ImageRecord, dict], None] | None = None,
-                  sweep: dict[float, list[ImageResult]] | None = None, batch: int = INFERENCE_BATCH,
-                  device: str = "cpu", score_fn: Callable | None = None
-                  ) -> Iterator[ImageResult]:
+                  sweep: dict[Any, list[ImageResult]] | None = None,
+                  batch: int = INFERENCE_BATCH, device: str = "cpu",
+                  score_fn: Callable | None = None) -> Iterator[ImageResult]:
     """Run ``model`` with detection ``params`` over the selection, yielding each image's
     result; ``on_image(record, detection_doc)`` sees each detection document. With
-    ``sweep`` (a dict whose keys are thetas, e.g. ``dict.fromkeys(SWEEP_THETAS)``), the
-    regions of the same score map are also found at every theta and each key gets the
-    list of results at that threshold (for :func:`xdefect.evaluate.theta_sweep`).
+    ``sweep`` (a dict whose keys are thetas, e.g. ``dict.fromkeys(SWEEP_THETAS)``, or
+    whole :class:`~xdefect.detect.DetectParams`), the regions of the same score map are
+    also found at every key (``params`` at that theta, or those settings) and each key gets
+    the list of results there (for :func:`xdefect.evaluate.theta_sweep`).
     ``score_fn``: another way to compute score maps (:meth:`Detector.score_function`,
     ONNX Runtime), as in :func:`xdefect.detect.detect`."""
     unseen = wants_unseen(sel.split)
@@ -165,7 +166,8 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
             on_image(r, detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
         if sweep is not None:
             for t in sweep:
-                d = regions(smap, replace(params, theta=t), mask)
+                at = t if isinstance(t, DetectParams) else replace(params, theta=t)
+                d = regions(smap, at, mask)
                 sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
         yield image_result(sel, r, *detection_arrays(dets), unseen)
 

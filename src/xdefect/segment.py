@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xdefect.detect import DetectParams, ScoreMap
+from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap
 from xdefect.models import count_params_keras, normalise_float
 
 __all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "VIEWS", "ProbabilityNet", "SegConfig",
@@ -161,8 +161,8 @@ def views_mean(fn, image: np.ndarray, views: int = 1) -> np.ndarray:
     """The mean over the first ``views`` of :data:`VIEWS` of ``fn`` applied to the
     mirrored ``image`` and mirrored back: test-time augmentation for any per-pixel map
     ``fn(image) -> (H, W)``."""
-    if views not in (1, 2, 4):
-        raise ValueError(f"views must be 1, 2 or 4, got {views}")
+    if views not in TTA_VIEWS:
+        raise ValueError(f"views must be one of {', '.join(map(str, TTA_VIEWS))}, got {views}")
     acc = None
     for v in VIEWS[:views]:
         p = mirror(fn(np.ascontiguousarray(mirror(image, v))), v)

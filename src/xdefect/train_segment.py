@@ -54,12 +54,12 @@ from xdefect.checkpoint import (
     unprefixed,
 )
 from xdefect.crops import CropConfig, TrainImage, folder_images, gdxray_images, sample_batch
-from xdefect.detect import DetectParams, detection_arrays, regions
+from xdefect.detect import DetectParams, ScoreMap
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, list_image_files, progress, write_json
 from xdefect.models import NORMALISATION, normalise_float, setup_device
-from xdefect.protocol import Selection, image_result, select
+from xdefect.protocol import Selection, model_results, select
 from xdefect.segment import (
     SEGMENT_PARAMS,
     SegNet,
@@ -186,19 +186,24 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
     defects found, ground-truth boxes and false alarms per image."""
     if not thetas or not grows:
         raise ValueError("choose_settings needs at least one theta and one grow")
-    runs: dict[tuple[float, int], list[ImageResult]] = {
-        (t, g): [] for t in thetas for g in grows}
-    for sel in selections:
-        for rec in progress(iterable=sel.records, desc="choosing theta and grow",
-                            unit="image"):
-            smp = gdxray.load_sample(rec, sel.ground_truth[rec.series])
-            mask = gdxray.casting_mask(smp.image) if base.use_mask else None
-            smap = score_map(net, smp.image, device, base.tta)
-            for t, g in runs:
-                d = regions(smap, replace(base, theta=t, grow=g), mask)
-                runs[(t, g)].append(image_result(sel, rec, *detection_arrays(d), False))
+    runs: dict[DetectParams, list[ImageResult]] = {
+        replace(base, theta=t, grow=g): [] for t in thetas for g in grows}
+
+    def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
+        return score_map(net, image, device, params.tta)
+
+    for sel in selections:  # the sweep of protocol.model_results over every setting
+        sweep: dict[Any, list[ImageResult]] = dict.fromkeys(runs)  # type: ignore[arg-type]
+        for _ in progress(iterable=model_results(sel, net, base, "segmenter", sweep=sweep,
+                                                 score_fn=score),
+                          total=len(sel.records), desc="choosing theta and grow",
+                          unit="image"):
+            pass
+        for p in runs:
+            runs[p] += sweep[p]
     grid = []
-    for (t, g), rs in runs.items():
+    for p, rs in runs.items():
+        t, g = p.theta, p.grow
         m = summarise(rs)
         grid.append({"theta": t, "grow": g, "ap": round(float(m["ap"] or 0.0), 4),
                      "found": m["true_positives"], "boxes": m["gt_boxes"],
