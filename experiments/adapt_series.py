@@ -20,6 +20,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from xdefect import gdxray
 from xdefect.adaptation import AdaptConfig, adapt
 from xdefect.checkpoint import DEFAULT_MODEL
@@ -53,16 +55,22 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
                           rehearse_share=a.rehearse_share, ignore_theta=a.ignore_theta))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
-    res = {}
+    res, tun = {}, {}
     for name, model in (("source", a.source), ("adapted",
                                                out / "adapted" / "model.safetensors")):
         det = Detector.load(model, threads=a.threads)
         ev = evaluate_folder(det, a.root, "test", [s])
         write_evaluation(ev, out / f"eval-{name}", overlays=False)
         res[name] = ev.results
+        if a.tuning:  # the tuning images (odd, n % 4 == 1: adapted on, labels unused)
+            tun[name] = evaluate_folder(det, a.root, "tuning", [s]).results
     doc = {"series": s, "odd_images": len(odd),
            "adapt_minutes": card["adaptation"]["minutes"], "wall_minutes": round(minutes, 2),
            "source": row(summarise(res["source"])), "adapted": row(summarise(res["adapted"]))}
+    if tun:
+        doc["tuning"] = {k: row(summarise(v)) for k, v in tun.items()}
+        doc["tuning_results"] = {k: [[r.key, r.boxes.tolist(), r.scores.tolist(),
+                                      r.gt.tolist()] for r in v] for k, v in tun.items()}
     return doc, res["source"], res["adapted"]
 
 
@@ -85,11 +93,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--steps", type=int, default=1500, help="segmenter sources: steps")
     ap.add_argument("--seg-lr", type=float, default=5e-4, help="segmenter sources: lr")
-    ap.add_argument("--source-regions", choices=("ignore", "negative"), default="ignore",
+    ap.add_argument("--source-regions", choices=("ignore", "negative", "target", "distill"),
+                    default="ignore",
                     help="segmenter sources: the source's detections as background or ignored")
     ap.add_argument("--rehearse", nargs="+", type=Path, default=[],
                     help="segmenter sources: GDXray roots rehearsed while adapting")
     ap.add_argument("--rehearse-share", type=float, default=0.5)
+    ap.add_argument("--tuning", action="store_true",
+                    help="also evaluate source and adapted model on the series' tuning "
+                         "images (odd, n % 4 == 1: adapted on without labels), where "
+                         "adaptation options are chosen")
     ap.add_argument("--ignore-theta", type=float, default=None,
                     help="with --source-regions ignore: the score above which the source's "
                          "regions are left out")
@@ -118,12 +131,22 @@ def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
            "source_detection": src.params.to_dict(),
            "series_planned": a.series, "per_series": per,
            "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),
+           **({"pooled_tuning": {k: row(summarise(pooled_tuning(per, k)))
+                                 for k in ("source", "adapted")}} if a.tuning else {}),
            "arguments": {k: str(v) if isinstance(v, Path) else
                          [str(x) for x in v] if isinstance(v, list) else v
                          for k, v in vars(a).items()},
            "command": command_line()}
     write_json(a.out / "adapt_series.json", out)
     return out
+
+
+def pooled_tuning(per: dict, name: str) -> list[ImageResult]:
+    """The tuning-image results of model ``name`` of every series done so far."""
+    return [ImageResult(k, s, np.asarray(b, float).reshape(-1, 4), np.asarray(sc, float),
+                        np.asarray(g, float).reshape(-1, 4))
+            for s, d in per.items() for k, b, sc, g in d.get("tuning_results", {})
+            .get(name, [])]
 
 
 if __name__ == "__main__":

@@ -66,8 +66,8 @@ MARGIN = 8  # pixels around a real box that simulated defects avoid (and ignored
 # --channels 16), crops come from xdefect.crops, the loss from xdefect.train_segment.
 
 
-def make_net(channels: int) -> SegNet:
-    return SegNet(SegConfig("segnet", channels))
+def make_net(channels: int, lcn: float = 0.0) -> SegNet:
+    return SegNet(SegConfig("segnet", channels, lcn=lcn))
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Image:
     seen: np.ndarray | None = None  # per box: the same defect is in a train image
 
 
-def load_images(root: Path, series: list[str], split: str) -> list[TrainImage]:
+def load_images(root: Path, series: list[str] | None, split: str) -> list[TrainImage]:
     return gdxray_images(root, series, split, MARGIN)
 
 
@@ -187,7 +187,7 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
     rng = np.random.default_rng(a.seed)
     cfg = CropConfig(size=a.crop, defects=a.defects, axes_mm=tuple(a.axes_mm), x_max=a.x_max,
                      blur_px=a.blur, real=a.real, margin=MARGIN)
-    net = make_net(a.channels)
+    net = make_net(a.channels, a.lcn)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     t0 = time.perf_counter()
     step, seen, log = 0, 0, []
@@ -225,7 +225,7 @@ def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "model.safetensors"
     if weights.is_file():
-        net = make_net(a.channels)
+        net = make_net(a.channels, a.lcn)
         net.load_state_dict(load_file(weights))
         return net.eval(), json.loads((work / "card.json").read_text())["training"]
     net, info = train(a, images())
@@ -237,7 +237,7 @@ def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
 def write_card(work: Path, a: argparse.Namespace, info: dict, data: dict, metrics: dict
                ) -> None:
     write_json(work / "card.json", {
-        "architecture": {"name": "SegNet", "channels": a.channels},
+        "architecture": {"name": "SegNet", "channels": a.channels, "lcn": a.lcn},
         "normalisation": "xdefect.models.normalise_float", "training": info,
         "data": {"roots_series": data, "split": "train"}, "metrics": metrics,
         "command": command_line()})
@@ -265,7 +265,8 @@ def leave_series_out(a: argparse.Namespace) -> None:
             train_on.setdefault(str(roots[s]), []).append(s)
     fold_dir = work / f"fold{a.fold}"
     net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
-                                            for im in load_images(Path(r), ss, "train")])
+                                            for im in load_images(Path(r), ss, "train")]
+                      + backgrounds(a))
     t0 = time.perf_counter()
     t, by_t, a_min, grow = a.threshold, {}, 4, 0
     if t is None:  # chosen on the tuning images of the series the fold trained on
@@ -279,7 +280,8 @@ def leave_series_out(a: argparse.Namespace) -> None:
         t, a_min, grow = max(aps, key=lambda k: aps[k])
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
     rs = grid_results(net, tested, [(t, a_min, grow)])[(t, a_min, grow)]
-    doc = {"fold": a.fold, "held_out": held, "trained_on": train_on, "threshold": t,
+    doc = {"fold": a.fold, "held_out": held, "trained_on": train_on,
+           "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn, "threshold": t,
            "a_min": a_min, "grow": grow,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
@@ -291,6 +293,13 @@ def leave_series_out(a: argparse.Namespace) -> None:
     write_card(fold_dir, a, info, train_on, figures(rs))
     write_json(fold_dir / f"results{tag(a)}.json", doc)
     print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}))
+
+
+def backgrounds(a: argparse.Namespace) -> list[TrainImage]:
+    """Every image of the unannotated GDXray roots of ``--backgrounds`` (never scored):
+    backgrounds for simulated voids; whatever real defect they hold is taken as
+    background."""
+    return [im for r in a.backgrounds for im in load_images(r, None, "all")]
 
 
 def tag(a: argparse.Namespace) -> str:
@@ -352,6 +361,12 @@ def main() -> None:
     ap.add_argument("--pool", action="store_true", help="pool the folds run so far")
     ap.add_argument("--augment", action="store_true",
                     help="grey-level augmentation of every crop (xdefect.augment)")
+    ap.add_argument("--backgrounds", type=Path, nargs="+", default=[],
+                    help="GDXray roots without annotations: all their images are added to "
+                         "the training images as backgrounds for simulated voids")
+    ap.add_argument("--lcn", type=float, default=0.0,
+                    help="a second input channel: local contrast normalisation with this "
+                         "Gaussian sigma in pixels (xdefect.segment.LocalContrast; 0: none)")
     ap.add_argument("--grow-grid", type=int, nargs="+", default=None,
                     help="with --kfold: also choose the box growth (pixels a side) from "
                          "these, on the tuning images of the series trained on")

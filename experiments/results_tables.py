@@ -503,6 +503,54 @@ def fcn_loso(doc: dict) -> str:
     return "\n".join(lines)
 
 
+#: the leave-series-out runs compared side by side (``fcn-loso-variants``): result file
+#: (next to ``--fcn``) and what the run changed against the reference
+LOSO_VARIANTS = (("fcn_loso_fcn-real-amin.json", "reference (`fcn-real`)"),
+                 ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation"),
+                 ("fcn_loso_fcn-bg-amin.json", "+ unannotated backgrounds"),
+                 ("fcn_loso_fcn-bglcn-amin.json", "+ unannotated backgrounds + local "
+                                                   "contrast channel (sigma 8 px)"))
+
+
+def fcn_loso_variants(fcn: Path) -> str:
+    """Per held-out series, the AP of each leave-series-out variant of
+    :data:`LOSO_VARIANTS` that has run (the same five folds, the same threshold and
+    minimum-area rule)."""
+    docs = [(label, json.loads(fcn.with_name(f).read_text())) for f, label in LOSO_VARIANTS
+            if fcn.with_name(f).exists()]
+    series = sorted({s for _, d in docs for f in d["folds"] for s in f["held_out"]})
+    lines = ["| held-out series | " + " | ".join(lbl for lbl, _ in docs) + " |",
+             "|---|" + "---|" * len(docs)]
+    for s in series:
+        cells = []
+        for _, d in docs:
+            f = next(f for f in d["folds"] if s in f["held_out"])
+            cells.append(f"{_f(f['per_series'][s])} ({f['per_series_found'][s]})"
+                         if s in f["per_series"] else "-")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+
+    def series_mean(d: dict) -> float:
+        aps = [f["per_series"][s] for f in d["folds"] for s in f["held_out"]
+               if s in f["per_series"]]
+        return sum(aps) / len(aps)
+
+    lines.append("| mean of the series | " + " | ".join(f"{series_mean(d):.4f}"
+                                                        for _, d in docs) + " |")
+    lines.append("| **pooled AP** | " + " | ".join(
+        f"**{_f(d['pooled']['ap'])}** ({d['pooled']['true_positives']}/"
+        f"{d['pooled']['gt_boxes']})" for _, d in docs) + " |")
+    lines.append("| false alarms / image | " + " | ".join(
+        f"{d['pooled']['false_alarms_per_image']:.1f}" for _, d in docs) + " |")
+    lines.append("| recall at 2 (1) false alarms / image | " + " | ".join(
+        f"{d['pooled']['recall_at_fppi']['2.0']:.3f} ({d['pooled']['recall_at_fppi']['1.0']:.3f})"
+        for _, d in docs) + " |")
+    lines.append("| crops seen in fold 0 | " + " | ".join(
+        f"{d['folds'][0]['crops_seen']:,}" for _, d in docs) + " |")
+    lines += ["", "Commands: " + "; ".join(f"`{d['command']}` after one `--fold I` run per "
+                                            f"fold" for _, d in docs)]
+    return "\n".join(lines)
+
+
 def sharpness(doc: dict) -> str:
     """Edge slope and contrast of real and simulated defects
     (``experiments/defect_sharpness.py``)."""
@@ -624,7 +672,15 @@ def ablation(a: argparse.Namespace) -> str:
                        ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation "
                         "(`xdefect.augment`), 12 minutes of training per fold, threshold and "
                         "minimum region area chosen per fold on the training series' tuning "
-                        "images")):
+                        "images"),
+                       ("fcn_loso_fcn-bg-amin.json", "all 452 images of the eleven "
+                        "unannotated series added as backgrounds for simulated voids, "
+                        "threshold and minimum region area chosen per fold on the training "
+                        "series' tuning images"),
+                       ("fcn_loso_fcn-bglcn-amin.json", "unannotated backgrounds and a "
+                        "second input channel, the local contrast normalisation (sigma 8 "
+                        "px), threshold and minimum region area chosen per fold on the "
+                        "training series' tuning images")):
         d = load(a.fcn.with_name(name))
         if not d:
             continue
@@ -713,6 +769,8 @@ def main() -> None:
                             fcn_loso)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
+    if a.fcn.with_name(LOSO_VARIANTS[0][0]).exists():
+        text = replace_block(text, "fcn-loso-variants", fcn_loso_variants(a.fcn), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)

@@ -19,6 +19,7 @@ from xdefect.models import NORMALISATION
 from xdefect.pipelines import export_model, write_phantom_root
 from xdefect.segment import (
     SEGMENTERS,
+    LocalContrast,
     SegConfig,
     SegNet,
     create_segmenter,
@@ -42,6 +43,34 @@ def test_registry_and_config_round_trip():
         SegConfig.from_dict({"name": "xnet2", "p": [7]})  # a classifier's arch block
     with pytest.raises(KeyError, match="known: segnet"):
         create_segmenter("nope")
+
+
+def test_local_contrast_channel():
+    """``lcn`` > 0: a second input channel, the image's local contrast normalisation, which
+    ignores the exposure (a grey-level offset) and the casting's thickness ramp and keeps a
+    faint void."""
+    cfg = SegConfig("x", 8, lcn=4)
+    assert SegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert SegConfig.from_dict({k: v for k, v in SEGMENTERS["segnet"].to_dict().items()
+                                if k != "lcn"}).lcn == 0.0  # cards from before lcn
+    for bad in (-1.0, 0.2, 100.0):
+        with pytest.raises(ValueError, match="lcn"):
+            SegConfig("x", 8, lcn=bad)
+    net = SegNet(cfg).eval()
+    assert net.e1[0].in_channels == 2 and net(torch.zeros(1, 1, 40, 48)).shape == (1, 1, 20, 24)
+    assert "lcn.kernel" not in net.state_dict()  # fixed, not saved with the weights
+    lc = LocalContrast(8.0)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    base = 0.3 + 0.004 * xx + 0.004 * rng.standard_normal((64, 64))  # a thickness ramp
+    void = np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / 18.0) * 0.03  # 7 grey levels
+    x = torch.from_numpy(((base + void - 0.5) / 0.25).astype(np.float32))[None, None]
+    y = lc(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert float(y[0, 0, 32, 32]) > 2.0 > float(y[0, 0, :16, :16].abs().median())  # a void
+    torch.testing.assert_close(lc(x + 1.0), y, atol=1e-4, rtol=1e-4)  # another exposure
+    stronger = lc(3.0 * x)  # three times the contrast: the floor matters less
+    assert float(y[0, 0, 32, 32]) < float(stronger[0, 0, 32, 32]) < 3 * float(y[0, 0, 32, 32])
 
 
 def test_forward_shapes_and_receptive_field():
@@ -151,6 +180,29 @@ def test_crop_real_boxes_targets_or_ignored():
     cfg = CropConfig(size=96, defects=0, real=False, margin=4)
     _, t, v = make_crop(img, cfg, np.random.default_rng(0), 0, on_real=True)
     assert not t.any() and (~v).sum() == 28 * 24  # the box grown by the margin
+
+
+def test_crop_soft_targets():
+    """A teacher's probability as the target: kept as it is (no flip or turn changes a
+    constant), its boxes neither ignored nor hard targets, simulated voids on top."""
+    pix = np.full((100, 100), 0.5, np.float32)
+    soft = np.zeros((100, 100), np.float32)
+    soft[40:56, 40:60] = 0.7
+    img = training_image(pix, np.array([[40, 40, 60, 56]]), margin=4,
+                         mask=np.ones((100, 100), bool), soft=soft)
+    _, t, v = make_crop(img, CropConfig(size=96, defects=0, margin=4),
+                        np.random.default_rng(0), 0)
+    assert t.dtype == np.float32 and v.all()
+    assert np.isclose(t.sum(), 0.7 * 16 * 20) and set(np.unique(t)) == {0.0, np.float32(0.7)}
+    _, t2, _ = make_crop(img, CropConfig(size=96, defects=2, margin=4),
+                         np.random.default_rng(1), 2)
+    assert (t2 == 1).any() and np.isclose((t2 == np.float32(0.7)).sum(), 16 * 20, atol=40)
+    x, y, _ = sample_batch([img, training_image(pix, mask=np.ones((100, 100), bool))],
+                           CropConfig(size=96, defects=0), np.random.default_rng(0), 4)
+    assert y.dtype == np.float32 and x.shape == y.shape == (4, 96, 96)
+    for bad in (soft[:50], soft + 1, np.full((100, 100), np.nan, np.float32)):
+        with pytest.raises(ValueError, match="soft targets"):
+            training_image(pix, soft=bad)
 
 
 def test_sample_batch_and_small_images():
@@ -334,6 +386,39 @@ def test_adapt_with_rehearsal(phantom_root, trained, tmp_path):
     bad = run_cli("adapt", "--images", str(d), "--from", str(out / "model.safetensors"),
                   "--out", str(tmp_path / "ad2"), "--ignore-theta", "1.5")
     assert_one_line_error(bad, "--ignore-theta")
+    assert not (tmp_path / "ad2").exists()
+
+
+def test_adapt_with_pseudo_labels(trained, tmp_path):
+    """``--source-regions target``: the source's detections become defect targets (the
+    crops' real-defect rule), ``distill``: their soft targets; counted in the card;
+    ``--ignore-theta`` refused with ``negative``."""
+    out, _ = trained
+    d = tmp_path / "casting"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(np.round(phantom((120, 160), seed=20 + i).image * 255)
+                        .astype(np.uint8)).save(d / f"part_{i}.png")
+    model = str(out / "model.safetensors")
+    ad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad"),
+                 "--steps", "2", "--threads", "1", "--source-regions", "target",
+                 "--ignore-theta", "-1")
+    assert ad.returncode == 0, ad.stderr
+    card = read_card(tmp_path / "ad" / "model.safetensors")
+    assert card["train_config"]["crops"]["real"] is True
+    assert card["adaptation"]["source_regions_as_targets"] >= 2  # every casting is a region
+    assert card["adaptation"]["ignored_source_regions"] == 0
+    assert card["detection"] == read_card(model)["detection"]
+    dist = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ds"),
+                   "--steps", "2", "--threads", "1", "--source-regions", "distill",
+                   "--ignore-theta", "-1")
+    assert dist.returncode == 0, dist.stderr
+    card = read_card(tmp_path / "ds" / "model.safetensors")
+    assert card["train_config"]["crops"]["real"] is False
+    assert card["adaptation"]["source_regions_distilled"] >= 2
+    bad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad2"),
+                  "--source-regions", "negative", "--ignore-theta", "0.5")
+    assert_one_line_error(bad, "--ignore-theta needs")
     assert not (tmp_path / "ad2").exists()
 
 

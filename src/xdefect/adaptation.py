@@ -61,7 +61,7 @@ __all__ = ["SOURCE_REGIONS", "STAGED_SERIES", "AdaptConfig", "adapt", "adapt_seg
 #: the series name a folder of images is staged under
 STAGED_SERIES = "C9999"
 #: what a segmenter source's detections on the new images become (see AdaptConfig)
-SOURCE_REGIONS = ("negative", "ignore")
+SOURCE_REGIONS = ("negative", "ignore", "target", "distill")
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,13 @@ class AdaptConfig:
     steps: int = 1500
     seg_lr: float = 5e-4
     #: segmenter sources: what the source's own detections on the images become:
-    #: ``"ignore"`` (left out of the loss, and no simulated defect placed on them) or
-    #: ``"negative"`` (background, like every other pixel without a simulated defect)
+    #: ``"ignore"`` (left out of the loss, and no simulated defect placed on them),
+    #: ``"negative"`` (background, like every other pixel without a simulated defect) or
+    #: ``"target"`` (pseudo-labels: each detection's inscribed ellipse a defect target,
+    #: the rest of its box ignored, a third of the crops centred on one, as real defects
+    #: are in training) or ``"distill"`` (inside each detection's box the source's own
+    #: probability is the soft target, so the model keeps what the source finds there);
+    #: the source's settings, or ``ignore_theta``, decide what it detects
     source_regions: str = "ignore"
     #: with ``source_regions`` ``"ignore"``: the score above which a pixel of the source's
     #: map is left out (default: the source's own detection threshold)
@@ -118,6 +123,9 @@ class AdaptConfig:
             raise InputError("--steps must be positive and --seg-lr in (0, 1)")
         if self.ignore_theta is not None and not -1 <= self.ignore_theta < 1:
             raise InputError(f"--ignore-theta {self.ignore_theta}: must lie in [-1, 1)")
+        if self.ignore_theta is not None and self.source_regions == "negative":
+            raise InputError("--ignore-theta needs --source-regions ignore, target or "
+                             "distill")
         if not 0 <= self.rehearse_share < 1:
             raise InputError(f"--rehearse-share {self.rehearse_share}: must lie in [0, 1)")
         if self.source_regions not in SOURCE_REGIONS:
@@ -213,7 +221,10 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     of the new images with simulated voids (the source's own crop settings, real-defect
     targets off: the images have no labels), every other pixel taken as background; the
     source's detections on the images are background too, or, with ``source_regions``
-    ``"ignore"``, left out of the loss (those above ``ignore_theta``). With ``rehearse``,
+    ``"ignore"``, left out of the loss (those above ``ignore_theta``), or, with
+    ``"target"``, pseudo-labels (each detection's inscribed ellipse a target, as a real
+    defect's box is in training), or, with ``"distill"``, the source's probability inside
+    each detection's box is the soft target. With ``rehearse``,
     crops of those GDXray roots' annotated train images (real defects as targets) fill
     ``rehearse_share`` of every batch and theta is chosen again on their tuning images.
     Writes ``OUT/model.safetensors`` + card (the source's detection settings unless
@@ -227,18 +238,24 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     t0 = time.perf_counter()
     tc = (source.card.get("train_config") or {}).get("crops") or {}
     crops = replace(CropConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in tc.items()}), real=False)
+                                  for k, v in tc.items()}),
+                    real=cfg.source_regions == "target")
     images = []
     regions = 0
     for f in progress(iterable=files, desc="adapt: reading images", unit="image"):
         img = as_image(f)
-        boxes = None
-        if cfg.source_regions == "ignore":
-            dets = (source if cfg.ignore_theta is None else
-                    source.with_params(theta=cfg.ignore_theta)).detect(img)
+        boxes, soft = None, None
+        if cfg.source_regions != "negative":
+            dets, sm = (source if cfg.ignore_theta is None else
+                        source.with_params(theta=cfg.ignore_theta)).run(img)
             regions += len(dets)
             boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
-        images.append(training_image(img, boxes, crops.margin, str(f)))
+            if cfg.source_regions == "distill":
+                p = np.clip((np.asarray(sm.values, np.float32) + 1) / 2, 0, 1)
+                soft = np.zeros(img.shape, np.float32)
+                for x1, y1, x2, y2 in boxes:
+                    soft[y1:y2, x1:x2] = p[y1:y2, x1:x2]
+        images.append(training_image(img, boxes, crops.margin, str(f), soft=soft))
     rehearsal = {r: [s for s in gdxray.list_series(r)
                      if gdxray.load_ground_truth(r, s).annotated] for r in cfg.rehearse}
     if not (run / "model.safetensors").is_file():
@@ -259,7 +276,12 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
         card["detection"] = source.params.to_dict()
     card["adaptation"] = {"source": str(source.path), "images": len(files),
                           "minutes": round(minutes, 2), "settings": asdict(cfg),
-                          "ignored_source_regions": regions}
+                          "ignored_source_regions": (regions if cfg.source_regions == "ignore"
+                                                     else 0),
+                          "source_regions_as_targets": (regions if cfg.source_regions ==
+                                                        "target" else 0),
+                          "source_regions_distilled": (regions if cfg.source_regions ==
+                                                       "distill" else 0)}
     _write_images_csv(out / "images.csv", _image_rows(files))
     write_json(sidecar(model_file), card)  # the card first: the weights mark completion
     with atomic_path(model_file) as tmp:

@@ -81,26 +81,37 @@ class TrainImage:
     """One radiograph to cut crops from. ``pixels``: ``(H, W)`` float32 in [0, 1];
     ``mask``: the casting mask; ``boxes``: ``(n, 4)`` int known real defects ``(x1, y1,
     x2, y2)`` (none for an unannotated image); ``free``: where simulated defects may be
-    centred (the mask less each box grown by the margin); ``name``: where it came from."""
+    centred (the mask less each box grown by the margin); ``name``: where it came from;
+    ``soft``: optional ``(H, W)`` float32 soft targets in [0, 1] (a teacher's defect
+    probability, :func:`make_crop`)."""
 
     pixels: np.ndarray
     mask: np.ndarray
     boxes: np.ndarray
     free: np.ndarray
     name: str = ""
+    soft: np.ndarray | None = None
 
 
 def training_image(pixels: np.ndarray, boxes: np.ndarray | None = None, margin: int = 8,
-                   name: str = "", mask: np.ndarray | None = None) -> TrainImage:
+                   name: str = "", mask: np.ndarray | None = None,
+                   soft: np.ndarray | None = None) -> TrainImage:
     """A :class:`TrainImage` of a grey image and its known defect boxes (default: none);
-    ``mask`` defaults to :func:`xdefect.gdxray.casting_mask`."""
+    ``mask`` defaults to :func:`xdefect.gdxray.casting_mask`; ``soft``: soft targets of
+    the image's shape in [0, 1] (see :func:`make_crop`)."""
     a = as_image(pixels)
     m = gdxray.casting_mask(a) if mask is None else np.asarray(mask, bool)
     b = np.zeros((0, 4), int) if boxes is None else np.asarray(boxes).astype(int).reshape(-1, 4)
     free = m.copy()
     for x1, y1, x2, y2 in b:
         free[max(y1 - margin, 0):y2 + margin, max(x1 - margin, 0):x2 + margin] = False
-    return TrainImage(a, m, b, free, name)
+    if soft is not None:
+        soft = np.asarray(soft, np.float32)
+        if soft.shape != a.shape or not (np.isfinite(soft).all() and soft.min() >= 0
+                                         and soft.max() <= 1):
+            raise ValueError(f"soft targets must be finite, in [0, 1] and of the image's "
+                             f"shape {a.shape}")
+    return TrainImage(a, m, b, free, name, soft)
 
 
 def gdxray_images(root: str | os.PathLike[str], series: Iterable[str] | None, split: str,
@@ -151,9 +162,12 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
     """``(crop, target, valid)``, each ``(size, size)``: a crop centred on a random mask
     pixel (on a random real box with ``on_real``) holding ``n_defects`` simulated
     defects, turned and mirrored at random. An image smaller than the crop is padded by
-    reflection (the padding is not valid)."""
+    reflection (the padding is not valid). ``target`` is boolean, or float32 in [0, 1]
+    for an image with ``soft`` targets: the larger of the soft target and the simulated
+    shadows, and its boxes (where simulated defects are not placed) are then neither
+    ignored nor, unless ``cfg.real``, hard targets: the soft target covers them."""
     size = cfg.size
-    pix, mask, free = img.pixels, img.mask, img.free
+    pix, mask, free, soft = img.pixels, img.mask, img.free, img.soft
     h, w = pix.shape
     valid_full = None
     if h < size or w < size:
@@ -162,6 +176,7 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
                      else "edge")
         mask = np.pad(mask, ((0, ph), (0, pw)))
         free = np.pad(free, ((0, ph), (0, pw)))
+        soft = None if soft is None else np.pad(soft, ((0, ph), (0, pw)))
         valid_full = np.pad(np.ones((h, w), bool), ((0, ph), (0, pw)))
         h, w = pix.shape
     if on_real and len(img.boxes):
@@ -191,12 +206,14 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
             esub = ell[rs.start - b1:rs.stop - b1, cs.start - a1:cs.stop - a1]
             valid[rs, cs] = esub
             target[rs, cs] |= esub
-        else:
+        elif soft is None:
             valid[max(b1 - m, 0):b2 + m, max(a1 - m, 0):a2 + m] = False
     free = free[r0:r0 + size, c0:c0 + size].copy()
     free[:4], free[-4:], free[:, :4], free[:, -4:] = False, False, False, False
     for res in superimpose_voids(crop, free, cfg, rng, n_defects):
         target |= res.d_map((size, size)) > 0
+    if soft is not None:
+        target = np.maximum(soft[r0:r0 + size, c0:c0 + size], target).astype(np.float32)
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
     out = []
@@ -209,8 +226,9 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
 def sample_batch(images: Sequence[TrainImage], cfg: CropConfig, rng: np.random.Generator,
                  n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` crops from images drawn uniformly: ``(x, target, valid)`` arrays ``(n, size,
-    size)`` (float32, bool, bool). With ``cfg.real``, ``cfg.real_share`` of them are
-    centred on a real box of an image that has one."""
+    size)`` (float32, bool, bool; targets float32 when an image has soft targets). With
+    ``cfg.real``, ``cfg.real_share`` of them are centred on a real box of an image that
+    has one."""
     if not images:
         raise ValueError("no images to cut crops from")
     with_real = [i for i in images if len(i.boxes)]

@@ -25,6 +25,7 @@ masks (:mod:`xdefect.crops`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -35,7 +36,8 @@ from torch import nn
 from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap
 from xdefect.models import count_params_keras, normalise_float
 
-__all__ = ["FAMILY", "SEGMENTERS", "SEGMENT_PARAMS", "VIEWS", "ProbabilityNet", "SegConfig",
+__all__ = ["FAMILY", "LCN_FLOOR", "SEGMENTERS", "SEGMENT_PARAMS", "VIEWS", "LocalContrast",
+           "ProbabilityNet", "SegConfig",
            "SegNet", "create_segmenter", "get_segmenter", "is_segmenter_arch", "mirror",
            "pad_to_multiple", "probability_map", "score_map", "segment_params", "views_mean"]
 
@@ -65,11 +67,16 @@ class SegConfig:
     channels: int = 16
     dilations: tuple[int, ...] = (2, 4)
     description: str = ""
+    lcn: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        object.__setattr__(self, "lcn", float(self.lcn))
         if not 1 <= self.channels <= 512 or any(d < 1 for d in self.dilations):
             raise ValueError("channels must be in 1..512 and dilations >= 1")
+        if not (self.lcn == 0.0 or 0.5 <= self.lcn <= 64.0):
+            raise ValueError(f"lcn (Gaussian sigma in pixels) must be 0 or in 0.5..64, "
+                             f"got {self.lcn}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "family": FAMILY, "dilations": list(self.dilations)}
@@ -80,7 +87,8 @@ class SegConfig:
             raise ValueError(f"not a segmenter architecture (family {doc.get('family')!r})")
         return SegConfig(name=str(doc["name"]), channels=int(doc["channels"]),
                          dilations=tuple(doc.get("dilations", (2, 4))),
-                         description=str(doc.get("description", "")))
+                         description=str(doc.get("description", "")),
+                         lcn=float(doc.get("lcn", 0.0)))
 
     def params(self) -> int:
         """Parameters, Keras convention (BatchNorm: 4 per channel), as for the classifiers."""
@@ -112,14 +120,52 @@ def _block(cin: int, cout: int, dil: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+#: the floor of :class:`LocalContrast`'s local standard deviation: 2 grey levels (of 255)
+#: in :func:`xdefect.models.normalise_float` units, so flat, noiseless areas are not
+#: blown up to unit contrast
+LCN_FLOOR = 2.0 / 255.0 / 0.25
+
+
+class LocalContrast(nn.Module):
+    """Local contrast normalisation of ``(N, 1, H, W)`` images: ``(x - m) / sqrt(v +
+    floor^2)`` with ``m`` the Gaussian-weighted local mean (standard deviation ``sigma``
+    pixels, truncated at 3 sigma) and ``v`` the Gaussian-weighted local variance around it;
+    borders reflected (replicated where the image is smaller than 3 sigma). Removes the
+    casting's thickness and the radiograph's exposure, keeps a void's local contrast
+    relative to the texture around it. No trainable parameters."""
+
+    def __init__(self, sigma: float, floor: float = LCN_FLOOR) -> None:
+        super().__init__()
+        r = max(1, math.ceil(3.0 * sigma))
+        k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2.0 * sigma ** 2))
+        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1), persistent=False)
+        self.radius = r
+        self.floor = float(floor)
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+        x = F.pad(x, (r, r, r, r), mode=mode)
+        x = F.conv2d(x, self.kernel)
+        return F.conv2d(x, self.kernel.transpose(-1, -2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x - self.blur(x)
+        return d / torch.sqrt(self.blur(d * d) + self.floor ** 2)
+
+
 class SegNet(nn.Module):
-    """Per-pixel defect logits at half resolution (see the module docstring)."""
+    """Per-pixel defect logits at half resolution (see the module docstring). With
+    ``cfg.lcn`` > 0 the network sees two channels: the normalised image and its local
+    contrast normalisation (:class:`LocalContrast`, sigma ``cfg.lcn`` pixels)."""
 
     def __init__(self, cfg: SegConfig) -> None:
         super().__init__()
         self.arch = cfg
         c = cfg.channels
-        self.e1 = nn.Sequential(nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False),
+        self.lcn = LocalContrast(cfg.lcn) if cfg.lcn else None
+        self.e1 = nn.Sequential(nn.Conv2d(2 if cfg.lcn else 1, c, 3, stride=2, padding=1,
+                                          bias=False),
                                 nn.BatchNorm2d(c), nn.ReLU(inplace=True), _block(c, c))
         self.e2 = nn.Sequential(_block(c, 2 * c), _block(2 * c, 2 * c))
         self.e3 = nn.Sequential(_block(2 * c, 4 * c), _block(4 * c, 4 * c),
@@ -133,6 +179,8 @@ class SegNet(nn.Module):
         ``W`` multiples of 8."""
         if x.shape[-1] % 8 or x.shape[-2] % 8:
             raise ValueError(f"image sides must be multiples of 8, got {tuple(x.shape[-2:])}")
+        if self.lcn is not None:
+            x = torch.cat([x, self.lcn(x)], 1)
         f1 = self.e1(x)
         f2 = self.e2(F.max_pool2d(f1, 2))
         f3 = self.e3(F.max_pool2d(f2, 2))

@@ -58,12 +58,16 @@ def register(sub: Any) -> None:
                    help="segmenter sources: fine-tuning steps of 16 crops")
     a.add_argument("--seg-lr", type=float_in(0, 1, lo_open=True, hi_open=True), default=5e-4,
                    help="segmenter sources: learning rate (cosine decay)")
-    a.add_argument("--source-regions", choices=("ignore", "negative"), default="ignore",
+    a.add_argument("--source-regions", choices=("ignore", "negative", "target", "distill"),
+                   default="ignore",
                    help="segmenter sources: the source's own detections on the images are "
-                        "left out of the loss (ignore) or background (negative)")
+                        "left out of the loss (ignore), background (negative), defect "
+                        "targets (target: pseudo-labels) or soft targets, the source's own "
+                        "probability (distill)")
     a.add_argument("--ignore-theta", type=float_in(-1, 1, hi_open=True), default=None,
-                   help="with --source-regions ignore: leave out the source's regions above "
-                        "this score (default: its detection threshold; lower ignores more)")
+                   help="with --source-regions ignore, target or distill: the source's "
+                        "regions above this score (default: its detection threshold; lower "
+                        "takes more)")
     a.add_argument("--rehearse", nargs="+", default=(), metavar="GDXRAY_ROOT",
                    help="segmenter sources: mix crops of these roots' annotated train images "
                         "(real defects as targets) into every batch, so that the model keeps "
