@@ -248,6 +248,50 @@ def adapt_table(doc: dict, path: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+#: the adaptations compared by what the source's own detections become (``adapt-regions``):
+#: result folder and label
+ADAPT_REGIONS = (("runs/adapt-series-default-ign05", "ignore (score > -0.5)"),
+                 ("runs/adapt-series-target", "target (pseudo-labels)"),
+                 ("runs/adapt-series-distill", "distill (soft targets)"))
+
+
+def adapt_regions() -> str | None:
+    """Per series, the tuning-image AP (where the option is chosen) and the test AP of each
+    adaptation of :data:`ADAPT_REGIONS` run with ``--tuning``, and the source's."""
+    docs = [(lbl, json.loads((Path(d) / "adapt_series.json").read_text()))
+            for d, lbl in ADAPT_REGIONS if (Path(d) / "adapt_series.json").exists()]
+    docs = [(lbl, d) for lbl, d in docs if "pooled_tuning" in d]
+    if not docs:
+        return None
+    series = list(docs[0][1]["per_series"])
+    lines = ["AP on the tuning images (odd, n % 4 == 1: adapted on, labels unused; where the "
+             "option is chosen) / on the test images (even; reported only). Source: "
+             f"`{docs[0][1]['source']}`{source_settings(docs[0][1], None)}.", "",
+             "| series | source | " + " | ".join(lbl for lbl, _ in docs) + " |",
+             "|---|---|" + "---|" * len(docs)]
+
+    def cell(t: dict | None, e: dict) -> str:
+        return f"{_f(t['ap']) if t else '-'} / {_f(e['ap'])}"
+
+    for s in series:
+        v0 = docs[0][1]["per_series"][s]
+        row = [cell(v0.get("tuning", {}).get("source"), v0["source"])]
+        for _, d in docs:
+            v = d["per_series"].get(s)
+            row.append(cell(v.get("tuning", {}).get("adapted"), v["adapted"]) if v else "-")
+        lines.append(f"| {s} | " + " | ".join(row) + " |")
+    d0 = docs[0][1]
+    pooled = [cell(d["pooled_tuning"]["adapted"], d["pooled_adapted"]) for _, d in docs]
+    lines.append("| **pooled** | " + cell(d0["pooled_tuning"]["source"], d0["pooled_source"])
+                 + " | " + " | ".join(f"**{c}**" for c in pooled) + " |")
+    lines.append("| false alarms / image (test) | "
+                 f"{d0['pooled_source']['false_alarms_per_image']:.1f} | " + " | ".join(
+                     f"{d['pooled_adapted']['false_alarms_per_image']:.1f}" for _, d in docs)
+                 + " |")
+    lines += ["", "Commands: " + "; ".join(f"`{d['command']}`" for _, d in docs)]
+    return "\n".join(lines)
+
+
 def table3_diagnosis(doc: dict) -> str:
     """Recall on Table 3's real test patches by the defect's offset from the window centre
     (``experiments/table3_diagnosis.py``)."""
@@ -769,6 +813,9 @@ def main() -> None:
                             fcn_loso)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
+    regions = adapt_regions()
+    if regions:
+        text = replace_block(text, "adapt-regions", regions, a.report)
     if a.fcn.with_name(LOSO_VARIANTS[0][0]).exists():
         text = replace_block(text, "fcn-loso-variants", fcn_loso_variants(a.fcn), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)

@@ -18,6 +18,7 @@ from xdefect.detect import score_map_dense
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.export import OnnxScorer, patch_path
+from xdefect.pipelines import write_phantom_root
 
 IMAGES = [("C0001", 2), ("C0015", 10), ("C0021", 2)]
 
@@ -153,6 +154,27 @@ def test_segmenter_graph_equals_pytorch(segment_exported, gdxray_root):
     # odd sizes: padded to multiples of 8 and cropped back, as in PyTorch
     odd = img[:101, :203]
     assert np.abs(from_file.score_map(odd).values - det.score_map(odd).values).max() <= 1e-4
+
+
+def test_local_contrast_segmenter_graph_equals_pytorch(gdxray_root, tmp_path):
+    """A segmenter with the local contrast channel (``segnet-lcn``): the normalisation is
+    inside the graph, the maps equal PyTorch's (1e-4) on a radiograph and an odd size."""
+    phantom_root = write_phantom_root(tmp_path / "root", n=4, shape=(160, 200))
+    run = tmp_path / "lcn"
+    proc = run_cli("train-segmenter", "--gdxray", str(phantom_root), "--arch", "segnet-lcn",
+                   "--steps", "3", "--batch", "2", "--no-theta", "--threads", "1",
+                   "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "lcn.onnx"
+    proc = run_cli("export", "--model", str(run / "model.safetensors"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    det = Detector.load(run / "model.safetensors", device="cpu", threads=1)
+    assert det.model.arch.lcn == 8.0
+    from_file = Detector.load(out, threads=1)
+    rec = gdxray.list_images(gdxray_root, ["C0001"])[1]
+    img = gdxray.load_sample(rec, gdxray.load_ground_truth(gdxray_root, "C0001")).image
+    for a in (img, img[:101, :203]):
+        assert np.abs(from_file.score_map(a).values - det.score_map(a).values).max() <= 1e-4
 
 
 def test_segmenter_graph_refusals(segment_exported, tmp_path):

@@ -99,6 +99,8 @@ SEGMENTERS: dict[str, SegConfig] = {
     "segnet": SegConfig("segnet", 16, (2, 4), "fully convolutional segmenter, 16 channels "
                         "at half resolution, context dilated 2 and 4 at an eighth"),
     "segnet-wide": SegConfig("segnet-wide", 32, (2, 4), "segnet with twice the channels"),
+    "segnet-lcn": SegConfig("segnet-lcn", 16, (2, 4), "segnet with a second input channel, "
+                            "the local contrast normalisation (sigma 8 px)", lcn=8.0),
 }
 
 
