@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500, help="segmenter sources: steps")
     ap.add_argument("--seg-lr", type=float, default=5e-4, help="segmenter sources: lr")
     ap.add_argument("--source-regions", choices=("ignore", "negative", "target", "distill"),
-                    default="ignore",
+                    default="distill",
                     help="segmenter sources: the source's detections as background or ignored")
     ap.add_argument("--rehearse", nargs="+", type=Path, default=[],
                     help="segmenter sources: GDXray roots rehearsed while adapting")

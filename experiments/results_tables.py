@@ -681,9 +681,12 @@ def ablation(a: argparse.Namespace) -> str:
         how = f"{hard} hard negatives per image{pairs}"
         if family(d) == "segmenter":
             arg = d["arguments"]
-            regions = ("as background" if arg["source_regions"] != "ignore" else
-                       "ignored" if arg.get("ignore_theta") is None else
-                       f"(score > {arg['ignore_theta']:g}) ignored")
+            above = ("" if arg.get("ignore_theta") is None else
+                     f" (score > {arg['ignore_theta']:g})")
+            regions = {"negative": "as background", "ignore": f"{above} ignored",
+                       "target": f"{above} as pseudo-labels (defect targets)",
+                       "distill": f"{above} as soft targets (the source's probability)"
+                       }[arg["source_regions"]].lstrip()
             how = (f"segmenter `{Path(d['source']).stem}` fine-tuned {arg['steps']} steps on "
                    f"simulated voids, its own detections {regions}"
                    + (f", rehearsing {', '.join(Path(r).name for r in arg['rehearse'])} "

@@ -326,6 +326,17 @@ def test_weights_that_do_not_match_the_card(trained, tmp_path):
         load_model(tmp_path / "bad.safetensors")
 
 
+def casting_folder(tmp_path, n: int, seed: int):
+    """A folder of ``n`` phantom radiographs (PNG, 120 x 160), a new casting without
+    labels."""
+    d = tmp_path / "casting"
+    d.mkdir()
+    for i in range(n):
+        Image.fromarray(np.round(phantom((120, 160), seed=seed + i).image * 255)
+                        .astype(np.uint8)).save(d / f"part_{i}.png")
+    return d
+
+
 def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
     out, _ = trained
     model = str(out / "model.safetensors")
@@ -337,11 +348,7 @@ def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
     show = run_cli("models", "show", model)
     assert show.returncode == 0, show.stderr
     assert "(segnet, 6 steps)" in show.stdout and "segmenter crops from" in show.stdout
-    d = tmp_path / "casting"
-    d.mkdir()
-    for i in range(3):
-        Image.fromarray(np.round(phantom((120, 160), seed=i).image * 255).astype(np.uint8)
-                        ).save(d / f"part_{i}.png")
+    d = casting_folder(tmp_path, 3, seed=0)
     before = {f.name: f.read_bytes() for f in d.iterdir()}
     ad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad"),
                  "--steps", "3", "--threads", "1", "--source-regions", "ignore")
@@ -366,11 +373,7 @@ def test_cli_train_evaluate_and_adapt(phantom_root, trained, tmp_path):
 
 def test_adapt_with_rehearsal(phantom_root, trained, tmp_path):
     out, _ = trained
-    d = tmp_path / "casting"
-    d.mkdir()
-    for i in range(2):
-        Image.fromarray(np.round(phantom((120, 160), seed=10 + i).image * 255)
-                        .astype(np.uint8)).save(d / f"part_{i}.png")
+    d = casting_folder(tmp_path, 2, seed=10)
     ad = run_cli("adapt", "--images", str(d), "--from", str(out / "model.safetensors"),
                  "--out", str(tmp_path / "ad"), "--steps", "2", "--threads", "1",
                  "--rehearse", str(phantom_root), "--rehearse-share", "0.25",
@@ -391,14 +394,10 @@ def test_adapt_with_rehearsal(phantom_root, trained, tmp_path):
 
 def test_adapt_with_pseudo_labels(trained, tmp_path):
     """``--source-regions target``: the source's detections become defect targets (the
-    crops' real-defect rule), ``distill``: their soft targets; counted in the card;
-    ``--ignore-theta`` refused with ``negative``."""
+    crops' real-defect rule); ``distill`` (the default): their soft targets; both counted
+    in the card; ``--ignore-theta`` refused with ``negative``."""
     out, _ = trained
-    d = tmp_path / "casting"
-    d.mkdir()
-    for i in range(2):
-        Image.fromarray(np.round(phantom((120, 160), seed=20 + i).image * 255)
-                        .astype(np.uint8)).save(d / f"part_{i}.png")
+    d = casting_folder(tmp_path, 2, seed=20)
     model = str(out / "model.safetensors")
     ad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad"),
                  "--steps", "2", "--threads", "1", "--source-regions", "target",
@@ -410,10 +409,10 @@ def test_adapt_with_pseudo_labels(trained, tmp_path):
     assert card["adaptation"]["ignored_source_regions"] == 0
     assert card["detection"] == read_card(model)["detection"]
     dist = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ds"),
-                   "--steps", "2", "--threads", "1", "--source-regions", "distill",
-                   "--ignore-theta", "-1")
+                   "--steps", "2", "--threads", "1", "--ignore-theta", "-1")  # the default
     assert dist.returncode == 0, dist.stderr
     card = read_card(tmp_path / "ds" / "model.safetensors")
+    assert card["adaptation"]["settings"]["source_regions"] == "distill"
     assert card["train_config"]["crops"]["real"] is False
     assert card["adaptation"]["source_regions_distilled"] >= 2
     bad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad2"),

@@ -45,7 +45,7 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.checkpoint import read_card, sidecar
-from xdefect.crops import CropConfig, training_image
+from xdefect.crops import CropConfig, TrainImage, training_image
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.io import as_image, atomic_path, command_line, progress, write_json
@@ -56,7 +56,7 @@ from xdefect.train import TrainConfig, train
 from xdefect.train_segment import SegTrainConfig, train_segmenter
 
 __all__ = ["SOURCE_REGIONS", "STAGED_SERIES", "AdaptConfig", "adapt", "adapt_segmenter",
-           "stage_images"]
+           "source_images", "stage_images"]
 
 #: the series name a folder of images is staged under
 STAGED_SERIES = "C9999"
@@ -91,16 +91,17 @@ class AdaptConfig:
     steps: int = 1500
     seg_lr: float = 5e-4
     #: segmenter sources: what the source's own detections on the images become:
-    #: ``"ignore"`` (left out of the loss, and no simulated defect placed on them),
-    #: ``"negative"`` (background, like every other pixel without a simulated defect) or
-    #: ``"target"`` (pseudo-labels: each detection's inscribed ellipse a defect target,
-    #: the rest of its box ignored, a third of the crops centred on one, as real defects
-    #: are in training) or ``"distill"`` (inside each detection's box the source's own
-    #: probability is the soft target, so the model keeps what the source finds there);
-    #: the source's settings, or ``ignore_theta``, decide what it detects
-    source_regions: str = "ignore"
-    #: with ``source_regions`` ``"ignore"``: the score above which a pixel of the source's
-    #: map is left out (default: the source's own detection threshold)
+    #: ``"distill"`` (the default, the best pooled AP on nine castings' tuning images in
+    #: ``docs/results.md``: inside each detection's box the source's own probability is
+    #: the soft target, so the model keeps what the source finds there), ``"ignore"``
+    #: (left out of the loss, and no simulated defect placed on them), ``"negative"``
+    #: (background, like every other pixel without a simulated defect) or ``"target"``
+    #: (pseudo-labels: each detection's inscribed ellipse a defect target, the rest of its
+    #: box ignored, a third of the crops centred on one, as real defects are in
+    #: training); the source's settings, or ``ignore_theta``, decide what it detects
+    source_regions: str = "distill"
+    #: with ``source_regions`` other than ``"negative"``: the score above which the
+    #: source's regions are taken (default: the source's own detection threshold)
     ignore_theta: float | None = None
     #: segmenter sources: GDXray roots whose annotated series' train images (real defects
     #: as targets) fill ``rehearse_share`` of every batch, so that the model keeps what it
@@ -240,22 +241,7 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     crops = replace(CropConfig(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in tc.items()}),
                     real=cfg.source_regions == "target")
-    images = []
-    regions = 0
-    for f in progress(iterable=files, desc="adapt: reading images", unit="image"):
-        img = as_image(f)
-        boxes, soft = None, None
-        if cfg.source_regions != "negative":
-            dets, sm = (source if cfg.ignore_theta is None else
-                        source.with_params(theta=cfg.ignore_theta)).run(img)
-            regions += len(dets)
-            boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
-            if cfg.source_regions == "distill":
-                p = np.clip((np.asarray(sm.values, np.float32) + 1) / 2, 0, 1)
-                soft = np.zeros(img.shape, np.float32)
-                for x1, y1, x2, y2 in boxes:
-                    soft[y1:y2, x1:x2] = p[y1:y2, x1:x2]
-        images.append(training_image(img, boxes, crops.margin, str(f), soft=soft))
+    images, regions = source_images(cfg, source, files, crops.margin)
     rehearsal = {r: [s for s in gdxray.list_series(r)
                      if gdxray.load_ground_truth(r, s).annotated] for r in cfg.rehearse}
     if not (run / "model.safetensors").is_file():
@@ -289,6 +275,30 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     return {"model": str(model_file), "images": len(files),
             "patches": {"crops": card["training"]["crops_seen"]},
             "minutes": round(minutes, 2), "best_epoch": None}
+
+
+def source_images(cfg: AdaptConfig, source: Detector, files: list[Path], margin: int
+                  ) -> tuple[list[TrainImage], int]:
+    """The new images as training images, with what the source's detections on them
+    become (``cfg.source_regions``): their boxes (``ignore``: left out; ``target``:
+    pseudo-labels; ``distill``: the source's probability ``(score + 1) / 2`` inside them
+    as soft targets), none for ``negative``; and how many regions the source found."""
+    images, regions = [], 0
+    for f in progress(iterable=files, desc="adapt: reading images", unit="image"):
+        img = as_image(f)
+        boxes, soft = None, None
+        if cfg.source_regions != "negative":
+            dets, sm = (source if cfg.ignore_theta is None else
+                        source.with_params(theta=cfg.ignore_theta)).run(img)
+            regions += len(dets)
+            boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
+            if cfg.source_regions == "distill":
+                p = np.clip((np.asarray(sm.values, np.float32) + 1) / 2, 0, 1)
+                soft = np.zeros(img.shape, np.float32)
+                for x1, y1, x2, y2 in boxes:
+                    soft[y1:y2, x1:x2] = p[y1:y2, x1:x2]
+        images.append(training_image(img, boxes, margin, str(f), soft=soft))
+    return images, regions
 
 
 def _image_rows(files: list[Path]) -> list[dict[str, Any]]:

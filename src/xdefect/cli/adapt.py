@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     a.add_argument("--seg-lr", type=float_in(0, 1, lo_open=True, hi_open=True), default=5e-4,
                    help="segmenter sources: learning rate (cosine decay)")
     a.add_argument("--source-regions", choices=("ignore", "negative", "target", "distill"),
-                   default="ignore",
+                   default="distill",
                    help="segmenter sources: the source's own detections on the images are "
                         "left out of the loss (ignore), background (negative), defect "
                         "targets (target: pseudo-labels) or soft targets, the source's own "
