@@ -20,8 +20,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from xdefect import gdxray
 from xdefect.adaptation import AdaptConfig, adapt
 from xdefect.checkpoint import DEFAULT_MODEL
@@ -39,8 +37,10 @@ def row(m: dict) -> dict:
             "false_alarms_per_image": m["false_positives"] / max(m["images"], 1)}
 
 
-def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
-    """Adapt on the odd images of ``s``, evaluate source and adapted on the even ones."""
+def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
+    """Adapt on the odd images of ``s``, evaluate source and adapted on the even ones (and
+    with ``--tuning`` on the tuning images); returns the series' summary and the per-image
+    results of both models on each (``{"source": [...], "adapted": [...]}``)."""
     out = a.out / s
     odd = [str(r.path) for r in gdxray.list_images(a.root, [s], "odd")]
     t0 = time.perf_counter()
@@ -69,9 +69,7 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, list, list]:
            "source": row(summarise(res["source"])), "adapted": row(summarise(res["adapted"]))}
     if tun:
         doc["tuning"] = {k: row(summarise(v)) for k, v in tun.items()}
-        doc["tuning_results"] = {k: [[r.key, r.boxes.tolist(), r.scores.tolist(),
-                                      r.gt.tolist()] for r in v] for k, v in tun.items()}
-    return doc, res["source"], res["adapted"]
+    return doc, res, tun
 
 
 def main() -> None:
@@ -95,7 +93,8 @@ def main() -> None:
     ap.add_argument("--seg-lr", type=float, default=5e-4, help="segmenter sources: lr")
     ap.add_argument("--source-regions", choices=("ignore", "negative", "target", "distill"),
                     default="distill",
-                    help="segmenter sources: the source's detections as background or ignored")
+                    help="segmenter sources: what the source's detections become (as "
+                         "xdefect adapt --source-regions)")
     ap.add_argument("--rehearse", nargs="+", type=Path, default=[],
                     help="segmenter sources: GDXray roots rehearsed while adapting")
     ap.add_argument("--rehearse-share", type=float, default=0.5)
@@ -104,49 +103,46 @@ def main() -> None:
                          "images (odd, n % 4 == 1: adapted on without labels), where "
                          "adaptation options are chosen")
     ap.add_argument("--ignore-theta", type=float, default=None,
-                    help="with --source-regions ignore: the score above which the source's "
-                         "regions are left out")
+                    help="with --source-regions ignore, target or distill: the score above "
+                         "which the source's regions are taken")
     a = ap.parse_args()
-    per, src_all, ad_all = {}, [], []
+    per: dict = {}
+    test: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
+    tuning: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
     for s in a.series:
-        doc, src, ad = run_series(a, s)
+        doc, res, tun = run_series(a, s)
         per[s] = doc
-        src_all += src
-        ad_all += ad
+        for k in test:
+            test[k] += res[k]
+            tuning[k] += tun.get(k, [])
         print(json.dumps({"series": s, "source_ap": doc["source"]["ap"],
                           "adapted_ap": doc["adapted"]["ap"],
                           "minutes": round(doc["adapt_minutes"], 1)}), flush=True)
-        out = write_summary(a, per, src_all, ad_all)  # after every series: a partial run
+        out = write_summary(a, per, test, tuning)  # after every series: a partial run
     print(f"{a.out}: pooled AP source {out['pooled_source']['ap']:.4f} -> adapted "
           f"{out['pooled_adapted']['ap']:.4f} over {', '.join(per)}")
 
 
-def write_summary(a: argparse.Namespace, per: dict, src_all: list[ImageResult],
-                  ad_all: list[ImageResult]) -> dict:
-    """``OUT/adapt_series.json`` over the series done so far."""
+def write_summary(a: argparse.Namespace, per: dict, test: dict[str, list[ImageResult]],
+                  tuning: dict[str, list[ImageResult]]) -> dict:
+    """``OUT/adapt_series.json`` over the series done so far (``test``, ``tuning``: the
+    per-image results of the source and the adapted models)."""
     src = Detector.load(a.source, device="cpu")
     out = {"protocol": "adapt on the odd images without labels, test on the even images",
            "root": str(a.root), "source": a.source or DEFAULT_MODEL,
            "source_family": "segmenter" if isinstance(src.model, SegNet) else "classifier",
            "source_detection": src.params.to_dict(),
            "series_planned": a.series, "per_series": per,
-           "pooled_source": row(summarise(src_all)), "pooled_adapted": row(summarise(ad_all)),
-           **({"pooled_tuning": {k: row(summarise(pooled_tuning(per, k)))
-                                 for k in ("source", "adapted")}} if a.tuning else {}),
+           "pooled_source": row(summarise(test["source"])),
+           "pooled_adapted": row(summarise(test["adapted"])),
+           **({"pooled_tuning": {k: row(summarise(v)) for k, v in tuning.items()}}
+              if a.tuning else {}),
            "arguments": {k: str(v) if isinstance(v, Path) else
                          [str(x) for x in v] if isinstance(v, list) else v
                          for k, v in vars(a).items()},
            "command": command_line()}
     write_json(a.out / "adapt_series.json", out)
     return out
-
-
-def pooled_tuning(per: dict, name: str) -> list[ImageResult]:
-    """The tuning-image results of model ``name`` of every series done so far."""
-    return [ImageResult(k, s, np.asarray(b, float).reshape(-1, 4), np.asarray(sc, float),
-                        np.asarray(g, float).reshape(-1, 4))
-            for s, d in per.items() for k, b, sc, g in d.get("tuning_results", {})
-            .get(name, [])]
 
 
 if __name__ == "__main__":

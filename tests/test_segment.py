@@ -405,7 +405,8 @@ def test_adapt_with_pseudo_labels(trained, tmp_path):
     assert ad.returncode == 0, ad.stderr
     card = read_card(tmp_path / "ad" / "model.safetensors")
     assert card["train_config"]["crops"]["real"] is True
-    assert card["adaptation"]["source_regions_as_targets"] >= 2  # every casting is a region
+    assert card["adaptation"]["settings"]["source_regions"] == "target"
+    assert card["adaptation"]["source_regions_found"] >= 2  # every casting is a region
     assert card["adaptation"]["ignored_source_regions"] == 0
     assert card["detection"] == read_card(model)["detection"]
     dist = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ds"),
@@ -414,7 +415,7 @@ def test_adapt_with_pseudo_labels(trained, tmp_path):
     card = read_card(tmp_path / "ds" / "model.safetensors")
     assert card["adaptation"]["settings"]["source_regions"] == "distill"
     assert card["train_config"]["crops"]["real"] is False
-    assert card["adaptation"]["source_regions_distilled"] >= 2
+    assert card["adaptation"]["source_regions_found"] >= 2
     bad = run_cli("adapt", "--images", str(d), "--from", model, "--out", str(tmp_path / "ad2"),
                   "--source-regions", "negative", "--ignore-theta", "0.5")
     assert_one_line_error(bad, "--ignore-theta needs")

@@ -262,12 +262,9 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
         card["detection"] = source.params.to_dict()
     card["adaptation"] = {"source": str(source.path), "images": len(files),
                           "minutes": round(minutes, 2), "settings": asdict(cfg),
+                          "source_regions_found": regions,  # settings say what they became
                           "ignored_source_regions": (regions if cfg.source_regions == "ignore"
-                                                     else 0),
-                          "source_regions_as_targets": (regions if cfg.source_regions ==
-                                                        "target" else 0),
-                          "source_regions_distilled": (regions if cfg.source_regions ==
-                                                       "distill" else 0)}
+                                                     else 0)}
     _write_images_csv(out / "images.csv", _image_rows(files))
     write_json(sidecar(model_file), card)  # the card first: the weights mark completion
     with atomic_path(model_file) as tmp:
@@ -284,12 +281,12 @@ def source_images(cfg: AdaptConfig, source: Detector, files: list[Path], margin:
     pseudo-labels; ``distill``: the source's probability ``(score + 1) / 2`` inside them
     as soft targets), none for ``negative``; and how many regions the source found."""
     images, regions = [], 0
+    det = source if cfg.ignore_theta is None else source.with_params(theta=cfg.ignore_theta)
     for f in progress(iterable=files, desc="adapt: reading images", unit="image"):
         img = as_image(f)
         boxes, soft = None, None
         if cfg.source_regions != "negative":
-            dets, sm = (source if cfg.ignore_theta is None else
-                        source.with_params(theta=cfg.ignore_theta)).run(img)
+            dets, sm = det.run(img)
             regions += len(dets)
             boxes = np.asarray([d.box for d in dets], int).reshape(-1, 4)
             if cfg.source_regions == "distill":

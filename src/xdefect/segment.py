@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap
-from xdefect.models import count_params_keras, normalise_float
+from xdefect.models import NORMALISATION, count_params_keras, normalise_float
 
 __all__ = ["FAMILY", "LCN_FLOOR", "SEGMENTERS", "SEGMENT_PARAMS", "VIEWS", "LocalContrast",
            "ProbabilityNet", "SegConfig",
@@ -125,7 +125,7 @@ def _block(cin: int, cout: int, dil: int = 1) -> nn.Sequential:
 #: the floor of :class:`LocalContrast`'s local standard deviation: 2 grey levels (of 255)
 #: in :func:`xdefect.models.normalise_float` units, so flat, noiseless areas are not
 #: blown up to unit contrast
-LCN_FLOOR = 2.0 / 255.0 / 0.25
+LCN_FLOOR = 2.0 / 255.0 / NORMALISATION["std"]
 
 
 class LocalContrast(nn.Module):
