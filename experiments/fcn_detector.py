@@ -186,7 +186,8 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     cfg = CropConfig(size=a.crop, defects=a.defects, axes_mm=tuple(a.axes_mm), x_max=a.x_max,
-                     blur_px=a.blur, real=a.real, margin=MARGIN)
+                     blur_px=a.blur, real=a.real, margin=MARGIN,
+                     x_max_range=None if a.x_max_range is None else tuple(a.x_max_range))
     net = make_net(a.channels, a.lcn)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     t0 = time.perf_counter()
@@ -281,7 +282,8 @@ def leave_series_out(a: argparse.Namespace) -> None:
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
     rs = grid_results(net, tested, [(t, a_min, grow)])[(t, a_min, grow)]
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on,
-           "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn, "threshold": t,
+           "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn,
+           "x_max_range": a.x_max_range, "threshold": t,
            "a_min": a_min, "grow": grow,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
@@ -344,6 +346,10 @@ def main() -> None:
     ap.add_argument("--defects", type=float, default=1.5, help="mean simulated defects/crop")
     ap.add_argument("--axes-mm", type=float, nargs=2, default=(1.0, 10.0))
     ap.add_argument("--x-max", type=float, default=60.0)
+    ap.add_argument("--x-max-range", type=float, nargs=2, default=None,
+                    metavar=("LOW", "HIGH"),
+                    help="each simulated void's own x_max drawn log-uniformly in this "
+                         "range (mm): a mixture of contrasts, fainter ones included")
     ap.add_argument("--blur", type=float, default=0.0)
     ap.add_argument("--pos-weight", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=2e-3)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -297,3 +298,20 @@ def test_simulated_defects_that_change_nothing_are_drawn_again():
     with pytest.raises(InputError, match="changed a pixel"):
         ellipsoid_patches(np.ones((96, 96), np.float32), centres[:, :96], 5, rng,
                           SamplerConfig())
+
+
+def test_build_args_range_of_contrasts():
+    args = BuildArgs(gdxray="g", out="o", x_max_range=(60.0, 180.0))
+    args.validate()
+    assert args.sampler().x_max_range == (60.0, 180.0)
+    with pytest.raises(InputError, match="--x-max-range"):
+        BuildArgs(gdxray="g", out="o", x_max_range=(180.0, 60.0)).validate()
+    # the patches' defects keep their own x_max: fainter than the fixed one, never stronger
+    img = np.full((96, 96), 0.5, np.float32)
+    centres = np.zeros(img.shape, bool)
+    centres[40:56, 40:56] = True
+    cfg = SamplerConfig(axes_mm=(2.0, 2.0), mu_range=(0.02, 0.02))
+    fixed = ellipsoid_patches(img, centres, 20, np.random.default_rng(0), cfg)[0]
+    faint = ellipsoid_patches(img, centres, 20, np.random.default_rng(0),
+                              replace(cfg, x_max_range=(120.0, 240.0)))[0]
+    assert faint.astype(int).max(axis=(1, 2)).mean() < fixed.astype(int).max(axis=(1, 2)).mean()

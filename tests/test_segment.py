@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -214,6 +215,23 @@ def test_sample_batch_and_small_images():
     assert v.sum() == 50 * 70  # the padding of the 50x70 image is not valid
     with pytest.raises(ValueError):
         CropConfig(size=50)
+    with pytest.raises(ValueError, match="x_max_range"):
+        CropConfig(x_max_range=(90.0, 30.0))
+
+
+def test_crops_with_a_range_of_contrasts():
+    img = training_image(np.full((120, 120), 0.5, np.float32), mask=np.ones((120, 120), bool))
+    cfg = CropConfig(size=96, axes_mm=(3.0, 3.0), mu_range=(0.02, 0.02),
+                     x_max_range=(60.0, 240.0))
+    assert CropConfig(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in cfg.to_dict().items()}) == cfg  # a card's round trip
+    assert cfg.to_dict()["x_max_range"] == [60.0, 240.0]
+    assert cfg.sampler().x_max_range == (60.0, 240.0)
+    peaks = [float(make_crop(img, cfg, np.random.default_rng(s), 1)[0].max()) - 0.5
+             for s in range(40)]
+    fixed = float(make_crop(img, replace(cfg, x_max_range=None), np.random.default_rng(0),
+                            1)[0].max()) - 0.5
+    assert max(peaks) <= fixed * 1.01 and min(peaks) < 0.6 * fixed  # as strong or fainter
     with pytest.raises(ValueError):
         sample_batch([], CropConfig(), np.random.default_rng(0), 1)
 
@@ -431,6 +449,9 @@ def test_cli_bad_input(tmp_path, phantom_root):
                                   str(phantom_root), "--series", "C0404"), "C0404")
     assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
                                   str(phantom_root), "--size", "60"), "multiple of 8")
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
+                                  str(phantom_root), "--x-max-range", "180", "60"),
+                          "x_max_range")
     assert not (tmp_path / "r").exists()
 
 

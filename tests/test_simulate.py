@@ -116,6 +116,35 @@ def test_x_max_sets_the_contrast_and_mu_log_keeps_the_stream():
     assert np.mean(np.array(mus_b) < 0.0089) > 0.4 > np.mean(np.array(mus_a) < 0.0089)
 
 
+def test_x_max_range_draws_a_contrast_per_defect_and_keeps_the_stream():
+    img = np.full((80, 100), 0.5, np.float32)
+    ell = S.Ellipsoid((2.0, 3.0, 1.5), np.eye(3), (40.0, 50.0), 0.02)
+    faint = S.Ellipsoid((2.0, 3.0, 1.5), np.eye(3), (40.0, 50.0), 0.02, x_max=180.0)
+    g60 = float(S.superimpose(img, ell, x_max=60).image.max()) - 0.5
+    g180 = float(S.superimpose(img, faint, x_max=60).image.max()) - 0.5  # its own x_max wins
+    assert g180 == pytest.approx(float(S.superimpose(img, ell, x_max=180).image.max()) - 0.5)
+    assert 0 < g180 < 0.7 * g60  # fainter (about d / x_max while mu x_max is small)
+    mask = np.ones((80, 100), bool)
+    a = S.DefectSampler(mask, S.SamplerConfig())
+    b = S.DefectSampler(mask, S.SamplerConfig(x_max_range=(60, 240)))
+    xs = []
+    for seed in range(300):
+        ea, eb = a.sample(np.random.default_rng(seed)), b.sample(np.random.default_rng(seed))
+        assert ea.x_max is None
+        assert ea.center == eb.center and ea.mu == eb.mu  # the same draws before x_max
+        xs.append(eb.x_max)
+    xs = np.array(xs)
+    assert xs.min() >= 60 and xs.max() <= 240
+    # log-uniform: half the draws below the geometric mean, 120
+    assert 0.4 < np.mean(xs < 120) < 0.6
+    _, placed = S.add_random_defects(img, 3, np.random.default_rng(0), config=b.config)
+    assert all(60 <= r["x_max"] <= 240 for r in S.defect_records(placed))
+    assert "x_max" not in S.defect_records([(ell, (0, 0, 1, 1))])[0]
+    for bad in ((240, 60), (0, 60), (60, float("nan"))):
+        with pytest.raises(ValueError, match="x_max_range"):
+            S.SamplerConfig(x_max_range=bad)
+
+
 @pytest.mark.parametrize("center", [(-3.0, 10.0), (10.0, -4.0), (47.0, 25.0), (25.0, 118.0),
                                     (-2.0, -2.0), (49.0, 119.0), (-40.0, 50.0), (20.0, 400.0)])
 def test_clipping_non_square(center):
@@ -225,3 +254,5 @@ def test_cli_simulate_bad_input(tmp_path):
     assert not (tmp_path / "o.png").exists()
     assert_one_line_error(run_cli("simulate", "phantom", "--out", str(tmp_path / "o.png"),
                                   "--axes-mm", "3", "1"), "--axes-mm")
+    assert_one_line_error(run_cli("simulate", "phantom", "--out", str(tmp_path / "o.png"),
+                                  "--x-max-range", "200", "100"), "--x-max-range")

@@ -35,8 +35,10 @@ __all__ = ["CropConfig", "TrainImage", "folder_images", "gdxray_images", "inscri
 class CropConfig:
     """How crops are made. ``size``: crop side (pixels, a multiple of 8). ``defects``:
     mean number of simulated defects per crop (Poisson). ``axes_mm``, ``mu_range``,
-    ``x_max``, ``blur_px``: the simulated defects (:class:`~xdefect.simulate.SamplerConfig`;
-    semi-axes in mm, absorption in 1/mm). ``real``: real defect boxes' inscribed ellipses
+    ``x_max``, ``blur_px``, ``x_max_range``: the simulated defects
+    (:class:`~xdefect.simulate.SamplerConfig`; semi-axes and ``x_max`` in mm, absorption in
+    1/mm; ``x_max_range``: each void's own ``x_max``, log-uniform, for a mixture of
+    contrasts). ``real``: real defect boxes' inscribed ellipses
     are targets (the rest of each box is ignored) and ``real_share`` of the crops are
     centred on a real box; otherwise each real box grown by ``margin`` pixels is ignored
     (the paper's protocol: simulated defects only). ``margin``: pixels between a real box
@@ -51,10 +53,18 @@ class CropConfig:
     real: bool = False
     real_share: float = 1 / 3
     margin: int = 8
+    x_max_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for k in ("axes_mm", "mu_range"):
             object.__setattr__(self, k, tuple(float(v) for v in getattr(self, k)))
+        if self.x_max_range is not None:
+            object.__setattr__(self, "x_max_range", tuple(float(v) for v in self.x_max_range))
+            lo, hi = self.x_max_range
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(f"x_max_range {self.x_max_range}: need 0 < low <= high (mm)")
+        if not (np.isfinite(self.x_max) and self.x_max > 0):
+            raise ValueError(f"x_max {self.x_max}: must be a positive number (mm)")
         if self.size < 16 or self.size % 8:
             raise ValueError(f"crop size {self.size}: must be a multiple of 8, at least 16")
         if not (np.isfinite(self.defects) and 0 <= self.defects <= 50):
@@ -70,7 +80,7 @@ class CropConfig:
 
     def sampler(self) -> SamplerConfig:
         return SamplerConfig(axes_mm=self.axes_mm, mu_range=self.mu_range, x_max=self.x_max,
-                             blur_px=self.blur_px)
+                             blur_px=self.blur_px, x_max_range=self.x_max_range)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

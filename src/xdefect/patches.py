@@ -47,7 +47,7 @@ import multiprocessing as mp
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -191,9 +191,8 @@ def _place_ellipsoids(image: np.ndarray, centre_mask: np.ndarray, n: int,
             pr, pc = _defect_window(ell, hit, r0, c0, total, (h, w), rng, max_offset,
                                     min_inside)
             crop = padded[pr:pr + side, pc:pc + side]  # padded coordinates: pr + M - M
-            local = S.Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - pr + context,
-                                                             ell.center[1] - pc + context),
-                                ell.mu)
+            local = replace(ell, center=(ell.center[0] - pr + context,
+                                         ell.center[1] - pc + context))
             res = S.superimpose(crop, local, geo, x_max=config.x_max, blur_px=config.blur_px)
             q = to_uint(res.image, 8)
             inner = (slice(context, context + PATCH),) * 2
@@ -307,6 +306,8 @@ class BuildArgs:
     defect_blur: float = 0.0
     mu_log: bool = False
     x_max: float = S.DEFAULT_X_MAX
+    #: each simulated defect's own x_max drawn log-uniformly in this range (mm)
+    x_max_range: tuple[float, float] | None = None
     real: int = 0
     real_offset: int = 8
     hard_negatives: int = 0
@@ -342,6 +343,9 @@ class BuildArgs:
             raise InputError("--real and --hard-negatives apply to --protocol wholeimage only")
         if self.hard_pairs and not self.hard_negatives:
             raise InputError("--hard-pairs pairs the hard negatives: give --hard-negatives N")
+        if self.x_max_range is not None and not self.x_max_range[0] <= self.x_max_range[1]:
+            raise InputError(f"--x-max-range {self.x_max_range[0]} {self.x_max_range[1]}: "
+                             "need LOW <= HIGH")
         mix = parse_mix(self.mix)
         if self.context:
             if self.context < 0 or self.context % 32:
@@ -355,7 +359,9 @@ class BuildArgs:
         """The ellipsoid sampler of the build (:mod:`xdefect.simulate`'s defaults unless
         the arguments set the ranges)."""
         return S.SamplerConfig(axes_mm=tuple(self.axes_mm), mu_range=tuple(self.mu_range),
-                               x_max=self.x_max, blur_px=self.defect_blur, mu_log=self.mu_log)
+                               x_max=self.x_max, blur_px=self.defect_blur, mu_log=self.mu_log,
+                               x_max_range=(None if self.x_max_range is None
+                                            else tuple(self.x_max_range)))
 
 
 def generator_file(gan: str | os.PathLike[str]) -> tuple[Path, dict]:

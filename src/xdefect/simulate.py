@@ -35,7 +35,7 @@ projection whose principal point is ``principal_point`` (default the image centr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -79,13 +79,18 @@ class Ellipsoid:
     ``axes_mm``: semi-axes ``(a, b, c)`` in mm. ``rotation``: 3x3 rotation matrix whose
     columns are the directions of the a, b, c axes in object coordinates (x = columns,
     y = rows, z = beam). ``center``: ``(row, col)`` of the centre's projection, pixels,
-    0-based. ``mu``: linear absorption coefficient, 1/mm.
+    0-based. ``mu``: linear absorption coefficient, 1/mm. ``x_max``: if set, the
+    thickness (mm) at which the grey value is minimal in this defect's Eq. 3, in place of
+    the one :func:`superimpose` is given (a sampler with ``x_max_range`` draws it per
+    defect: the shadow's contrast is about ``d / x_max``, so a range of ``x_max`` is a
+    range of contrasts).
     """
 
     axes_mm: tuple[float, float, float]
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
     center: tuple[float, float] = (0.0, 0.0)
     mu: float = 0.04
+    x_max: float | None = None
 
     @property
     def angles_deg(self) -> list[float]:
@@ -219,7 +224,7 @@ def superimpose(image: np.ndarray, ell: Ellipsoid, geo: Geometry | None = None,
         :class:`Geometry` (default: parallel beam, ``DEFAULT_MM_PER_PX``).
     x_max, b:
         ``B`` of the grey-value model: ``b`` if given, else :func:`offset_b` of ``ell.mu``
-        and ``x_max`` (mm).
+        and ``ell.x_max`` if the defect has one, else ``x_max`` (mm).
     inplace:
         Modify ``image`` instead of a copy.
     blur_px:
@@ -245,7 +250,8 @@ def superimpose(image: np.ndarray, ell: Ellipsoid, geo: Geometry | None = None,
     if d.size:
         hit = d > 0
         if hit.any():
-            bb = b if b is not None else offset_b(ell.mu, x_max)
+            bb = b if b is not None else offset_b(
+                ell.mu, ell.x_max if ell.x_max is not None else x_max)
             if blur_px > 0:
                 _blurred_gain(out, d, win, ell.mu, bb, blur_px)
             else:
@@ -296,6 +302,9 @@ class SamplerConfig:
     absorption coefficient, uniform. ``x_max``: mm (fixes ``B``). ``geometry``: imaging.
     ``blur_px``: detector unsharpness applied to each defect (:func:`superimpose`).
     ``mu_log``: ``mu`` log-uniform in ``mu_range`` rather than uniform.
+    ``x_max_range``: if set, each defect's own ``x_max`` (mm), log-uniform in this range,
+    in place of ``x_max``: a mixture of contrasts (about ``d / x_max``), fainter ones
+    included, as real voids have (``docs/simulation.md``).
     """
 
     axes_mm: tuple[float, float] = DEFAULT_AXES_MM
@@ -307,6 +316,15 @@ class SamplerConfig:
     #: draw ``mu`` log-uniformly in ``mu_range`` (as many faint defects per octave as
     #: strong ones) instead of uniformly
     mu_log: bool = False
+    #: draw each defect's ``x_max`` log-uniformly in this range (mm); None: ``x_max``
+    x_max_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_max_range is not None:
+            lo, hi = (float(v) for v in self.x_max_range)
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(f"x_max_range {self.x_max_range}: need 0 < low <= high (mm)")
+            object.__setattr__(self, "x_max_range", (lo, hi))
 
 
 class DefectSampler:
@@ -337,7 +355,12 @@ class DefectSampler:
             mu = float(np.exp(rng.uniform(np.log(lo_mu), np.log(hi_mu))))
         else:
             mu = float(rng.uniform(lo_mu, hi_mu))
-        return Ellipsoid(axes, rot, (r + float(off[0]), c + float(off[1])), mu)  # type: ignore[arg-type]
+        x_max = None
+        if cfg.x_max_range is not None:  # drawn only then: the default stream is unchanged
+            lo_x, hi_x = cfg.x_max_range
+            x_max = float(np.exp(rng.uniform(np.log(lo_x), np.log(hi_x))))
+        return Ellipsoid(axes, rot, (r + float(off[0]), c + float(off[1])), mu,  # type: ignore[arg-type]
+                         x_max)
 
 
 def add_random_defects(image: np.ndarray, n: int, rng: np.random.Generator,
@@ -398,9 +421,11 @@ def simulate_defects(image: np.ndarray, n: int = 1, seed: int = 0,
 
 def defect_records(placed: list[tuple[Ellipsoid, tuple[int, int, int, int]]]) -> list[dict]:
     """JSON-ready records of placed defects: ``box`` ``[x1, y1, x2, y2]``, ``axes_mm``,
-    ``angles_deg``, ``center`` (row, col; pixels) and ``mu``."""
+    ``angles_deg``, ``center`` (row, col; pixels), ``mu`` and, for a defect drawn with its
+    own, ``x_max`` (mm)."""
     return [{"box": [int(v) for v in b], "axes_mm": list(e.axes_mm),
              "angles_deg": e.angles_deg, "center": list(e.center), "mu": e.mu}
+            | ({} if e.x_max is None else {"x_max": e.x_max})
             for e, b in placed]
 
 
@@ -419,8 +444,7 @@ def defect_patches(image: np.ndarray, mask: np.ndarray, config: SamplerConfig,
         ell = sampler.sample(rng)
         r0 = int(np.clip(round(ell.center[0]) - half, 0, h - size))
         c0 = int(np.clip(round(ell.center[1]) - half, 0, w - size))
-        local = Ellipsoid(ell.axes_mm, ell.rotation, (ell.center[0] - r0, ell.center[1] - c0),
-                          ell.mu)
+        local = replace(ell, center=(ell.center[0] - r0, ell.center[1] - c0))
         out[i] = superimpose(image[r0:r0 + size, c0:c0 + size], local, config.geometry,
                              x_max=config.x_max, blur_px=config.blur_px).image
     return out

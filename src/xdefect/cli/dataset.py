@@ -118,6 +118,11 @@ def _build_options(db: argparse.ArgumentParser) -> None:
                     metavar="MM", help="thickness (mm) at which grey values are minimal; it "
                                        "fixes B of Eq. 3 and so the simulated defects' "
                                        "contrast (larger: fainter; docs/simulation.md)")
+    db.add_argument("--x-max-range", type=float_in(0, 10000, lo_open=True), nargs=2,
+                    default=None, metavar=("LOW", "HIGH"),
+                    help="draw each simulated defect's own --x-max log-uniformly in this "
+                         "range (mm): a mixture of contrasts, fainter ones included, as real "
+                         "voids have (docs/simulation.md); default: --x-max for every defect")
     db.add_argument("--mu-log", action="store_true",
                     help="draw each simulated defect's mu log-uniformly in --mu (as many "
                          "faint defects per octave as strong ones) instead of uniformly")

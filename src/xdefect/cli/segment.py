@@ -94,6 +94,14 @@ def register(sub: Any) -> None:
     p.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
                    default=CropConfig().mu_range, metavar=("LOW", "HIGH"),
                    help="absorption-coefficient range of the simulated voids (1/mm)")
+    p.add_argument("--x-max", type=float_in(0, 10000, lo_open=True), default=60.0,
+                   metavar="MM", help="thickness (mm) at which grey values are minimal: it "
+                                      "fixes the simulated voids' contrast (larger: fainter)")
+    p.add_argument("--x-max-range", type=float_in(0, 10000, lo_open=True), nargs=2,
+                   default=None, metavar=("LOW", "HIGH"),
+                   help="draw each simulated void's own --x-max log-uniformly in this range "
+                        "(mm): a mixture of contrasts, fainter ones included (default: "
+                        "--x-max for every void)")
     p.add_argument("--real", action="store_true",
                    help="real defect boxes (annotated train images) are targets too")
     p.add_argument("--no-theta", dest="choose_theta", action="store_false",

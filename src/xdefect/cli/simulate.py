@@ -26,7 +26,11 @@ def sampler_config(args: argparse.Namespace):
     if args.mm_per_px <= 0:
         raise InputError(f"--mm-per-px {args.mm_per_px}: must be positive")
     geo = Geometry(args.mm_per_px, args.source_distance)
-    return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo, args.defect_blur, args.mu_log)
+    xr = getattr(args, "x_max_range", None)
+    if xr is not None and not xr[0] <= xr[1]:
+        raise InputError(f"--x-max-range {xr[0]} {xr[1]}: need LOW <= HIGH")
+    return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo, args.defect_blur, args.mu_log,
+                         None if xr is None else tuple(xr))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -73,6 +77,10 @@ def register(sub: Any) -> None:
                    help="range of the linear absorption coefficient (1/mm)")
     s.add_argument("--x-max", type=float_in(0, lo_open=True), default=DEFAULT_X_MAX,
                    help="thickness (mm) at which grey values are minimal; fixes B")
+    s.add_argument("--x-max-range", type=float_in(0, lo_open=True), nargs=2, default=None,
+                   metavar=("LOW", "HIGH"),
+                   help="draw each defect's own --x-max log-uniformly in this range (mm): a "
+                        "mixture of contrasts (default: --x-max for every defect)")
     s.add_argument("--mu-log", action="store_true",
                    help="draw mu log-uniformly in --mu instead of uniformly")
     s.add_argument("--defect-blur", type=float_in(0, 10), default=0.0, metavar="PX",
