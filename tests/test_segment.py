@@ -12,18 +12,21 @@ from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
 from xdefect.checkpoint import load_model, read_card, save_tensors
+from xdefect.cli.common import TTA_CHOICES
 from xdefect.crops import CropConfig, inscribed_ellipse, make_crop, sample_batch, training_image
-from xdefect.detect import DetectParams, ScoreMap, regions
+from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap, regions
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.models import NORMALISATION
 from xdefect.pipelines import export_model, write_phantom_root
 from xdefect.segment import (
     SEGMENTERS,
+    VIEWS,
     LocalContrast,
     SegConfig,
     SegNet,
     create_segmenter,
+    mirror,
     probability_map,
     score_map,
     segment_params,
@@ -108,6 +111,15 @@ def test_mirror_views_average_the_maps_of_the_mirrored_image():
                                atol=1e-6)
     np.testing.assert_allclose(score_map(net, img, views=4).values,
                                2 * np.mean(maps, 0) - 1, atol=1e-6)
+    # 8 views: the four mirror images and their transposes, each turned back
+    turned = [probability_map(net, np.ascontiguousarray(img[::r, ::c].T)).T[::r, ::c]
+              for r, c in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+    eight = probability_map(net, img, views=8)
+    assert eight.shape == img.shape
+    np.testing.assert_allclose(eight, np.mean(maps + turned, 0), atol=1e-6)
+    for v in VIEWS:
+        np.testing.assert_array_equal(mirror(mirror(img, v), v, inverse=True), img)
+    assert TTA_CHOICES == TTA_VIEWS  # the parser's copy
     with pytest.raises(ValueError, match="views"):
         probability_map(net, img, views=3)
     with pytest.raises(ValueError, match="tta"):
@@ -330,6 +342,9 @@ def test_detector_runs_a_segmenter(trained, phantom_root):
     four = Detector.load(model, device="cpu", tta=4)
     four_onnx = Detector.load(out.parent / "x.onnx", tta=4)
     assert np.abs(four_onnx.score_map(img).values - four.score_map(img).values).max() < 1e-4
+    eight, eight_onnx = (Detector.load(m, device="cpu", tta=8)
+                         for m in (model, out.parent / "x.onnx"))
+    assert np.abs(eight_onnx.score_map(img).values - eight.score_map(img).values).max() < 1e-4
     assert np.abs(four.score_map(img).values - det.score_map(img).values).max() > 1e-4
 
 

@@ -83,9 +83,10 @@ MERGE_RULES = ("iou", "iom")
 #: convolutionally (``dense``); a segmenter's per-pixel map (``segment``,
 #: :mod:`xdefect.segment`)
 MODES = ("dense", "patch", "segment")
-#: test-time augmentation of a segmenter (``DetectParams.tta``): how many mirror views of
-#: the image are averaged
-TTA_VIEWS = (1, 2, 4)
+#: test-time augmentation of a segmenter (``DetectParams.tta``): how many views of the
+#: image are averaged (2, 4: mirror images; 8: those and their transposes,
+#: :data:`xdefect.segment.VIEWS`)
+TTA_VIEWS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)

@@ -196,26 +196,34 @@ def create_segmenter(arch: str | SegConfig) -> SegNet:
     return SegNet(get_segmenter(arch) if isinstance(arch, str) else arch)
 
 
-#: the mirror views of :func:`probability_map`'s ``views``: (flip rows, flip columns)
-VIEWS = ((False, False), (False, True), (True, False), (True, True))
+#: the views of :func:`probability_map`'s ``views``: (flip rows, flip columns[, transpose]);
+#: the first 4 are the mirror images, the last 4 the same transposed (8: the whole
+#: dihedral group, every view the training crops' turns and mirrors could show)
+VIEWS = ((False, False), (False, True), (True, False), (True, True),
+         (False, False, True), (False, True, True), (True, False, True), (True, True, True))
 
 
-def mirror(a: np.ndarray, view: tuple[bool, bool]) -> np.ndarray:
-    """``a`` (``(H, W)``) mirrored up-down and/or left-right as ``view`` says (its own
-    inverse)."""
-    rows, cols = view
-    return a[::-1 if rows else 1, ::-1 if cols else 1]
+def mirror(a: np.ndarray, view: tuple[bool, ...], inverse: bool = False) -> np.ndarray:
+    """``a`` (``(H, W)``) mirrored up-down and/or left-right as ``view`` says, then
+    transposed if its third flag is set; ``inverse``: undo that (transpose first). A view
+    without transpose is its own inverse."""
+    rows, cols = view[0], view[1]
+    swap = len(view) > 2 and view[2]
+    if swap and inverse:
+        a = a.T
+    a = a[::-1 if rows else 1, ::-1 if cols else 1]
+    return a.T if swap and not inverse else a
 
 
 def views_mean(fn, image: np.ndarray, views: int = 1) -> np.ndarray:
     """The mean over the first ``views`` of :data:`VIEWS` of ``fn`` applied to the
-    mirrored ``image`` and mirrored back: test-time augmentation for any per-pixel map
-    ``fn(image) -> (H, W)``."""
+    mirrored (and, past 4, transposed) ``image`` and turned back: test-time augmentation
+    for any per-pixel map ``fn(image) -> (H, W)``."""
     if views not in TTA_VIEWS:
         raise ValueError(f"views must be one of {', '.join(map(str, TTA_VIEWS))}, got {views}")
     acc = None
     for v in VIEWS[:views]:
-        p = mirror(fn(np.ascontiguousarray(mirror(image, v))), v)
+        p = mirror(fn(np.ascontiguousarray(mirror(image, v))), v, inverse=True)
         acc = p.astype(np.float64) if acc is None else acc + p
     assert acc is not None
     return (acc / views).astype(np.float32)

@@ -13,12 +13,15 @@ from typing import Any
 
 from xdefect.gdxray import ENV_VAR, default_root
 
-__all__ = ["MODEL_HELP", "PROG", "RUN_MODEL_HELP", "Formatter", "Handler", "Parser",
+__all__ = ["MODEL_HELP", "PROG", "RUN_MODEL_HELP", "TTA_CHOICES", "Formatter", "Handler", "Parser",
            "add_detect_options", "add_device", "add_output", "add_root", "command",
            "detect_overrides", "emit", "float_in", "fmt_ap", "group", "int_in", "options",
            "print_json", "root"]
 
 PROG = "xdefect"
+#: ``--tta``'s choices: :data:`xdefect.detect.TTA_VIEWS` (kept here so that the parser does
+#: not import torch; a test holds the two equal)
+TTA_CHOICES = (1, 2, 4, 8)
 MODEL_HELP = ("model .safetensors or a bundled name (segnet-xdefect, xnet2-xdefect, "
               "xnet2-paper); default segnet-xdefect")
 #: what ``--model`` of the commands that only run a model takes
@@ -208,9 +211,10 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                         "large isolated defect gets one large box (-1: off)")
     g.add_argument("--grow", type=int_in(0, 256), default=None,
                    help="pixels added to every side of every box (any box rule; 0: none)")
-    g.add_argument("--tta", type=int, choices=(1, 2, 4), default=None,
-                   help="segmenters: mirror views of the image whose probabilities are "
-                        "averaged (1: none; 2: left-right; 4: and up-down)")
+    g.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
+                   help="segmenters: views of the image whose probabilities are averaged "
+                        "(1: none; 2: left-right mirror; 4: and up-down; 8: and the four "
+                        "transposed)")
     g.add_argument("--scales", type=int_in(1, 16), nargs="+", default=None, metavar="FACTOR",
                    help="image pyramid: also scan the image downsampled by these factors "
                         "(block mean; 1 is the image itself), boxes merged across levels "

@@ -6,7 +6,16 @@ import argparse
 import json
 from typing import Any
 
-from xdefect.cli.common import add_device, add_output, command, emit, float_in, int_in, options
+from xdefect.cli.common import (
+    TTA_CHOICES,
+    add_device,
+    add_output,
+    command,
+    emit,
+    float_in,
+    int_in,
+    options,
+)
 
 __all__ = ["DESCRIPTION", "cmd_train_segmenter", "cmd_tune_segmenter", "register"]
 
@@ -128,8 +137,8 @@ def register(sub: Any) -> None:
                    help="GDXray roots whose tuning images choose (default: the model's)")
     t.add_argument("--series", nargs="+", default=None,
                    help="only these series (default: all the model trained on)")
-    t.add_argument("--tta", type=int, choices=(1, 2, 4), default=None,
-                   help="mirror views averaged per image (test-time augmentation; default: "
-                        "the model's)")
+    t.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
+                   help="views averaged per image (test-time augmentation: 2, 4 mirror "
+                        "images, 8 and their transposes; default: the model's)")
     add_device(t)
     add_output(t)
