@@ -553,7 +553,18 @@ LOSO_VARIANTS = (("fcn_loso_fcn-real-amin.json", "reference (`fcn-real`)"),
                  ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation"),
                  ("fcn_loso_fcn-bg-amin.json", "+ unannotated backgrounds"),
                  ("fcn_loso_fcn-bglcn-amin.json", "+ unannotated backgrounds + local "
-                                                   "contrast channel (sigma 8 px)"))
+                                                   "contrast channel (sigma 8 px)"),
+                 ("fcn_loso_fcn-bg-s1-amin.json", "+ unannotated backgrounds, seed 1"))
+#: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose:
+#: (result file, label)
+LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
+                                            "area chosen on the tuning images"),
+              ("fcn_loso_fcn-bg-t0.9.json", "unannotated backgrounds; threshold 0.9 given"),
+              ("fcn_loso_fcn-bgxm-amin.json", "+ contrasts per void (x_max 60-180 mm); "
+                                              "threshold and minimum area chosen on the "
+                                              "tuning images"),
+              ("fcn_loso_fcn-bgxm-t0.7.json", "+ contrasts per void (x_max 60-180 mm); "
+                                              "threshold 0.7 given"))
 
 
 def fcn_loso_variants(fcn: Path) -> str:
@@ -568,9 +579,9 @@ def fcn_loso_variants(fcn: Path) -> str:
     for s in series:
         cells = []
         for _, d in docs:
-            f = next(f for f in d["folds"] if s in f["held_out"])
+            f = next((f for f in d["folds"] if s in f["held_out"]), None)
             cells.append(f"{_f(f['per_series'][s])} ({f['per_series_found'][s]})"
-                         if s in f["per_series"] else "-")
+                         if f and s in f["per_series"] else "-")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
 
     def series_mean(d: dict) -> float:
@@ -589,9 +600,34 @@ def fcn_loso_variants(fcn: Path) -> str:
         f"{d['pooled']['recall_at_fppi']['2.0']:.3f} ({d['pooled']['recall_at_fppi']['1.0']:.3f})"
         for _, d in docs) + " |")
     lines.append("| crops seen in fold 0 | " + " | ".join(
-        f"{d['folds'][0]['crops_seen']:,}" for _, d in docs) + " |")
+        f"{d['folds'][0]['crops_seen']:,}" if d["folds"][0]["fold"] == 0 else "-"
+        for _, d in docs) + " |")
+    lines.append("| folds run (pooled and mean over them) | " + " | ".join(
+        f"{d['folds_run']} of {d['kfold']}" for _, d in docs) + " |")
     lines += ["", "Commands: " + "; ".join(f"`{d['command']}` after one `--fold I` run per "
                                             f"fold" for _, d in docs)]
+    return "\n".join(lines)
+
+
+def loso_fold0(fcn: Path) -> str:
+    """Fold 0 of the leave-series-out variants of :data:`LOSO_FOLD0`: per held-out series
+    AP (found) and false alarms per image, at the threshold each row names."""
+    docs = [(label, json.loads(fcn.with_name(f).read_text())) for f, label in LOSO_FOLD0
+            if fcn.with_name(f).exists()]
+    lines = ["| variant, threshold | theta, minimum area | C0001 | C0031 | C0040 | "
+             "pooled AP | FA/image |", "|---|---|---|---|---|---|---|"]
+    for label, d in docs:
+        f = next(f for f in d["folds"] if f["fold"] == 0)
+        cells = " | ".join(f"{_f(f['per_series'][s])} ({f['per_series_found'][s]})"
+                           for s in ("C0001", "C0031", "C0040"))
+        lines.append(f"| {label} | {f['threshold']:g}, {f['a_min']} px | {cells} | "
+                     f"{_f(f['ap'])} | {f['false_alarms_per_image']:.1f} |")
+    lines += ["", "Fold 0 of five, the same training images (train images of the other "
+              "twelve annotated series, all images of the eleven unannotated ones), 14 "
+              "minutes of training on one core, seed 0; a given threshold keeps the minimum "
+              "area at 4 px. Commands: " + "; ".join(f"`{d['command']}`" for _, d in docs)
+              + ", each after the `--fold 0` run with the same arguments and `--minutes 14 "
+              "--threads 1` (a `--threshold` run reuses the fold's saved model)"]
     return "\n".join(lines)
 
 
@@ -727,7 +763,14 @@ def ablation(a: argparse.Namespace) -> str:
                        ("fcn_loso_fcn-bglcn-amin.json", "unannotated backgrounds and a "
                         "second input channel, the local contrast normalisation (sigma 8 "
                         "px), threshold and minimum region area chosen per fold on the "
-                        "training series' tuning images")):
+                        "training series' tuning images"),
+                       ("fcn_loso_fcn-bg-s1-amin.json", "unannotated backgrounds, seed 1 "
+                        "(the seed's spread), threshold and minimum region area chosen per "
+                        "fold on the training series' tuning images"),
+                       ("fcn_loso_fcn-bgxm-amin.json", "unannotated backgrounds, each "
+                        "simulated void's contrast drawn (`x_max` log-uniform in 60-180 mm), "
+                        "threshold and minimum region area chosen per fold on the training "
+                        "series' tuning images")):
         d = load(a.fcn.with_name(name))
         if not d:
             continue
@@ -821,6 +864,8 @@ def main() -> None:
         text = replace_block(text, "adapt-regions", regions, a.report)
     if a.fcn.with_name(LOSO_VARIANTS[0][0]).exists():
         text = replace_block(text, "fcn-loso-variants", fcn_loso_variants(a.fcn), a.report)
+    if a.fcn.with_name(LOSO_FOLD0[0][0]).exists():
+        text = replace_block(text, "loso-fold0", loso_fold0(a.fcn), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
