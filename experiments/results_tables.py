@@ -492,6 +492,46 @@ def segment_boxes(runs: Path = Path("runs")) -> str:
     return "\n".join(lines)
 
 
+#: candidates for the default segmenter, each re-tuned (theta x grow) on both roots' tuning
+#: images by ``xdefect tune-segmenter``: (run folder under ``runs/seg``, label)
+DEFAULT_CANDIDATES = (
+    ("long-tta4", "`long`: 20,000 steps, paper series' train images; 4 mirror views "
+                  "(bundled)"),
+    ("long-tta8", "`long`, 8 views (the mirror images and their transposes)"),
+    ("long-bg-tta4", "`long-bg`: 20,000 steps, + every image of the 11 unannotated series "
+                     "as backgrounds; 4 views"),
+    ("long2-tta4", "`long2`: `long` trained 20,000 steps more (peak lr 0.001); 4 views"),
+)
+
+
+def default_candidates(runs: Path = Path("runs")) -> str:
+    """Each :data:`DEFAULT_CANDIDATES` run's choice and tuning AP on both roots' tuning
+    images (the rule that picks the bundled default), from its card."""
+    lines = ["| candidate | views | theta, grow | tuning AP | found | FA/image | "
+             "AP at the source's settings |", "|---|---|---|---|---|---|---|"]
+    commands = []
+    for name, label in DEFAULT_CANDIDATES:
+        f = runs / "seg" / name / "model.json"
+        if not f.exists():
+            continue
+        card = json.loads(f.read_text())
+        t, det = card["tuning"], card["detection"]
+        cell = next(g for g in t["grid"] if g["theta"] == t["theta"] and g["grow"] == t["grow"])
+        lines.append(f"| {label} | {det['tta']} | {t['theta']:g}, {t['grow']} | "
+                     f"**{_f(t['ap'])}** | {cell['found']}/{cell['boxes']} | "
+                     f"{cell['fa_per_image']:.1f} | {_f(card['retuned']['tuning_ap_before'])} |")
+        commands.append(card["retuned"]["command"])
+        roots = t["roots"]
+    if not commands:
+        return "(no candidate tuned yet)"
+    where = ", ".join(f"`{r}` ({len(s)} series)" for r, s in roots.items())
+    lines += ["", f"Tuning images (odd, n % 4 == 1) of {where}: "
+              f"{t['images']} images; the source's settings: the theta and grow the model "
+              "came with (its training's own choice on the paper series' tuning images). "
+              "Commands: " + "; ".join(f"`{c}`" for c in commands)]
+    return "\n".join(lines)
+
+
 def adapt_diagnosis(doc: dict) -> str:
     """Simulated-void AP against real-defect AP of adapted segmenters
     (``experiments/adapt_diagnosis.py``)."""
@@ -867,6 +907,8 @@ def main() -> None:
     if a.fcn.with_name(LOSO_FOLD0[0][0]).exists():
         text = replace_block(text, "loso-fold0", loso_fold0(a.fcn), a.report)
     text = replace_block(text, "ablation", ablation(a), a.report)
+    if Path("runs/seg/long-tta4/model.json").exists():
+        text = replace_block(text, "default-candidates", default_candidates(), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
     seg_extra = Path("runs/eval-extra-test-segnet-tta4/metrics.json")
