@@ -181,13 +181,21 @@ def scored_images(root: Path, series: list[str] | None, split: str
 # ------------------------------------------------------------------------------- training
 
 
+def crop_config(a: argparse.Namespace) -> CropConfig:
+    """The training crops' settings of the arguments (refused in one line if out of range)."""
+    try:
+        return CropConfig(size=a.crop, defects=a.defects, axes_mm=tuple(a.axes_mm),
+                          x_max=a.x_max, blur_px=a.blur, real=a.real, margin=MARGIN,
+                          x_max_range=None if a.x_max_range is None else tuple(a.x_max_range))
+    except ValueError as exc:
+        raise SystemExit(f"fcn_detector.py: {exc}") from None
+
+
 def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
     """Train for ``--minutes`` (cosine learning-rate decay over the time budget)."""
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    cfg = CropConfig(size=a.crop, defects=a.defects, axes_mm=tuple(a.axes_mm), x_max=a.x_max,
-                     blur_px=a.blur, real=a.real, margin=MARGIN,
-                     x_max_range=None if a.x_max_range is None else tuple(a.x_max_range))
+    cfg = crop_config(a)
     net = make_net(a.channels, a.lcn)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     t0 = time.perf_counter()
@@ -215,7 +223,8 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
                         "bce": round(float(bce), 4), "dice": round(float(dice), 4),
                         "s": round(time.perf_counter() - t0, 1)})
             print(json.dumps(log[-1]), flush=True)
-    info = {"steps": step, "crops_seen": seen, "train_s": round(time.perf_counter() - t0, 1),
+    info = {"crops": cfg.to_dict(), "steps": step, "crops_seen": seen,
+            "train_s": round(time.perf_counter() - t0, 1),
             "train_images": len(imgs), "log": log}
     return net, info
 
@@ -226,9 +235,14 @@ def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
     work.mkdir(parents=True, exist_ok=True)
     weights = work / "model.safetensors"
     if weights.is_file():
+        info = json.loads((work / "card.json").read_text())["training"]
+        was = info.get("crops")  # older runs did not record their crops
+        if was is not None and was != json.loads(json.dumps(crop_config(a).to_dict())):
+            raise SystemExit(f"{work}: trained with other crop settings ({was}); use another "
+                             "--name")
         net = make_net(a.channels, a.lcn)
         net.load_state_dict(load_file(weights))
-        return net.eval(), json.loads((work / "card.json").read_text())["training"]
+        return net.eval(), info
     net, info = train(a, images())
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
     write_json(work / "card.json", {"training": info})
@@ -326,6 +340,7 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                          "a_min": d.get("a_min", 4), "grow": d.get("grow", 0),
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
+                         "x_max_range": d.get("x_max_range"),
                          **figures(fr)})
     doc = {"kfold": a.kfold, "folds_run": len(per_fold), "roots": [str(a.gdxray), str(a.extra)],
            "pooled": figures(rs), "folds": per_fold, "command": command_line()}

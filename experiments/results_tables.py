@@ -509,13 +509,16 @@ def default_candidates(runs: Path = Path("runs")) -> str:
     images (the rule that picks the bundled default), from its card."""
     lines = ["| candidate | views | theta, grow | tuning AP | found | FA/image | "
              "AP at the source's settings |", "|---|---|---|---|---|---|---|"]
-    commands = []
+    commands: list[str] = []
+    roots: dict = {}
     for name, label in DEFAULT_CANDIDATES:
         f = runs / "seg" / name / "model.json"
         if not f.exists():
             continue
         card = json.loads(f.read_text())
         t, det = card["tuning"], card["detection"]
+        if commands and t["roots"] != roots:  # a choice on other images: not comparable
+            continue
         cell = next(g for g in t["grid"] if g["theta"] == t["theta"] and g["grow"] == t["grow"])
         lines.append(f"| {label} | {det['tta']} | {t['theta']:g}, {t['grow']} | "
                      f"**{_f(t['ap'])}** | {cell['found']}/{cell['boxes']} | "
@@ -600,11 +603,10 @@ LOSO_VARIANTS = (("fcn_loso_fcn-real-amin.json", "reference (`fcn-real`)"),
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
                                             "area chosen on the tuning images"),
               ("fcn_loso_fcn-bg-t0.9.json", "unannotated backgrounds; threshold 0.9 given"),
-              ("fcn_loso_fcn-bgxm-amin.json", "+ contrasts per void (x_max 60-180 mm); "
-                                              "threshold and minimum area chosen on the "
-                                              "tuning images"),
-              ("fcn_loso_fcn-bgxm-t0.7.json", "+ contrasts per void (x_max 60-180 mm); "
-                                              "threshold 0.7 given"))
+              ("fcn_loso_fcn-bgxm-amin.json", "+ contrasts drawn per void; threshold and "
+                                              "minimum area chosen on the tuning images"),
+              ("fcn_loso_fcn-bgxm-t0.7.json", "+ contrasts drawn per void; threshold 0.7 "
+                                              "given"))
 
 
 def fcn_loso_variants(fcn: Path) -> str:
@@ -657,7 +659,11 @@ def loso_fold0(fcn: Path) -> str:
     lines = ["| variant, threshold | theta, minimum area | C0001 | C0031 | C0040 | "
              "pooled AP | FA/image |", "|---|---|---|---|---|---|---|"]
     for label, d in docs:
-        f = next(f for f in d["folds"] if f["fold"] == 0)
+        f = next((f for f in d["folds"] if f["fold"] == 0), None)
+        if f is None:
+            continue
+        if f.get("x_max_range"):
+            label += " (`x_max` {:g}-{:g} mm)".format(*f["x_max_range"])
         cells = " | ".join(f"{_f(f['per_series'][s])} ({f['per_series_found'][s]})"
                            for s in ("C0001", "C0031", "C0040"))
         lines.append(f"| {label} | {f['threshold']:g}, {f['a_min']} px | {cells} | "
@@ -808,9 +814,9 @@ def ablation(a: argparse.Namespace) -> str:
                         "(the seed's spread), threshold and minimum region area chosen per "
                         "fold on the training series' tuning images"),
                        ("fcn_loso_fcn-bgxm-amin.json", "unannotated backgrounds, each "
-                        "simulated void's contrast drawn (`x_max` log-uniform in 60-180 mm), "
-                        "threshold and minimum region area chosen per fold on the training "
-                        "series' tuning images")):
+                        "simulated void's contrast drawn (`--x-max-range`, block "
+                        "`loso-fold0`), threshold and minimum region area chosen per fold on "
+                        "the training series' tuning images")):
         d = load(a.fcn.with_name(name))
         if not d:
             continue

@@ -304,8 +304,11 @@ def test_build_args_range_of_contrasts():
     args = BuildArgs(gdxray="g", out="o", x_max_range=(60.0, 180.0))
     args.validate()
     assert args.sampler().x_max_range == (60.0, 180.0)
-    with pytest.raises(InputError, match="--x-max-range"):
-        BuildArgs(gdxray="g", out="o", x_max_range=(180.0, 60.0)).validate()
+    for bad in ((180.0, 60.0), (0.0, 60.0), (float("nan"), 60.0)):
+        with pytest.raises(InputError, match="--x-max-range"):
+            BuildArgs(gdxray="g", out="o", x_max_range=bad).validate()
+    proc = run_cli("dataset", "build", "--gdxray", "g", "--out", "o", "--x-max-range", "0", "9")
+    assert_one_line_error(proc, "--x-max-range")
     # the patches' defects keep their own x_max: fainter than the fixed one, never stronger
     img = np.full((96, 96), 0.5, np.float32)
     centres = np.zeros(img.shape, bool)

@@ -304,6 +304,11 @@ def test_resume_ends_with_the_same_weights(phantom_root, trained, tmp_path):
         train_segmenter(_cfg(phantom_root, run))
     with pytest.raises(InputError, match="other settings"):
         train_segmenter(_cfg(phantom_root, run, lr=1e-3, resume=True))
+    # a checkpoint written before a crop setting existed resumes with its default
+    side = run / "last.json"
+    card = json.loads(side.read_text())
+    del card["train_config"]["crops"]["x_max_range"]
+    side.write_text(json.dumps(card))
     train_segmenter(_cfg(phantom_root, run, resume=True))
     a, _ = load_model(out / "model.safetensors")
     b, _ = load_model(run / "model.safetensors")
@@ -466,7 +471,10 @@ def test_cli_bad_input(tmp_path, phantom_root):
                                   str(phantom_root), "--size", "60"), "multiple of 8")
     assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
                                   str(phantom_root), "--x-max-range", "180", "60"),
-                          "x_max_range")
+                          "--x-max-range")
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
+                                  str(phantom_root), "--x-max-range", "1e-20", "60"),
+                          "--x-max-range")
     assert not (tmp_path / "r").exists()
 
 

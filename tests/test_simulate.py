@@ -116,6 +116,10 @@ def test_x_max_sets_the_contrast_and_mu_log_keeps_the_stream():
     assert np.mean(np.array(mus_b) < 0.0089) > 0.4 > np.mean(np.array(mus_a) < 0.0089)
 
 
+#: the first default defect of seed 7 on an 80 x 100 mask, as drawn before x_max_range
+PINNED = (0.019091, (4.1255, 5.4861, 4.8784), (39.297069428752046, 97.96793495284372))
+
+
 def test_x_max_range_draws_a_contrast_per_defect_and_keeps_the_stream():
     img = np.full((80, 100), 0.5, np.float32)
     ell = S.Ellipsoid((2.0, 3.0, 1.5), np.eye(3), (40.0, 50.0), 0.02)
@@ -143,6 +147,13 @@ def test_x_max_range_draws_a_contrast_per_defect_and_keeps_the_stream():
     for bad in ((240, 60), (0, 60), (60, float("nan"))):
         with pytest.raises(ValueError, match="x_max_range"):
             S.SamplerConfig(x_max_range=bad)
+    with pytest.raises(ValueError, match="x_max"):
+        S.SamplerConfig(x_max=float("nan"))
+    with pytest.raises(ValueError, match="infinite"):
+        S.offset_b(0.01, 1e-20)
+    # the default stream, pinned: the first defect of seed 7 as it was drawn before ranges
+    e = S.DefectSampler(mask, S.SamplerConfig()).sample(np.random.default_rng(7))
+    assert (round(e.mu, 6), tuple(round(v, 4) for v in e.axes_mm), e.center) == PINNED
 
 
 @pytest.mark.parametrize("center", [(-3.0, 10.0), (10.0, -4.0), (47.0, 25.0), (25.0, 118.0),

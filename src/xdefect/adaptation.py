@@ -238,8 +238,7 @@ def adapt_segmenter(cfg: AdaptConfig, source: Detector, files: list[Path]) -> di
     run = out / "work" / "run"
     t0 = time.perf_counter()
     tc = (source.card.get("train_config") or {}).get("crops") or {}
-    crops = replace(CropConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in tc.items()}),
+    crops = replace(CropConfig.from_dict(tc),
                     real=cfg.source_regions == "target")
     images, regions = source_images(cfg, source, files, crops.margin)
     rehearsal = {r: [s for s in gdxray.list_series(r)

@@ -85,6 +85,12 @@ class CropConfig:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> CropConfig:
+        """The settings of a card's ``crops`` block (lists as tuples; a field the card
+        predates takes its default)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 @dataclass(frozen=True)
 class TrainImage:

@@ -343,9 +343,10 @@ class BuildArgs:
             raise InputError("--real and --hard-negatives apply to --protocol wholeimage only")
         if self.hard_pairs and not self.hard_negatives:
             raise InputError("--hard-pairs pairs the hard negatives: give --hard-negatives N")
-        if self.x_max_range is not None and not self.x_max_range[0] <= self.x_max_range[1]:
-            raise InputError(f"--x-max-range {self.x_max_range[0]} {self.x_max_range[1]}: "
-                             "need LOW <= HIGH")
+        if self.x_max_range is not None:
+            lo, hi = self.x_max_range
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+                raise InputError(f"--x-max-range {lo:g} {hi:g}: need 0 < LOW <= HIGH (mm)")
         mix = parse_mix(self.mix)
         if self.context:
             if self.context < 0 or self.context % 32:

@@ -234,8 +234,9 @@ def probability_map(net: SegNet, image: np.ndarray, device: str | torch.device =
                     views: int = 1) -> np.ndarray:
     """Defect probability ``(H, W)`` float32 of every pixel of a grey image in [0, 1]
     ``(H, W)``: the image is padded by reflection to multiples of 8, the half-resolution
-    map upsampled bilinearly and cropped back. ``views`` 2 or 4: the mean of the image's
-    and its mirror images' maps (:func:`views_mean`; ``DetectParams.tta``). The network
+    map upsampled bilinearly and cropped back. ``views`` 2, 4 or 8: the mean of the
+    image's and its mirror images' (8: and their transposes') maps (:func:`views_mean`;
+    ``DetectParams.tta``). The network
     runs in eval mode (its training flag is restored)."""
     if views != 1:
         return views_mean(lambda a: probability_map(net, a, device), image, views)

@@ -137,7 +137,11 @@ class Superimposed:
 def offset_b(mu: float, x_max: float) -> float:
     """``B`` of ``I = A phi + B`` for grey values in [0, 1], black at thickness ``x_max``."""
     e = math.exp(-mu * x_max)
-    return -e / (1.0 - e)
+    b = -e / (1.0 - e) if e < 1.0 else math.inf
+    if not math.isfinite(b):
+        raise ValueError(f"mu {mu} /mm and x_max {x_max} mm: mu * x_max must be positive "
+                         "and not vanishingly small (B of Eq. 3 would be infinite)")
+    return b
 
 
 def _window(shape: tuple[int, int], ell: Ellipsoid, geo: Geometry) -> tuple[int, int, int, int]:
@@ -320,6 +324,8 @@ class SamplerConfig:
     x_max_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.x_max) and self.x_max > 0):
+            raise ValueError(f"x_max {self.x_max}: must be a positive number (mm)")
         if self.x_max_range is not None:
             lo, hi = (float(v) for v in self.x_max_range)
             if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):

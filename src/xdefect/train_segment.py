@@ -306,7 +306,9 @@ def _resume(cfg: SegTrainConfig, last: Path, net: SegNet, opt: torch.optim.Optim
     """Load a checkpoint into ``net``, ``opt`` and the generators; returns the step, the
     log and the checkpoint's card (its settings must be ``cfg``'s)."""
     card = read_card(last, (CHECKPOINT_FORMAT,))
-    was = card.get("train_config") or {}
+    was = dict(card.get("train_config") or {})
+    if isinstance(was.get("crops"), dict):  # fields added since the run began: defaults
+        was["crops"] = json.loads(json.dumps(CropConfig.from_dict(was["crops"]).to_dict()))
     now = json.loads(json.dumps(cfg.to_dict()))
     now.update(resume=was.get("resume"), command=was.get("command"))
     if was != now:

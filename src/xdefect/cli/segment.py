@@ -37,6 +37,9 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from xdefect.errors import InputError
     from xdefect.train_segment import SegTrainConfig, train_segmenter
 
+    xr = args.x_max_range
+    if xr is not None and not xr[0] <= xr[1]:
+        raise InputError(f"--x-max-range {xr[0]:g} {xr[1]:g}: need LOW <= HIGH")
     try:
         crops = CropConfig(**options(args, CropConfig))
     except ValueError as exc:
@@ -103,10 +106,10 @@ def register(sub: Any) -> None:
     p.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
                    default=CropConfig().mu_range, metavar=("LOW", "HIGH"),
                    help="absorption-coefficient range of the simulated voids (1/mm)")
-    p.add_argument("--x-max", type=float_in(0, 10000, lo_open=True), default=60.0,
+    p.add_argument("--x-max", type=float_in(1, 10000), default=60.0,
                    metavar="MM", help="thickness (mm) at which grey values are minimal: it "
                                       "fixes the simulated voids' contrast (larger: fainter)")
-    p.add_argument("--x-max-range", type=float_in(0, 10000, lo_open=True), nargs=2,
+    p.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2,
                    default=None, metavar=("LOW", "HIGH"),
                    help="draw each simulated void's own --x-max log-uniformly in this range "
                         "(mm): a mixture of contrasts, fainter ones included (default: "

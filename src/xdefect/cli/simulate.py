@@ -28,7 +28,7 @@ def sampler_config(args: argparse.Namespace):
     geo = Geometry(args.mm_per_px, args.source_distance)
     xr = getattr(args, "x_max_range", None)
     if xr is not None and not xr[0] <= xr[1]:
-        raise InputError(f"--x-max-range {xr[0]} {xr[1]}: need LOW <= HIGH")
+        raise InputError(f"--x-max-range {xr[0]:g} {xr[1]:g}: need LOW <= HIGH")
     return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo, args.defect_blur, args.mu_log,
                          None if xr is None else tuple(xr))
 
@@ -75,9 +75,9 @@ def register(sub: Any) -> None:
     s.add_argument("--mu", type=float_in(0, 1, lo_open=True), nargs=2, default=DEFAULT_MU_RANGE,
                    metavar=("MIN", "MAX"),
                    help="range of the linear absorption coefficient (1/mm)")
-    s.add_argument("--x-max", type=float_in(0, lo_open=True), default=DEFAULT_X_MAX,
+    s.add_argument("--x-max", type=float_in(1, 10000), default=DEFAULT_X_MAX,
                    help="thickness (mm) at which grey values are minimal; fixes B")
-    s.add_argument("--x-max-range", type=float_in(0, lo_open=True), nargs=2, default=None,
+    s.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2, default=None,
                    metavar=("LOW", "HIGH"),
                    help="draw each defect's own --x-max log-uniformly in this range (mm): a "
                         "mixture of contrasts (default: --x-max for every defect)")
