@@ -27,6 +27,11 @@ rows). Test images are never touched. Writes the weights (safetensors), their JS
 ``--out`` (JSON, one row per run, read by ``experiments/results_tables.py``)::
 
     .venv/bin/python experiments/fcn_detector.py --name fcn-real --real --minutes 20
+
+Leave-series-out (``--kfold K --fold I``, then ``--pool``): one model per fold, trained on
+the other series, its threshold chosen on their tuning images, tested on every image of
+the held-out series. ``--ensemble NAME...`` trains nothing: it averages the probability
+maps of those runs' models of the same fold and then chooses and tests the same way.
 """
 
 from __future__ import annotations
@@ -114,13 +119,15 @@ def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=
     return {t: res[(t, 4)] for t in thresholds}
 
 
-def grid_results(net: SegNet, images: list[tuple[str, str, Image]],
+def grid_results(net: SegNet | list[SegNet], images: list[tuple[str, str, Image]],
                  settings: list[tuple]) -> dict[tuple, list[ImageResult]]:
     """Each image's detections and ground truth at each (threshold, minimum area) or
-    (threshold, minimum area, grow)."""
+    (threshold, minimum area, grow); with several networks, of the mean of their
+    probability maps (an ensemble)."""
+    nets = net if isinstance(net, list) else [net]
     res: dict[tuple, list[ImageResult]] = {k: [] for k in settings}
     for key, series, img in images:
-        prob = probability_map(net.eval(), img.pixels)
+        prob = np.mean([probability_map(n.eval(), img.pixels) for n in nets], axis=0)
         for k, (b, s) in _grid_detections(prob, img.mask, settings).items():
             res[k].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
     return res
@@ -252,10 +259,30 @@ def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
 def write_card(work: Path, a: argparse.Namespace, info: dict, data: dict, metrics: dict
                ) -> None:
     write_json(work / "card.json", {
-        "architecture": {"name": "SegNet", "channels": a.channels, "lcn": a.lcn},
+        "architecture": ({"name": "mean of the members' probability maps",
+                          "members": list(a.ensemble)} if a.ensemble else
+                         {"name": "SegNet", "channels": a.channels, "lcn": a.lcn}),
         "normalisation": "xdefect.models.normalise_float", "training": info,
         "data": {"roots_series": data, "split": "train"}, "metrics": metrics,
         "command": command_line()})
+
+
+def ensemble(a: argparse.Namespace) -> tuple[list[SegNet], dict]:
+    """The fold models of the runs named by ``--ensemble`` (each with its own architecture
+    card), for the mean of their probability maps; their training figures summed."""
+    nets, infos = [], []
+    for name in a.ensemble:
+        d = a.work / f"{name}-loso{a.kfold}" / f"fold{a.fold}"
+        if not (d / "model.safetensors").is_file():
+            raise SystemExit(f"{d}: no fold model to ensemble (run that fold of {name} first)")
+        card = json.loads((d / "card.json").read_text())
+        arch = card.get("architecture") or {}
+        net = make_net(arch.get("channels", a.channels), arch.get("lcn", 0.0))
+        net.load_state_dict(load_file(d / "model.safetensors"))
+        nets.append(net.eval())
+        infos.append(card["training"])
+    return nets, {"members": list(a.ensemble),
+                  **{k: sum(i[k] for i in infos) for k in ("steps", "crops_seen", "train_s")}}
 
 
 def annotated_series(root: Path) -> list[str]:
@@ -279,9 +306,12 @@ def leave_series_out(a: argparse.Namespace) -> None:
         if s not in held:
             train_on.setdefault(str(roots[s]), []).append(s)
     fold_dir = work / f"fold{a.fold}"
-    net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
-                                            for im in load_images(Path(r), ss, "train")]
-                      + backgrounds(a))
+    if a.ensemble:
+        net, info = ensemble(a)
+    else:
+        net, info = model(a, fold_dir, lambda: [im for r, ss in train_on.items()
+                                                for im in load_images(Path(r), ss, "train")]
+                          + backgrounds(a))
     t0 = time.perf_counter()
     t, by_t, a_min, grow = a.threshold, {}, 4, 0
     if t is None:  # chosen on the tuning images of the series the fold trained on
@@ -388,6 +418,10 @@ def main() -> None:
     ap.add_argument("--lcn", type=float, default=0.0,
                     help="a second input channel: local contrast normalisation with this "
                          "Gaussian sigma in pixels (xdefect.segment.LocalContrast; 0: none)")
+    ap.add_argument("--ensemble", nargs="+", default=[], metavar="NAME",
+                    help="with --kfold --fold: train nothing, average the probability maps "
+                         "of these runs' models of the fold (the same folds), then choose "
+                         "and test as usual")
     ap.add_argument("--grow-grid", type=int, nargs="+", default=None,
                     help="with --kfold: also choose the box growth (pixels a side) from "
                          "these, on the tuning images of the series trained on")

@@ -292,6 +292,33 @@ def adapt_regions() -> str | None:
     return "\n".join(lines)
 
 
+def adapt_choice(doc: dict) -> str:
+    """The label-free rule of ``experiments/adapt_choice.py``: ignore the source's regions
+    where it raises more than R per image, distil them elsewhere."""
+    ser = doc["series"]
+    lines = ["| series | source's regions per image | ignore: tuning / test AP | "
+             "distill: tuning / test AP |", "|---|---|---|---|"]
+    for s, r in ser.items():
+        lines.append(f"| {s} | {r['regions_per_image']:.1f} | "
+                     f"{_f(r['ignore_tuning'])} / {_f(r['ignore_test'])} | "
+                     f"{_f(r['distill_tuning'])} / {_f(r['distill_test'])} |")
+    lines += ["", "| rule: ignore where the source raises more than R regions per image | "
+              "ignored in | tuning AP (found) | test AP (found, FA/image) |",
+              "|---|---|---|---|"]
+    for row in doc["rows"]:
+        ign = [s for s, k in row["pick"].items() if k == "ignore"]
+        t, e = row["tuning"], row["test"]
+        what = ("all" if len(ign) == len(ser) else ", ".join(ign) or "none")
+        lines.append(f"| R = {row['rule']:g} | {what} | {_f(t['ap'])} "
+                     f"({t['true_positives']}/{t['gt_boxes']}) | {_f(e['ap'])} "
+                     f"({e['true_positives']}/{e['gt_boxes']}, "
+                     f"{e['false_alarms_per_image']:.1f}) |")
+    lines += ["", f"Root `{doc['root']}`; source `{Path(doc['source']).name}`; adapted models "
+              f"of {', '.join(f'`{v}`' for v in doc['runs'].values())}. Command: "
+              f"`{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def table3_diagnosis(doc: dict) -> str:
     """Recall on Table 3's real test patches by the defect's offset from the window centre
     (``experiments/table3_diagnosis.py``)."""
@@ -896,6 +923,7 @@ def main() -> None:
                            ("seg-variants", a.seg_variants, seg_variants),
                            ("adapt-diagnosis", Path("runs/adapt_diagnosis.json"),
                             adapt_diagnosis),
+                           ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
