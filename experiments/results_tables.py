@@ -625,11 +625,14 @@ LOSO_VARIANTS = (("fcn_loso_fcn-real-amin.json", "reference (`fcn-real`)"),
                  ("fcn_loso_fcn-bglcn-amin.json", "+ unannotated backgrounds + local "
                                                    "contrast channel (sigma 8 px)"),
                  ("fcn_loso_fcn-bg-s1-amin.json", "+ unannotated backgrounds, seed 1"))
-#: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose:
-#: (result file, label)
+#: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
+#: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
                                             "area chosen on the tuning images"),
               ("fcn_loso_fcn-bg-t0.9.json", "unannotated backgrounds; threshold 0.9 given"),
+              ("fcn_loso_fcn-bg-s1-amin.json", "unannotated backgrounds, seed 1; threshold "
+                                               "and minimum area chosen on the tuning "
+                                               "images"),
               ("fcn_loso_fcn-bgxm-amin.json", "+ contrasts drawn per void; threshold and "
                                               "minimum area chosen on the tuning images"),
               ("fcn_loso_fcn-bgxm-t0.7.json", "+ contrasts drawn per void; threshold 0.7 "
@@ -697,8 +700,8 @@ def loso_fold0(fcn: Path) -> str:
                      f"{_f(f['ap'])} | {f['false_alarms_per_image']:.1f} |")
     lines += ["", "Fold 0 of five, the same training images (train images of the other "
               "twelve annotated series, all images of the eleven unannotated ones), 14 "
-              "minutes of training on one core, seed 0; a given threshold keeps the minimum "
-              "area at 4 px. Commands: " + "; ".join(f"`{d['command']}`" for _, d in docs)
+              "minutes of training on one core, seed 0 unless named; a given threshold keeps "
+              "the minimum area at 4 px. Commands: " + "; ".join(f"`{d['command']}`" for _, d in docs)
               + ", each after the `--fold 0` run with the same arguments and `--minutes 14 "
               "--threads 1` (a `--threshold` run reuses the fold's saved model)"]
     return "\n".join(lines)
