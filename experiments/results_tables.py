@@ -624,7 +624,11 @@ LOSO_VARIANTS = (("fcn_loso_fcn-real-amin.json", "reference (`fcn-real`)"),
                  ("fcn_loso_fcn-bg-amin.json", "+ unannotated backgrounds"),
                  ("fcn_loso_fcn-bglcn-amin.json", "+ unannotated backgrounds + local "
                                                    "contrast channel (sigma 8 px)"),
-                 ("fcn_loso_fcn-bg-s1-amin.json", "+ unannotated backgrounds, seed 1"))
+                 ("fcn_loso_fcn-bg-s1-amin.json", "+ unannotated backgrounds, seed 1"),
+                 ("fcn_loso_fcn-ens-bglcn-amin.json", "mean of the backgrounds and the "
+                                                      "local contrast models"),
+                 ("fcn_loso_fcn-ens-seeds-amin.json", "mean of the backgrounds models of "
+                                                      "seeds 0 and 1"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -700,8 +704,8 @@ def loso_fold0(fcn: Path) -> str:
                      f"{_f(f['ap'])} | {f['false_alarms_per_image']:.1f} |")
     lines += ["", "Fold 0 of five, the same training images (train images of the other "
               "twelve annotated series, all images of the eleven unannotated ones), 14 "
-              "minutes of training on one core, seed 0 unless named; a given threshold keeps "
-              "the minimum area at 4 px. Commands: " + "; ".join(f"`{d['command']}`" for _, d in docs)
+              "minutes of training on one core, seed 0 unless named; a given threshold "
+              "keeps the minimum area at 4 px. Commands: " + "; ".join(f"`{d['command']}`" for _, d in docs)
               + ", each after the `--fold 0` run with the same arguments and `--minutes 14 "
               "--threads 1` (a `--threshold` run reuses the fold's saved model)"]
     return "\n".join(lines)
@@ -843,6 +847,14 @@ def ablation(a: argparse.Namespace) -> str:
                        ("fcn_loso_fcn-bg-s1-amin.json", "unannotated backgrounds, seed 1 "
                         "(the seed's spread), threshold and minimum region area chosen per "
                         "fold on the training series' tuning images"),
+                       ("fcn_loso_fcn-ens-bglcn-amin.json", "the mean probability map "
+                        "of two of the runs above (unannotated backgrounds; and with the "
+                        "local contrast channel), nothing retrained, threshold and minimum "
+                        "region area chosen per fold on the training series' tuning images"),
+                       ("fcn_loso_fcn-ens-seeds-amin.json", "the mean probability map of "
+                        "the unannotated-backgrounds models of seeds 0 and 1, nothing "
+                        "retrained, threshold and minimum region area chosen per fold on the "
+                        "training series' tuning images"),
                        ("fcn_loso_fcn-bgxm-amin.json", "unannotated backgrounds, each "
                         "simulated void's contrast drawn (`--x-max-range`, block "
                         "`loso-fold0`), threshold and minimum region area chosen per fold on "
