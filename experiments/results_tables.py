@@ -706,7 +706,8 @@ def loso_fold0(fcn: Path) -> str:
               "twelve annotated series, all images of the eleven unannotated ones), 14 "
               "minutes of training on one core, seed 0 unless named; a given threshold "
               "keeps the minimum area at 4 px. Commands: "
-              + "; ".join(f"`{d['command']}`" for _, d in docs) + ", each after the `--fold 0` run with the same arguments and `--minutes 14 "
+              + "; ".join(f"`{d['command']}`" for _, d in docs)
+              + ", each after the `--fold 0` run with the same arguments and `--minutes 14 "
               "--threads 1` (a `--threshold` run reuses the fold's saved model)"]
     return "\n".join(lines)
 
