@@ -97,23 +97,7 @@ def register(sub: Any) -> None:
                    help="weight of defect pixels in the cross-entropy")
     p.add_argument("--augment", action="store_true",
                    help="gamma, contrast, grey level, blur and noise on every crop")
-    p.add_argument("--size", type=int_in(16, 1024), default=96, help="crop side (px, x8)")
-    p.add_argument("--defects", type=float_in(0, 50), default=1.5,
-                   help="mean simulated defects per crop (Poisson)")
-    p.add_argument("--axes-mm", type=float_in(0, 1000, lo_open=True), nargs=2,
-                   default=(1.0, 10.0), metavar=("LOW", "HIGH"),
-                   help="semi-axes of the simulated voids (mm)")
-    p.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
-                   default=CropConfig().mu_range, metavar=("LOW", "HIGH"),
-                   help="absorption-coefficient range of the simulated voids (1/mm)")
-    p.add_argument("--x-max", type=float_in(1, 10000), default=60.0,
-                   metavar="MM", help="thickness (mm) at which grey values are minimal: it "
-                                      "fixes the simulated voids' contrast (larger: fainter)")
-    p.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2,
-                   default=None, metavar=("LOW", "HIGH"),
-                   help="draw each simulated void's own --x-max log-uniformly in this range "
-                        "(mm): a mixture of contrasts, fainter ones included (default: "
-                        "--x-max for every void)")
+    _crop_options(p, CropConfig().mu_range)
     p.add_argument("--real", action="store_true",
                    help="real defect boxes (annotated train images) are targets too")
     p.add_argument("--no-theta", dest="choose_theta", action="store_false",
@@ -145,3 +129,24 @@ def register(sub: Any) -> None:
                         "images, 8 and their transposes; default: the model's)")
     add_device(t)
     add_output(t)
+
+
+def _crop_options(p: argparse.ArgumentParser, mu_range: tuple[float, float]) -> None:
+    """train-segmenter's options of the crops and their simulated voids."""
+    p.add_argument("--size", type=int_in(16, 1024), default=96, help="crop side (px, x8)")
+    p.add_argument("--defects", type=float_in(0, 50), default=1.5,
+                   help="mean simulated defects per crop (Poisson)")
+    p.add_argument("--axes-mm", type=float_in(0, 1000, lo_open=True), nargs=2,
+                   default=(1.0, 10.0), metavar=("LOW", "HIGH"),
+                   help="semi-axes of the simulated voids (mm)")
+    p.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
+                   default=mu_range, metavar=("LOW", "HIGH"),
+                   help="absorption-coefficient range of the simulated voids (1/mm)")
+    p.add_argument("--x-max", type=float_in(1, 10000), default=60.0,
+                   metavar="MM", help="thickness (mm) at which grey values are minimal: it "
+                                      "fixes the simulated voids' contrast (larger: fainter)")
+    p.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2,
+                   default=None, metavar=("LOW", "HIGH"),
+                   help="draw each simulated void's own --x-max log-uniformly in this range "
+                        "(mm): a mixture of contrasts, fainter ones included (default: "
+                        "--x-max for every void)")
