@@ -637,6 +637,8 @@ LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold 
               ("fcn_loso_fcn-bg-s1-amin.json", "unannotated backgrounds, seed 1; threshold "
                                                "and minimum area chosen on the tuning "
                                                "images"),
+              ("fcn_loso_fcn-bg-s1-t0.7.json", "unannotated backgrounds, seed 1; threshold "
+                                               "0.7 given"),
               ("fcn_loso_fcn-bgxm-amin.json", "+ contrasts drawn per void; threshold and "
                                               "minimum area chosen on the tuning images"),
               ("fcn_loso_fcn-bgxm-t0.7.json", "+ contrasts drawn per void; threshold 0.7 "
