@@ -60,11 +60,7 @@ class CropConfig:
             object.__setattr__(self, k, tuple(float(v) for v in getattr(self, k)))
         if self.x_max_range is not None:
             object.__setattr__(self, "x_max_range", tuple(float(v) for v in self.x_max_range))
-            lo, hi = self.x_max_range
-            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
-                raise ValueError(f"x_max_range {self.x_max_range}: need 0 < low <= high (mm)")
-        if not (np.isfinite(self.x_max) and self.x_max > 0):
-            raise ValueError(f"x_max {self.x_max}: must be a positive number (mm)")
+        self.sampler()  # x_max and x_max_range checked where they are used
         if self.size < 16 or self.size % 8:
             raise ValueError(f"crop size {self.size}: must be a multiple of 8, at least 16")
         if not (np.isfinite(self.defects) and 0 <= self.defects <= 50):

@@ -11,12 +11,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from xdefect.errors import InputError
 from xdefect.gdxray import ENV_VAR, default_root
 
 __all__ = ["MODEL_HELP", "PROG", "RUN_MODEL_HELP", "TTA_CHOICES", "Formatter", "Handler", "Parser",
-           "add_detect_options", "add_device", "add_output", "add_root", "command",
-           "detect_overrides", "emit", "float_in", "fmt_ap", "group", "int_in", "options",
-           "print_json", "root"]
+           "add_contrast_options", "add_detect_options", "add_device", "add_output",
+           "add_root", "command", "detect_overrides", "emit", "float_in", "fmt_ap", "group",
+           "int_in", "options", "print_json", "root", "x_max_range"]
 
 PROG = "xdefect"
 #: ``--tta``'s choices: :data:`xdefect.detect.TTA_VIEWS` (kept here so that the parser does
@@ -83,6 +84,31 @@ def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
 
     parse.__name__ = "float"
     return parse
+
+
+def add_contrast_options(p: argparse.ArgumentParser, x_max: float, what: str) -> None:
+    """``--x-max MM`` (default ``x_max``) and ``--x-max-range LOW HIGH``: the contrast of the
+    simulated ``what`` (say "defect"); read the range with :func:`x_max_range`."""
+    p.add_argument("--x-max", type=float_in(1, 10000), default=x_max, metavar="MM",
+                   help="thickness (mm) at which grey values are minimal; it fixes B of Eq. 3 "
+                        f"and so the simulated {what}s' contrast (larger: fainter; "
+                        "docs/simulation.md)")
+    p.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2, default=None,
+                   metavar=("LOW", "HIGH"),
+                   help=f"draw each simulated {what}'s own --x-max log-uniformly in this range "
+                        "(mm): a mixture of contrasts, fainter ones included, as real voids "
+                        f"have (docs/simulation.md); default: --x-max for every {what}")
+
+
+def x_max_range(args: argparse.Namespace) -> tuple[float, float] | None:
+    """``--x-max-range`` as a tuple (None when not given); one-line refusal unless LOW <=
+    HIGH."""
+    xr = getattr(args, "x_max_range", None)
+    if xr is None:
+        return None
+    if not xr[0] <= xr[1]:
+        raise InputError(f"--x-max-range {xr[0]:g} {xr[1]:g}: need LOW <= HIGH")
+    return (float(xr[0]), float(xr[1]))
 
 
 def command(sub: Any, name: str, handler: Handler, help: str, description: str | None = None

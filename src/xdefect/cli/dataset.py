@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xdefect.cli.common import (
+    add_contrast_options,
     add_output,
     add_root,
     command,
@@ -114,15 +115,7 @@ def _build_options(db: argparse.ArgumentParser) -> None:
     db.add_argument("--axes-mm", type=float_in(0, 100, lo_open=True), nargs=2,
                     default=DEFAULT_AXES_MM,
                     metavar=("MIN", "MAX"), help="semi-axis range (mm) of simulated defects")
-    db.add_argument("--x-max", type=float_in(1, 10000), default=DEFAULT_X_MAX,
-                    metavar="MM", help="thickness (mm) at which grey values are minimal; it "
-                                       "fixes B of Eq. 3 and so the simulated defects' "
-                                       "contrast (larger: fainter; docs/simulation.md)")
-    db.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2,
-                    default=None, metavar=("LOW", "HIGH"),
-                    help="draw each simulated defect's own --x-max log-uniformly in this "
-                         "range (mm): a mixture of contrasts, fainter ones included, as real "
-                         "voids have (docs/simulation.md); default: --x-max for every defect")
+    add_contrast_options(db, DEFAULT_X_MAX, "defect")
     db.add_argument("--mu-log", action="store_true",
                     help="draw each simulated defect's mu log-uniformly in --mu (as many "
                          "faint defects per octave as strong ones) instead of uniformly")

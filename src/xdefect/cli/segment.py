@@ -8,6 +8,7 @@ from typing import Any
 
 from xdefect.cli.common import (
     TTA_CHOICES,
+    add_contrast_options,
     add_device,
     add_output,
     command,
@@ -15,6 +16,7 @@ from xdefect.cli.common import (
     float_in,
     int_in,
     options,
+    x_max_range,
 )
 
 __all__ = ["DESCRIPTION", "cmd_train_segmenter", "cmd_tune_segmenter", "register"]
@@ -37,9 +39,7 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from xdefect.errors import InputError
     from xdefect.train_segment import SegTrainConfig, train_segmenter
 
-    xr = args.x_max_range
-    if xr is not None and not xr[0] <= xr[1]:
-        raise InputError(f"--x-max-range {xr[0]:g} {xr[1]:g}: need LOW <= HIGH")
+    x_max_range(args)  # LOW <= HIGH, refused naming the option
     try:
         crops = CropConfig(**options(args, CropConfig))
     except ValueError as exc:
@@ -97,7 +97,7 @@ def register(sub: Any) -> None:
                    help="weight of defect pixels in the cross-entropy")
     p.add_argument("--augment", action="store_true",
                    help="gamma, contrast, grey level, blur and noise on every crop")
-    _crop_options(p, CropConfig().mu_range)
+    _crop_options(p, CropConfig().mu_range, CropConfig().x_max)
     p.add_argument("--real", action="store_true",
                    help="real defect boxes (annotated train images) are targets too")
     p.add_argument("--no-theta", dest="choose_theta", action="store_false",
@@ -131,7 +131,8 @@ def register(sub: Any) -> None:
     add_output(t)
 
 
-def _crop_options(p: argparse.ArgumentParser, mu_range: tuple[float, float]) -> None:
+def _crop_options(p: argparse.ArgumentParser, mu_range: tuple[float, float], x_max: float
+                  ) -> None:
     """train-segmenter's options of the crops and their simulated voids."""
     p.add_argument("--size", type=int_in(16, 1024), default=96, help="crop side (px, x8)")
     p.add_argument("--defects", type=float_in(0, 50), default=1.5,
@@ -142,11 +143,4 @@ def _crop_options(p: argparse.ArgumentParser, mu_range: tuple[float, float]) -> 
     p.add_argument("--mu", dest="mu_range", type=float_in(0, 1, lo_open=True), nargs=2,
                    default=mu_range, metavar=("LOW", "HIGH"),
                    help="absorption-coefficient range of the simulated voids (1/mm)")
-    p.add_argument("--x-max", type=float_in(1, 10000), default=60.0,
-                   metavar="MM", help="thickness (mm) at which grey values are minimal: it "
-                                      "fixes the simulated voids' contrast (larger: fainter)")
-    p.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2,
-                   default=None, metavar=("LOW", "HIGH"),
-                   help="draw each simulated void's own --x-max log-uniformly in this range "
-                        "(mm): a mixture of contrasts, fainter ones included (default: "
-                        "--x-max for every void)")
+    add_contrast_options(p, x_max, "void")

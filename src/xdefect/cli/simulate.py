@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from xdefect.cli.common import add_output, command, float_in, int_in, print_json
+from xdefect.cli.common import (
+    add_contrast_options,
+    add_output,
+    command,
+    float_in,
+    int_in,
+    print_json,
+    x_max_range,
+)
 from xdefect.errors import InputError
 from xdefect.simulate import DEFAULT_AXES_MM, DEFAULT_MM_PER_PX, DEFAULT_MU_RANGE, DEFAULT_X_MAX
 
@@ -26,11 +34,8 @@ def sampler_config(args: argparse.Namespace):
     if args.mm_per_px <= 0:
         raise InputError(f"--mm-per-px {args.mm_per_px}: must be positive")
     geo = Geometry(args.mm_per_px, args.source_distance)
-    xr = getattr(args, "x_max_range", None)
-    if xr is not None and not xr[0] <= xr[1]:
-        raise InputError(f"--x-max-range {xr[0]:g} {xr[1]:g}: need LOW <= HIGH")
     return SamplerConfig((lo, hi), (mlo, mhi), args.x_max, geo, args.defect_blur, args.mu_log,
-                         None if xr is None else tuple(xr))
+                         x_max_range(args))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -75,12 +80,7 @@ def register(sub: Any) -> None:
     s.add_argument("--mu", type=float_in(0, 1, lo_open=True), nargs=2, default=DEFAULT_MU_RANGE,
                    metavar=("MIN", "MAX"),
                    help="range of the linear absorption coefficient (1/mm)")
-    s.add_argument("--x-max", type=float_in(1, 10000), default=DEFAULT_X_MAX,
-                   help="thickness (mm) at which grey values are minimal; fixes B")
-    s.add_argument("--x-max-range", type=float_in(1, 10000), nargs=2, default=None,
-                   metavar=("LOW", "HIGH"),
-                   help="draw each defect's own --x-max log-uniformly in this range (mm): a "
-                        "mixture of contrasts (default: --x-max for every defect)")
+    add_contrast_options(s, DEFAULT_X_MAX, "defect")
     s.add_argument("--mu-log", action="store_true",
                    help="draw mu log-uniformly in --mu instead of uniformly")
     s.add_argument("--defect-blur", type=float_in(0, 10), default=0.0, metavar="PX",
