@@ -318,13 +318,17 @@ def leave_series_out(a: argparse.Namespace) -> None:
         tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
         grid = [(th, am, g) for th in THRESHOLDS for am in (a.a_min_grid or [4])
                 for g in (a.grow_grid or [0])]
-        aps = {k: summarise(v)["ap"] for k, v in grid_results(net, tuning, grid).items()}
+        tune_res = grid_results(net, tuning, grid)
+        aps = {k: summarise(v)["ap"] for k, v in tune_res.items()}
         by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else "")
                 + (f"/g{g}" if a.grow_grid else ""): round(v, 4)
                 for (th, am, g), v in aps.items()}
         t, a_min, grow = max(aps, key=lambda k: aps[k])
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
-    rs = grid_results(net, tested, [(t, a_min, grow)])[(t, a_min, grow)]
+    if a.rate_rule:
+        rs, rate = rate_rule(net, tune_res[(t, a_min, grow)], tested, (t, a_min, grow))
+    else:
+        rs, rate = grid_results(net, tested, [(t, a_min, grow)])[(t, a_min, grow)], None
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on,
            "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn,
            "x_max_range": a.x_max_range, "threshold": t,
@@ -334,11 +338,45 @@ def leave_series_out(a: argparse.Namespace) -> None:
            "tuning_ap_by_threshold": by_t,
            "training": {k: v for k, v in info.items() if k != "log"},
            "test_s": round(time.perf_counter() - t0, 1), "command": command_line(),
-           "images": [{"key": r.key, "series": r.series, "boxes": r.boxes.tolist(),
-                       "scores": r.scores.tolist(), "gt": r.gt.tolist()} for r in rs]}
+           "images": image_records(rs)}
     write_card(fold_dir, a, info, train_on, figures(rs))
+    if rate is not None:  # the run without the rule's file too: the same detections
+        write_json(fold_dir / f"results{tag(a).removesuffix('-rate')}.json", doc)
+        doc = {**doc, "rate_rule": rate[0], "images_rate": image_records(rate[1])}
     write_json(fold_dir / f"results{tag(a)}.json", doc)
     print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}))
+
+
+def image_records(rs: list[ImageResult]) -> list[dict]:
+    return [{"key": r.key, "series": r.series, "boxes": r.boxes.tolist(),
+             "scores": r.scores.tolist(), "gt": r.gt.tolist()} for r in rs]
+
+
+def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult], tested: list,
+              chosen: tuple) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
+    """A label-free threshold per held-out casting: the lowest of ``THRESHOLDS`` at which
+    the casting's images raise no more regions per image than the tuning images of the
+    series trained on raise at the chosen threshold (the detector's alarm rate on castings
+    it knows, carried to the new one; only the new casting's images are used, never their
+    labels). ``ref``: the tuning images' results at ``chosen`` (threshold, minimum area,
+    grow). Returns the detections at the chosen threshold (as without the rule) and the
+    rule's record and detections."""
+    t, a_min, grow = chosen
+    rate_ref = float(np.mean([len(r.boxes) for r in ref]))
+    grid = [(th, a_min, grow) for th in sorted(set(THRESHOLDS) | {t})]
+    res = grid_results(net, tested, grid)
+    record: dict = {"reference_regions_per_image": round(rate_ref, 3),
+                    "rule": "lowest threshold whose regions per image on the casting's "
+                            "images <= the reference", "per_series": {}}
+    out: list[ImageResult] = []
+    for s in sorted({r.series for r in res[chosen]}):
+        idx = [i for i, r in enumerate(res[chosen]) if r.series == s]
+        rates = {k[0]: float(np.mean([len(res[k][i].boxes) for i in idx])) for k in grid}
+        t_s = min((th for th, v in rates.items() if v <= rate_ref), default=grid[-1][0])
+        record["per_series"][s] = {"threshold": t_s, "regions_per_image_by_threshold":
+                                   {f"{th:g}": round(v, 3) for th, v in rates.items()}}
+        out += [res[(t_s, a_min, grow)][i] for i in idx]
+    return res[chosen], (record, out)
 
 
 def backgrounds(a: argparse.Namespace) -> list[TrainImage]:
@@ -352,21 +390,34 @@ def tag(a: argparse.Namespace) -> str:
     """The result files' suffix: a fixed threshold, a minimum-area grid, or none."""
     if a.threshold is not None:
         return f"-t{a.threshold:g}"
-    return ("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
+    return (("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
+            + ("-rate" if a.rate_rule else ""))
+
+
+def read_images(records: list[dict]) -> list[ImageResult]:
+    return [ImageResult(x["key"], x["series"], np.asarray(x["boxes"], float).reshape(-1, 4),
+                        np.asarray(x["scores"], float), np.asarray(x["gt"], float)
+                        .reshape(-1, 4)) for x in records]
 
 
 def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> None:
-    rs, per_fold = [], []
+    """Pool the folds run so far; with ``--rate-rule``, the rule's detections (and, as
+    ``pooled_fixed``, the same folds at the threshold chosen on the tuning images)."""
+    rs, fixed, per_fold = [], [], []
     for i in range(len(folds)):
         f = work / f"fold{i}" / f"results{tag(a)}.json"
         if not f.is_file():
             continue
         d = json.loads(f.read_text())
-        fr = [ImageResult(x["key"], x["series"], np.asarray(x["boxes"], float).reshape(-1, 4),
-                          np.asarray(x["scores"], float), np.asarray(x["gt"], float)
-                          .reshape(-1, 4)) for x in d["images"]]
+        fr = read_images(d["images_rate"] if a.rate_rule else d["images"])
         rs += fr
+        fixed += read_images(d["images"])
+        rule = ({"threshold_by_series": {s: v["threshold"] for s, v in
+                                         d["rate_rule"]["per_series"].items()},
+                 "reference_regions_per_image": d["rate_rule"]["reference_regions_per_image"]}
+                if a.rate_rule else {})
         per_fold.append({"fold": i, "held_out": d["held_out"], "threshold": d["threshold"],
+                         **rule,
                          "a_min": d.get("a_min", 4), "grow": d.get("grow", 0),
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
@@ -374,6 +425,8 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                          **figures(fr)})
     doc = {"kfold": a.kfold, "folds_run": len(per_fold), "roots": [str(a.gdxray), str(a.extra)],
            "pooled": figures(rs), "folds": per_fold, "command": command_line()}
+    if a.rate_rule:
+        doc["pooled_fixed"] = figures(fixed)
     write_json(a.out.with_name(f"fcn_loso_{a.name}{tag(a)}.json"), doc)
     print(json.dumps({k: v for k, v in doc.items() if k != "folds"}))
 
@@ -425,10 +478,18 @@ def main() -> None:
     ap.add_argument("--grow-grid", type=int, nargs="+", default=None,
                     help="with --kfold: also choose the box growth (pixels a side) from "
                          "these, on the tuning images of the series trained on")
+    ap.add_argument("--rate-rule", action="store_true",
+                    help="leave-series-out: also test a label-free threshold per held-out "
+                         "series, the lowest at which its images raise no more regions per "
+                         "image than the tuning images do at the chosen threshold (results "
+                         "file suffix -rate; --pool pools that rule)")
     ap.add_argument("--a-min-grid", type=int, nargs="+", default=None,
                     help="leave-series-out: choose the minimum region area (pixels) from "
                          "these with the threshold, on the same tuning images")
     a = ap.parse_args()
+    if a.rate_rule and (a.threshold is not None or not a.kfold):
+        ap.error("--rate-rule needs --kfold and a threshold chosen on the tuning images "
+                 "(no --threshold)")
     torch.set_num_threads(a.threads)
     a.gdxray = a.gdxray or gdxray.default_root()
     if a.kfold:

@@ -22,6 +22,11 @@ The ``bundled`` block comes from the model cards (``experiments/model_figures.py
 here too). The prose around the
 blocks is written by hand.
 
+``runs/`` is scratch and does not survive a new checkout: each run first restores into
+``runs/`` the result files archived in ``experiments/results/`` (committed) that are missing
+there, and last archives there the result files it found (:data:`ARCHIVED`; documents and
+tuned cards, no weights or images). A block whose files are gone is left as it was.
+
     .venv/bin/python experiments/results_tables.py [--report docs/results.md]
 """
 
@@ -29,10 +34,60 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
 import model_figures  # experiments/, beside this script
+
+#: The result files the tables are generated from, kept in the repository: ``runs/`` is
+#: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
+#: this script copies the tables' inputs found there into ``experiments/results/`` (the same
+#: layout) and, first, copies back into ``runs/`` the archived ones missing there.
+ARCHIVE = model_figures.ROOT / "experiments" / "results"
+RUNS = Path("runs")
+#: Globs under ``runs/`` of the archived files: result documents and tuned cards, never
+#: images, weights or crops of GDXray.
+ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.json",
+            "*/*/eval-source/metrics.json", "seg/*/model.json",
+            "fcn/*-loso*/fold*/results*.json")
+#: A larger file (per-image detections of many images) stays in ``runs/`` only.
+MAX_ARCHIVED_BYTES = 3_000_000
+
+
+def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
+    """Copy every archived result file missing from ``runs`` back there (never replacing
+    one); returns the files restored."""
+    out = []
+    for f in sorted(archive.rglob("*.json")) if archive.is_dir() else []:
+        dst = runs / f.relative_to(archive)
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dst)
+            out.append(dst)
+    return out
+
+
+def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE, globs=ARCHIVED,
+                    max_bytes: int = MAX_ARCHIVED_BYTES) -> tuple[list[Path], list[Path]]:
+    """Copy the result files of ``runs`` matching ``globs`` into ``archive`` (the same
+    relative paths) where absent or different, each written under a temporary name and
+    renamed; returns (files archived, files left out for their size)."""
+    done, big = [], []
+    for f in sorted({f for g in globs for f in runs.glob(g) if f.is_file()}):
+        if f.stat().st_size > max_bytes:
+            big.append(f)
+            continue
+        dst = archive / f.relative_to(runs)
+        data = f.read_bytes()
+        if dst.is_file() and dst.read_bytes() == data:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(dst)
+        done.append(dst)
+    return done, big
 
 
 def _f(x, nd: int = 4) -> str:
@@ -629,6 +684,15 @@ LOSO_VARIANTS = (("fcn_loso_fcn-real-amin.json", "reference (`fcn-real`)"),
                                                       "local contrast models"),
                  ("fcn_loso_fcn-ens-seeds-amin.json", "mean of the backgrounds models of "
                                                       "seeds 0 and 1"))
+#: the third seed (2) of the backgrounds recipe and of its local contrast variant, their
+#: ensemble, and each with the label-free per-casting threshold (``--rate-rule``): result
+#: files archived in ``experiments/results/`` (those of LOSO_VARIANTS were lost with runs/)
+LOSO_SEED2 = (("fcn_loso_fcn-bg-s2-amin.json", "backgrounds, seed 2"),
+              ("fcn_loso_fcn-bglcn-s2-amin.json", "+ local contrast, seed 2"),
+              ("fcn_loso_fcn-ens-s2-amin.json", "mean of the two, seed 2"),
+              ("fcn_loso_fcn-bg-s2-amin-rate.json", "backgrounds, seed 2; rate rule"),
+              ("fcn_loso_fcn-bglcn-s2-amin-rate.json", "+ local contrast, seed 2; rate rule"),
+              ("fcn_loso_fcn-ens-s2-amin-rate.json", "mean of the two, seed 2; rate rule"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -645,11 +709,11 @@ LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold 
                                               "given"))
 
 
-def fcn_loso_variants(fcn: Path) -> str:
-    """Per held-out series, the AP of each leave-series-out variant of
-    :data:`LOSO_VARIANTS` that has run (the same five folds, the same threshold and
+def fcn_loso_variants(fcn: Path, variants: tuple = LOSO_VARIANTS) -> str:
+    """Per held-out series, the AP of each leave-series-out variant of ``variants``
+    ((result file, label) pairs) that has run (the same five folds, the same threshold and
     minimum-area rule)."""
-    docs = [(label, json.loads(fcn.with_name(f).read_text())) for f, label in LOSO_VARIANTS
+    docs = [(label, json.loads(fcn.with_name(f).read_text())) for f, label in variants
             if fcn.with_name(f).exists()]
     series = sorted({s for _, d in docs for f in d["folds"] for s in f["held_out"]})
     lines = ["| held-out series | " + " | ".join(lbl for lbl, _ in docs) + " |",
@@ -682,9 +746,31 @@ def fcn_loso_variants(fcn: Path) -> str:
         for _, d in docs) + " |")
     lines.append("| folds run (pooled and mean over them) | " + " | ".join(
         f"{d['folds_run']} of {d['kfold']}" for _, d in docs) + " |")
+    lines += rate_thresholds(docs)
     lines += ["", "Commands: " + "; ".join(f"`{d['command']}` after one `--fold I` run per "
                                             f"fold" for _, d in docs)]
     return "\n".join(lines)
+
+
+def rate_thresholds(docs: list[tuple[str, dict]]) -> list[str]:
+    """For the runs with the label-free rate rule, each held-out series' threshold: the
+    one chosen on the training series' tuning images -> the rule's."""
+    rated = [(lbl, d) for lbl, d in docs if "pooled_fixed" in d]
+    if not rated:
+        return []
+    lines = ["", "Thresholds of the rate rule (chosen on the training series' tuning images "
+             "-> the held-out casting's own, label-free; reference regions per image):", "",
+             "| held-out series | " + " | ".join(lbl for lbl, _ in rated) + " |",
+             "|---|" + "---|" * len(rated)]
+    series = sorted({s for _, d in rated for f in d["folds"] for s in f["held_out"]})
+    for s in series:
+        cells = []
+        for _, d in rated:
+            f = next((f for f in d["folds"] if s in f["threshold_by_series"]), None)
+            cells.append(f"{f['threshold']:g} -> {f['threshold_by_series'][s]:g} "
+                         f"({f['reference_regions_per_image']:.2f})" if f else "-")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def loso_fold0(fcn: Path) -> str:
@@ -745,10 +831,89 @@ def sharpness(doc: dict) -> str:
     return "\n".join(lines)
 
 
+#: (result file, what changed) of the leave-series-out rows of the ablation table
+LOSO_ROWS = (("fcn_loso_fcn-real-t0.9.json", "threshold 0.9 from the paper "
+              "series' tuning images"),
+             ("fcn_loso_fcn-real.json", "threshold chosen per fold on the "
+              "training series' tuning images"),
+             ("fcn_loso_fcn-real-amin.json", "threshold and minimum region area "
+              "(4, 16, 48 or 120 px) chosen per fold on the training series' "
+              "tuning images, the same models"),
+             ("fcn_loso_fcn-real-amin-grow.json", "threshold, minimum region area "
+              "and box growth (0-6 px a side) chosen per fold on the training "
+              "series' tuning images, the same models"),
+             ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation "
+              "(`xdefect.augment`), 12 minutes of training per fold, threshold and "
+              "minimum region area chosen per fold on the training series' tuning "
+              "images"),
+             ("fcn_loso_fcn-bg-amin.json", "all 452 images of the eleven "
+              "unannotated series added as backgrounds for simulated voids, "
+              "threshold and minimum region area chosen per fold on the training "
+              "series' tuning images"),
+             ("fcn_loso_fcn-bglcn-amin.json", "unannotated backgrounds and a "
+              "second input channel, the local contrast normalisation (sigma 8 "
+              "px), threshold and minimum region area chosen per fold on the "
+              "training series' tuning images"),
+             ("fcn_loso_fcn-bg-s1-amin.json", "unannotated backgrounds, seed 1 "
+              "(the seed's spread), threshold and minimum region area chosen per "
+              "fold on the training series' tuning images"),
+             ("fcn_loso_fcn-ens-bglcn-amin.json", "the mean probability map "
+              "of two of the runs above (unannotated backgrounds; and with the "
+              "local contrast channel), nothing retrained, threshold and minimum "
+              "region area chosen per fold on the training series' tuning images"),
+             ("fcn_loso_fcn-ens-seeds-amin.json", "the mean probability map of "
+              "the unannotated-backgrounds models of seeds 0 and 1, nothing "
+              "retrained, threshold and minimum region area chosen per fold on the "
+              "training series' tuning images"),
+             ("fcn_loso_fcn-bgxm-amin.json", "unannotated backgrounds, each "
+              "simulated void's contrast drawn (`--x-max-range`, block "
+              "`loso-fold0`), threshold and minimum region area chosen per fold on "
+              "the training series' tuning images"))
+
+
+_CHOSEN = ("threshold and minimum region area chosen per fold on the training series' "
+           "tuning images")
+_RATE = ("minimum region area chosen per fold on the training series' tuning images, the "
+         "threshold per held-out casting by the label-free rate rule (`--rate-rule`), the same "
+         "models")
+#: (result file, what changed) of the seed-2 rows (``ablation-seed2`` block)
+LOSO_SEED2_ROWS = (
+    ("fcn_loso_fcn-bg-s2-amin.json", f"unannotated backgrounds, seed 2, {_CHOSEN}"),
+    ("fcn_loso_fcn-bglcn-s2-amin.json", "unannotated backgrounds and the local contrast "
+     f"channel (sigma 8 px), seed 2, {_CHOSEN}"),
+    ("fcn_loso_fcn-ens-s2-amin.json", "the mean probability map of the two seed-2 runs "
+     f"above, nothing retrained, {_CHOSEN}"),
+    ("fcn_loso_fcn-bg-s2-amin-rate.json", f"unannotated backgrounds, seed 2, {_RATE}"),
+    ("fcn_loso_fcn-bglcn-s2-amin-rate.json", "unannotated backgrounds and the local contrast "
+     f"channel, seed 2, {_RATE}"),
+    ("fcn_loso_fcn-ens-s2-amin-rate.json", f"the mean of the two seed-2 runs, {_RATE}"))
+ABLATION_HEAD = ("| change | data | trained on | minutes | AP | found | FA/image |",
+                 "|---|---|---|---|---|---|---|")
+
+
+def loso_rows(fcn: Path, entries: tuple) -> list[str]:
+    """The ablation rows of the leave-series-out runs of ``entries`` ((result file beside
+    ``fcn``, how the threshold was chosen / what changed) pairs) that have run."""
+    rows = []
+    for name, rule in entries:
+        if not fcn.with_name(name).exists():
+            continue
+        d = json.loads(fcn.with_name(name).read_text())
+        p = d["pooled"]
+        mins = sum(f["train_minutes"] + f["test_s"] / 60 for f in d["folds"])
+        rows.append(f"| leave-series-out, fully convolutional detector, real defects as "
+                    f"targets, {rule}, {d['folds_run']} of {d['kfold']} folds | held-out "
+                    f"series, all "
+                    f"{p['images']} images | gdxray, gdxray-extra (train images of the "
+                    f"others) | {mins:.0f} | {_f(p['ap'])} | "
+                    f"{p['true_positives']}/{p['gt_boxes']} | "
+                    f"{p['false_alarms_per_image']:.1f} |")
+    return rows
+
+
 def ablation(a: argparse.Namespace) -> str:
     """Issue 13's ablation table: one row per measured change, from the result files."""
-    rows = ["| change | data | trained on | minutes | AP | found | FA/image |",
-            "|---|---|---|---|---|---|---|"]
+    rows = list(ABLATION_HEAD)
 
     def load(path: Path) -> dict | None:
         return json.loads(path.read_text()) if path.exists() else None
@@ -825,55 +990,7 @@ def ablation(a: argparse.Namespace) -> str:
                     f"{(r['build_s'] + r['train_s'] + r['eval_s']) / 60:.0f} | "
                     f"{_f(r['tuning_ap'])} | {r['true_positives']}/{r['gt_boxes']} | "
                     f"{r['false_alarms_per_image']:.1f} |")
-    for name, rule in (("fcn_loso_fcn-real-t0.9.json", "threshold 0.9 from the paper "
-                        "series' tuning images"),
-                       ("fcn_loso_fcn-real.json", "threshold chosen per fold on the "
-                        "training series' tuning images"),
-                       ("fcn_loso_fcn-real-amin.json", "threshold and minimum region area "
-                        "(4, 16, 48 or 120 px) chosen per fold on the training series' "
-                        "tuning images, the same models"),
-                       ("fcn_loso_fcn-real-amin-grow.json", "threshold, minimum region area "
-                        "and box growth (0-6 px a side) chosen per fold on the training "
-                        "series' tuning images, the same models"),
-                       ("fcn_loso_fcn-aug-amin.json", "grey-level augmentation "
-                        "(`xdefect.augment`), 12 minutes of training per fold, threshold and "
-                        "minimum region area chosen per fold on the training series' tuning "
-                        "images"),
-                       ("fcn_loso_fcn-bg-amin.json", "all 452 images of the eleven "
-                        "unannotated series added as backgrounds for simulated voids, "
-                        "threshold and minimum region area chosen per fold on the training "
-                        "series' tuning images"),
-                       ("fcn_loso_fcn-bglcn-amin.json", "unannotated backgrounds and a "
-                        "second input channel, the local contrast normalisation (sigma 8 "
-                        "px), threshold and minimum region area chosen per fold on the "
-                        "training series' tuning images"),
-                       ("fcn_loso_fcn-bg-s1-amin.json", "unannotated backgrounds, seed 1 "
-                        "(the seed's spread), threshold and minimum region area chosen per "
-                        "fold on the training series' tuning images"),
-                       ("fcn_loso_fcn-ens-bglcn-amin.json", "the mean probability map "
-                        "of two of the runs above (unannotated backgrounds; and with the "
-                        "local contrast channel), nothing retrained, threshold and minimum "
-                        "region area chosen per fold on the training series' tuning images"),
-                       ("fcn_loso_fcn-ens-seeds-amin.json", "the mean probability map of "
-                        "the unannotated-backgrounds models of seeds 0 and 1, nothing "
-                        "retrained, threshold and minimum region area chosen per fold on the "
-                        "training series' tuning images"),
-                       ("fcn_loso_fcn-bgxm-amin.json", "unannotated backgrounds, each "
-                        "simulated void's contrast drawn (`--x-max-range`, block "
-                        "`loso-fold0`), threshold and minimum region area chosen per fold on "
-                        "the training series' tuning images")):
-        d = load(a.fcn.with_name(name))
-        if not d:
-            continue
-        p = d["pooled"]
-        mins = sum(f["train_minutes"] + f["test_s"] / 60 for f in d["folds"])
-        rows.append(f"| leave-series-out, fully convolutional detector, real defects as "
-                    f"targets, {rule}, {d['folds_run']} of {d['kfold']} folds | held-out "
-                    f"series, all "
-                    f"{p['images']} images | gdxray, gdxray-extra (train images of the "
-                    f"others) | {mins:.0f} | {_f(p['ap'])} | "
-                    f"{p['true_positives']}/{p['gt_boxes']} | "
-                    f"{p['false_alarms_per_image']:.1f} |")
+    rows += loso_rows(a.fcn, LOSO_ROWS)
     def tuning_and_extra(label: str, r: dict, minutes: float) -> None:
         for key, data in (("tuning", "paper series, tuning images"),
                           ("extra_odd", "`gdxray-extra` odd images")):
@@ -890,6 +1007,17 @@ def ablation(a: argparse.Namespace) -> str:
         tuning_and_extra(f"fully convolutional detector ({r['name']}), {what}, threshold "
                          f"{r['threshold']:g}", r, r["train_minutes"] + r["score_s"] / 60)
     return "\n".join(rows)
+
+
+def block(text: str, name: str) -> str:
+    """The body of the report's ``<!-- name -->`` ... ``<!-- /name -->`` block ('' if none)."""
+    m = re.search(rf"<!-- {re.escape(name)} -->\n(.*?)<!-- /{re.escape(name)} -->", text, re.S)
+    return m.group(1) if m else ""
+
+
+def table_rows(body: str) -> int:
+    """The number of table rows (header and separator included) of a block's body."""
+    return sum(1 for line in body.splitlines() if line.startswith("|"))
 
 
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
@@ -929,6 +1057,9 @@ def main() -> None:
     ap.add_argument("--fcn", type=Path, default=Path("runs/fcn_detector.json"))
     ap.add_argument("--seg-variants", type=Path, default=Path("runs/segmenter_variants.json"))
     a = ap.parse_args()
+    back = restore()
+    if back:
+        print(f"{len(back)} result file(s) restored from {ARCHIVE} into {RUNS}/")
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
                            ("pyramid", a.pyramid, pyramid),
@@ -958,7 +1089,17 @@ def main() -> None:
         text = replace_block(text, "fcn-loso-variants", fcn_loso_variants(a.fcn), a.report)
     if a.fcn.with_name(LOSO_FOLD0[0][0]).exists():
         text = replace_block(text, "loso-fold0", loso_fold0(a.fcn), a.report)
-    text = replace_block(text, "ablation", ablation(a), a.report)
+    abl, had = ablation(a), table_rows(block(text, "ablation"))
+    if table_rows(abl) >= had:
+        text = replace_block(text, "ablation", abl, a.report)
+    else:
+        print(f"ablation: kept as it is (the result files of {had - table_rows(abl)} of its "
+              "rows are missing from runs/ and the archive)")
+    if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
+        text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
+                             a.report)
+        text = replace_block(text, "ablation-seed2", "\n".join(
+            ABLATION_HEAD + loso_rows(a.fcn, LOSO_SEED2_ROWS)), a.report)
     if Path("runs/seg/long-tta4/model.json").exists():
         text = replace_block(text, "default-candidates", default_candidates(), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
@@ -1005,6 +1146,9 @@ def main() -> None:
                                      sharpness(json.loads(a.sharpness.read_text())), sim))
         print(f"{sim}: sharpness table updated")
     print(model_figures.status(model_figures.update()))
+    done, big = archive_results()
+    print(f"{len(done)} result file(s) archived in {ARCHIVE}"
+          + "".join(f"; {f} left out ({f.stat().st_size:,} bytes)" for f in big))
 
 
 if __name__ == "__main__":
