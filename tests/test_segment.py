@@ -11,7 +11,7 @@ import torch
 from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
-from xdefect.checkpoint import load_model, read_card, save_tensors
+from xdefect.checkpoint import load_model, read_card, save_model, save_tensors
 from xdefect.cli.common import TTA_CHOICES
 from xdefect.crops import CropConfig, inscribed_ellipse, make_crop, sample_batch, training_image
 from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap, regions
@@ -24,6 +24,7 @@ from xdefect.segment import (
     VIEWS,
     LocalContrast,
     SegConfig,
+    SegEnsemble,
     SegNet,
     create_segmenter,
     mirror,
@@ -512,3 +513,61 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
                                   str(empty), "--out", str(tmp_path / "e")),
                           "no annotated tuning images")
     assert not (tmp_path / "c").exists() and not (tmp_path / "e").exists()
+
+
+def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
+    out, _ = trained
+    a = out / "model.safetensors"
+    # a second member with another input: the local contrast channel
+    torch.manual_seed(3)
+    lcn = create_segmenter("segnet-lcn").eval()
+    b = tmp_path / "lcn.safetensors"
+    save_model(b, lcn, {"lineage": [{"complete": True, "kind": "segmenter", "command": "t",
+                                     "data_roots": {"other": ["C0002"]},
+                                     "data_image_splits": ["train"], "data_series": ["C0002"],
+                                     "data_sources": {"simulated": True}, "init": None}]})
+    proc = run_cli("models", "ensemble", str(a), str(b), "--out", str(tmp_path / "e"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    model = tmp_path / "e" / "model.safetensors"
+    assert json.loads(proc.stdout)["model"] == str(model)
+    ens, card = load_model(model)
+    assert isinstance(ens, SegEnsemble) and isinstance(ens, SegNet) and not ens.training
+    assert [m.arch.lcn for m in ens.members] == [0.0, 8.0]
+    # the logit of the mean of the members' probabilities
+    m0, _ = load_model(a)
+    x = torch.randn(1, 1, 64, 96)
+    with torch.no_grad():
+        want = (torch.sigmoid(m0(x)) + torch.sigmoid(lcn(x))) / 2
+        assert torch.allclose(torch.sigmoid(ens(x)), want, atol=1e-5)
+    # the card: members' lineage, then the ensemble stage; roots for tune-segmenter
+    assert card["arch"]["members"][1]["lcn"] == 8.0
+    assert SegConfig.from_dict(card["arch"]) == ens.arch
+    assert [st.get("member") for st in card["lineage"]] == [0, 1, None]
+    last = card["lineage"][-1]
+    assert last["kind"] == "ensemble" and [m["file"] for m in last["members"]] == [str(a), str(b)]
+    assert set(last["data_roots"]) == {str(phantom_root), "other"}
+    assert card["detection"] == read_card(a)["detection"] and "detection_from" in card
+    show = run_cli("models", "show", str(model))
+    assert show.returncode == 0 and "member 1: " in show.stdout
+    # it runs wherever a segmenter runs: the detector, ONNX, tune-segmenter
+    img = phantom((160, 200), seed=4).image
+    det = Detector.load(model, device="cpu", theta=-1.0, a_min=1)
+    assert det.detect(img) and det.score_map(img).values.shape == (160, 200)
+    onnx = Detector.load(model, device="cpu", backend="onnxruntime", theta=-1.0, a_min=1)
+    assert np.abs(onnx.score_map(img).values - det.score_map(img).values).max() < 1e-4
+    t = run_cli("tune-segmenter", "--model", str(model), "--gdxray", str(phantom_root),
+                "--out", str(tmp_path / "t"), "--threads", "1", "--device", "cpu")
+    assert t.returncode == 0, t.stderr
+    assert isinstance(load_model(tmp_path / "t" / "model.safetensors")[0], SegEnsemble)
+    # refusals, one line each, nothing written
+    for args, msg in (((str(a),), "at least two"),
+                      ((str(a), "xnet2-xdefect"), "a patch classifier"),
+                      ((str(a), str(model)), "an ensemble already"),
+                      ((str(a), str(tmp_path / "none.safetensors")), "none.safetensors")):
+        assert_one_line_error(run_cli("models", "ensemble", *args, "--out",
+                                      str(tmp_path / "x")), msg)
+    assert_one_line_error(run_cli("models", "ensemble", str(a), str(b), "--out",
+                                  str(tmp_path / "e")), "holds a model already")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="at least two"):
+        SegConfig.ensemble([SEGMENTERS["segnet"]])

@@ -30,13 +30,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xdefect.errors import InputError
-from xdefect.io import atomic_path, sha256_file
+from xdefect.io import atomic_path, command_line, sha256_file
 from xdefect.models import NORMALISATION, ArchConfig, PatchCNN
-from xdefect.segment import SegConfig, SegNet, is_segmenter_arch
+from xdefect.segment import (
+    SEGMENT_PARAMS,
+    SegConfig,
+    SegNet,
+    create_segmenter,
+    is_segmenter_arch,
+)
 
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_CLASSIFIER",
            "DEFAULT_MODEL", "MODEL_FORMAT", "WEIGHTS_DIR", "bundled_model", "card_lineage",
-           "describe_model", "init_record", "lineage_summary", "load_model", "load_tensors",
+           "describe_model", "ensemble_segmenters", "init_record", "lineage_summary",
+           "load_model", "load_tensors",
            "model_state", "optimizer_tensors", "prefixed", "read_card", "resolve_model",
            "restore_optimizer", "save_model", "save_tensors", "sidecar", "unprefixed"]
 
@@ -156,7 +163,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     try:
         model: PatchCNN | SegNet
         if is_segmenter_arch(card["arch"]):
-            model = SegNet(SegConfig.from_dict(card["arch"]))
+            model = create_segmenter(SegConfig.from_dict(card["arch"]))
         else:
             model = PatchCNN(ArchConfig.from_dict(card["arch"]))
         model.load_state_dict(tensors)
@@ -230,6 +237,71 @@ def init_record(path: str | os.PathLike[str], card: dict[str, Any] | None = None
     return {"file": str(p), "sha256": sha256_file(p), "card_sha256": sha256_file(sidecar(p)),
             "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
             "data_manifest_sha256": card.get("data_manifest_sha256")}
+
+
+def ensemble_segmenters(models: list[str | os.PathLike[str]], out: str | os.PathLike[str],
+                        name: str | None = None) -> dict[str, Any]:
+    """Write one model file that runs several segmenter files as an ensemble
+    (:class:`~xdefect.segment.SegEnsemble`: the mean of their probabilities) to
+    ``out/model.safetensors`` + ``model.json``. Nothing is trained: the members' weights
+    are stored under ``members.I.``. The card: the members' architectures, every member's
+    lineage (each stage marked with its ``member`` index) followed by an ``ensemble`` stage
+    recording each member's file and checksums and the command line, ``data_roots`` the
+    union of the members' (so that ``xdefect tune-segmenter`` tunes on the series they
+    trained on), and the first member's detection settings, recorded as such
+    (``detection_from``): choose the ensemble's own with ``xdefect tune-segmenter``.
+    ``models``: files or bundled names, at least two plain segmenters (no ONNX graph, no
+    patch classifier, no ensemble). :class:`InputError` naming the file otherwise; ``out``
+    must not hold a model already. Returns ``{"model", "members", "params"}``."""
+    paths = [resolve_model(m) for m in models]
+    if len(paths) < 2:
+        raise InputError("an ensemble needs at least two segmenter models")
+    run = Path(out)
+    if (run / "model.safetensors").exists():
+        raise InputError(f"{run}: holds a model already (use another --out)")
+    nets, cards = [], []
+    for p in paths:
+        if p.suffix.lower() == ".onnx":
+            raise InputError(f"{p}: an ONNX graph; ensemble the .safetensors models")
+        net, card = load_model(p)
+        if not isinstance(net, SegNet):
+            raise InputError(f"{p}: a patch classifier; only segmenters can be ensembled")
+        if net.arch.members:
+            raise InputError(f"{p}: an ensemble already; name its members' files instead")
+        nets.append(net)
+        cards.append(card)
+    cfg = SegConfig.ensemble([n.arch for n in nets])
+    tensors = {f"members.{i}.{k}": v for i, n in enumerate(nets)
+               for k, v in n.state_dict().items()}
+    run.mkdir(parents=True, exist_ok=True)
+    save_tensors(run / "model.safetensors", tensors,
+                 _ensemble_card(cfg, paths, cards, name or run.name))
+    return {"model": str(run / "model.safetensors"), "members": [str(p) for p in paths],
+            "params": cfg.params()}
+
+
+def _ensemble_card(cfg: SegConfig, paths: list[Path], cards: list[dict[str, Any]], name: str
+                   ) -> dict[str, Any]:
+    """The card of :func:`ensemble_segmenters`' model."""
+    roots: dict[str, list[str]] = {}
+    for c in cards:
+        for r, ss in ((c.get("lineage") or [{}])[-1].get("data_roots") or {}).items():
+            roots[r] = sorted(set(roots.get(r, [])) | set(ss))
+    lineage = [{**st, "member": i} for i, c in enumerate(cards) for st in card_lineage(c)]
+    lineage.append({"complete": True, "kind": "ensemble", "command": command_line(),
+                    "members": [init_record(p, c) for p, c in zip(paths, cards, strict=True)],
+                    "data_roots": roots, "data_series": sorted({s for ss in roots.values()
+                                                                for s in ss}),
+                    "data_image_splits": [], "data_sources": {}, "init": None})
+    return {"format": MODEL_FORMAT, "arch": cfg.to_dict(), "normalisation": NORMALISATION,
+            "name": name,
+            "description": "ensemble (mean probability) of " + ", ".join(map(str, paths)),
+            "detection": cards[0].get("detection") or SEGMENT_PARAMS.to_dict(),
+            "detection_from": f"member 0 ({paths[0]}); choose the ensemble's own with "
+                              "xdefect tune-segmenter",
+            "training": {"steps": sum(int((c.get("training") or {}).get("steps") or 0)
+                                      for c in cards), "members": len(cards)},
+            "lineage": lineage}
 
 
 def card_lineage(card: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,6 +16,13 @@ connections back to half resolution, and a 1x1 head: logits ``(N, 1, H/2, W/2)``
 normalised ``(N, 1, H, W)`` image (``H``, ``W`` multiples of 8; :func:`score_map` pads
 by reflection).
 
+An ensemble (:class:`SegEnsemble`, a :class:`SegConfig` with ``members``) runs several
+segmenters on the same image and outputs the logit of the mean of their probabilities
+at half resolution: one model file, one card, what the detector, adaptation and export
+run like any segmenter (members trained with different seeds or inputs, e.g. with and
+without the local contrast channel, err on different pixels; averaging cancels part of
+it).
+
 Score: ``2 p - 1`` with ``p`` the sigmoid of the logit upsampled bilinearly to full
 resolution, i.e. ``p(defect) - p(no defect)``, in [-1, 1] like the classifier's ``y1 -
 y0``; the :class:`~xdefect.detect.ScoreMap` has stride 1 and offset 0 (cell ``(i, j)`` is
@@ -37,8 +44,8 @@ from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap
 from xdefect.models import NORMALISATION, count_params_keras, normalise_float
 
 __all__ = ["FAMILY", "LCN_FLOOR", "SEGMENTERS", "SEGMENT_PARAMS", "VIEWS", "LocalContrast",
-           "ProbabilityNet", "SegConfig",
-           "SegNet", "create_segmenter", "get_segmenter", "is_segmenter_arch", "mirror",
+           "ProbabilityNet", "SegConfig", "SegEnsemble", "SegNet", "create_segmenter",
+           "get_segmenter", "is_segmenter_arch", "mirror",
            "pad_to_multiple", "probability_map", "score_map", "segment_params", "views_mean"]
 
 #: the ``arch["family"]`` of a segmenter's model card (patch classifiers have none)
@@ -68,10 +75,17 @@ class SegConfig:
     dilations: tuple[int, ...] = (2, 4)
     description: str = ""
     lcn: float = 0.0
+    #: an ensemble's members (each a plain segmenter); empty for a plain segmenter, whose
+    #: other fields then describe its layers
+    members: tuple[SegConfig, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
         object.__setattr__(self, "lcn", float(self.lcn))
+        object.__setattr__(self, "members", tuple(self.members))
+        if self.members and (len(self.members) < 2
+                             or any(m.members for m in self.members)):
+            raise ValueError("an ensemble has at least two members, none of them an ensemble")
         if not 1 <= self.channels <= 512 or any(d < 1 for d in self.dilations):
             raise ValueError("channels must be in 1..512 and dilations >= 1")
         if not (self.lcn == 0.0 or 0.5 <= self.lcn <= 64.0):
@@ -79,20 +93,37 @@ class SegConfig:
                              f"got {self.lcn}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "family": FAMILY, "dilations": list(self.dilations)}
+        doc = {**asdict(self), "family": FAMILY, "dilations": list(self.dilations)}
+        doc.pop("members")
+        if self.members:  # (a plain segmenter's card stays as it was before ensembles)
+            doc["members"] = [m.to_dict() for m in self.members]
+        return doc
 
     @staticmethod
     def from_dict(doc: dict) -> SegConfig:
         if doc.get("family") != FAMILY:
             raise ValueError(f"not a segmenter architecture (family {doc.get('family')!r})")
+        members = doc.get("members") or ()
+        if not isinstance(members, list | tuple):
+            raise ValueError("an ensemble's members must be a list")
         return SegConfig(name=str(doc["name"]), channels=int(doc["channels"]),
                          dilations=tuple(doc.get("dilations", (2, 4))),
                          description=str(doc.get("description", "")),
-                         lcn=float(doc.get("lcn", 0.0)))
+                         lcn=float(doc.get("lcn", 0.0)),
+                         members=tuple(SegConfig.from_dict(m) for m in members))
+
+    @staticmethod
+    def ensemble(members: list[SegConfig] | tuple[SegConfig, ...], name: str = "ensemble"
+                 ) -> SegConfig:
+        """The architecture of an ensemble of ``members`` (its own layer fields unused)."""
+        ms = tuple(members)
+        return SegConfig(name=name, channels=ms[0].channels if ms else 16,
+                         description="mean probability of " + ", ".join(m.name for m in ms),
+                         members=ms)
 
     def params(self) -> int:
         """Parameters, Keras convention (BatchNorm: 4 per channel), as for the classifiers."""
-        return count_params_keras(SegNet(self))
+        return count_params_keras(create_segmenter(self))
 
 
 SEGMENTERS: dict[str, SegConfig] = {
@@ -191,9 +222,29 @@ class SegNet(nn.Module):
         return self.head(u1)
 
 
+class SegEnsemble(SegNet):
+    """Several segmenters run on the same input: the logit of the mean of their
+    probabilities, ``(N, 1, H/2, W/2)`` (clamped to ``[1e-6, 1 - 1e-6]`` before the logit),
+    so that everything that runs a :class:`SegNet` runs the ensemble. Its state dict holds
+    each member's under ``members.I.``."""
+
+    def __init__(self, cfg: SegConfig) -> None:
+        if not cfg.members:
+            raise ValueError("an ensemble needs members")
+        nn.Module.__init__(self)  # no layers of its own: SegNet's are the members'
+        self.arch = cfg
+        self.members = nn.ModuleList(SegNet(m) for m in cfg.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0)
+        return torch.logit(p, eps=1e-6)
+
+
 def create_segmenter(arch: str | SegConfig) -> SegNet:
-    """A fresh segmenter from a registry name or a :class:`SegConfig`."""
-    return SegNet(get_segmenter(arch) if isinstance(arch, str) else arch)
+    """A fresh segmenter from a registry name or a :class:`SegConfig` (with ``members``:
+    a :class:`SegEnsemble`)."""
+    cfg = get_segmenter(arch) if isinstance(arch, str) else arch
+    return SegEnsemble(cfg) if cfg.members else SegNet(cfg)
 
 
 #: the views of :func:`probability_map`'s ``views``: (flip rows, flip columns[, transpose]);

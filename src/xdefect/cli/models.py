@@ -1,4 +1,5 @@
-"""``xdefect models list|show``: the architecture registry and model cards."""
+"""``xdefect models list|show|ensemble``: the architecture registry, model cards, and
+ensembles of segmenter files."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import argparse
 import json
 from typing import Any
 
-from xdefect.cli.common import MODEL_HELP, command, fmt_ap, group
+from xdefect.cli.common import MODEL_HELP, add_output, command, emit, fmt_ap, group
 
-__all__ = ["cmd_list", "cmd_show", "register"]
+__all__ = ["cmd_ensemble", "cmd_list", "cmd_show", "register"]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -32,8 +33,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _print_stage(st: dict[str, Any]) -> None:
-    print(f"  stage {st['stage']}: {st.get('command') or '(command not recorded)'}")
-    if st.get("kind") == "segmenter":
+    member = "" if st.get("member") is None else f" (member {st['member']})"
+    print(f"  stage {st['stage']}{member}: {st.get('command') or '(command not recorded)'}")
+    if st.get("kind") == "ensemble":
+        for i, m in enumerate(st.get("members") or []):
+            print(f"    member {i}: {m.get('file')} sha256 {str(m.get('sha256'))[:16]}... "
+                  f"({m.get('arch')})")
+    elif st.get("kind") == "segmenter":
         roots = "; ".join(f"{r}: {', '.join(ss)}"
                           for r, ss in (st.get("data_roots") or {}).items())
         files = f" + {st['data_files']} image files" if st.get("data_files") else ""
@@ -90,6 +96,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from xdefect.checkpoint import ensemble_segmenters
+
+    res = ensemble_segmenters(args.models, args.out)
+    emit(args, res, lambda: print(
+        f"{res['model']}: ensemble of {len(res['members'])} segmenters "
+        f"({res['params']:,} parameters); detection settings of the first member: choose "
+        f"its own with xdefect tune-segmenter --model {res['model']} --out RUN"))
+    return 0
+
+
 def register(sub: Any) -> None:
     msub = group(sub, "models", "the registry of patch CNN architectures")
     ml = command(msub, "list", cmd_list, "architectures with parameters and MACs per patch",
@@ -104,3 +121,14 @@ def register(sub: Any) -> None:
                  "still on disk) against the recorded checksums.")
     ms.add_argument("model", nargs="?", default=None, help=MODEL_HELP)
     ms.add_argument("--json", action="store_true", help="print JSON")
+    me = command(msub, "ensemble", cmd_ensemble, "one model file running several segmenters",
+                 "Combine two or more segmenter model files (or bundled names) into one "
+                 "model that averages their defect probabilities (members trained with "
+                 "other seeds or inputs err on different pixels). Nothing is trained; the "
+                 "card records every member's lineage and checksums. Writes "
+                 "OUT/model.safetensors + model.json with the first member's detection "
+                 "settings: choose the ensemble's own with xdefect tune-segmenter.")
+    me.add_argument("models", nargs="+", metavar="MODEL", help="segmenter files or bundled "
+                    "names")
+    me.add_argument("--out", required=True, help="folder for model.safetensors + model.json")
+    add_output(me)
