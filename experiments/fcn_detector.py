@@ -340,11 +340,15 @@ def leave_series_out(a: argparse.Namespace) -> None:
            "test_s": round(time.perf_counter() - t0, 1), "command": command_line(),
            "images": image_records(rs)}
     write_card(fold_dir, a, info, train_on, figures(rs))
-    if rate is not None:  # the run without the rule's file too: the same detections
-        write_json(fold_dir / f"results{tag(a).removesuffix('-rate')}.json", doc)
+    plain = fold_dir / f"results{tag(a).removesuffix('-rate')}.json"
+    if rate is not None and not plain.exists():
+        # the run without the rule: the same detections at the chosen threshold (its
+        # test_s covers the rule's threshold grid too)
+        write_json(plain, doc)
         doc = {**doc, "rate_rule": rate[0], "images_rate": image_records(rate[1])}
     write_json(fold_dir / f"results{tag(a)}.json", doc)
-    print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}))
+    print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}
+                     | ({"rate_rule": figures(rate[1])} if rate is not None else {})))
 
 
 def image_records(rs: list[ImageResult]) -> list[dict]:
@@ -352,8 +356,17 @@ def image_records(rs: list[ImageResult]) -> list[dict]:
              "scores": r.scores.tolist(), "gt": r.gt.tolist()} for r in rs]
 
 
-def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult], tested: list,
-              chosen: tuple) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
+def rate_threshold(rates: dict[float, float], reference: float) -> tuple[float, bool]:
+    """The lowest threshold of ``rates`` (threshold -> regions per image) whose rate is at
+    most ``reference``, and True; the highest threshold and False when none is (the
+    rates need not fall steadily with the threshold: regions split as it rises)."""
+    ok = [t for t, v in rates.items() if v <= reference]
+    return (min(ok), True) if ok else (max(rates), False)
+
+
+def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult],
+              tested: list[tuple[str, str, Image]], chosen: tuple[float, int, int]
+              ) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
     """A label-free threshold per held-out casting: the lowest of ``THRESHOLDS`` at which
     the casting's images raise no more regions per image than the tuning images of the
     series trained on raise at the chosen threshold (the detector's alarm rate on castings
@@ -372,8 +385,9 @@ def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult], tested: list,
     for s in sorted({r.series for r in res[chosen]}):
         idx = [i for i, r in enumerate(res[chosen]) if r.series == s]
         rates = {k[0]: float(np.mean([len(res[k][i].boxes) for i in idx])) for k in grid}
-        t_s = min((th for th, v in rates.items() if v <= rate_ref), default=grid[-1][0])
-        record["per_series"][s] = {"threshold": t_s, "regions_per_image_by_threshold":
+        t_s, reached = rate_threshold(rates, rate_ref)
+        record["per_series"][s] = {"threshold": t_s, "rate_reached": reached,
+                                   "regions_per_image_by_threshold":
                                    {f"{th:g}": round(v, 3) for th, v in rates.items()}}
         out += [res[(t_s, a_min, grow)][i] for i in idx]
     return res[chosen], (record, out)
@@ -423,6 +437,9 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
                          "x_max_range": d.get("x_max_range"),
                          **figures(fr)})
+    if not per_fold:
+        raise SystemExit(f"{work}: no fold{{I}}/results{tag(a)}.json to pool (run the folds "
+                         "with the same arguments first)")
     doc = {"kfold": a.kfold, "folds_run": len(per_fold), "roots": [str(a.gdxray), str(a.extra)],
            "pooled": figures(rs), "folds": per_fold, "command": command_line()}
     if a.rate_rule:

@@ -25,7 +25,8 @@ blocks is written by hand.
 ``runs/`` is scratch and does not survive a new checkout: each run first restores into
 ``runs/`` the result files archived in ``experiments/results/`` (committed) that are missing
 there, and last archives there the result files it found (:data:`ARCHIVED`; documents and
-tuned cards, no weights or images). A block whose files are gone is left as it was.
+tuned cards, no weights or images). A block whose files are gone is left as it was;
+the ablation table keeps the rows whose files are gone (:func:`merge_rows`).
 
     .venv/bin/python experiments/results_tables.py [--report docs/results.md]
 """
@@ -62,32 +63,42 @@ def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
     for f in sorted(archive.rglob("*.json")) if archive.is_dir() else []:
         dst = runs / f.relative_to(archive)
         if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dst)
+            _write(dst, f.read_bytes())
             out.append(dst)
     return out
 
 
-def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE, globs=ARCHIVED,
-                    max_bytes: int = MAX_ARCHIVED_BYTES) -> tuple[list[Path], list[Path]]:
+def _write(dst: Path, data: bytes) -> None:
+    """``data`` to ``dst`` under a temporary name, then renamed (all or nothing)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(dst)
+
+
+def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
+                    globs: tuple[str, ...] = ARCHIVED, max_bytes: int = MAX_ARCHIVED_BYTES
+                    ) -> tuple[list[Path], list[Path]]:
     """Copy the result files of ``runs`` matching ``globs`` into ``archive`` (the same
     relative paths) where absent or different, each written under a temporary name and
-    renamed; returns (files archived, files left out for their size)."""
-    done, big = [], []
+    renamed; returns (files archived, files left out: over ``max_bytes`` or not JSON)."""
+    done, left = [], []
     for f in sorted({f for g in globs for f in runs.glob(g) if f.is_file()}):
-        if f.stat().st_size > max_bytes:
-            big.append(f)
+        data = f.read_bytes()
+        try:
+            json.loads(data)
+        except ValueError:
+            left.append(f)
+            continue
+        if len(data) > max_bytes:
+            left.append(f)
             continue
         dst = archive / f.relative_to(runs)
-        data = f.read_bytes()
         if dst.is_file() and dst.read_bytes() == data:
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(dst)
+        _write(dst, data)
         done.append(dst)
-    return done, big
+    return done, left
 
 
 def _f(x, nd: int = 4) -> str:
@@ -709,7 +720,8 @@ LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold 
                                               "given"))
 
 
-def fcn_loso_variants(fcn: Path, variants: tuple = LOSO_VARIANTS) -> str:
+def fcn_loso_variants(fcn: Path, variants: tuple[tuple[str, str], ...] = LOSO_VARIANTS
+                      ) -> str:
     """Per held-out series, the AP of each leave-series-out variant of ``variants``
     ((result file, label) pairs) that has run (the same five folds, the same threshold and
     minimum-area rule)."""
@@ -876,7 +888,7 @@ _CHOSEN = ("threshold and minimum region area chosen per fold on the training se
 _RATE = ("minimum region area chosen per fold on the training series' tuning images, the "
          "threshold per held-out casting by the label-free rate rule (`--rate-rule`), the same "
          "models")
-#: (result file, what changed) of the seed-2 rows (``ablation-seed2`` block)
+#: (result file, what changed) of the seed-2 rows of the ablation table
 LOSO_SEED2_ROWS = (
     ("fcn_loso_fcn-bg-s2-amin.json", f"unannotated backgrounds, seed 2, {_CHOSEN}"),
     ("fcn_loso_fcn-bglcn-s2-amin.json", "unannotated backgrounds and the local contrast "
@@ -887,11 +899,9 @@ LOSO_SEED2_ROWS = (
     ("fcn_loso_fcn-bglcn-s2-amin-rate.json", "unannotated backgrounds and the local contrast "
      f"channel, seed 2, {_RATE}"),
     ("fcn_loso_fcn-ens-s2-amin-rate.json", f"the mean of the two seed-2 runs, {_RATE}"))
-ABLATION_HEAD = ("| change | data | trained on | minutes | AP | found | FA/image |",
-                 "|---|---|---|---|---|---|---|")
 
 
-def loso_rows(fcn: Path, entries: tuple) -> list[str]:
+def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
     """The ablation rows of the leave-series-out runs of ``entries`` ((result file beside
     ``fcn``, how the threshold was chosen / what changed) pairs) that have run."""
     rows = []
@@ -913,7 +923,8 @@ def loso_rows(fcn: Path, entries: tuple) -> list[str]:
 
 def ablation(a: argparse.Namespace) -> str:
     """Issue 13's ablation table: one row per measured change, from the result files."""
-    rows = list(ABLATION_HEAD)
+    rows = ["| change | data | trained on | minutes | AP | found | FA/image |",
+            "|---|---|---|---|---|---|---|"]
 
     def load(path: Path) -> dict | None:
         return json.loads(path.read_text()) if path.exists() else None
@@ -990,7 +1001,7 @@ def ablation(a: argparse.Namespace) -> str:
                     f"{(r['build_s'] + r['train_s'] + r['eval_s']) / 60:.0f} | "
                     f"{_f(r['tuning_ap'])} | {r['true_positives']}/{r['gt_boxes']} | "
                     f"{r['false_alarms_per_image']:.1f} |")
-    rows += loso_rows(a.fcn, LOSO_ROWS)
+    rows += loso_rows(a.fcn, LOSO_ROWS + LOSO_SEED2_ROWS)
     def tuning_and_extra(label: str, r: dict, minutes: float) -> None:
         for key, data in (("tuning", "paper series, tuning images"),
                           ("extra_odd", "`gdxray-extra` odd images")):
@@ -1015,9 +1026,24 @@ def block(text: str, name: str) -> str:
     return m.group(1) if m else ""
 
 
-def table_rows(body: str) -> int:
-    """The number of table rows (header and separator included) of a block's body."""
-    return sum(1 for line in body.splitlines() if line.startswith("|"))
+def merge_rows(old: str, new: str) -> tuple[str, int]:
+    """A table block regenerated from the result files there are: ``new``'s rows in
+    ``old``'s order (a row is known by its first two cells), ``new``'s other rows after
+    them, and ``old``'s rows that ``new`` lacks (their result files gone) kept where they
+    were. Returns the table and how many rows were kept."""
+    def key(line: str) -> tuple[str, ...]:
+        return tuple(c.strip() for c in line.split("|")[1:3])
+
+    head = [ln for ln in new.splitlines() if ln.startswith("|")][:2]
+    fresh = {key(ln): ln for ln in new.splitlines()[2:] if ln.startswith("|")}
+    rows, kept = [], 0
+    for ln in [ln for ln in old.splitlines() if ln.startswith("|")][2:]:
+        if key(ln) in fresh:
+            rows.append(fresh.pop(key(ln)))
+        else:
+            rows.append(ln)
+            kept += 1
+    return "\n".join(head + rows + list(fresh.values())), kept
 
 
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
@@ -1056,8 +1082,11 @@ def main() -> None:
     ap.add_argument("--sharpness", type=Path, default=Path("runs/defect_sharpness.json"))
     ap.add_argument("--fcn", type=Path, default=Path("runs/fcn_detector.json"))
     ap.add_argument("--seg-variants", type=Path, default=Path("runs/segmenter_variants.json"))
+    ap.add_argument("--no-restore", action="store_true",
+                    help="do not copy archived result files missing from runs/ back there "
+                         "(e.g. after deleting one to run its experiment afresh)")
     a = ap.parse_args()
-    back = restore()
+    back = [] if a.no_restore else restore()
     if back:
         print(f"{len(back)} result file(s) restored from {ARCHIVE} into {RUNS}/")
     text = a.report.read_text()
@@ -1089,17 +1118,14 @@ def main() -> None:
         text = replace_block(text, "fcn-loso-variants", fcn_loso_variants(a.fcn), a.report)
     if a.fcn.with_name(LOSO_FOLD0[0][0]).exists():
         text = replace_block(text, "loso-fold0", loso_fold0(a.fcn), a.report)
-    abl, had = ablation(a), table_rows(block(text, "ablation"))
-    if table_rows(abl) >= had:
-        text = replace_block(text, "ablation", abl, a.report)
-    else:
-        print(f"ablation: kept as it is (the result files of {had - table_rows(abl)} of its "
-              "rows are missing from runs/ and the archive)")
+    abl, kept = merge_rows(block(text, "ablation"), ablation(a))
+    text = replace_block(text, "ablation", abl, a.report)
+    if kept:
+        print(f"ablation: {kept} row(s) kept as they were (their result files are missing "
+              "from runs/ and the archive)")
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)
-        text = replace_block(text, "ablation-seed2", "\n".join(
-            ABLATION_HEAD + loso_rows(a.fcn, LOSO_SEED2_ROWS)), a.report)
     if Path("runs/seg/long-tta4/model.json").exists():
         text = replace_block(text, "default-candidates", default_candidates(), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
@@ -1132,9 +1158,10 @@ def main() -> None:
     if (a.eval / "metrics.json").exists():
         text = replace_block(text, "errors",
                              errors(json.loads((a.eval / "metrics.json").read_text())), a.report)
-        img = a.report.parent / "img" / "pr_curve_even.png"
-        img.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(a.eval / "pr_curve.png", img)
+        if (a.eval / "pr_curve.png").exists():  # (not archived: docs/img holds the copy)
+            img = a.report.parent / "img" / "pr_curve_even.png"
+            img.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(a.eval / "pr_curve.png", img)
     if (a.eval_default / "pr_curve.png").exists():
         shutil.copyfile(a.eval_default / "pr_curve.png",
                         a.report.parent / "img" / "pr_curve_even_default.png")
@@ -1146,9 +1173,9 @@ def main() -> None:
                                      sharpness(json.loads(a.sharpness.read_text())), sim))
         print(f"{sim}: sharpness table updated")
     print(model_figures.status(model_figures.update()))
-    done, big = archive_results()
+    done, left = archive_results()
     print(f"{len(done)} result file(s) archived in {ARCHIVE}"
-          + "".join(f"; {f} left out ({f.stat().st_size:,} bytes)" for f in big))
+          + "".join(f"; {f} left out ({f.stat().st_size:,} bytes, or not JSON)" for f in left))
 
 
 if __name__ == "__main__":

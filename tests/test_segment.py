@@ -11,7 +11,13 @@ import torch
 from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
-from xdefect.checkpoint import load_model, read_card, save_model, save_tensors
+from xdefect.checkpoint import (
+    load_model,
+    load_tensors,
+    read_card,
+    save_model,
+    save_tensors,
+)
 from xdefect.cli.common import TTA_CHOICES
 from xdefect.crops import CropConfig, inscribed_ellipse, make_crop, sample_batch, training_image
 from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap, regions
@@ -547,8 +553,11 @@ def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
     assert last["kind"] == "ensemble" and [m["file"] for m in last["members"]] == [str(a), str(b)]
     assert set(last["data_roots"]) == {str(phantom_root), "other"}
     assert card["detection"] == read_card(a)["detection"] and "detection_from" in card
+    assert card["train_config"]["crops"] == read_card(a)["train_config"]["crops"]
+    assert "members" not in SEGMENTERS["segnet"].to_dict()  # plain cards stay as they were
     show = run_cli("models", "show", str(model))
     assert show.returncode == 0 and "member 1: " in show.stdout
+    assert show.stdout.count("file on disk matches") >= 2
     # it runs wherever a segmenter runs: the detector, ONNX, tune-segmenter
     img = phantom((160, 200), seed=4).image
     det = Detector.load(model, device="cpu", theta=-1.0, a_min=1)
@@ -559,6 +568,18 @@ def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
                 "--out", str(tmp_path / "t"), "--threads", "1", "--device", "cpu")
     assert t.returncode == 0, t.stderr
     assert isinstance(load_model(tmp_path / "t" / "model.safetensors")[0], SegEnsemble)
+    d = casting_folder(tmp_path, 2, seed=1)
+    ad = run_cli("adapt", "--images", str(d), "--from", str(model), "--out",
+                 str(tmp_path / "ad"), "--steps", "2", "--threads", "1")
+    assert ad.returncode == 0, ad.stderr
+    adapted, acard = load_model(tmp_path / "ad" / "model.safetensors")
+    assert isinstance(adapted, SegEnsemble) and acard["arch"] == card["arch"]
+    # a card whose members are not architectures: one line naming the file
+    bad = json.loads((tmp_path / "e" / "model.json").read_text())
+    bad["arch"]["members"] = ["segnet", "segnet"]
+    save_tensors(tmp_path / "bad.safetensors", load_tensors(model), bad)
+    assert_one_line_error(run_cli("detect", "--model", str(tmp_path / "bad.safetensors"),
+                                  str(d), "--out", str(tmp_path / "det")), "bad.safetensors")
     # refusals, one line each, nothing written
     for args, msg in (((str(a),), "at least two"),
                       ((str(a), "xnet2-xdefect"), "a patch classifier"),

@@ -301,6 +301,10 @@ def _ensemble_card(cfg: SegConfig, paths: list[Path], cards: list[dict[str, Any]
                               "xdefect tune-segmenter",
             "training": {"steps": sum(int((c.get("training") or {}).get("steps") or 0)
                                       for c in cards), "members": len(cards)},
+            # what adaptation and fine-tuning simulate: the first member's crops
+            "train_config": {k: v for k, v in (cards[0].get("train_config") or {}).items()
+                             if k == "crops"},
+            "train_config_from": "member 0",
             "lineage": lineage}
 
 
@@ -339,6 +343,14 @@ def lineage_summary(card: dict[str, Any]) -> dict[str, Any]:
             "stages": len(card_lineage(card))}
 
 
+def _file_matches(record: Any) -> bool | None:
+    """Whether the file an init or member record names still has its recorded checksum
+    (None: no record or the file is not on disk)."""
+    if isinstance(record, dict) and record.get("file") and Path(record["file"]).is_file():
+        return sha256_file(record["file"]) == record.get("sha256")
+    return None
+
+
 def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything ``xdefect models show`` prints: the card's identity, the weights
     checksum checked against the file, the lineage stages (init checksums checked where
@@ -351,11 +363,10 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     digest = sha256_file(p)
     stages = []
     for i, st in enumerate(card_lineage(card), start=1):
-        init = st.get("init")
-        check = None
-        if isinstance(init, dict) and init.get("file") and Path(init["file"]).is_file():
-            check = sha256_file(init["file"]) == init.get("sha256")
-        stages.append({"stage": i, **st, "init_file_matches": check})
+        stages.append({"stage": i, **st, "init_file_matches": _file_matches(st.get("init"))})
+        if st.get("kind") == "ensemble":
+            stages[-1]["members_files_match"] = [_file_matches(m)
+                                                 for m in st.get("members") or []]
     return {"file": str(p), "name": card.get("name"), "description": card.get("description"),
             "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
             "steps": (card.get("training") or {}).get("steps")

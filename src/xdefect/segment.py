@@ -17,11 +17,10 @@ normalised ``(N, 1, H, W)`` image (``H``, ``W`` multiples of 8; :func:`score_map
 by reflection).
 
 An ensemble (:class:`SegEnsemble`, a :class:`SegConfig` with ``members``) runs several
-segmenters on the same image and outputs the logit of the mean of their probabilities
-at half resolution: one model file, one card, what the detector, adaptation and export
-run like any segmenter (members trained with different seeds or inputs, e.g. with and
-without the local contrast channel, err on different pixels; averaging cancels part of
-it).
+segmenters on the same image; its probability is the mean of theirs. One model file, one
+card, which the detector, adaptation and export run like any segmenter (members trained
+with other seeds or inputs, e.g. with and without the local contrast channel, err on
+different pixels; averaging cancels part of it).
 
 Score: ``2 p - 1`` with ``p`` the sigmoid of the logit upsampled bilinearly to full
 resolution, i.e. ``p(defect) - p(no defect)``, in [-1, 1] like the classifier's ``y1 -
@@ -104,8 +103,9 @@ class SegConfig:
         if doc.get("family") != FAMILY:
             raise ValueError(f"not a segmenter architecture (family {doc.get('family')!r})")
         members = doc.get("members") or ()
-        if not isinstance(members, list | tuple):
-            raise ValueError("an ensemble's members must be a list")
+        if not isinstance(members, list | tuple) or not all(isinstance(m, dict)
+                                                             for m in members):
+            raise ValueError("an ensemble's members must be a list of architectures")
         return SegConfig(name=str(doc["name"]), channels=int(doc["channels"]),
                          dilations=tuple(doc.get("dilations", (2, 4))),
                          description=str(doc.get("description", "")),
@@ -117,6 +117,8 @@ class SegConfig:
                  ) -> SegConfig:
         """The architecture of an ensemble of ``members`` (its own layer fields unused)."""
         ms = tuple(members)
+        if len(ms) < 2:
+            raise ValueError("an ensemble has at least two members, none of them an ensemble")
         return SegConfig(name=name, channels=ms[0].channels if ms else 16,
                          description="mean probability of " + ", ".join(m.name for m in ms),
                          members=ms)
@@ -225,8 +227,10 @@ class SegNet(nn.Module):
 class SegEnsemble(SegNet):
     """Several segmenters run on the same input: the logit of the mean of their
     probabilities, ``(N, 1, H/2, W/2)`` (clamped to ``[1e-6, 1 - 1e-6]`` before the logit),
-    so that everything that runs a :class:`SegNet` runs the ensemble. Its state dict holds
-    each member's under ``members.I.``."""
+    so that everything that trains a :class:`SegNet` trains the ensemble; what scores
+    images (:class:`ProbabilityNet`, hence :func:`probability_map`, the detector and the
+    ONNX export) averages the members' full-resolution probabilities instead. Its state
+    dict holds each member's under ``members.I.``."""
 
     def __init__(self, cfg: SegConfig) -> None:
         if not cfg.members:
@@ -317,7 +321,8 @@ def pad_to_multiple(image: np.ndarray, k: int = 8) -> np.ndarray:
 
 class ProbabilityNet(nn.Module):
     """A segmenter with its output brought to full resolution: defect probabilities
-    ``(N, 1, H, W)`` (the sigmoid of the logits upsampled bilinearly) of normalised images
+    ``(N, 1, H, W)`` (the sigmoid of the logits upsampled bilinearly; of an ensemble, the
+    mean of its members') of normalised images
     ``(N, 1, H, W)`` with ``H``, ``W`` multiples of 8 (what :func:`probability_map` runs
     and :mod:`xdefect.export` exports)."""
 
@@ -326,9 +331,10 @@ class ProbabilityNet(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logit = F.interpolate(self.net(x), scale_factor=2.0, mode="bilinear",
-                              align_corners=False)
-        return torch.sigmoid(logit)
+        nets = self.net.members if isinstance(self.net, SegEnsemble) else [self.net]
+        p = [torch.sigmoid(F.interpolate(n(x), scale_factor=2.0, mode="bilinear",
+                                         align_corners=False)) for n in nets]
+        return p[0] if len(p) == 1 else torch.stack(p).mean(0)
 
 
 def score_map(net: SegNet, image: np.ndarray, device: str | torch.device = "cpu",

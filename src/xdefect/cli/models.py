@@ -36,9 +36,12 @@ def _print_stage(st: dict[str, Any]) -> None:
     member = "" if st.get("member") is None else f" (member {st['member']})"
     print(f"  stage {st['stage']}{member}: {st.get('command') or '(command not recorded)'}")
     if st.get("kind") == "ensemble":
-        for i, m in enumerate(st.get("members") or []):
+        chk = {True: "file on disk matches", False: "FILE ON DISK DIFFERS",
+               None: "file not on disk"}
+        for i, (m, ok) in enumerate(zip(st.get("members") or [],
+                                        st.get("members_files_match") or [], strict=False)):
             print(f"    member {i}: {m.get('file')} sha256 {str(m.get('sha256'))[:16]}... "
-                  f"({m.get('arch')})")
+                  f"({m.get('arch')}; {chk[ok]})")
     elif st.get("kind") == "segmenter":
         roots = "; ".join(f"{r}: {', '.join(ss)}"
                           for r, ss in (st.get("data_roots") or {}).items())

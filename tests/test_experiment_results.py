@@ -1,0 +1,127 @@
+"""The experiments' result files and rules behind docs/results.md: results_tables.py
+archives them in experiments/results/ and restores them into runs/ (they survive a new
+checkout); fcn_detector.py's label-free rate rule and its pooling of folds."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+
+def _experiment(name: str = "results_tables"):
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+
+
+def _tables():
+    return _experiment()
+
+
+def test_archive_copies_result_documents_only(tmp_path):
+    rt = _tables()
+    runs, arch = tmp_path / "runs", tmp_path / "archive"
+    (runs / "fcn" / "x-loso5" / "fold0").mkdir(parents=True)
+    (runs / "seg" / "long").mkdir(parents=True)
+    (runs / "fcn_loso_x-amin.json").write_text('{"pooled": {"ap": 0.3}}')
+    (runs / "fcn" / "x-loso5" / "fold0" / "results-amin.json").write_text("{}")
+    (runs / "fcn" / "x-loso5" / "fold0" / "model.safetensors").write_bytes(b"weights")
+    (runs / "seg" / "long" / "model.json").write_text('{"theta": 0.6}')
+    (runs / "seg" / "long" / "model.safetensors").write_bytes(b"weights")
+    (runs / "big.json").write_text(json.dumps({"x": "y" * 200}))
+    (runs / "cut.json").write_text('{"pooled": ')  # an interrupted write: never archived
+    done, left = rt.archive_results(runs, arch, max_bytes=100)
+    names = sorted(str(p.relative_to(arch)) for p in done)
+    assert names == ["fcn/x-loso5/fold0/results-amin.json", "fcn_loso_x-amin.json",
+                     "seg/long/model.json"]
+    assert left == [runs / "big.json", runs / "cut.json"]
+    assert not list(arch.rglob("*.safetensors")) and not list(arch.rglob("*.tmp"))
+    # unchanged files are not written again; a changed one is
+    assert rt.archive_results(runs, arch, max_bytes=100)[0] == []
+    (runs / "fcn_loso_x-amin.json").write_text('{"pooled": {"ap": 0.4}}')
+    assert rt.archive_results(runs, arch, max_bytes=100)[0] == [arch / "fcn_loso_x-amin.json"]
+
+
+def test_restore_fills_only_missing_files(tmp_path):
+    rt = _tables()
+    runs, arch = tmp_path / "runs", tmp_path / "archive"
+    (arch / "seg" / "long").mkdir(parents=True)
+    (arch / "seg" / "long" / "model.json").write_text('{"theta": 0.6}')
+    (arch / "table3.json").write_text('{"archived": true}')
+    runs.mkdir()
+    (runs / "table3.json").write_text('{"archived": false}')
+    back = rt.restore(arch, runs)
+    assert back == [runs / "seg" / "long" / "model.json"]
+    assert json.loads((runs / "table3.json").read_text()) == {"archived": False}
+    assert json.loads((runs / "seg" / "long" / "model.json").read_text()) == {"theta": 0.6}
+    assert rt.restore(tmp_path / "nothing", runs) == []
+
+
+def test_ablation_keeps_rows_whose_files_are_gone():
+    rt = _tables()
+    text = ("a\n<!-- t -->\n| change | data | AP |\n|---|---|---|\n| x | d | 0.1 |\n"
+            "| lost | d | 0.2 |\n| y | d | 0.3 |\n<!-- /t -->\n")
+    old = rt.block(text, "t")
+    assert old.startswith("| change") and rt.block(text, "missing") == ""
+    new = "| change | data | AP |\n|---|---|---|\n| y | d | 0.4 |\n| x | d | 0.5 |\n| z | d | 0.6 |"
+    merged, kept = rt.merge_rows(old, new)
+    assert kept == 1
+    assert merged.splitlines() == ["| change | data | AP |", "|---|---|---|", "| x | d | 0.5 |",
+                                   "| lost | d | 0.2 |", "| y | d | 0.4 |", "| z | d | 0.6 |"]
+    assert rt.merge_rows("", new) == (new, 0)
+
+
+def test_rate_threshold_is_the_lowest_meeting_the_reference():
+    fcn = _experiment("fcn_detector")
+    rates = {0.1: 9.0, 0.5: 2.0, 0.7: 1.5, 0.9: 0.4, 0.95: 0.6}
+    assert fcn.rate_threshold(rates, 1.5) == (0.7, True)
+    assert fcn.rate_threshold(rates, 0.5) == (0.9, True)
+    assert fcn.rate_threshold(rates, 10.0) == (0.1, True)
+    assert fcn.rate_threshold(rates, 0.1) == (0.95, False)  # none reaches it: the highest
+
+
+def _fold(i: int, series: str, scores: list[float], scores_rate: list[float]) -> dict:
+    def images(sc: list[float]) -> list[dict]:
+        return [{"key": f"{series}_{i}", "series": series,
+                 "boxes": [[0, 0, 10, 10], [50, 50, 60, 60]][:len(sc)], "scores": sc,
+                 "gt": [[0, 0, 10, 10]]}]
+
+    return {"fold": i, "held_out": [series], "threshold": 0.9, "a_min": 4, "grow": 0,
+            "training": {"train_s": 60.0, "crops_seen": 100}, "test_s": 1.0,
+            "images": images(scores), "images_rate": images(scores_rate),
+            "rate_rule": {"reference_regions_per_image": 1.0,
+                          "per_series": {series: {"threshold": 0.7, "rate_reached": True}}}}
+
+
+def test_pool_folds_with_and_without_the_rate_rule(tmp_path):
+    fcn = _experiment("fcn_detector")
+    work = tmp_path / "fcn" / "x-loso2"
+    for i, (series, fixed, rated) in enumerate((("C0001", [], [0.8]),
+                                                ("C0002", [0.95, 0.99], [0.95]))):
+        (work / f"fold{i}").mkdir(parents=True)
+        (work / f"fold{i}" / "results-amin-rate.json").write_text(
+            json.dumps(_fold(i, series, fixed, rated)))
+    a = argparse.Namespace(name="x", kfold=2, threshold=None, a_min_grid=[4], grow_grid=None,
+                           rate_rule=True, gdxray=Path("g"), extra=Path("e"),
+                           out=tmp_path / "fcn_detector.json")
+    fcn.pool_folds(a, work, [["C0001"], ["C0002"]])
+    doc = json.loads((tmp_path / "fcn_loso_x-amin-rate.json").read_text())
+    # the rule finds both defects without a false alarm; the fixed threshold one of two
+    assert doc["pooled"]["true_positives"] == 2 and doc["pooled"]["ap"] == 1.0
+    assert doc["pooled_fixed"]["true_positives"] == 1
+    assert doc["pooled_fixed"]["false_alarms_per_image"] == 0.5
+    assert doc["folds"][0]["threshold_by_series"] == {"C0001": 0.7}
+    assert doc["folds_run"] == 2
+    # without the rule: the plain results files, none here: refused, nothing written
+    with pytest.raises(SystemExit, match="results-amin.json to pool"):
+        fcn.pool_folds(argparse.Namespace(**{**vars(a), "rate_rule": False}), work,
+                       [["C0001"], ["C0002"]])
+    assert not (tmp_path / "fcn_loso_x-amin.json").exists()
