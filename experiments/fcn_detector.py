@@ -341,10 +341,11 @@ def leave_series_out(a: argparse.Namespace) -> None:
            "images": image_records(rs)}
     write_card(fold_dir, a, info, train_on, figures(rs))
     plain = fold_dir / f"results{tag(a).removesuffix('-rate')}.json"
-    if rate is not None and not plain.exists():
-        # the run without the rule: the same detections at the chosen threshold (its
-        # test_s covers the rule's threshold grid too)
-        write_json(plain, doc)
+    if rate is not None:
+        if not plain.exists():
+            # the run without the rule: the same detections at the chosen threshold (its
+            # test_s covers the rule's threshold grid too)
+            write_json(plain, doc)
         doc = {**doc, "rate_rule": rate[0], "images_rate": image_records(rate[1])}
     write_json(fold_dir / f"results{tag(a)}.json", doc)
     print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}
