@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--rehearse-share", type=float, default=0.5)
     ap.add_argument("--tuning", action="store_true",
                     help="also evaluate source and adapted model on the series' tuning "
-                         "images (odd, n % 4 == 1: adapted on without labels), where "
+                         "images (odd, n %% 4 == 1: adapted on without labels), where "
                          "adaptation options are chosen")
     ap.add_argument("--ignore-theta", type=float, default=None,
                     help="with --source-regions ignore, target or distill: the score above "
