@@ -764,6 +764,28 @@ def fcn_loso_variants(fcn: Path, variants: tuple[tuple[str, str], ...] = LOSO_VA
     return "\n".join(lines)
 
 
+def loso_scores(doc: dict) -> str:
+    """``experiments/loso_scores.py``: per run and held-out series, the defects found and
+    the false alarms at each fold's threshold, their median scores, the share scoring at
+    least ``high``, and their median box sides."""
+    lines = ["| run | held-out series | found | false alarms / image | median score: found / "
+             "false alarms | share >= 0.99: found / false alarms | median side (px): found "
+             "/ false alarms |", "|---|---|---|---|---|---|---|"]
+
+    def f(v: float | None, nd: int = 3) -> str:
+        return "-" if v is None else f"{v:.{nd}f}"
+
+    for name, run in doc["runs"].items():
+        for s, r in run["per_series"].items():
+            lines.append(f"| {name} | {s} | {r['found']}/{r['defects']} | "
+                         f"{r['false_alarms'] / max(r['images'], 1):.1f} | "
+                         f"{f(r['tp_score_median'])} / {f(r['fa_score_median'])} | "
+                         f"{f(r['tp_high'], 2)} / {f(r['fa_high'], 2)} | "
+                         f"{f(r['tp_side_median'], 0)} / {f(r['fa_side_median'], 0)} |")
+    cmds = sorted({r["command"] for r in doc["runs"].values()})
+    return "\n".join(lines + ["", "Command: " + "; ".join(f"`{c}`" for c in cmds)])
+
+
 def rate_thresholds(docs: list[tuple[str, dict]]) -> list[str]:
     """For the runs with the label-free rate rule, each held-out series' threshold: the
     one chosen on the training series' tuning images -> the rule's."""
@@ -1102,6 +1124,7 @@ def main() -> None:
                            ("adapt-diagnosis", Path("runs/adapt_diagnosis.json"),
                             adapt_diagnosis),
                            ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
+                           ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
