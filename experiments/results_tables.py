@@ -49,9 +49,10 @@ ARCHIVE = model_figures.ROOT / "experiments" / "results"
 RUNS = Path("runs")
 #: Globs under ``runs/`` of the archived files: result documents and tuned cards, never
 #: images, weights or crops of GDXray.
+#: (A leave-series-out fold's detections, ``runs/fcn/*/fold*/results*.json``, 0.2-0.4 MB
+#: each, stay in ``runs/``: the tables read the pooled ``runs/fcn_loso_*.json``.)
 ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.json",
-            "*/*/eval-source/metrics.json", "seg/*/model.json",
-            "fcn/*-loso*/fold*/results*.json")
+            "*/*/eval-source/metrics.json", "seg/*/model.json")
 #: A larger file (per-image detections of many images) stays in ``runs/`` only.
 MAX_ARCHIVED_BYTES = 3_000_000
 

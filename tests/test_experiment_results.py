@@ -40,8 +40,7 @@ def test_archive_copies_result_documents_only(tmp_path):
     (runs / "cut.json").write_text('{"pooled": ')  # an interrupted write: never archived
     done, left = rt.archive_results(runs, arch, max_bytes=100)
     names = sorted(str(p.relative_to(arch)) for p in done)
-    assert names == ["fcn/x-loso5/fold0/results-amin.json", "fcn_loso_x-amin.json",
-                     "seg/long/model.json"]
+    assert names == ["fcn_loso_x-amin.json", "seg/long/model.json"]  # no fold detections
     assert left == [runs / "big.json", runs / "cut.json"]
     assert not list(arch.rglob("*.safetensors")) and not list(arch.rglob("*.tmp"))
     # unchanged files are not written again; a changed one is
