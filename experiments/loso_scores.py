@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xdefect.evaluate import match_image
+from xdefect.evaluate import ImageResult, match_image, summarise
 from xdefect.io import command_line, write_json
 
 #: score above which a region is "certain" (probability)
@@ -60,6 +60,24 @@ def series_scores(images: list[dict]) -> dict[str, dict]:
                 "fa_side_median": med(a["fa_side"])} for s, a in sorted(acc.items())}
 
 
+def pooled_ap_by_score(images: list[dict]) -> dict[str, float]:
+    """Pooled AP of the same detections ranked by their peak probability (as detected)
+    and by their box area instead (does a region's size tell defects from false
+    alarms?)."""
+    out = {}
+    for rule in ("peak", "area"):
+        rs = []
+        for im in images:
+            b = np.asarray(im["boxes"], float).reshape(-1, 4)
+            s = np.asarray(im["scores"], float)
+            if rule == "area":
+                s = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            rs.append(ImageResult(im["key"], im["series"], b, s,
+                                  np.asarray(im["gt"], float).reshape(-1, 4)))
+        out[rule] = round(summarise(rs)["ap"], 4)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--names", nargs="+", required=True, help="fcn_detector.py run names")
@@ -76,7 +94,9 @@ def main() -> None:
                              f"{a.suffix}.json (run the folds first)")
         images = [im for f in files for im in json.loads(f.read_text())["images"]]
         doc["runs"][name] = {"folds": len(files), "suffix": a.suffix, "high": HIGH,
-                             "per_series": series_scores(images), "command": command_line()}
+                             "per_series": series_scores(images),
+                             "pooled_ap_ranked_by": pooled_ap_by_score(images),
+                             "command": command_line()}
         print(json.dumps({name: doc["runs"][name]["per_series"]}))
     write_json(a.out, doc)
 

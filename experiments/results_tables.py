@@ -783,8 +783,14 @@ def loso_scores(doc: dict) -> str:
                          f"{f(r['tp_score_median'])} / {f(r['fa_score_median'])} | "
                          f"{f(r['tp_high'], 2)} / {f(r['fa_high'], 2)} | "
                          f"{f(r['tp_side_median'], 0)} / {f(r['fa_side_median'], 0)} |")
+    ranked = [f"{name} {r['pooled_ap_ranked_by']['peak']:.4f} -> "
+              f"{r['pooled_ap_ranked_by']['area']:.4f}" for name, r in doc["runs"].items()
+              if "pooled_ap_ranked_by" in r]
     cmds = sorted({r["command"] for r in doc["runs"].values()})
-    return "\n".join(lines + ["", "Command: " + "; ".join(f"`{c}`" for c in cmds)])
+    return "\n".join(lines + (["", "Pooled AP of the same detections ranked by peak "
+                                "probability -> by box area: " + "; ".join(ranked)]
+                               if ranked else [])
+                      + ["", "Command: " + "; ".join(f"`{c}`" for c in cmds)])
 
 
 def rate_thresholds(docs: list[tuple[str, dict]]) -> list[str]:
