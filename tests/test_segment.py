@@ -545,6 +545,11 @@ def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
     with torch.no_grad():
         want = (torch.sigmoid(m0(x)) + torch.sigmoid(lcn(x))) / 2
         assert torch.allclose(torch.sigmoid(ens(x)), want, atol=1e-5)
+    # what scores images: the mean of the members' full-resolution maps (as measured by
+    # experiments/fcn_detector.py --ensemble)
+    im = phantom((88, 120), seed=7).image
+    both = (probability_map(m0, im) + probability_map(lcn, im)) / 2
+    assert np.abs(probability_map(ens, im) - both).max() < 1e-6
     # the card: members' lineage, then the ensemble stage; roots for tune-segmenter
     assert card["arch"]["members"][1]["lcn"] == 8.0
     assert SegConfig.from_dict(card["arch"]) == ens.arch

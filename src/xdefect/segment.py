@@ -119,7 +119,7 @@ class SegConfig:
         ms = tuple(members)
         if len(ms) < 2:
             raise ValueError("an ensemble has at least two members, none of them an ensemble")
-        return SegConfig(name=name, channels=ms[0].channels if ms else 16,
+        return SegConfig(name=name, channels=ms[0].channels,
                          description="mean probability of " + ", ".join(m.name for m in ms),
                          members=ms)
 
