@@ -1132,6 +1132,10 @@ def main() -> None:
                             adapt_diagnosis),
                            ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
                            ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
+                           ("adapt-distill-confident",
+                            Path("runs/adapt-series-distill-ign09/adapt_series.json"),
+                            lambda d: adapt_table(d, Path("runs/adapt-series-distill-ign09/"
+                                                          "adapt_series.json"))),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
