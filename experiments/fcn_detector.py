@@ -32,6 +32,8 @@ Leave-series-out (``--kfold K --fold I``, then ``--pool``): one model per fold, 
 the other series, its threshold chosen on their tuning images, tested on every image of
 the held-out series. ``--ensemble NAME...`` trains nothing: it averages the probability
 maps of those runs' models of the same fold and then chooses and tests the same way.
+``--rate-rule`` also scores each held-out series at a label-free threshold of its own
+(:func:`rate_rule`); ``experiments/fcn_loso.py`` runs every fold and the pooling at once.
 """
 
 from __future__ import annotations
