@@ -30,7 +30,8 @@ HIGH = 0.99
 def series_scores(images: list[dict]) -> dict[str, dict]:
     """Per series: defects, true positives, false alarms, their median scores and box
     sides (square root of the area, pixels), and the share of each scoring >= HIGH."""
-    acc: dict[str, dict[str, list]] = {}
+    acc: dict[str, dict[str, list[float]]] = {}
+    count: dict[str, dict[str, int]] = {}
     for im in images:
         boxes = np.asarray(im["boxes"], float).reshape(-1, 4)
         scores = np.asarray(im["scores"], float)
@@ -38,14 +39,14 @@ def series_scores(images: list[dict]) -> dict[str, dict]:
         tp, _ = match_image(boxes, scores, gt)
         side = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
                                0, None))
-        a = acc.setdefault(im["series"], {"tp": [], "fa": [], "tp_side": [], "fa_side": [],
-                                          "gt": [0], "images": [0]})
+        a = acc.setdefault(im["series"], {"tp": [], "fa": [], "tp_side": [], "fa_side": []})
         a["tp"] += scores[tp].tolist()
         a["fa"] += scores[~tp].tolist()
         a["tp_side"] += side[tp].tolist()
         a["fa_side"] += side[~tp].tolist()
-        a["gt"][0] += len(gt)
-        a["images"][0] += 1
+        n = count.setdefault(im["series"], {"gt": 0, "images": 0})
+        n["gt"] += len(gt)
+        n["images"] += 1
 
     def med(v: list[float]) -> float | None:
         return round(float(np.median(v)), 4) if v else None
@@ -53,7 +54,7 @@ def series_scores(images: list[dict]) -> dict[str, dict]:
     def high(v: list[float]) -> float | None:
         return round(float(np.mean(np.asarray(v) >= HIGH)), 3) if v else None
 
-    return {s: {"images": a["images"][0], "defects": a["gt"][0], "found": len(a["tp"]),
+    return {s: {"images": count[s]["images"], "defects": count[s]["gt"], "found": len(a["tp"]),
                 "false_alarms": len(a["fa"]), "tp_score_median": med(a["tp"]),
                 "fa_score_median": med(a["fa"]), "tp_high": high(a["tp"]),
                 "fa_high": high(a["fa"]), "tp_side_median": med(a["tp_side"]),

@@ -41,6 +41,10 @@ from pathlib import Path
 
 import model_figures  # experiments/, beside this script
 
+from xdefect.io import atomic_path
+
+#: the adaptation that distils only the source's confident regions (``--ignore-theta 0.9``)
+ADAPT_CONFIDENT = Path("runs/adapt-series-distill-ign09/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -70,11 +74,9 @@ def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
 
 
 def _write(dst: Path, data: bytes) -> None:
-    """``data`` to ``dst`` under a temporary name, then renamed (all or nothing)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(dst)
+    """``data`` to ``dst`` all or nothing (:func:`xdefect.io.atomic_path`)."""
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
 
 
 def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
@@ -85,13 +87,13 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
     renamed; returns (files archived, files left out: over ``max_bytes`` or not JSON)."""
     done, left = [], []
     for f in sorted({f for g in globs for f in runs.glob(g) if f.is_file()}):
+        if f.stat().st_size > max_bytes:  # never read whole
+            left.append(f)
+            continue
         data = f.read_bytes()
         try:
             json.loads(data)
         except ValueError:
-            left.append(f)
-            continue
-        if len(data) > max_bytes:
             left.append(f)
             continue
         dst = archive / f.relative_to(runs)
@@ -1132,10 +1134,8 @@ def main() -> None:
                             adapt_diagnosis),
                            ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
                            ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
-                           ("adapt-distill-confident",
-                            Path("runs/adapt-series-distill-ign09/adapt_series.json"),
-                            lambda d: adapt_table(d, Path("runs/adapt-series-distill-ign09/"
-                                                          "adapt_series.json"))),
+                           ("adapt-distill-confident", ADAPT_CONFIDENT,
+                            lambda d: adapt_table(d, ADAPT_CONFIDENT)),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
