@@ -34,6 +34,11 @@ the held-out series. ``--ensemble NAME...`` trains nothing: it averages the prob
 maps of those runs' models of the same fold and then chooses and tests the same way.
 ``--rate-rule`` also scores each held-out series at a label-free threshold of its own
 (:func:`rate_rule`); ``experiments/fcn_loso.py`` runs every fold and the pooling at once.
+``--hard-rounds R`` (with ``--hard-share``): R times during the budget (at equal
+fractions of it, the mining's time counted), the model as it stands scans the annotated
+training images as deployed and the regions away from their real defects become hard
+negatives, centres of ``--hard-share`` of the later crops
+(:func:`xdefect.train_segment.mine_false_alarms`).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from safetensors.torch import load_file, save_file
 
 from xdefect import gdxray
 from xdefect.augment import AugmentParams, augment
-from xdefect.crops import CropConfig, TrainImage, gdxray_images, sample_batch
+from xdefect.crops import CropConfig, TrainImage, gdxray_images, sample_batch, with_hard
 from xdefect.detect import (
     ScoreMap,
     boxes_of_regions,
@@ -62,7 +67,7 @@ from xdefect.evaluate import ImageResult, seen_mask, summarise
 from xdefect.io import command_line, write_json
 from xdefect.models import normalise_float
 from xdefect.segment import SegConfig, SegNet, probability_map, segment_params
-from xdefect.train_segment import segment_loss
+from xdefect.train_segment import mine_false_alarms, segment_loss
 
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 MARGIN = 8  # pixels around a real box that simulated defects avoid (and ignored without --real)
@@ -195,7 +200,8 @@ def crop_config(a: argparse.Namespace) -> CropConfig:
     try:
         return CropConfig(size=a.crop, defects=a.defects, axes_mm=tuple(a.axes_mm),
                           x_max=a.x_max, blur_px=a.blur, real=a.real, margin=MARGIN,
-                          x_max_range=None if a.x_max_range is None else tuple(a.x_max_range))
+                          x_max_range=None if a.x_max_range is None else tuple(a.x_max_range),
+                          hard_share=a.hard_share if a.hard_rounds else 0.0)
     except ValueError as exc:
         raise SystemExit(f"fcn_detector.py: {exc}") from None
 
@@ -208,9 +214,14 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
     net = make_net(a.channels, a.lcn)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     t0 = time.perf_counter()
-    step, seen, log = 0, 0, []
+    step, seen, log, rounds = 0, 0, [], []
     budget = a.minutes * 60
     while time.perf_counter() - t0 < budget:
+        if len(rounds) < a.hard_rounds and (time.perf_counter() - t0) / budget >= (
+                len(rounds) + 1) / (a.hard_rounds + 1):
+            imgs, r = mine(a, net, imgs)
+            rounds.append({"step": step, "s": round(time.perf_counter() - t0, 1), **r})
+            print(json.dumps({"hard_negatives": rounds[-1]}), flush=True)
         x, y, v = sample_batch(imgs, cfg, rng, a.batch)
         xt = torch.from_numpy(x)[:, None]
         if a.augment:  # grey level, contrast, gamma, blur, noise (the flips are the crops')
@@ -234,8 +245,26 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
             print(json.dumps(log[-1]), flush=True)
     info = {"crops": cfg.to_dict(), "steps": step, "crops_seen": seen,
             "train_s": round(time.perf_counter() - t0, 1),
-            "train_images": len(imgs), "log": log}
+            "train_images": len(imgs), "log": log,
+            **({"hard_negatives": rounds} if a.hard_rounds else {})}
     return net, info
+
+
+def mine(a: argparse.Namespace, net: SegNet, imgs: list[TrainImage]
+         ) -> tuple[list[TrainImage], dict]:
+    """One hard-negative round: the annotated images' new false alarms join their hard
+    negatives (unannotated backgrounds are not mined)."""
+    t0 = time.perf_counter()
+    found = mine_false_alarms(net, imgs, a.hard_theta, 4, a.hard_per_image, MARGIN)
+    out = []
+    for img, pts in zip(imgs, found, strict=True):
+        old = img.hard if img.hard is not None else np.zeros((0, 2), np.int64)
+        out.append(with_hard(img, np.concatenate([old, pts])) if len(pts) else img)
+    net.train()
+    return out, {"images_mined": sum(i.annotated for i in imgs),
+                 "images_with_false_alarms": sum(len(p) > 0 for p in found),
+                 "false_alarms": int(sum(len(p) for p in found)),
+                 "mine_s": round(time.perf_counter() - t0, 1)}
 
 
 def model(a: argparse.Namespace, work: Path, images) -> tuple[SegNet, dict]:
@@ -503,6 +532,13 @@ def main() -> None:
                          "series, the lowest at which its images raise no more regions per "
                          "image than the tuning images do at the chosen threshold (results "
                          "file suffix -rate; --pool pools that rule)")
+    ap.add_argument("--hard-rounds", type=int, default=0,
+                    help="hard-negative rounds mined from the annotated training images")
+    ap.add_argument("--hard-share", type=float, default=0.25,
+                    help="share of the crops centred on a hard negative (with --hard-rounds)")
+    ap.add_argument("--hard-theta", type=float, default=0.0,
+                    help="score 2p-1 above which a region is mined")
+    ap.add_argument("--hard-per-image", type=int, default=16)
     ap.add_argument("--a-min-grid", type=int, nargs="+", default=None,
                     help="leave-series-out: choose the minimum region area (pixels) from "
                          "these with the threshold, on the same tuning images")

@@ -10,6 +10,8 @@ chosen on them). Test images are never read. Appends a row to ``--out`` (read by
     .venv/bin/python experiments/segmenter_variants.py --name augment --augment --threads 1
     .venv/bin/python experiments/segmenter_variants.py --name reference --from-run \\
         runs/seg/segnet-xdefect   # score a run trained before
+    .venv/bin/python experiments/segmenter_variants.py --name long-more --init \\
+        segnet-xdefect --steps 20000 --lr 1e-3   # continue the bundled model's training
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def main() -> None:
     ap.add_argument("--arch", default="segnet")
     ap.add_argument("--defects", type=float, default=1.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None,
+                    help="a segmenter (file or bundled name) to continue training from")
+    ap.add_argument("--lr", type=float, default=SegTrainConfig.lr)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/seg"))
     ap.add_argument("--out", type=Path, default=Path("runs/segmenter_variants.json"))
@@ -62,7 +67,7 @@ def main() -> None:
             out=str(run), gdxray=(str(root),), series=tuple(gdxray.PAPER_SERIES),
             images=tuple(a.images), arch=a.arch, steps=a.steps, augment=a.augment,
             crops=CropConfig(real=a.real, defects=a.defects), seed=a.seed, threads=a.threads,
-            device="cpu", resume=(run / "last.safetensors").is_file()))
+            init=a.init, lr=a.lr, device="cpu", resume=(run / "last.safetensors").is_file()))
     det = Detector.load(run / "model.safetensors", device="cpu", threads=a.threads)
     tuning = evaluate_folder(det, root, "tuning", list(gdxray.PAPER_ANNOTATED_SERIES))
     extra = evaluate_folder(det, a.extra, "odd")

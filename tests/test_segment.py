@@ -19,7 +19,14 @@ from xdefect.checkpoint import (
     save_tensors,
 )
 from xdefect.cli.common import TTA_CHOICES
-from xdefect.crops import CropConfig, inscribed_ellipse, make_crop, sample_batch, training_image
+from xdefect.crops import (
+    CropConfig,
+    inscribed_ellipse,
+    make_crop,
+    sample_batch,
+    training_image,
+    with_hard,
+)
 from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap, regions
 from xdefect.detector import Detector
 from xdefect.errors import InputError
@@ -39,7 +46,13 @@ from xdefect.segment import (
     segment_params,
 )
 from xdefect.simulate import phantom
-from xdefect.train_segment import GROWS, THETAS, SegTrainConfig, train_segmenter
+from xdefect.train_segment import (
+    GROWS,
+    THETAS,
+    SegTrainConfig,
+    mine_false_alarms,
+    train_segmenter,
+)
 
 # ----------------------------------------------------------------------------------- model
 
@@ -255,6 +268,53 @@ def test_crops_with_a_range_of_contrasts():
         sample_batch([], CropConfig(), np.random.default_rng(0), 1)
 
 
+def test_hard_negative_crops():
+    """Crops on a known false alarm hold it; without hard_share the crops are those of an
+    image without hard negatives (the random stream is untouched)."""
+    pix = np.full((200, 260), 0.5, np.float32)
+    pix[20, 230] = 1.0  # the "false alarm", near a corner
+    mask = np.ones((200, 260), bool)
+    img = with_hard(training_image(pix, mask=mask), np.array([[20, 230]]))
+    cfg = CropConfig(size=64, defects=0, hard_share=0.9)
+    for seed in range(20):
+        c, t, _ = make_crop(img, cfg, np.random.default_rng(seed), 0, on_hard=True)
+        assert (c == 1.0).sum() == 1 and not t.any()
+    x, _, _ = sample_batch([img], cfg, np.random.default_rng(0), 40)
+    assert sum((c == 1.0).any() for c in x) >= 30  # 90% centred on it, others by chance
+    plain = training_image(pix, mask=mask)
+    for a, b in zip(sample_batch([img], replace(cfg, hard_share=0.0), np.random.default_rng(3), 5),
+                    sample_batch([plain], replace(cfg, hard_share=0.0),
+                                 np.random.default_rng(3), 5), strict=True):
+        assert np.array_equal(a, b)
+    assert "hard_share" not in CropConfig().to_dict()  # cards before hard negatives
+    assert CropConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="hard_share"):
+        CropConfig(hard_share=1.0)
+    with pytest.raises(ValueError, match="outside"):
+        with_hard(plain, np.array([[200, 5]]))
+    assert with_hard(img, np.zeros((0, 2))).hard is None
+
+
+def test_mine_false_alarms_keeps_regions_away_from_real_defects(monkeypatch):
+    """The deployed detection's regions that touch no real box (grown by the margin), the
+    strongest first, at most per_image; nothing from an unannotated image."""
+    v = np.full((100, 120), -1.0)
+    v[10:20, 10:20] = 0.9  # on the real defect
+    v[60:70, 80:90] = 0.8  # a false alarm, centre (65, 85)
+    v[40:44, 30:36] = 0.5  # a weaker one, centre (42, 33)
+    v[27:30, 27:30] = 0.95  # within the margin of the real box: not a false alarm
+    monkeypatch.setattr("xdefect.train_segment.score_map",
+                        lambda net, image, device="cpu": ScoreMap(v, 1, v.shape, 0))
+    pix, mask = np.zeros((100, 120), np.float32), np.ones((100, 120), bool)
+    annotated = training_image(pix, np.array([[12, 12, 18, 18]]), mask=mask, annotated=True)
+    unannotated = training_image(pix, mask=mask)
+    found = mine_false_alarms(None, [annotated, unannotated], theta=0.0, margin=10)
+    assert found[0].tolist() == [[65, 85], [42, 33]] and found[1].shape == (0, 2)
+    assert mine_false_alarms(None, [annotated], theta=0.0, per_image=1,
+                             margin=10)[0].tolist() == [[65, 85]]
+    assert mine_false_alarms(None, [annotated], theta=0.6, margin=10)[0].tolist() == [[65, 85]]
+
+
 # -------------------------------------------------------------------- training, detection
 
 
@@ -315,6 +375,8 @@ def test_resume_ends_with_the_same_weights(phantom_root, trained, tmp_path):
     side = run / "last.json"
     card = json.loads(side.read_text())
     del card["train_config"]["crops"]["x_max_range"]
+    for k in ("hard_rounds", "hard_theta", "hard_per_image"):  # and a training setting
+        del card["train_config"][k]
     side.write_text(json.dumps(card))
     train_segmenter(_cfg(phantom_root, run, resume=True))
     a, _ = load_model(out / "model.safetensors")
@@ -482,7 +544,29 @@ def test_cli_bad_input(tmp_path, phantom_root):
     assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
                                   str(phantom_root), "--x-max-range", "1e-20", "60"),
                           "--x-max-range")
+    assert_one_line_error(run_cli("train-segmenter", "--out", str(tmp_path / "r"), "--gdxray",
+                                  str(phantom_root), "--hard-rounds", "1", "--hard-share",
+                                  "0"), "--hard-share")
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_hard_negatives_and_a_bundled_init(phantom_root, tmp_path):
+    """``--hard-rounds`` mines the annotated train images with the model as it stands
+    (every region above p 0: theta -1 is refused, -0.99 nearly all); the library takes a
+    bundled model's name as ``init``."""
+    r = run_cli("train-segmenter", "--out", str(tmp_path / "h"), "--gdxray", str(phantom_root),
+                "--steps", "4", "--batch", "2", "--size", "64", "--real", "--hard-rounds", "1",
+                "--hard-theta", "-0.99", "--no-theta", "--threads", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    card = read_card(tmp_path / "h" / "model.safetensors")
+    (rnd,) = card["training"]["hard_negatives"]
+    assert rnd["step"] == 2 and rnd["images_mined"] == 2  # train images 3 and 7
+    assert card["train_config"]["crops"]["hard_share"] == 0.25  # the default with rounds
+    assert (tmp_path / "h" / "hard_negatives.json").is_file()
+    train_segmenter(_cfg(phantom_root, tmp_path / "i", init="segnet-xdefect", steps=1,
+                         choose_theta=False))
+    init = read_card(tmp_path / "i" / "model.safetensors")["lineage"][-1]["init"]
+    assert init["file"].endswith("segnet-xdefect.safetensors")
 
 
 def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom_root,
@@ -597,3 +681,45 @@ def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="at least two"):
         SegConfig.ensemble([SEGMENTERS["segnet"]])
+
+
+def test_training_with_hard_negatives_rounds_and_resume(phantom_root, tmp_path, monkeypatch):
+    """Rounds mined at a third and two thirds of the steps (the mining itself is tested
+    above; here a fixed false alarm per annotated image): the file, the card's counts,
+    and a resumed run that reads the first round back ends with the same weights."""
+    calls = []
+
+    def mine(net, images, theta, a_min, per_image, margin, device):
+        calls.append(len(images))
+        return [np.array([[30, 40]]) if im.annotated else np.zeros((0, 2), int)
+                for im in images]
+
+    monkeypatch.setattr("xdefect.train_segment.mine_false_alarms", mine)
+    crops = CropConfig(size=64, real=True, hard_share=0.5)
+    cfg = dict(hard_rounds=2, crops=crops, choose_theta=False)
+    train_segmenter(_cfg(phantom_root, tmp_path / "a", **cfg))
+    card = read_card(tmp_path / "a" / "model.safetensors")
+    rounds = card["training"]["hard_negatives"]
+    assert [r["step"] for r in rounds] == [2, 4] and len(calls) == 2
+    assert all(r["false_alarms"] == r["images_with_false_alarms"] > 0 for r in rounds)
+    assert card["train_config"]["hard_rounds"] == 2
+    assert card["train_config"]["crops"]["hard_share"] == 0.5
+    doc = json.loads((tmp_path / "a" / "hard_negatives.json").read_text())
+    assert [r["step"] for r in doc["rounds"]] == [2, 4]
+    assert doc["rounds"][0]["images"][0]["points"] == [[30, 40]]
+
+    def stop(row):
+        if row["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # after the round of step 2, before step 4's
+        train_segmenter(_cfg(phantom_root, tmp_path / "b", **cfg), on_log=stop)
+    train_segmenter(_cfg(phantom_root, tmp_path / "b", resume=True, **cfg))
+    a, _ = load_model(tmp_path / "a" / "model.safetensors")
+    b, _ = load_model(tmp_path / "b" / "model.safetensors")
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
+    assert read_card(tmp_path / "b" / "model.safetensors")["training"]["hard_negatives"] == rounds
+    with pytest.raises(InputError, match="hard-share"):
+        train_segmenter(_cfg(phantom_root, tmp_path / "c", hard_rounds=1))
+    assert SegTrainConfig(out="x", steps=10, hard_rounds=2).mining_steps() == [3, 7]

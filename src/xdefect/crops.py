@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from xdefect.io import as_image
 from xdefect.simulate import DefectSampler, SamplerConfig, Superimposed, superimpose
 
 __all__ = ["CropConfig", "TrainImage", "folder_images", "gdxray_images", "inscribed_ellipse",
-           "make_crop", "sample_batch", "superimpose_voids", "training_image"]
+           "make_crop", "sample_batch", "superimpose_voids", "training_image", "with_hard"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class CropConfig:
     are targets (the rest of each box is ignored) and ``real_share`` of the crops are
     centred on a real box; otherwise each real box grown by ``margin`` pixels is ignored
     (the paper's protocol: simulated defects only). ``margin``: pixels between a real box
-    and a simulated defect's centre; also the crop border that centres avoid."""
+    and a simulated defect's centre; also the crop border that centres avoid.
+    ``hard_share``: the share of crops centred (within a quarter of the crop) on a hard
+    negative, a known false alarm of an image (:attr:`TrainImage.hard`), drawn among the
+    crops not centred on a real box; 0 (the default) draws none."""
 
     size: int = 96
     defects: float = 1.5
@@ -54,6 +57,7 @@ class CropConfig:
     real_share: float = 1 / 3
     margin: int = 8
     x_max_range: tuple[float, float] | None = None
+    hard_share: float = 0.0
 
     def __post_init__(self) -> None:
         for k in ("axes_mm", "mu_range"):
@@ -73,13 +77,18 @@ class CropConfig:
             raise ValueError(f"mu_range {self.mu_range}: need 0 < low <= high")
         if not 0 <= self.real_share <= 1 or self.margin < 0 or self.blur_px < 0:
             raise ValueError("real_share must lie in [0, 1]; margin and blur_px >= 0")
+        if not 0 <= self.hard_share < 1:
+            raise ValueError(f"hard_share {self.hard_share}: must lie in [0, 1)")
 
     def sampler(self) -> SamplerConfig:
         return SamplerConfig(axes_mm=self.axes_mm, mu_range=self.mu_range, x_max=self.x_max,
                              blur_px=self.blur_px, x_max_range=self.x_max_range)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.hard_share:  # (without hard negatives, as recorded before they existed)
+            d.pop("hard_share")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CropConfig:
@@ -95,7 +104,11 @@ class TrainImage:
     x2, y2)`` (none for an unannotated image); ``free``: where simulated defects may be
     centred (the mask less each box grown by the margin); ``name``: where it came from;
     ``soft``: optional ``(H, W)`` float32 soft targets in [0, 1] (a teacher's defect
-    probability, :func:`make_crop`)."""
+    probability, :func:`make_crop`); ``annotated``: whether ``boxes`` are all its defects
+    (a GDXray image of an annotated series), so that whatever else a model finds in it is
+    a false alarm (:func:`xdefect.train_segment.mine_false_alarms`); ``hard``: ``(k, 2)``
+    int ``(row, col)`` pixels of known false alarms, centres of hard-negative crops
+    (``CropConfig.hard_share``)."""
 
     pixels: np.ndarray
     mask: np.ndarray
@@ -103,14 +116,17 @@ class TrainImage:
     free: np.ndarray
     name: str = ""
     soft: np.ndarray | None = None
+    annotated: bool = False
+    hard: np.ndarray | None = None
 
 
 def training_image(pixels: np.ndarray, boxes: np.ndarray | None = None, margin: int = 8,
                    name: str = "", mask: np.ndarray | None = None,
-                   soft: np.ndarray | None = None) -> TrainImage:
+                   soft: np.ndarray | None = None, annotated: bool = False) -> TrainImage:
     """A :class:`TrainImage` of a grey image and its known defect boxes (default: none);
     ``mask`` defaults to :func:`xdefect.gdxray.casting_mask`; ``soft``: soft targets of
-    the image's shape in [0, 1] (see :func:`make_crop`)."""
+    the image's shape in [0, 1] (see :func:`make_crop`); ``annotated``: ``boxes`` are all
+    of its defects (:class:`TrainImage`)."""
     a = as_image(pixels)
     m = gdxray.casting_mask(a) if mask is None else np.asarray(mask, bool)
     b = np.zeros((0, 4), int) if boxes is None else np.asarray(boxes).astype(int).reshape(-1, 4)
@@ -123,7 +139,19 @@ def training_image(pixels: np.ndarray, boxes: np.ndarray | None = None, margin: 
                                          and soft.max() <= 1):
             raise ValueError(f"soft targets must be finite, in [0, 1] and of the image's "
                              f"shape {a.shape}")
-    return TrainImage(a, m, b, free, name, soft)
+    return TrainImage(a, m, b, free, name, soft, bool(annotated))
+
+
+def with_hard(img: TrainImage, points: np.ndarray | None) -> TrainImage:
+    """``img`` with the hard-negative centres ``points`` (``(k, 2)`` int ``(row, col)``
+    inside the image; none or an empty array: no hard negatives)."""
+    if points is None or len(points) == 0:
+        return replace(img, hard=None)
+    p = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    h, w = img.pixels.shape
+    if p.min() < 0 or (p[:, 0] >= h).any() or (p[:, 1] >= w).any():
+        raise ValueError(f"{img.name}: hard-negative centres outside the {h}x{w} image")
+    return replace(img, hard=p)
 
 
 def gdxray_images(root: str | os.PathLike[str], series: Iterable[str] | None, split: str,
@@ -134,7 +162,8 @@ def gdxray_images(root: str | os.PathLike[str], series: Iterable[str] | None, sp
     for smp in gdxray.iter_samples(root, list(series) if series is not None else None,
                                    split=split):
         out.append(training_image(smp.image, smp.boxes, margin,
-                                  f"{smp.record.series}/{smp.record.stem}"))
+                                  f"{smp.record.series}/{smp.record.stem}",
+                                  annotated=smp.annotated))
     return out
 
 
@@ -170,9 +199,12 @@ def superimpose_voids(pixels: np.ndarray, free: np.ndarray, cfg: CropConfig,
 
 
 def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defects: int,
-              on_real: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              on_real: bool = False, on_hard: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(crop, target, valid)``, each ``(size, size)``: a crop centred on a random mask
-    pixel (on a random real box with ``on_real``) holding ``n_defects`` simulated
+    pixel (on a random real box with ``on_real``; with ``on_hard``, within a quarter of
+    the crop of a random one of ``img.hard``, the image's known false alarms) holding
+    ``n_defects`` simulated
     defects, turned and mirrored at random. An image smaller than the crop is padded by
     reflection (the padding is not valid). ``target`` is boolean, or float32 in [0, 1]
     for an image with ``soft`` targets: the larger of the soft target and the simulated
@@ -195,6 +227,10 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
         x1, y1, x2, y2 = img.boxes[rng.integers(len(img.boxes))]
         cy = int(rng.integers(y1, max(y2, y1 + 1)))
         cx = int(rng.integers(x1, max(x2, x1 + 1)))
+    elif on_hard and img.hard is not None and len(img.hard):
+        cy, cx = (int(v) for v in img.hard[rng.integers(len(img.hard))])
+        j = size // 4
+        cy, cx = cy + int(rng.integers(-j, j + 1)), cx + int(rng.integers(-j, j + 1))
     else:
         cand = np.flatnonzero(mask.ravel())
         if cand.size:
@@ -240,16 +276,22 @@ def sample_batch(images: Sequence[TrainImage], cfg: CropConfig, rng: np.random.G
     """``n`` crops from images drawn uniformly: ``(x, target, valid)`` arrays ``(n, size,
     size)`` (float32, bool, bool; targets float32 when an image has soft targets). With
     ``cfg.real``, ``cfg.real_share`` of them are centred on a real box of an image that
-    has one."""
+    has one; of the others, ``cfg.hard_share`` on a hard negative of an image that has
+    some (:attr:`TrainImage.hard`)."""
     if not images:
         raise ValueError("no images to cut crops from")
     with_real = [i for i in images if len(i.boxes)]
+    with_hard = ([i for i in images if i.hard is not None and len(i.hard)]
+                 if cfg.hard_share else [])
     xs, ys, vs = [], [], []
     for _ in range(n):
         on_real = bool(cfg.real and with_real and rng.uniform() < cfg.real_share)
+        # (no draw without hard negatives: the crops of such a run stay as they were)
+        on_hard = bool(not on_real and with_hard and rng.uniform() < cfg.hard_share)
         img = (with_real[rng.integers(len(with_real))] if on_real
+               else with_hard[rng.integers(len(with_hard))] if on_hard
                else images[rng.integers(len(images))])
-        c, t, v = make_crop(img, cfg, rng, int(rng.poisson(cfg.defects)), on_real)
+        c, t, v = make_crop(img, cfg, rng, int(rng.poisson(cfg.defects)), on_real, on_hard)
         xs.append(c)
         ys.append(t)
         vs.append(v)

@@ -19,6 +19,16 @@ n % 4 == 1), the threshold ``theta`` and the box growth ``grow`` are chosen on t
 each pair; else the card keeps the settings of the init model or
 :data:`xdefect.segment.SEGMENT_PARAMS`. :func:`tune_segmenter` makes the same choice again
 for a finished segmenter (``xdefect tune-segmenter``).
+
+Hard negatives (``hard_rounds`` > 0): the training is cut into ``hard_rounds + 1`` equal
+parts; after each but the last, the model as it stands scans every annotated training
+image as it will be deployed (probability map, regions above ``hard_theta``, boxed by
+their extent) and the regions that touch no real defect box (grown by the crop margin)
+become those images' known false alarms (:func:`mine_false_alarms`); from then on
+``crops.hard_share`` of the crops are centred on them (:func:`xdefect.crops.sample_batch`).
+Each round's false alarms are written to ``RUN/hard_negatives.json`` (a resumed run reads
+them back) and counted in the card. Unannotated images are never mined: a real defect in
+them is not known to be one.
 """
 
 from __future__ import annotations
@@ -53,11 +63,18 @@ from xdefect.checkpoint import (
     save_tensors,
     unprefixed,
 )
-from xdefect.crops import CropConfig, TrainImage, folder_images, gdxray_images, sample_batch
-from xdefect.detect import DetectParams, ScoreMap
+from xdefect.crops import (
+    CropConfig,
+    TrainImage,
+    folder_images,
+    gdxray_images,
+    sample_batch,
+    with_hard,
+)
+from xdefect.detect import DetectParams, ScoreMap, regions
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, summarise
-from xdefect.io import command_line, list_image_files, progress, write_json
+from xdefect.io import command_line, list_image_files, progress, read_json, write_json
 from xdefect.models import NORMALISATION, normalise_float, setup_device
 from xdefect.protocol import Selection, model_results, select
 from xdefect.segment import (
@@ -66,11 +83,12 @@ from xdefect.segment import (
     create_segmenter,
     get_segmenter,
     score_map,
+    segment_params,
 )
 
 __all__ = ["GROWS", "THETAS", "SegTrainConfig", "choose_settings", "choose_theta",
-           "segment_loss", "settings_block", "train_segmenter", "tuning_selections",
-           "tune_segmenter"]
+           "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
+           "tuning_selections", "tune_segmenter"]
 
 #: thresholds on the score ``2 p - 1`` tried on the tuning images (p from 0.5 to 0.995)
 THETAS = (0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
@@ -85,7 +103,9 @@ class SegTrainConfig:
     """Arguments of :func:`train_segmenter` (recorded in the card). ``gdxray``: GDXray
     roots whose ``series`` (default: every series of each root) give their train images;
     ``images``: image files or folders without annotations; ``steps`` of ``batch``
-    crops; ``init``: a segmenter to start from (fine-tuning; its architecture is kept)."""
+    crops; ``init``: a segmenter to start from (fine-tuning; its architecture is kept);
+    ``hard_rounds``, ``hard_theta`` (a score ``2 p - 1``), ``hard_per_image``: the
+    hard-negative rounds (module docstring; ``crops.hard_share`` must then be above 0)."""
 
     out: str
     gdxray: tuple[str, ...] = ()
@@ -105,6 +125,9 @@ class SegTrainConfig:
     #: with rehearsal images (:func:`train_segmenter`'s ``rehearsal``): the share of each
     #: batch cut from them, with their real defects as targets
     rehearse_share: float = 0.5
+    hard_rounds: int = 0
+    hard_theta: float = 0.0
+    hard_per_image: int = 16
     threads: int | None = None
     device: str | None = "cpu"
     resume: bool = False
@@ -122,6 +145,12 @@ class SegTrainConfig:
             raise InputError(f"rehearse share {self.rehearse_share}: must lie in [0, 1)")
         if not (math.isfinite(self.pos_weight) and self.pos_weight > 0):
             raise InputError(f"--pos-weight {self.pos_weight}: must be positive")
+        if self.hard_rounds < 0 or self.hard_per_image < 1:
+            raise InputError("--hard-rounds must be at least 0, --hard-per-image at least 1")
+        if self.hard_rounds and not self.crops.hard_share:
+            raise InputError("--hard-rounds needs --hard-share above 0")
+        if not (math.isfinite(self.hard_theta) and -1 <= self.hard_theta < 1):
+            raise InputError(f"--hard-theta {self.hard_theta}: must lie in [-1, 1)")
         if self.init is None:
             try:
                 get_segmenter(self.arch)
@@ -132,6 +161,41 @@ class SegTrainConfig:
         d = asdict(self)
         d["crops"] = self.crops.to_dict()
         return d
+
+    def mining_steps(self) -> list[int]:
+        """The steps after which false alarms are mined (``hard_rounds`` of them)."""
+        k = self.hard_rounds + 1
+        return sorted({round(r * self.steps / k) for r in range(1, k)} - {0})
+
+
+def mine_false_alarms(net: SegNet, images: list[TrainImage], theta: float = 0.0,
+                      a_min: int = SEGMENT_PARAMS.a_min, per_image: int = 16,
+                      margin: int = 8, device: str | torch.device = "cpu"
+                      ) -> list[np.ndarray]:
+    """The known false alarms of ``net`` on each image: the centres ``(row, col)``
+    (``(k, 2)`` int, pixels) of the ``per_image`` highest-scoring regions of its
+    deployed detection (probability map, one view; regions of score ``2 p - 1`` above
+    ``theta`` with at least ``a_min`` pixels inside the casting mask, boxed by their
+    extent) whose box touches no real defect box grown by ``margin`` pixels. An image
+    that is not ``annotated`` gets none: what the model finds there may be a defect."""
+    params = segment_params(theta, a_min)
+    out = []
+    for img in progress(iterable=images, desc="mining false alarms", unit="image"):
+        if not img.annotated:
+            out.append(np.zeros((0, 2), np.int64))
+            continue
+        found = regions(score_map(net, img.pixels, device), params, img.mask)
+        grown = img.boxes + np.array([-margin, -margin, margin, margin])
+        pts = []
+        for d in found:
+            x1, y1, x2, y2 = d.box
+            if any(x1 < b[2] and b[0] < x2 and y1 < b[3] and b[1] < y2 for b in grown):
+                continue
+            pts.append(((y1 + y2) // 2, (x1 + x2) // 2))
+            if len(pts) == per_image:
+                break
+        out.append(np.asarray(pts, np.int64).reshape(-1, 2))
+    return out
 
 
 def _series_of(root: str, series: tuple[str, ...] | None) -> list[str]:
@@ -242,7 +306,7 @@ def segment_loss(logit: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
 def _initial(cfg: SegTrainConfig, device: str) -> tuple[SegNet, dict[str, Any] | None]:
     if cfg.init is None:
         return create_segmenter(cfg.arch), None
-    net, card = load_model(cfg.init, device)
+    net, card = load_model(resolve_model(cfg.init), device)  # (a bundled name too)
     if not isinstance(net, SegNet):
         raise InputError(f"--init {cfg.init}: a patch classifier, not a segmenter")
     return net, card
@@ -298,7 +362,8 @@ def _stage(cfg: SegTrainConfig, used: dict[str, list[str]], files: list[str],
             **({"rehearsal_roots": rehearsal, "rehearse_share": cfg.rehearse_share}
                if rehearsal else {}),
             "data_sources": {"simulated": True, **({"real": True} if real else {})},
-            "init": None if cfg.init is None else init_record(cfg.init, init_card)}
+            "init": None if cfg.init is None else init_record(resolve_model(cfg.init),
+                                                                init_card)}
 
 
 def _resume(cfg: SegTrainConfig, last: Path, net: SegNet, opt: torch.optim.Optimizer,
@@ -306,8 +371,9 @@ def _resume(cfg: SegTrainConfig, last: Path, net: SegNet, opt: torch.optim.Optim
     """Load a checkpoint into ``net``, ``opt`` and the generators; returns the step, the
     log and the checkpoint's card (its settings must be ``cfg``'s)."""
     card = read_card(last, (CHECKPOINT_FORMAT,))
-    was = dict(card.get("train_config") or {})
-    if isinstance(was.get("crops"), dict):  # fields added since the run began: defaults
+    # fields added since the run began take their defaults
+    was = {**SegTrainConfig(out="").to_dict(), **dict(card.get("train_config") or {})}
+    if isinstance(was.get("crops"), dict):
         was["crops"] = json.loads(json.dumps(CropConfig.from_dict(was["crops"]).to_dict()))
     now = json.loads(json.dumps(cfg.to_dict()))
     now.update(resume=was.get("resume"), command=was.get("command"))
@@ -350,6 +416,89 @@ def _step(cfg: SegTrainConfig, net: SegNet, opt: torch.optim.Optimizer,
     loss.backward()
     opt.step()
     return float(bce.detach()), float(dice.detach())
+
+
+def _loop(cfg: SegTrainConfig, run: Path, net: SegNet, opt: torch.optim.Optimizer,
+          data: tuple[list[TrainImage], list[TrainImage]], rng: np.random.Generator,
+          step: int, log: list[dict], base: dict[str, Any], device: str,
+          rounds: list[dict], on_log: Callable[[dict], None] | None
+          ) -> tuple[list[TrainImage], list[dict]]:
+    """The optimisation steps from ``step`` to ``cfg.steps``: logs into ``log``, mines
+    false alarms at :meth:`SegTrainConfig.mining_steps`, checkpoints; returns the images
+    (with their hard negatives) and the mining rounds' records."""
+    images, rehearse = data
+    aug = AugmentParams(flip=False) if cfg.augment else None
+    t0, spent = time.perf_counter(), float(log[-1]["s"]) if log else 0.0
+    mine_at = set(cfg.mining_steps())
+    bar = progress(total=cfg.steps, initial=step, desc="segmenter", unit="step")
+    net.train()
+    while step < cfg.steps:
+        bce, dice = _step(cfg, net, opt, images, rng, step, aug, device, rehearse)
+        step += 1
+        bar.update(1)
+        if step % 100 == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            log.append({"step": step, "crops": step * cfg.batch, "loss": round(bce + dice, 4),
+                        "bce": round(bce, 4), "dice": round(dice, 4),
+                        "s": round(spent + time.perf_counter() - t0, 1)})
+            if on_log is not None:
+                on_log(log[-1])
+        if step in mine_at:  # before the checkpoint of this step: a resume finds its file
+            images, rounds = _mine(cfg, run, net, images, step, rounds, device)
+            net.train()
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_checkpoint(run, net, opt, step, rng, log, base)
+    bar.close()
+    return images, rounds
+
+
+HARD_FILE = "hard_negatives.json"
+HARD_FORMAT = "xdefect-hard-negatives-1"
+
+
+def _mine(cfg: SegTrainConfig, run: Path, net: SegNet, images: list[TrainImage], step: int,
+          rounds: list[dict], device: str) -> tuple[list[TrainImage], list[dict]]:
+    """One mining round after ``step``: each annotated image's new false alarms join its
+    hard negatives; the round is appended to ``RUN/hard_negatives.json``."""
+    found = mine_false_alarms(net, images, cfg.hard_theta, SEGMENT_PARAMS.a_min,
+                              cfg.hard_per_image, cfg.crops.margin, device)
+    out, listed = [], []
+    for i, (img, pts) in enumerate(zip(images, found, strict=True)):
+        if len(pts):
+            listed.append({"index": i, "name": img.name, "points": pts.tolist()})
+            old = img.hard if img.hard is not None else np.zeros((0, 2), np.int64)
+            img = with_hard(img, np.concatenate([old, pts]))
+        out.append(img)
+    record = {"step": step, "theta": cfg.hard_theta, "per_image": cfg.hard_per_image,
+              "images_mined": sum(im.annotated for im in images),
+              "images_with_false_alarms": len(listed),
+              "false_alarms": int(sum(len(p) for p in found))}
+    prior = read_json(run / HARD_FILE)["rounds"] if (run / HARD_FILE).is_file() else []
+    write_json(run / HARD_FILE, {"format": HARD_FORMAT, "rounds": [
+        r for r in prior if r["step"] < step] + [{**record, "images": listed}]})
+    return out, [*rounds, record]
+
+
+def _restore_hard(cfg: SegTrainConfig, run: Path, images: list[TrainImage], step: int
+                  ) -> tuple[list[TrainImage], list[dict]]:
+    """The hard negatives of the rounds mined up to ``step`` (a resumed run), from
+    ``RUN/hard_negatives.json``; none for a new run."""
+    f = run / HARD_FILE
+    if step == 0:  # a new run: a file left by a start that never checkpointed goes
+        f.unlink(missing_ok=True)
+    if not cfg.hard_rounds or step == 0 or not f.is_file():
+        return images, []
+    rounds = [r for r in read_json(f).get("rounds", []) if r["step"] <= step]
+    pts: dict[int, list] = {}
+    for r in rounds:
+        for e in r["images"]:
+            i = int(e["index"])
+            if i >= len(images) or images[i].name != e["name"]:
+                raise InputError(f"{f}: image {i} is not {e['name']!r}: the training images "
+                                 "changed since the run began")
+            pts.setdefault(i, []).extend(e["points"])
+    images = [with_hard(im, np.asarray(pts[i])) if i in pts else im
+              for i, im in enumerate(images)]
+    return images, [{k: v for k, v in r.items() if k != "images"} for r in rounds]
 
 
 def _detection(cfg: SegTrainConfig, net: SegNet, used: dict[str, list[str]],
@@ -419,23 +568,11 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
         step, log, ck = _resume(cfg, last, net, opt, rng)
         base = {**base, "train_config": ck["train_config"], "lineage": ck["lineage"]}
     run.mkdir(parents=True, exist_ok=True)
-    aug = AugmentParams(flip=False) if cfg.augment else None
+    images, rounds = _restore_hard(cfg, run, images, step)
     t0, spent = time.perf_counter(), float(log[-1]["s"]) if log else 0.0
-    bar = progress(total=cfg.steps, initial=step, desc="segmenter", unit="step")
-    net.train()
-    while step < cfg.steps:
-        bce, dice = _step(cfg, net, opt, images, rng, step, aug, device, rehearse)
-        step += 1
-        bar.update(1)
-        if step % 100 == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            log.append({"step": step, "crops": step * cfg.batch, "loss": round(bce + dice, 4),
-                        "bce": round(bce, 4), "dice": round(dice, 4),
-                        "s": round(spent + time.perf_counter() - t0, 1)})
-            if on_log is not None:
-                on_log(log[-1])
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_checkpoint(run, net, opt, step, rng, log, base)
-    bar.close()
+    images, rounds = _loop(cfg, run, net, opt, (images, rehearse), rng, step, log, base,
+                           device, rounds, on_log)
+    step = cfg.steps
     train_s = spent + time.perf_counter() - t0
     detection, tuning = _detection(cfg, net, {**(rehearsal or {}), **used}, init_card, device)
     card = {**base, "format": MODEL_FORMAT, "name": run.name,
@@ -444,6 +581,7 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
             "detection": detection.to_dict(), "tuning": tuning,
             "training": {"steps": step, "crops_seen": step * cfg.batch,
                          "minutes": round(train_s / 60, 2), "images": len(images),
+                         **({"hard_negatives": rounds} if cfg.hard_rounds else {}),
                          "log": log}}
     save_tensors(run / "model.safetensors", model_state(net), card)
     last.unlink(missing_ok=True)

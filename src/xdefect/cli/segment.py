@@ -19,7 +19,11 @@ from xdefect.cli.common import (
     x_max_range,
 )
 
-__all__ = ["DESCRIPTION", "cmd_train_segmenter", "cmd_tune_segmenter", "register"]
+__all__ = ["DESCRIPTION", "HARD_SHARE", "cmd_train_segmenter", "cmd_tune_segmenter",
+           "register"]
+
+#: the share of crops on hard negatives when ``--hard-rounds`` is given without it
+HARD_SHARE = 0.25
 
 DESCRIPTION = (
     "Train a segmenter (xdefect.segment): a small encoder-decoder that scores every\n"
@@ -28,7 +32,9 @@ DESCRIPTION = (
     "targets (--real: real defect boxes' inscribed ellipses too). Its detections are\n"
     "the regions of the score map above theta, boxed by their extent grown by grow\n"
     "pixels; theta and grow are chosen on the annotated tuning images (n % 4 == 1) of\n"
-    "the series trained on. Writes\n"
+    "the series trained on. --hard-rounds N: N times during training, the model scans\n"
+    "the annotated training images as deployed and centres --hard-share of the later\n"
+    "crops on the regions it finds away from real defects (hard negatives). Writes\n"
     "RUN/model.safetensors + model.json; RUN/last.* every --checkpoint-every steps\n"
     "(--resume continues from there).")
 
@@ -40,6 +46,8 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from xdefect.train_segment import SegTrainConfig, train_segmenter
 
     x_max_range(args)  # LOW <= HIGH, refused naming the option
+    if args.hard_share is None:
+        args.hard_share = HARD_SHARE if args.hard_rounds else 0.0
     try:
         crops = CropConfig(**options(args, CropConfig))
     except ValueError as exc:
@@ -103,6 +111,16 @@ def register(sub: Any) -> None:
     p.add_argument("--no-theta", dest="choose_theta", action="store_false",
                    help="do not choose theta and grow on the tuning images (keep the init's "
                         "or theta 0.8, grow 0)")
+    p.add_argument("--hard-rounds", type=int_in(0, 100), default=0, metavar="N",
+                   help="rounds of hard negatives mined from the annotated training images "
+                        "(default 0: none)")
+    p.add_argument("--hard-share", type=float_in(0, 1, hi_open=True), default=None,
+                   help=f"share of crops centred on a hard negative (default {HARD_SHARE} "
+                        "with --hard-rounds)")
+    p.add_argument("--hard-theta", type=float_in(-1, 1, hi_open=True), default=0.0,
+                   help="score 2p-1 above which a region is mined (default 0: p > 0.5)")
+    p.add_argument("--hard-per-image", type=int_in(1, 1000), default=16,
+                   help="highest-scoring false alarms kept per image and round")
     p.add_argument("--checkpoint-every", type=int_in(1), default=500, help="steps")
     p.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint")
     p.add_argument("--seed", type=int_in(0), default=0, help="random seed")
