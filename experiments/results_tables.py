@@ -493,6 +493,11 @@ def seg_settings(r: dict) -> str:
         parts.append(f"{len(st['images'])} unannotated folders as backgrounds")
     if c["defects"] != 1.5:
         parts.append(f"{c['defects']:g} voids per crop")
+    if st.get("hard_rounds"):
+        parts.append(f"hard negatives: {st['hard_rounds']} rounds mined from the annotated "
+                     f"train images, {c['hard_share']:g} of the other crops on them")
+    if st.get("init"):
+        parts.append(f"from `{Path(st['init']).stem}` at peak lr {st['lr']:g}")
     return ", ".join(parts)
 
 

@@ -55,6 +55,10 @@ def main() -> None:
     ap.add_argument("--init", default=None,
                     help="a segmenter (file or bundled name) to continue training from")
     ap.add_argument("--lr", type=float, default=SegTrainConfig.lr)
+    ap.add_argument("--hard-rounds", type=int, default=0,
+                    help="rounds of hard negatives mined from the annotated train images")
+    ap.add_argument("--hard-share", type=float, default=0.25,
+                    help="share of the crops on hard negatives (with --hard-rounds)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/seg"))
     ap.add_argument("--out", type=Path, default=Path("runs/segmenter_variants.json"))
@@ -66,7 +70,9 @@ def main() -> None:
         train_segmenter(SegTrainConfig(
             out=str(run), gdxray=(str(root),), series=tuple(gdxray.PAPER_SERIES),
             images=tuple(a.images), arch=a.arch, steps=a.steps, augment=a.augment,
-            crops=CropConfig(real=a.real, defects=a.defects), seed=a.seed, threads=a.threads,
+            crops=CropConfig(real=a.real, defects=a.defects,
+                             hard_share=a.hard_share if a.hard_rounds else 0.0),
+            hard_rounds=a.hard_rounds, seed=a.seed, threads=a.threads,
             init=a.init, lr=a.lr, device="cpu", resume=(run / "last.safetensors").is_file()))
     det = Detector.load(run / "model.safetensors", device="cpu", threads=a.threads)
     tuning = evaluate_folder(det, root, "tuning", list(gdxray.PAPER_ANNOTATED_SERIES))
