@@ -468,6 +468,8 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
                          "x_max_range": d.get("x_max_range"),
+                         **({"hard_negatives": d["training"]["hard_negatives"]}
+                            if "hard_negatives" in d["training"] else {}),
                          **figures(fr)})
     if not per_fold:
         raise SystemExit(f"{work}: no fold{{I}}/results{tag(a)}.json to pool (run the folds "

@@ -124,3 +124,28 @@ def test_pool_folds_with_and_without_the_rate_rule(tmp_path):
         fcn.pool_folds(argparse.Namespace(**{**vars(a), "rate_rule": False}), work,
                        [["C0001"], ["C0002"]])
     assert not (tmp_path / "fcn_loso_x-amin.json").exists()
+
+
+def test_pooled_folds_carry_their_hard_negative_rounds(tmp_path):
+    """A fold trained with --hard-rounds keeps its mining record through the pooling, and
+    the results page lists it; a fold without keeps none."""
+    fcn, rt = _experiment("fcn_detector"), _tables()
+    work = tmp_path / "fcn" / "h-loso2"
+    rounds = [{"step": 100, "s": 50.0, "images_mined": 10, "images_with_false_alarms": 7,
+               "false_alarms": 1234, "mine_s": 20.4}]
+    for i, series in enumerate(("C0001", "C0002")):
+        d = _fold(i, series, [0.9], [0.9])
+        if i == 0:
+            d["training"]["hard_negatives"] = rounds
+        (work / f"fold{i}").mkdir(parents=True)
+        (work / f"fold{i}" / "results-amin.json").write_text(json.dumps(d))
+    a = argparse.Namespace(name="h", kfold=2, threshold=None, a_min_grid=[4], grow_grid=None,
+                           rate_rule=False, gdxray=Path("g"), extra=Path("e"),
+                           out=tmp_path / "fcn_detector.json")
+    fcn.pool_folds(a, work, [["C0001"], ["C0002"]])
+    doc = json.loads((tmp_path / "fcn_loso_h-amin.json").read_text())
+    assert doc["folds"][0]["hard_negatives"] == rounds
+    assert "hard_negatives" not in doc["folds"][1]
+    text = rt.hard_rounds(doc)
+    assert "fold 0: 1,234 in 7 of 10 images at step 100 (20 s)" in text
+    assert "fold 1" not in text and rt.hard_rounds({"folds": []}) == ""
