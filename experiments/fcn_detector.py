@@ -240,7 +240,8 @@ def train(a: argparse.Namespace, imgs: list[TrainImage]) -> tuple[SegNet, dict]:
         seen += a.batch
         if step % 50 == 0:
             log.append({"step": step, "crops": seen, "loss": round(float(loss.detach()), 4),
-                        "bce": round(float(bce.detach()), 4), "dice": round(float(dice.detach()), 4),
+                        "bce": round(float(bce.detach()), 4),
+                        "dice": round(float(dice.detach()), 4),
                         "s": round(time.perf_counter() - t0, 1)})
             print(json.dumps(log[-1]), flush=True)
     info = {"crops": cfg.to_dict(), "steps": step, "crops_seen": seen,
