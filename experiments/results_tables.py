@@ -1103,6 +1103,32 @@ def merge_rows(old: str, new: str) -> tuple[str, int]:
     return "\n".join(head + rows + list(fresh.values())), kept
 
 
+def merge_lists(old: str, new: str) -> str:
+    """A block of a table and ``Label: a; b; c`` lines (per-run lists after a table)
+    regenerated from the result files there are, merged with the block as it was: the
+    table by :func:`merge_rows`, each list line of ``new`` with the items of ``old``'s
+    line of the same label that it lacks, first (an item is known by its text up to its
+    first colon, or by all of it: the runs whose result files are gone keep their
+    entries)."""
+    table, _ = merge_rows(old, new)
+
+    def lists(text: str) -> dict[str, list[str]]:
+        out = {}
+        for ln in text.splitlines():
+            if ln and not ln.startswith("|") and ": " in ln:
+                label, rest = ln.split(": ", 1)
+                out[label] = rest.split("; ")
+        return out
+
+    before = lists(old)
+    lines = []
+    for label, items in lists(new).items():
+        have = {i.split(":")[0] for i in items}
+        lines.append(f"{label}: " + "; ".join(
+            [i for i in before.get(label, []) if i.split(":")[0] not in have] + items))
+    return "\n\n".join([table, *lines])
+
+
 def replace_block(text: str, name: str, body: str, where: Path) -> str:
     """Rewrite the ``<!-- name -->`` ... ``<!-- /name -->`` block of the report."""
     return model_figures.replace_block(text, f"<!-- {name} -->", f"<!-- /{name} -->", body,
@@ -1155,7 +1181,6 @@ def main() -> None:
                             lambda d: adapt_table(d, a.adapt_default)),
                            ("adapt-default-ign", a.adapt_default_ign,
                             lambda d: adapt_table(d, a.adapt_default_ign)),
-                           ("seg-variants", a.seg_variants, seg_variants),
                            ("adapt-diagnosis", Path("runs/adapt_diagnosis.json"),
                             adapt_diagnosis),
                            ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
@@ -1171,6 +1196,10 @@ def main() -> None:
                             fcn_loso)):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
+    if a.seg_variants.exists():  # rows whose result files were lost kept as generated
+        text = replace_block(text, "seg-variants", merge_lists(
+            block(text, "seg-variants"), seg_variants(json.loads(a.seg_variants.read_text()))),
+            a.report)
     regions = adapt_regions()
     if regions:
         text = replace_block(text, "adapt-regions", regions, a.report)

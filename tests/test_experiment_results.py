@@ -149,3 +149,17 @@ def test_pooled_folds_carry_their_hard_negative_rounds(tmp_path):
     text = rt.hard_rounds(doc)
     assert "fold 0: 1,234 in 7 of 10 images at step 100 (20 s)" in text
     assert "fold 1" not in text and rt.hard_rounds({"folds": []}) == ""
+
+
+def test_list_lines_keep_the_entries_of_lost_runs():
+    """Rows are known by their first two cells (name, settings): b's is replaced, a's
+    kept; so are their entries in the lines after the table."""
+    rt = _tables()
+    head = "| run | settings | AP |\n|---|---|---|\n"
+    old = (head + "| a | s | 0.1 |\n| b | s | 0.2 |\n\n"
+           "Per series: a: X 0.1; b: X 0.2\n\nCommands: `run a`; `run b`\n")
+    new = (head + "| b | s | 0.3 |\n| c | s | 0.4 |\n\nPer series: b: X 0.3; c: X 0.4\n\n"
+           "Commands: `run b`; `run c`")
+    assert rt.merge_lists(old, new) == (
+        head + "| a | s | 0.1 |\n| b | s | 0.3 |\n| c | s | 0.4 |\n\n"
+        "Per series: a: X 0.1; b: X 0.3; c: X 0.4\n\nCommands: `run a`; `run b`; `run c`")
