@@ -41,8 +41,10 @@ def _trained_on(card: dict) -> str:
     s = lineage_summary(card)
     if card["arch"].get("family") == "segmenter":
         real = "per-pixel masks: real defects' inscribed ellipses, " if s["real_defects"] else ""
-        return (f"{real}simulated voids; {', '.join(s['image_splits'] or ['?'])} images of "
-                f"{len(s['series'])} series")
+        rounds = (card.get("train_config") or {}).get("hard_rounds", 0)
+        hard = f", crops on its own false alarms ({rounds} rounds)" if rounds else ""
+        return (f"{real}simulated voids{hard}; {', '.join(s['image_splits'] or ['?'])} "
+                f"images of {len(s['series'])} series")
     real = "real defect windows and hard negatives, " if s["real_defects"] else ""
     return (f"{real}simulated defects; {', '.join(s['image_splits'] or ['?'])} images of "
             f"{len(s['series'])} series; {s['stages']} stage(s)")

@@ -10,7 +10,7 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-segnet-tta4`` and ``runs/eval-extra-test-segnet-tta4`` (and the
+``runs/eval-test-long-hard-tta4`` and ``runs/eval-extra-test-long-hard-tta4`` (and the
 evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
@@ -552,7 +552,8 @@ SEGMENT_BOX_RUNS = (
     ("20,000 steps (`long`); theta x grow on the tuning images of both roots",
      "long-tuned2", "eval-test-segnet-long", "eval-extra-test-segnet-long"),
     ("20,000 steps, 4 mirror views averaged (`--tta 4`); theta x grow on both roots' tuning "
-     "images (bundled)", "long-tta4", "eval-test-segnet-tta4", "eval-extra-test-segnet-tta4"),
+     "images (bundled until 2026-11-30)", "long-tta4", "eval-test-segnet-tta4",
+     "eval-extra-test-segnet-tta4"),
 )
 
 
@@ -597,11 +598,13 @@ def segment_boxes(runs: Path = Path("runs")) -> str:
 #: images by ``xdefect tune-segmenter``: (run folder under ``runs/seg``, label)
 DEFAULT_CANDIDATES = (
     ("long-tta4", "`long`: 20,000 steps, paper series' train images; 4 mirror views "
-                  "(bundled)"),
+                  "(bundled until 2026-11-30)"),
     ("long-tta8", "`long`, 8 views (the mirror images and their transposes)"),
     ("long-bg-tta4", "`long-bg`: 20,000 steps, + every image of the 11 unannotated series "
                      "as backgrounds; 4 views"),
     ("long2-tta4", "`long2`: `long` trained 20,000 steps more (peak lr 0.001); 4 views"),
+    ("long-hard-tta4", "`long-hard`: `long`'s recipe with 2 rounds of hard negatives "
+                       "(`--hard-rounds 2`); 4 views (bundled since 2026-11-30)"),
 )
 
 
@@ -631,8 +634,8 @@ def default_candidates(runs: Path = Path("runs")) -> str:
     where = ", ".join(f"`{r}` ({len(s)} series)" for r, s in roots.items())
     lines += ["", f"Tuning images (odd, n % 4 == 1) of {where}: "
               f"{t['images']} images; the source's settings: the theta and grow the model "
-              "came with (its training's own choice on the paper series' tuning images). "
-              "Commands: " + "; ".join(f"`{c}`" for c in commands)]
+              "came with (its training's own choice on the paper series' tuning images)",
+              "", "Commands: " + "; ".join(f"`{c}`" for c in commands)]
     return "\n".join(lines)
 
 
@@ -1142,7 +1145,8 @@ def main() -> None:
     ap.add_argument("--table4", type=Path, default=Path("runs/table4.json"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
-    ap.add_argument("--eval-default", type=Path, default=Path("runs/eval-test-segnet-tta4"),
+    ap.add_argument("--eval-default", type=Path,
+                    default=Path("runs/eval-test-long-hard-tta4"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -1219,11 +1223,13 @@ def main() -> None:
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)
-    if Path("runs/seg/long-tta4/model.json").exists():
-        text = replace_block(text, "default-candidates", default_candidates(), a.report)
+    if any((RUNS / "seg" / n / "model.json").exists() for n, _ in DEFAULT_CANDIDATES):
+        # candidates whose cards were lost with runs/ keep their rows as generated
+        text = replace_block(text, "default-candidates", merge_lists(
+            block(text, "default-candidates"), default_candidates()), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
-    seg_extra = Path("runs/eval-extra-test-segnet-tta4/metrics.json")
+    seg_extra = Path("runs/eval-extra-test-long-hard-tta4/metrics.json")
     if seg_extra.exists():
         text = replace_block(text, "extra-segnet", per_series_eval(
             json.loads(seg_extra.read_text()),
