@@ -563,6 +563,12 @@ def test_cli_hard_negatives_and_a_bundled_init(phantom_root, tmp_path):
     assert rnd["step"] == 2 and rnd["images_mined"] == 2  # train images 3 and 7
     assert card["train_config"]["crops"]["hard_share"] == 0.25  # the default with rounds
     assert (tmp_path / "h" / "hard_negatives.json").is_file()
+    assert card["lineage"][-1]["hard_negatives"] == {"rounds": 1, "share": 0.25,
+                                                     "theta": -0.99, "per_image": 16}
+    show = run_cli("models", "show", str(tmp_path / "h" / "model.safetensors"))
+    assert show.returncode == 0, show.stderr
+    assert "hard negatives: 1 round(s), 0.25 of the other crops" in show.stdout
+    assert f"{rnd['false_alarms']} found at step 2" in show.stdout
     train_segmenter(_cfg(phantom_root, tmp_path / "i", init="segnet-xdefect", steps=1,
                          choose_theta=False))
     init = read_card(tmp_path / "i" / "model.safetensors")["lineage"][-1]["init"]

@@ -354,8 +354,9 @@ def _file_matches(record: Any) -> bool | None:
 def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything ``xdefect models show`` prints: the card's identity, the weights
     checksum checked against the file, the lineage stages (init checksums checked where
-    the init file is still on disk), the lineage summary, detection parameters and the
-    test figures. Never unpickles anything: it reads JSON and hashes bytes."""
+    the init file is still on disk), the lineage summary, the last training's
+    hard-negative rounds (a segmenter's, if any), detection parameters and the test
+    figures. Never unpickles anything: it reads JSON and hashes bytes."""
     p = Path(path)
     card = read_card(p)
     if not p.is_file():
@@ -371,6 +372,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
             "arch": card["arch"].get("name"), "epoch": card.get("epoch"),
             "steps": (card.get("training") or {}).get("steps")
             if is_segmenter_arch(card["arch"]) else None,
+            "hard_negatives": (card.get("training") or {}).get("hard_negatives"),
             "weights_sha256": digest,
             "weights_match_card": (card.get("weights_sha256") == digest
                                    if card.get("weights_sha256") else None),

@@ -362,6 +362,9 @@ def _stage(cfg: SegTrainConfig, used: dict[str, list[str]], files: list[str],
             **({"rehearsal_roots": rehearsal, "rehearse_share": cfg.rehearse_share}
                if rehearsal else {}),
             "data_sources": {"simulated": True, **({"real": True} if real else {})},
+            **({"hard_negatives": {"rounds": cfg.hard_rounds, "share": cfg.crops.hard_share,
+                                   "theta": cfg.hard_theta, "per_image": cfg.hard_per_image}}
+               if cfg.hard_rounds else {}),
             "init": None if cfg.init is None else init_record(resolve_model(cfg.init),
                                                                 init_card)}
 

@@ -49,6 +49,11 @@ def _print_stage(st: dict[str, Any]) -> None:
         print(f"    segmenter crops from {roots or '-'}{files}, image splits "
               f"{', '.join(st.get('data_image_splits') or ['?'])}, sources "
               f"{json.dumps(st.get('data_sources'))}")
+        hard = st.get("hard_negatives")
+        if hard:
+            print(f"    hard negatives: {hard['rounds']} round(s), {hard['share']:g} of the "
+                  f"other crops on them (regions of score > {hard['theta']:g}, at most "
+                  f"{hard['per_image']} per image)")
     else:
         print(f"    data {st.get('data')} (manifest sha256 "
               f"{str(st.get('data_manifest_sha256'))[:16]}...), protocol "
@@ -87,6 +92,10 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"{'yes' if s['real_defects'] else 'no'}")
     for st in d["lineage"]:
         _print_stage(st)
+    if d.get("hard_negatives"):
+        print("  hard negatives: its own false alarms on the annotated training images, "
+              + ", ".join(f"{r['false_alarms']} found at step {r['step']}"
+                          for r in d["hard_negatives"]))
     if d["detection"]:
         print("  detection: " + ", ".join(f"{k} {v}" for k, v in d["detection"].items()))
     t = d["test_even"]
