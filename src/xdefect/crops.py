@@ -198,6 +198,27 @@ def superimpose_voids(pixels: np.ndarray, free: np.ndarray, cfg: CropConfig,
     return out
 
 
+def _centre(img: TrainImage, mask: np.ndarray, size: int, rng: np.random.Generator,
+            on_real: bool, on_hard: bool) -> tuple[int, int]:
+    """A crop's centre ``(row, col)``: in a random real box (``on_real``), within a
+    quarter of the crop of a random hard negative (``on_hard``), else on a random pixel
+    of ``mask`` (anywhere when the mask is empty)."""
+    if on_real and len(img.boxes):
+        x1, y1, x2, y2 = img.boxes[rng.integers(len(img.boxes))]
+        return (int(rng.integers(y1, max(y2, y1 + 1))),
+                int(rng.integers(x1, max(x2, x1 + 1))))
+    if on_hard and img.hard is not None and len(img.hard):
+        cy, cx = (int(v) for v in img.hard[rng.integers(len(img.hard))])
+        j = size // 4
+        return cy + int(rng.integers(-j, j + 1)), cx + int(rng.integers(-j, j + 1))
+    h, w = mask.shape
+    cand = np.flatnonzero(mask.ravel())
+    if cand.size:
+        cy, cx = divmod(int(cand[rng.integers(cand.size)]), w)
+        return cy, cx
+    return int(rng.integers(h)), int(rng.integers(w))
+
+
 def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defects: int,
               on_real: bool = False, on_hard: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,20 +244,7 @@ def make_crop(img: TrainImage, cfg: CropConfig, rng: np.random.Generator, n_defe
         soft = None if soft is None else np.pad(soft, ((0, ph), (0, pw)))
         valid_full = np.pad(np.ones((h, w), bool), ((0, ph), (0, pw)))
         h, w = pix.shape
-    if on_real and len(img.boxes):
-        x1, y1, x2, y2 = img.boxes[rng.integers(len(img.boxes))]
-        cy = int(rng.integers(y1, max(y2, y1 + 1)))
-        cx = int(rng.integers(x1, max(x2, x1 + 1)))
-    elif on_hard and img.hard is not None and len(img.hard):
-        cy, cx = (int(v) for v in img.hard[rng.integers(len(img.hard))])
-        j = size // 4
-        cy, cx = cy + int(rng.integers(-j, j + 1)), cx + int(rng.integers(-j, j + 1))
-    else:
-        cand = np.flatnonzero(mask.ravel())
-        if cand.size:
-            cy, cx = divmod(int(cand[rng.integers(cand.size)]), w)
-        else:
-            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    cy, cx = _centre(img, mask, size, rng, on_real, on_hard)
     r0 = int(np.clip(cy - size // 2, 0, h - size))
     c0 = int(np.clip(cx - size // 2, 0, w - size))
     crop = pix[r0:r0 + size, c0:c0 + size].astype(np.float64)

@@ -86,7 +86,8 @@ from xdefect.segment import (
     segment_params,
 )
 
-__all__ = ["GROWS", "THETAS", "SegTrainConfig", "choose_settings", "choose_theta",
+__all__ = ["GROWS", "HARD_FILE", "HARD_FORMAT", "THETAS", "SegTrainConfig",
+           "choose_settings", "choose_theta",
            "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
            "tuning_selections", "tune_segmenter"]
 
@@ -454,6 +455,10 @@ def _loop(cfg: SegTrainConfig, run: Path, net: SegNet, opt: torch.optim.Optimize
     return images, rounds
 
 
+#: a run's record of its hard-negative rounds (``RUN/HARD_FILE``): ``{"format":
+#: HARD_FORMAT, "rounds": [{"step", "theta", "per_image", "images_mined",
+#: "images_with_false_alarms", "false_alarms", "images": [{"index", "name", "points":
+#: [[row, col], ...]}]}]}``, ``index`` into the run's training images
 HARD_FILE = "hard_negatives.json"
 HARD_FORMAT = "xdefect-hard-negatives-1"
 

@@ -80,6 +80,19 @@ def cmd_tune_segmenter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hard-rounds", type=int_in(0, 100), default=0, metavar="N",
+                   help="rounds of hard negatives mined from the annotated training images "
+                        "(default 0: none)")
+    p.add_argument("--hard-share", type=float_in(0, 1, hi_open=True), default=None,
+                   help=f"share of crops centred on a hard negative (default {HARD_SHARE} "
+                        "with --hard-rounds)")
+    p.add_argument("--hard-theta", type=float_in(-1, 1, hi_open=True), default=0.0,
+                   help="score 2p-1 above which a region is mined (default 0: p > 0.5)")
+    p.add_argument("--hard-per-image", type=int_in(1, 1000), default=16,
+                   help="highest-scoring false alarms kept per image and round")
+
+
 def register(sub: Any) -> None:
     from xdefect.crops import CropConfig
     from xdefect.segment import SEGMENTERS
@@ -111,16 +124,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-theta", dest="choose_theta", action="store_false",
                    help="do not choose theta and grow on the tuning images (keep the init's "
                         "or theta 0.8, grow 0)")
-    p.add_argument("--hard-rounds", type=int_in(0, 100), default=0, metavar="N",
-                   help="rounds of hard negatives mined from the annotated training images "
-                        "(default 0: none)")
-    p.add_argument("--hard-share", type=float_in(0, 1, hi_open=True), default=None,
-                   help=f"share of crops centred on a hard negative (default {HARD_SHARE} "
-                        "with --hard-rounds)")
-    p.add_argument("--hard-theta", type=float_in(-1, 1, hi_open=True), default=0.0,
-                   help="score 2p-1 above which a region is mined (default 0: p > 0.5)")
-    p.add_argument("--hard-per-image", type=int_in(1, 1000), default=16,
-                   help="highest-scoring false alarms kept per image and round")
+    _hard_options(p)
     p.add_argument("--checkpoint-every", type=int_in(1), default=500, help="steps")
     p.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint")
     p.add_argument("--seed", type=int_in(0), default=0, help="random seed")
