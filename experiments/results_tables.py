@@ -718,7 +718,8 @@ LOSO_SEED2 = (("fcn_loso_fcn-bg-s2-amin.json", "backgrounds, seed 2"),
 #: hard negatives mined in the deployed mode (``--hard-rounds``) against the same recipe
 #: and seed without them
 LOSO_HARD = (("fcn_loso_fcn-bg-s2-amin.json", "backgrounds, seed 2"),
-             ("fcn_loso_fcn-bghard-s2-amin.json", "+ hard negatives, 2 rounds, seed 2"))
+             ("fcn_loso_fcn-bghard-s2-amin.json", "+ hard negatives, 2 rounds, seed 2"),
+             ("fcn_loso_fcn-bghard-amin.json", "+ hard negatives, 2 rounds, seed 0"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -779,7 +780,7 @@ def fcn_loso_variants(fcn: Path, variants: tuple[tuple[str, str], ...] = LOSO_VA
     return "\n".join(lines)
 
 
-def hard_rounds(doc: dict) -> str:
+def hard_rounds(doc: dict, label: str = "") -> str:
     """The false alarms each fold mined per round (a paragraph after the table)."""
     parts = []
     for f in doc["folds"]:
@@ -789,8 +790,9 @@ def hard_rounds(doc: dict) -> str:
                 f"{r['false_alarms']:,} in {r['images_with_false_alarms']} of "
                 f"{r['images_mined']} images at step {r['step']:,} ({r['mine_s']:.0f} s)"
                 for r in rs))
-    return ("\n\nFalse alarms mined per round (regions of p > 0.5 away from real defects, "
-            "at most 16 per image): " + "; ".join(parts) + ".") if parts else ""
+    what = f" ({label})" if label else ""
+    return ("\n\nFalse alarms mined per round" + what + " (regions of p > 0.5 away from "
+            "real defects, at most 16 per image): " + "; ".join(parts) + ".") if parts else ""
 
 
 def loso_scores(doc: dict) -> str:
@@ -958,7 +960,9 @@ LOSO_SEED2_ROWS = (
     ("fcn_loso_fcn-ens-s2-amin-rate.json", f"the mean of the two seed-2 runs, {_RATE}"),
     ("fcn_loso_fcn-bghard-s2-amin.json", "unannotated backgrounds and hard negatives (2 "
      "rounds mined in the deployed mode from the annotated train images of the training "
-     f"series, a quarter of the other crops centred on them), seed 2, {_CHOSEN}"))
+     f"series, a quarter of the other crops centred on them), seed 2, {_CHOSEN}"),
+    ("fcn_loso_fcn-bghard-amin.json", "unannotated backgrounds and hard negatives (as "
+     f"above), seed 0, {_CHOSEN}"))
 
 
 def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
@@ -1218,8 +1222,10 @@ def main() -> None:
               "from runs/ and the archive)")
     if a.fcn.with_name(LOSO_HARD[1][0]).exists():
         text = replace_block(text, "fcn-loso-hard", fcn_loso_variants(a.fcn, LOSO_HARD)
-                             + hard_rounds(json.loads(a.fcn.with_name(LOSO_HARD[1][0])
-                                                      .read_text())), a.report)
+                             + "".join(hard_rounds(json.loads(a.fcn.with_name(f).read_text()),
+                                                   label)
+                                       for f, label in LOSO_HARD[1:]
+                                       if a.fcn.with_name(f).exists()), a.report)
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)

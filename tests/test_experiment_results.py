@@ -148,6 +148,7 @@ def test_pooled_folds_carry_their_hard_negative_rounds(tmp_path):
     assert "hard_negatives" not in doc["folds"][1]
     text = rt.hard_rounds(doc)
     assert "fold 0: 1,234 in 7 of 10 images at step 100 (20 s)" in text
+    assert "mined per round (seed 3) (regions" in rt.hard_rounds(doc, "seed 3")
     assert "fold 1" not in text and rt.hard_rounds({"folds": []}) == ""
 
 
