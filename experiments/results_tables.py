@@ -719,7 +719,8 @@ LOSO_SEED2 = (("fcn_loso_fcn-bg-s2-amin.json", "backgrounds, seed 2"),
 #: and seed without them
 LOSO_HARD = (("fcn_loso_fcn-bg-s2-amin.json", "backgrounds, seed 2"),
              ("fcn_loso_fcn-bghard-s2-amin.json", "+ hard negatives, 2 rounds, seed 2"),
-             ("fcn_loso_fcn-bghard-amin.json", "+ hard negatives, 2 rounds, seed 0"))
+             ("fcn_loso_fcn-bghard-amin.json", "+ hard negatives, 2 rounds, seed 0"),
+             ("fcn_loso_fcn-bghard-s1-amin.json", "+ hard negatives, 2 rounds, seed 1"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -962,7 +963,9 @@ LOSO_SEED2_ROWS = (
      "rounds mined in the deployed mode from the annotated train images of the training "
      f"series, a quarter of the other crops centred on them), seed 2, {_CHOSEN}"),
     ("fcn_loso_fcn-bghard-amin.json", "unannotated backgrounds and hard negatives (as "
-     f"above), seed 0, {_CHOSEN}"))
+     f"above), seed 0, {_CHOSEN}"),
+    ("fcn_loso_fcn-bghard-s1-amin.json", "unannotated backgrounds and hard negatives (as "
+     f"above), seed 1, {_CHOSEN}"))
 
 
 def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
