@@ -56,7 +56,7 @@ from safetensors.torch import load_file, save_file
 
 from xdefect import gdxray
 from xdefect.augment import AugmentParams, augment
-from xdefect.crops import CropConfig, TrainImage, gdxray_images, sample_batch, with_hard
+from xdefect.crops import CropConfig, TrainImage, add_hard, gdxray_images, sample_batch
 from xdefect.detect import (
     ScoreMap,
     boxes_of_regions,
@@ -257,10 +257,7 @@ def mine(a: argparse.Namespace, net: SegNet, imgs: list[TrainImage]
     negatives (unannotated backgrounds are not mined)."""
     t0 = time.perf_counter()
     found = mine_false_alarms(net, imgs, a.hard_theta, 4, a.hard_per_image, MARGIN)
-    out = []
-    for img, pts in zip(imgs, found, strict=True):
-        old = img.hard if img.hard is not None else np.zeros((0, 2), np.int64)
-        out.append(with_hard(img, np.concatenate([old, pts])) if len(pts) else img)
+    out = [add_hard(img, pts) for img, pts in zip(imgs, found, strict=True)]
     net.train()
     return out, {"images_mined": sum(i.annotated for i in imgs),
                  "images_with_false_alarms": sum(len(p) > 0 for p in found),

@@ -21,6 +21,7 @@ from xdefect.checkpoint import (
 from xdefect.cli.common import TTA_CHOICES
 from xdefect.crops import (
     CropConfig,
+    add_hard,
     inscribed_ellipse,
     make_crop,
     sample_batch,
@@ -293,6 +294,8 @@ def test_hard_negative_crops():
     with pytest.raises(ValueError, match="outside"):
         with_hard(plain, np.array([[200, 5]]))
     assert with_hard(img, np.zeros((0, 2))).hard is None
+    both = add_hard(img, np.array([[5, 6]]))  # a later round's false alarms join
+    assert both.hard.tolist() == [[20, 230], [5, 6]] and add_hard(img, np.zeros((0, 2))) is img
 
 
 def test_mine_false_alarms_keeps_regions_away_from_real_defects(monkeypatch):

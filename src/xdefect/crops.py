@@ -27,8 +27,9 @@ from xdefect import gdxray
 from xdefect.io import as_image
 from xdefect.simulate import DefectSampler, SamplerConfig, Superimposed, superimpose
 
-__all__ = ["CropConfig", "TrainImage", "folder_images", "gdxray_images", "inscribed_ellipse",
-           "make_crop", "sample_batch", "superimpose_voids", "training_image", "with_hard"]
+__all__ = ["CropConfig", "TrainImage", "add_hard", "folder_images", "gdxray_images",
+           "inscribed_ellipse", "make_crop", "sample_batch", "superimpose_voids",
+           "training_image", "with_hard"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,15 @@ def with_hard(img: TrainImage, points: np.ndarray | None) -> TrainImage:
     if p.min() < 0 or (p[:, 0] >= h).any() or (p[:, 1] >= w).any():
         raise ValueError(f"{img.name}: hard-negative centres outside the {h}x{w} image")
     return replace(img, hard=p)
+
+
+def add_hard(img: TrainImage, points: np.ndarray) -> TrainImage:
+    """``img`` with ``points`` (``(k, 2)`` int ``(row, col)``) added to its hard-negative
+    centres (a bootstrapping round's new false alarms join the earlier rounds')."""
+    if len(points) == 0:
+        return img
+    old = img.hard if img.hard is not None else np.zeros((0, 2), np.int64)
+    return with_hard(img, np.concatenate([old, np.asarray(points).reshape(-1, 2)]))
 
 
 def gdxray_images(root: str | os.PathLike[str], series: Iterable[str] | None, split: str,

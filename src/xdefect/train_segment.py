@@ -66,10 +66,10 @@ from xdefect.checkpoint import (
 from xdefect.crops import (
     CropConfig,
     TrainImage,
+    add_hard,
     folder_images,
     gdxray_images,
     sample_batch,
-    with_hard,
 )
 from xdefect.detect import DetectParams, ScoreMap, regions
 from xdefect.errors import InputError
@@ -469,13 +469,9 @@ def _mine(cfg: SegTrainConfig, run: Path, net: SegNet, images: list[TrainImage],
     hard negatives; the round is appended to ``RUN/hard_negatives.json``."""
     found = mine_false_alarms(net, images, cfg.hard_theta, SEGMENT_PARAMS.a_min,
                               cfg.hard_per_image, cfg.crops.margin, device)
-    out, listed = [], []
-    for i, (img, pts) in enumerate(zip(images, found, strict=True)):
-        if len(pts):
-            listed.append({"index": i, "name": img.name, "points": pts.tolist()})
-            old = img.hard if img.hard is not None else np.zeros((0, 2), np.int64)
-            img = with_hard(img, np.concatenate([old, pts]))
-        out.append(img)
+    out = [add_hard(img, pts) for img, pts in zip(images, found, strict=True)]
+    listed = [{"index": i, "name": img.name, "points": pts.tolist()}
+              for i, (img, pts) in enumerate(zip(images, found, strict=True)) if len(pts)]
     record = {"step": step, "theta": cfg.hard_theta, "per_image": cfg.hard_per_image,
               "images_mined": sum(im.annotated for im in images),
               "images_with_false_alarms": len(listed),
@@ -496,16 +492,14 @@ def _restore_hard(cfg: SegTrainConfig, run: Path, images: list[TrainImage], step
     if not cfg.hard_rounds or step == 0 or not f.is_file():
         return images, []
     rounds = [r for r in read_json(f).get("rounds", []) if r["step"] <= step]
-    pts: dict[int, list] = {}
+    images = list(images)
     for r in rounds:
         for e in r["images"]:
             i = int(e["index"])
             if i >= len(images) or images[i].name != e["name"]:
                 raise InputError(f"{f}: image {i} is not {e['name']!r}: the training images "
                                  "changed since the run began")
-            pts.setdefault(i, []).extend(e["points"])
-    images = [with_hard(im, np.asarray(pts[i])) if i in pts else im
-              for i, im in enumerate(images)]
+            images[i] = add_hard(images[i], np.asarray(e["points"], np.int64))
     return images, [{k: v for k, v in r.items() if k != "images"} for r in rounds]
 
 
