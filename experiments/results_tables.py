@@ -45,6 +45,8 @@ from xdefect.io import atomic_path
 
 #: the adaptation that distils only the source's confident regions (``--ignore-theta 0.9``)
 ADAPT_CONFIDENT = Path("runs/adapt-series-distill-ign09/adapt_series.json")
+#: the default adaptation (distill) from the hard-negative default model, 2026-11-30
+ADAPT_LONGHARD = Path("runs/adapt-series-longhard/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -605,6 +607,8 @@ DEFAULT_CANDIDATES = (
     ("long2-tta4", "`long2`: `long` trained 20,000 steps more (peak lr 0.001); 4 views"),
     ("long-hard-tta4", "`long-hard`: `long`'s recipe with 2 rounds of hard negatives "
                        "(`--hard-rounds 2`); 4 views (bundled since 2026-11-30)"),
+    ("long-hard-ext-tta4", "`long-hard`, the same weights, boxes by relative extent "
+                           "(`--extent-fractions 0 0.4 0.5 0.6` in the choice); 4 views"),
 )
 
 
@@ -623,8 +627,11 @@ def default_candidates(runs: Path = Path("runs")) -> str:
         t, det = card["tuning"], card["detection"]
         if commands and t["roots"] != roots:  # a choice on other images: not comparable
             continue
-        cell = next(g for g in t["grid"] if g["theta"] == t["theta"] and g["grow"] == t["grow"])
-        lines.append(f"| {label} | {det['tta']} | {t['theta']:g}, {t['grow']} | "
+        ext = t.get("extent_fraction", 0.0)  # cards tuned before relative extents: 0
+        cell = next(g for g in t["grid"] if g["theta"] == t["theta"] and g["grow"] == t["grow"]
+                    and g.get("extent_fraction", 0.0) == ext)
+        how = f"{t['theta']:g}, {t['grow']}" + (f" (relative extent {ext:g})" if ext else "")
+        lines.append(f"| {label} | {det['tta']} | {how} | "
                      f"**{_f(t['ap'])}** | {cell['found']}/{cell['boxes']} | "
                      f"{cell['fa_per_image']:.1f} | {_f(card['retuned']['tuning_ap_before'])} |")
         commands.append(card["retuned"]["command"])
@@ -1198,6 +1205,8 @@ def main() -> None:
                            ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
                            ("adapt-distill-confident", ADAPT_CONFIDENT,
                             lambda d: adapt_table(d, ADAPT_CONFIDENT)),
+                           ("adapt-longhard", ADAPT_LONGHARD,
+                            lambda d: adapt_table(d, ADAPT_LONGHARD)),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),

@@ -48,6 +48,7 @@ from xdefect.segment import (
 )
 from xdefect.simulate import phantom
 from xdefect.train_segment import (
+    EXTENT_FRACTIONS,
     GROWS,
     THETAS,
     SegTrainConfig,
@@ -177,6 +178,52 @@ def test_grow_adds_pixels_to_every_box_side_clipped_to_the_image():
     with pytest.raises(ValueError, match="grow"):
         DetectParams(grow=-1)
     assert DetectParams.from_dict({"theta": 0.5}).grow == 0  # cards written before grow
+
+
+def _blob(v: np.ndarray, cy: int, cx: int, peak: float, width: float) -> None:
+    """A defect-like probability blob: log-odds falling off as a Gaussian from ``peak``."""
+    yy, xx = np.mgrid[:v.shape[0], :v.shape[1]]
+    odds = peak * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width ** 2)) - 6.0
+    v[:] = np.maximum(v, 2 / (1 + np.exp(-odds)) - 1)
+
+
+def test_relative_extent_boxes_faint_defects_by_their_own_falloff():
+    v = np.full((80, 120), -1.0, np.float64)
+    _blob(v, 20, 30, 9.0, 6.0)  # faint: peak log-odds 3 (p 0.95)
+    _blob(v, 50, 90, 20.0, 6.0)  # clear: peak log-odds 14 (p at the 1e-6 cap)
+    sm = ScoreMap(v.astype(np.float32), 1, (80, 120), 0)
+    base = segment_params(0.8)  # p > 0.9: log-odds above 2.2
+    fixed = regions(sm, base)
+    rel = regions(sm, replace(base, extent_fraction=0.5))
+    assert [d.score for d in rel] == [d.score for d in fixed]  # the seeds' own scores
+    faint = [d for d in fixed if d.box[0] < 60][0]
+    faint_rel = [d for d in rel if d.box[0] < 60][0]
+    clear_rel = [d for d in rel if d.box[0] >= 60][0]
+    clear = [d for d in fixed if d.box[0] >= 60][0]
+
+    # p > 0.9 is log-odds > 2.20: radius 2 of the faint blob, 8 of the clear one; the
+    # relative levels are 1.5 (radius 3) and 6.9 (half the 13.8 cap: radius 5)
+    assert (faint.box, clear.box) == ((28, 18, 33, 23), (82, 42, 99, 59))
+    assert (faint_rel.box, clear_rel.box) == ((27, 17, 34, 24), (85, 45, 96, 56))
+    # two seeds of one defect (a dip below theta splits it) give one box
+    v2 = v.copy()
+    v2[50, 60:120] = 2 / (1 + np.exp(-1.8)) - 1  # log-odds 1.8: below theta, above 1.38
+    sm2 = ScoreMap(v2.astype(np.float32), 1, (80, 120), 0)
+    assert len(regions(sm2, base)) == 3
+    assert len(regions(sm2, replace(base, extent_fraction=0.1))) == 2
+    # growth comes last, the mask bounds the extent
+    grown = regions(sm, replace(base, extent_fraction=0.5, grow=2))
+    assert [d.box for d in grown] == [(d.box[0] - 2, d.box[1] - 2, d.box[2] + 2, d.box[3] + 2)
+                                      for d in rel]
+    mask = np.ones((80, 120), bool)
+    mask[:, :30] = False
+    masked = regions(sm, replace(base, extent_fraction=0.5), mask)
+    assert min(d.box[0] for d in masked) == 30
+    with pytest.raises(ValueError, match="extent_fraction"):
+        DetectParams(extent_fraction=1.0, mode="segment", box_rule="region")
+    with pytest.raises(ValueError, match="box rule region"):
+        DetectParams(extent_fraction=0.5)  # a patch classifier's windows
+    assert DetectParams.from_dict({"theta": 0.5}).extent_fraction == 0.0  # older cards
 
 
 def test_classifier_maps_keep_the_window_centre_offset():
@@ -352,7 +399,8 @@ def test_training_writes_a_model_with_a_card(trained):
     assert card["tuning"]["images"] == 2  # 1 and 5: n % 4 == 1
     assert card["detection"]["theta"] == card["tuning"]["theta"] == res["theta"]
     assert card["detection"]["grow"] == card["tuning"]["grow"] == res["grow"]
-    assert len(card["tuning"]["grid"]) == len(THETAS) * len(GROWS)
+    assert len(card["tuning"]["grid"]) == len(THETAS) * len(GROWS) * len(EXTENT_FRACTIONS)
+    assert card["detection"]["extent_fraction"] == res["extent_fraction"]
     assert list(card["tuning"]["roots"].values()) == [["C0001"]]
     assert card["train_config"]["crops"]["size"] == 64
     net, _ = load_model(out / "model.safetensors")
@@ -588,9 +636,24 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
     r = json.loads(proc.stdout)
     card = read_card(tmp_path / "t" / "model.safetensors")
     grid = card["tuning"]["grid"]
-    assert len(grid) == len(THETAS) * len(GROWS) and card["tuning"]["images"] == 2
+    assert len(grid) == len(THETAS) * len(GROWS) * len(EXTENT_FRACTIONS)
+    assert card["tuning"]["images"] == 2
     best = max(grid, key=lambda row: row["ap"])
-    assert (card["detection"]["theta"], card["detection"]["grow"]) == (r["theta"], r["grow"])
+    assert (card["detection"]["theta"], card["detection"]["grow"],
+            card["detection"]["extent_fraction"]) == (r["theta"], r["grow"],
+                                                      r["extent_fraction"])
+    # each row's AP is what evaluating at its settings gives (the sweep reuses the
+    # regions of settings that differ only in growth)
+    row = next(x for x in grid if x["grow"] == 3 and x["extent_fraction"] == 0.5
+               and x["theta"] == 0.8)
+    ev = run_cli("evaluate", "--model", str(tmp_path / "t" / "model.safetensors"),
+                 "--gdxray", str(phantom_root), "--split", "tuning", "--theta", "0.8",
+                 "--grow", "3", "--extent-fraction", "0.5", "--tta", "2", "--no-overlays",
+                 "--quiet", "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "ev"))
+    assert ev.returncode == 0, ev.stderr
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["params"]["extent_fraction"] == 0.5
+    assert round(m["ap"], 4) == row["ap"] and m["true_positives"] == row["found"]
     assert card["detection"]["tta"] == r["tta"] == 2
     assert r["tuning_ap"] == best["ap"] >= r["before"]
     assert card["retuned"]["from"]["file"] == str(src)

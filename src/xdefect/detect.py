@@ -49,6 +49,19 @@ that a large defect lighting two or three maxima gets boxes of its size.
 because a classifier trained on defects up to 8 pixels off-centre answers with a plateau
 of nearly equal scores around each defect, whose highest cell is an arbitrary one.
 Boxes are ``(x1, y1, x2, y2)``, 0-based, half-open.
+
+Relative extent (segmenters, ``extent_fraction`` F > 0)
+-------------------------------------------------------
+A segmenter's probability falls off at a defect's edge, and how fast depends on how sure
+it is: above one fixed ``theta`` a faint defect leaves a few pixels, a clear one nearly
+its whole shadow. With F > 0 the regions above ``theta`` (and ``a_min``) are only the
+*seeds*: each seed's box is the extent of the 8-connected pixels of the casting mask whose
+log-odds ``log(p / (1 - p))`` exceed F times the seed's peak log-odds and that touch the
+seed (p from the score ``2 p - 1``, clipped to ``[1e-6, 1 - 1e-6]``, so log-odds lie
+within +-13.8): a clear defect's box can be tighter than its seed, a faint one's wider.
+A seed peaking at p <= 0.5 (``theta`` < 0) keeps its own extent. The seed keeps its
+score; a box lying wholly inside a higher-scored one (two seeds of one defect) is
+dropped; ``grow`` is added last.
 """
 
 from __future__ import annotations
@@ -74,7 +87,8 @@ __all__ = ["BOX_RULES", "MERGE_RULES", "MODES", "TTA_VIEWS", "WINOGRAD_MIN_CHANN
            "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
-           "label_regions", "merge_detections", "pyramid_regions", "regions",
+           "grow_detections", "label_regions", "log_odds", "merge_detections",
+           "relative_extents", "pyramid_regions", "regions",
            "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs", "extent")
@@ -113,6 +127,10 @@ class DetectParams:
     pyramid level ``f`` each is ``f`` pixels of the original); 0: none. ``tta``: views
     of the image whose per-pixel probabilities a segmenter averages (1: the image; 2: and
     its left-right mirror; 4: and the up-down and both mirrors); segment mode only.
+    ``extent_fraction``: segment mode with the ``region`` rule: each region above
+    ``theta`` is a seed whose box spans the connected pixels with log-odds above this
+    fraction of its peak log-odds (module docstring, "Relative extent"); 0: off (the box
+    of the pixels above ``theta``), else in (0, 1).
     """
 
     stride: int = 8
@@ -135,6 +153,7 @@ class DetectParams:
     merge_rule: str = "iou"
     grow: int = 0
     tta: int = 1
+    extent_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
@@ -154,6 +173,11 @@ class DetectParams:
         if self.merge_rule not in MERGE_RULES or not 0 < self.merge <= 1:
             raise ValueError(f"merge_rule must be one of {', '.join(MERGE_RULES)} and merge "
                              "in (0, 1]")
+        if not 0 <= self.extent_fraction < 1:  # also refuses NaN
+            raise ValueError("extent_fraction must be in [0, 1)")
+        if self.extent_fraction and (self.mode != "segment" or self.box_rule != "region"):
+            raise ValueError("extent_fraction > 0 needs mode segment with box rule region "
+                             "(a segmenter's per-pixel map)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -551,11 +575,91 @@ def boxes_of_regions(lab: Labelled, a_min: int, box_rule: str, box_margin: int,
                    min(int(cc.max()) + m + extra, w), min(int(rr.max()) + m + extra, h))
         out.append(Detection(tuple(int(v) for v in box), score, int(lab.areas[k])))  # type: ignore[arg-type]
     out.sort(key=lambda d: -d.score)
-    if grow:
-        out = [replace(d, box=(max(d.box[0] - grow, 0), max(d.box[1] - grow, 0),
-                               min(d.box[2] + grow, w), min(d.box[3] + grow, h)))
-               for d in out]
-    return out
+    return grow_detections(out, grow, (h, w))
+
+
+def grow_detections(dets: list[Detection], grow: int, shape: tuple[int, ...]
+                    ) -> list[Detection]:
+    """``dets`` with every box grown by ``grow`` pixels a side, clipped to an image of
+    ``shape`` ``(H, W)`` (the same list when ``grow`` is 0)."""
+    if not grow:
+        return dets
+    h, w = shape[:2]
+    return [replace(d, box=(max(d.box[0] - grow, 0), max(d.box[1] - grow, 0),
+                            min(d.box[2] + grow, w), min(d.box[3] + grow, h)))
+            for d in dets]
+
+
+#: probabilities are clipped to ``[EXTENT_EPS, 1 - EXTENT_EPS]`` before their log-odds
+EXTENT_EPS = 1e-6
+
+
+def log_odds(values: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of scores ``2 p - 1`` (float64; p clipped to
+    ``[1e-6, 1 - 1e-6]``, so within +-13.8)."""
+    p = np.clip((np.asarray(values, np.float64) + 1) / 2, EXTENT_EPS, 1 - EXTENT_EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def relative_extents(lab: Labelled, smap: ScoreMap, mask: np.ndarray | None,
+                     fraction: float, a_min: int, theta: float) -> list[Detection]:
+    """Boxes by relative extent (module docstring): each region of ``lab`` with at least
+    ``a_min`` pixels is a seed; its box spans the 8-connected pixels (inside ``mask``)
+    whose log-odds exceed ``fraction`` times the seed's peak log-odds and that touch the
+    seed. Scored by the seed's peak; a box inside a higher-scored one is dropped; sorted
+    by decreasing score. ``smap``: a per-pixel map (stride 1, offset 0)."""
+    if smap.stride != 1 or smap.offset != 0:
+        raise ValueError("relative extents need a per-pixel score map (stride 1, offset 0)")
+    h, w = lab.labels.shape
+    objs = ndi.find_objects(lab.labels)
+    seeds = []
+    for k in np.flatnonzero(lab.areas >= max(a_min, 1)):
+        sel = lab.centre_labels == k
+        if k == 0 or objs[k - 1] is None or not sel.any():
+            continue
+        seeds.append((float(lab.centre_scores[sel].max()), int(k)))
+    seeds.sort(key=lambda t: -t[0])
+    odds = log_odds(smap.values) if seeds else None
+    kept: list[Detection] = []
+    for score, k in seeds:
+        assert odds is not None
+        level = fraction * float(log_odds(np.array(score)))
+        box, area = _grown_extent(odds, level, lab.labels, k, objs[k - 1], mask)
+        x1, y1, x2, y2 = box
+        if any(d.box[0] <= x1 and d.box[1] <= y1 and d.box[2] >= x2 and d.box[3] >= y2
+               for d in kept):
+            continue
+        kept.append(Detection(box, score, area))
+    return kept
+
+
+def _grown_extent(odds: np.ndarray, level: float, labels: np.ndarray, k: int,
+                  sl: tuple[slice, slice], mask: np.ndarray | None
+                  ) -> tuple[tuple[int, int, int, int], int]:
+    """Box and pixel count of the pixels above ``level`` (inside ``mask``) connected to
+    region ``k`` (the region itself if none is: a seed peaking at p <= 0.5), searched in
+    a window around the region, widened until the extent fits in it."""
+    h, w = labels.shape
+    margin = 32
+    while True:
+        y0, y1 = max(sl[0].start - margin, 0), min(sl[0].stop + margin, h)
+        x0, x1 = max(sl[1].start - margin, 0), min(sl[1].stop + margin, w)
+        above = odds[y0:y1, x0:x1] > level
+        seed = labels[y0:y1, x0:x1] == k
+        if mask is not None:
+            above &= mask[y0:y1, x0:x1]
+        comp, _ = ndi.label(above, structure=np.ones((3, 3), bool))
+        ids = np.unique(comp[seed])
+        ids = ids[ids > 0]
+        # a seed peaking at p <= 0.5 has no pixel above its level: the seed itself
+        region = np.isin(comp, ids) if ids.size else seed
+        rr, cc = np.nonzero(region)
+        r0, r1, c0, c1 = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
+        inside = ((r0 > 0 or y0 == 0) and (r1 < y1 - y0 or y1 == h)
+                  and (c0 > 0 or x0 == 0) and (c1 < x1 - x0 or x1 == w))
+        if inside or (y0 == 0 and x0 == 0 and y1 == h and x1 == w):
+            return (x0 + c0, y0 + r0, x0 + c1, y0 + r1), int(region.sum())
+        margin *= 2
 
 
 def _peak_boxes(lab: Labelled, sel: np.ndarray, m: int, area: int, w: int, h: int,
@@ -608,9 +712,13 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     Detections are sorted by decreasing score.
     """
     p = params or DetectParams()
-    lab = label_regions(smap, p.theta, p.radius, mask if p.use_mask else None, p.sigma)
+    use = mask if p.use_mask else None
+    lab = label_regions(smap, p.theta, p.radius, use, p.sigma)
     if lab is None:
         return []
+    if p.extent_fraction:
+        dets = relative_extents(lab, smap, use, p.extent_fraction, p.a_min, p.theta)
+        return grow_detections(dets, p.grow, smap.image_shape)
     return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms, p.widen,
                             p.grow)
 

@@ -26,7 +26,14 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.checkpoint import lineage_summary, read_card
-from xdefect.detect import DetectParams, detect, detection_arrays, detection_doc, regions
+from xdefect.detect import (
+    DetectParams,
+    detect,
+    detection_arrays,
+    detection_doc,
+    grow_detections,
+    regions,
+)
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
 from xdefect.io import command_line, progress, read_detections
@@ -165,9 +172,13 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
         if on_image is not None:
             on_image(r, detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
         if sweep is not None:
+            ungrown: dict[DetectParams, list] = {}  # settings differing only in grow
             for t in sweep:
                 at = t if isinstance(t, DetectParams) else replace(params, theta=t)
-                d = regions(smap, at, mask)
+                key = replace(at, grow=0)
+                if key not in ungrown:
+                    ungrown[key] = regions(smap, key, mask)
+                d = grow_detections(ungrown[key], at.grow, smap.image_shape)
                 sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
         yield image_result(sel, r, *detection_arrays(dets), unseen)
 

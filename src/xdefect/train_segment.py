@@ -14,9 +14,10 @@ again with ``resume`` continues where it stopped and ends with the same weights 
 uninterrupted one. At the end, ``RUN/model.safetensors`` + ``model.json``: the model and
 its card (architecture, normalisation, crop settings, data, lineage, the command line and
 the detection settings). When the GDXray series have annotated **tuning images** (odd,
-n % 4 == 1), the threshold ``theta`` and the box growth ``grow`` are chosen on them
-(best AP at IoU 0.5 over :data:`THETAS` x :data:`GROWS`) and the card records the AP of
-each pair; else the card keeps the settings of the init model or
+n % 4 == 1), the threshold ``theta``, the relative extent ``extent_fraction`` and the box
+growth ``grow`` are chosen on them (best AP at IoU 0.5 over :data:`THETAS` x
+:data:`EXTENT_FRACTIONS` x :data:`GROWS`) and the card records the AP of each setting;
+else the card keeps the settings of the init model or
 :data:`xdefect.segment.SEGMENT_PARAMS`. :func:`tune_segmenter` makes the same choice again
 for a finished segmenter (``xdefect tune-segmenter``).
 
@@ -86,7 +87,7 @@ from xdefect.segment import (
     segment_params,
 )
 
-__all__ = ["GROWS", "HARD_FILE", "HARD_FORMAT", "THETAS", "SegTrainConfig",
+__all__ = ["EXTENT_FRACTIONS", "GROWS", "HARD_FILE", "HARD_FORMAT", "THETAS", "SegTrainConfig",
            "choose_settings", "choose_theta",
            "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
            "tuning_selections", "tune_segmenter"]
@@ -97,6 +98,10 @@ THETAS = (0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
 #: targets are their boxes' inscribed ellipses, and the probability falls off at a
 #: defect's edge, so a region's extent above a high threshold is smaller than its box
 GROWS = (0, 1, 2, 3, 4, 6)
+#: relative extents (``DetectParams.extent_fraction``) tried with them: 0 boxes the pixels
+#: above theta; F boxes the pixels above F times each region's peak log-odds, so that a
+#: faint defect's box is not only its few most certain pixels
+EXTENT_FRACTIONS = (0.0, 0.4, 0.5, 0.6)
 
 
 @dataclass(frozen=True)
@@ -243,16 +248,22 @@ def tuning_selections(used: dict[str, list[str]]) -> list[Selection]:
 
 def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams,
                     thetas: tuple[float, ...] = THETAS, grows: tuple[int, ...] = GROWS,
-                    device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The ``theta`` of ``thetas`` and box growth of ``grows`` (``DetectParams.grow``) with
-    the best AP (IoU 0.5, COCO matching) on the images of ``selections``, each score map
-    computed once (the first of equal APs, in the order theta, then grow). Returns
-    ``theta``, ``grow``, ``ap``, ``images`` and ``grid``: one row per pair with its AP,
+                    device: str | torch.device = "cpu",
+                    extents: tuple[float, ...] = EXTENT_FRACTIONS) -> dict[str, Any]:
+    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``) and
+    relative extent of ``extents`` (``DetectParams.extent_fraction``; only 0 unless
+    ``base`` boxes regions by the ``region`` rule) with the best AP (IoU 0.5, COCO
+    matching) on the images of ``selections``, each score map computed once (the first
+    of equal APs, in the order theta, extent, grow). Returns ``theta``, ``grow``,
+    ``extent_fraction``, ``ap``, ``images`` and ``grid``: one row per setting with its AP,
     defects found, ground-truth boxes and false alarms per image."""
-    if not thetas or not grows:
-        raise ValueError("choose_settings needs at least one theta and one grow")
+    if not thetas or not grows or not extents:
+        raise ValueError("choose_settings needs at least one theta, grow and extent")
+    if base.box_rule != "region" or base.mode != "segment":
+        extents = (0.0,)
     runs: dict[DetectParams, list[ImageResult]] = {
-        replace(base, theta=t, grow=g): [] for t in thetas for g in grows}
+        replace(base, theta=t, grow=g, extent_fraction=e): []
+        for t in thetas for e in extents for g in grows}
 
     def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
         return score_map(net, image, device, params.tta)
@@ -268,16 +279,17 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
             runs[p] += sweep[p]
     grid = []
     for p, rs in runs.items():
-        t, g = p.theta, p.grow
         m = summarise(rs)
-        grid.append({"theta": t, "grow": g, "ap": round(float(m["ap"] or 0.0), 4),
+        grid.append({"theta": p.theta, "grow": p.grow, "extent_fraction": p.extent_fraction,
+                     "ap": round(float(m["ap"] or 0.0), 4),
                      "found": m["true_positives"], "boxes": m["gt_boxes"],
                      "fa_per_image": round(m["false_positives"] / max(len(rs), 1), 2)})
     if not grid[0]["boxes"]:
         raise InputError("the tuning images hold no defect boxes: AP is undefined, nothing "
                          "to choose theta on")
     best = max(grid, key=lambda r: r["ap"])  # max keeps the first of equal APs
-    return {"theta": float(best["theta"]), "grow": int(best["grow"]), "ap": best["ap"],
+    return {"theta": float(best["theta"]), "grow": int(best["grow"]),
+            "extent_fraction": float(best["extent_fraction"]), "ap": best["ap"],
             "images": sum(len(x.records) for x in selections), "grid": grid}
 
 
@@ -285,8 +297,10 @@ def choose_theta(net: SegNet, selections: list[Selection], base: DetectParams,
                  thetas: tuple[float, ...] = THETAS, device: str | torch.device = "cpu"
                  ) -> tuple[float, dict[str, float]]:
     """The ``theta`` of ``thetas`` with the best AP on the images of ``selections`` at
-    ``base``'s box growth, and the AP at each (:func:`choose_settings` over theta only)."""
-    r = choose_settings(net, selections, base, thetas, (base.grow,), device)
+    ``base``'s box growth and extent, and the AP at each (:func:`choose_settings` over
+    theta only)."""
+    r = choose_settings(net, selections, base, thetas, (base.grow,), device,
+                        (base.extent_fraction,))
     return r["theta"], {f"{row['theta']:g}": row["ap"] for row in r["grid"]}
 
 
@@ -518,19 +532,24 @@ def _detection(cfg: SegTrainConfig, net: SegNet, used: dict[str, list[str]],
 
 
 def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
-                   device: str | torch.device = "cpu") -> tuple[DetectParams, dict[str, Any]]:
-    """``detection`` with theta and grow chosen on ``sels`` (:func:`choose_settings`),
-    and the card's ``tuning`` block recording the choice."""
-    r = choose_settings(net.eval(), sels, detection, device=device)
-    theta, grow = r["theta"], r["grow"]
-    return replace(detection, theta=theta, grow=grow), {
+                   device: str | torch.device = "cpu", thetas: tuple[float, ...] = THETAS,
+                   grows: tuple[int, ...] = GROWS,
+                   extents: tuple[float, ...] = EXTENT_FRACTIONS
+                   ) -> tuple[DetectParams, dict[str, Any]]:
+    """``detection`` with theta, grow and relative extent chosen on ``sels`` among
+    ``thetas``, ``grows`` and ``extents`` (:func:`choose_settings`), and the card's
+    ``tuning`` block recording the choice."""
+    r = choose_settings(net.eval(), sels, detection, tuple(thetas), tuple(grows), device,
+                        tuple(extents))
+    theta, grow, ext = r["theta"], r["grow"], r["extent_fraction"]
+    return replace(detection, theta=theta, grow=grow, extent_fraction=ext), {
         "images": r["images"], "roots": {str(x.root): list(x.series) for x in sels},
-        "theta": theta, "grow": grow, "ap": r["ap"],
+        "theta": theta, "grow": grow, "extent_fraction": ext, "ap": r["ap"],
         "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in r["grid"]
-                        if row["grow"] == grow},
+                        if row["grow"] == grow and row["extent_fraction"] == ext},
         "grid": r["grid"],
-        "rule": "best AP (IoU 0.5) over theta x grow on the annotated tuning images (odd, "
-                "n % 4 == 1) of the series in roots"}
+        "rule": "best AP (IoU 0.5) over theta x relative extent x grow on the annotated "
+                "tuning images (odd, n % 4 == 1) of the series in roots"}
 
 
 def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
@@ -591,23 +610,27 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     write_json(run / "train_log.json", log)
     return {"model": str(run / "model.safetensors"), "steps": step,
             "crops_seen": step * cfg.batch, "minutes": round(train_s / 60, 2),
-            "theta": detection.theta, "grow": detection.grow, "tuning_ap": tuning.get("ap")}
+            "theta": detection.theta, "grow": detection.grow,
+            "extent_fraction": detection.extent_fraction, "tuning_ap": tuning.get("ap")}
 
 
 def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, ...] = (),
                    series: tuple[str, ...] | None = None, thetas: tuple[float, ...] = THETAS,
                    grows: tuple[int, ...] = GROWS, device: str | None = "cpu",
-                   threads: int | None = None, tta: int | None = None) -> dict[str, Any]:
-    """Choose a finished segmenter's ``theta`` and ``grow`` again on annotated tuning
+                   threads: int | None = None, tta: int | None = None,
+                   extents: tuple[float, ...] = EXTENT_FRACTIONS) -> dict[str, Any]:
+    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``) and
+    ``grow`` again on annotated tuning
     images (:func:`choose_settings`) and write the same weights with the new settings to
     ``out/model.safetensors`` + ``model.json`` (its card: the source's, with the new
     ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and
     the command line). The tuning images are those of ``gdxray_roots`` (``series``: only
     these), by default of the roots and series the model trained on (its card's last
     lineage stage). ``tta``: the mirror views averaged (``DetectParams.tta``; default the
-    source's), fixed before theta and grow are chosen. Returns ``{"model", "theta",
-    "grow", "tta", "tuning_ap", "before"}`` where ``before`` is the AP of the source's own
-    theta and grow on the same images (with ``tta``)."""
+    source's), fixed before the others are chosen. Returns ``{"model", "theta", "grow",
+    "extent_fraction", "tta", "tuning_ap", "before"}`` where ``before`` is the AP of the
+    source's own settings on the same images (with ``tta``; None when they are not in the
+    grid)."""
     src = resolve_model(model)
     if src.suffix.lower() == ".onnx":
         raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
@@ -642,9 +665,10 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
             base = replace(base, tta=int(tta))
         except ValueError as exc:
             raise InputError(f"--tta {tta}: {exc}") from None
-    detection, tuning = settings_block(net, sels, base, dev)
+    detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents)
     before = next((row["ap"] for row in tuning["grid"]
-                   if row["theta"] == base.theta and row["grow"] == base.grow), None)
+                   if row["theta"] == base.theta and row["grow"] == base.grow
+                   and row["extent_fraction"] == base.extent_fraction), None)
     new = {**card, "name": run.name, "detection": detection.to_dict(), "tuning": tuning,
            "retuned": {"from": init_record(src, card), "settings_before": base.to_dict(),
                        "tuning_ap_before": before, "command": command_line()}}
@@ -652,5 +676,6 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     run.mkdir(parents=True, exist_ok=True)
     save_tensors(run / "model.safetensors", model_state(net), new)
     return {"model": str(run / "model.safetensors"), "theta": detection.theta,
-            "grow": detection.grow, "tta": detection.tta, "tuning_ap": tuning["ap"],
+            "grow": detection.grow, "extent_fraction": detection.extent_fraction,
+            "tta": detection.tta, "tuning_ap": tuning["ap"],
             "before": before}

@@ -237,6 +237,11 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                         "large isolated defect gets one large box (-1: off)")
     g.add_argument("--grow", type=int_in(0, 256), default=None,
                    help="pixels added to every side of every box (any box rule; 0: none)")
+    g.add_argument("--extent-fraction", type=float_in(0, 1, hi_open=True), default=None,
+                   help="segmenters (box rule region): each region above theta is a seed "
+                        "boxed by the connected pixels whose log-odds exceed this fraction "
+                        "of its peak log-odds, so a faint defect is not boxed by its few "
+                        "surest pixels (0: off; docs/detection.md)")
     g.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
                    help="segmenters: views of the image whose probabilities are averaged "
                         "(1: none; 2: left-right mirror; 4: and up-down; 8: and the four "

@@ -30,11 +30,13 @@ DESCRIPTION = (
     "pixel, learnt from crops of the train images (n % 4 == 3) of GDXray series and/or\n"
     "of unannotated image folders, with simulated voids whose exact shadows are the\n"
     "targets (--real: real defect boxes' inscribed ellipses too). Its detections are\n"
-    "the regions of the score map above theta, boxed by their extent grown by grow\n"
-    "pixels; theta and grow are chosen on the annotated tuning images (n % 4 == 1) of\n"
-    "the series trained on. --hard-rounds N: N times during training, the model scans\n"
-    "the annotated training images as deployed and centres --hard-share of the later\n"
-    "crops on the regions it finds away from real defects (hard negatives). Writes\n"
+    "the regions of the score map above theta, boxed by their extent (or, with a\n"
+    "relative extent F, by the connected pixels above F times their peak log-odds)\n"
+    "grown by grow pixels; theta, F and grow are chosen on the annotated tuning images\n"
+    "(n % 4 == 1) of the series trained on. --hard-rounds N: N times during training,\n"
+    "the model scans the annotated training images as deployed and centres\n"
+    "--hard-share of the later crops on the regions it finds away from real defects\n"
+    "(hard negatives). Writes\n"
     "RUN/model.safetensors + model.json; RUN/last.* every --checkpoint-every steps\n"
     "(--resume continues from there).")
 
@@ -61,7 +63,8 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
                           lambda row: print(json.dumps(row), flush=True))
     emit(args, res, lambda: print(
         f"{res['model']}: {res['steps']} steps ({res['crops_seen']} crops) in "
-        f"{res['minutes']:.1f} min; theta {res['theta']:g}, grow {res['grow']}"
+        f"{res['minutes']:.1f} min; theta {res['theta']:g}, grow {res['grow']}, "
+        f"extent {res['extent_fraction']:g}"
         + ("" if res["tuning_ap"] is None else f", tuning AP {res['tuning_ap']:.4f}")))
     return 0
 
@@ -71,9 +74,11 @@ def cmd_tune_segmenter(args: argparse.Namespace) -> int:
 
     res = tune_segmenter(args.model, args.out, tuple(str(r) for r in args.gdxray),
                          None if args.series is None else tuple(args.series),
-                         device=args.device, threads=args.threads, tta=args.tta)
+                         device=args.device, threads=args.threads, tta=args.tta,
+                         extents=tuple(args.extent_fractions))
     emit(args, res, lambda: print(
-        f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}, tta {res['tta']}: "
+        f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}, extent "
+        f"{res['extent_fraction']:g}, tta {res['tta']}: "
         "tuning AP "
         f"{res['tuning_ap']:.4f}"
         + ("" if res["before"] is None else f" (its settings before: {res['before']:.4f})")))
@@ -96,6 +101,7 @@ def _hard_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     from xdefect.crops import CropConfig
     from xdefect.segment import SEGMENTERS
+    from xdefect.train_segment import EXTENT_FRACTIONS
 
     p = command(sub, "train-segmenter", cmd_train_segmenter,
                 "train a per-pixel segmenter on crops with simulated defects", DESCRIPTION)
@@ -132,10 +138,11 @@ def register(sub: Any) -> None:
     add_output(p)
 
     t = command(sub, "tune-segmenter", cmd_tune_segmenter,
-                "choose a segmenter's threshold and box growth on the tuning images",
-                "Choose a finished segmenter's detection threshold theta and box growth "
-                "(pixels added to each side of every box) again: best AP at IoU 0.5 over "
-                "theta x grow on the annotated tuning images (n % 4 == 1) of the series it "
+                "choose a segmenter's threshold and box extent on the tuning images",
+                "Choose a finished segmenter's detection threshold theta, relative extent "
+                "(--extent-fractions) and box growth (pixels added to each side of every "
+                "box) again: best AP at IoU 0.5 over theta x extent x grow on the "
+                "annotated tuning images (n % 4 == 1) of the series it "
                 "trained on (or of --gdxray ROOT). Writes the same weights with the new "
                 "settings to OUT/model.safetensors + model.json; the test images are "
                 "never read.")
@@ -149,6 +156,11 @@ def register(sub: Any) -> None:
     t.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
                    help="views averaged per image (test-time augmentation: 2, 4 mirror "
                         "images, 8 and their transposes; default: the model's)")
+    t.add_argument("--extent-fractions", type=float_in(0, 1, hi_open=True), nargs="+",
+                   default=list(EXTENT_FRACTIONS), metavar="F",
+                   help="relative extents tried (DetectParams.extent_fraction; 0: the "
+                        "pixels above theta; default: "
+                        f"{' '.join(f'{e:g}' for e in EXTENT_FRACTIONS)})")
     add_device(t)
     add_output(t)
 
