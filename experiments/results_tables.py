@@ -10,7 +10,7 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-long-hard-tta4`` and ``runs/eval-extra-test-long-hard-tta4`` (and the
+``runs/eval-test-long-hard-ext-tta4`` and ``runs/eval-extra-test-long-hard-ext-tta4`` (and the
 evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
@@ -45,8 +45,9 @@ from xdefect.io import atomic_path
 
 #: the adaptation that distils only the source's confident regions (``--ignore-theta 0.9``)
 ADAPT_CONFIDENT = Path("runs/adapt-series-distill-ign09/adapt_series.json")
-#: the default adaptation (distill) from the hard-negative default model, 2026-11-30
-ADAPT_LONGHARD = Path("runs/adapt-series-longhard/adapt_series.json")
+#: the default adaptation (distill) from the default model of 2026-11-30 (hard negatives,
+#: relative extent)
+ADAPT_LONGHARD = Path("runs/adapt-series-longhard-ext/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -1160,7 +1161,7 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
     ap.add_argument("--eval-default", type=Path,
-                    default=Path("runs/eval-test-long-hard-tta4"),
+                    default=Path("runs/eval-test-long-hard-ext-tta4"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -1247,7 +1248,7 @@ def main() -> None:
             block(text, "default-candidates"), default_candidates()), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
-    seg_extra = Path("runs/eval-extra-test-long-hard-tta4/metrics.json")
+    seg_extra = Path("runs/eval-extra-test-long-hard-ext-tta4/metrics.json")
     if seg_extra.exists():
         text = replace_block(text, "extra-segnet", per_series_eval(
             json.loads(seg_extra.read_text()),

@@ -164,3 +164,28 @@ def test_list_lines_keep_the_entries_of_lost_runs():
     assert rt.merge_lists(old, new) == (
         head + "| a | s | 0.1 |\n| b | s | 0.3 |\n| c | s | 0.4 |\n\n"
         "Per series: a: X 0.1; b: X 0.3; c: X 0.4\n\nCommands: `run a`; `run b`; `run c`")
+
+
+def test_default_candidates_name_the_relative_extent(tmp_path):
+    rt = _tables()
+    roots = {"../shared/data/gdxray": ["C0001"]}
+
+    def card(name: str, tuning: dict, grid: list[dict]) -> None:
+        (tmp_path / "seg" / name).mkdir(parents=True)
+        (tmp_path / "seg" / name / "model.json").write_text(json.dumps({
+            "detection": {"tta": 4}, "retuned": {"tuning_ap_before": 0.5,
+                                                 "command": f"xdefect tune-segmenter {name}"},
+            "tuning": {"roots": roots, "images": 3, "ap": tuning["ap"], **tuning,
+                       "grid": grid}}))
+
+    row = {"found": 3, "boxes": 4, "fa_per_image": 1.0}
+    # a card tuned before relative extents: no extent_fraction anywhere
+    card("long-hard-tta4", {"theta": 0.94, "grow": 2, "ap": 0.6},
+         [{"theta": 0.94, "grow": 2, "ap": 0.6, **row}])
+    card("long-hard-ext-tta4", {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "ap": 0.64},
+         [{"theta": 0.9, "grow": 2, "extent_fraction": 0.0, "ap": 0.55, **row, "found": 1},
+          {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "ap": 0.64, **row}])
+    text = rt.default_candidates(tmp_path)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| `long-hard")]
+    assert "| 0.94, 2 | **0.6000** | 3/4 |" in lines[0]
+    assert "| 0.9, 2 (relative extent 0.5) | **0.6400** | 3/4 |" in lines[1]
