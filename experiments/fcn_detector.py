@@ -61,7 +61,9 @@ from xdefect.detect import (
     ScoreMap,
     boxes_of_regions,
     detection_arrays,
+    grow_detections,
     label_regions,
+    relative_extents,
 )
 from xdefect.evaluate import ImageResult, seen_mask, summarise
 from xdefect.io import command_line, write_json
@@ -99,8 +101,9 @@ def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
     """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and peak probabilities of the
     8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels,
     grown by ``grow`` pixels a side (the library's segment mode on ``2 p - 1``), at every
-    (t, a_min[, grow]) of ``settings``; the regions are labelled once per threshold (the
-    same boxes as :func:`xdefect.detect.regions` per setting)."""
+    (t, a_min[, grow[, extent]]) of ``settings`` (``extent`` > 0: each region boxed by its
+    relative extent, ``DetectParams.extent_fraction``); the regions are labelled once per
+    threshold (the same boxes as :func:`xdefect.detect.regions` per setting)."""
     sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
     out = {}
     for t in sorted({k[0] for k in settings}):
@@ -108,9 +111,15 @@ def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
         lab = label_regions(sm, base.theta, base.radius, mask, base.sigma)
         for k in (k for k in settings if k[0] == t):
             a_min, grow = k[1], (k[2] if len(k) > 2 else 0)
-            d = [] if lab is None else boxes_of_regions(lab, a_min, base.box_rule,
-                                                         base.box_margin, base.theta,
-                                                         base.nms, base.widen, grow)
+            ext = k[3] if len(k) > 3 else 0.0
+            if lab is None:
+                d = []
+            elif ext:
+                d = grow_detections(relative_extents(lab, sm, mask, ext, a_min, base.theta),
+                                    grow, prob.shape)
+            else:
+                d = boxes_of_regions(lab, a_min, base.box_rule, base.box_margin, base.theta,
+                                     base.nms, base.widen, grow)
             b, sc = detection_arrays(d)
             out[k] = (b, (sc + 1) / 2)
     return out
@@ -342,26 +351,27 @@ def leave_series_out(a: argparse.Namespace) -> None:
                                                 for im in load_images(Path(r), ss, "train")]
                           + backgrounds(a))
     t0 = time.perf_counter()
-    t, by_t, a_min, grow = a.threshold, {}, 4, 0
+    t, by_t, a_min, grow, ext = a.threshold, {}, 4, 0, 0.0
     if t is None:  # chosen on the tuning images of the series the fold trained on
         tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
-        grid = [(th, am, g) for th in THRESHOLDS for am in (a.a_min_grid or [4])
-                for g in (a.grow_grid or [0])]
+        grid = [(th, am, g, e) for th in THRESHOLDS for am in (a.a_min_grid or [4])
+                for g in (a.grow_grid or [0]) for e in (a.extent_grid or [0.0])]
         tune_res = grid_results(net, tuning, grid)
         aps = {k: summarise(v)["ap"] for k, v in tune_res.items()}
         by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else "")
-                + (f"/g{g}" if a.grow_grid else ""): round(v, 4)
-                for (th, am, g), v in aps.items()}
-        t, a_min, grow = max(aps, key=lambda k: aps[k])
+                + (f"/g{g}" if a.grow_grid else "") + (f"/e{e:g}" if a.extent_grid else ""):
+                round(v, 4) for (th, am, g, e), v in aps.items()}
+        t, a_min, grow, ext = max(aps, key=lambda k: aps[k])
+    chosen = (t, a_min, grow, ext)
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
     if a.rate_rule:
-        rs, rate = rate_rule(net, tune_res[(t, a_min, grow)], tested, (t, a_min, grow))
+        rs, rate = rate_rule(net, tune_res[chosen], tested, chosen)
     else:
-        rs, rate = grid_results(net, tested, [(t, a_min, grow)])[(t, a_min, grow)], None
+        rs, rate = grid_results(net, tested, [chosen])[chosen], None
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on,
            "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn,
            "x_max_range": a.x_max_range, "threshold": t,
-           "a_min": a_min, "grow": grow,
+           "a_min": a_min, "grow": grow, "extent_fraction": ext,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
            "tuning_ap_by_threshold": by_t,
@@ -395,18 +405,18 @@ def rate_threshold(rates: dict[float, float], reference: float) -> tuple[float, 
 
 
 def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult],
-              tested: list[tuple[str, str, Image]], chosen: tuple[float, int, int]
+              tested: list[tuple[str, str, Image]], chosen: tuple[float, int, int, float]
               ) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
     """A label-free threshold per held-out casting: the lowest of ``THRESHOLDS`` at which
     the casting's images raise no more regions per image than the tuning images of the
     series trained on raise at the chosen threshold (the detector's alarm rate on castings
     it knows, carried to the new one; only the new casting's images are used, never their
     labels). ``ref``: the tuning images' results at ``chosen`` (threshold, minimum area,
-    grow). Returns the detections at the chosen threshold (as without the rule) and the
-    rule's record and detections."""
-    t, a_min, grow = chosen
+    grow, relative extent). Returns the detections at the chosen threshold (as without
+    the rule) and the rule's record and detections."""
+    t, a_min, grow, ext = chosen
     rate_ref = float(np.mean([len(r.boxes) for r in ref]))
-    grid = [(th, a_min, grow) for th in sorted(set(THRESHOLDS) | {t})]
+    grid = [(th, a_min, grow, ext) for th in sorted(set(THRESHOLDS) | {t})]
     res = grid_results(net, tested, grid)
     record: dict = {"reference_regions_per_image": round(rate_ref, 3),
                     "rule": "lowest threshold whose regions per image on the casting's "
@@ -419,7 +429,7 @@ def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult],
         record["per_series"][s] = {"threshold": t_s, "rate_reached": reached,
                                    "regions_per_image_by_threshold":
                                    {f"{th:g}": round(v, 3) for th, v in rates.items()}}
-        out += [res[(t_s, a_min, grow)][i] for i in idx]
+        out += [res[(t_s, a_min, grow, ext)][i] for i in idx]
     return res[chosen], (record, out)
 
 
@@ -435,7 +445,7 @@ def tag(a: argparse.Namespace) -> str:
     if a.threshold is not None:
         return f"-t{a.threshold:g}"
     return (("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
-            + ("-rate" if a.rate_rule else ""))
+            + ("-ext" if a.extent_grid else "") + ("-rate" if a.rate_rule else ""))
 
 
 def read_images(records: list[dict]) -> list[ImageResult]:
@@ -463,6 +473,7 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
         per_fold.append({"fold": i, "held_out": d["held_out"], "threshold": d["threshold"],
                          **rule,
                          "a_min": d.get("a_min", 4), "grow": d.get("grow", 0),
+                         "extent_fraction": d.get("extent_fraction", 0.0),
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
                          "x_max_range": d.get("x_max_range"),
@@ -527,6 +538,10 @@ def main() -> None:
     ap.add_argument("--grow-grid", type=int, nargs="+", default=None,
                     help="with --kfold: also choose the box growth (pixels a side) from "
                          "these, on the tuning images of the series trained on")
+    ap.add_argument("--extent-grid", type=float, nargs="+", default=None,
+                    help="with --kfold: also choose the relative box extent "
+                         "(DetectParams.extent_fraction; 0: off) from these, on the tuning "
+                         "images of the series trained on (results file suffix -ext)")
     ap.add_argument("--rate-rule", action="store_true",
                     help="leave-series-out: also test a label-free threshold per held-out "
                          "series, the lowest at which its images raise no more regions per "

@@ -189,3 +189,28 @@ def test_default_candidates_name_the_relative_extent(tmp_path):
     lines = [ln for ln in text.splitlines() if ln.startswith("| `long-hard")]
     assert "| 0.94, 2 | **0.6000** | 3/4 |" in lines[0]
     assert "| 0.9, 2 (relative extent 0.5) | **0.6400** | 3/4 |" in lines[1]
+
+
+def test_fcn_grid_boxes_by_relative_extent_as_the_library_does():
+    import numpy as np
+
+    from xdefect.detect import ScoreMap, detection_arrays, regions
+    from xdefect.segment import segment_params
+
+    fcn = _experiment("fcn_detector")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:60, :90]
+    odds = (9 * np.exp(-((yy - 20) ** 2 + (xx - 25) ** 2) / 50)
+            + 20 * np.exp(-((yy - 40) ** 2 + (xx - 65) ** 2) / 80) - 6)
+    prob = 1 / (1 + np.exp(-odds)) + rng.normal(0, 1e-4, odds.shape)
+    prob = np.clip(prob, 0, 1).astype(np.float32)
+    mask = np.ones(prob.shape, bool)
+    got = fcn._grid_detections(prob, mask, [(0.9, 4, 1, 0.5), (0.9, 4, 1, 0.0), (0.9, 4)])
+    sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
+    for k, ext, grow in (((0.9, 4, 1, 0.5), 0.5, 1), ((0.9, 4, 1, 0.0), 0.0, 1),
+                         ((0.9, 4), 0.0, 0)):
+        p = segment_params(2 * 0.9 - 1)
+        b, s = detection_arrays(regions(sm, p.__class__(**{**p.to_dict(), "grow": grow,
+                                                           "extent_fraction": ext}), mask))
+        assert np.array_equal(got[k][0], b) and np.allclose(got[k][1], (s + 1) / 2)
+    assert not np.array_equal(got[(0.9, 4, 1, 0.5)][0], got[(0.9, 4, 1, 0.0)][0])
