@@ -83,12 +83,13 @@ from xdefect.windows import PATCH, window_sums
 from xdefect.winograd import WinogradWeights, transform_weights
 from xdefect.winograd import conv3x3 as winograd_conv3x3
 
-__all__ = ["BOX_RULES", "MERGE_RULES", "MODES", "TTA_VIEWS", "WINOGRAD_MIN_CHANNELS", "DenseNet",
+__all__ = ["BOX_RULES", "EXTENT_EPS", "MERGE_RULES", "MODES", "TTA_VIEWS", "WINOGRAD_MIN_CHANNELS",
+           "DenseNet",
            "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
            "grow_detections", "label_regions", "log_odds", "merge_detections",
-           "relative_extents", "pyramid_regions", "regions",
+           "pyramid_regions", "regions", "relative_extents",
            "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs", "extent")
@@ -610,7 +611,6 @@ def relative_extents(lab: Labelled, smap: ScoreMap, mask: np.ndarray | None,
     by decreasing score. ``smap``: a per-pixel map (stride 1, offset 0)."""
     if smap.stride != 1 or smap.offset != 0:
         raise ValueError("relative extents need a per-pixel score map (stride 1, offset 0)")
-    h, w = lab.labels.shape
     objs = ndi.find_objects(lab.labels)
     seeds = []
     for k in np.flatnonzero(lab.areas >= max(a_min, 1)):
