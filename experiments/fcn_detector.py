@@ -109,18 +109,17 @@ def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
     for t in sorted({k[0] for k in settings}):
         base = segment_params(2 * t - 1)
         lab = label_regions(sm, base.theta, base.radius, mask, base.sigma)
+        ungrown: dict[tuple[int, float], list] = {}  # settings differing only in growth
         for k in (k for k in settings if k[0] == t):
             a_min, grow = k[1], (k[2] if len(k) > 2 else 0)
             ext = k[3] if len(k) > 3 else 0.0
-            if lab is None:
-                d = []
-            elif ext:
-                d = grow_detections(relative_extents(lab, sm, mask, ext, a_min, base.theta),
-                                    grow, prob.shape)
-            else:
-                d = boxes_of_regions(lab, a_min, base.box_rule, base.box_margin, base.theta,
-                                     base.nms, base.widen, grow)
-            b, sc = detection_arrays(d)
+            if (a_min, ext) not in ungrown:
+                ungrown[(a_min, ext)] = (
+                    [] if lab is None else
+                    relative_extents(lab, sm, mask, ext, a_min, base.theta) if ext else
+                    boxes_of_regions(lab, a_min, base.box_rule, base.box_margin, base.theta,
+                                     base.nms, base.widen, 0))
+            b, sc = detection_arrays(grow_detections(ungrown[(a_min, ext)], grow, prob.shape))
             out[k] = (b, (sc + 1) / 2)
     return out
 

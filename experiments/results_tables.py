@@ -729,14 +729,19 @@ LOSO_HARD = (("fcn_loso_fcn-bg-s2-amin.json", "backgrounds, seed 2"),
              ("fcn_loso_fcn-bghard-s2-amin.json", "+ hard negatives, 2 rounds, seed 2"),
              ("fcn_loso_fcn-bghard-amin.json", "+ hard negatives, 2 rounds, seed 0"),
              ("fcn_loso_fcn-bghard-s1-amin.json", "+ hard negatives, 2 rounds, seed 1"))
-#: the same fold models boxed by the extent above the threshold, then with the relative
-#: extent chosen too (``fcn_detector.py --extent-grid``): (result file, label)
-LOSO_EXTENT = (("fcn_loso_fcn-bghard-s2-amin.json", "hard negatives, seed 2: extent above "
-                                                   "the threshold"),
-               ("fcn_loso_fcn-bghard-s2-amin-ext.json", "seed 2, relative extent chosen"),
-               ("fcn_loso_fcn-bghard-amin.json", "hard negatives, seed 0: extent above the "
-                                                 "threshold"),
-               ("fcn_loso_fcn-bghard-amin-ext.json", "seed 0, relative extent chosen"))
+#: the same fold models boxed by the extent above the threshold, with the box growth
+#: chosen too, then with the relative extent chosen too (``fcn_detector.py --grow-grid``,
+#: ``--extent-grid``): (result file, label)
+LOSO_EXTENT = (("fcn_loso_fcn-bghard-s2-amin.json", "hard negatives, seed 2 (threshold, "
+                                                   "minimum area)"),
+               ("fcn_loso_fcn-bghard-s2-amin-grow.json", "seed 2, + growth"),
+               ("fcn_loso_fcn-bghard-s2-amin-grow-ext.json", "seed 2, + growth and relative "
+                                                             "extent"),
+               ("fcn_loso_fcn-bghard-amin.json", "hard negatives, seed 0 (threshold, "
+                                                 "minimum area)"),
+               ("fcn_loso_fcn-bghard-amin-grow.json", "seed 0, + growth"),
+               ("fcn_loso_fcn-bghard-amin-grow-ext.json", "seed 0, + growth and relative "
+                                                          "extent"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -1247,7 +1252,7 @@ def main() -> None:
                                                    label)
                                        for f, label in LOSO_HARD[1:]
                                        if a.fcn.with_name(f).exists()), a.report)
-    if a.fcn.with_name(LOSO_EXTENT[1][0]).exists():
+    if a.fcn.with_name(LOSO_EXTENT[2][0]).exists():
         text = replace_block(text, "fcn-loso-extent", fcn_loso_variants(a.fcn, LOSO_EXTENT),
                              a.report)
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
