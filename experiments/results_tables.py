@@ -525,15 +525,17 @@ def seg_variants(doc: dict) -> str:
 def _grid_table(card: dict) -> list[str]:
     """A re-tuned segmenter's theta x grow grid (its card's ``tuning`` block)."""
     t = card["tuning"]
-    grows = sorted({r["grow"] for r in t["grid"]})
-    cell = {(r["theta"], r["grow"]): r for r in t["grid"]}
+    ext = t.get("extent_fraction", 0.0)  # the grid at the chosen relative extent
+    grid = [r for r in t["grid"] if r.get("extent_fraction", 0.0) == ext]
+    grows = sorted({r["grow"] for r in grid})
+    cell = {(r["theta"], r["grow"]): r for r in grid}
     roots = t.get("roots") or card["lineage"][-1]["data_roots"]
     where = "; ".join(f"`{r}` ({len(ss)} series)" for r, ss in roots.items())
     lines = [f"Tuning images of {where}: {t['images']} images, {t['grid'][0]['boxes']} boxes; "
              f"chosen theta {t['theta']:g}, grow {t['grow']} (bold).", "",
              "| theta | " + " | ".join(f"grow {g}" for g in grows) + " |",
              "|---" * (len(grows) + 1) + "|"]
-    for th in sorted({r["theta"] for r in t["grid"]}):
+    for th in sorted({r["theta"] for r in grid}):
         row = []
         for g in grows:
             r = cell[(th, g)]
@@ -541,6 +543,35 @@ def _grid_table(card: dict) -> list[str]:
             row.append(f"**{txt}**" if (th, g) == (t["theta"], t["grow"]) else txt)
         lines.append(f"| {th:g} | " + " | ".join(row) + " |")
     return lines
+
+
+def extent_grid(card: dict) -> str:
+    """A segmenter's tuning grid by threshold (rows) and relative extent (columns), each
+    cell the best AP over the box growths with that growth, found and false alarms per
+    image (the card's ``tuning`` block; the chosen setting bold)."""
+    t = card["tuning"]
+    exts = sorted({r.get("extent_fraction", 0.0) for r in t["grid"]})
+    roots = t.get("roots") or card["lineage"][-1]["data_roots"]
+    where = "; ".join(f"`{r}` ({len(ss)} series)" for r, ss in roots.items())
+    lines = [f"Tuning images of {where}: {t['images']} images, {t['grid'][0]['boxes']} boxes; "
+             f"{card['detection']['tta']} views. Each cell: the best AP over the box growths "
+             "(pixels a side, in brackets) / defects found / false alarms per image; chosen: "
+             f"theta {t['theta']:g}, extent {t.get('extent_fraction', 0.0):g}, grow "
+             f"{t['grow']} (bold).", "",
+             "| theta | " + " | ".join("extent above theta" if e == 0 else f"extent {e:g}"
+                                      for e in exts) + " |",
+             "|---" * (len(exts) + 1) + "|"]
+    for th in sorted({r["theta"] for r in t["grid"]}):
+        row = []
+        for e in exts:
+            r = max((r for r in t["grid"] if r["theta"] == th
+                     and r.get("extent_fraction", 0.0) == e), key=lambda r: r["ap"])
+            txt = f"{r['ap']:.3f} ({r['grow']}) / {r['found']} / {r['fa_per_image']:.1f}"
+            chosen = (th, e, r["grow"]) == (t["theta"], t.get("extent_fraction", 0.0),
+                                            t["grow"])
+            row.append(f"**{txt}**" if chosen else txt)
+        lines.append(f"| {th:g} | " + " | ".join(row) + " |")
+    return "\n".join(lines + ["", f"Command: `{card['retuned']['command']}`"])
 
 
 #: (settings, its card or None for the trained run's, test evaluation on the paper's
@@ -1055,6 +1086,8 @@ def ablation(a: argparse.Namespace) -> str:
                             f"{r['false_alarms_per_image']:.1f} |")
     for path in sorted(a.adapt.parent.parent.glob(a.adapt.parent.name + "*/adapt_series.json")):
         d = load(path)
+        if len(d["per_series"]) < len(d.get("series_planned") or d["per_series"]):
+            continue  # a run still going (or cut): its row would change as it goes on
         p = d["pooled_adapted"]
         mins = sum(v["adapt_minutes"] for v in d["per_series"].values())
         hard = d["arguments"].get("hard_per_image")
@@ -1257,6 +1290,10 @@ def main() -> None:
                              a.report)
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
+                             a.report)
+    ext_card = RUNS / "seg" / "long-hard-ext-tta4" / "model.json"
+    if ext_card.exists():
+        text = replace_block(text, "extent-grid", extent_grid(json.loads(ext_card.read_text())),
                              a.report)
     if any((RUNS / "seg" / n / "model.json").exists() for n, _ in DEFAULT_CANDIDATES):
         # candidates whose cards were lost with runs/ keep their rows as generated
