@@ -641,6 +641,9 @@ DEFAULT_CANDIDATES = (
                        "(`--hard-rounds 2`); 4 views (bundled since 2026-11-30)"),
     ("long-hard-ext-tta4", "`long-hard`, the same weights, boxes by relative extent "
                            "(`--extent-fractions 0 0.4 0.5 0.6` in the choice); 4 views"),
+    ("long-hard3-tta4", "`long-hard3`: 3 rounds of hard negatives, 0.4 of the other crops "
+                        "on them (`--hard-rounds 3 --hard-share 0.4`); relative extent in "
+                        "the choice; 4 views"),
 )
 
 
