@@ -290,6 +290,8 @@ def source_settings(doc: dict, path: Path | None) -> str:
         return ""
     return (f" (detection settings: {params['mode']} mode, theta {params['theta']:g}"
             + (f", grow {params.get('grow', 0)}" if params["mode"] == "segment" else "")
+            + (f", relative extent {params['extent_fraction']:g}"
+               if params.get("extent_fraction") else "")
             + (f", {params['tta']} mirror views" if params.get("tta", 1) > 1 else "") + ")")
 
 
