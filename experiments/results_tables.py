@@ -1296,6 +1296,15 @@ def main() -> None:
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)
+    sim_test = RUNS / "eval-test-sim-hard" / "metrics.json"
+    if sim_test.exists():
+        text = replace_block(text, "sim-only-segmenter", per_series_eval(
+            json.loads(sim_test.read_text()),
+            "The segmenter trained on simulated defects only (`sim-hard` of `seg-variants`: "
+            "no real defect as a target; the labels of the train images only keep real "
+            "defects out of the background and of the mined hard negatives), with its "
+            "training's own choice on the paper series' tuning images, on the paper's "
+            "test images (read once, reported only):"), a.report)
     ext_card = RUNS / "seg" / "long-hard-ext-tta4" / "model.json"
     if ext_card.exists():
         text = replace_block(text, "extent-grid", extent_grid(json.loads(ext_card.read_text())),
