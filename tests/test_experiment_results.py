@@ -109,6 +109,7 @@ def test_pool_folds_with_and_without_the_rate_rule(tmp_path):
         (work / f"fold{i}" / "results-amin-rate.json").write_text(
             json.dumps(_fold(i, series, fixed, rated)))
     a = argparse.Namespace(name="x", kfold=2, threshold=None, a_min_grid=[4], grow_grid=None,
+                           extent_grid=None,
                            rate_rule=True, gdxray=Path("g"), extra=Path("e"),
                            out=tmp_path / "fcn_detector.json")
     fcn.pool_folds(a, work, [["C0001"], ["C0002"]])
@@ -140,6 +141,7 @@ def test_pooled_folds_carry_their_hard_negative_rounds(tmp_path):
         (work / f"fold{i}").mkdir(parents=True)
         (work / f"fold{i}" / "results-amin.json").write_text(json.dumps(d))
     a = argparse.Namespace(name="h", kfold=2, threshold=None, a_min_grid=[4], grow_grid=None,
+                           extent_grid=None,
                            rate_rule=False, gdxray=Path("g"), extra=Path("e"),
                            out=tmp_path / "fcn_detector.json")
     fcn.pool_folds(a, work, [["C0001"], ["C0002"]])

@@ -224,6 +224,15 @@ def test_relative_extent_boxes_faint_defects_by_their_own_falloff():
     with pytest.raises(ValueError, match="box rule region"):
         DetectParams(extent_fraction=0.5)  # a patch classifier's windows
     assert DetectParams.from_dict({"theta": 0.5}).extent_fraction == 0.0  # older cards
+    # a card's relative extent gives way when the overrides leave segment-mode regions
+    from xdefect.detector import params_from_card
+
+    card = {"detection": replace(base, extent_fraction=0.5).to_dict()}
+    assert params_from_card(card).extent_fraction == 0.5
+    assert params_from_card(card, box_rule="peaks").extent_fraction == 0.0
+    assert params_from_card(card, extent_fraction=0.0).extent_fraction == 0.0
+    with pytest.raises(InputError, match="extent_fraction"):
+        params_from_card(card, box_rule="peaks", extent_fraction=0.4)
 
 
 def test_classifier_maps_keep_the_window_centre_offset():

@@ -70,8 +70,9 @@ def check_params(model: PatchCNN | SegNet, params: DetectParams) -> DetectParams
 def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
     """The detection settings of a model card (its ``detection`` block; the library's
     defaults when it has none) with ``overrides`` applied (``None`` values are ignored,
-    so that unset command-line options keep the card's values). :class:`InputError` on
-    an unknown field or a bad value."""
+    so that unset command-line options keep the card's values; a card's relative extent
+    is dropped when the overrides leave segment mode or the ``region`` box rule, where it
+    does not apply). :class:`InputError` on an unknown field or a bad value."""
     try:
         base = (DetectParams.from_dict(card["detection"])
                 if isinstance(card.get("detection"), dict) else DetectParams())
@@ -81,8 +82,13 @@ def params_from_card(card: dict[str, Any], **overrides: Any) -> DetectParams:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise InputError(f"unknown detection parameters: {', '.join(unknown)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if (base.extent_fraction and "extent_fraction" not in given
+            and (given.get("mode", base.mode) != "segment"
+                 or given.get("box_rule", base.box_rule) != "region")):
+        given["extent_fraction"] = 0.0  # the card's relative extent boxes segment regions only
     try:
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(base, **given)
     except (TypeError, ValueError) as exc:
         raise InputError(f"detection parameters: {exc}") from None
 
