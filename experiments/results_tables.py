@@ -777,7 +777,10 @@ LOSO_EXTENT = (("fcn_loso_fcn-bghard-s2-amin.json", "hard negatives, seed 2 (thr
                                                  "minimum area)"),
                ("fcn_loso_fcn-bghard-amin-grow.json", "seed 0, + growth"),
                ("fcn_loso_fcn-bghard-amin-grow-ext.json", "seed 0, + growth and relative "
-                                                          "extent"))
+                                                          "extent"),
+               ("fcn_loso_fcn-bghard-s1-amin.json", "hard negatives, seed 1 (threshold, "
+                                                    "minimum area)"),
+               ("fcn_loso_fcn-bghard-s1-amin-grow.json", "seed 1, + growth"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
