@@ -43,6 +43,18 @@ import model_figures  # experiments/, beside this script
 
 from xdefect.io import atomic_path
 
+#: captions of the per-series test tables of the segmenter on simulated defects only
+#: (``sim-only-segmenter``) and of the default model on ``gdxray-extra`` (``extra-segnet``)
+SIM_ONLY_NOTE = (
+    "The segmenter trained on simulated defects only (`sim-hard` of `seg-variants`: no real "
+    "defect as a target; the labels of the train images only keep real defects out of the "
+    "background and of the mined hard negatives), with its training's own choice on the "
+    "paper series' tuning images, on the paper's test images (read once, reported only):")
+EXTRA_SEGNET_NOTE = (
+    "The default model `segnet-xdefect` (trained on the paper's series only; its threshold, "
+    "box growth and mirror views chosen on the tuning images of both roots) on the test "
+    "(even) images of the nine `gdxray-extra` series, castings it never trained on "
+    "(`xdefect evaluate --gdxray ../shared/data/gdxray-extra --split test`):")
 #: the adaptation that distils only the source's confident regions (``--ignore-theta 0.9``)
 ADAPT_CONFIDENT = Path("runs/adapt-series-distill-ign09/adapt_series.json")
 #: the default adaptation (distill) from the default model of 2026-11-30 (hard negatives,
@@ -1268,7 +1280,14 @@ def main() -> None:
                            ("fcn", a.fcn, fcn),
                            ("fcn-loso", a.fcn.with_name("fcn_loso_fcn-real.json"), fcn_loso),
                            ("fcn-loso-aug", a.fcn.with_name("fcn_loso_fcn-aug-amin.json"),
-                            fcn_loso)):
+                            fcn_loso),
+                           ("sim-only-segmenter", RUNS / "eval-test-sim-hard" / "metrics.json",
+                            lambda d: per_series_eval(d, SIM_ONLY_NOTE)),
+                           ("extent-grid", RUNS / "seg" / "long-hard-ext-tta4" / "model.json",
+                            extent_grid),
+                           ("extra-segnet",
+                            RUNS / "eval-extra-test-long-hard-ext-tta4" / "metrics.json",
+                            lambda d: per_series_eval(d, EXTRA_SEGNET_NOTE))):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
     if a.seg_variants.exists():  # rows whose result files were lost kept as generated
@@ -1299,35 +1318,12 @@ def main() -> None:
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)
-    sim_test = RUNS / "eval-test-sim-hard" / "metrics.json"
-    if sim_test.exists():
-        text = replace_block(text, "sim-only-segmenter", per_series_eval(
-            json.loads(sim_test.read_text()),
-            "The segmenter trained on simulated defects only (`sim-hard` of `seg-variants`: "
-            "no real defect as a target; the labels of the train images only keep real "
-            "defects out of the background and of the mined hard negatives), with its "
-            "training's own choice on the paper series' tuning images, on the paper's "
-            "test images (read once, reported only):"), a.report)
-    ext_card = RUNS / "seg" / "long-hard-ext-tta4" / "model.json"
-    if ext_card.exists():
-        text = replace_block(text, "extent-grid", extent_grid(json.loads(ext_card.read_text())),
-                             a.report)
     if any((RUNS / "seg" / n / "model.json").exists() for n, _ in DEFAULT_CANDIDATES):
         # candidates whose cards were lost with runs/ keep their rows as generated
         text = replace_block(text, "default-candidates", merge_lists(
             block(text, "default-candidates"), default_candidates()), a.report)
     if Path("runs/seg/segnet-xdefect-tuned/model.json").exists():
         text = replace_block(text, "segment-boxes", segment_boxes(), a.report)
-    seg_extra = Path("runs/eval-extra-test-long-hard-ext-tta4/metrics.json")
-    if seg_extra.exists():
-        text = replace_block(text, "extra-segnet", per_series_eval(
-            json.loads(seg_extra.read_text()),
-            "The default model `segnet-xdefect` (trained on the paper's series only; its "
-            "threshold, box growth and mirror views chosen on the tuning images of both "
-            "roots) on the "
-            "test (even) images of the nine `gdxray-extra` series, castings it never trained "
-            "on (`xdefect evaluate --gdxray ../shared/data/gdxray-extra --split test`):"),
-            a.report)
     if (a.extra_eval / "metrics.json").exists():
         text = replace_block(text, "extra-default", per_series_eval(
             json.loads((a.extra_eval / "metrics.json").read_text()),
