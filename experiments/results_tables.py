@@ -10,7 +10,7 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-long-hard-ext-tta4`` and ``runs/eval-extra-test-long-hard-ext-tta4`` (and the
+``runs/eval-test-long-hard-ext-tta8`` and ``runs/eval-extra-test-long-hard-ext-tta8`` (and the
 evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
@@ -46,10 +46,11 @@ from xdefect.io import atomic_path
 #: captions of the per-series test tables of the segmenter on simulated defects only
 #: (``sim-only-segmenter``) and of the default model on ``gdxray-extra`` (``extra-segnet``)
 SIM_ONLY_NOTE = (
-    "The segmenter trained on simulated defects only (`sim-hard` of `seg-variants`: no real "
-    "defect as a target; the labels of the train images only keep real defects out of the "
-    "background and of the mined hard negatives), with its training's own choice on the "
-    "paper series' tuning images, on the paper's test images (read once, reported only):")
+    "Segmenters trained on simulated defects only (of `seg-variants`: no real defect as a "
+    "target; the labels of the train images only keep real defects out of the background "
+    "and of the mined hard negatives), their settings chosen on the paper series' tuning "
+    "images, on the paper's test images (read once each, reported only; no model trained "
+    "on a real defect, so both figures are leak-free):")
 EXTRA_SEGNET_NOTE = (
     "The default model `segnet-xdefect` (trained on the paper's series only; its threshold, "
     "box growth and mirror views chosen on the tuning images of both roots) on the test "
@@ -210,6 +211,43 @@ def per_series_eval(m: dict, note: str) -> str:
                  f"{m['false_positives'] / max(m['images'], 1):.1f} |")
     lines += ["", f"Command: `{m['command']}`"]
     return "\n".join(lines)
+
+
+#: segmenters trained on simulated defects only, each with its settings chosen on the paper
+#: series' tuning images, on the paper's test images: (run folder under ``runs/seg``, test
+#: evaluation folder under ``runs/``, label)
+SIM_ONLY = (("sim-hard", "eval-test-sim-hard", "`sim-hard`: 20,000 steps, 2 rounds of hard "
+             "negatives; its training's own choice (theta >= 0, growth <= 6)"),
+            ("sim-hard-wide", "eval-test-sim-hard-wide", "`sim-hard`, the same weights, "
+             "re-tuned on a wider grid (theta down to -0.9, i.e. p > 0.05; growth up to 16)"),
+            ("sim-hard-xm-wide", "eval-test-sim-hard-xm-wide", "`sim-hard-xm`: as `sim-hard`, "
+             "each void's x_max drawn from 60-180 mm (a mixture of contrasts, "
+             "`--x-max-range 60 180`); the wider grid"))
+
+
+def sim_only(runs: Path = RUNS) -> str:
+    """The segmenters of :data:`SIM_ONLY` that have a card and a test evaluation: their
+    settings and tuning AP (from the card) and their test figures (``metrics.json``)."""
+    rows, commands, series = [], [], []
+    for run, ev, label in SIM_ONLY:
+        card_f, m_f = runs / "seg" / run / "model.json", runs / ev / "metrics.json"
+        if not (card_f.exists() and m_f.exists()):
+            continue
+        t, m = json.loads(card_f.read_text())["tuning"], json.loads(m_f.read_text())
+        series = series or [k for k in m["per_series"] if m["per_series"][k]["gt_boxes"]]
+        u = m["unseen"]
+        rows.append(f"| {label} | {t['theta']:g}, {t.get('extent_fraction', 0.0):g}, "
+                    f"{t['grow']} | {_f(t['ap'])} | **{_f(m['ap'])}** | {_f(u['ap'])} | "
+                    f"{m['true_positives']}/{m['gt_boxes']} | "
+                    f"{m['false_positives'] / max(m['images'], 1):.1f} | "
+                    + " | ".join(_f(m["per_series"][k]["ap"]) for k in series) + " |")
+        commands.append(m["command"])
+    if not rows:
+        return "(no simulated-only segmenter evaluated yet)"
+    head = ("| segmenter (simulated defects only) | theta, relative extent, growth | tuning AP "
+            "| test AP | unseen-defect AP | found | FA/image | " + " | ".join(series) + " |")
+    return "\n".join([SIM_ONLY_NOTE, "", head, "|---" * (7 + len(series)) + "|", *rows, "",
+                      "Commands: " + "; ".join(f"`{c}`" for c in commands)])
 
 
 def pyramid(doc: dict) -> str:
@@ -652,12 +690,16 @@ DEFAULT_CANDIDATES = (
                      "as backgrounds; 4 views"),
     ("long2-tta4", "`long2`: `long` trained 20,000 steps more (peak lr 0.001); 4 views"),
     ("long-hard-tta4", "`long-hard`: `long`'s recipe with 2 rounds of hard negatives "
-                       "(`--hard-rounds 2`); 4 views (bundled since 2026-11-30)"),
+                       "(`--hard-rounds 2`); 4 views (bundled on 2026-11-30 until the "
+                       "relative extent)"),
     ("long-hard-ext-tta4", "`long-hard`, the same weights, boxes by relative extent "
-                           "(`--extent-fractions 0 0.4 0.5 0.6` in the choice); 4 views"),
+                           "(`--extent-fractions 0 0.4 0.5 0.6` in the choice); 4 views "
+                           "(bundled on 2026-11-30 until 8 views)"),
     ("long-hard3-tta4", "`long-hard3`: 3 rounds of hard negatives, 0.4 of the other crops "
                         "on them (`--hard-rounds 3 --hard-share 0.4`); relative extent in "
                         "the choice; 4 views"),
+    ("long-hard-ext-tta8", "`long-hard`, the same weights, relative extent in the choice; "
+                           "8 views (bundled since 2026-11-30)"),
 )
 
 
@@ -792,7 +834,9 @@ LOSO_EXTENT = (("fcn_loso_fcn-bghard-s2-amin.json", "hard negatives, seed 2 (thr
                                                           "extent"),
                ("fcn_loso_fcn-bghard-s1-amin.json", "hard negatives, seed 1 (threshold, "
                                                     "minimum area)"),
-               ("fcn_loso_fcn-bghard-s1-amin-grow.json", "seed 1, + growth"))
+               ("fcn_loso_fcn-bghard-s1-amin-grow.json", "seed 1, + growth"),
+               ("fcn_loso_fcn-ens3hard-amin-grow.json", "mean of the three seeds' maps, "
+                                                        "+ growth"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -1017,6 +1061,8 @@ LOSO_ROWS = (("fcn_loso_fcn-real-t0.9.json", "threshold 0.9 from the paper "
 
 _CHOSEN = ("threshold and minimum region area chosen per fold on the training series' "
            "tuning images")
+_GROWN = ("threshold, minimum region area and box growth (0-3 px a side) chosen per fold on "
+          "the training series' tuning images")
 _RATE = ("minimum region area chosen per fold on the training series' tuning images, the "
          "threshold per held-out casting by the label-free rate rule (`--rate-rule`), the same "
          "models")
@@ -1037,7 +1083,15 @@ LOSO_SEED2_ROWS = (
     ("fcn_loso_fcn-bghard-amin.json", "unannotated backgrounds and hard negatives (as "
      f"above), seed 0, {_CHOSEN}"),
     ("fcn_loso_fcn-bghard-s1-amin.json", "unannotated backgrounds and hard negatives (as "
-     f"above), seed 1, {_CHOSEN}"))
+     f"above), seed 1, {_CHOSEN}"),
+    ("fcn_loso_fcn-bghard-s2-amin-grow.json", "unannotated backgrounds and hard negatives, "
+     f"seed 2, the same models, {_GROWN}"),
+    ("fcn_loso_fcn-bghard-amin-grow.json", "unannotated backgrounds and hard negatives, "
+     f"seed 0, the same models, {_GROWN}"),
+    ("fcn_loso_fcn-bghard-s1-amin-grow.json", "unannotated backgrounds and hard negatives, "
+     f"seed 1, the same models, {_GROWN}"),
+    ("fcn_loso_fcn-ens3hard-amin-grow.json", "the mean probability map of the three "
+     f"hard-negative seeds' fold models above, nothing retrained, {_GROWN}"))
 
 
 def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
@@ -1227,7 +1281,7 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
     ap.add_argument("--eval-default", type=Path,
-                    default=Path("runs/eval-test-long-hard-ext-tta4"),
+                    default=Path("runs/eval-test-long-hard-ext-tta8"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -1281,12 +1335,10 @@ def main() -> None:
                            ("fcn-loso", a.fcn.with_name("fcn_loso_fcn-real.json"), fcn_loso),
                            ("fcn-loso-aug", a.fcn.with_name("fcn_loso_fcn-aug-amin.json"),
                             fcn_loso),
-                           ("sim-only-segmenter", RUNS / "eval-test-sim-hard" / "metrics.json",
-                            lambda d: per_series_eval(d, SIM_ONLY_NOTE)),
                            ("extent-grid", RUNS / "seg" / "long-hard-ext-tta4" / "model.json",
                             extent_grid),
                            ("extra-segnet",
-                            RUNS / "eval-extra-test-long-hard-ext-tta4" / "metrics.json",
+                            RUNS / "eval-extra-test-long-hard-ext-tta8" / "metrics.json",
                             lambda d: per_series_eval(d, EXTRA_SEGNET_NOTE))):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
@@ -1294,6 +1346,8 @@ def main() -> None:
         text = replace_block(text, "seg-variants", merge_lists(
             block(text, "seg-variants"), seg_variants(json.loads(a.seg_variants.read_text()))),
             a.report)
+    if any((RUNS / ev / "metrics.json").exists() for _, ev, _ in SIM_ONLY):
+        text = replace_block(text, "sim-only-segmenter", sim_only(), a.report)
     regions = adapt_regions()
     if regions:
         text = replace_block(text, "adapt-regions", regions, a.report)

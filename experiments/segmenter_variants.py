@@ -59,6 +59,11 @@ def main() -> None:
                     help="rounds of hard negatives mined from the annotated train images")
     ap.add_argument("--hard-share", type=float, default=0.25,
                     help="share of the crops on hard negatives (with --hard-rounds)")
+    ap.add_argument("--x-max-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                    help="each simulated void's own x_max (mm), log-uniform in the range: "
+                         "a mixture of contrasts (CropConfig.x_max_range)")
+    ap.add_argument("--blur-px", type=float, default=0.0,
+                    help="edge blur of the simulated voids (CropConfig.blur_px, pixels)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/seg"))
     ap.add_argument("--out", type=Path, default=Path("runs/segmenter_variants.json"))
@@ -71,7 +76,9 @@ def main() -> None:
             out=str(run), gdxray=(str(root),), series=tuple(gdxray.PAPER_SERIES),
             images=tuple(a.images), arch=a.arch, steps=a.steps, augment=a.augment,
             crops=CropConfig(real=a.real, defects=a.defects,
-                             hard_share=a.hard_share if a.hard_rounds else 0.0),
+                             hard_share=a.hard_share if a.hard_rounds else 0.0,
+                             x_max_range=None if a.x_max_range is None
+                             else (a.x_max_range[0], a.x_max_range[1]), blur_px=a.blur_px),
             hard_rounds=a.hard_rounds, seed=a.seed, threads=a.threads,
             init=a.init, lr=a.lr, device="cpu", resume=(run / "last.safetensors").is_file()))
     det = Detector.load(run / "model.safetensors", device="cpu", threads=a.threads)

@@ -216,3 +216,32 @@ def test_fcn_grid_boxes_by_relative_extent_as_the_library_does():
                                                            "extent_fraction": ext}), mask))
         assert np.array_equal(got[k][0], b) and np.allclose(got[k][1], (s + 1) / 2)
     assert not np.array_equal(got[(0.9, 4, 1, 0.5)][0], got[(0.9, 4, 1, 0.0)][0])
+
+
+def test_sim_only_table_reads_each_cards_choice_and_its_test_evaluation(tmp_path):
+    rt = _tables()
+
+    def run(name: str, ev: str | None, theta: float, ap: float, test_ap: float) -> None:
+        (tmp_path / "seg" / name).mkdir(parents=True)
+        (tmp_path / "seg" / name / "model.json").write_text(json.dumps({"tuning": {
+            "theta": theta, "grow": 6, "extent_fraction": 0.4, "ap": ap}}))
+        if ev is None:
+            return
+        (tmp_path / ev).mkdir()
+        (tmp_path / ev / "metrics.json").write_text(json.dumps({
+            "ap": test_ap, "true_positives": 3, "gt_boxes": 4, "false_positives": 8,
+            "images": 2, "unseen": {"ap": test_ap - 0.1}, "command": f"xdefect evaluate {ev}",
+            "per_series": {"C0001": {"ap": 0.25, "gt_boxes": 4},
+                           "C0061": {"ap": None, "gt_boxes": 0}}}))
+
+    run("sim-hard", "eval-test-sim-hard", 0.0, 0.4161, 0.4028)
+    run("sim-hard-wide", "eval-test-sim-hard-wide", -0.8, 0.4828, 0.4449)
+    run("sim-hard-xm-wide", None, -0.6, 0.5, 0.5)  # not evaluated yet: no row
+    text = rt.sim_only(tmp_path)
+    rows = [ln for ln in text.splitlines() if ln.startswith("| `sim-hard")]
+    assert len(rows) == 2
+    assert "| 0, 0.4, 6 | 0.4161 | **0.4028** | 0.3028 | 3/4 | 4.0 | 0.2500 |" in rows[0]
+    assert "| -0.8, 0.4, 6 | 0.4828 | **0.4449** |" in rows[1]
+    assert "C0061" not in text.splitlines()[2]  # a series without boxes gets no column
+    assert "`xdefect evaluate eval-test-sim-hard-wide`" in text
+    assert rt.sim_only(tmp_path / "none").startswith("(no simulated-only")

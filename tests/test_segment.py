@@ -686,6 +686,25 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
     assert not (tmp_path / "c").exists() and not (tmp_path / "e").exists()
 
 
+def test_tune_segmenter_searches_the_thetas_and_grows_given(trained, tmp_path):
+    out, _ = trained
+    src = out / "model.safetensors"
+    proc = run_cli("tune-segmenter", "--model", str(src), "--out", str(tmp_path / "w"),
+                   "--thetas", "-0.8", "0.5", "--grows", "0", "8", "--extent-fractions", "0",
+                   "--threads", "1", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    grid = read_card(tmp_path / "w" / "model.safetensors")["tuning"]["grid"]
+    assert sorted({(x["theta"], x["grow"]) for x in grid}) == [(-0.8, 0), (-0.8, 8),
+                                                                (0.5, 0), (0.5, 8)]
+    assert (r["theta"], r["grow"]) in {(-0.8, 0), (-0.8, 8), (0.5, 0), (0.5, 8)}
+    for bad, what in ((["--thetas", "1"], "--thetas"), (["--thetas", "nan"], "--thetas"),
+                      (["--grows", "-1"], "--grows")):
+        assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
+                                      str(tmp_path / "b"), *bad), what)
+    assert not (tmp_path / "b").exists()
+
+
 def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
     out, _ = trained
     a = out / "model.safetensors"

@@ -74,6 +74,7 @@ def cmd_tune_segmenter(args: argparse.Namespace) -> int:
 
     res = tune_segmenter(args.model, args.out, tuple(str(r) for r in args.gdxray),
                          None if args.series is None else tuple(args.series),
+                         thetas=tuple(args.thetas), grows=tuple(args.grows),
                          device=args.device, threads=args.threads, tta=args.tta,
                          extents=tuple(args.extent_fractions))
     emit(args, res, lambda: print(
@@ -101,7 +102,7 @@ def _hard_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     from xdefect.crops import CropConfig
     from xdefect.segment import SEGMENTERS
-    from xdefect.train_segment import EXTENT_FRACTIONS
+    from xdefect.train_segment import EXTENT_FRACTIONS, GROWS, THETAS
 
     p = command(sub, "train-segmenter", cmd_train_segmenter,
                 "train a per-pixel segmenter on crops with simulated defects", DESCRIPTION)
@@ -161,6 +162,13 @@ def register(sub: Any) -> None:
                    help="relative extents tried (DetectParams.extent_fraction; 0: the "
                         "pixels above theta; default: "
                         f"{' '.join(f'{e:g}' for e in EXTENT_FRACTIONS)})")
+    t.add_argument("--thetas", type=float_in(-1, 1, lo_open=True, hi_open=True), nargs="+",
+                   default=list(THETAS), metavar="T",
+                   help="thresholds on 2p-1 tried (-1 < T < 1; 0: p > 0.5; default: "
+                        f"{' '.join(f'{t:g}' for t in THETAS)})")
+    t.add_argument("--grows", type=int_in(0, 64), nargs="+", default=list(GROWS),
+                   metavar="PX", help="box growths tried (pixels per side; default: "
+                                      f"{' '.join(str(g) for g in GROWS)})")
     add_device(t)
     add_output(t)
 
