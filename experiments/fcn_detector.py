@@ -32,6 +32,7 @@ Leave-series-out (``--kfold K --fold I``, then ``--pool``): one model per fold, 
 the other series, its threshold chosen on their tuning images, tested on every image of
 the held-out series. ``--ensemble NAME...`` trains nothing: it averages the probability
 maps of those runs' models of the same fold and then chooses and tests the same way.
+``--tta N`` averages each map over N mirror views (the library's test-time augmentation).
 ``--rate-rule`` also scores each held-out series at a label-free threshold of its own
 (:func:`rate_rule`); ``experiments/fcn_loso.py`` runs every fold and the pooling at once.
 ``--hard-rounds R`` (with ``--hard-share``): R times during the budget (at equal
@@ -135,14 +136,16 @@ def image_results(net: SegNet, images: list[tuple[str, str, Image]], thresholds=
 
 
 def grid_results(net: SegNet | list[SegNet], images: list[tuple[str, str, Image]],
-                 settings: list[tuple]) -> dict[tuple, list[ImageResult]]:
+                 settings: list[tuple], views: int = 1) -> dict[tuple, list[ImageResult]]:
     """Each image's detections and ground truth at each (threshold, minimum area) or
     (threshold, minimum area, grow); with several networks, of the mean of their
-    probability maps (an ensemble)."""
+    probability maps (an ensemble); ``views`` 2, 4 or 8: each map the mean over the
+    image's mirror views (``DetectParams.tta``, :func:`xdefect.segment.views_mean`)."""
     nets = net if isinstance(net, list) else [net]
     res: dict[tuple, list[ImageResult]] = {k: [] for k in settings}
     for key, series, img in images:
-        prob = np.mean([probability_map(n.eval(), img.pixels) for n in nets], axis=0)
+        prob = np.mean([probability_map(n.eval(), img.pixels, views=views) for n in nets],
+                       axis=0)
         for k, (b, s) in _grid_detections(prob, img.mask, settings).items():
             res[k].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
     return res
@@ -355,7 +358,7 @@ def leave_series_out(a: argparse.Namespace) -> None:
         tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
         grid = [(th, am, g, e) for th in THRESHOLDS for am in (a.a_min_grid or [4])
                 for g in (a.grow_grid or [0]) for e in (a.extent_grid or [0.0])]
-        tune_res = grid_results(net, tuning, grid)
+        tune_res = grid_results(net, tuning, grid, a.tta)
         aps = {k: summarise(v)["ap"] for k, v in tune_res.items()}
         by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else "")
                 + (f"/g{g}" if a.grow_grid else "") + (f"/e{e:g}" if a.extent_grid else ""):
@@ -364,13 +367,13 @@ def leave_series_out(a: argparse.Namespace) -> None:
     chosen = (t, a_min, grow, ext)
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
     if a.rate_rule:
-        rs, rate = rate_rule(net, tune_res[chosen], tested, chosen)
+        rs, rate = rate_rule(net, tune_res[chosen], tested, chosen, a.tta)
     else:
-        rs, rate = grid_results(net, tested, [chosen])[chosen], None
+        rs, rate = grid_results(net, tested, [chosen], a.tta)[chosen], None
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on,
            "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn,
            "x_max_range": a.x_max_range, "threshold": t,
-           "a_min": a_min, "grow": grow, "extent_fraction": ext,
+           "a_min": a_min, "grow": grow, "extent_fraction": ext, "tta": a.tta,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
            "tuning_ap_by_threshold": by_t,
@@ -404,19 +407,20 @@ def rate_threshold(rates: dict[float, float], reference: float) -> tuple[float, 
 
 
 def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult],
-              tested: list[tuple[str, str, Image]], chosen: tuple[float, int, int, float]
-              ) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
+              tested: list[tuple[str, str, Image]], chosen: tuple[float, int, int, float],
+              views: int = 1) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
     """A label-free threshold per held-out casting: the lowest of ``THRESHOLDS`` at which
     the casting's images raise no more regions per image than the tuning images of the
     series trained on raise at the chosen threshold (the detector's alarm rate on castings
     it knows, carried to the new one; only the new casting's images are used, never their
     labels). ``ref``: the tuning images' results at ``chosen`` (threshold, minimum area,
-    grow, relative extent). Returns the detections at the chosen threshold (as without
-    the rule) and the rule's record and detections."""
+    grow, relative extent); ``views``: mirror views per map (as :func:`grid_results`).
+    Returns the detections at the chosen threshold (as without the rule) and the rule's
+    record and detections."""
     t, a_min, grow, ext = chosen
     rate_ref = float(np.mean([len(r.boxes) for r in ref]))
     grid = [(th, a_min, grow, ext) for th in sorted(set(THRESHOLDS) | {t})]
-    res = grid_results(net, tested, grid)
+    res = grid_results(net, tested, grid, views)
     record: dict = {"reference_regions_per_image": round(rate_ref, 3),
                     "rule": "lowest threshold whose regions per image on the casting's "
                             "images <= the reference", "per_series": {}}
@@ -444,7 +448,8 @@ def tag(a: argparse.Namespace) -> str:
     if a.threshold is not None:
         return f"-t{a.threshold:g}"
     return (("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
-            + ("-ext" if a.extent_grid else "") + ("-rate" if a.rate_rule else ""))
+            + ("-ext" if a.extent_grid else "") + (f"-tta{a.tta}" if a.tta > 1 else "")
+            + ("-rate" if a.rate_rule else ""))
 
 
 def read_images(records: list[dict]) -> list[ImageResult]:
@@ -541,6 +546,10 @@ def main() -> None:
                     help="with --kfold: also choose the relative box extent "
                          "(DetectParams.extent_fraction; 0: off) from these, on the tuning "
                          "images of the series trained on (results file suffix -ext)")
+    ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
+                    help="leave-series-out: each probability map the mean over this many "
+                         "mirror views of the image, on the tuning and the held-out images "
+                         "alike (DetectParams.tta; results file suffix -ttaN)")
     ap.add_argument("--rate-rule", action="store_true",
                     help="leave-series-out: also test a label-free threshold per held-out "
                          "series, the lowest at which its images raise no more regions per "

@@ -109,7 +109,7 @@ def test_pool_folds_with_and_without_the_rate_rule(tmp_path):
         (work / f"fold{i}" / "results-amin-rate.json").write_text(
             json.dumps(_fold(i, series, fixed, rated)))
     a = argparse.Namespace(name="x", kfold=2, threshold=None, a_min_grid=[4], grow_grid=None,
-                           extent_grid=None,
+                           extent_grid=None, tta=1,
                            rate_rule=True, gdxray=Path("g"), extra=Path("e"),
                            out=tmp_path / "fcn_detector.json")
     fcn.pool_folds(a, work, [["C0001"], ["C0002"]])
@@ -141,7 +141,7 @@ def test_pooled_folds_carry_their_hard_negative_rounds(tmp_path):
         (work / f"fold{i}").mkdir(parents=True)
         (work / f"fold{i}" / "results-amin.json").write_text(json.dumps(d))
     a = argparse.Namespace(name="h", kfold=2, threshold=None, a_min_grid=[4], grow_grid=None,
-                           extent_grid=None,
+                           extent_grid=None, tta=1,
                            rate_rule=False, gdxray=Path("g"), extra=Path("e"),
                            out=tmp_path / "fcn_detector.json")
     fcn.pool_folds(a, work, [["C0001"], ["C0002"]])
@@ -245,3 +245,26 @@ def test_sim_only_table_reads_each_cards_choice_and_its_test_evaluation(tmp_path
     assert "C0061" not in text.splitlines()[2]  # a series without boxes gets no column
     assert "`xdefect evaluate eval-test-sim-hard-wide`" in text
     assert rt.sim_only(tmp_path / "none").startswith("(no simulated-only")
+
+
+def test_fcn_mirror_views_reach_every_map_and_name_the_results(monkeypatch):
+    """``--tta N``: every probability map of the grid (tuning and held-out images alike)
+    is the library's mean over N views, and the result files say so (suffix -ttaN)."""
+    import numpy as np
+
+    fcn = _experiment("fcn_detector")
+    seen = []
+
+    def fake_map(net, pixels, device="cpu", views=1):
+        seen.append(views)
+        return np.zeros(pixels.shape, np.float32)
+
+    monkeypatch.setattr(fcn, "probability_map", fake_map)
+    img = fcn.Image(np.zeros((16, 16), np.float32), np.ones((16, 16), bool), np.zeros((0, 4)))
+    net = fcn.make_net(4)
+    fcn.grid_results([net, net], [("k", "C0001", img)], [(0.9, 4)], 4)
+    assert seen == [4, 4]  # each member of the ensemble, four views
+    a = argparse.Namespace(threshold=None, a_min_grid=[4], grow_grid=[0, 1], extent_grid=None,
+                           tta=4, rate_rule=False)
+    assert fcn.tag(a) == "-amin-grow-tta4"
+    assert fcn.tag(argparse.Namespace(**{**vars(a), "tta": 1})) == "-amin-grow"
