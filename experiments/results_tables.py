@@ -834,9 +834,19 @@ LOSO_EXTENT = (("fcn_loso_fcn-bghard-s2-amin.json", "hard negatives, seed 2 (thr
                                                           "extent"),
                ("fcn_loso_fcn-bghard-s1-amin.json", "hard negatives, seed 1 (threshold, "
                                                     "minimum area)"),
-               ("fcn_loso_fcn-bghard-s1-amin-grow.json", "seed 1, + growth"),
-               ("fcn_loso_fcn-ens3hard-amin-grow.json", "mean of the three seeds' maps, "
-                                                        "+ growth"))
+               ("fcn_loso_fcn-bghard-s1-amin-grow.json", "seed 1, + growth"))
+#: fold models averaged (nothing retrained), each fold's threshold, minimum area and growth
+#: chosen on its training series' tuning images: (result file, label)
+LOSO_ENSEMBLE = (("fcn_loso_fcn-bghard-amin-grow.json", "hard negatives, seed 0"),
+                 ("fcn_loso_fcn-bghard-s1-amin-grow.json", "hard negatives, seed 1"),
+                 ("fcn_loso_fcn-bghard-s2-amin-grow.json", "hard negatives, seed 2"),
+                 ("fcn_loso_fcn-ens-s2-amin-grow.json", "mean of backgrounds and local "
+                                                        "contrast, seed 2"),
+                 ("fcn_loso_fcn-ens3hard-amin-grow.json", "mean of the three hard-negative "
+                                                          "seeds"),
+                 ("fcn_loso_fcn-ens5-amin-grow.json", "mean of all five"),
+                 ("fcn_loso_fcn-ens5-amin-grow-tta4.json", "mean of all five, 4 mirror "
+                                                           "views each"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -938,6 +948,28 @@ def loso_scores(doc: dict) -> str:
                                 "probability -> by box area: " + "; ".join(ranked)]
                                if ranked else [])
                       + ["", "Command: " + "; ".join(f"`{c}`" for c in cmds)])
+
+
+def loso_growth(doc: dict) -> str:
+    """``experiments/loso_growth.py``: per run and held-out series, the AP at each fold's
+    own growth and at every growth and scale factor tried (a diagnosis: nothing chosen)."""
+    out = []
+    for name, run in doc["runs"].items():
+        cols = ([("folds' choice", run["chosen"])]
+                + [(f"grow {g}", r) for g, r in run["grows"].items()]
+                + [(f"scale {k}", r) for k, r in run["scales"].items()])
+        series = list(run["chosen"]["per_series"])
+        lines = [f"`{name}`:", "", "| held-out series | " + " | ".join(c for c, _ in cols)
+                 + " |", "|---|" + "---|" * len(cols)]
+        for s in series:
+            lines.append(f"| {s} ({run['chosen']['grow_by_series'][s]}) | "
+                         + " | ".join(_f(r["per_series"].get(s)) for _, r in cols) + " |")
+        lines.append("| **pooled** | " + " | ".join(f"**{_f(r['ap'])}** ({r['found']}/"
+                                                    f"{r['boxes']})" for _, r in cols) + " |")
+        lines.append("| false alarms / image | " + " | ".join(f"{r['fa_per_image']:.1f}"
+                                                             for _, r in cols) + " |")
+        out.append("\n".join(lines + ["", f"Command: `{run['command']}`"]))
+    return "\n\n".join(out)
 
 
 def rate_thresholds(docs: list[tuple[str, dict]]) -> list[str]:
@@ -1091,7 +1123,14 @@ LOSO_SEED2_ROWS = (
     ("fcn_loso_fcn-bghard-s1-amin-grow.json", "unannotated backgrounds and hard negatives, "
      f"seed 1, the same models, {_GROWN}"),
     ("fcn_loso_fcn-ens3hard-amin-grow.json", "the mean probability map of the three "
-     f"hard-negative seeds' fold models above, nothing retrained, {_GROWN}"))
+     f"hard-negative seeds' fold models above, nothing retrained, {_GROWN}"),
+    ("fcn_loso_fcn-ens-s2-amin-grow.json", "the mean probability map of the seed-2 "
+     f"backgrounds and local-contrast fold models, nothing retrained, {_GROWN}"),
+    ("fcn_loso_fcn-ens5-amin-grow.json", "the mean probability map of five fold models (the "
+     "three hard-negative seeds, the seed-2 backgrounds and local-contrast models), nothing "
+     f"retrained, {_GROWN}"),
+    ("fcn_loso_fcn-ens5-amin-grow-tta4.json", "the same five, each map the mean of 4 mirror "
+     f"views (`--tta 4`), nothing retrained, {_GROWN}"))
 
 
 def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
@@ -1324,6 +1363,7 @@ def main() -> None:
                             adapt_diagnosis),
                            ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
                            ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
+                           ("loso-growth", Path("runs/loso_growth.json"), loso_growth),
                            ("adapt-distill-confident", ADAPT_CONFIDENT,
                             lambda d: adapt_table(d, ADAPT_CONFIDENT)),
                            ("adapt-longhard", ADAPT_LONGHARD,
@@ -1369,6 +1409,9 @@ def main() -> None:
     if a.fcn.with_name(LOSO_EXTENT[2][0]).exists():
         text = replace_block(text, "fcn-loso-extent", fcn_loso_variants(a.fcn, LOSO_EXTENT),
                              a.report)
+    if a.fcn.with_name(LOSO_ENSEMBLE[4][0]).exists():
+        text = replace_block(text, "fcn-loso-ensemble",
+                             fcn_loso_variants(a.fcn, LOSO_ENSEMBLE), a.report)
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)

@@ -268,3 +268,25 @@ def test_fcn_mirror_views_reach_every_map_and_name_the_results(monkeypatch):
                            tta=4, rate_rule=False)
     assert fcn.tag(a) == "-amin-grow-tta4"
     assert fcn.tag(argparse.Namespace(**{**vars(a), "tta": 1})) == "-amin-grow"
+
+
+def test_loso_growth_regrows_each_folds_boxes_from_their_own_growth():
+    import numpy as np
+
+    lg = _experiment("loso_growth")
+    grown = np.array([[8.0, 8.0, 22.0, 22.0]])  # a 10-px region grown by 2 a side
+    assert np.array_equal(lg.boxes_at(grown, 2, 0), [[10, 10, 20, 20]])
+    assert np.array_equal(lg.boxes_at(grown, 2, 5), [[5, 5, 25, 25]])
+    assert np.allclose(lg.boxes_at(grown, 2, 0, 1.4), [[8, 8, 22, 22]])
+    gt = [[10, 10, 20, 20]]
+    fold = {"grow": 2, "held_out": ["C0001"], "images": [
+        {"key": "a", "series": "C0001", "boxes": grown.tolist(), "scores": [0.9], "gt": gt}]}
+    # as the fold chose (IoU 100/196 ~ 0.51): found; its own growth taken off: exact; 4
+    # pixels a side: IoU 100/324, missed
+    assert lg.score_chosen([fold])["ap"] == 1.0
+    assert lg.score([fold], 0)["ap"] == 1.0 and lg.score([fold], 4)["ap"] == 0.0
+    text = _tables().loso_growth({"runs": {"x-amin-grow": {
+        "chosen": lg.score_chosen([fold]) | {"grow_by_series": {"C0001": 2}},
+        "grows": {"0": lg.score([fold], 0), "4": lg.score([fold], 4)},
+        "scales": {"1.2": lg.score([fold], 0, 1.2)}, "command": "python loso_growth.py"}}})
+    assert "| C0001 (2) | 1.0000 | 1.0000 | 0.0000 | 1.0000 |" in text
