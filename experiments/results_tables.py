@@ -222,7 +222,9 @@ SIM_ONLY = (("sim-hard", "eval-test-sim-hard", "`sim-hard`: 20,000 steps, 2 roun
              "re-tuned on a wider grid (theta down to -0.9, i.e. p > 0.05; growth up to 16)"),
             ("sim-hard-xm-wide", "eval-test-sim-hard-xm-wide", "`sim-hard-xm`: as `sim-hard`, "
              "each void's x_max drawn from 60-180 mm (a mixture of contrasts, "
-             "`--x-max-range 60 180`); the wider grid"))
+             "`--x-max-range 60 180`); the wider grid"),
+            ("sim-ens-wide", "eval-test-sim-ens-wide", "the mean of `sim-hard` and "
+             "`sim-hard-xm` (`xdefect models ensemble`); the wider grid, theta down to -0.98"))
 
 
 def sim_only(runs: Path = RUNS) -> str:
@@ -548,6 +550,11 @@ def seg_settings(r: dict) -> str:
         parts.append(f"{len(st['images'])} unannotated folders as backgrounds")
     if c["defects"] != 1.5:
         parts.append(f"{c['defects']:g} voids per crop")
+    if c.get("x_max_range"):
+        lo, hi = c["x_max_range"]
+        parts.append(f"each void's x_max drawn from {lo:g}-{hi:g} mm")
+    if c.get("blur_px"):
+        parts.append(f"edge blur {c['blur_px']:g} px")
     if st.get("hard_rounds"):
         parts.append(f"hard negatives: {st['hard_rounds']} rounds mined from the annotated "
                      f"train images, {c['hard_share']:g} of the other crops on them")
