@@ -92,12 +92,15 @@ __all__ = ["EXTENT_FRACTIONS", "GROWS", "HARD_FILE", "HARD_FORMAT", "THETAS", "S
            "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
            "tuning_selections", "tune_segmenter"]
 
-#: thresholds on the score ``2 p - 1`` tried on the tuning images (p from 0.5 to 0.995)
-THETAS = (0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
+#: thresholds on the score ``2 p - 1`` tried on the tuning images (p from 0.05 to 0.995:
+#: a segmenter trained on simulated defects alone answers real voids with low
+#: probabilities, and chose the lowest threshold and largest growth of a grid starting at
+#: p 0.5; docs/results.md, ``sim-only-segmenter``)
+THETAS = (-0.9, -0.6, 0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.96, 0.98, 0.99)
 #: box growths (pixels a side, ``DetectParams.grow``) tried with them: the real defects'
 #: targets are their boxes' inscribed ellipses, and the probability falls off at a
 #: defect's edge, so a region's extent above a high threshold is smaller than its box
-GROWS = (0, 1, 2, 3, 4, 6)
+GROWS = (0, 1, 2, 3, 4, 6, 8)
 #: relative extents (``DetectParams.extent_fraction``) tried with them: 0 boxes the pixels
 #: above theta; F boxes the pixels above F times each region's peak log-odds, so that a
 #: faint defect's box is not only its few most certain pixels
