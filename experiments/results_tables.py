@@ -709,6 +709,9 @@ DEFAULT_CANDIDATES = (
                         "the choice; 4 views"),
     ("long-hard-ext-tta8", "`long-hard`, the same weights, relative extent in the choice; "
                            "8 views (bundled since 2026-11-30)"),
+    ("real-ens-tta4", "the mean of `long-hard` and `long-hard3` (`xdefect models "
+                      "ensemble`); 4 views each (the inference cost of 8 views of one)"),
+    ("real-ens-tta8", "the mean of `long-hard` and `long-hard3`; 8 views each"),
 )
 
 
@@ -854,6 +857,9 @@ LOSO_ENSEMBLE = (("fcn_loso_fcn-bghard-amin-grow.json", "hard negatives, seed 0"
                  ("fcn_loso_fcn-ens3hard-amin-grow.json", "mean of the three hard-negative "
                                                           "seeds"),
                  ("fcn_loso_fcn-ens5-amin-grow.json", "mean of all five"),
+                 ("fcn_loso_fcn-ens-s2-amin-grow-tta4.json", "mean of backgrounds and "
+                                                             "local contrast, seed 2, 4 "
+                                                             "mirror views each"),
                  ("fcn_loso_fcn-ens5-amin-grow-tta4.json", "mean of all five, 4 mirror "
                                                            "views each"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
@@ -1139,7 +1145,10 @@ LOSO_SEED2_ROWS = (
      "three hard-negative seeds, the seed-2 backgrounds and local-contrast models), nothing "
      f"retrained, {_GROWN}"),
     ("fcn_loso_fcn-ens5-amin-grow-tta4.json", "the same five, each map the mean of 4 mirror "
-     f"views (`--tta 4`), nothing retrained, {_GROWN}"))
+     f"views (`--tta 4`), nothing retrained, {_GROWN}"),
+    ("fcn_loso_fcn-ens-s2-amin-grow-tta4.json", "the seed-2 backgrounds and local-contrast "
+     f"fold models averaged, each map the mean of 4 mirror views, nothing retrained, "
+     f"{_GROWN}"))
 
 
 def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
