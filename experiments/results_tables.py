@@ -226,7 +226,9 @@ SIM_ONLY = (("sim-hard", "eval-test-sim-hard", "`sim-hard`: 20,000 steps, 2 roun
              "each void's x_max drawn from 60-180 mm (a mixture of contrasts, "
              "`--x-max-range 60 180`); the wider grid"),
             ("sim-ens-wide", "eval-test-sim-ens-wide", "the mean of `sim-hard` and "
-             "`sim-hard-xm` (`xdefect models ensemble`); the wider grid, theta down to -0.98"))
+             "`sim-hard-xm` (`xdefect models ensemble`); the wider grid, theta down to -0.98"),
+            ("sim-ens3-wide", "eval-test-sim-ens3-wide", "the mean of `sim-hard`, `sim-hard-xm` "
+             "and `sim-hard-xm-s1` (the latter with seed 1); the same grid"))
 
 
 def sim_only(runs: Path = RUNS) -> str:
