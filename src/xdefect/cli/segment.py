@@ -102,7 +102,6 @@ def _hard_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     from xdefect.crops import CropConfig
     from xdefect.segment import SEGMENTERS
-    from xdefect.train_segment import EXTENT_FRACTIONS, GROWS, THETAS
 
     p = command(sub, "train-segmenter", cmd_train_segmenter,
                 "train a per-pixel segmenter on crops with simulated defects", DESCRIPTION)
@@ -137,6 +136,12 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int_in(0), default=0, help="random seed")
     add_device(p)
     add_output(p)
+    _register_tune(sub)
+
+
+def _register_tune(sub: Any) -> None:
+    """``xdefect tune-segmenter``'s parser."""
+    from xdefect.train_segment import EXTENT_FRACTIONS, GROWS, THETAS
 
     t = command(sub, "tune-segmenter", cmd_tune_segmenter,
                 "choose a segmenter's threshold and box extent on the tuning images",
