@@ -40,10 +40,13 @@ def boxes_at(boxes: np.ndarray, grown: int, grow: float, scale: float = 1.0) -> 
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def score(folds: list[dict], grow: float, scale: float = 1.0) -> dict:
+def score(folds: list[dict], grow: float | None, scale: float = 1.0) -> dict:
     """Pooled and per-series AP, found and false alarms per image of every fold's
-    held-out detections at ``grow`` and ``scale`` (:func:`boxes_at`)."""
-    rs = [ImageResult(x["key"], x["series"], boxes_at(x["boxes"], d["grow"], grow, scale),
+    held-out detections at ``grow`` and ``scale`` (:func:`boxes_at`); ``grow`` None: each
+    fold's own growth (the run as it was)."""
+    rs = [ImageResult(x["key"], x["series"],
+                      boxes_at(x["boxes"], d["grow"], d["grow"] if grow is None else grow,
+                               scale),
                       np.asarray(x["scores"], float), np.asarray(x["gt"], float).reshape(-1, 4))
           for d in folds for x in d["images"]]
     m = summarise(rs)
@@ -72,7 +75,7 @@ def main() -> None:
         raise SystemExit(f"{missing[0]}: missing (run every fold of {a.name} first)")
     folds = [json.loads(f.read_text()) for f in files]
     chosen = {s: d["grow"] for d in folds for s in d["held_out"]}
-    run = {"chosen": score_chosen(folds) | {"grow_by_series": chosen},
+    run = {"chosen": score(folds, None) | {"grow_by_series": chosen},
            "grows": {str(g): score(folds, g) for g in a.grows},
            "scales": {f"{s:g}": score(folds, 0, s) for s in a.scales},
            "command": command_line()}
@@ -81,18 +84,6 @@ def main() -> None:
     write_json(a.out, doc)
     print(json.dumps({"run": a.name + a.suffix, "chosen_ap": run["chosen"]["ap"],
                       **{f"grow {g}": r["ap"] for g, r in run["grows"].items()}}))
-
-
-def score_chosen(folds: list[dict]) -> dict:
-    """The run as it was: each fold's detections at its own growth."""
-    rs = [ImageResult(x["key"], x["series"], np.asarray(x["boxes"], float).reshape(-1, 4),
-                      np.asarray(x["scores"], float), np.asarray(x["gt"], float).reshape(-1, 4))
-          for d in folds for x in d["images"]]
-    m = summarise(rs)
-    return {"ap": round(m["ap"], 4), "found": m["true_positives"], "boxes": m["gt_boxes"],
-            "fa_per_image": round(m["false_positives"] / max(m["images"], 1), 2),
-            "per_series": {s: round(v["ap"], 4) for s, v in m["per_series"].items()
-                           if v["gt_boxes"]}}
 
 
 if __name__ == "__main__":

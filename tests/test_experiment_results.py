@@ -283,10 +283,10 @@ def test_loso_growth_regrows_each_folds_boxes_from_their_own_growth():
         {"key": "a", "series": "C0001", "boxes": grown.tolist(), "scores": [0.9], "gt": gt}]}
     # as the fold chose (IoU 100/196 ~ 0.51): found; its own growth taken off: exact; 4
     # pixels a side: IoU 100/324, missed
-    assert lg.score_chosen([fold])["ap"] == 1.0
+    assert lg.score([fold], None)["ap"] == 1.0
     assert lg.score([fold], 0)["ap"] == 1.0 and lg.score([fold], 4)["ap"] == 0.0
     text = _tables().loso_growth({"runs": {"x-amin-grow": {
-        "chosen": lg.score_chosen([fold]) | {"grow_by_series": {"C0001": 2}},
+        "chosen": lg.score([fold], None) | {"grow_by_series": {"C0001": 2}},
         "grows": {"0": lg.score([fold], 0), "4": lg.score([fold], 4)},
         "scales": {"1.2": lg.score([fold], 0, 1.2)}, "command": "python loso_growth.py"}}})
     assert "| C0001 (2) | 1.0000 | 1.0000 | 0.0000 | 1.0000 |" in text
