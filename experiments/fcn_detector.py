@@ -63,6 +63,7 @@ from xdefect.detect import (
     boxes_of_regions,
     detection_arrays,
     grow_detections,
+    join_detections,
     label_regions,
     relative_extents,
 )
@@ -102,25 +103,30 @@ def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
     """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and peak probabilities of the
     8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels,
     grown by ``grow`` pixels a side (the library's segment mode on ``2 p - 1``), at every
-    (t, a_min[, grow[, extent]]) of ``settings`` (``extent`` > 0: each region boxed by its
-    relative extent, ``DetectParams.extent_fraction``); the regions are labelled once per
-    threshold (the same boxes as :func:`xdefect.detect.regions` per setting)."""
+    (t, a_min[, grow[, extent[, join[, link]]]]) of ``settings`` (``extent`` > 0: each
+    region boxed by its relative extent, ``DetectParams.extent_fraction``; ``join`` >= 0:
+    boxes at most that many pixels apart joined, ``DetectParams.join``; ``link`` < t:
+    regions connected through pixels of ``prob > link`` are one, ``DetectParams.link``);
+    the regions are labelled once per threshold and link (the same boxes as
+    :func:`xdefect.detect.regions` per setting)."""
     sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
     out = {}
-    for t in sorted({k[0] for k in settings}):
+    for t, link in sorted({(k[0], k[5] if len(k) > 5 else 1.0) for k in settings}):
         base = segment_params(2 * t - 1)
-        lab = label_regions(sm, base.theta, base.radius, mask, base.sigma)
+        lab = label_regions(sm, base.theta, base.radius, mask, base.sigma, 2 * link - 1)
         ungrown: dict[tuple[int, float], list] = {}  # settings differing only in growth
-        for k in (k for k in settings if k[0] == t):
+        for k in (k for k in settings if k[0] == t and (k[5] if len(k) > 5 else 1.0) == link):
             a_min, grow = k[1], (k[2] if len(k) > 2 else 0)
             ext = k[3] if len(k) > 3 else 0.0
+            join = k[4] if len(k) > 4 else -1
             if (a_min, ext) not in ungrown:
                 ungrown[(a_min, ext)] = (
                     [] if lab is None else
                     relative_extents(lab, sm, mask, ext, a_min, base.theta) if ext else
                     boxes_of_regions(lab, a_min, base.box_rule, base.box_margin, base.theta,
                                      base.nms, base.widen, 0))
-            b, sc = detection_arrays(grow_detections(ungrown[(a_min, ext)], grow, prob.shape))
+            b, sc = detection_arrays(join_detections(
+                grow_detections(ungrown[(a_min, ext)], grow, prob.shape), join))
             out[k] = (b, (sc + 1) / 2)
     return out
 
@@ -353,18 +359,20 @@ def leave_series_out(a: argparse.Namespace) -> None:
                                                 for im in load_images(Path(r), ss, "train")]
                           + backgrounds(a))
     t0 = time.perf_counter()
-    t, by_t, a_min, grow, ext = a.threshold, {}, 4, 0, 0.0
+    t, by_t, a_min, grow, ext, join, link = a.threshold, {}, 4, 0, 0.0, -1, 1.0
     if t is None:  # chosen on the tuning images of the series the fold trained on
         tuning = [x for r, ss in train_on.items() for x in scored_images(Path(r), ss, "tuning")]
-        grid = [(th, am, g, e) for th in THRESHOLDS for am in (a.a_min_grid or [4])
-                for g in (a.grow_grid or [0]) for e in (a.extent_grid or [0.0])]
+        grid = [(th, am, g, e, j, lk) for th in THRESHOLDS for am in (a.a_min_grid or [4])
+                for g in (a.grow_grid or [0]) for e in (a.extent_grid or [0.0])
+                for j in (a.join_grid or [-1]) for lk in (a.link_grid or [1.0])]
         tune_res = grid_results(net, tuning, grid, a.tta)
         aps = {k: summarise(v)["ap"] for k, v in tune_res.items()}
         by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else "")
-                + (f"/g{g}" if a.grow_grid else "") + (f"/e{e:g}" if a.extent_grid else ""):
-                round(v, 4) for (th, am, g, e), v in aps.items()}
-        t, a_min, grow, ext = max(aps, key=lambda k: aps[k])
-    chosen = (t, a_min, grow, ext)
+                + (f"/g{g}" if a.grow_grid else "") + (f"/e{e:g}" if a.extent_grid else "")
+                + (f"/j{j}" if a.join_grid else "") + (f"/l{lk:g}" if a.link_grid else ""):
+                round(v, 4) for (th, am, g, e, j, lk), v in aps.items()}
+        t, a_min, grow, ext, join, link = max(aps, key=lambda k: aps[k])
+    chosen = (t, a_min, grow, ext, join, link)
     tested = [x for s in held for x in scored_images(roots[s], [s], "all")]
     if a.rate_rule:
         rs, rate = rate_rule(net, tune_res[chosen], tested, chosen, a.tta)
@@ -373,7 +381,8 @@ def leave_series_out(a: argparse.Namespace) -> None:
     doc = {"fold": a.fold, "held_out": held, "trained_on": train_on,
            "backgrounds": [str(r) for r in a.backgrounds], "lcn": a.lcn,
            "x_max_range": a.x_max_range, "threshold": t,
-           "a_min": a_min, "grow": grow, "extent_fraction": ext, "tta": a.tta,
+           "a_min": a_min, "grow": grow, "extent_fraction": ext, "join": join, "link": link,
+           "tta": a.tta,
            "threshold_rule": ("given" if a.threshold is not None else
                               "best AP on the tuning images of the series trained on"),
            "tuning_ap_by_threshold": by_t,
@@ -407,19 +416,19 @@ def rate_threshold(rates: dict[float, float], reference: float) -> tuple[float, 
 
 
 def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult],
-              tested: list[tuple[str, str, Image]], chosen: tuple[float, int, int, float],
+              tested: list[tuple[str, str, Image]], chosen: tuple,
               views: int = 1) -> tuple[list[ImageResult], tuple[dict, list[ImageResult]]]:
     """A label-free threshold per held-out casting: the lowest of ``THRESHOLDS`` at which
     the casting's images raise no more regions per image than the tuning images of the
     series trained on raise at the chosen threshold (the detector's alarm rate on castings
     it knows, carried to the new one; only the new casting's images are used, never their
     labels). ``ref``: the tuning images' results at ``chosen`` (threshold, minimum area,
-    grow, relative extent); ``views``: mirror views per map (as :func:`grid_results`).
+    grow, relative extent, join, link); ``views``: mirror views per map (as :func:`grid_results`).
     Returns the detections at the chosen threshold (as without the rule) and the rule's
     record and detections."""
-    t, a_min, grow, ext = chosen
+    t, a_min, grow, ext, join, link = chosen
     rate_ref = float(np.mean([len(r.boxes) for r in ref]))
-    grid = [(th, a_min, grow, ext) for th in sorted(set(THRESHOLDS) | {t})]
+    grid = [(th, a_min, grow, ext, join, link) for th in sorted(set(THRESHOLDS) | {t})]
     res = grid_results(net, tested, grid, views)
     record: dict = {"reference_regions_per_image": round(rate_ref, 3),
                     "rule": "lowest threshold whose regions per image on the casting's "
@@ -432,7 +441,7 @@ def rate_rule(net: SegNet | list[SegNet], ref: list[ImageResult],
         record["per_series"][s] = {"threshold": t_s, "rate_reached": reached,
                                    "regions_per_image_by_threshold":
                                    {f"{th:g}": round(v, 3) for th, v in rates.items()}}
-        out += [res[(t_s, a_min, grow, ext)][i] for i in idx]
+        out += [res[(t_s, a_min, grow, ext, join, link)][i] for i in idx]
     return res[chosen], (record, out)
 
 
@@ -448,7 +457,9 @@ def tag(a: argparse.Namespace) -> str:
     if a.threshold is not None:
         return f"-t{a.threshold:g}"
     return (("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
-            + ("-ext" if a.extent_grid else "") + (f"-tta{a.tta}" if a.tta > 1 else "")
+            + ("-ext" if a.extent_grid else "") + ("-join" if a.join_grid else "")
+            + ("-link" if a.link_grid else "")
+            + (f"-tta{a.tta}" if a.tta > 1 else "")
             + ("-rate" if a.rate_rule else ""))
 
 
@@ -478,6 +489,7 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
                          **rule,
                          "a_min": d.get("a_min", 4), "grow": d.get("grow", 0),
                          "extent_fraction": d.get("extent_fraction", 0.0),
+                         "join": d.get("join", -1), "link": d.get("link", 1.0),
                          "train_minutes": round(d["training"]["train_s"] / 60, 1),
                          "crops_seen": d["training"]["crops_seen"], "test_s": d["test_s"],
                          "x_max_range": d.get("x_max_range"),
@@ -546,6 +558,15 @@ def main() -> None:
                     help="with --kfold: also choose the relative box extent "
                          "(DetectParams.extent_fraction; 0: off) from these, on the tuning "
                          "images of the series trained on (results file suffix -ext)")
+    ap.add_argument("--join-grid", type=int, nargs="+", default=None,
+                    help="with --kfold: also choose the box joining distance (pixels, "
+                         "DetectParams.join; -1: off) from these, on the tuning images of "
+                         "the series trained on (results file suffix -join)")
+    ap.add_argument("--link-grid", type=float, nargs="+", default=None,
+                    help="with --kfold: also choose the probability through which regions "
+                         "above the threshold are linked into one (DetectParams.link on "
+                         "2p-1; 1: off) from these, on the tuning images of the series "
+                         "trained on (results file suffix -link)")
     ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
                     help="leave-series-out: each probability map the mean over this many "
                          "mirror views of the image, on the tuning and the held-out images "

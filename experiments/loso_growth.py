@@ -7,7 +7,9 @@ irregular regions on another), so one growth may suit the training castings and 
 new one. This script takes a finished run's held-out detections, takes each fold's own
 growth off again, and scores every held-out series at each growth of ``--grows`` (and each
 scale factor of ``--scales``: box sides multiplied about the centre), pooled and per
-series (AP at IoU 0.5, COCO matching, as ``xdefect evaluate``). Everything is read from
+series (AP at IoU 0.5, COCO matching, as ``xdefect evaluate``); with ``--joins``, also
+at each fold's own growth with the boxes at most J pixels apart joined
+(``DetectParams.join``). Everything is read from
 the fold result files; nothing is chosen here (the held-out images' labels are read, so no
 figure of this script is a leave-series-out result: it says what limits one).
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xdefect.detect import Detection, detection_arrays, join_detections
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 
@@ -40,14 +43,25 @@ def boxes_at(boxes: np.ndarray, grown: int, grow: float, scale: float = 1.0) -> 
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def score(folds: list[dict], grow: float | None, scale: float = 1.0) -> dict:
+def joined(boxes: np.ndarray, scores: list[float], join: int) -> tuple[np.ndarray, np.ndarray]:
+    """``boxes`` and ``scores`` with the boxes at most ``join`` pixels apart joined
+    (:func:`xdefect.detect.join_detections`; -1: as they are)."""
+    dets = [Detection(tuple(int(round(v)) for v in b), float(sc), 0)  # type: ignore[arg-type]
+            for b, sc in zip(boxes, scores, strict=True)]
+    return detection_arrays(join_detections(dets, join))
+
+
+def score(folds: list[dict], grow: float | None, scale: float = 1.0, join: int = -1
+          ) -> dict:
     """Pooled and per-series AP, found and false alarms per image of every fold's
-    held-out detections at ``grow`` and ``scale`` (:func:`boxes_at`); ``grow`` None: each
-    fold's own growth (the run as it was)."""
+    held-out detections at ``grow`` and ``scale`` (:func:`boxes_at`), then joined at
+    ``join`` (:func:`joined`); ``grow`` None: each fold's own growth (the run as it
+    was)."""
     rs = [ImageResult(x["key"], x["series"],
-                      boxes_at(x["boxes"], d["grow"], d["grow"] if grow is None else grow,
-                               scale),
-                      np.asarray(x["scores"], float), np.asarray(x["gt"], float).reshape(-1, 4))
+                      *joined(boxes_at(x["boxes"], d["grow"],
+                                       d["grow"] if grow is None else grow, scale),
+                              x["scores"], join),
+                      np.asarray(x["gt"], float).reshape(-1, 4))
           for d in folds for x in d["images"]]
     m = summarise(rs)
     return {"ap": round(m["ap"], 4), "found": m["true_positives"], "boxes": m["gt_boxes"],
@@ -65,6 +79,9 @@ def main() -> None:
     ap.add_argument("--kfold", type=int, default=5)
     ap.add_argument("--grows", type=int, nargs="+", default=[0, 1, 2, 3, 4, 6])
     ap.add_argument("--scales", type=float, nargs="+", default=[1.2, 1.3, 1.4])
+    ap.add_argument("--joins", type=int, nargs="+", default=[],
+                    help="also score each fold's own growth with the boxes at most J pixels "
+                         "apart joined (DetectParams.join)")
     ap.add_argument("--work", type=Path, default=Path("runs/fcn"))
     ap.add_argument("--out", type=Path, default=Path("runs/loso_growth.json"))
     a = ap.parse_args()
@@ -78,6 +95,7 @@ def main() -> None:
     run = {"chosen": score(folds, None) | {"grow_by_series": chosen},
            "grows": {str(g): score(folds, g) for g in a.grows},
            "scales": {f"{s:g}": score(folds, 0, s) for s in a.scales},
+           "joins": {str(j): score(folds, None, join=j) for j in a.joins},
            "command": command_line()}
     doc = json.loads(a.out.read_text()) if a.out.is_file() else {"runs": {}}
     doc["runs"][a.name + a.suffix] = run

@@ -864,6 +864,14 @@ LOSO_ENSEMBLE = (("fcn_loso_fcn-bghard-amin-grow.json", "hard negatives, seed 0"
                                                              "mirror views each"),
                  ("fcn_loso_fcn-ens5-amin-grow-tta4.json", "mean of all five, 4 mirror "
                                                            "views each"))
+#: the five-model mean with the boxes of one defect joined (DetectParams.join) or its
+#: regions linked (DetectParams.link), chosen per fold with threshold, area and growth
+LOSO_JOIN = (("fcn_loso_fcn-ens5-amin-grow.json", "mean of all five (growth chosen)"),
+             ("fcn_loso_fcn-ens5-amin-grow-join.json", "+ boxes joined (join chosen from "
+                                                       "off, 0, 2, 4, 8 px)"),
+             ("fcn_loso_fcn-ens5-amin-grow-join-link.json", "+ regions linked (link chosen "
+                                                            "from off, p 0.7, 0.5, 0.3; "
+                                                            "join from off, 0)"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -880,11 +888,11 @@ LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold 
                                               "given"))
 
 
-def fcn_loso_variants(fcn: Path, variants: tuple[tuple[str, str], ...] = LOSO_VARIANTS
-                      ) -> str:
+def fcn_loso_variants(fcn: Path, variants: tuple[tuple[str, str], ...] = LOSO_VARIANTS,
+                      settings: bool = False) -> str:
     """Per held-out series, the AP of each leave-series-out variant of ``variants``
     ((result file, label) pairs) that has run (the same five folds, the same threshold and
-    minimum-area rule)."""
+    minimum-area rule); ``settings``: a row of the settings each fold chose."""
     docs = [(label, json.loads(fcn.with_name(f).read_text())) for f, label in variants
             if fcn.with_name(f).exists()]
     series = sorted({s for _, d in docs for f in d["folds"] for s in f["held_out"]})
@@ -918,6 +926,11 @@ def fcn_loso_variants(fcn: Path, variants: tuple[tuple[str, str], ...] = LOSO_VA
         for _, d in docs) + " |")
     lines.append("| folds run (pooled and mean over them) | " + " | ".join(
         f"{d['folds_run']} of {d['kfold']}" for _, d in docs) + " |")
+    if settings:
+        lines.append("| chosen per fold: p / area / grow / join / link | " + " | ".join(
+            ", ".join(f"{f['threshold']:g}/{f['a_min']}/{f['grow']}/{f.get('join', -1)}/"
+                      f"{f.get('link', 1.0):g}" for f in d["folds"])
+            for _, d in docs) + " |")
     lines += rate_thresholds(docs)
     lines += ["", "Commands: " + "; ".join(f"`{d['command']}` after one `--fold I` run per "
                                             f"fold" for _, d in docs)]
@@ -974,7 +987,8 @@ def loso_growth(doc: dict) -> str:
     for name, run in doc["runs"].items():
         cols = ([("folds' choice", run["chosen"])]
                 + [(f"grow {g}", r) for g, r in run["grows"].items()]
-                + [(f"scale {k}", r) for k, r in run["scales"].items()])
+                + [(f"scale {k}", r) for k, r in run["scales"].items()]
+                + [(f"own growth, join {j}", r) for j, r in run.get("joins", {}).items()])
         series = list(run["chosen"]["per_series"])
         lines = [f"`{name}`:", "", "| held-out series | " + " | ".join(c for c, _ in cols)
                  + " |", "|---|" + "---|" * len(cols)]
@@ -1433,6 +1447,9 @@ def main() -> None:
     if a.fcn.with_name(LOSO_ENSEMBLE[4][0]).exists():
         text = replace_block(text, "fcn-loso-ensemble",
                              fcn_loso_variants(a.fcn, LOSO_ENSEMBLE), a.report)
+    if a.fcn.with_name(LOSO_JOIN[1][0]).exists():
+        text = replace_block(text, "fcn-loso-join",
+                             fcn_loso_variants(a.fcn, LOSO_JOIN, settings=True), a.report)
     if a.fcn.with_name(LOSO_SEED2[0][0]).exists():
         text = replace_block(text, "fcn-loso-seed2", fcn_loso_variants(a.fcn, LOSO_SEED2),
                              a.report)

@@ -290,3 +290,15 @@ def test_loso_growth_regrows_each_folds_boxes_from_their_own_growth():
         "grows": {"0": lg.score([fold], 0), "4": lg.score([fold], 4)},
         "scales": {"1.2": lg.score([fold], 0, 1.2)}, "command": "python loso_growth.py"}}})
     assert "| C0001 (2) | 1.0000 | 1.0000 | 0.0000 | 1.0000 |" in text
+    # two fragments of one defect: joined (touching after the growth), one box that matches
+    halves = {"grow": 1, "held_out": ["C0031"], "images": [
+        {"key": "b", "series": "C0031", "boxes": [[9, 9, 16, 21], [14, 9, 21, 21]],
+         "scores": [0.9, 0.8], "gt": gt}]}
+    assert lg.score([halves], None)["ap"] == 0.0
+    assert lg.score([halves], None, join=0)["ap"] == 1.0
+    assert lg.score([halves], None, join=-1) == lg.score([halves], None)
+    text = _tables().loso_growth({"runs": {"y": {
+        "chosen": lg.score([halves], None) | {"grow_by_series": {"C0031": 1}},
+        "grows": {}, "scales": {}, "joins": {"0": lg.score([halves], None, join=0)},
+        "command": "python loso_growth.py"}}})
+    assert "own growth, join 0" in text and "| C0031 (1) | 0.0000 | 1.0000 |" in text

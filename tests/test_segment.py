@@ -28,7 +28,14 @@ from xdefect.crops import (
     training_image,
     with_hard,
 )
-from xdefect.detect import TTA_VIEWS, DetectParams, ScoreMap, regions
+from xdefect.detect import (
+    TTA_VIEWS,
+    Detection,
+    DetectParams,
+    ScoreMap,
+    join_detections,
+    regions,
+)
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.models import NORMALISATION
@@ -50,6 +57,8 @@ from xdefect.simulate import phantom
 from xdefect.train_segment import (
     EXTENT_FRACTIONS,
     GROWS,
+    JOINS,
+    LINKS,
     THETAS,
     SegTrainConfig,
     mine_false_alarms,
@@ -178,6 +187,72 @@ def test_grow_adds_pixels_to_every_box_side_clipped_to_the_image():
     with pytest.raises(ValueError, match="grow"):
         DetectParams(grow=-1)
     assert DetectParams.from_dict({"theta": 0.5}).grow == 0  # cards written before grow
+
+
+def test_join_unites_boxes_within_the_gap_transitively():
+    dets = [Detection((0, 0, 10, 10), 0.5, 100), Detection((10, 0, 20, 10), 0.9, 100),
+            Detection((25, 0, 30, 5), 0.7, 25), Detection((50, 50, 60, 60), 0.3, 4)]
+    assert join_detections(dets, -1) is dets  # off
+    # touching boxes (x2 == x1: no pixel between) join at gap 0; the box 5 pixels on stays
+    assert join_detections(dets, 0) == [Detection((0, 0, 20, 10), 0.9, 200),
+                                        Detection((25, 0, 30, 5), 0.7, 25),
+                                        Detection((50, 50, 60, 60), 0.3, 4)]
+    assert join_detections(dets, 4) == join_detections(dets, 0)
+    assert join_detections(dets, 5) == [Detection((0, 0, 30, 10), 0.9, 225),
+                                        Detection((50, 50, 60, 60), 0.3, 4)]
+    # an enclosing box can reach a box that no member reached: joined again
+    chain = [Detection((0, 0, 4, 40), 0.6, 1), Detection((0, 36, 40, 40), 0.8, 1),
+             Detection((6, 2, 9, 5), 0.4, 1)]
+    assert join_detections(chain, 0) == [Detection((0, 0, 40, 40), 0.8, 3)]
+    # the Chebyshev gap: diagonal neighbours 3 pixels apart on both axes
+    diag = [Detection((0, 0, 5, 5), 0.9, 1), Detection((8, 8, 12, 12), 0.8, 1)]
+    assert len(join_detections(diag, 2)) == 2 and len(join_detections(diag, 3)) == 1
+
+
+def test_regions_join_after_growth():
+    v = np.full((60, 80), -1.0, np.float32)
+    v[10:20, 10:20] = 0.95
+    v[10:20, 24:30] = 0.9  # 4 pixels to the right of the first region
+    v[40:45, 60:70] = 0.99
+    sm = ScoreMap(v, 1, (60, 80), 0)
+    base = segment_params(0.0)
+    assert len(regions(sm, base)) == 3
+    assert len(regions(sm, replace(base, join=3))) == 3
+    joined = regions(sm, replace(base, join=4))
+    assert [(d.box, d.score, d.area) for d in joined] == [
+        ((60, 40, 70, 45), pytest.approx(0.99), 50), ((10, 10, 30, 20), pytest.approx(0.95), 160)]
+    # grown by 2 a side the two are 0 pixels apart: joined at 0
+    assert [d.box for d in regions(sm, replace(base, grow=2, join=0))] == [
+        (58, 38, 72, 47), (8, 8, 32, 22)]
+    with pytest.raises(ValueError, match="join"):
+        DetectParams(join=-2)
+    assert DetectParams.from_dict({"theta": 0.5}).join == -1  # cards written before join
+
+
+def test_link_unites_regions_connected_above_the_link_score():
+    v = np.full((60, 90), -1.0, np.float32)
+    v[10:20, 10:20] = 0.95
+    v[10:20, 20:26] = 0.2  # a dip between two patches of one defect
+    v[10:20, 26:34] = 0.9
+    v[10:20, 37:45] = 0.99  # a defect of its own: background (-1) between
+    sm = ScoreMap(v, 1, (60, 90), 0)
+    base = segment_params(0.8)
+    assert [d.box for d in regions(sm, base)] == [(37, 10, 45, 20), (10, 10, 20, 20),
+                                                 (26, 10, 34, 20)]
+    linked = regions(sm, replace(base, link=0.0))
+    # one region: boxed by its pixels above theta, area counting only them
+    assert [(d.box, d.area) for d in linked] == [((37, 10, 45, 20), 80),
+                                                 ((10, 10, 34, 20), 180)]
+    assert linked[1].score == pytest.approx(0.95)
+    assert regions(sm, replace(base, link=0.5)) == regions(sm, base)  # the dip is below
+    assert regions(sm, replace(base, link=0.9)) == regions(sm, base)  # >= theta: off
+    # a mask cutting the dip keeps the two apart
+    mask = np.ones((60, 90), bool)
+    mask[:, 22] = False
+    assert len(regions(sm, replace(base, link=0.0), mask)) == 3
+    with pytest.raises(ValueError, match="link"):
+        DetectParams(link=float("nan"))
+    assert DetectParams.from_dict({"theta": 0.5}).link == 1.0  # cards written before link
 
 
 def _blob(v: np.ndarray, cy: int, cx: int, peak: float, width: float) -> None:
@@ -645,7 +720,8 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
     r = json.loads(proc.stdout)
     card = read_card(tmp_path / "t" / "model.safetensors")
     grid = card["tuning"]["grid"]
-    assert len(grid) == len(THETAS) * len(GROWS) * len(EXTENT_FRACTIONS)
+    assert len(grid) == (len(THETAS) * len(GROWS) * len(EXTENT_FRACTIONS) * len(JOINS)
+                         * len(LINKS))
     assert card["tuning"]["images"] == 2
     best = max(grid, key=lambda row: row["ap"])
     assert (card["detection"]["theta"], card["detection"]["grow"],
@@ -691,15 +767,23 @@ def test_tune_segmenter_searches_the_thetas_and_grows_given(trained, tmp_path):
     src = out / "model.safetensors"
     proc = run_cli("tune-segmenter", "--model", str(src), "--out", str(tmp_path / "w"),
                    "--thetas", "-0.8", "0.5", "--grows", "0", "8", "--extent-fractions", "0",
-                   "--threads", "1", "--device", "cpu", "--json")
+                   "--joins", "-1", "6", "--links", "1", "0", "--threads", "1", "--device",
+                   "cpu", "--json")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
-    grid = read_card(tmp_path / "w" / "model.safetensors")["tuning"]["grid"]
-    assert sorted({(x["theta"], x["grow"]) for x in grid}) == [(-0.8, 0), (-0.8, 8),
-                                                                (0.5, 0), (0.5, 8)]
-    assert (r["theta"], r["grow"]) in {(-0.8, 0), (-0.8, 8), (0.5, 0), (0.5, 8)}
+    card = read_card(tmp_path / "w" / "model.safetensors")
+    grid = card["tuning"]["grid"]
+    assert sorted((x["theta"], x["grow"], x["join"], x["link"]) for x in grid) == [
+        (t, g, j, lk) for t in (-0.8, 0.5) for g in (0, 8) for j in (-1, 6) for lk in (0, 1)]
+    assert (r["theta"], r["grow"], r["join"]) in {(x["theta"], x["grow"], x["join"])
+                                                  for x in grid}
+    best = max(grid, key=lambda x: x["ap"])  # the first of equal APs
+    assert (r["join"], r["tuning_ap"]) == (best["join"], best["ap"])
+    assert card["detection"]["join"] == card["tuning"]["join"] == r["join"]
+    assert card["detection"]["link"] == card["tuning"]["link"] == r["link"]
     for bad, what in ((["--thetas", "1"], "--thetas"), (["--thetas", "nan"], "--thetas"),
-                      (["--grows", "-1"], "--grows")):
+                      (["--grows", "-1"], "--grows"), (["--joins", "-2"], "--joins"),
+                      (["--links", "nan"], "--links")):
         assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
                                       str(tmp_path / "b"), *bad), what)
     assert not (tmp_path / "b").exists()

@@ -62,6 +62,24 @@ within +-13.8): a clear defect's box can be tighter than its seed, a faint one's
 A seed peaking at p <= 0.5 (``theta`` < 0) keeps its own extent. The seed keeps its
 score; a box lying wholly inside a higher-scored one (two seeds of one defect) is
 dropped; ``grow`` is added last.
+
+Linking regions (``link`` L < ``theta``)
+----------------------------------------
+A defect whose score dips between bright patches (a shrinkage area is a lattice of
+voids) leaves several regions above ``theta``. With ``link`` L below ``theta``, regions
+connected through the (likewise dilated and masked) pixels above L are one region
+(hysteresis): its box spans only its pixels above ``theta``, its area counts them, its
+score is their highest. Defects separated by background stay apart, however close.
+L >= ``theta`` (the default 1): off.
+
+Joining boxes (``join`` J >= 0)
+-------------------------------
+A large irregular defect (a shrinkage area, GDXray C0031 and C0036) often lights several
+separate regions, each boxed on its own and none matching the defect's box. With J >= 0,
+after ``grow`` boxes at most J pixels apart (Chebyshev distance between the boxes, 0 when
+they touch or overlap) are joined into their enclosing box, transitively and again until
+no two boxes are that close; a joined box is scored by its highest member and its area
+is the members' sum. -1 (the default): off.
 """
 
 from __future__ import annotations
@@ -74,6 +92,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from xdefect.errors import InputError
@@ -88,7 +107,8 @@ __all__ = ["BOX_RULES", "EXTENT_EPS", "MERGE_RULES", "MODES", "TTA_VIEWS", "WINO
            "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
-           "grow_detections", "label_regions", "log_odds", "merge_detections",
+           "grow_detections", "join_detections", "label_regions", "log_odds",
+           "merge_detections",
            "pyramid_regions", "regions", "relative_extents",
            "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
@@ -131,7 +151,11 @@ class DetectParams:
     ``extent_fraction``: segment mode with the ``region`` rule: each region above
     ``theta`` is a seed whose box spans the connected pixels with log-odds above this
     fraction of its peak log-odds (module docstring, "Relative extent"); 0: off (the box
-    of the pixels above ``theta``), else in (0, 1).
+    of the pixels above ``theta``), else in (0, 1). ``join``: boxes (after ``grow``)
+    at most this many pixels apart (0: touching or overlapping) are joined into their
+    enclosing box (module docstring, "Joining boxes"); -1: off. ``link``: regions above
+    ``theta`` connected through pixels above ``link`` are one region (module docstring,
+    "Linking regions"); ``link`` >= ``theta`` (default 1): off.
     """
 
     stride: int = 8
@@ -155,6 +179,8 @@ class DetectParams:
     grow: int = 0
     tta: int = 1
     extent_fraction: float = 0.0
+    join: int = -1
+    link: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
@@ -163,9 +189,10 @@ class DetectParams:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r} ({', '.join(MODES)})")
         if (self.stride < 1 or self.radius < 0 or self.a_min < 0 or self.box_margin < 0
-                or self.sigma < 0 or self.nms < 0 or self.widen < -1 or self.grow < 0):
+                or self.sigma < 0 or self.nms < 0 or self.widen < -1 or self.grow < 0
+                or self.join < -1):
             raise ValueError("stride must be >= 1; radius, a_min, box_margin, sigma, nms and "
-                             "grow >= 0; widen >= -1")
+                             "grow >= 0; widen and join >= -1")
         if (not self.scales or min(self.scales) < 1 or max(self.scales) > 16
                 or len(set(self.scales)) != len(self.scales)):
             raise ValueError("scales must be distinct downsampling factors from 1 to 16")
@@ -174,6 +201,8 @@ class DetectParams:
         if self.merge_rule not in MERGE_RULES or not 0 < self.merge <= 1:
             raise ValueError(f"merge_rule must be one of {', '.join(MERGE_RULES)} and merge "
                              "in (0, 1]")
+        if not -1 <= self.link <= 1:  # also refuses NaN
+            raise ValueError("link must be in [-1, 1] (a score 2 p - 1; >= theta: off)")
         if not 0 <= self.extent_fraction < 1:  # also refuses NaN
             raise ValueError("extent_fraction must be in [0, 1)")
         if self.extent_fraction and (self.mode != "segment" or self.box_rule != "region"):
@@ -498,23 +527,43 @@ class Labelled:
     centre_smooth: np.ndarray
 
 
+def _region_map(smap: ScoreMap, level: float, radius: int, mask: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The grid cells above ``level`` and the image's pixel map of their centres, dilated
+    with a disk of ``radius`` pixels (Euclidean) and ANDed with ``mask``."""
+    h, w = smap.image_shape
+    hits = np.argwhere(smap.values > level)
+    centres = np.zeros((h, w), bool)
+    centres[hits[:, 0] * smap.stride + smap.offset, hits[:, 1] * smap.stride + smap.offset] = True
+    out = ndi.distance_transform_edt(~centres) <= radius if radius > 0 else centres
+    if mask is not None:
+        out &= mask
+    return hits, out
+
+
 def label_regions(smap: ScoreMap, theta: float, radius: int, mask: np.ndarray | None,
-                  sigma: float = 0.0) -> Labelled | None:
+                  sigma: float = 0.0, link: float = 1.0) -> Labelled | None:
     """Threshold the score map, dilate the hit centres with a disk of ``radius`` pixels
     (Euclidean), AND with ``mask`` and label 8-connected regions; ``None`` when nothing
-    is above ``theta``. ``sigma`` (grid cells) smooths the map for its local maxima."""
-    h, w = smap.image_shape
-    hits = np.argwhere(smap.values > theta)
+    is above ``theta``. ``sigma`` (grid cells) smooths the map for its local maxima.
+    ``link`` < ``theta``: regions connected through the (likewise dilated and masked)
+    centres above ``link`` are one region (module docstring, "Linking regions"); each
+    keeps only its pixels of the map above ``theta``."""
+    hits, region_map = _region_map(smap, theta, radius, mask)
     if len(hits) == 0:
         return None
     rows = hits[:, 0] * smap.stride + smap.offset
     cols = hits[:, 1] * smap.stride + smap.offset
-    centres = np.zeros((h, w), bool)
-    centres[rows, cols] = True
-    region_map = ndi.distance_transform_edt(~centres) <= radius if radius > 0 else centres
-    if mask is not None:
-        region_map &= mask
-    lab, n = ndi.label(region_map, structure=np.ones((3, 3), bool))
+    structure = np.ones((3, 3), bool)
+    if link < theta:
+        low, _ = ndi.label(_region_map(smap, link, radius, mask)[1], structure=structure)
+        low[~region_map] = 0
+        ids = np.unique(low[low > 0])
+        index = np.zeros(int(low.max()) + 1, np.int32)
+        index[ids] = np.arange(1, len(ids) + 1)
+        lab, n = index[low], len(ids)
+    else:
+        lab, n = ndi.label(region_map, structure=structure)
     areas = np.bincount(lab.ravel(), minlength=n + 1)
     sm = (ndi.gaussian_filter(smap.values.astype(np.float64), sigma, mode="nearest")
           if sigma > 0 else smap.values)
@@ -589,6 +638,38 @@ def grow_detections(dets: list[Detection], grow: int, shape: tuple[int, ...]
     return [replace(d, box=(max(d.box[0] - grow, 0), max(d.box[1] - grow, 0),
                             min(d.box[2] + grow, w), min(d.box[3] + grow, h)))
             for d in dets]
+
+
+def join_detections(dets: list[Detection], gap: int) -> list[Detection]:
+    """``dets`` with the boxes at most ``gap`` pixels apart (Chebyshev distance between
+    the boxes, 0 when they touch or overlap) joined into their enclosing box,
+    transitively and again until no two boxes are that close (module docstring, "Joining
+    boxes"); a joined box is scored by its highest member, its area is the members' sum.
+    Sorted by decreasing score. ``gap`` -1: ``dets`` unchanged."""
+    if gap < 0 or len(dets) < 2:
+        return dets
+    boxes = np.asarray([d.box for d in dets], np.int64).reshape(-1, 4)
+    scores = np.asarray([d.score for d in dets], float)
+    areas = np.asarray([d.area for d in dets], np.int64)
+    while True:
+        gx = np.maximum(boxes[:, None, 0] - boxes[None, :, 2],
+                        boxes[None, :, 0] - boxes[:, None, 2])
+        gy = np.maximum(boxes[:, None, 1] - boxes[None, :, 3],
+                        boxes[None, :, 1] - boxes[:, None, 3])
+        n, comp = connected_components(np.maximum(gx, gy) <= gap, directed=False)
+        if n == len(boxes):
+            break
+        order = np.argsort(comp, kind="stable")
+        starts = np.r_[0, np.cumsum(np.bincount(comp, minlength=n))[:-1]]
+        b = boxes[order]
+        boxes = np.concatenate([np.minimum.reduceat(b[:, :2], starts),
+                                np.maximum.reduceat(b[:, 2:], starts)], axis=1)
+        scores = np.maximum.reduceat(scores[order], starts)
+        areas = np.add.reduceat(areas[order], starts)
+    out = [Detection(tuple(int(v) for v in b), float(s), int(a))  # type: ignore[arg-type]
+           for b, s, a in zip(boxes, scores, areas, strict=True)]
+    out.sort(key=lambda d: -d.score)
+    return out
 
 
 #: probabilities are clipped to ``[EXTENT_EPS, 1 - EXTENT_EPS]`` before their log-odds
@@ -713,14 +794,14 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     """
     p = params or DetectParams()
     use = mask if p.use_mask else None
-    lab = label_regions(smap, p.theta, p.radius, use, p.sigma)
+    lab = label_regions(smap, p.theta, p.radius, use, p.sigma, p.link)
     if lab is None:
         return []
     if p.extent_fraction:
         dets = relative_extents(lab, smap, use, p.extent_fraction, p.a_min, p.theta)
-        return grow_detections(dets, p.grow, smap.image_shape)
-    return boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms, p.widen,
-                            p.grow)
+        return join_detections(grow_detections(dets, p.grow, smap.image_shape), p.join)
+    return join_detections(boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta,
+                                            p.nms, p.widen, p.grow), p.join)
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,

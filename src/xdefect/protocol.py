@@ -32,6 +32,7 @@ from xdefect.detect import (
     detection_arrays,
     detection_doc,
     grow_detections,
+    join_detections,
     regions,
 )
 from xdefect.errors import InputError
@@ -172,13 +173,14 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
         if on_image is not None:
             on_image(r, detection_doc(str(r.path), smp.image.shape, model_name, params, dets))
         if sweep is not None:
-            ungrown: dict[DetectParams, list] = {}  # settings differing only in grow
+            ungrown: dict[DetectParams, list] = {}  # settings differing in grow, join
             for t in sweep:
                 at = t if isinstance(t, DetectParams) else replace(params, theta=t)
-                key = replace(at, grow=0)
+                key = replace(at, grow=0, join=-1)
                 if key not in ungrown:
                     ungrown[key] = regions(smap, key, mask)
-                d = grow_detections(ungrown[key], at.grow, smap.image_shape)
+                d = join_detections(grow_detections(ungrown[key], at.grow, smap.image_shape),
+                                    at.join)
                 sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
         yield image_result(sel, r, *detection_arrays(dets), unseen)
 

@@ -14,9 +14,10 @@ again with ``resume`` continues where it stopped and ends with the same weights 
 uninterrupted one. At the end, ``RUN/model.safetensors`` + ``model.json``: the model and
 its card (architecture, normalisation, crop settings, data, lineage, the command line and
 the detection settings). When the GDXray series have annotated **tuning images** (odd,
-n % 4 == 1), the threshold ``theta``, the relative extent ``extent_fraction`` and the box
-growth ``grow`` are chosen on them (best AP at IoU 0.5 over :data:`THETAS` x
-:data:`EXTENT_FRACTIONS` x :data:`GROWS`) and the card records the AP of each setting;
+n % 4 == 1), the threshold ``theta``, the relative extent ``extent_fraction``, the box
+growth ``grow``, the box joining ``join`` and the link ``link`` are chosen on them (best
+AP at IoU 0.5 over :data:`THETAS` x :data:`LINKS` x :data:`EXTENT_FRACTIONS` x
+:data:`GROWS` x :data:`JOINS`) and the card records the AP of each setting;
 else the card keeps the settings of the init model or
 :data:`xdefect.segment.SEGMENT_PARAMS`. :func:`tune_segmenter` makes the same choice again
 for a finished segmenter (``xdefect tune-segmenter``).
@@ -87,7 +88,8 @@ from xdefect.segment import (
     segment_params,
 )
 
-__all__ = ["EXTENT_FRACTIONS", "GROWS", "HARD_FILE", "HARD_FORMAT", "THETAS", "SegTrainConfig",
+__all__ = ["EXTENT_FRACTIONS", "GROWS", "HARD_FILE", "HARD_FORMAT", "JOINS", "LINKS", "THETAS",
+           "SegTrainConfig",
            "choose_settings", "choose_theta",
            "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
            "tuning_selections", "tune_segmenter"]
@@ -105,6 +107,12 @@ GROWS = (0, 1, 2, 3, 4, 6, 8)
 #: above theta; F boxes the pixels above F times each region's peak log-odds, so that a
 #: faint defect's box is not only its few most certain pixels
 EXTENT_FRACTIONS = (0.0, 0.4, 0.5, 0.6)
+#: box joining distances (pixels, ``DetectParams.join``; -1: off) tried with them: a large
+#: irregular defect lights several regions whose boxes, joined, are the defect's box
+JOINS = (-1,)
+#: link scores (``DetectParams.link``, on ``2 p - 1``; 1: off) tried with them: regions
+#: above theta connected through pixels above the link are one defect (hysteresis)
+LINKS = (1.0,)
 
 
 @dataclass(frozen=True)
@@ -252,21 +260,26 @@ def tuning_selections(used: dict[str, list[str]]) -> list[Selection]:
 def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams,
                     thetas: tuple[float, ...] = THETAS, grows: tuple[int, ...] = GROWS,
                     device: str | torch.device = "cpu",
-                    extents: tuple[float, ...] = EXTENT_FRACTIONS) -> dict[str, Any]:
-    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``) and
+                    extents: tuple[float, ...] = EXTENT_FRACTIONS,
+                    joins: tuple[int, ...] = JOINS,
+                    links: tuple[float, ...] = LINKS) -> dict[str, Any]:
+    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``),
     relative extent of ``extents`` (``DetectParams.extent_fraction``; only 0 unless
-    ``base`` boxes regions by the ``region`` rule) with the best AP (IoU 0.5, COCO
-    matching) on the images of ``selections``, each score map computed once (the first
-    of equal APs, in the order theta, extent, grow). Returns ``theta``, ``grow``,
-    ``extent_fraction``, ``ap``, ``images`` and ``grid``: one row per setting with its AP,
-    defects found, ground-truth boxes and false alarms per image."""
-    if not thetas or not grows or not extents:
-        raise ValueError("choose_settings needs at least one theta, grow and extent")
+    ``base`` boxes regions by the ``region`` rule), box joining distance of ``joins``
+    (``DetectParams.join``) and link score of ``links`` (``DetectParams.link``) with the
+    best AP (IoU 0.5, COCO matching) on the images of ``selections``, each score map
+    computed once (the first of equal APs, in the order theta, link, extent, grow, join).
+    Returns ``theta``, ``grow``, ``extent_fraction``, ``join``, ``link``, ``ap``,
+    ``images`` and ``grid``: one row per setting with its AP, defects found, ground-truth
+    boxes and false alarms per image."""
+    if not thetas or not grows or not extents or not joins or not links:
+        raise ValueError("choose_settings needs at least one theta, grow, extent, join and "
+                         "link")
     if base.box_rule != "region" or base.mode != "segment":
         extents = (0.0,)
     runs: dict[DetectParams, list[ImageResult]] = {
-        replace(base, theta=t, grow=g, extent_fraction=e): []
-        for t in thetas for e in extents for g in grows}
+        replace(base, theta=t, grow=g, extent_fraction=e, join=j, link=lk): []
+        for t in thetas for lk in links for e in extents for g in grows for j in joins}
 
     def score(image: np.ndarray, params: DetectParams) -> ScoreMap:
         return score_map(net, image, device, params.tta)
@@ -284,7 +297,7 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
     for p, rs in runs.items():
         m = summarise(rs)
         grid.append({"theta": p.theta, "grow": p.grow, "extent_fraction": p.extent_fraction,
-                     "ap": round(float(m["ap"] or 0.0), 4),
+                     "join": p.join, "link": p.link, "ap": round(float(m["ap"] or 0.0), 4),
                      "found": m["true_positives"], "boxes": m["gt_boxes"],
                      "fa_per_image": round(m["false_positives"] / max(len(rs), 1), 2)})
     if not grid[0]["boxes"]:
@@ -292,7 +305,9 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
                          "to choose theta on")
     best = max(grid, key=lambda r: r["ap"])  # max keeps the first of equal APs
     return {"theta": float(best["theta"]), "grow": int(best["grow"]),
-            "extent_fraction": float(best["extent_fraction"]), "ap": best["ap"],
+            "extent_fraction": float(best["extent_fraction"]), "join": int(best["join"]),
+            "link": float(best["link"]),
+            "ap": best["ap"],
             "images": sum(len(x.records) for x in selections), "grid": grid}
 
 
@@ -300,10 +315,10 @@ def choose_theta(net: SegNet, selections: list[Selection], base: DetectParams,
                  thetas: tuple[float, ...] = THETAS, device: str | torch.device = "cpu"
                  ) -> tuple[float, dict[str, float]]:
     """The ``theta`` of ``thetas`` with the best AP on the images of ``selections`` at
-    ``base``'s box growth and extent, and the AP at each (:func:`choose_settings` over
-    theta only)."""
+    ``base``'s box growth, extent and joining, and the AP at each
+    (:func:`choose_settings` over theta only)."""
     r = choose_settings(net, selections, base, thetas, (base.grow,), device,
-                        (base.extent_fraction,))
+                        (base.extent_fraction,), (base.join,), (base.link,))
     return r["theta"], {f"{row['theta']:g}": row["ap"] for row in r["grid"]}
 
 
@@ -537,22 +552,27 @@ def _detection(cfg: SegTrainConfig, net: SegNet, used: dict[str, list[str]],
 def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
                    device: str | torch.device = "cpu", thetas: tuple[float, ...] = THETAS,
                    grows: tuple[int, ...] = GROWS,
-                   extents: tuple[float, ...] = EXTENT_FRACTIONS
+                   extents: tuple[float, ...] = EXTENT_FRACTIONS,
+                   joins: tuple[int, ...] = JOINS, links: tuple[float, ...] = LINKS
                    ) -> tuple[DetectParams, dict[str, Any]]:
-    """``detection`` with theta, grow and relative extent chosen on ``sels`` among
-    ``thetas``, ``grows`` and ``extents`` (:func:`choose_settings`), and the card's
-    ``tuning`` block recording the choice."""
+    """``detection`` with theta, grow, relative extent, box joining and link chosen on
+    ``sels`` among ``thetas``, ``grows``, ``extents``, ``joins`` and ``links``
+    (:func:`choose_settings`), and the card's ``tuning`` block recording the choice."""
     r = choose_settings(net.eval(), sels, detection, tuple(thetas), tuple(grows), device,
-                        tuple(extents))
-    theta, grow, ext = r["theta"], r["grow"], r["extent_fraction"]
-    return replace(detection, theta=theta, grow=grow, extent_fraction=ext), {
+                        tuple(extents), tuple(joins), tuple(links))
+    theta, grow, ext, join, link = (r["theta"], r["grow"], r["extent_fraction"], r["join"],
+                                    r["link"])
+    return replace(detection, theta=theta, grow=grow, extent_fraction=ext, join=join,
+                   link=link), {
         "images": r["images"], "roots": {str(x.root): list(x.series) for x in sels},
-        "theta": theta, "grow": grow, "extent_fraction": ext, "ap": r["ap"],
+        "theta": theta, "grow": grow, "extent_fraction": ext, "join": join, "link": link,
+        "ap": r["ap"],
         "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in r["grid"]
-                        if row["grow"] == grow and row["extent_fraction"] == ext},
+                        if row["grow"] == grow and row["extent_fraction"] == ext
+                        and row["join"] == join and row["link"] == link},
         "grid": r["grid"],
-        "rule": "best AP (IoU 0.5) over theta x relative extent x grow on the annotated "
-                "tuning images (odd, n % 4 == 1) of the series in roots"}
+        "rule": "best AP (IoU 0.5) over theta x link x relative extent x grow x join on "
+                "the annotated tuning images (odd, n % 4 == 1) of the series in roots"}
 
 
 def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
@@ -614,16 +634,36 @@ def train_segmenter(cfg: SegTrainConfig, on_log: Callable[[dict], None] | None =
     return {"model": str(run / "model.safetensors"), "steps": step,
             "crops_seen": step * cfg.batch, "minutes": round(train_s / 60, 2),
             "theta": detection.theta, "grow": detection.grow,
-            "extent_fraction": detection.extent_fraction, "tuning_ap": tuning.get("ap")}
+            "extent_fraction": detection.extent_fraction, "join": detection.join,
+            "link": detection.link, "tuning_ap": tuning.get("ap")}
+
+
+def _tuning_roots(src: Path, card: dict[str, Any], gdxray_roots: tuple[str, ...],
+                  series: tuple[str, ...] | None) -> dict[str, list[str]]:
+    """The roots and series whose tuning images :func:`tune_segmenter` chooses on: those
+    given, else those the model's card says it trained on (which must be here)."""
+    if gdxray_roots:
+        return {str(r): _series_of(str(r), series) for r in gdxray_roots}
+    stage = (card.get("lineage") or [{}])[-1]
+    used = {r: list(ss) for r, ss in (stage.get("data_roots") or {}).items()}
+    if series is not None:
+        used = {r: [s for s in ss if s in series] for r, ss in used.items()}
+    missing = [r for r in used if not (Path(r) / "Castings").is_dir()]
+    if missing:
+        raise InputError(f"{missing[0]}: the GDXray root {src.name} trained on is not "
+                         "here (give --gdxray ROOT)")
+    return used
 
 
 def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, ...] = (),
                    series: tuple[str, ...] | None = None, thetas: tuple[float, ...] = THETAS,
                    grows: tuple[int, ...] = GROWS, device: str | None = "cpu",
                    threads: int | None = None, tta: int | None = None,
-                   extents: tuple[float, ...] = EXTENT_FRACTIONS) -> dict[str, Any]:
-    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``) and
-    ``grow`` again on annotated tuning
+                   extents: tuple[float, ...] = EXTENT_FRACTIONS,
+                   joins: tuple[int, ...] = JOINS,
+                   links: tuple[float, ...] = LINKS) -> dict[str, Any]:
+    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``),
+    ``grow``, ``join`` (of ``joins``) and ``link`` (of ``links``) again on annotated tuning
     images (:func:`choose_settings`) and write the same weights with the new settings to
     ``out/model.safetensors`` + ``model.json`` (its card: the source's, with the new
     ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and
@@ -631,9 +671,9 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     these), by default of the roots and series the model trained on (its card's last
     lineage stage). ``tta``: the mirror views averaged (``DetectParams.tta``; default the
     source's), fixed before the others are chosen. Returns ``{"model", "theta", "grow",
-    "extent_fraction", "tta", "tuning_ap", "before"}`` where ``before`` is the AP of the
-    source's own settings on the same images (with ``tta``; None when they are not in the
-    grid)."""
+    "extent_fraction", "join", "link", "tta", "tuning_ap", "before"}`` where ``before`` is the AP
+    of the source's own settings on the same images (with ``tta``; None when they are not
+    in the grid)."""
     src = resolve_model(model)
     if src.suffix.lower() == ".onnx":
         raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
@@ -646,17 +686,7 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     if not isinstance(net, SegNet):
         raise InputError(f"{src}: a patch classifier; its detection settings are chosen by "
                          "experiments/tune_detection.py")
-    if gdxray_roots:
-        used = {str(r): _series_of(str(r), series) for r in gdxray_roots}
-    else:
-        stage = (card.get("lineage") or [{}])[-1]
-        used = {r: list(ss) for r, ss in (stage.get("data_roots") or {}).items()}
-        if series is not None:
-            used = {r: [s for s in ss if s in series] for r, ss in used.items()}
-        missing = [r for r in used if not (Path(r) / "Castings").is_dir()]
-        if missing:
-            raise InputError(f"{missing[0]}: the GDXray root {src.name} trained on is not "
-                             "here (give --gdxray ROOT)")
+    used = _tuning_roots(src, card, gdxray_roots, series)
     sels = tuning_selections({r: ss for r, ss in used.items() if ss})
     if not sels:
         raise InputError(f"{src}: no annotated tuning images (odd, n % 4 == 1) with defect "
@@ -668,10 +698,12 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
             base = replace(base, tta=int(tta))
         except ValueError as exc:
             raise InputError(f"--tta {tta}: {exc}") from None
-    detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents)
+    detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents, joins,
+                                       links)
     before = next((row["ap"] for row in tuning["grid"]
                    if row["theta"] == base.theta and row["grow"] == base.grow
-                   and row["extent_fraction"] == base.extent_fraction), None)
+                   and row["extent_fraction"] == base.extent_fraction
+                   and row["join"] == base.join and row["link"] == base.link), None)
     new = {**card, "name": run.name, "detection": detection.to_dict(), "tuning": tuning,
            "retuned": {"from": init_record(src, card), "settings_before": base.to_dict(),
                        "tuning_ap_before": before, "command": command_line()}}
@@ -680,5 +712,6 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     save_tensors(run / "model.safetensors", model_state(net), new)
     return {"model": str(run / "model.safetensors"), "theta": detection.theta,
             "grow": detection.grow, "extent_fraction": detection.extent_fraction,
-            "tta": detection.tta, "tuning_ap": tuning["ap"],
+            "join": detection.join, "link": detection.link, "tta": detection.tta,
+            "tuning_ap": tuning["ap"],
             "before": before}

@@ -235,17 +235,7 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                    help="peaks, blobs: a region with one maximum gets at least its "
                         "window centres' extent less this many pixels a side, so a "
                         "large isolated defect gets one large box (-1: off)")
-    g.add_argument("--grow", type=int_in(0, 256), default=None,
-                   help="pixels added to every side of every box (any box rule; 0: none)")
-    g.add_argument("--extent-fraction", type=float_in(0, 1, hi_open=True), default=None,
-                   help="segmenters (box rule region): each region above theta is a seed "
-                        "boxed by the connected pixels whose log-odds exceed this fraction "
-                        "of its peak log-odds, so a faint defect is not boxed by its few "
-                        "surest pixels (0: off; docs/detection.md)")
-    g.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
-                   help="segmenters: views of the image whose probabilities are averaged "
-                        "(1: none; 2: left-right mirror; 4: and up-down; 8: and the four "
-                        "transposed)")
+    _box_options(g)
     g.add_argument("--scales", type=int_in(1, 16), nargs="+", default=None, metavar="FACTOR",
                    help="image pyramid: also scan the image downsampled by these factors "
                         "(block mean; 1 is the image itself), boxes merged across levels "
@@ -257,6 +247,32 @@ def add_detect_options(q: argparse.ArgumentParser) -> None:
                    help="pyramid overlap: intersection over union, or over the smaller box")
     g.add_argument("--no-mask", action="store_true",
                    help="do not restrict regions to the casting mask")
+
+
+def _box_options(g: Any) -> None:
+    """The detection options that reshape, link and join the boxes of the regions, and
+    the segmenters' mirror views."""
+    g.add_argument("--grow", type=int_in(0, 256), default=None,
+                   help="pixels added to every side of every box (any box rule; 0: none)")
+    g.add_argument("--extent-fraction", type=float_in(0, 1, hi_open=True), default=None,
+                   help="segmenters (box rule region): each region above theta is a seed "
+                        "boxed by the connected pixels whose log-odds exceed this fraction "
+                        "of its peak log-odds, so a faint defect is not boxed by its few "
+                        "surest pixels (0: off; docs/detection.md)")
+    g.add_argument("--link", type=float_in(-1, 1), default=None,
+                   help="regions above theta connected through pixels above this score "
+                        "(same scale as --theta) are one region, boxed by its pixels above "
+                        "theta (hysteresis; >= theta: off, the default 1; "
+                        "docs/detection.md)")
+    g.add_argument("--join", type=int_in(-1, 256), default=None,
+                   help="boxes (after --grow) at most this many pixels apart (0: touching "
+                        "or overlapping) are joined into their enclosing box, so a large "
+                        "irregular defect lighting several regions gets one box (-1: off; "
+                        "docs/detection.md)")
+    g.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
+                   help="segmenters: views of the image whose probabilities are averaged "
+                        "(1: none; 2: left-right mirror; 4: and up-down; 8: and the four "
+                        "transposed)")
 
 
 def detect_overrides(args: argparse.Namespace) -> dict[str, Any]:

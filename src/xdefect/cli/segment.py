@@ -76,10 +76,12 @@ def cmd_tune_segmenter(args: argparse.Namespace) -> int:
                          None if args.series is None else tuple(args.series),
                          thetas=tuple(args.thetas), grows=tuple(args.grows),
                          device=args.device, threads=args.threads, tta=args.tta,
-                         extents=tuple(args.extent_fractions))
+                         extents=tuple(args.extent_fractions), joins=tuple(args.joins),
+                         links=tuple(args.links))
     emit(args, res, lambda: print(
         f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}, extent "
-        f"{res['extent_fraction']:g}, tta {res['tta']}: "
+        f"{res['extent_fraction']:g}, join {res['join']}, link {res['link']:g}, "
+        f"tta {res['tta']}: "
         "tuning AP "
         f"{res['tuning_ap']:.4f}"
         + ("" if res["before"] is None else f" (its settings before: {res['before']:.4f})")))
@@ -141,13 +143,14 @@ def register(sub: Any) -> None:
 
 def _register_tune(sub: Any) -> None:
     """``xdefect tune-segmenter``'s parser."""
-    from xdefect.train_segment import EXTENT_FRACTIONS, GROWS, THETAS
+    from xdefect.train_segment import EXTENT_FRACTIONS, GROWS, JOINS, LINKS, THETAS
 
     t = command(sub, "tune-segmenter", cmd_tune_segmenter,
                 "choose a segmenter's threshold and box extent on the tuning images",
                 "Choose a finished segmenter's detection threshold theta, relative extent "
-                "(--extent-fractions) and box growth (pixels added to each side of every "
-                "box) again: best AP at IoU 0.5 over theta x extent x grow on the "
+                "(--extent-fractions), box growth (pixels added to each side of every "
+                "box), box joining (--joins) and region linking (--links) again: best AP "
+                "at IoU 0.5 over theta x link x extent x grow x join on the "
                 "annotated tuning images (n % 4 == 1) of the series it "
                 "trained on (or of --gdxray ROOT). Writes the same weights with the new "
                 "settings to OUT/model.safetensors + model.json; the test images are "
@@ -174,6 +177,16 @@ def _register_tune(sub: Any) -> None:
     t.add_argument("--grows", type=int_in(0, 64), nargs="+", default=list(GROWS),
                    metavar="PX", help="box growths tried (pixels per side; default: "
                                       f"{' '.join(str(g) for g in GROWS)})")
+    t.add_argument("--joins", type=int_in(-1, 256), nargs="+", default=list(JOINS),
+                   metavar="PX", help="box joining distances tried (DetectParams.join: boxes "
+                                      "at most PX pixels apart joined into their enclosing "
+                                      "box; -1: off; default: "
+                                      f"{' '.join(str(j) for j in JOINS)})")
+    t.add_argument("--links", type=float_in(-1, 1), nargs="+", default=list(LINKS),
+                   metavar="L", help="link scores tried (DetectParams.link, on 2p-1: regions "
+                                     "above theta connected through pixels above L are one; "
+                                     "L >= theta: off; default: "
+                                     f"{' '.join(f'{x:g}' for x in LINKS)})")
     add_device(t)
     add_output(t)
 
