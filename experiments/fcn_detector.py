@@ -366,7 +366,7 @@ def leave_series_out(a: argparse.Namespace) -> None:
                 for g in (a.grow_grid or [0]) for e in (a.extent_grid or [0.0])
                 for j in (a.join_grid or [-1]) for lk in (a.link_grid or [1.0])]
         tune_res = grid_results(net, tuning, grid, a.tta)
-        aps = {k: summarise(v)["ap"] for k, v in tune_res.items()}
+        aps = {k: choice_ap(v, a.choose_by) for k, v in tune_res.items()}
         by_t = {f"{th:g}" + (f"/a{am}" if a.a_min_grid else "")
                 + (f"/g{g}" if a.grow_grid else "") + (f"/e{e:g}" if a.extent_grid else "")
                 + (f"/j{j}" if a.join_grid else "") + (f"/l{lk:g}" if a.link_grid else ""):
@@ -384,7 +384,9 @@ def leave_series_out(a: argparse.Namespace) -> None:
            "a_min": a_min, "grow": grow, "extent_fraction": ext, "join": join, "link": link,
            "tta": a.tta,
            "threshold_rule": ("given" if a.threshold is not None else
-                              "best AP on the tuning images of the series trained on"),
+                              "best AP on the tuning images of the series trained on"
+                              + (", each series weighted alike (mean of their APs)"
+                                 if a.choose_by == "series-mean" else "")),
            "tuning_ap_by_threshold": by_t,
            "training": {k: v for k, v in info.items() if k != "log"},
            "test_s": round(time.perf_counter() - t0, 1), "command": command_line(),
@@ -400,6 +402,18 @@ def leave_series_out(a: argparse.Namespace) -> None:
     write_json(fold_dir / f"results{tag(a)}.json", doc)
     print(json.dumps({"fold": a.fold, "held_out": held, **figures(rs)}
                      | ({"rate_rule": figures(rate[1])} if rate is not None else {})))
+
+
+def choice_ap(rs: list[ImageResult], rule: str = "pooled") -> float:
+    """The figure a fold's settings are chosen by on the training series' tuning images:
+    the pooled AP (``pooled``), or the mean of the series' own APs (``series-mean``, each
+    casting weighted alike however many boxes its tuning images hold; series without a
+    box left out)."""
+    m = summarise(rs)
+    if rule == "pooled":
+        return float(m["ap"] or 0.0)
+    aps = [v["ap"] or 0.0 for v in m["per_series"].values() if v["gt_boxes"]]
+    return float(np.mean(aps)) if aps else 0.0
 
 
 def image_records(rs: list[ImageResult]) -> list[dict]:
@@ -457,8 +471,10 @@ def tag(a: argparse.Namespace) -> str:
     if a.threshold is not None:
         return f"-t{a.threshold:g}"
     return (("-amin" if a.a_min_grid else "") + ("-grow" if a.grow_grid else "")
-            + ("-ext" if a.extent_grid else "") + ("-join" if a.join_grid else "")
-            + ("-link" if a.link_grid else "")
+            + ("-ext" if a.extent_grid else "")
+            + ("-join" if getattr(a, "join_grid", None) else "")
+            + ("-link" if getattr(a, "link_grid", None) else "")
+            + ("-smean" if getattr(a, "choose_by", "pooled") == "series-mean" else "")
             + (f"-tta{a.tta}" if a.tta > 1 else "")
             + ("-rate" if a.rate_rule else ""))
 
@@ -567,6 +583,10 @@ def main() -> None:
                          "above the threshold are linked into one (DetectParams.link on "
                          "2p-1; 1: off) from these, on the tuning images of the series "
                          "trained on (results file suffix -link)")
+    ap.add_argument("--choose-by", choices=("pooled", "series-mean"), default="pooled",
+                    help="leave-series-out: choose the settings by the pooled AP of the "
+                         "training series' tuning images, or by the mean of their per-series "
+                         "APs (each casting weighted alike; results file suffix -smean)")
     ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
                     help="leave-series-out: each probability map the mean over this many "
                          "mirror views of the image, on the tuning and the held-out images "

@@ -268,6 +268,16 @@ def test_fcn_mirror_views_reach_every_map_and_name_the_results(monkeypatch):
                            tta=4, rate_rule=False)
     assert fcn.tag(a) == "-amin-grow-tta4"
     assert fcn.tag(argparse.Namespace(**{**vars(a), "tta": 1})) == "-amin-grow"
+    b = argparse.Namespace(**{**vars(a), "join_grid": [-1, 0], "link_grid": [1.0, 0.5],
+                              "choose_by": "series-mean"})
+    assert fcn.tag(b) == "-amin-grow-join-link-smean-tta4"
+    # the choice figure: pooled AP, or each casting's AP weighted alike
+    gt = np.array([[10.0, 10, 20, 20]])
+    hit = fcn.ImageResult("a", "C0001", gt.copy(), np.array([0.9]), gt)
+    miss = [fcn.ImageResult(f"b{i}", "C0002", np.zeros((0, 4)), np.zeros(0), gt)
+            for i in range(3)]
+    assert fcn.choice_ap([hit, *miss]) == 0.25
+    assert fcn.choice_ap([hit, *miss], "series-mean") == 0.5
 
 
 def test_loso_growth_regrows_each_folds_boxes_from_their_own_growth():
