@@ -60,14 +60,16 @@ done
 #    negatives, was bundled until 2026-11-30; the same weights with theta and growth
 #    alone, runs/seg/long-hard-tta4 (`--extent-fractions 0`), until the relative extent
 #    was added the same day; with four views, runs/seg/long-hard-ext-tta4 (`--tta 4`),
-#    until eight beat them on 2026-11-30)
+#    until eight beat them on 2026-11-30; with eight views and no box joining,
+#    runs/seg/long-hard-ext-tta8, until joining (`--joins -1 0 2 4`) beat it there on
+#    2026-11-30: 0.678 against 0.668)
 E=../shared/data/gdxray-extra
 [ -e runs/seg/long-hard/model.safetensors ] || $PY experiments/segmenter_variants.py --name long-hard --steps 20000 --hard-rounds 2 --threads 1
-t=runs/seg/long-hard-ext-tta8
-[ -e $t/model.safetensors ] || $X tune-segmenter --model runs/seg/long-hard/model.safetensors --gdxray "$G" "$E" --tta 8 --threads 1 --out $t
-[ -e runs/eval-test-long-hard-ext-tta8/metrics.json ] || $X evaluate --model $t/model.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-long-hard-ext-tta8
-[ -e runs/eval-extra-test-long-hard-ext-tta8/metrics.json ] || $X evaluate --model $t/model.safetensors --gdxray "$E" --split test --no-overlays --out runs/eval-extra-test-long-hard-ext-tta8
-$PY experiments/bundle_model.py --run $t --name segnet-xdefect --test runs/eval-test-long-hard-ext-tta8/metrics.json --install
+t=runs/seg/long-hard-ext-tta8-join
+[ -e $t/model.safetensors ] || $X tune-segmenter --model runs/seg/long-hard/model.safetensors --gdxray "$G" "$E" --tta 8 --joins -1 0 2 4 --threads 1 --out $t
+[ -e runs/eval-test-long-hard-ext-tta8-join/metrics.json ] || $X evaluate --model $t/model.safetensors --gdxray "$G" --split test --theta-sweep --out runs/eval-test-long-hard-ext-tta8-join
+[ -e runs/eval-extra-test-long-hard-ext-tta8-join/metrics.json ] || $X evaluate --model $t/model.safetensors --gdxray "$E" --split test --no-overlays --out runs/eval-extra-test-long-hard-ext-tta8-join
+$PY experiments/bundle_model.py --run $t --name segnet-xdefect --test runs/eval-test-long-hard-ext-tta8-join/metrics.json --install
 # (the first segnet-xdefect, 8,000 steps, and its re-tunings, and `long` (as above
 #  without --hard-rounds, tuned with --tta 1 and 4 into runs/seg/long-tuned2 and
 #  runs/seg/long-tta4) are ablation rows in

@@ -10,7 +10,8 @@ classifier ``xnet2-xdefect``'s evaluations (the default model until ``segnet-xde
 ``runs/eval-test-xdefect/metrics.json`` (``xdefect evaluate --split test``) and
 ``runs/eval-extra-default/metrics.json`` (``xdefect evaluate --gdxray
 ../shared/data/gdxray-extra --split all``), the default model's
-``runs/eval-test-long-hard-ext-tta8`` and ``runs/eval-extra-test-long-hard-ext-tta8`` (and the
+``runs/eval-test-long-hard-ext-tta8-join`` and
+``runs/eval-extra-test-long-hard-ext-tta8-join`` (and the
 evaluations of its other settings, with the re-tuned cards under ``runs/seg/``: the
 ``segment-boxes`` block); rewrites the blocks between ``<!-- name -->``
 and ``<!-- /name -->`` markers of the report (``table3``, ``table4``, ``seriesout``,
@@ -63,6 +64,7 @@ ADAPT_CONFIDENT = Path("runs/adapt-series-distill-ign09/adapt_series.json")
 ADAPT_LONGHARD = Path("runs/adapt-series-longhard-ext/adapt_series.json")
 #: the same from the default model with eight views (2026-11-30, later the same day)
 ADAPT_TTA8 = Path("runs/adapt-series-tta8/adapt_series.json")
+ADAPT_JOIN = Path("runs/adapt-series-join/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -348,6 +350,7 @@ def source_settings(doc: dict, path: Path | None) -> str:
             + (f", grow {params.get('grow', 0)}" if params["mode"] == "segment" else "")
             + (f", relative extent {params['extent_fraction']:g}"
                if params.get("extent_fraction") else "")
+            + (f", boxes joined at {params['join']} px" if params.get("join", -1) >= 0 else "")
             + (f", {params['tta']} mirror views" if params.get("tta", 1) > 1 else "") + ")")
 
 
@@ -710,10 +713,13 @@ DEFAULT_CANDIDATES = (
                         "on them (`--hard-rounds 3 --hard-share 0.4`); relative extent in "
                         "the choice; 4 views"),
     ("long-hard-ext-tta8", "`long-hard`, the same weights, relative extent in the choice; "
-                           "8 views (bundled since 2026-11-30)"),
+                           "8 views (bundled on 2026-11-30 until box joining)"),
     ("real-ens-tta4", "the mean of `long-hard` and `long-hard3` (`xdefect models "
                       "ensemble`); 4 views each (the inference cost of 8 views of one)"),
     ("real-ens-tta8", "the mean of `long-hard` and `long-hard3`; 8 views each"),
+    ("long-hard-ext-tta8-join", "`long-hard`, the same weights, relative extent and box "
+                                "joining (`--joins -1 0 2 4`) in the choice; 8 views "
+                                "(bundled since 2026-11-30)"),
 )
 
 
@@ -733,9 +739,11 @@ def default_candidates(runs: Path = Path("runs")) -> str:
         if commands and t["roots"] != roots:  # a choice on other images: not comparable
             continue
         ext = t.get("extent_fraction", 0.0)  # cards tuned before relative extents: 0
+        join = t.get("join", -1)  # and before box joining: off
         cell = next(g for g in t["grid"] if g["theta"] == t["theta"] and g["grow"] == t["grow"]
-                    and g.get("extent_fraction", 0.0) == ext)
-        how = f"{t['theta']:g}, {t['grow']}" + (f" (relative extent {ext:g})" if ext else "")
+                    and g.get("extent_fraction", 0.0) == ext and g.get("join", -1) == join)
+        how = (f"{t['theta']:g}, {t['grow']}" + (f" (relative extent {ext:g})" if ext else "")
+               + (f" (join {join})" if join >= 0 else ""))
         lines.append(f"| {label} | {det['tta']} | {how} | "
                      f"**{_f(t['ap'])}** | {cell['found']}/{cell['boxes']} | "
                      f"{cell['fa_per_image']:.1f} | {_f(card['retuned']['tuning_ap_before'])} |")
@@ -1354,7 +1362,7 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, default=Path("runs/eval-test-xdefect"),
                     help="the test evaluation of xnet2-xdefect (error analysis, PR curve)")
     ap.add_argument("--eval-default", type=Path,
-                    default=Path("runs/eval-test-long-hard-ext-tta8"),
+                    default=Path("runs/eval-test-long-hard-ext-tta8-join"),
                     help="the test evaluation of the default model (its PR curve)")
     ap.add_argument("--series-out", type=Path, default=Path("runs/series-out/series_out.json"))
     ap.add_argument("--series-out-all", type=Path,
@@ -1403,6 +1411,7 @@ def main() -> None:
                            ("adapt-longhard", ADAPT_LONGHARD,
                             lambda d: adapt_table(d, ADAPT_LONGHARD)),
                            ("adapt-tta8", ADAPT_TTA8, lambda d: adapt_table(d, ADAPT_TTA8)),
+                           ("adapt-join", ADAPT_JOIN, lambda d: adapt_table(d, ADAPT_JOIN)),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
@@ -1413,7 +1422,7 @@ def main() -> None:
                            ("extent-grid", RUNS / "seg" / "long-hard-ext-tta4" / "model.json",
                             extent_grid),
                            ("extra-segnet",
-                            RUNS / "eval-extra-test-long-hard-ext-tta8" / "metrics.json",
+                            RUNS / "eval-extra-test-long-hard-ext-tta8-join" / "metrics.json",
                             lambda d: per_series_eval(d, EXTRA_SEGNET_NOTE))):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
