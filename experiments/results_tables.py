@@ -879,7 +879,14 @@ LOSO_JOIN = (("fcn_loso_fcn-ens5-amin-grow.json", "mean of all five (growth chos
                                                        "off, 0, 2, 4, 8 px)"),
              ("fcn_loso_fcn-ens5-amin-grow-join-link.json", "+ regions linked (link chosen "
                                                             "from off, p 0.7, 0.5, 0.3; "
-                                                            "join from off, 0)"))
+                                                            "join from off, 0)"),
+             ("fcn_loso_fcn-ens5-amin-grow-join-smean.json", "boxes joined, each training "
+                                                             "casting weighted alike in "
+                                                             "the choice"),
+             ("fcn_loso_fcn-ens3hard-amin-grow.json", "mean of the three hard-negative "
+                                                      "seeds (growth chosen)"),
+             ("fcn_loso_fcn-ens3hard-amin-grow-join.json", "the three, + boxes joined "
+                                                           "(off, 0, 2, 4, 8 px)"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -1172,7 +1179,19 @@ LOSO_SEED2_ROWS = (
      f"views (`--tta 4`), nothing retrained, {_GROWN}"),
     ("fcn_loso_fcn-ens-s2-amin-grow-tta4.json", "the seed-2 backgrounds and local-contrast "
      f"fold models averaged, each map the mean of 4 mirror views, nothing retrained, "
-     f"{_GROWN}"))
+     f"{_GROWN}"),
+    ("fcn_loso_fcn-ens5-amin-grow-join.json", "the same five averaged, nothing retrained, "
+     f"{_GROWN}, with the box joining distance (`DetectParams.join`: off, 0, 2, 4, 8 px)"),
+    ("fcn_loso_fcn-ens5-amin-grow-join-link.json", "the same five averaged, nothing "
+     f"retrained, {_GROWN}, with box joining (off, 0) and region linking by hysteresis "
+     "(`DetectParams.link`: off, p 0.7, 0.5, 0.3)"),
+    ("fcn_loso_fcn-ens3hard-amin-grow-join.json", "the three hard-negative seeds' fold "
+     f"models averaged, nothing retrained, {_GROWN}, with the box joining distance (off, 0, "
+     "2, 4, 8 px)"),
+    ("fcn_loso_fcn-ens5-amin-grow-join-smean.json", "the same five averaged, nothing "
+     f"retrained, {_GROWN}, with box joining (off, 0, 2, 4, 8 px), each training casting "
+     "weighted alike in the choice (mean of the series' tuning APs, `--choose-by "
+     "series-mean`)"))
 
 
 def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
