@@ -65,6 +65,7 @@ ADAPT_LONGHARD = Path("runs/adapt-series-longhard-ext/adapt_series.json")
 #: the same from the default model with eight views (2026-11-30, later the same day)
 ADAPT_TTA8 = Path("runs/adapt-series-tta8/adapt_series.json")
 ADAPT_JOIN = Path("runs/adapt-series-join/adapt_series.json")
+ADAPT_JOIN_S1 = Path("runs/adapt-series-join-s1/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -1431,6 +1432,8 @@ def main() -> None:
                             lambda d: adapt_table(d, ADAPT_LONGHARD)),
                            ("adapt-tta8", ADAPT_TTA8, lambda d: adapt_table(d, ADAPT_TTA8)),
                            ("adapt-join", ADAPT_JOIN, lambda d: adapt_table(d, ADAPT_JOIN)),
+                           ("adapt-join-s1", ADAPT_JOIN_S1,
+                            lambda d: adapt_table(d, ADAPT_JOIN_S1)),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
