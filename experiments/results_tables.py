@@ -891,7 +891,9 @@ LOSO_JOIN = (("fcn_loso_fcn-ens5-amin-grow.json", "mean of all five (growth chos
              ("fcn_loso_fcn-ens-s2-amin-grow.json", "mean of backgrounds and local "
                                                     "contrast, seed 2 (growth chosen)"),
              ("fcn_loso_fcn-ens-s2-amin-grow-join.json", "the two, + boxes joined (off, 0, "
-                                                         "2, 4, 8 px)"))
+                                                         "2, 4, 8 px)"),
+             ("fcn_loso_fcn-ens5-amin-grow-join-tta4.json", "mean of all five, boxes "
+                                                            "joined, 4 mirror views each"))
 #: fold 0 (C0001, C0031, C0040) of two variants, each at the threshold the other chose,
 #: and the first with another seed: (result file, label)
 LOSO_FOLD0 = (("fcn_loso_fcn-bg-amin.json", "unannotated backgrounds; threshold and minimum "
@@ -1192,6 +1194,9 @@ LOSO_SEED2_ROWS = (
      "(`DetectParams.link`: off, p 0.7, 0.5, 0.3)"),
     ("fcn_loso_fcn-ens-s2-amin-grow-join.json", "the seed-2 backgrounds and local-contrast "
      f"fold models averaged, nothing retrained, {_GROWN}, with the box joining distance "
+     "(off, 0, 2, 4, 8 px)"),
+    ("fcn_loso_fcn-ens5-amin-grow-join-tta4.json", "the same five averaged, each map the "
+     f"mean of 4 mirror views, nothing retrained, {_GROWN}, with the box joining distance "
      "(off, 0, 2, 4, 8 px)"),
     ("fcn_loso_fcn-ens3hard-amin-grow-join.json", "the three hard-negative seeds' fold "
      f"models averaged, nothing retrained, {_GROWN}, with the box joining distance (off, 0, "
