@@ -45,7 +45,10 @@ def boxes_at(boxes: np.ndarray, grown: int, grow: float, scale: float = 1.0) -> 
 
 def joined(boxes: np.ndarray, scores: list[float], join: int) -> tuple[np.ndarray, np.ndarray]:
     """``boxes`` and ``scores`` with the boxes at most ``join`` pixels apart joined
-    (:func:`xdefect.detect.join_detections`; -1: as they are)."""
+    (:func:`xdefect.detect.join_detections`, on boxes rounded to whole pixels); -1: as
+    they are, unrounded (a scaled box keeps its fractional sides)."""
+    if join < 0:
+        return np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float)
     dets = [Detection(tuple(int(round(v)) for v in b), float(sc), 0)  # type: ignore[arg-type]
             for b, sc in zip(boxes, scores, strict=True)]
     return detection_arrays(join_detections(dets, join))

@@ -307,6 +307,9 @@ def test_loso_growth_regrows_each_folds_boxes_from_their_own_growth():
     assert lg.score([halves], None)["ap"] == 0.0
     assert lg.score([halves], None, join=0)["ap"] == 1.0
     assert lg.score([halves], None, join=-1) == lg.score([halves], None)
+    # without joining a scaled box keeps its fractional sides (nothing rounded)
+    b, sc = lg.joined(np.array([[1.2, 2.6, 10.4, 11.5]]), [0.5], -1)
+    assert np.array_equal(b, [[1.2, 2.6, 10.4, 11.5]]) and np.array_equal(sc, [0.5])
     text = _tables().loso_growth({"runs": {"y": {
         "chosen": lg.score([halves], None) | {"grow_by_series": {"C0031": 1}},
         "grows": {}, "scales": {}, "joins": {"0": lg.score([halves], None, join=0)},
