@@ -111,11 +111,14 @@ def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
     :func:`xdefect.detect.regions` per setting)."""
     sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
     out = {}
-    for t, link in sorted({(k[0], k[5] if len(k) > 5 else 1.0) for k in settings}):
+    labelled: dict[tuple[float, float], list[tuple]] = {}  # (t, link) -> its settings
+    for k in settings:
+        labelled.setdefault((k[0], k[5] if len(k) > 5 else 1.0), []).append(k)
+    for (t, link), group in sorted(labelled.items()):
         base = segment_params(2 * t - 1)
         lab = label_regions(sm, base.theta, base.radius, mask, base.sigma, 2 * link - 1)
         ungrown: dict[tuple[int, float], list] = {}  # settings differing only in growth
-        for k in (k for k in settings if k[0] == t and (k[5] if len(k) > 5 else 1.0) == link):
+        for k in group:
             a_min, grow = k[1], (k[2] if len(k) > 2 else 0)
             ext = k[3] if len(k) > 3 else 0.0
             join = k[4] if len(k) > 4 else -1
