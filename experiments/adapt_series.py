@@ -22,7 +22,7 @@ from pathlib import Path
 
 from xdefect import gdxray
 from xdefect.adaptation import AdaptConfig, adapt
-from xdefect.checkpoint import DEFAULT_MODEL
+from xdefect.checkpoint import DEFAULT_MODEL, lineage_summary, read_card, resolve_model
 from xdefect.detector import Detector
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
@@ -106,6 +106,7 @@ def main() -> None:
                     help="with --source-regions ignore, target or distill: the score above "
                          "which the source's regions are taken")
     a = ap.parse_args()
+    check_unseen(a.source, a.series)
     per: dict = {}
     test: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
     tuning: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
@@ -121,6 +122,16 @@ def main() -> None:
         out = write_summary(a, per, test, tuning)  # after every series: a partial run
     print(f"{a.out}: pooled AP source {out['pooled_source']['ap']:.4f} -> adapted "
           f"{out['pooled_adapted']['ap']:.4f} over {', '.join(per)}")
+
+
+def check_unseen(source: str | None, series: list[str]) -> None:
+    """Refuse, in one line, a source model whose training (any stage of its card's
+    lineage) saw an image of a series to adapt to: its figure would not be a new casting's."""
+    path = resolve_model(source)
+    seen = sorted(set(series) & set(lineage_summary(read_card(path))["series"]))
+    if seen:
+        raise SystemExit(f"adapt_series.py: {path} trained on {', '.join(seen)}: choose a "
+                         "source that never saw the series (--from)")
 
 
 def write_summary(a: argparse.Namespace, per: dict, test: dict[str, list[ImageResult]],

@@ -315,3 +315,15 @@ def test_loso_growth_regrows_each_folds_boxes_from_their_own_growth():
         "grows": {}, "scales": {}, "joins": {"0": lg.score([halves], None, join=0)},
         "command": "python loso_growth.py"}}})
     assert "own growth, join 0" in text and "| C0031 (1) | 0.0000 | 1.0000 |" in text
+
+
+def test_adapt_series_refuses_a_source_that_saw_the_series(tmp_path):
+    ad = _experiment("adapt_series")
+    src = REPO / "src" / "xdefect" / "weights"
+    card = json.loads((src / "segnet-xdefect.json").read_text())
+    card["lineage"] = [{**card["lineage"][0], "data_series": ["C0001", "C0037"]}]
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    (tmp_path / "m.safetensors").write_bytes((src / "segnet-xdefect.safetensors").read_bytes())
+    ad.check_unseen(str(tmp_path / "m.safetensors"), ["C0039", "C0040"])
+    with pytest.raises(SystemExit, match="trained on C0037: choose a source"):
+        ad.check_unseen(str(tmp_path / "m.safetensors"), ["C0039", "C0037"])
