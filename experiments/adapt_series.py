@@ -11,6 +11,11 @@ minutes); resumable (a finished series is not redone)::
 
     .venv/bin/python experiments/adapt_series.py --root ../shared/data/gdxray-extra \\
         --series C0037 C0039 C0040 --out runs/adapt-series
+
+``--from-folds DIR`` adapts each series from its own leave-series-out fold model
+(``experiments/loso_sources.py``: trained on the other annotated series, twelve castings
+instead of the paper's seven, none of them the series'). A source whose lineage names a
+series to adapt to is refused.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
     with ``--tuning`` on the tuning images); returns the series' summary and the per-image
     results of both models on each (``{"source": [...], "adapted": [...]}``)."""
     out = a.out / s
+    source = source_of(a, s)
     odd = [str(r.path) for r in gdxray.list_images(a.root, [s], "odd")]
     t0 = time.perf_counter()
     if not (out / "adapted" / "model.safetensors").is_file():
-        adapt(AdaptConfig(images=tuple(odd), out=str(out / "adapted"), source=a.source,
+        adapt(AdaptConfig(images=tuple(odd), out=str(out / "adapted"), source=source,
                           per_image=a.per_image, hard_per_image=a.hard_per_image,
                           hard_pairs=a.hard_pairs, epochs=a.epochs,
                           samples_per_epoch=a.samples_per_epoch, val_samples=a.val_samples,
@@ -56,7 +62,7 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
     res, tun = {}, {}
-    for name, model in (("source", a.source), ("adapted",
+    for name, model in (("source", source), ("adapted",
                                                out / "adapted" / "model.safetensors")):
         det = Detector.load(model, threads=a.threads)
         ev = evaluate_folder(det, a.root, "test", [s])
@@ -64,7 +70,7 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
         res[name] = ev.results
         if a.tuning:  # the tuning images (odd, n % 4 == 1: adapted on, labels unused)
             tun[name] = evaluate_folder(det, a.root, "tuning", [s]).results
-    doc = {"series": s, "odd_images": len(odd),
+    doc = {"series": s, "source_model": source or DEFAULT_MODEL, "odd_images": len(odd),
            "adapt_minutes": card["adaptation"]["minutes"], "wall_minutes": round(minutes, 2),
            "source": row(summarise(res["source"])), "adapted": row(summarise(res["adapted"]))}
     if tun:
@@ -105,8 +111,22 @@ def main() -> None:
     ap.add_argument("--ignore-theta", type=float, default=None,
                     help="with --source-regions ignore, target or distill: the score above "
                          "which the source's regions are taken")
+    ap.add_argument("--from-folds", type=Path, default=None, metavar="DIR",
+                    help="adapt each series from its own leave-series-out fold model: "
+                         "DIR/folds.json (experiments/loso_sources.py) maps held-out "
+                         "series to models that never saw them (instead of --from)")
     a = ap.parse_args()
-    check_unseen(a.source, a.series)
+    a.folds = None
+    if a.from_folds is not None:
+        if a.source is not None:
+            raise SystemExit("adapt_series.py: --from and --from-folds exclude each other")
+        a.folds = json.loads((a.from_folds / "folds.json").read_text())
+        missing = [s for s in a.series if s not in a.folds]
+        if missing:
+            raise SystemExit(f"adapt_series.py: {a.from_folds}/folds.json holds no fold "
+                             f"model for {', '.join(missing)}")
+    for s in a.series:
+        check_unseen(source_of(a, s), [s])
     per: dict = {}
     test: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
     tuning: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
@@ -124,6 +144,12 @@ def main() -> None:
           f"{out['pooled_adapted']['ap']:.4f} over {', '.join(per)}")
 
 
+def source_of(a: argparse.Namespace, series: str) -> str | None:
+    """The model a series is adapted from: its fold's model with ``--from-folds``, else
+    ``--from`` (None: the bundled default)."""
+    return a.folds[series] if getattr(a, "folds", None) else a.source
+
+
 def check_unseen(source: str | None, series: list[str]) -> None:
     """Refuse, in one line, a source model whose training (any stage of its card's
     lineage) saw an image of a series to adapt to: its figure would not be a new casting's."""
@@ -138,11 +164,14 @@ def write_summary(a: argparse.Namespace, per: dict, test: dict[str, list[ImageRe
                   tuning: dict[str, list[ImageResult]]) -> dict:
     """``OUT/adapt_series.json`` over the series done so far (``test``, ``tuning``: the
     per-image results of the source and the adapted models)."""
-    src = Detector.load(a.source, device="cpu")
+    src = Detector.load(source_of(a, a.series[0]), device="cpu")
     out = {"protocol": "adapt on the odd images without labels, test on the even images",
-           "root": str(a.root), "source": a.source or DEFAULT_MODEL,
+           "root": str(a.root),
+           "source": (f"the leave-series-out fold model of each series ({a.from_folds})"
+                      if a.folds else a.source or DEFAULT_MODEL),
            "source_family": "segmenter" if isinstance(src.model, SegNet) else "classifier",
-           "source_detection": src.params.to_dict(),
+           "source_detection": (src.params.to_dict() if not a.folds else
+                                "each fold model's own (per_series: source_model)"),
            "series_planned": a.series, "per_series": per,
            "pooled_source": row(summarise(test["source"])),
            "pooled_adapted": row(summarise(test["adapted"])),

@@ -327,3 +327,53 @@ def test_adapt_series_refuses_a_source_that_saw_the_series(tmp_path):
     ad.check_unseen(str(tmp_path / "m.safetensors"), ["C0039", "C0040"])
     with pytest.raises(SystemExit, match="trained on C0037: choose a source"):
         ad.check_unseen(str(tmp_path / "m.safetensors"), ["C0039", "C0037"])
+
+
+def test_loso_sources_write_each_fold_as_a_model_that_never_saw_its_series(tmp_path):
+    from safetensors.torch import save_file
+
+    from xdefect.checkpoint import lineage_summary, load_model
+    from xdefect.segment import SegConfig, SegNet
+
+    ls = _experiment("loso_sources")
+    fold = tmp_path / "run-loso5" / "fold1"
+    fold.mkdir(parents=True)
+    net = SegNet(SegConfig("segnet", 4, lcn=2.0))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+              fold / "model.safetensors")
+    crops = {"size": 96, "defects": 1.5, "axes_mm": [1.0, 10.0], "mu_range": [0.01, 0.04],
+             "x_max": 60.0, "blur_px": 0.0, "real": True, "real_share": 1 / 3, "margin": 8,
+             "x_max_range": None, "hard_share": 0.25}
+    (fold / "card.json").write_text(json.dumps({
+        "architecture": {"name": "SegNet", "channels": 4, "lcn": 2.0},
+        "data": {"roots_series": {"gd": ["C0001"], "ex": ["C0037"]}, "split": "train"},
+        "command": "python experiments/fcn_detector.py --hard-rounds 1 --hard-per-image 8"}))
+    (fold / "results-amin-grow.json").write_text(json.dumps({
+        "fold": 1, "held_out": ["C0002", "C0041"], "threshold": 0.95, "a_min": 48,
+        "grow": 2, "join": 0, "backgrounds": ["unannotated"],
+        "training": {"crops": crops, "steps": 10, "crops_seen": 160, "train_s": 60.0,
+                     "hard_negatives": [{"step": 5, "false_alarms": 3}]}}))
+    (tmp_path / "run-loso5" / "fold0").mkdir()  # no weights: skipped
+    folds = ls.write_sources(tmp_path / "run-loso5", "-amin-grow", tmp_path / "out")
+    target = str(tmp_path / "out" / "fold1.safetensors")
+    assert folds == {"C0002": target, "C0041": target}
+    assert json.loads((tmp_path / "out" / "folds.json").read_text()) == folds
+    model, card = load_model(target)
+    assert isinstance(model, SegNet) and model.arch.lcn == 2.0 and model.arch.channels == 4
+    det = card["detection"]
+    assert (det["theta"], det["a_min"], det["grow"], det["join"]) == (
+        pytest.approx(0.9), 48, 2, 0)
+    summary = lineage_summary(card)
+    assert summary["series"] == ["C0001", "C0037"] and summary["real_defects"]
+    hard = card["lineage"][0]["hard_negatives"]
+    assert (hard["rounds"], hard["share"], hard["per_image"]) == (1, 0.25, 8)
+    with pytest.raises(SystemExit, match="no fold with model.safetensors"):
+        ls.write_sources(tmp_path / "run-loso5", "-other", tmp_path / "out2")
+
+
+def test_adapt_series_takes_each_series_source_from_its_fold():
+    ad = _experiment("adapt_series")
+    a = argparse.Namespace(source=None, folds={"C0002": "f1.safetensors"})
+    assert ad.source_of(a, "C0002") == "f1.safetensors"
+    assert ad.source_of(argparse.Namespace(source="m.safetensors", folds=None),
+                        "C0002") == "m.safetensors"
