@@ -66,6 +66,8 @@ ADAPT_LONGHARD = Path("runs/adapt-series-longhard-ext/adapt_series.json")
 ADAPT_TTA8 = Path("runs/adapt-series-tta8/adapt_series.json")
 ADAPT_JOIN = Path("runs/adapt-series-join/adapt_series.json")
 ADAPT_JOIN_S1 = Path("runs/adapt-series-join-s1/adapt_series.json")
+#: adaptation from each series' own leave-series-out fold model (``--from-folds``)
+ADAPT_LOSO = Path("runs/adapt-series-loso/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -347,6 +349,8 @@ def source_settings(doc: dict, path: Path | None) -> str:
         params = json.loads(f.read_text()).get("params") if f.exists() else None
     if not params:
         return ""
+    if isinstance(params, str):  # one source per series (--from-folds): said in words
+        return f" (detection settings: {params})"
     return (f" (detection settings: {params['mode']} mode, theta {params['theta']:g}"
             + (f", grow {params.get('grow', 0)}" if params["mode"] == "segment" else "")
             + (f", relative extent {params['extent_fraction']:g}"
@@ -1446,6 +1450,7 @@ def main() -> None:
                            ("adapt-join", ADAPT_JOIN, lambda d: adapt_table(d, ADAPT_JOIN)),
                            ("adapt-join-s1", ADAPT_JOIN_S1,
                             lambda d: adapt_table(d, ADAPT_JOIN_S1)),
+                           ("adapt-loso", ADAPT_LOSO, lambda d: adapt_table(d, ADAPT_LOSO)),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),

@@ -377,3 +377,20 @@ def test_adapt_series_takes_each_series_source_from_its_fold():
     assert ad.source_of(a, "C0002") == "f1.safetensors"
     assert ad.source_of(argparse.Namespace(source="m.safetensors", folds=None),
                         "C0002") == "m.safetensors"
+
+
+def test_adapt_table_names_one_source_per_series_in_words():
+    rt = _tables()
+    fig = {"ap": 0.5, "images": 4, "gt_boxes": 6, "true_positives": 3,
+           "false_positives": 2, "false_alarms_per_image": 0.5}
+    doc = {"root": "ex", "protocol": "adapt on odd, test on even",
+           "source": "the leave-series-out fold model of each series (runs/x)",
+           "source_detection": "each fold model's own (per_series: source_model)",
+           "series_planned": ["C0037"],
+           "per_series": {"C0037": {"odd_images": 9, "adapt_minutes": 2.0,
+                                    "source_model": "runs/x/fold3.safetensors",
+                                    "source": fig, "adapted": {**fig, "ap": 0.75}}},
+           "pooled_source": fig, "pooled_adapted": {**fig, "ap": 0.75}, "command": "c"}
+    text = rt.adapt_table(doc)
+    assert "fold model of each series (runs/x) (detection settings: each fold" in text
+    assert "| C0037 | 9 | 4 | 6 | 0.5000 | 0.5 | 0.7500 | 3 | 0.5 | 2.0 |" in text
