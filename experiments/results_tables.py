@@ -725,14 +725,32 @@ DEFAULT_CANDIDATES = (
     ("long-hard-ext-tta8-join", "`long-hard`, the same weights, relative extent and box "
                                 "joining (`--joins -1 0 2 4`) in the choice; 8 views "
                                 "(bundled since 2026-11-30)"),
+    ("both-hard-s0-tta8-join", "`both-hard`: `long-hard`'s recipe on the train images of "
+                               "both roots (16 castings: it knows `gdxray-extra`'s); 8 "
+                               "views, relative extent and joining in the choice"),
+    ("both-hard-s1-tta8-join", "`both-hard`, seed 1; 8 views"),
+    ("both-ens-tta4-join", "the mean of `both-hard` seeds 0 and 1; 4 views each"),
+    ("mix-ens-tta4-join", "the mean of `long-hard` and `both-hard` seed 1; 4 views each"),
 )
+
+
+def paper_tuning(runs: Path, name: str) -> str:
+    """A default candidate's AP on the paper series' tuning images alone (at the settings
+    it chose on both roots' tuning images), from ``runs/eval-tuning-paper-NAME``; '-' when
+    that evaluation was not run."""
+    f = runs / f"eval-tuning-paper-{name}" / "metrics.json"
+    if not f.exists():
+        return "-"
+    m = json.loads(f.read_text())
+    return f"{_f(m['ap'])} ({m['true_positives']}/{m['gt_boxes']})"
 
 
 def default_candidates(runs: Path = Path("runs")) -> str:
     """Each :data:`DEFAULT_CANDIDATES` run's choice and tuning AP on both roots' tuning
     images (the rule that picks the bundled default), from its card."""
     lines = ["| candidate | views | theta, grow | tuning AP | found | FA/image | "
-             "AP at the source's settings |", "|---|---|---|---|---|---|---|"]
+             "AP at the source's settings | paper series' tuning images alone |",
+             "|---|---|---|---|---|---|---|---|"]
     commands: list[str] = []
     roots: dict = {}
     for name, label in DEFAULT_CANDIDATES:
@@ -751,7 +769,8 @@ def default_candidates(runs: Path = Path("runs")) -> str:
                + (f" (join {join})" if join >= 0 else ""))
         lines.append(f"| {label} | {det['tta']} | {how} | "
                      f"**{_f(t['ap'])}** | {cell['found']}/{cell['boxes']} | "
-                     f"{cell['fa_per_image']:.1f} | {_f(card['retuned']['tuning_ap_before'])} |")
+                     f"{cell['fa_per_image']:.1f} | {_f(card['retuned']['tuning_ap_before'])} | "
+                     f"{paper_tuning(runs, name)} |")
         commands.append(card["retuned"]["command"])
         roots = t["roots"]
     if not commands:
@@ -759,7 +778,12 @@ def default_candidates(runs: Path = Path("runs")) -> str:
     where = ", ".join(f"`{r}` ({len(s)} series)" for r, s in roots.items())
     lines += ["", f"Tuning images (odd, n % 4 == 1) of {where}: "
               f"{t['images']} images; the source's settings: the theta and grow the model "
-              "came with (its training's own choice on the paper series' tuning images)",
+              "came with (its training's own choice on the tuning images of the series it "
+              "trained on); "
+              "the paper series' tuning images alone: AP at the chosen settings, `xdefect "
+              "evaluate --model runs/seg/NAME/model.safetensors --gdxray "
+              "../shared/data/gdxray --split tuning --out runs/eval-tuning-paper-NAME` "
+              "('-': not evaluated)",
               "", "Commands: " + "; ".join(f"`{c}`" for c in commands)]
     return "\n".join(lines)
 

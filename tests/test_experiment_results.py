@@ -187,10 +187,14 @@ def test_default_candidates_name_the_relative_extent(tmp_path):
     card("long-hard-ext-tta4", {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "ap": 0.64},
          [{"theta": 0.9, "grow": 2, "extent_fraction": 0.0, "ap": 0.55, **row, "found": 1},
           {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "ap": 0.64, **row}])
+    (tmp_path / "eval-tuning-paper-long-hard-ext-tta4").mkdir()
+    (tmp_path / "eval-tuning-paper-long-hard-ext-tta4" / "metrics.json").write_text(
+        json.dumps({"ap": 0.85, "true_positives": 7, "gt_boxes": 9}))
     text = rt.default_candidates(tmp_path)
     lines = [ln for ln in text.splitlines() if ln.startswith("| `long-hard")]
-    assert "| 0.94, 2 | **0.6000** | 3/4 |" in lines[0]
+    assert "| 0.94, 2 | **0.6000** | 3/4 |" in lines[0] and lines[0].endswith("| 0.5000 | - |")
     assert "| 0.9, 2 (relative extent 0.5) | **0.6400** | 3/4 |" in lines[1]
+    assert lines[1].endswith("| 0.5000 | 0.8500 (7/9) |")
 
 
 def test_fcn_grid_boxes_by_relative_extent_as_the_library_does():
