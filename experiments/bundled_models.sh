@@ -62,7 +62,12 @@ done
 #    was added the same day; with four views, runs/seg/long-hard-ext-tta4 (`--tta 4`),
 #    until eight beat them on 2026-11-30; with eight views and no box joining,
 #    runs/seg/long-hard-ext-tta8, until joining (`--joins -1 0 2 4`) beat it there on
-#    2026-11-30: 0.678 against 0.668)
+#    2026-11-30: 0.678 against 0.668). Candidates trained on both roots' castings
+#    (`xdefect train-segmenter --gdxray "$G" "$E" --real --steps 20000 --hard-rounds 2
+#    --seed S --out runs/seg/both-hard-sS`, tuned as below) win that figure only through
+#    the gdxray-extra castings they trained on and lose on the paper series' tuning
+#    images, so such a candidate is compared on the tuning images of the castings both
+#    trained on (docs/results.md, "Training on both roots' castings")
 E=../shared/data/gdxray-extra
 [ -e runs/seg/long-hard/model.safetensors ] || $PY experiments/segmenter_variants.py --name long-hard --steps 20000 --hard-rounds 2 --threads 1
 t=runs/seg/long-hard-ext-tta8-join
