@@ -734,6 +734,38 @@ DEFAULT_CANDIDATES = (
 )
 
 
+def loso_library(doc: dict) -> str:
+    """Leave-series-out with the library's default recipe per fold
+    (``experiments/loso_library.sh``, pooled by ``experiments/loso_library_pool.py``),
+    beside the same folds of the reference ``fcn_detector.py`` run."""
+    ref = doc.get("reference") or {}
+    rper = ref.get("per_series", {})
+    lines = ["| held-out series | fold | images | boxes | AP (found) | false alarms / image | "
+             "reference: AP (found) |", "|---|---|---|---|---|---|---|"]
+    for f in doc["folds"]:
+        for s, v in sorted(f["per_series"].items()):
+            r = rper.get(s)
+            lines.append(f"| {s} | {f['fold'].removeprefix('fold')} | {v['images']} | "
+                         f"{v['gt_boxes']} | {_f(v['ap'])} ({v['true_positives']}) | "
+                         f"{v['false_alarms_per_image']:.1f} | "
+                         + (f"{_f(r['ap'])} ({r['true_positives']}) |" if r else "- |"))
+    p = doc["pooled"]
+    lines.append(f"| **pooled** | {doc['folds_done']} of 5 folds | {p['images']} | "
+                 f"{p['gt_boxes']} | **{_f(p['ap'])}** ({p['true_positives']}) | "
+                 f"{p['false_alarms_per_image']:.1f} | "
+                 + (f"**{_f(ref['ap'])}** ({ref['true_positives']}) |" if ref else "- |"))
+    chosen = "; ".join(
+        f"{f['fold']}: theta {f['chosen']['theta']:g}, grow {f['chosen']['grow']}, relative "
+        f"extent {f['chosen']['extent_fraction']:g}, join {f['chosen']['join']}, "
+        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}), trained "
+        f"{f['train_minutes']:.0f} min" for f in doc["folds"])
+    lines += ["", f"{doc['protocol']}. Chosen per fold on its training series' tuning images: "
+              f"{chosen}. Reference: the same folds of `{ref.get('run', '-')}` "
+              f"({ref.get('results', '-')}). Commands: `experiments/loso_library.sh FOLD` per "
+              f"fold, then `{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def paper_tuning(runs: Path, name: str) -> str:
     """A default candidate's AP on the paper series' tuning images alone (at the settings
     it chose on both roots' tuning images), from ``runs/eval-tuning-paper-NAME``; '-' when
@@ -1475,6 +1507,7 @@ def main() -> None:
                            ("adapt-join-s1", ADAPT_JOIN_S1,
                             lambda d: adapt_table(d, ADAPT_JOIN_S1)),
                            ("adapt-loso", ADAPT_LOSO, lambda d: adapt_table(d, ADAPT_LOSO)),
+                           ("loso-library", RUNS / "loso5_hard.json", loso_library),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),

@@ -398,3 +398,40 @@ def test_adapt_table_names_one_source_per_series_in_words():
     text = rt.adapt_table(doc)
     assert "fold model of each series (runs/x) (detection settings: each fold" in text
     assert "| C0037 | 9 | 4 | 6 | 0.5000 | 0.5 | 0.7500 | 3 | 0.5 | 2.0 |" in text
+
+
+def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evaluated(
+        tmp_path, gdxray_root):
+    from xdefect import gdxray
+
+    pool = _experiment("loso_library_pool")
+    annotated = [s for s in gdxray.list_series(gdxray_root)
+                 if gdxray.load_ground_truth(gdxray_root, s).annotated]
+    fold = tmp_path / "fold0"
+    (fold / "tta8-join").mkdir(parents=True)
+    (fold / "tta8-join" / "model.json").write_text(json.dumps({
+        "lineage": [{"data_series": [s for s in annotated if s not in ("C0010", "C0034")]}],
+        "training": {"minutes": 35.0}, "detection": {"tta": 8},
+        "tuning": {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "join": 0, "ap": 0.7}}))
+    gt = gdxray.load_ground_truth(gdxray_root, "C0010")
+    for s in ("C0010", "C0034"):
+        det = fold / f"eval-{s}" / "detections"
+        det.mkdir(parents=True)
+        (fold / f"eval-{s}" / "metrics.json").write_text("{}")
+        for rec in gdxray.list_images(gdxray_root, [s], "all"):
+            # C0010: the ground truth itself (all found); C0034: nothing (all missed)
+            boxes = gt.boxes_of(rec.number) if s == "C0010" else []
+            (det / f"{rec.stem}.json").write_text(json.dumps({"detections": [
+                {"box": [float(v) for v in b], "score": 0.9} for b in boxes]}))
+    doc = pool.pool(tmp_path, [gdxray_root])
+    assert doc["folds_done"] == 1 and doc["folds"][0]["held_out"] == ["C0010", "C0034"]
+    per = doc["pooled"]["per_series"]
+    assert per["C0010"]["ap"] == pytest.approx(1.0) and per["C0034"]["true_positives"] == 0
+    assert doc["folds"][0]["chosen"] == {"theta": 0.9, "grow": 2, "extent_fraction": 0.5,
+                                         "join": 0, "tta": 8}
+    text = _tables().loso_library(doc)
+    assert "| C0010 | 0 | " in text and "| 1.0000 (" in text
+    assert "theta 0.9, grow 2, relative extent 0.5, join 0, 8 views (tuning AP 0.700)" in text
+    (fold / "eval-C0034" / "metrics.json").unlink()  # one held-out series not evaluated
+    with pytest.raises(SystemExit, match="no fold evaluated yet"):
+        pool.pool(tmp_path, [gdxray_root])

@@ -1,0 +1,121 @@
+"""Pool the leave-series-out folds of ``experiments/loso_library.sh`` (issue 13, target 1).
+
+Each fold ``runs/seg/loso5-hard/foldI`` holds a model trained by the library on the train
+images of the twelve annotated series outside the fold, its settings chosen on their tuning
+images (``tta8-join/model.json``), and one evaluation per held-out series over all its
+images (``eval-SERIES/detections``). This scores every fold's saved detections against the
+ground truth (``xdefect.protocol.evaluate_detections``), pools them over the folds done so
+far, and writes ``runs/loso5_hard.json`` (pooled and per series: AP, found, false alarms
+per image; per fold: the settings chosen and the training minutes), read by
+``experiments/results_tables.py`` (block ``loso-library``)::
+
+    .venv/bin/python experiments/loso_library_pool.py
+
+Nothing is chosen here: every setting was chosen before on the training series' tuning
+images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fcn_detector import read_images  # experiments/, beside this script
+
+from xdefect import gdxray
+from xdefect.evaluate import ImageResult, summarise
+from xdefect.io import command_line, write_json
+from xdefect.protocol import evaluate_detections
+
+__all__ = ["figures", "main", "pool"]
+
+
+def figures(rs: list[ImageResult]) -> dict:
+    """Pooled and per-series AP, defects found and false alarms per image."""
+    m = summarise(rs)
+    return {"ap": m["ap"], "images": m["images"], "gt_boxes": m["gt_boxes"],
+            "true_positives": m["true_positives"],
+            "false_alarms_per_image": m["false_positives"] / max(m["images"], 1),
+            "recall_at_fppi": m["recall_at_fppi"],
+            "per_series": {s: {"ap": v["ap"], "images": v["images"], "gt_boxes": v["gt_boxes"],
+                               "true_positives": v["true_positives"],
+                               "false_alarms_per_image":
+                                   v["false_positives"] / max(v["images"], 1)}
+                           for s, v in m["per_series"].items()}}
+
+
+def reference(run: Path, suffix: str, folds: list[str]) -> dict | None:
+    """The same folds of an ``experiments/fcn_detector.py`` leave-series-out run (its
+    ``foldI/results{suffix}.json`` per-image detections), pooled; None when a fold is
+    missing there."""
+    rs: list[ImageResult] = []
+    for f in folds:
+        res = run / f / f"results{suffix}.json"
+        if not res.is_file():
+            return None
+        rs += read_images(json.loads(res.read_text())["images"])
+    return {"run": str(run), "results": f"results{suffix}.json", **figures(rs)}
+
+
+def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None) -> dict:
+    """The folds under ``work`` whose held-out series (the annotated series of ``roots``
+    the fold's model did not train on) are all evaluated, pooled; with ``ref``
+    (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
+    too."""
+    results: list[ImageResult] = []
+    folds = []
+    for fold in sorted(work.glob("fold*")):
+        card_file = fold / "tta8-join" / "model.json"
+        if not card_file.exists():
+            continue
+        card = json.loads(card_file.read_text())
+        stage = card["lineage"][-1]
+        held = {s: r for r in roots for s in gdxray.list_series(r)
+                if s not in stage["data_series"] and gdxray.load_ground_truth(r, s).annotated}
+        if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
+            continue  # a fold counts once every held-out series is evaluated
+        fr: list[ImageResult] = []
+        for s, root in sorted(held.items()):
+            fr += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all",
+                                      [s]).results
+        t = card["tuning"]
+        folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
+                      "trained_on": stage["data_series"],
+                      "train_minutes": card["training"]["minutes"],
+                      "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
+                                                       "join")} | {"tta": card["detection"]["tta"]},
+                      "tuning_ap": t["ap"], **figures(fr)})
+        results += fr
+    if not folds:
+        raise SystemExit(f"loso_library_pool.py: {work}: no fold evaluated yet "
+                         "(run experiments/loso_library.sh FOLD first)")
+    return {"protocol": "leave-series-out, 5 folds over the 15 annotated series of both roots; "
+                        "each fold's model trained and its settings chosen on the other "
+                        "twelve series (train and tuning images); every image of the held-out "
+                        "series scored once",
+            "folds_done": len(folds), "folds": folds, "pooled": figures(results),
+            **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
+               if ref else {}),
+            "command": command_line()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-hard"))
+    ap.add_argument("--gdxray", type=Path, nargs="+",
+                    default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
+    ap.add_argument("--out", type=Path, default=Path("runs/loso5_hard.json"))
+    ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),
+                    help="an fcn_detector.py leave-series-out run scored on the same folds")
+    ap.add_argument("--reference-suffix", default="-amin-grow")
+    a = ap.parse_args()
+    doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix))
+    write_json(a.out, doc)
+    p = doc["pooled"]
+    print(f"{doc['folds_done']} fold(s): pooled AP {p['ap']:.4f}, {p['true_positives']} of "
+          f"{p['gt_boxes']} found, {p['false_alarms_per_image']:.1f} false alarms per image")
+
+
+if __name__ == "__main__":
+    main()
