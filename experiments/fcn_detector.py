@@ -98,7 +98,7 @@ def load_images(root: Path, series: list[str] | None, split: str) -> list[TrainI
     return gdxray_images(root, series, split, MARGIN)
 
 
-def _grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
+def grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
                      ) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
     """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and peak probabilities of the
     8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels,
@@ -155,7 +155,7 @@ def grid_results(net: SegNet | list[SegNet], images: list[tuple[str, str, Image]
     for key, series, img in images:
         prob = np.mean([probability_map(n.eval(), img.pixels, views=views) for n in nets],
                        axis=0)
-        for k, (b, s) in _grid_detections(prob, img.mask, settings).items():
+        for k, (b, s) in grid_detections(prob, img.mask, settings).items():
             res[k].append(ImageResult(key, series, b, s, img.boxes.astype(float), img.seen))
     return res
 

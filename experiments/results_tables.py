@@ -734,6 +734,35 @@ DEFAULT_CANDIDATES = (
 )
 
 
+#: the image-pyramid variants of ``experiments/loso_pyramid.py``: key, column label
+PYRAMID_VARIANTS = (("L1", "full resolution (the folds' figure)"), ("L2", "half resolution"),
+                    ("max", "pixelwise max of the two maps"),
+                    ("mean", "pixelwise mean"), ("merge-iou", "both levels' boxes, IoU merge"),
+                    ("merge-iom", "both levels' boxes, merge by the smaller box"))
+
+
+def loso_pyramid(doc: dict) -> str:
+    """The image-pyramid diagnosis of a leave-series-out ensemble
+    (``experiments/loso_pyramid.py``): per held-out series, AP of each variant."""
+    keys = [(k, lbl) for k, lbl in PYRAMID_VARIANTS if k in doc["variants"]]
+    v = doc["variants"]
+    lines = ["| held-out series | " + " | ".join(lbl for _, lbl in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    for s in sorted(v[keys[0][0]]["per_series"]):
+        lines.append(f"| {s} | " + " | ".join(
+            f"{_f(v[k]['per_series'][s])} ({v[k]['per_series_found'][s]})" for k, _ in keys)
+            + " |")
+    lines.append("| **pooled** | " + " | ".join(
+        f"**{_f(v[k]['ap'])}** ({v[k]['true_positives']}/{v[k]['gt_boxes']})"
+        for k, _ in keys) + " |")
+    lines.append("| false alarms / image | " + " | ".join(
+        f"{v[k]['false_alarms_per_image']:.1f}" for k, _ in keys) + " |")
+    lines += ["", f"Ensemble `{doc['run']}` ({', '.join(doc['members'])}), each fold's "
+              f"settings from its `results{doc['suffix']}.json`; {doc['minutes']:g} minutes. "
+              f"Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def loso_library(doc: dict) -> str:
     """Leave-series-out with the library's default recipe per fold
     (``experiments/loso_library.sh``, pooled by ``experiments/loso_library_pool.py``),
@@ -1508,6 +1537,7 @@ def main() -> None:
                             lambda d: adapt_table(d, ADAPT_JOIN_S1)),
                            ("adapt-loso", ADAPT_LOSO, lambda d: adapt_table(d, ADAPT_LOSO)),
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
+                           ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),

@@ -211,7 +211,7 @@ def test_fcn_grid_boxes_by_relative_extent_as_the_library_does():
     prob = 1 / (1 + np.exp(-odds)) + rng.normal(0, 1e-4, odds.shape)
     prob = np.clip(prob, 0, 1).astype(np.float32)
     mask = np.ones(prob.shape, bool)
-    got = fcn._grid_detections(prob, mask, [(0.9, 4, 1, 0.5), (0.9, 4, 1, 0.0), (0.9, 4)])
+    got = fcn.grid_detections(prob, mask, [(0.9, 4, 1, 0.5), (0.9, 4, 1, 0.0), (0.9, 4)])
     sm = ScoreMap(2.0 * prob - 1.0, 1, prob.shape, 0)
     for k, ext, grow in (((0.9, 4, 1, 0.5), 0.5, 1), ((0.9, 4, 1, 0.0), 0.0, 1),
                          ((0.9, 4), 0.0, 0)):
@@ -435,3 +435,23 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
     (fold / "eval-C0034" / "metrics.json").unlink()  # one held-out series not evaluated
     with pytest.raises(SystemExit, match="no fold evaluated yet"):
         pool.pool(tmp_path, [gdxray_root])
+
+
+def test_loso_pyramid_variants_box_each_level_and_merge_them():
+    import numpy as np
+
+    pyr = _experiment("loso_pyramid")
+    assert pyr.upsample(np.arange(6, dtype=float).reshape(2, 3), (5, 7)).shape == (5, 7)
+    mask = np.ones((40, 40), bool)
+    p1 = np.zeros((40, 40))
+    p1[10:14, 10:14] = 0.95  # one defect lit as two fragments at full resolution
+    p1[10:14, 18:22] = 0.95
+    p2 = np.zeros((40, 40))
+    p2[9:15, 9:23] = 0.99  # whole at half resolution
+    out = pyr.variants(p1, p2, mask, (0.9, 4, 0, 0.0, -1, 1.0))
+    assert len(out["L1"][0]) == 2 and len(out["L2"][0]) == 1
+    assert out["L2"][0][0].tolist() == [9, 9, 23, 15]
+    assert len(out["max"][0]) == 1  # the maximum holds the whole region
+    assert len(out["merge-iou"][0]) == 3  # no fragment overlaps the whole by IoU 0.5
+    assert len(out["merge-iom"][0]) == 1  # the fragments lie inside the higher-scored box
+    assert set(out) == set(pyr.VARIANTS)
