@@ -1379,7 +1379,10 @@ def ablation(a: argparse.Namespace) -> str:
                        "target": f"{above} as pseudo-labels (defect targets)",
                        "distill": f"{above} as soft targets (the source's probability)"
                        }[arg["source_regions"]].lstrip()
-            how = (f"segmenter `{Path(d['source']).stem}` fine-tuned {arg['steps']} steps on "
+            src = (f"`{Path(arg['from_folds']).name}` fold models (each series from the "
+                   "fold that never saw it)" if arg.get("from_folds") not in (None, "None")
+                   else f"`{Path(d['source']).stem}`")
+            how = (f"segmenter {src} fine-tuned {arg['steps']} steps on "
                    f"simulated voids, its own detections {regions}"
                    + (f", rehearsing {', '.join(Path(r).name for r in arg['rehearse'])} "
                       f"({arg['rehearse_share']:g} of each batch)" if arg.get("rehearse")
