@@ -58,11 +58,12 @@ def reference(run: Path, suffix: str, folds: list[str]) -> dict | None:
     return {"run": str(run), "results": f"results{suffix}.json", **figures(rs)}
 
 
-def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None) -> dict:
+def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
+         others: list[tuple[Path, str]] | None = None) -> dict:
     """The folds under ``work`` whose held-out series (the annotated series of ``roots``
     the fold's model did not train on) are all evaluated, pooled; with ``ref``
     (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
-    too."""
+    too (and of each of ``others``, pooled alike)."""
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
@@ -97,6 +98,8 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None) -> 
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
             **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
                if ref else {}),
+            "other_references": [reference(r, sfx, [f["fold"] for f in folds])
+                                 for r, sfx in (others or [])],
             "command": command_line()}
 
 
@@ -109,8 +112,13 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),
                     help="an fcn_detector.py leave-series-out run scored on the same folds")
     ap.add_argument("--reference-suffix", default="-amin-grow")
+    ap.add_argument("--also", nargs=2, action="append", default=[
+        ["runs/fcn/fcn-ens5-loso5", "-amin-grow-join"]], metavar=("RUN", "SUFFIX"),
+                    help="more fcn_detector.py runs pooled on the same folds (default: the "
+                         "five-model mean with joining)")
     a = ap.parse_args()
-    doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix))
+    doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix),
+               [(Path(r), sfx) for r, sfx in a.also])
     write_json(a.out, doc)
     p = doc["pooled"]
     print(f"{doc['folds_done']} fold(s): pooled AP {p['ap']:.4f}, {p['true_positives']} of "

@@ -790,8 +790,13 @@ def loso_library(doc: dict) -> str:
         f"{f['train_minutes']:.0f} min" for f in doc["folds"])
     lines += ["", f"{doc['protocol']}. Chosen per fold on its training series' tuning images: "
               f"{chosen}. Reference: the same folds of `{ref.get('run', '-')}` "
-              f"({ref.get('results', '-')}). Commands: `experiments/loso_library.sh FOLD` per "
-              f"fold, then `{doc['command']}`"]
+              f"({ref.get('results', '-')})"
+              + "".join(f"; `{o['run']}` ({o['results']}) on the same folds: pooled "
+                        f"{_f(o['ap'])} ({o['true_positives']}/{o['gt_boxes']}, "
+                        f"{o['false_alarms_per_image']:.1f} false alarms per image)"
+                        for o in doc.get("other_references") or [] if o)
+              + f". Commands: `experiments/loso_library.sh FOLD` per fold, then "
+              f"`{doc['command']}`"]
     return "\n".join(lines)
 
 
