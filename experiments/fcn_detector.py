@@ -99,7 +99,7 @@ def load_images(root: Path, series: list[str] | None, split: str) -> list[TrainI
 
 
 def grid_detections(prob: np.ndarray, mask: np.ndarray, settings: list[tuple]
-                     ) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+                    ) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
     """Boxes ``(x1, y1, x2, y2)`` (0-based, half-open) and peak probabilities of the
     8-connected regions of ``prob > t`` inside ``mask`` with at least ``a_min`` pixels,
     grown by ``grow`` pixels a side (the library's segment mode on ``2 p - 1``), at every

@@ -1385,7 +1385,7 @@ def ablation(a: argparse.Namespace) -> str:
                        "distill": f"{above} as soft targets (the source's probability)"
                        }[arg["source_regions"]].lstrip()
             src = (f"`{Path(arg['from_folds']).name}` fold models (each series from the "
-                   "fold that never saw it)" if arg.get("from_folds") not in (None, "None")
+                   "fold that never saw it)" if arg.get("from_folds")
                    else f"`{Path(d['source']).stem}`")
             how = (f"segmenter {src} fine-tuned {arg['steps']} steps on "
                    f"simulated voids, its own detections {regions}"
