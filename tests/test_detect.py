@@ -236,6 +236,26 @@ def test_cli_evaluate_with_model_and_overlays(gdxray_root, model_file, tmp_path)
     assert m["images"] == 18 and m["gt_boxes"] == 18 and m["params"]["stride"] == 8
     assert len(list((out / "overlays").glob("*.png"))) == 18
     assert len(list((out / "detections").glob("*.json"))) == 18
+    # the saved documents, scored again, give the live run's figures exactly
+    again = tmp_path / "again"
+    proc = run_cli("evaluate", "--detections", str(out / "detections"), "--gdxray",
+                   str(gdxray_root), "--split", "even", "--series", "C0034", "--out",
+                   str(again), "--no-overlays")
+    assert proc.returncode == 0, proc.stderr
+    m2 = json.loads((again / "metrics.json").read_text())
+    assert (m2["ap"], m2["detections"], m2["true_positives"]) == (
+        m["ap"], m["detections"], m["true_positives"])
+
+
+def test_detection_doc_keeps_scores_whole():
+    """Scores are not rounded: near ties across images keep their order when saved files
+    are scored (six decimals once moved a pooled AP by 0.003)."""
+    s = np.float32(0.123456789)
+    dets = [D.Detection((1, 2, 5, 9), float(s), 28), D.Detection((0, 0, 3, 3), 0.1234571, 9)]
+    doc = json.loads(json.dumps(D.detection_doc("a.png", (40, 50), "m", D.DetectParams(),
+                                                dets)))
+    assert [d["score"] for d in doc["detections"]] == [float(s), 0.1234571]
+    assert doc["detections"][0]["box"] == [1, 2, 5, 9]
 
 
 def test_demo_with_a_model(model_file, tmp_path):

@@ -257,10 +257,13 @@ def detection_arrays(dets: list[Detection]) -> tuple[np.ndarray, np.ndarray]:
 def detection_doc(image_path: str, shape: tuple[int, ...], model: str, params: DetectParams,
                   dets: list[Detection]) -> dict:
     """The detection JSON document of one image (what ``xdefect detect`` writes):
-    ``{image, width, height, model, params, detections: [{box, score}]}``."""
+    ``{image, width, height, model, params, detections: [{box, score}]}``. Scores are
+    written whole (JSON's float text reads back to the same number), so scoring saved
+    documents ranks detections exactly as the live run did: rounded, near-tied scores
+    from different images would swap places and move AP by a few thousandths."""
     return {"image": image_path, "width": int(shape[1]), "height": int(shape[0]),
             "model": model, "params": params.to_dict(),
-            "detections": [{"box": [int(v) for v in d.box], "score": round(float(d.score), 6)}
+            "detections": [{"box": [int(v) for v in d.box], "score": float(d.score)}
                            for d in dets]}
 
 
