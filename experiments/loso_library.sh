@@ -6,10 +6,14 @@
 # of both roots sorted, fold I holds out every fifth from the I-th), then eight views,
 # relative extent, growth and joining chosen by `xdefect tune-segmenter` on the tuning
 # images of those twelve series (the model's lineage: no image of a held-out series
-# chooses anything), then every image of the held-out series evaluated once.
+# chooses anything), then every image of the held-out series evaluated once. The same
+# weights at a second operating point: the best tuning AP among the settings raising at
+# most 2 false alarms per tuning image (`tune-segmenter --reuse-grid --max-false-alarms 2`:
+# the same grid, no new score map), evaluated the same way (eval-fa2-SERIES).
 #   experiments/loso_library.sh FOLD [THREADS]
 # Resumable: training continues from its last checkpoint, finished steps are skipped.
-# Outputs: runs/seg/loso5-hard/foldI/{train,tta8-join,eval-SERIES}/
+# Outputs: runs/seg/loso5-hard/foldI/{train,tta8-join,tta8-join-fa2,eval-SERIES,
+# eval-fa2-SERIES}/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; threads=${2:-1}
@@ -38,9 +42,15 @@ if [ ! -e $w/train/model.safetensors ]; then
 fi
 [ -e $w/tta8-join/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
   --tta 8 --joins -1 0 2 4 --threads "$threads" --out $w/tta8-join
+[ -e $w/tta8-join-fa2/model.safetensors ] || $X tune-segmenter \
+  --model $w/tta8-join/model.safetensors --reuse-grid --max-false-alarms 2 \
+  --out $w/tta8-join-fa2
 for s in "${held[@]}"; do
   root=$G; [ -d "$E/Castings/$s" ] && root=$E
-  [ -e $w/eval-$s/metrics.json ] || $X evaluate --model $w/tta8-join/model.safetensors \
-    --gdxray "$root" --series "$s" --split all --no-overlays --threads "$threads" --out $w/eval-$s
+  for point in "" -fa2; do
+    [ -e $w/eval$point-$s/metrics.json ] || $X evaluate \
+      --model $w/tta8-join$point/model.safetensors --gdxray "$root" --series "$s" \
+      --split all --no-overlays --threads "$threads" --out $w/eval$point-$s
+  done
 done
 echo "fold $fold (${held[*]}) done: $w"

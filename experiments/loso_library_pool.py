@@ -3,11 +3,13 @@
 Each fold ``runs/seg/loso5-hard/foldI`` holds a model trained by the library on the train
 images of the twelve annotated series outside the fold, its settings chosen on their tuning
 images (``tta8-join/model.json``), and one evaluation per held-out series over all its
-images (``eval-SERIES/detections``). This scores every fold's saved detections against the
-ground truth (``xdefect.protocol.evaluate_detections``), pools them over the folds done so
-far, and writes ``runs/loso5_hard.json`` (pooled and per series: AP, found, false alarms
-per image; per fold: the settings chosen and the training minutes), read by
-``experiments/results_tables.py`` (block ``loso-library``)::
+images (``eval-SERIES/detections``); with ``--point -fa2``, the same weights at the
+operating point chosen with at most 2 false alarms per tuning image (``tta8-join-fa2``,
+``eval-fa2-SERIES``, written to ``runs/loso5_hard-fa2.json``). This scores every fold's
+saved detections against the ground truth (``xdefect.protocol.evaluate_detections``), pools
+them over the folds done so far, and writes ``runs/loso5_hard.json`` (pooled and per series:
+AP, found, false alarms per image; per fold: the settings chosen and the training minutes),
+read by ``experiments/results_tables.py`` (block ``loso-library``)::
 
     .venv/bin/python experiments/loso_library_pool.py
 
@@ -28,7 +30,7 @@ from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["figures", "main", "pool"]
+__all__ = ["figures", "main", "pool", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -58,27 +60,39 @@ def reference(run: Path, suffix: str, folds: list[str]) -> dict | None:
     return {"run": str(run), "results": f"results{suffix}.json", **figures(rs)}
 
 
+def tuning_fa(tuning: dict) -> float | None:
+    """False alarms per tuning image at the chosen settings (the card's ``tuning`` block;
+    older cards record them only in the grid)."""
+    if "fa_per_image" in tuning:
+        return tuning["fa_per_image"]
+    keys = ("theta", "grow", "extent_fraction", "join", "link")
+    return next((row["fa_per_image"] for row in tuning.get("grid", [])
+                 if all(row.get(k) == tuning.get(k) for k in keys)), None)
+
+
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
-         others: list[tuple[Path, str]] | None = None) -> dict:
+         others: list[tuple[Path, str]] | None = None, point: str = "") -> dict:
     """The folds under ``work`` whose held-out series (the annotated series of ``roots``
     the fold's model did not train on) are all evaluated, pooled; with ``ref``
     (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
-    too (and of each of ``others``, pooled alike)."""
+    too (and of each of ``others``, pooled alike). ``point``: the operating point's suffix
+    (``""``: ``tta8-join`` and ``eval-SERIES``; ``"-fa2"``: ``tta8-join-fa2`` and
+    ``eval-fa2-SERIES``)."""
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
-        card_file = fold / "tta8-join" / "model.json"
+        card_file = fold / f"tta8-join{point}" / "model.json"
         if not card_file.exists():
             continue
         card = json.loads(card_file.read_text())
         stage = card["lineage"][-1]
         held = {s: r for r in roots for s in gdxray.list_series(r)
                 if s not in stage["data_series"] and gdxray.load_ground_truth(r, s).annotated}
-        if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
+        if any(not (fold / f"eval{point}-{s}" / "metrics.json").is_file() for s in held):
             continue  # a fold counts once every held-out series is evaluated
         fr: list[ImageResult] = []
         for s, root in sorted(held.items()):
-            fr += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all",
+            fr += evaluate_detections(fold / f"eval{point}-{s}" / "detections", root, "all",
                                       [s]).results
         t = card["tuning"]
         folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
@@ -86,7 +100,8 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
                       "train_minutes": card["training"]["minutes"],
                       "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
                                                        "join")} | {"tta": card["detection"]["tta"]},
-                      "tuning_ap": t["ap"], **figures(fr)})
+                      "tuning_ap": t["ap"], "tuning_fa_per_image": tuning_fa(t),
+                      "max_fa_per_image": t.get("max_fa_per_image"), **figures(fr)})
         results += fr
     if not folds:
         raise SystemExit(f"loso_library_pool.py: {work}: no fold evaluated yet "
@@ -95,6 +110,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
                         "each fold's model trained and its settings chosen on the other "
                         "twelve series (train and tuning images); every image of the held-out "
                         "series scored once",
+            "point": point or "best tuning AP",
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
             **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
                if ref else {}),
@@ -108,7 +124,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-hard"))
     ap.add_argument("--gdxray", type=Path, nargs="+",
                     default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
-    ap.add_argument("--out", type=Path, default=Path("runs/loso5_hard.json"))
+    ap.add_argument("--point", default="", choices=["", "-fa2"],
+                    help="operating point: '' (best tuning AP) or -fa2 (best tuning AP with "
+                         "at most 2 false alarms per tuning image)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: runs/loso5_hard{POINT}.json")
     ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),
                     help="an fcn_detector.py leave-series-out run scored on the same folds")
     ap.add_argument("--reference-suffix", default="-amin-grow")
@@ -118,8 +138,8 @@ def main() -> None:
                          "five-model mean with joining)")
     a = ap.parse_args()
     doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix),
-               [(Path(r), sfx) for r, sfx in a.also])
-    write_json(a.out, doc)
+               [(Path(r), sfx) for r, sfx in a.also], a.point)
+    write_json(a.out or Path(f"runs/loso5_hard{a.point}.json"), doc)
     p = doc["pooled"]
     print(f"{doc['folds_done']} fold(s): pooled AP {p['ap']:.4f}, {p['true_positives']} of "
           f"{p['gt_boxes']} found, {p['false_alarms_per_image']:.1f} false alarms per image")

@@ -786,10 +786,19 @@ def loso_library(doc: dict) -> str:
     chosen = "; ".join(
         f"{f['fold']}: theta {f['chosen']['theta']:g}, grow {f['chosen']['grow']}, relative "
         f"extent {f['chosen']['extent_fraction']:g}, join {f['chosen']['join']}, "
-        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}), trained "
-        f"{f['train_minutes']:.0f} min" for f in doc["folds"])
-    lines += ["", f"{doc['protocol']}. Chosen per fold on its training series' tuning images: "
-              f"{chosen}. Reference: the same folds of `{ref.get('run', '-')}` "
+        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}"
+        + ("" if f.get("tuning_fa_per_image") is None
+           else f", {f['tuning_fa_per_image']:g} false alarms per tuning image")
+        + f"), trained {f['train_minutes']:.0f} min" for f in doc["folds"])
+    cap = next((f.get("max_fa_per_image") for f in doc["folds"]
+                if f.get("max_fa_per_image") is not None), None)
+    rule = ("best tuning AP" if cap is None else
+            f"best tuning AP among the settings with at most {cap:g} false alarms per tuning "
+            "image (`tune-segmenter --reuse-grid --max-false-alarms`: the same weights and "
+            "grid)")
+    lines += ["", f"{doc['protocol']}. Operating point: {rule}. Chosen per fold on its "
+              f"training series' tuning images: {chosen}. Reference: the same folds of "
+              f"`{ref.get('run', '-')}` "
               f"({ref.get('results', '-')})"
               + "".join(f"; `{o['run']}` ({o['results']}) on the same folds: pooled "
                         f"{_f(o['ap'])} ({o['true_positives']}/{o['gt_boxes']}, "
@@ -1545,6 +1554,7 @@ def main() -> None:
                             lambda d: adapt_table(d, ADAPT_JOIN_S1)),
                            ("adapt-loso", ADAPT_LOSO, lambda d: adapt_table(d, ADAPT_LOSO)),
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
+                           ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),

@@ -432,6 +432,30 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
     text = _tables().loso_library(doc)
     assert "| C0010 | 0 | " in text and "| 1.0000 (" in text
     assert "theta 0.9, grow 2, relative extent 0.5, join 0, 8 views (tuning AP 0.700)" in text
+    # the second operating point: its own card and evaluations, chosen under a cap
+    import shutil
+
+    (fold / "tta8-join-fa2").mkdir()
+    (fold / "tta8-join-fa2" / "model.json").write_text(json.dumps({
+        "lineage": [{"data_series": [s for s in annotated if s not in ("C0010", "C0034")]}],
+        "training": {"minutes": 35.0}, "detection": {"tta": 8},
+        "tuning": {"theta": 0.95, "grow": 2, "extent_fraction": 0.5, "join": 0, "link": 1.0,
+                   "ap": 0.69, "max_fa_per_image": 2.0,
+                   "grid": [{"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "join": 0,
+                             "link": 1.0, "fa_per_image": 3.5},
+                            {"theta": 0.95, "grow": 2, "extent_fraction": 0.5, "join": 0,
+                             "link": 1.0, "fa_per_image": 1.25}]}}))
+    with pytest.raises(SystemExit, match="no fold evaluated yet"):
+        pool.pool(tmp_path, [gdxray_root], point="-fa2")
+    for s in ("C0010", "C0034"):
+        shutil.copytree(fold / f"eval-{s}", fold / f"eval-fa2-{s}")
+    capped = pool.pool(tmp_path, [gdxray_root], point="-fa2")
+    f0 = capped["folds"][0]
+    assert f0["chosen"]["theta"] == 0.95 and f0["tuning_fa_per_image"] == 1.25
+    assert capped["point"] == "-fa2" and f0["max_fa_per_image"] == 2.0
+    text = _tables().loso_library(capped)
+    assert "at most 2 false alarms per tuning image" in text
+    assert "(tuning AP 0.690, 1.25 false alarms per tuning image)" in text
     (fold / "eval-C0034" / "metrics.json").unlink()  # one held-out series not evaluated
     with pytest.raises(SystemExit, match="no fold evaluated yet"):
         pool.pool(tmp_path, [gdxray_root])

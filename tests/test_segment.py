@@ -787,6 +787,45 @@ def test_tune_segmenter_searches_the_thetas_and_grows_given(trained, tmp_path):
         assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
                                       str(tmp_path / "b"), *bad), what)
     assert not (tmp_path / "b").exists()
+    # another operating point from the recorded grid: no score map computed, same weights
+    fas = sorted({x["fa_per_image"] for x in grid})
+    cap = fas[len(fas) // 2]
+    proc = run_cli("tune-segmenter", "--model", str(tmp_path / "w" / "model.safetensors"),
+                   "--out", str(tmp_path / "cap"), "--reuse-grid", "--max-false-alarms",
+                   str(cap), "--json")
+    assert proc.returncode == 0, proc.stderr
+    r2 = json.loads(proc.stdout)
+    capped = read_card(tmp_path / "cap" / "model.safetensors")
+    want = max((x for x in grid if x["fa_per_image"] <= cap), key=lambda x: x["ap"])
+    assert (r2["theta"], r2["grow"], r2["join"], r2["link"], r2["tuning_ap"]) == (
+        want["theta"], want["grow"], want["join"], want["link"], want["ap"])
+    assert r2["fa_per_image"] == want["fa_per_image"] <= cap
+    assert capped["tuning"]["grid"] == grid and capped["tuning"]["max_fa_per_image"] == cap
+    assert "at most" in capped["tuning"]["rule"] and capped["detection"]["theta"] == r2["theta"]
+    assert capped["weights_sha256"] == card["weights_sha256"]
+    assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
+                                  str(tmp_path / "b"), "--reuse-grid", "--thetas", "0.5"),
+                          "--reuse-grid", "--thetas")
+    assert not (tmp_path / "b").exists()
+
+
+def test_pick_setting_caps_false_alarms():
+    from xdefect.errors import InputError
+    from xdefect.train_segment import pick_setting
+
+    grid = [{"theta": -0.5, "ap": 0.8, "fa_per_image": 6.0},
+            {"theta": 0.0, "ap": 0.79, "fa_per_image": 1.5},
+            {"theta": 0.5, "ap": 0.79, "fa_per_image": 0.5},
+            {"theta": 0.9, "ap": 0.6, "fa_per_image": 0.1}]
+    assert pick_setting(grid)["theta"] == -0.5
+    assert pick_setting(grid, 2)["theta"] == 0.0  # the first of equal APs
+    assert pick_setting(grid, 1)["theta"] == 0.5
+    assert pick_setting(grid, 0.1)["theta"] == 0.9
+    with pytest.raises(InputError, match="fewest: 0.1 at theta 0.9"):
+        pick_setting(grid, 0.05)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InputError, match="false alarms per image"):
+            pick_setting(grid, bad)
 
 
 def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):

@@ -90,7 +90,7 @@ from xdefect.segment import (
 
 __all__ = ["EXTENT_FRACTIONS", "GROWS", "HARD_FILE", "HARD_FORMAT", "JOINS", "LINKS", "THETAS",
            "SegTrainConfig",
-           "choose_settings", "choose_theta",
+           "choose_settings", "choose_theta", "pick_setting", "tuning_block",
            "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
            "tuning_selections", "tune_segmenter"]
 
@@ -262,16 +262,18 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
                     device: str | torch.device = "cpu",
                     extents: tuple[float, ...] = EXTENT_FRACTIONS,
                     joins: tuple[int, ...] = JOINS,
-                    links: tuple[float, ...] = LINKS) -> dict[str, Any]:
-    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``),
-    relative extent of ``extents`` (``DetectParams.extent_fraction``; only 0 unless
-    ``base`` boxes regions by the ``region`` rule), box joining distance of ``joins``
-    (``DetectParams.join``) and link score of ``links`` (``DetectParams.link``) with the
-    best AP (IoU 0.5, COCO matching) on the images of ``selections``, each score map
-    computed once (the first of equal APs, in the order theta, link, extent, grow, join).
-    Returns ``theta``, ``grow``, ``extent_fraction``, ``join``, ``link``, ``ap``,
-    ``images`` and ``grid``: one row per setting with its AP, defects found, ground-truth
-    boxes and false alarms per image."""
+                    links: tuple[float, ...] = LINKS,
+                    max_fa_per_image: float | None = None) -> dict[str, Any]:
+    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``), relative
+    extent of ``extents`` (``DetectParams.extent_fraction``; only 0 unless ``base`` boxes
+    regions by the ``region`` rule), box joining distance of ``joins`` (``DetectParams.join``)
+    and link score of ``links`` (``DetectParams.link``) with the best AP (IoU 0.5, COCO
+    matching) on the images of ``selections``, each score map computed once (the first of equal
+    APs, in the order theta, link, extent, grow, join; with ``max_fa_per_image``, among the
+    settings raising at most that many false alarms per image there: :func:`pick_setting`).
+    Returns ``theta``, ``grow``, ``extent_fraction``, ``join``, ``link``, ``ap``, ``images`` and
+    ``grid``: one row per setting with its AP, defects found, ground-truth boxes and false
+    alarms per image."""
     if not thetas or not grows or not extents or not joins or not links:
         raise ValueError("choose_settings needs at least one theta, grow, extent, join and "
                          "link")
@@ -303,12 +305,35 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
     if not grid[0]["boxes"]:
         raise InputError("the tuning images hold no defect boxes: AP is undefined, nothing "
                          "to choose theta on")
-    best = max(grid, key=lambda r: r["ap"])  # max keeps the first of equal APs
+    best = pick_setting(grid, max_fa_per_image)
     return {"theta": float(best["theta"]), "grow": int(best["grow"]),
             "extent_fraction": float(best["extent_fraction"]), "join": int(best["join"]),
             "link": float(best["link"]),
             "ap": best["ap"],
             "images": sum(len(x.records) for x in selections), "grid": grid}
+
+
+def pick_setting(grid: list[dict[str, Any]], max_fa_per_image: float | None = None
+                 ) -> dict[str, Any]:
+    """The row of a settings ``grid`` (:func:`choose_settings`'s, as a card's ``tuning``
+    block records it) with the best AP, the first of equal APs. ``max_fa_per_image``: only
+    rows whose false alarms per image (``fa_per_image``, on the tuning images) are at most
+    this (an operating point for the line: AP barely rewards the trailing low-score boxes
+    of a low theta, the inspector sees every one). Raises ``InputError`` naming the fewest
+    when no row keeps within the cap."""
+    if not grid:
+        raise ValueError("pick_setting needs at least one row")
+    if max_fa_per_image is not None:
+        if not math.isfinite(max_fa_per_image) or max_fa_per_image < 0:
+            raise InputError(f"false alarms per image must be >= 0, not {max_fa_per_image}")
+        ok = [r for r in grid if r["fa_per_image"] <= max_fa_per_image]
+        if not ok:
+            low = min(grid, key=lambda r: r["fa_per_image"])
+            raise InputError(f"no setting keeps within {max_fa_per_image:g} false alarms per "
+                             f"image on the tuning images (fewest: {low['fa_per_image']:g} "
+                             f"at theta {low['theta']:g}); allow more or try higher thetas")
+        grid = ok
+    return max(grid, key=lambda r: r["ap"])  # max keeps the first of equal APs
 
 
 def choose_theta(net: SegNet, selections: list[Selection], base: DetectParams,
@@ -553,26 +578,43 @@ def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
                    device: str | torch.device = "cpu", thetas: tuple[float, ...] = THETAS,
                    grows: tuple[int, ...] = GROWS,
                    extents: tuple[float, ...] = EXTENT_FRACTIONS,
-                   joins: tuple[int, ...] = JOINS, links: tuple[float, ...] = LINKS
+                   joins: tuple[int, ...] = JOINS, links: tuple[float, ...] = LINKS,
+                   max_fa_per_image: float | None = None
                    ) -> tuple[DetectParams, dict[str, Any]]:
     """``detection`` with theta, grow, relative extent, box joining and link chosen on
     ``sels`` among ``thetas``, ``grows``, ``extents``, ``joins`` and ``links``
-    (:func:`choose_settings`), and the card's ``tuning`` block recording the choice."""
+    (:func:`choose_settings`; ``max_fa_per_image``: the cap of :func:`pick_setting`), and
+    the card's ``tuning`` block recording the choice."""
     r = choose_settings(net.eval(), sels, detection, tuple(thetas), tuple(grows), device,
-                        tuple(extents), tuple(joins), tuple(links))
-    theta, grow, ext, join, link = (r["theta"], r["grow"], r["extent_fraction"], r["join"],
-                                    r["link"])
+                        tuple(extents), tuple(joins), tuple(links), max_fa_per_image)
+    return tuning_block(detection, r["grid"], r["images"],
+                        {str(x.root): list(x.series) for x in sels}, max_fa_per_image)
+
+
+def tuning_block(detection: DetectParams, grid: list[dict[str, Any]], images: int,
+                 roots: dict[str, list[str]], max_fa_per_image: float | None = None
+                 ) -> tuple[DetectParams, dict[str, Any]]:
+    """``detection`` at the setting :func:`pick_setting` takes from ``grid`` (rows of
+    :func:`choose_settings` over ``images`` tuning images of ``roots``) and the card's
+    ``tuning`` block recording the choice."""
+    best = pick_setting(grid, max_fa_per_image)
+    theta, grow, ext, join, link = (float(best["theta"]), int(best["grow"]),
+                                    float(best["extent_fraction"]), int(best["join"]),
+                                    float(best["link"]))
+    cap = ("" if max_fa_per_image is None else
+           f" among the settings with at most {max_fa_per_image:g} false alarms per image")
     return replace(detection, theta=theta, grow=grow, extent_fraction=ext, join=join,
                    link=link), {
-        "images": r["images"], "roots": {str(x.root): list(x.series) for x in sels},
+        "images": images, "roots": roots,
         "theta": theta, "grow": grow, "extent_fraction": ext, "join": join, "link": link,
-        "ap": r["ap"],
-        "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in r["grid"]
+        "ap": best["ap"], "fa_per_image": best["fa_per_image"],
+        "max_fa_per_image": max_fa_per_image,
+        "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in grid
                         if row["grow"] == grow and row["extent_fraction"] == ext
                         and row["join"] == join and row["link"] == link},
-        "grid": r["grid"],
-        "rule": "best AP (IoU 0.5) over theta x link x relative extent x grow x join on "
-                "the annotated tuning images (odd, n % 4 == 1) of the series in roots"}
+        "grid": grid,
+        "rule": "best AP (IoU 0.5) over theta x link x relative extent x grow x join" + cap
+                + " on the annotated tuning images (odd, n % 4 == 1) of the series in roots"}
 
 
 def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
@@ -661,19 +703,25 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
                    threads: int | None = None, tta: int | None = None,
                    extents: tuple[float, ...] = EXTENT_FRACTIONS,
                    joins: tuple[int, ...] = JOINS,
-                   links: tuple[float, ...] = LINKS) -> dict[str, Any]:
-    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``),
-    ``grow``, ``join`` (of ``joins``) and ``link`` (of ``links``) again on annotated tuning
-    images (:func:`choose_settings`) and write the same weights with the new settings to
+                   links: tuple[float, ...] = LINKS,
+                   max_fa_per_image: float | None = None,
+                   reuse_grid: bool = False) -> dict[str, Any]:
+    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``), ``grow``,
+    ``join`` (of ``joins``) and ``link`` (of ``links``) again on annotated tuning images
+    (:func:`choose_settings`) and write the same weights with the new settings to
     ``out/model.safetensors`` + ``model.json`` (its card: the source's, with the new
-    ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and
-    the command line). The tuning images are those of ``gdxray_roots`` (``series``: only
-    these), by default of the roots and series the model trained on (its card's last
-    lineage stage). ``tta``: the mirror views averaged (``DetectParams.tta``; default the
-    source's), fixed before the others are chosen. Returns ``{"model", "theta", "grow",
-    "extent_fraction", "join", "link", "tta", "tuning_ap", "before"}`` where ``before`` is the AP
-    of the source's own settings on the same images (with ``tta``; None when they are not
-    in the grid)."""
+    ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and the
+    command line). The tuning images are those of ``gdxray_roots`` (``series``: only these), by
+    default of the roots and series the model trained on (its card's last lineage stage).
+    ``tta``: the mirror views averaged (``DetectParams.tta``; default the source's), fixed
+    before the others are chosen. Returns ``{"model", "theta", "grow", "extent_fraction",
+    "join", "link", "tta", "tuning_ap", "fa_per_image", "before"}`` where ``before`` is the AP
+    of the source's own settings on the same images (with ``tta``; None when they are not in the
+    grid). ``max_fa_per_image``: only settings raising at most this many false alarms per tuning
+    image (:func:`pick_setting`). ``reuse_grid``: choose from the grid the source's card records
+    (its ``tuning`` block: the same images, views and candidates) instead of computing score
+    maps: seconds, e.g. to move to another operating point; the candidate lists, roots, series
+    and ``tta`` do not apply then."""
     src = resolve_model(model)
     if src.suffix.lower() == ".onnx":
         raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
@@ -686,20 +734,9 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     if not isinstance(net, SegNet):
         raise InputError(f"{src}: a patch classifier; its detection settings are chosen by "
                          "experiments/tune_detection.py")
-    used = _tuning_roots(src, card, gdxray_roots, series)
-    sels = tuning_selections({r: ss for r, ss in used.items() if ss})
-    if not sels:
-        raise InputError(f"{src}: no annotated tuning images (odd, n % 4 == 1) with defect "
-                         f"boxes in {', '.join(used) or 'the roots it trained on'}")
-    base = (DetectParams.from_dict(card["detection"])
-            if isinstance(card.get("detection"), dict) else SEGMENT_PARAMS)
-    if tta is not None:
-        try:
-            base = replace(base, tta=int(tta))
-        except ValueError as exc:
-            raise InputError(f"--tta {tta}: {exc}") from None
-    detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents, joins,
-                                       links)
+    base, detection, tuning = _choose_again(
+        src, card, net, dev, gdxray_roots, series, tta, reuse_grid, max_fa_per_image,
+        (thetas, grows, extents, joins, links))
     before = next((row["ap"] for row in tuning["grid"]
                    if row["theta"] == base.theta and row["grow"] == base.grow
                    and row["extent_fraction"] == base.extent_fraction
@@ -713,5 +750,39 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     return {"model": str(run / "model.safetensors"), "theta": detection.theta,
             "grow": detection.grow, "extent_fraction": detection.extent_fraction,
             "join": detection.join, "link": detection.link, "tta": detection.tta,
-            "tuning_ap": tuning["ap"],
+            "tuning_ap": tuning["ap"], "fa_per_image": tuning["fa_per_image"],
             "before": before}
+
+
+def _choose_again(src: Path, card: dict[str, Any], net: SegNet, dev: torch.device,
+                  gdxray_roots: tuple[str, ...], series: tuple[str, ...] | None,
+                  tta: int | None, reuse_grid: bool, max_fa_per_image: float | None,
+                  candidates: tuple[tuple, ...]
+                  ) -> tuple[DetectParams, DetectParams, dict[str, Any]]:
+    """:func:`tune_segmenter`'s choice: (the source's settings, the new ones, the card's
+    ``tuning`` block)."""
+    thetas, grows, extents, joins, links = candidates
+    base = (DetectParams.from_dict(card["detection"])
+            if isinstance(card.get("detection"), dict) else SEGMENT_PARAMS)
+    if reuse_grid:
+        old = card.get("tuning")
+        if not isinstance(old, dict) or not isinstance(old.get("grid"), list) or not old["grid"]:
+            raise InputError(f"{src}: its card records no tuning grid to choose from (run "
+                             "without reusing it)")
+        detection, tuning = tuning_block(base, old["grid"], old["images"], old["roots"],
+                                         max_fa_per_image)
+        tuning["reused_grid_of"] = str(src)
+    else:
+        used = _tuning_roots(src, card, gdxray_roots, series)
+        sels = tuning_selections({r: ss for r, ss in used.items() if ss})
+        if not sels:
+            raise InputError(f"{src}: no annotated tuning images (odd, n % 4 == 1) with "
+                             f"defect boxes in {', '.join(used) or 'the roots it trained on'}")
+        if tta is not None:
+            try:
+                base = replace(base, tta=int(tta))
+            except ValueError as exc:
+                raise InputError(f"--tta {tta}: {exc}") from None
+        detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents,
+                                           joins, links, max_fa_per_image)
+    return base, detection, tuning
