@@ -6,14 +6,14 @@
 # of both roots sorted, fold I holds out every fifth from the I-th), then eight views,
 # relative extent, growth and joining chosen by `xdefect tune-segmenter` on the tuning
 # images of those twelve series (the model's lineage: no image of a held-out series
-# chooses anything), then every image of the held-out series evaluated once. The same
-# weights at a second operating point: the best tuning AP among the settings raising at
-# most 2 false alarms per tuning image (`tune-segmenter --reuse-grid --max-false-alarms 2`:
-# the same grid, no new score map), evaluated the same way (eval-fa2-SERIES).
+# chooses anything), then every image of the held-out series evaluated once. The operating
+# point: `tune-segmenter --max-false-alarms 2` makes the same choice and adds the report
+# threshold (DetectParams.min_score) keeping at most 2 false alarms per tuning image
+# (tta8-join-fa2); its detections are those of eval-SERIES scoring at least that, so
+# experiments/loso_library_pool.py --point -fa2 scores them from the same files.
 #   experiments/loso_library.sh FOLD [THREADS]
 # Resumable: training continues from its last checkpoint, finished steps are skipped.
-# Outputs: runs/seg/loso5-hard/foldI/{train,tta8-join,tta8-join-fa2,eval-SERIES,
-# eval-fa2-SERIES}/
+# Outputs: runs/seg/loso5-hard/foldI/{train,tta8-join,tta8-join-fa2,eval-SERIES}/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; threads=${2:-1}
@@ -42,15 +42,11 @@ if [ ! -e $w/train/model.safetensors ]; then
 fi
 [ -e $w/tta8-join/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
   --tta 8 --joins -1 0 2 4 --threads "$threads" --out $w/tta8-join
-[ -e $w/tta8-join-fa2/model.safetensors ] || $X tune-segmenter \
-  --model $w/tta8-join/model.safetensors --reuse-grid --max-false-alarms 2 \
-  --out $w/tta8-join-fa2
 for s in "${held[@]}"; do
   root=$G; [ -d "$E/Castings/$s" ] && root=$E
-  for point in "" -fa2; do
-    [ -e $w/eval$point-$s/metrics.json ] || $X evaluate \
-      --model $w/tta8-join$point/model.safetensors --gdxray "$root" --series "$s" \
-      --split all --no-overlays --threads "$threads" --out $w/eval$point-$s
-  done
+  [ -e $w/eval-$s/metrics.json ] || $X evaluate --model $w/tta8-join/model.safetensors \
+    --gdxray "$root" --series "$s" --split all --no-overlays --threads "$threads" --out $w/eval-$s
 done
+[ -e $w/tta8-join-fa2/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
+  --tta 8 --joins -1 0 2 4 --max-false-alarms 2 --threads "$threads" --out $w/tta8-join-fa2
 echo "fold $fold (${held[*]}) done: $w"

@@ -3,13 +3,14 @@
 Each fold ``runs/seg/loso5-hard/foldI`` holds a model trained by the library on the train
 images of the twelve annotated series outside the fold, its settings chosen on their tuning
 images (``tta8-join/model.json``), and one evaluation per held-out series over all its
-images (``eval-SERIES/detections``); with ``--point -fa2``, the same weights at the
-operating point chosen with at most 2 false alarms per tuning image (``tta8-join-fa2``,
-``eval-fa2-SERIES``, written to ``runs/loso5_hard-fa2.json``). This scores every fold's
-saved detections against the ground truth (``xdefect.protocol.evaluate_detections``), pools
-them over the folds done so far, and writes ``runs/loso5_hard.json`` (pooled and per series:
-AP, found, false alarms per image; per fold: the settings chosen and the training minutes),
-read by ``experiments/results_tables.py`` (block ``loso-library``)::
+images (``eval-SERIES/detections``). This scores every fold's saved detections against the
+ground truth (``xdefect.protocol.evaluate_detections``), pools them over the folds done so
+far, and writes ``runs/loso5_hard.json`` (pooled and per series: AP, found, false alarms
+per image; per fold: the settings chosen and the training minutes), read by
+``experiments/results_tables.py`` (block ``loso-library``). With ``--point -fa2``: the
+operating point of ``tta8-join-fa2`` (the same choice plus the report threshold
+``min_score`` keeping at most 2 false alarms per tuning image), i.e. the same detections
+scoring at least its ``min_score``, written to ``runs/loso5_hard-fa2.json``::
 
     .venv/bin/python experiments/loso_library_pool.py
 
@@ -30,7 +31,7 @@ from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["figures", "main", "pool", "tuning_fa"]
+__all__ = ["cut", "figures", "main", "point_card", "pool", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -70,30 +71,53 @@ def tuning_fa(tuning: dict) -> float | None:
                  if all(row.get(k) == tuning.get(k) for k in keys)), None)
 
 
+def point_card(fold: Path, point: str) -> dict | None:
+    """The card of the fold's model at operating point ``point`` (None when not made
+    yet). A point other than ``""`` must make the same choice as ``tta8-join`` but for its
+    report threshold (``min_score``): its detections are then ``eval-SERIES``'s scoring at
+    least that."""
+    files = [fold / "tta8-join" / "model.json", fold / f"tta8-join{point}" / "model.json"]
+    if not all(f.exists() for f in files):
+        return None
+    base, card = (json.loads(f.read_text()) for f in files)
+    if ({k: v for k, v in card["detection"].items() if k != "min_score"}
+            != {k: v for k, v in base["detection"].items() if k != "min_score"}):
+        raise SystemExit(f"loso_library_pool.py: {files[1]}: its settings differ from "
+                         f"{files[0]}'s beyond min_score; its detections are not a subset")
+    return card
+
+
+def cut(rs: list[ImageResult], min_score: float) -> list[ImageResult]:
+    """The results with only the detections scoring at least ``min_score``."""
+    return [ImageResult(r.key, r.series, r.boxes[r.scores >= min_score],
+                        r.scores[r.scores >= min_score], r.gt, r.ignore) for r in rs]
+
+
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
          others: list[tuple[Path, str]] | None = None, point: str = "") -> dict:
     """The folds under ``work`` whose held-out series (the annotated series of ``roots``
     the fold's model did not train on) are all evaluated, pooled; with ``ref``
     (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
-    too (and of each of ``others``, pooled alike). ``point``: the operating point's suffix
-    (``""``: ``tta8-join`` and ``eval-SERIES``; ``"-fa2"``: ``tta8-join-fa2`` and
-    ``eval-fa2-SERIES``)."""
+    too (and of each of ``others``, pooled alike). ``point``: ``""`` (``tta8-join``) or
+    the suffix of another operating point's model (``"-fa2"``: ``tta8-join-fa2``,
+    :func:`point_card`)."""
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
-        card_file = fold / f"tta8-join{point}" / "model.json"
-        if not card_file.exists():
+        card = point_card(fold, point)
+        if card is None:
             continue
-        card = json.loads(card_file.read_text())
         stage = card["lineage"][-1]
         held = {s: r for r in roots for s in gdxray.list_series(r)
                 if s not in stage["data_series"] and gdxray.load_ground_truth(r, s).annotated}
-        if any(not (fold / f"eval{point}-{s}" / "metrics.json").is_file() for s in held):
+        if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
             continue  # a fold counts once every held-out series is evaluated
         fr: list[ImageResult] = []
         for s, root in sorted(held.items()):
-            fr += evaluate_detections(fold / f"eval{point}-{s}" / "detections", root, "all",
+            fr += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all",
                                       [s]).results
+        min_score = card["detection"].get("min_score", -1.0)
+        fr = cut(fr, min_score)
         t = card["tuning"]
         folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
                       "trained_on": stage["data_series"],
@@ -101,7 +125,8 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
                       "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
                                                        "join")} | {"tta": card["detection"]["tta"]},
                       "tuning_ap": t["ap"], "tuning_fa_per_image": tuning_fa(t),
-                      "max_fa_per_image": t.get("max_fa_per_image"), **figures(fr)})
+                      "min_score": min_score, "max_fa_per_image": t.get("max_fa_per_image"),
+                      "at_min_score": t.get("at_min_score"), **figures(fr)})
         results += fr
     if not folds:
         raise SystemExit(f"loso_library_pool.py: {work}: no fold evaluated yet "
@@ -110,7 +135,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
                         "each fold's model trained and its settings chosen on the other "
                         "twelve series (train and tuning images); every image of the held-out "
                         "series scored once",
-            "point": point or "best tuning AP",
+            "point": point or "all detections",
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
             **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
                if ref else {}),
@@ -125,8 +150,9 @@ def main() -> None:
     ap.add_argument("--gdxray", type=Path, nargs="+",
                     default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
     ap.add_argument("--point", default="", choices=["", "-fa2"],
-                    help="operating point: '' (best tuning AP) or -fa2 (best tuning AP with "
-                         "at most 2 false alarms per tuning image)")
+                    help="operating point: '' (every detection) or -fa2 (those scoring at "
+                         "least the report threshold chosen for at most 2 false alarms per "
+                         "tuning image)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: runs/loso5_hard{POINT}.json")
     ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),

@@ -783,19 +783,25 @@ def loso_library(doc: dict) -> str:
                  f"{p['gt_boxes']} | **{_f(p['ap'])}** ({p['true_positives']}) | "
                  f"{p['false_alarms_per_image']:.1f} | "
                  + (f"**{_f(ref['ap'])}** ({ref['true_positives']}) |" if ref else "- |"))
+    def at_point(f: dict) -> str:
+        at = f.get("at_min_score")
+        if at is None:
+            fa = f.get("tuning_fa_per_image")
+            return "" if fa is None else f", {fa:g} false alarms per tuning image"
+        return (f"; report threshold {f['min_score']:.3f}: tuning AP {_f(at['ap'], 3)} at "
+                f"{at['fa_per_image']:g} false alarms per tuning image")
+
     chosen = "; ".join(
         f"{f['fold']}: theta {f['chosen']['theta']:g}, grow {f['chosen']['grow']}, relative "
         f"extent {f['chosen']['extent_fraction']:g}, join {f['chosen']['join']}, "
-        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}"
-        + ("" if f.get("tuning_fa_per_image") is None
-           else f", {f['tuning_fa_per_image']:g} false alarms per tuning image")
-        + f"), trained {f['train_minutes']:.0f} min" for f in doc["folds"])
+        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}{at_point(f)}), "
+        f"trained {f['train_minutes']:.0f} min" for f in doc["folds"])
     cap = next((f.get("max_fa_per_image") for f in doc["folds"]
                 if f.get("max_fa_per_image") is not None), None)
-    rule = ("best tuning AP" if cap is None else
-            f"best tuning AP among the settings with at most {cap:g} false alarms per tuning "
-            "image (`tune-segmenter --reuse-grid --max-false-alarms`: the same weights and "
-            "grid)")
+    rule = ("every detection (the list AP ranks)" if cap is None else
+            f"the detections scoring at least each fold's report threshold, the lowest "
+            f"keeping at most {cap:g} false alarms per tuning image (`tune-segmenter "
+            "--max-false-alarms`; the same saved detections, cut)")
     lines += ["", f"{doc['protocol']}. Operating point: {rule}. Chosen per fold on its "
               f"training series' tuning images: {chosen}. Reference: the same folds of "
               f"`{ref.get('run', '-')}` "

@@ -94,6 +94,13 @@ def test_regions_by_hand():
     mask[:, :60] = False
     assert D.regions(_smap(v), p2, mask)[0].box[0] >= 60
     assert D.regions(_smap(np.full_like(v, -1.0)), p2) == []
+    # the report threshold keeps the regions and boxes theta made, only fewer of them
+    cut = D.pyramid_regions({1: _smap(v)}, {1: None}, replace(p2, min_score=0.85), (100, 120))
+    assert [(d.box, d.score) for d in cut] == [(dets2[0].box, dets2[0].score)]
+    assert D.pyramid_regions({1: _smap(v)}, {1: None}, p2, (100, 120)) == dets2
+    for bad in (1.5, -1.5, float("nan")):
+        with pytest.raises(ValueError, match="min_score"):
+            replace(p2, min_score=bad)
 
 
 def test_peaks_and_blobs_by_hand():

@@ -81,3 +81,23 @@ def test_per_series_and_no_ground_truth():
     m = summarise(rs)
     assert m["per_series"]["S1"]["ap"] == 1.0 and m["per_series"]["S2"]["ap"] == 0.0
     assert np.isnan(summarise([res("a", [[0, 0, 1, 1]], [0.5], [])])["ap"])
+
+
+def test_report_threshold_for_a_false_alarm_cap():
+    """score_at_fppi: the lowest score whose detections (and all above) hold at most the
+    cap's false alarms; ties are kept or cut together."""
+    from xdefect.evaluate import PRCurve
+
+    c = PRCurve(np.array([0.9, 0.8, 0.8, 0.5, 0.3]),
+                np.array([True, False, True, False, False]), n_gt=3, n_images=2)
+    assert c.score_at_fppi(0) == 0.9  # the tied 0.8 pair holds a false alarm
+    assert c.score_at_fppi(0.4) == 0.9
+    assert c.score_at_fppi(0.5) == 0.8
+    assert c.score_at_fppi(1) == 0.5
+    assert c.score_at_fppi(1.5) == -1.0  # every detection fits
+    top_fp = PRCurve(np.array([0.7, 0.2]), np.array([False, True]), n_gt=1, n_images=1)
+    assert 0.7 < top_fp.score_at_fppi(0) < 0.70001  # nothing fits: just above the top
+    assert PRCurve(np.zeros(0), np.zeros(0, bool), 1, 1).score_at_fppi(0) == -1.0
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="per image"):
+            c.score_at_fppi(bad)

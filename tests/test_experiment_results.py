@@ -432,30 +432,33 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
     text = _tables().loso_library(doc)
     assert "| C0010 | 0 | " in text and "| 1.0000 (" in text
     assert "theta 0.9, grow 2, relative extent 0.5, join 0, 8 views (tuning AP 0.700)" in text
-    # the second operating point: its own card and evaluations, chosen under a cap
-    import shutil
-
-    (fold / "tta8-join-fa2").mkdir()
-    (fold / "tta8-join-fa2" / "model.json").write_text(json.dumps({
+    # the operating point: the same choice plus a report threshold, the same files cut
+    (fold / "tta8-join" / "model.json").write_text(json.dumps({
         "lineage": [{"data_series": [s for s in annotated if s not in ("C0010", "C0034")]}],
-        "training": {"minutes": 35.0}, "detection": {"tta": 8},
-        "tuning": {"theta": 0.95, "grow": 2, "extent_fraction": 0.5, "join": 0, "link": 1.0,
-                   "ap": 0.69, "max_fa_per_image": 2.0,
-                   "grid": [{"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "join": 0,
-                             "link": 1.0, "fa_per_image": 3.5},
-                            {"theta": 0.95, "grow": 2, "extent_fraction": 0.5, "join": 0,
-                             "link": 1.0, "fa_per_image": 1.25}]}}))
-    with pytest.raises(SystemExit, match="no fold evaluated yet"):
-        pool.pool(tmp_path, [gdxray_root], point="-fa2")
-    for s in ("C0010", "C0034"):
-        shutil.copytree(fold / f"eval-{s}", fold / f"eval-fa2-{s}")
+        "training": {"minutes": 35.0}, "detection": {"tta": 8, "theta": 0.9},
+        "tuning": {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "join": 0, "ap": 0.7}}))
+    (fold / "tta8-join-fa2").mkdir()
+    capped_card = {
+        "lineage": [{"data_series": [s for s in annotated if s not in ("C0010", "C0034")]}],
+        "training": {"minutes": 35.0}, "detection": {"tta": 8, "theta": 0.9, "min_score": 0.95},
+        "tuning": {"theta": 0.9, "grow": 2, "extent_fraction": 0.5, "join": 0, "ap": 0.7,
+                   "min_score": 0.95, "max_fa_per_image": 2.0,
+                   "at_min_score": {"ap": 0.69, "found": 5, "boxes": 6, "fa_per_image": 1.25}}}
+    (fold / "tta8-join-fa2" / "model.json").write_text(json.dumps(capped_card))
     capped = pool.pool(tmp_path, [gdxray_root], point="-fa2")
     f0 = capped["folds"][0]
-    assert f0["chosen"]["theta"] == 0.95 and f0["tuning_fa_per_image"] == 1.25
-    assert capped["point"] == "-fa2" and f0["max_fa_per_image"] == 2.0
+    assert f0["min_score"] == 0.95 and f0["max_fa_per_image"] == 2.0
+    # every detection scored 0.9: none reaches the report threshold
+    assert f0["per_series"]["C0010"]["true_positives"] == 0 and capped["point"] == "-fa2"
+    assert pool.pool(tmp_path, [gdxray_root])["folds"][0]["per_series"]["C0010"][
+        "ap"] == pytest.approx(1.0)
     text = _tables().loso_library(capped)
     assert "at most 2 false alarms per tuning image" in text
-    assert "(tuning AP 0.690, 1.25 false alarms per tuning image)" in text
+    assert "report threshold 0.950: tuning AP 0.690 at 1.25 false alarms per tuning" in text
+    capped_card["detection"]["theta"] = 0.8  # another choice: not a cut of the same files
+    (fold / "tta8-join-fa2" / "model.json").write_text(json.dumps(capped_card))
+    with pytest.raises(SystemExit, match="differ from"):
+        pool.pool(tmp_path, [gdxray_root], point="-fa2")
     (fold / "eval-C0034" / "metrics.json").unlink()  # one held-out series not evaluated
     with pytest.raises(SystemExit, match="no fold evaluated yet"):
         pool.pool(tmp_path, [gdxray_root])

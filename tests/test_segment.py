@@ -787,45 +787,33 @@ def test_tune_segmenter_searches_the_thetas_and_grows_given(trained, tmp_path):
         assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
                                       str(tmp_path / "b"), *bad), what)
     assert not (tmp_path / "b").exists()
-    # another operating point from the recorded grid: no score map computed, same weights
-    fas = sorted({x["fa_per_image"] for x in grid})
-    cap = fas[len(fas) // 2]
-    proc = run_cli("tune-segmenter", "--model", str(tmp_path / "w" / "model.safetensors"),
-                   "--out", str(tmp_path / "cap"), "--reuse-grid", "--max-false-alarms",
-                   str(cap), "--json")
+    # the operating point: the same choice plus the report threshold for a false-alarm cap
+    row = max(grid, key=lambda x: x["ap"])
+    cap = max(row["fa_per_image"] / 2, 0.1)
+    proc = run_cli("tune-segmenter", "--model", str(src), "--out", str(tmp_path / "cap"),
+                   "--thetas", "-0.8", "0.5", "--grows", "0", "8", "--extent-fractions", "0",
+                   "--joins", "-1", "6", "--links", "1", "0", "--threads", "1", "--device",
+                   "cpu", "--max-false-alarms", str(cap), "--json")
     assert proc.returncode == 0, proc.stderr
     r2 = json.loads(proc.stdout)
     capped = read_card(tmp_path / "cap" / "model.safetensors")
-    want = max((x for x in grid if x["fa_per_image"] <= cap), key=lambda x: x["ap"])
-    assert (r2["theta"], r2["grow"], r2["join"], r2["link"], r2["tuning_ap"]) == (
-        want["theta"], want["grow"], want["join"], want["link"], want["ap"])
-    assert r2["fa_per_image"] == want["fa_per_image"] <= cap
-    assert capped["tuning"]["grid"] == grid and capped["tuning"]["max_fa_per_image"] == cap
-    assert "at most" in capped["tuning"]["rule"] and capped["detection"]["theta"] == r2["theta"]
-    assert capped["weights_sha256"] == card["weights_sha256"]
-    assert_one_line_error(run_cli("tune-segmenter", "--model", str(src), "--out",
-                                  str(tmp_path / "b"), "--reuse-grid", "--thetas", "0.5"),
-                          "--reuse-grid", "--thetas")
-    assert not (tmp_path / "b").exists()
-
-
-def test_pick_setting_caps_false_alarms():
-    from xdefect.errors import InputError
-    from xdefect.train_segment import pick_setting
-
-    grid = [{"theta": -0.5, "ap": 0.8, "fa_per_image": 6.0},
-            {"theta": 0.0, "ap": 0.79, "fa_per_image": 1.5},
-            {"theta": 0.5, "ap": 0.79, "fa_per_image": 0.5},
-            {"theta": 0.9, "ap": 0.6, "fa_per_image": 0.1}]
-    assert pick_setting(grid)["theta"] == -0.5
-    assert pick_setting(grid, 2)["theta"] == 0.0  # the first of equal APs
-    assert pick_setting(grid, 1)["theta"] == 0.5
-    assert pick_setting(grid, 0.1)["theta"] == 0.9
-    with pytest.raises(InputError, match="fewest: 0.1 at theta 0.9"):
-        pick_setting(grid, 0.05)
-    for bad in (-1.0, float("nan")):
-        with pytest.raises(InputError, match="false alarms per image"):
-            pick_setting(grid, bad)
+    assert capped["tuning"]["grid"] == grid and r2["tuning_ap"] == r["tuning_ap"]
+    assert {k: v for k, v in capped["detection"].items() if k != "min_score"} == {
+        k: v for k, v in card["detection"].items() if k != "min_score"}
+    assert card["detection"]["min_score"] == -1.0 and -1 <= r2["min_score"] <= 1
+    at = capped["tuning"]["at_min_score"]
+    assert at == r2["at_min_score"] and at["fa_per_image"] <= cap
+    assert capped["tuning"]["min_score"] == capped["detection"]["min_score"] == r2["min_score"]
+    assert "at most" in capped["tuning"]["rule"]
+    # evaluating the capped model on the same images gives the operating point's figures
+    ev = run_cli("evaluate", "--model", str(tmp_path / "cap" / "model.safetensors"),
+                 "--split", "tuning", "--no-overlays", "--quiet", "--threads", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "evcap"),
+                 "--gdxray", *capped["tuning"]["roots"])
+    assert ev.returncode == 0, ev.stderr
+    m = json.loads((tmp_path / "evcap" / "metrics.json").read_text())
+    assert (round(m["ap"], 4), m["true_positives"]) == (at["ap"], at["found"])
+    assert round(m["false_positives"] / m["images"], 2) == at["fa_per_image"]
 
 
 def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):

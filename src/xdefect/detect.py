@@ -109,7 +109,7 @@ __all__ = ["BOX_RULES", "EXTENT_EPS", "MERGE_RULES", "MODES", "TTA_VIEWS", "WINO
            "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
            "grow_detections", "join_detections", "label_regions", "log_odds",
            "merge_detections",
-           "pyramid_regions", "regions", "relative_extents",
+           "pyramid_regions", "regions", "relative_extents", "reported",
            "scale_detections", "score_map", "score_map_dense", "score_map_patch"]
 
 BOX_RULES = ("windows", "centres", "region", "peaks", "blobs", "extent")
@@ -155,7 +155,11 @@ class DetectParams:
     at most this many pixels apart (0: touching or overlapping) are joined into their
     enclosing box (module docstring, "Joining boxes"); -1: off. ``link``: regions above
     ``theta`` connected through pixels above ``link`` are one region (module docstring,
-    "Linking regions"); ``link`` >= ``theta`` (default 1): off.
+    "Linking regions"); ``link`` >= ``theta`` (default 1): off. ``min_score``: detections
+    scoring below it (same scale as ``theta``) are not reported: the operating point,
+    how many boxes reach the inspector, while ``theta`` decides the regions and their
+    extents (``tune-segmenter --max-false-alarms`` chooses it on the tuning images);
+    -1 (default): all.
     """
 
     stride: int = 8
@@ -181,6 +185,7 @@ class DetectParams:
     extent_fraction: float = 0.0
     join: int = -1
     link: float = 1.0
+    min_score: float = -1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(int(f) for f in self.scales))
@@ -203,6 +208,8 @@ class DetectParams:
                              "in (0, 1]")
         if not -1 <= self.link <= 1:  # also refuses NaN
             raise ValueError("link must be in [-1, 1] (a score 2 p - 1; >= theta: off)")
+        if not -1 <= self.min_score <= 1:  # also refuses NaN
+            raise ValueError("min_score must be in [-1, 1] (same scale as theta; -1: all)")
         if not 0 <= self.extent_fraction < 1:  # also refuses NaN
             raise ValueError("extent_fraction must be in [0, 1)")
         if self.extent_fraction and (self.mode != "segment" or self.box_rule != "region"):
@@ -848,9 +855,14 @@ def pyramid_regions(maps: dict[int, ScoreMap], masks: dict[int, np.ndarray | Non
     :func:`merge_detections` when there is more than one level."""
     levels = [scale_detections(regions(maps[f], params, masks[f]), f, shape)
               for f in sorted(maps)]
-    if len(levels) == 1:
-        return levels[0]
-    return merge_detections(levels, params.merge, params.merge_rule)
+    dets = levels[0] if len(levels) == 1 else merge_detections(levels, params.merge,
+                                                                params.merge_rule)
+    return reported(dets, params.min_score)
+
+
+def reported(dets: list[Detection], min_score: float) -> list[Detection]:
+    """The detections scoring at least ``min_score`` (``DetectParams.min_score``)."""
+    return dets if min_score <= -1 else [d for d in dets if d.score >= min_score]
 
 
 # --------------------------------------------------------------------------- image pyramid

@@ -208,6 +208,24 @@ class PRCurve:
             out[str(lv)] = float(rec[ok].max()) if ok.any() and self.n_gt else 0.0
         return out
 
+    def score_at_fppi(self, level: float) -> float:
+        """The report threshold for at most ``level`` false positives per image: the
+        lowest score ``s`` such that the detections scoring ``s`` or more hold at most
+        ``level * n_images`` false positives (tied scores are kept or cut together). -1
+        when every detection fits (-1 is the lowest score of ``y1 - y0`` and ``2 p - 1``);
+        just above the top score when not even the top-scored detections fit."""
+        if not np.isfinite(level) or level < 0:
+            raise ValueError(f"false positives per image must be >= 0, not {level}")
+        cap = level * max(self.n_images, 1)
+        fp = np.cumsum(~self.tp)
+        last = np.r_[self.scores[1:] != self.scores[:-1], True]  # end of each tie group
+        ok = last & (fp <= cap + 1e-9)
+        if len(self.tp) == 0 or ok[-1]:
+            return -1.0
+        if not ok.any():
+            return float(np.nextafter(self.scores[0], np.inf))
+        return float(self.scores[np.flatnonzero(ok)[-1]])
+
     def best_f1(self) -> dict[str, float]:
         """The rank with the best F1: precision, recall, F1 and the score threshold."""
         if len(self.tp) == 0 or self.n_gt == 0:

@@ -34,6 +34,7 @@ from xdefect.detect import (
     grow_detections,
     join_detections,
     regions,
+    reported,
 )
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
@@ -176,11 +177,12 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
             ungrown: dict[DetectParams, list] = {}  # settings differing in grow, join
             for t in sweep:
                 at = t if isinstance(t, DetectParams) else replace(params, theta=t)
-                key = replace(at, grow=0, join=-1)
+                key = replace(at, grow=0, join=-1, min_score=-1.0)
                 if key not in ungrown:
                     ungrown[key] = regions(smap, key, mask)
-                d = join_detections(grow_detections(ungrown[key], at.grow, smap.image_shape),
-                                    at.join)
+                d = reported(join_detections(grow_detections(ungrown[key], at.grow,
+                                                             smap.image_shape), at.join),
+                             at.min_score)
                 sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
         yield image_result(sel, r, *detection_arrays(dets), unseen)
 

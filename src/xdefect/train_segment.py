@@ -75,7 +75,7 @@ from xdefect.crops import (
 )
 from xdefect.detect import DetectParams, ScoreMap, regions
 from xdefect.errors import InputError
-from xdefect.evaluate import ImageResult, summarise
+from xdefect.evaluate import ImageResult, pr_curve, summarise
 from xdefect.io import command_line, list_image_files, progress, read_json, write_json
 from xdefect.models import NORMALISATION, normalise_float, setup_device
 from xdefect.protocol import Selection, model_results, select
@@ -90,7 +90,7 @@ from xdefect.segment import (
 
 __all__ = ["EXTENT_FRACTIONS", "GROWS", "HARD_FILE", "HARD_FORMAT", "JOINS", "LINKS", "THETAS",
            "SegTrainConfig",
-           "choose_settings", "choose_theta", "pick_setting", "tuning_block",
+           "choose_settings", "choose_theta", "operating_point",
            "mine_false_alarms", "segment_loss", "settings_block", "train_segmenter",
            "tuning_selections", "tune_segmenter"]
 
@@ -264,21 +264,25 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
                     joins: tuple[int, ...] = JOINS,
                     links: tuple[float, ...] = LINKS,
                     max_fa_per_image: float | None = None) -> dict[str, Any]:
-    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``), relative
-    extent of ``extents`` (``DetectParams.extent_fraction``; only 0 unless ``base`` boxes
-    regions by the ``region`` rule), box joining distance of ``joins`` (``DetectParams.join``)
-    and link score of ``links`` (``DetectParams.link``) with the best AP (IoU 0.5, COCO
-    matching) on the images of ``selections``, each score map computed once (the first of equal
-    APs, in the order theta, link, extent, grow, join; with ``max_fa_per_image``, among the
-    settings raising at most that many false alarms per image there: :func:`pick_setting`).
-    Returns ``theta``, ``grow``, ``extent_fraction``, ``join``, ``link``, ``ap``, ``images`` and
-    ``grid``: one row per setting with its AP, defects found, ground-truth boxes and false
-    alarms per image."""
+    """The ``theta`` of ``thetas``, box growth of ``grows`` (``DetectParams.grow``),
+    relative extent of ``extents`` (``DetectParams.extent_fraction``; only 0 unless
+    ``base`` boxes regions by the ``region`` rule), box joining distance of ``joins``
+    (``DetectParams.join``) and link score of ``links`` (``DetectParams.link``) with the
+    best AP (IoU 0.5, COCO matching) on the images of ``selections``, each score map
+    computed once (the first of equal APs, in the order theta, link, extent, grow, join).
+    Returns ``theta``, ``grow``, ``extent_fraction``, ``join``, ``link``, ``ap``,
+    ``images`` and ``grid``: one row per setting with its AP, defects found, ground-truth
+    boxes and false alarms per image. ``max_fa_per_image``: also the operating point of the
+    chosen setting, ``min_score`` (``DetectParams.min_score``: the lowest report threshold
+    keeping at most that many false alarms per tuning image,
+    :meth:`~xdefect.evaluate.PRCurve.score_at_fppi`) and ``at_min_score`` (AP, defects
+    found, false alarms per image there); without it ``min_score`` is -1 (all reported)."""
     if not thetas or not grows or not extents or not joins or not links:
         raise ValueError("choose_settings needs at least one theta, grow, extent, join and "
                          "link")
     if base.box_rule != "region" or base.mode != "segment":
         extents = (0.0,)
+    base = replace(base, min_score=-1.0)  # the grid ranks every detection
     runs: dict[DetectParams, list[ImageResult]] = {
         replace(base, theta=t, grow=g, extent_fraction=e, join=j, link=lk): []
         for t in thetas for lk in links for e in extents for g in grows for j in joins}
@@ -305,35 +309,33 @@ def choose_settings(net: SegNet, selections: list[Selection], base: DetectParams
     if not grid[0]["boxes"]:
         raise InputError("the tuning images hold no defect boxes: AP is undefined, nothing "
                          "to choose theta on")
-    best = pick_setting(grid, max_fa_per_image)
-    return {"theta": float(best["theta"]), "grow": int(best["grow"]),
-            "extent_fraction": float(best["extent_fraction"]), "join": int(best["join"]),
-            "link": float(best["link"]),
-            "ap": best["ap"],
-            "images": sum(len(x.records) for x in selections), "grid": grid}
-
-
-def pick_setting(grid: list[dict[str, Any]], max_fa_per_image: float | None = None
-                 ) -> dict[str, Any]:
-    """The row of a settings ``grid`` (:func:`choose_settings`'s, as a card's ``tuning``
-    block records it) with the best AP, the first of equal APs. ``max_fa_per_image``: only
-    rows whose false alarms per image (``fa_per_image``, on the tuning images) are at most
-    this (an operating point for the line: AP barely rewards the trailing low-score boxes
-    of a low theta, the inspector sees every one). Raises ``InputError`` naming the fewest
-    when no row keeps within the cap."""
-    if not grid:
-        raise ValueError("pick_setting needs at least one row")
+    i = max(range(len(grid)), key=lambda k: grid[k]["ap"])  # the first of equal APs
+    best = grid[i]
+    out = {"theta": float(best["theta"]), "grow": int(best["grow"]),
+           "extent_fraction": float(best["extent_fraction"]), "join": int(best["join"]),
+           "link": float(best["link"]), "ap": best["ap"], "min_score": -1.0,
+           "images": sum(len(x.records) for x in selections), "grid": grid}
     if max_fa_per_image is not None:
-        if not math.isfinite(max_fa_per_image) or max_fa_per_image < 0:
-            raise InputError(f"false alarms per image must be >= 0, not {max_fa_per_image}")
-        ok = [r for r in grid if r["fa_per_image"] <= max_fa_per_image]
-        if not ok:
-            low = min(grid, key=lambda r: r["fa_per_image"])
-            raise InputError(f"no setting keeps within {max_fa_per_image:g} false alarms per "
-                             f"image on the tuning images (fewest: {low['fa_per_image']:g} "
-                             f"at theta {low['theta']:g}); allow more or try higher thetas")
-        grid = ok
-    return max(grid, key=lambda r: r["ap"])  # max keeps the first of equal APs
+        out.update(operating_point(list(runs.values())[i], max_fa_per_image))
+    return out
+
+
+def operating_point(results: list[ImageResult], max_fa_per_image: float) -> dict[str, Any]:
+    """The report threshold of ``results`` (one setting's tuning images) for at most
+    ``max_fa_per_image`` false alarms per image: ``{"min_score", "max_fa_per_image",
+    "at_min_score": {"ap", "found", "boxes", "fa_per_image"}}`` (AP of the detections
+    scoring at least ``min_score``; IoU 0.5, COCO matching)."""
+    if not math.isfinite(max_fa_per_image) or max_fa_per_image < 0:
+        raise InputError(f"false alarms per image must be >= 0, not {max_fa_per_image}")
+    cut = pr_curve(results).score_at_fppi(max_fa_per_image)
+    kept = [ImageResult(r.key, r.series, r.boxes[r.scores >= cut], r.scores[r.scores >= cut],
+                        r.gt, r.ignore) for r in results]
+    m = summarise(kept)
+    return {"min_score": cut, "max_fa_per_image": float(max_fa_per_image),
+            "at_min_score": {"ap": round(float(m["ap"] or 0.0), 4),
+                             "found": m["true_positives"], "boxes": m["gt_boxes"],
+                             "fa_per_image": round(m["false_positives"]
+                                                   / max(len(results), 1), 2)}}
 
 
 def choose_theta(net: SegNet, selections: list[Selection], base: DetectParams,
@@ -582,39 +584,29 @@ def settings_block(net: SegNet, sels: list[Selection], detection: DetectParams,
                    max_fa_per_image: float | None = None
                    ) -> tuple[DetectParams, dict[str, Any]]:
     """``detection`` with theta, grow, relative extent, box joining and link chosen on
-    ``sels`` among ``thetas``, ``grows``, ``extents``, ``joins`` and ``links``
-    (:func:`choose_settings`; ``max_fa_per_image``: the cap of :func:`pick_setting`), and
-    the card's ``tuning`` block recording the choice."""
+    ``sels`` among ``thetas``, ``grows``, ``extents``, ``joins`` and ``links``, and the
+    report threshold for ``max_fa_per_image`` (:func:`choose_settings`), and the card's
+    ``tuning`` block recording the choice."""
     r = choose_settings(net.eval(), sels, detection, tuple(thetas), tuple(grows), device,
                         tuple(extents), tuple(joins), tuple(links), max_fa_per_image)
-    return tuning_block(detection, r["grid"], r["images"],
-                        {str(x.root): list(x.series) for x in sels}, max_fa_per_image)
-
-
-def tuning_block(detection: DetectParams, grid: list[dict[str, Any]], images: int,
-                 roots: dict[str, list[str]], max_fa_per_image: float | None = None
-                 ) -> tuple[DetectParams, dict[str, Any]]:
-    """``detection`` at the setting :func:`pick_setting` takes from ``grid`` (rows of
-    :func:`choose_settings` over ``images`` tuning images of ``roots``) and the card's
-    ``tuning`` block recording the choice."""
-    best = pick_setting(grid, max_fa_per_image)
-    theta, grow, ext, join, link = (float(best["theta"]), int(best["grow"]),
-                                    float(best["extent_fraction"]), int(best["join"]),
-                                    float(best["link"]))
-    cap = ("" if max_fa_per_image is None else
-           f" among the settings with at most {max_fa_per_image:g} false alarms per image")
+    theta, grow, ext, join, link = (r["theta"], r["grow"], r["extent_fraction"], r["join"],
+                                    r["link"])
+    cap = ({} if max_fa_per_image is None else
+           {k: r[k] for k in ("max_fa_per_image", "at_min_score")})
     return replace(detection, theta=theta, grow=grow, extent_fraction=ext, join=join,
-                   link=link), {
-        "images": images, "roots": roots,
+                   link=link, min_score=r["min_score"]), {
+        "images": r["images"], "roots": {str(x.root): list(x.series) for x in sels},
         "theta": theta, "grow": grow, "extent_fraction": ext, "join": join, "link": link,
-        "ap": best["ap"], "fa_per_image": best["fa_per_image"],
-        "max_fa_per_image": max_fa_per_image,
-        "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in grid
+        "ap": r["ap"], "min_score": r["min_score"], **cap,
+        "ap_by_theta": {f"{row['theta']:g}": row["ap"] for row in r["grid"]
                         if row["grow"] == grow and row["extent_fraction"] == ext
                         and row["join"] == join and row["link"] == link},
-        "grid": grid,
-        "rule": "best AP (IoU 0.5) over theta x link x relative extent x grow x join" + cap
-                + " on the annotated tuning images (odd, n % 4 == 1) of the series in roots"}
+        "grid": r["grid"],
+        "rule": "best AP (IoU 0.5) over theta x link x relative extent x grow x join on "
+                "the annotated tuning images (odd, n % 4 == 1) of the series in roots"
+                + ("" if max_fa_per_image is None else
+                   f"; report threshold min_score: the lowest keeping at most "
+                   f"{max_fa_per_image:g} false alarms per tuning image")}
 
 
 def _data_text(used: dict[str, list[str]], files: list[str]) -> str:
@@ -704,24 +696,23 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
                    extents: tuple[float, ...] = EXTENT_FRACTIONS,
                    joins: tuple[int, ...] = JOINS,
                    links: tuple[float, ...] = LINKS,
-                   max_fa_per_image: float | None = None,
-                   reuse_grid: bool = False) -> dict[str, Any]:
-    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``), ``grow``,
-    ``join`` (of ``joins``) and ``link`` (of ``links``) again on annotated tuning images
-    (:func:`choose_settings`) and write the same weights with the new settings to
+                   max_fa_per_image: float | None = None) -> dict[str, Any]:
+    """Choose a finished segmenter's ``theta``, ``extent_fraction`` (of ``extents``),
+    ``grow``, ``join`` (of ``joins``) and ``link`` (of ``links``) again on annotated tuning
+    images (:func:`choose_settings`) and write the same weights with the new settings to
     ``out/model.safetensors`` + ``model.json`` (its card: the source's, with the new
-    ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and the
-    command line). The tuning images are those of ``gdxray_roots`` (``series``: only these), by
-    default of the roots and series the model trained on (its card's last lineage stage).
-    ``tta``: the mirror views averaged (``DetectParams.tta``; default the source's), fixed
-    before the others are chosen. Returns ``{"model", "theta", "grow", "extent_fraction",
-    "join", "link", "tta", "tuning_ap", "fa_per_image", "before"}`` where ``before`` is the AP
-    of the source's own settings on the same images (with ``tta``; None when they are not in the
-    grid). ``max_fa_per_image``: only settings raising at most this many false alarms per tuning
-    image (:func:`pick_setting`). ``reuse_grid``: choose from the grid the source's card records
-    (its ``tuning`` block: the same images, views and candidates) instead of computing score
-    maps: seconds, e.g. to move to another operating point; the candidate lists, roots, series
-    and ``tta`` do not apply then."""
+    ``detection`` and ``tuning`` blocks and a ``retuned`` record of the source file and
+    the command line). The tuning images are those of ``gdxray_roots`` (``series``: only
+    these), by default of the roots and series the model trained on (its card's last
+    lineage stage). ``tta``: the mirror views averaged (``DetectParams.tta``; default the
+    source's), fixed before the others are chosen. ``max_fa_per_image``: also the report
+    threshold ``min_score`` keeping at most that many false alarms per tuning image at the
+    chosen settings (:func:`operating_point`; without it -1, all reported). Returns
+    ``{"model", "theta", "grow", "extent_fraction", "join", "link", "tta", "tuning_ap",
+    "min_score", "at_min_score", "before"}`` where ``before`` is the AP of the source's own
+    settings on the same images (with ``tta``; None when they are not in the grid) and
+    ``at_min_score`` the AP, defects found and false alarms per image at the report
+    threshold (None without ``max_fa_per_image``)."""
     src = resolve_model(model)
     if src.suffix.lower() == ".onnx":
         raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
@@ -734,9 +725,20 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     if not isinstance(net, SegNet):
         raise InputError(f"{src}: a patch classifier; its detection settings are chosen by "
                          "experiments/tune_detection.py")
-    base, detection, tuning = _choose_again(
-        src, card, net, dev, gdxray_roots, series, tta, reuse_grid, max_fa_per_image,
-        (thetas, grows, extents, joins, links))
+    used = _tuning_roots(src, card, gdxray_roots, series)
+    sels = tuning_selections({r: ss for r, ss in used.items() if ss})
+    if not sels:
+        raise InputError(f"{src}: no annotated tuning images (odd, n % 4 == 1) with defect "
+                         f"boxes in {', '.join(used) or 'the roots it trained on'}")
+    base = (DetectParams.from_dict(card["detection"])
+            if isinstance(card.get("detection"), dict) else SEGMENT_PARAMS)
+    if tta is not None:
+        try:
+            base = replace(base, tta=int(tta))
+        except ValueError as exc:
+            raise InputError(f"--tta {tta}: {exc}") from None
+    detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents, joins,
+                                       links, max_fa_per_image)
     before = next((row["ap"] for row in tuning["grid"]
                    if row["theta"] == base.theta and row["grow"] == base.grow
                    and row["extent_fraction"] == base.extent_fraction
@@ -750,39 +752,5 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     return {"model": str(run / "model.safetensors"), "theta": detection.theta,
             "grow": detection.grow, "extent_fraction": detection.extent_fraction,
             "join": detection.join, "link": detection.link, "tta": detection.tta,
-            "tuning_ap": tuning["ap"], "fa_per_image": tuning["fa_per_image"],
-            "before": before}
-
-
-def _choose_again(src: Path, card: dict[str, Any], net: SegNet, dev: torch.device,
-                  gdxray_roots: tuple[str, ...], series: tuple[str, ...] | None,
-                  tta: int | None, reuse_grid: bool, max_fa_per_image: float | None,
-                  candidates: tuple[tuple, ...]
-                  ) -> tuple[DetectParams, DetectParams, dict[str, Any]]:
-    """:func:`tune_segmenter`'s choice: (the source's settings, the new ones, the card's
-    ``tuning`` block)."""
-    thetas, grows, extents, joins, links = candidates
-    base = (DetectParams.from_dict(card["detection"])
-            if isinstance(card.get("detection"), dict) else SEGMENT_PARAMS)
-    if reuse_grid:
-        old = card.get("tuning")
-        if not isinstance(old, dict) or not isinstance(old.get("grid"), list) or not old["grid"]:
-            raise InputError(f"{src}: its card records no tuning grid to choose from (run "
-                             "without reusing it)")
-        detection, tuning = tuning_block(base, old["grid"], old["images"], old["roots"],
-                                         max_fa_per_image)
-        tuning["reused_grid_of"] = str(src)
-    else:
-        used = _tuning_roots(src, card, gdxray_roots, series)
-        sels = tuning_selections({r: ss for r, ss in used.items() if ss})
-        if not sels:
-            raise InputError(f"{src}: no annotated tuning images (odd, n % 4 == 1) with "
-                             f"defect boxes in {', '.join(used) or 'the roots it trained on'}")
-        if tta is not None:
-            try:
-                base = replace(base, tta=int(tta))
-            except ValueError as exc:
-                raise InputError(f"--tta {tta}: {exc}") from None
-        detection, tuning = settings_block(net, sels, base, dev, thetas, grows, extents,
-                                           joins, links, max_fa_per_image)
-    return base, detection, tuning
+            "tuning_ap": tuning["ap"], "min_score": detection.min_score,
+            "at_min_score": tuning.get("at_min_score"), "before": before}

@@ -269,6 +269,11 @@ def _box_options(g: Any) -> None:
                         "or overlapping) are joined into their enclosing box, so a large "
                         "irregular defect lighting several regions gets one box (-1: off; "
                         "docs/detection.md)")
+    g.add_argument("--min-score", type=float_in(-1, 1), default=None,
+                   help="report only detections scoring at least this (same scale as "
+                        "--theta): the operating point, while theta decides the regions "
+                        "and their boxes (-1: all; tune-segmenter --max-false-alarms "
+                        "chooses it)")
     g.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
                    help="segmenters: views of the image whose probabilities are averaged "
                         "(1: none; 2: left-right mirror; 4: and up-down; 8: and the four "

@@ -70,31 +70,25 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
 
 def cmd_tune_segmenter(args: argparse.Namespace) -> int:
-    from xdefect import train_segment as ts
-    from xdefect.errors import InputError
+    from xdefect.train_segment import tune_segmenter
 
-    given = [f"--{n.replace('_', '-')}" for n in ("gdxray", "series", "tta", "thetas",
-                                                   "grows", "extent_fractions", "joins",
-                                                   "links")
-             if getattr(args, n) not in (None, [])]
-    if args.reuse_grid and given:
-        raise InputError(f"--reuse-grid chooses among the settings the model's card records; "
-                         f"{', '.join(given)} do not apply to it")
-    res = ts.tune_segmenter(
-        args.model, args.out, tuple(str(r) for r in args.gdxray),
-        None if args.series is None else tuple(args.series),
-        thetas=tuple(args.thetas or ts.THETAS), grows=tuple(args.grows or ts.GROWS),
-        device=args.device, threads=args.threads, tta=args.tta,
-        extents=tuple(args.extent_fractions or ts.EXTENT_FRACTIONS),
-        joins=tuple(args.joins or ts.JOINS), links=tuple(args.links or ts.LINKS),
-        max_fa_per_image=args.max_false_alarms, reuse_grid=args.reuse_grid)
+    res = tune_segmenter(args.model, args.out, tuple(str(r) for r in args.gdxray),
+                         None if args.series is None else tuple(args.series),
+                         thetas=tuple(args.thetas), grows=tuple(args.grows),
+                         device=args.device, threads=args.threads, tta=args.tta,
+                         extents=tuple(args.extent_fractions), joins=tuple(args.joins),
+                         links=tuple(args.links), max_fa_per_image=args.max_false_alarms)
+    at = res["at_min_score"]
     emit(args, res, lambda: print(
         f"{res['model']}: theta {res['theta']:g}, grow {res['grow']}, extent "
         f"{res['extent_fraction']:g}, join {res['join']}, link {res['link']:g}, "
         f"tta {res['tta']}: "
         "tuning AP "
-        f"{res['tuning_ap']:.4f}, {res['fa_per_image']:g} false alarms per image"
-        + ("" if res["before"] is None else f" (its settings before: {res['before']:.4f})")))
+        f"{res['tuning_ap']:.4f}"
+        + ("" if res["before"] is None else f" (its settings before: {res['before']:.4f})")
+        + ("" if at is None else
+           f"; report threshold {res['min_score']:g}: AP {at['ap']:.4f}, {at['found']} of "
+           f"{at['boxes']} found, {at['fa_per_image']:g} false alarms per image")))
     return 0
 
 
@@ -176,33 +170,32 @@ def _register_tune(sub: Any) -> None:
                    help="views averaged per image (test-time augmentation: 2, 4 mirror "
                         "images, 8 and their transposes; default: the model's)")
     t.add_argument("--extent-fractions", type=float_in(0, 1, hi_open=True), nargs="+",
-                   default=None, metavar="F",
+                   default=list(EXTENT_FRACTIONS), metavar="F",
                    help="relative extents tried (DetectParams.extent_fraction; 0: the "
                         "pixels above theta; default: "
                         f"{' '.join(f'{e:g}' for e in EXTENT_FRACTIONS)})")
     t.add_argument("--thetas", type=float_in(-1, 1, lo_open=True, hi_open=True), nargs="+",
-                   default=None, metavar="T",
+                   default=list(THETAS), metavar="T",
                    help="thresholds on 2p-1 tried (-1 < T < 1; 0: p > 0.5; default: "
                         f"{' '.join(f'{t:g}' for t in THETAS)})")
-    t.add_argument("--grows", type=int_in(0, 64), nargs="+", default=None,
+    t.add_argument("--grows", type=int_in(0, 64), nargs="+", default=list(GROWS),
                    metavar="PX", help="box growths tried (pixels per side; default: "
                                       f"{' '.join(str(g) for g in GROWS)})")
-    t.add_argument("--joins", type=int_in(-1, 256), nargs="+", default=None,
+    t.add_argument("--joins", type=int_in(-1, 256), nargs="+", default=list(JOINS),
                    metavar="PX", help="box joining distances tried (DetectParams.join: boxes "
                                       "at most PX pixels apart joined into their enclosing "
                                       "box; -1: off; default: "
                                       f"{' '.join(str(j) for j in JOINS)})")
-    t.add_argument("--links", type=float_in(-1, 1), nargs="+", default=None,
+    t.add_argument("--links", type=float_in(-1, 1), nargs="+", default=list(LINKS),
                    metavar="L", help="link scores tried (DetectParams.link, on 2p-1: regions "
                                      "above theta connected through pixels above L are one; "
                                      "L >= theta: off; default: "
                                      f"{' '.join(f'{x:g}' for x in LINKS)})")
     t.add_argument("--max-false-alarms", type=float_in(0, 1e6), default=None, metavar="F",
-                   help="only settings raising at most F false alarms per tuning image "
-                        "(the line's operating point; default: no cap)")
-    t.add_argument("--reuse-grid", action="store_true",
-                   help="choose from the settings grid the model's card records (its "
-                        "last tuning: same images and views) without computing score maps")
+                   help="also choose the report threshold (DetectParams.min_score): the "
+                        "lowest detection score keeping at most F false alarms per tuning "
+                        "image at the chosen settings (the line's operating point; theta "
+                        "still decides the regions and their boxes; default: report all)")
     add_device(t)
     add_output(t)
 
