@@ -68,6 +68,7 @@ ADAPT_JOIN = Path("runs/adapt-series-join/adapt_series.json")
 ADAPT_JOIN_S1 = Path("runs/adapt-series-join-s1/adapt_series.json")
 #: adaptation from each series' own leave-series-out fold model (``--from-folds``)
 ADAPT_LOSO = Path("runs/adapt-series-loso/adapt_series.json")
+ADAPT_LOSO_LIB = Path("runs/adapt-series-loso-library/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -1559,6 +1560,8 @@ def main() -> None:
                            ("adapt-join-s1", ADAPT_JOIN_S1,
                             lambda d: adapt_table(d, ADAPT_JOIN_S1)),
                            ("adapt-loso", ADAPT_LOSO, lambda d: adapt_table(d, ADAPT_LOSO)),
+                           ("adapt-loso-library", ADAPT_LOSO_LIB,
+                            lambda d: adapt_table(d, ADAPT_LOSO_LIB)),
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
