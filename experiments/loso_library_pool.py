@@ -7,10 +7,12 @@ images (``eval-SERIES/detections``). This scores every fold's saved detections a
 ground truth (``xdefect.protocol.evaluate_detections``), pools them over the folds done so
 far, and writes ``runs/loso5_hard.json`` (pooled and per series: AP, found, false alarms
 per image; per fold: the settings chosen and the training minutes), read by
-``experiments/results_tables.py`` (block ``loso-library``). With ``--point -fa2``: the
+``experiments/results_tables.py`` (block ``loso-library``). With ``--point=-fa2``: the
 operating point of ``tta8-join-fa2`` (the same choice plus the report threshold
 ``min_score`` keeping at most 2 false alarms per tuning image), i.e. the same detections
-scoring at least its ``min_score``, written to ``runs/loso5_hard-fa2.json``::
+scoring at least its ``min_score``, written to ``runs/loso5_hard-fa2.json``. ``--work``,
+``--tuned``, ``--cut-by`` and ``--out`` pool other runs of the same layout
+(``experiments/loso_mix.sh``)::
 
     .venv/bin/python experiments/loso_library_pool.py
 
@@ -31,7 +33,7 @@ from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["cut", "figures", "main", "point_card", "pool", "tuning_fa"]
+__all__ = ["cut", "cut_card", "figures", "main", "pool", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -71,19 +73,19 @@ def tuning_fa(tuning: dict) -> float | None:
                  if all(row.get(k) == tuning.get(k) for k in keys)), None)
 
 
-def point_card(fold: Path, point: str) -> dict | None:
-    """The card of the fold's model at operating point ``point`` (None when not made
-    yet). A point other than ``""`` must make the same choice as ``tta8-join`` but for its
-    report threshold (``min_score``): its detections are then ``eval-SERIES``'s scoring at
-    least that."""
-    files = [fold / "tta8-join" / "model.json", fold / f"tta8-join{point}" / "model.json"]
-    if not all(f.exists() for f in files):
-        return None
-    base, card = (json.loads(f.read_text()) for f in files)
-    if ({k: v for k, v in card["detection"].items() if k != "min_score"}
-            != {k: v for k, v in base["detection"].items() if k != "min_score"}):
-        raise SystemExit(f"loso_library_pool.py: {files[1]}: its settings differ from "
-                         f"{files[0]}'s beyond min_score; its detections are not a subset")
+def cut_card(fold: Path, name: str, evals: list[Path]) -> dict:
+    """The card of ``fold/name`` whose report threshold (``min_score``) cuts the saved
+    detections of ``evals`` (evaluation folders): its other settings must be those the
+    evaluations ran with, so that its detections are theirs scoring at least that."""
+    card = json.loads((fold / name / "model.json").read_text())
+    mine = {k: v for k, v in card["detection"].items() if k != "min_score"}
+    for ev in evals:
+        ran = json.loads((ev / "metrics.json").read_text())["params"]
+        if {k: v for k, v in ran.items() if k != "min_score"} != mine or ran.get(
+                "min_score", -1.0) > -1:
+            raise SystemExit(f"loso_library_pool.py: {fold / name}: its settings differ from "
+                             f"those {ev} ran with beyond min_score (or that evaluation cut "
+                             "already): its detections are not a cut of those")
     return card
 
 
@@ -94,19 +96,21 @@ def cut(rs: list[ImageResult], min_score: float) -> list[ImageResult]:
 
 
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
-         others: list[tuple[Path, str]] | None = None, point: str = "") -> dict:
+         others: list[tuple[Path, str]] | None = None, tuned: str = "tta8-join",
+         cut_by: str | None = None) -> dict:
     """The folds under ``work`` whose held-out series (the annotated series of ``roots``
     the fold's model did not train on) are all evaluated, pooled; with ``ref``
     (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
-    too (and of each of ``others``, pooled alike). ``point``: ``""`` (``tta8-join``) or
-    the suffix of another operating point's model (``"-fa2"``: ``tta8-join-fa2``,
-    :func:`point_card`)."""
+    too (and of each of ``others``, pooled alike). ``tuned``: the folder of each fold's
+    model (its card). ``cut_by``: the folder of a model whose report threshold cuts the
+    saved detections (:func:`cut_card`; None: every detection)."""
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
-        card = point_card(fold, point)
-        if card is None:
+        card_file = fold / tuned / "model.json"
+        if not card_file.exists() or (cut_by and not (fold / cut_by / "model.json").exists()):
             continue
+        card = json.loads(card_file.read_text())
         stage = card["lineage"][-1]
         held = {s: r for r in roots for s in gdxray.list_series(r)
                 if s not in stage["data_series"] and gdxray.load_ground_truth(r, s).annotated}
@@ -116,7 +120,10 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
         for s, root in sorted(held.items()):
             fr += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all",
                                       [s]).results
-        min_score = card["detection"].get("min_score", -1.0)
+        min_score = -1.0
+        if cut_by:
+            card = cut_card(fold, cut_by, [fold / f"eval-{s}" for s in held])
+            min_score = card["detection"].get("min_score", -1.0)
         fr = cut(fr, min_score)
         t = card["tuning"]
         folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
@@ -135,7 +142,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
                         "each fold's model trained and its settings chosen on the other "
                         "twelve series (train and tuning images); every image of the held-out "
                         "series scored once",
-            "point": point or "all detections",
+            "point": f"cut by {cut_by}'s report threshold" if cut_by else "all detections",
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
             **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
                if ref else {}),
@@ -149,10 +156,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-hard"))
     ap.add_argument("--gdxray", type=Path, nargs="+",
                     default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
+    ap.add_argument("--tuned", default="tta8-join",
+                    help="each fold's model folder (the card read)")
+    ap.add_argument("--cut-by", default=None, metavar="NAME",
+                    help="each fold's model folder whose report threshold cuts the saved "
+                         "detections (default: every detection)")
     ap.add_argument("--point", default="", choices=["", "-fa2"],
-                    help="operating point: '' (every detection) or -fa2 (those scoring at "
-                         "least the report threshold chosen for at most 2 false alarms per "
-                         "tuning image)")
+                    help="shorthand: -fa2 is --cut-by tta8-join-fa2 (the threshold chosen "
+                         "for at most 2 false alarms per tuning image)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: runs/loso5_hard{POINT}.json")
     ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),
@@ -164,7 +175,8 @@ def main() -> None:
                          "five-model mean with joining)")
     a = ap.parse_args()
     doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix),
-               [(Path(r), sfx) for r, sfx in a.also], a.point)
+               [(Path(r), sfx) for r, sfx in a.also], a.tuned,
+               a.cut_by or (f"{a.tuned}{a.point}" if a.point else None))
     write_json(a.out or Path(f"runs/loso5_hard{a.point}.json"), doc)
     p = doc["pooled"]
     print(f"{doc['folds_done']} fold(s): pooled AP {p['ap']:.4f}, {p['true_positives']} of "

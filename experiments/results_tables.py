@@ -1564,6 +1564,8 @@ def main() -> None:
                             lambda d: adapt_table(d, ADAPT_LOSO_LIB)),
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
+                           ("loso-mix", RUNS / "loso5_mix.json", loso_library),
+                           ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),

@@ -417,7 +417,8 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
     for s in ("C0010", "C0034"):
         det = fold / f"eval-{s}" / "detections"
         det.mkdir(parents=True)
-        (fold / f"eval-{s}" / "metrics.json").write_text("{}")
+        (fold / f"eval-{s}" / "metrics.json").write_text(json.dumps(
+            {"params": {"tta": 8, "theta": 0.9, "min_score": -1.0}}))
         for rec in gdxray.list_images(gdxray_root, [s], "all"):
             # C0010: the ground truth itself (all found); C0034: nothing (all missed)
             boxes = gt.boxes_of(rec.number) if s == "C0010" else []
@@ -445,20 +446,24 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
                    "min_score": 0.95, "max_fa_per_image": 2.0,
                    "at_min_score": {"ap": 0.69, "found": 5, "boxes": 6, "fa_per_image": 1.25}}}
     (fold / "tta8-join-fa2" / "model.json").write_text(json.dumps(capped_card))
-    capped = pool.pool(tmp_path, [gdxray_root], point="-fa2")
+    capped = pool.pool(tmp_path, [gdxray_root], cut_by="tta8-join-fa2")
     f0 = capped["folds"][0]
     assert f0["min_score"] == 0.95 and f0["max_fa_per_image"] == 2.0
+    assert capped["point"] == "cut by tta8-join-fa2's report threshold"
     # every detection scored 0.9: none reaches the report threshold
-    assert f0["per_series"]["C0010"]["true_positives"] == 0 and capped["point"] == "-fa2"
+    assert f0["per_series"]["C0010"]["true_positives"] == 0
     assert pool.pool(tmp_path, [gdxray_root])["folds"][0]["per_series"]["C0010"][
         "ap"] == pytest.approx(1.0)
+    # a card with a report threshold read without --cut-by: every detection is scored
+    assert pool.pool(tmp_path, [gdxray_root], tuned="tta8-join-fa2")["folds"][0][
+        "per_series"]["C0010"]["ap"] == pytest.approx(1.0)
     text = _tables().loso_library(capped)
     assert "at most 2 false alarms per tuning image" in text
     assert "report threshold 0.950: tuning AP 0.690 at 1.25 false alarms per tuning" in text
     capped_card["detection"]["theta"] = 0.8  # another choice: not a cut of the same files
     (fold / "tta8-join-fa2" / "model.json").write_text(json.dumps(capped_card))
     with pytest.raises(SystemExit, match="differ from"):
-        pool.pool(tmp_path, [gdxray_root], point="-fa2")
+        pool.pool(tmp_path, [gdxray_root], cut_by="tta8-join-fa2")
     (fold / "eval-C0034" / "metrics.json").unlink()  # one held-out series not evaluated
     with pytest.raises(SystemExit, match="no fold evaluated yet"):
         pool.pool(tmp_path, [gdxray_root])
