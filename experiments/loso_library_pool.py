@@ -128,7 +128,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
         t = card["tuning"]
         folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
                       "trained_on": stage["data_series"],
-                      "train_minutes": card["training"]["minutes"],
+                      "train_minutes": (card.get("training") or {}).get("minutes"),
                       "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
                                                        "join")} | {"tta": card["detection"]["tta"]},
                       "tuning_ap": t["ap"], "tuning_fa_per_image": tuning_fa(t),

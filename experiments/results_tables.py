@@ -795,8 +795,9 @@ def loso_library(doc: dict) -> str:
     chosen = "; ".join(
         f"{f['fold']}: theta {f['chosen']['theta']:g}, grow {f['chosen']['grow']}, relative "
         f"extent {f['chosen']['extent_fraction']:g}, join {f['chosen']['join']}, "
-        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}{at_point(f)}), "
-        f"trained {f['train_minutes']:.0f} min" for f in doc["folds"])
+        f"{f['chosen']['tta']} views (tuning AP {_f(f['tuning_ap'], 3)}{at_point(f)})"
+        + ("" if f.get("train_minutes") is None else f", trained {f['train_minutes']:.0f} min")
+        for f in doc["folds"])
     cap = next((f.get("max_fa_per_image") for f in doc["folds"]
                 if f.get("max_fa_per_image") is not None), None)
     rule = ("every detection (the list AP ranks)" if cap is None else
