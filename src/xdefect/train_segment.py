@@ -328,6 +328,10 @@ def operating_point(results: list[ImageResult], max_fa_per_image: float) -> dict
     if not math.isfinite(max_fa_per_image) or max_fa_per_image < 0:
         raise InputError(f"false alarms per image must be >= 0, not {max_fa_per_image}")
     cut = pr_curve(results).score_at_fppi(max_fa_per_image)
+    if cut > 1:
+        raise InputError(f"no report threshold keeps within {max_fa_per_image:g} false alarms "
+                         "per tuning image: the top-scored detections (score 1) are false "
+                         "alarms; allow more")
     kept = [ImageResult(r.key, r.series, r.boxes[r.scores >= cut], r.scores[r.scores >= cut],
                         r.gt, r.ignore) for r in results]
     m = summarise(kept)
