@@ -934,3 +934,27 @@ def test_training_with_hard_negatives_rounds_and_resume(phantom_root, tmp_path, 
     with pytest.raises(InputError, match="hard-share"):
         train_segmenter(_cfg(phantom_root, tmp_path / "c", hard_rounds=1))
     assert SegTrainConfig(out="x", steps=10, hard_rounds=2).mining_steps() == [3, 7]
+
+
+def test_operating_point_cuts_where_the_false_alarm_cap_is_reached():
+    from xdefect.errors import InputError
+    from xdefect.evaluate import ImageResult
+    from xdefect.train_segment import operating_point
+
+    gt = np.array([[0, 0, 10, 10]], float)
+
+    def res(key, boxes, scores):
+        return ImageResult(key, "S", np.asarray(boxes, float).reshape(-1, 4),
+                           np.asarray(scores, float), gt)
+
+    rs = [res("a", [[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.3]),
+          res("b", [[0, 0, 10, 10], [70, 70, 80, 80], [90, 90, 99, 99]], [0.5, 0.8, -0.2])]
+    op = operating_point(rs, 0.5)  # one false alarm over the two images
+    assert op["min_score"] == 0.5 and op["max_fa_per_image"] == 0.5
+    # ranked 0.9 hit, 0.8 false alarm, 0.5 hit: AP = 0.5 * 1 + 0.5 * 2/3
+    assert op["at_min_score"] == {"ap": 0.8333, "found": 2, "boxes": 2, "fa_per_image": 0.5}
+    assert operating_point(rs, 1.5)["min_score"] == -1.0  # all three false alarms fit
+    with pytest.raises(InputError, match="false alarms per image"):
+        operating_point(rs, float("nan"))
+    with pytest.raises(InputError, match="top-scored detections"):
+        operating_point([res("c", [[50, 50, 60, 60]], [1.0])], 0)
