@@ -800,6 +800,8 @@ def loso_library(doc: dict) -> str:
         for f in doc["folds"])
     cap = next((f.get("max_fa_per_image") for f in doc["folds"]
                 if f.get("max_fa_per_image") is not None), None)
+    if str(doc.get("point", "")) in ("", "all detections"):
+        cap = None  # a card with a report threshold, its detections scored uncut
     rule = ("every detection (the list AP ranks)" if cap is None else
             f"the detections scoring at least each fold's report threshold, the lowest "
             f"keeping at most {cap:g} false alarms per tuning image (`tune-segmenter "
