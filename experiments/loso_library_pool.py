@@ -29,11 +29,11 @@ from pathlib import Path
 from fcn_detector import read_images  # experiments/, beside this script
 
 from xdefect import gdxray
-from xdefect.evaluate import ImageResult, summarise
+from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["cut", "cut_card", "figures", "main", "pool", "tuning_fa"]
+__all__ = ["cut_card", "figures", "main", "pool", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -64,10 +64,8 @@ def reference(run: Path, suffix: str, folds: list[str]) -> dict | None:
 
 
 def tuning_fa(tuning: dict) -> float | None:
-    """False alarms per tuning image at the chosen settings (the card's ``tuning`` block;
-    older cards record them only in the grid)."""
-    if "fa_per_image" in tuning:
-        return tuning["fa_per_image"]
+    """False alarms per tuning image at the chosen settings (the row of the card's
+    ``tuning`` grid at them; None without a grid)."""
     keys = ("theta", "grow", "extent_fraction", "join", "link")
     return next((row["fa_per_image"] for row in tuning.get("grid", [])
                  if all(row.get(k) == tuning.get(k) for k in keys)), None)
@@ -87,12 +85,6 @@ def cut_card(fold: Path, name: str, evals: list[Path]) -> dict:
                              f"those {ev} ran with beyond min_score (or that evaluation cut "
                              "already): its detections are not a cut of those")
     return card
-
-
-def cut(rs: list[ImageResult], min_score: float) -> list[ImageResult]:
-    """The results with only the detections scoring at least ``min_score``."""
-    return [ImageResult(r.key, r.series, r.boxes[r.scores >= min_score],
-                        r.scores[r.scores >= min_score], r.gt, r.ignore) for r in rs]
 
 
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
@@ -124,7 +116,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
         if cut_by:
             card = cut_card(fold, cut_by, [fold / f"eval-{s}" for s in held])
             min_score = card["detection"].get("min_score", -1.0)
-        fr = cut(fr, min_score)
+        fr = scoring_at_least(fr, min_score)
         t = card["tuning"]
         folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
                       "trained_on": stage["data_series"],

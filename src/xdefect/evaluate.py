@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MATCHING", "ImageResult", "PRCurve", "interpolated_ap", "interpolated_ap101",
-           "interpolated_ap11", "iou_matrix", "match_image", "pr_curve", "seen_mask",
-           "summarise", "theta_sweep"]
+           "interpolated_ap11", "iou_matrix", "match_image", "pr_curve", "scoring_at_least",
+           "seen_mask", "summarise", "theta_sweep"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -248,6 +248,13 @@ class ImageResult:
     gt: np.ndarray
     #: per ground-truth box: True = ignored when ``pr_curve(..., use_ignore=True)``
     ignore: np.ndarray | None = None
+
+
+def scoring_at_least(results: list[ImageResult], min_score: float) -> list[ImageResult]:
+    """The results with only the detections scoring at least ``min_score`` (a report
+    threshold, ``DetectParams.min_score``, applied to detections already made)."""
+    return [ImageResult(r.key, r.series, r.boxes[r.scores >= min_score],
+                        r.scores[r.scores >= min_score], r.gt, r.ignore) for r in results]
 
 
 def pr_curve(results: list[ImageResult], iou: float = 0.5, matching: str = "coco",

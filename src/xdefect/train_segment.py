@@ -75,7 +75,7 @@ from xdefect.crops import (
 )
 from xdefect.detect import DetectParams, ScoreMap, regions
 from xdefect.errors import InputError
-from xdefect.evaluate import ImageResult, pr_curve, summarise
+from xdefect.evaluate import ImageResult, pr_curve, scoring_at_least, summarise
 from xdefect.io import command_line, list_image_files, progress, read_json, write_json
 from xdefect.models import NORMALISATION, normalise_float, setup_device
 from xdefect.protocol import Selection, model_results, select
@@ -332,9 +332,7 @@ def operating_point(results: list[ImageResult], max_fa_per_image: float) -> dict
         raise InputError(f"no report threshold keeps within {max_fa_per_image:g} false alarms "
                          "per tuning image: the top-scored detections (score 1) are false "
                          "alarms; allow more")
-    kept = [ImageResult(r.key, r.series, r.boxes[r.scores >= cut], r.scores[r.scores >= cut],
-                        r.gt, r.ignore) for r in results]
-    m = summarise(kept)
+    m = summarise(scoring_at_least(results, cut))
     return {"min_score": cut, "max_fa_per_image": float(max_fa_per_image),
             "at_min_score": {"ap": round(float(m["ap"] or 0.0), 4),
                              "found": m["true_positives"], "boxes": m["gt_boxes"],
