@@ -89,13 +89,15 @@ def cut_card(fold: Path, name: str, evals: list[Path]) -> dict:
 
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
          others: list[tuple[Path, str]] | None = None, tuned: str = "tta8-join",
-         cut_by: str | None = None) -> dict:
+         cut_by: str | None = None, fold_script: str = "experiments/loso_library.sh"
+         ) -> dict:
     """The folds under ``work`` whose held-out series (the annotated series of ``roots``
     the fold's model did not train on) are all evaluated, pooled; with ``ref``
     (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
     too (and of each of ``others``, pooled alike). ``tuned``: the folder of each fold's
     model (its card). ``cut_by``: the folder of a model whose report threshold cuts the
-    saved detections (:func:`cut_card`; None: every detection)."""
+    saved detections (:func:`cut_card`; None: every detection). ``fold_script``: what made
+    the folds (recorded for the tables)."""
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
@@ -135,6 +137,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
                         "twelve series (train and tuning images); every image of the held-out "
                         "series scored once",
             "point": f"cut by {cut_by}'s report threshold" if cut_by else "all detections",
+            "fold_script": fold_script,
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
             **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
                if ref else {}),
@@ -156,6 +159,8 @@ def main() -> None:
     ap.add_argument("--point", default="", choices=["", "-fa2"],
                     help="shorthand: -fa2 is --cut-by tta8-join-fa2 (the threshold chosen "
                          "for at most 2 false alarms per tuning image)")
+    ap.add_argument("--fold-script", default="experiments/loso_library.sh",
+                    help="the script that made the folds (recorded)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: runs/loso5_hard{POINT}.json")
     ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),
@@ -168,7 +173,7 @@ def main() -> None:
     a = ap.parse_args()
     doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix),
                [(Path(r), sfx) for r, sfx in a.also], a.tuned,
-               a.cut_by or (f"{a.tuned}{a.point}" if a.point else None))
+               a.cut_by or (f"{a.tuned}{a.point}" if a.point else None), a.fold_script)
     write_json(a.out or Path(f"runs/loso5_hard{a.point}.json"), doc)
     p = doc["pooled"]
     print(f"{doc['folds_done']} fold(s): pooled AP {p['ap']:.4f}, {p['true_positives']} of "

@@ -814,7 +814,8 @@ def loso_library(doc: dict) -> str:
                         f"{_f(o['ap'])} ({o['true_positives']}/{o['gt_boxes']}, "
                         f"{o['false_alarms_per_image']:.1f} false alarms per image)"
                         for o in doc.get("other_references") or [] if o)
-              + f". Commands: `experiments/loso_library.sh FOLD` per fold, then "
+              + f". Commands: `{doc.get('fold_script', 'experiments/loso_library.sh')} "
+              "FOLD` per fold, then "
               f"`{doc['command']}`"]
     return "\n".join(lines)
 
