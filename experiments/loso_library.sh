@@ -17,22 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; threads=${2:-1}
-X=.venv/bin/xdefect
-G=${XDEFECT_GDXRAY:-../shared/data/gdxray}
-E=${XDEFECT_EXTRA:-../shared/data/gdxray-extra}
-export XDEFECT_PROGRESS=${XDEFECT_PROGRESS:-0}
-all=$(.venv/bin/python - "$G" "$E" <<'PY'
-import sys
-from xdefect import gdxray
-print(" ".join(sorted(s for r in sys.argv[1:] for s in gdxray.list_series(r)
-                      if gdxray.load_ground_truth(r, s).annotated)))
-PY
-)
-read -r -a names <<< "$all"
-held=(); train=()
-for i in "${!names[@]}"; do
-  if [ $((i % 5)) -eq "$fold" ]; then held+=("${names[$i]}"); else train+=("${names[$i]}"); fi
-done
+. experiments/loso_folds.sh  # X, G, E, held, train, evaluate_held
 w=runs/seg/loso5-hard/fold$fold
 mkdir -p $w
 if [ ! -e $w/train/model.safetensors ]; then
@@ -42,11 +27,7 @@ if [ ! -e $w/train/model.safetensors ]; then
 fi
 [ -e $w/tta8-join/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
   --tta 8 --joins -1 0 2 4 --threads "$threads" --out $w/tta8-join
-for s in "${held[@]}"; do
-  root=$G; [ -d "$E/Castings/$s" ] && root=$E
-  [ -e $w/eval-$s/metrics.json ] || $X evaluate --model $w/tta8-join/model.safetensors \
-    --gdxray "$root" --series "$s" --split all --no-overlays --threads "$threads" --out $w/eval-$s
-done
+evaluate_held $w $w/tta8-join/model.safetensors
 [ -e $w/tta8-join-fa2/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
   --tta 8 --joins -1 0 2 4 --max-false-alarms 2 --threads "$threads" --out $w/tta8-join-fa2
 echo "fold $fold (${held[*]}) done: $w"

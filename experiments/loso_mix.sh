@@ -15,30 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; threads=${2:-1}
-X=.venv/bin/xdefect
-G=${XDEFECT_GDXRAY:-../shared/data/gdxray}
-E=${XDEFECT_EXTRA:-../shared/data/gdxray-extra}
-export XDEFECT_PROGRESS=${XDEFECT_PROGRESS:-0}
+. experiments/loso_folds.sh  # X, G, E, held, evaluate_held
 w=runs/seg/loso5-mix/fold$fold
 lib=runs/seg/loso5-hard/fold$fold/train/model.safetensors
 fcn=runs/loso-sources/fcn-bghard/fold$fold.safetensors
-held=$(.venv/bin/python - "$lib" "$G" "$E" <<'PY'
-import sys
-from xdefect import gdxray
-from xdefect.checkpoint import read_card
-seen = set(read_card(sys.argv[1])["lineage"][-1]["data_series"])
-print(" ".join(sorted(s for r in sys.argv[2:] for s in gdxray.list_series(r)
-                      if s not in seen and gdxray.load_ground_truth(r, s).annotated)))
-PY
-)
 mkdir -p $w
 [ -e $w/ens/model.safetensors ] || $X models ensemble "$lib" "$fcn" --out $w/ens
 [ -e $w/tta4-join-fa2/model.safetensors ] || $X tune-segmenter --model $w/ens/model.safetensors \
   --tta 4 --joins -1 0 2 4 --max-false-alarms 2 --threads "$threads" --out $w/tta4-join-fa2
-for s in $held; do
-  root=$G; [ -d "$E/Castings/$s" ] && root=$E
-  [ -e $w/eval-$s/metrics.json ] || $X evaluate --model $w/tta4-join-fa2/model.safetensors \
-    --min-score -1 --gdxray "$root" --series "$s" --split all --no-overlays \
-    --threads "$threads" --out $w/eval-$s
-done
-echo "fold $fold ($held) done: $w"
+evaluate_held $w $w/tta4-join-fa2/model.safetensors --min-score -1
+echo "fold $fold (${held[*]}) done: $w"
