@@ -11,19 +11,22 @@
 # threshold (DetectParams.min_score) keeping at most 2 false alarms per tuning image
 # (tta8-join-fa2); its detections are those of eval-SERIES scoring at least that, so
 # experiments/loso_library_pool.py --point -fa2 scores them from the same files.
-#   experiments/loso_library.sh FOLD [THREADS]
+#   experiments/loso_library.sh FOLD [THREADS] [SEED]
+# SEED (default 0) seeds the training; another seed's runs go to runs/seg/loso5-hard-sSEED
+# (the same recipe drawn again: how far one fold model is a lucky draw).
 # Resumable: training continues from its last checkpoint, finished steps are skipped.
-# Outputs: runs/seg/loso5-hard/foldI/{train,tta8-join,tta8-join-fa2,eval-SERIES}/
+# Outputs: runs/seg/loso5-hard[-sSEED]/foldI/{train,tta8-join,tta8-join-fa2,eval-SERIES}/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fold=$1; threads=${2:-1}
+fold=$1; threads=${2:-1}; seed=${3:-0}
 . experiments/loso_folds.sh  # X, G, E, held, train, evaluate_held
 w=runs/seg/loso5-hard/fold$fold
+[ "$seed" = 0 ] || w=runs/seg/loso5-hard-s$seed/fold$fold
 mkdir -p $w
 if [ ! -e $w/train/model.safetensors ]; then
   resume=(); [ -e $w/train/last.safetensors ] && resume=(--resume)
   $X train-segmenter --out $w/train --gdxray "$G" "$E" --series "${train[@]}" --real \
-    --steps 20000 --hard-rounds 2 --threads "$threads" --device cpu --seed 0 "${resume[@]}"
+    --steps 20000 --hard-rounds 2 --threads "$threads" --device cpu --seed "$seed" "${resume[@]}"
 fi
 [ -e $w/tta8-join/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
   --tta 8 --joins -1 0 2 4 --threads "$threads" --out $w/tta8-join

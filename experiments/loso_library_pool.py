@@ -50,17 +50,31 @@ def figures(rs: list[ImageResult]) -> dict:
                            for s, v in m["per_series"].items()}}
 
 
-def reference(run: Path, suffix: str, folds: list[str]) -> dict | None:
-    """The same folds of an ``experiments/fcn_detector.py`` leave-series-out run (its
-    ``foldI/results{suffix}.json`` per-image detections), pooled; None when a fold is
-    missing there."""
+def reference(run: Path, suffix: str, folds: list[str], roots: list[Path] | None = None
+              ) -> dict | None:
+    """The same folds of another leave-series-out run, pooled: an
+    ``experiments/fcn_detector.py`` run (its ``foldI/results{suffix}.json`` per-image
+    detections), or a run of this layout (``experiments/loso_library.sh`` with another
+    seed: its ``foldI/eval-SERIES/detections``, scored against the ground truth of
+    ``roots``; ``suffix`` unused). None when a fold is missing there."""
     rs: list[ImageResult] = []
+    layout = f"results{suffix}.json"
     for f in folds:
         res = run / f / f"results{suffix}.json"
-        if not res.is_file():
+        evals = sorted((run / f).glob("eval-*/metrics.json"))
+        if res.is_file():
+            rs += read_images(json.loads(res.read_text())["images"])
+        elif evals and roots:
+            layout = "eval-SERIES/detections"
+            for m in evals:
+                s = m.parent.name.removeprefix("eval-")
+                root = next((r for r in roots if s in gdxray.list_series(r)), None)
+                if root is None:
+                    return None
+                rs += evaluate_detections(m.parent / "detections", root, "all", [s]).results
+        else:
             return None
-        rs += read_images(json.loads(res.read_text())["images"])
-    return {"run": str(run), "results": f"results{suffix}.json", **figures(rs)}
+    return {"run": str(run), "results": layout, **figures(rs)}
 
 
 def tuning_fa(tuning: dict) -> float | None:
@@ -139,9 +153,9 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
             "point": f"cut by {cut_by}'s report threshold" if cut_by else "all detections",
             "fold_script": fold_script,
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
-            **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds])}
+            **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds], roots)}
                if ref else {}),
-            "other_references": [reference(r, sfx, [f["fold"] for f in folds])
+            "other_references": [reference(r, sfx, [f["fold"] for f in folds], roots)
                                  for r, sfx in (others or [])],
             "command": command_line()}
 
@@ -164,7 +178,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None,
                     help="default: runs/loso5_hard{POINT}.json")
     ap.add_argument("--reference", type=Path, default=Path("runs/fcn/fcn-bghard-loso5"),
-                    help="an fcn_detector.py leave-series-out run scored on the same folds")
+                    help="another leave-series-out run scored on the same folds: an "
+                         "fcn_detector.py run, or one of this layout (e.g. the seed-0 folds "
+                         "runs/seg/loso5-hard beside another seed's)")
     ap.add_argument("--reference-suffix", default="-amin-grow")
     ap.add_argument("--also", nargs=2, action="append", default=[
         ["runs/fcn/fcn-ens5-loso5", "-amin-grow-join"]], metavar=("RUN", "SUFFIX"),

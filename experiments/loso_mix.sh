@@ -8,19 +8,28 @@
 # evaluated once with every detection kept (--min-score -1; the report threshold cuts the
 # same files when pooled). The two recipes fail on different castings (library: C0002,
 # C0021; fcn-bghard: C0001, C0031, C0036).
-#   experiments/loso_mix.sh FOLD [THREADS]
+#   experiments/loso_mix.sh FOLD [THREADS] [SECOND]
+# SECOND: the other member, `fcn-bghard` (default) or a seed N of the library recipe,
+# `sN` (experiments/loso_library.sh FOLD THREADS N: the same recipe drawn again).
 # Needs runs/seg/loso5-hard/foldI/train/model.safetensors and
-# runs/loso-sources/fcn-bghard/foldI.safetensors. Resumable: finished steps are skipped.
-# Outputs: runs/seg/loso5-mix/foldI/{ens,tta4-join-fa2,eval-SERIES}/
+# runs/loso-sources/fcn-bghard/foldI.safetensors (or runs/seg/loso5-hard-sN/foldI/train/).
+# Resumable: finished steps are skipped.
+# Outputs: runs/seg/loso5-mix/foldI/ (runs/seg/loso5-seeds-sN/foldI/ for a seed):
+# {ens,tta4-join-fa2,eval-SERIES}/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fold=$1; threads=${2:-1}
+fold=$1; threads=${2:-1}; second=${3:-fcn-bghard}
 . experiments/loso_folds.sh  # X, G, E, held, evaluate_held
-w=runs/seg/loso5-mix/fold$fold
 lib=runs/seg/loso5-hard/fold$fold/train/model.safetensors
-fcn=runs/loso-sources/fcn-bghard/fold$fold.safetensors
+case $second in
+  fcn-bghard) w=runs/seg/loso5-mix/fold$fold
+              other=runs/loso-sources/fcn-bghard/fold$fold.safetensors ;;
+  s[0-9]*) w=runs/seg/loso5-seeds-$second/fold$fold
+           other=runs/seg/loso5-hard-$second/fold$fold/train/model.safetensors ;;
+  *) echo "loso_mix.sh: SECOND must be fcn-bghard or sN (a seed), not $second" >&2; exit 2 ;;
+esac
 mkdir -p $w
-[ -e $w/ens/model.safetensors ] || $X models ensemble "$lib" "$fcn" --out $w/ens
+[ -e $w/ens/model.safetensors ] || $X models ensemble "$lib" "$other" --out $w/ens
 [ -e $w/tta4-join-fa2/model.safetensors ] || $X tune-segmenter --model $w/ens/model.safetensors \
   --tta 4 --joins -1 0 2 4 --max-false-alarms 2 --threads "$threads" --out $w/tta4-join-fa2
 evaluate_held $w $w/tta4-join-fa2/model.safetensors --min-score -1

@@ -433,6 +433,11 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
     text = _tables().loso_library(doc)
     assert "| C0010 | 0 | " in text and "| 1.0000 (" in text
     assert "theta 0.9, grow 2, relative extent 0.5, join 0, 8 views (tuning AP 0.700)" in text
+    # a reference run of the same layout (another seed): its saved detections, same folds
+    ref = pool.reference(tmp_path, "", ["fold0"], [gdxray_root])
+    assert ref["results"] == "eval-SERIES/detections"
+    assert ref["per_series"] == doc["pooled"]["per_series"]
+    assert pool.reference(tmp_path, "", ["fold1"], [gdxray_root]) is None
     # the operating point: the same choice plus a report threshold, the same files cut
     (fold / "tta8-join" / "model.json").write_text(json.dumps({
         "lineage": [{"data_series": [s for s in annotated if s not in ("C0010", "C0034")]}],
