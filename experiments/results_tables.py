@@ -764,6 +764,13 @@ def loso_pyramid(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def fold_command(doc: dict) -> str:
+    """The command that made each fold of a pooled leave-series-out run: its recorded
+    ``fold_script``, with ``FOLD`` where the fold's number goes (appended if absent)."""
+    script = doc.get("fold_script", "experiments/loso_library.sh")
+    return script if "FOLD" in script else f"{script} FOLD"
+
+
 def loso_library(doc: dict) -> str:
     """Leave-series-out with the library's default recipe per fold
     (``experiments/loso_library.sh``, pooled by ``experiments/loso_library_pool.py``),
@@ -814,8 +821,7 @@ def loso_library(doc: dict) -> str:
                         f"{_f(o['ap'])} ({o['true_positives']}/{o['gt_boxes']}, "
                         f"{o['false_alarms_per_image']:.1f} false alarms per image)"
                         for o in doc.get("other_references") or [] if o)
-              + f". Commands: `{doc.get('fold_script', 'experiments/loso_library.sh')} "
-              "FOLD` per fold, then "
+              + f". Commands: `{fold_command(doc)}` per fold, then "
               f"`{doc['command']}`"]
     return "\n".join(lines)
 
@@ -1114,6 +1120,30 @@ def loso_scores(doc: dict) -> str:
                                 "probability -> by box area: " + "; ".join(ranked)]
                                if ranked else [])
                       + ["", "Command: " + "; ".join(f"`{c}`" for c in cmds)])
+
+
+def loso_localisation(doc: dict) -> str:
+    """``experiments/loso_localisation.py``: per held-out series, AP at IoU 0.5, 0.3 and
+    0.1, the kinds of the boxes missed at IoU 0.5 and the median box-to-defect side
+    ratios; pooled AP per IoU below."""
+    by = doc["by_iou"]
+    lines = ["| held-out series | boxes | AP at IoU 0.5 / 0.3 / 0.1 | missed at IoU 0.5: nothing "
+             "/ merged / too small / too big | box side / defect side: width, height | box "
+             "centre offset (defect widths): x, y |", "|---|---|---|---|---|---|"]
+    for s, v in doc["series"].items():
+        aps = " / ".join(_f(by[t]["per_series"].get(s), 2) for t in ("0.5", "0.3", "0.1"))
+        m = v["missed"]
+        lines.append(f"| {s} | {v['boxes']} | {aps} | {m['nothing']} / {m['merged']} / "
+                     f"{m['too small']} / {m['too big']} | {_f(v['width_ratio'], 2)}, "
+                     f"{_f(v['height_ratio'], 2)} | {_f(v['centre_dx'], 2)}, "
+                     f"{_f(v['centre_dy'], 2)} |")
+    pooled = "; ".join(f"IoU {t}: {_f(v['ap'])} ({v['true_positives']} found)"
+                       for t, v in by.items())
+    return "\n".join(lines + ["", f"Pooled AP of the same detections ({doc['images']} images, "
+                                  f"`{doc['work']}`): {pooled}. Side ratios and offsets: "
+                                  "medians over each defect's best-overlapping detection "
+                                  "where they overlap at IoU >= 0.1.",
+                              "", f"Command: `{doc['command']}`"])
 
 
 def loso_growth(doc: dict) -> str:
@@ -1555,6 +1585,8 @@ def main() -> None:
                            ("adapt-choice", Path("runs/adapt_choice.json"), adapt_choice),
                            ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
                            ("loso-growth", Path("runs/loso_growth.json"), loso_growth),
+                           ("loso-localisation", RUNS / "loso_localisation.json",
+                            loso_localisation),
                            ("adapt-distill-confident", ADAPT_CONFIDENT,
                             lambda d: adapt_table(d, ADAPT_CONFIDENT)),
                            ("adapt-longhard", ADAPT_LONGHARD,
@@ -1569,6 +1601,9 @@ def main() -> None:
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-mix", RUNS / "loso5_mix.json", loso_library),
+                           ("loso-library-ext", RUNS / "loso5_ext.json", loso_library),
+                           ("loso-library-s1", RUNS / "loso5_hard_s1.json", loso_library),
+                           ("loso-seeds", RUNS / "loso5_seeds_s1.json", loso_library),
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),

@@ -492,3 +492,33 @@ def test_loso_pyramid_variants_box_each_level_and_merge_them():
     assert len(out["merge-iou"][0]) == 3  # no fragment overlaps the whole by IoU 0.5
     assert len(out["merge-iom"][0]) == 1  # the fragments lie inside the higher-scored box
     assert set(out) == set(pyr.VARIANTS)
+
+
+def test_loso_localisation_sorts_each_missed_defect_by_its_best_overlapping_box():
+    import numpy as np
+
+    from xdefect.evaluate import ImageResult
+
+    loc = _experiment("loso_localisation")
+    gt = np.array([[0, 0, 10, 10],       # found: the same box
+                   [100, 100, 120, 120],  # too small: a 10x10 box inside it (IoU 0.25)
+                   [200, 200, 210, 210],  # too big: a 20x20 box around it (IoU 0.25)
+                   [300, 300, 310, 310],  # merged with its neighbour in one box
+                   [312, 300, 322, 310],  # (both centres inside the 22x10 box)
+                   [500, 500, 510, 510]], float)  # nothing overlaps it
+    boxes = np.array([[0, 0, 10, 10], [105, 105, 115, 115], [195, 195, 215, 215],
+                      [300, 300, 322, 310]], float)
+    r = ImageResult("a", "C0000", boxes, np.ones(len(boxes)), gt)
+    assert loc.miss_kinds(r) == ["too small", "too big", "merged", "merged", "nothing"]
+    assert loc.miss_kinds(r, iou=0.2) == ["nothing"]  # the others overlap 0.25-0.45
+    s = loc.sizes([r])
+    # pairs at IoU >= 0.1: all but the last; width ratios 1, 0.5, 2, 2.2, 2.2 -> median 2
+    assert s["pairs"] == 5 and s["width_ratio"] == pytest.approx(2.0)
+    assert s["height_ratio"] == pytest.approx(1.0) and s["centre_dy"] == pytest.approx(0.0)
+    text = _tables().loso_localisation({
+        "work": "w", "images": 1, "command": "c",
+        "by_iou": {t: {"ap": 0.5, "true_positives": 1, "per_series": {"C0000": 0.5}}
+                   for t in ("0.5", "0.3", "0.1")},
+        "series": {"C0000": {"boxes": 6, "missed": {"nothing": 1, "merged": 2,
+                                                    "too small": 1, "too big": 1}, **s}}})
+    assert "| C0000 | 6 | 0.50 / 0.50 / 0.50 | 1 / 2 / 1 / 1 | 2.00, 1.00 |" in text
