@@ -732,6 +732,9 @@ DEFAULT_CANDIDATES = (
     ("both-hard-s1-tta8-join", "`both-hard`, seed 1; 8 views"),
     ("both-ens-tta4-join", "the mean of `both-hard` seeds 0 and 1; 4 views each"),
     ("mix-ens-tta4-join", "the mean of `long-hard` and `both-hard` seed 1; 4 views each"),
+    ("long-hard-ext2-tta8-join", "`long-hard` (the bundled weights), relative extents 0.2 "
+                                 "and 0.3 added to the choice (the library's grid since "
+                                 "2026-11-30); 8 views, joining"),
 )
 
 
@@ -1602,7 +1605,7 @@ def main() -> None:
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-mix", RUNS / "loso5_mix.json", loso_library),
                            ("loso-library-ext", RUNS / "loso5_ext.json", loso_library),
-                           ("loso-library-s1", RUNS / "loso5_hard_s1.json", loso_library),
+                           ("loso-library-s1", RUNS / "loso5_ext_s1.json", loso_library),
                            ("loso-seeds", RUNS / "loso5_seeds_s1.json", loso_library),
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),

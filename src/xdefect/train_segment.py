@@ -106,7 +106,7 @@ GROWS = (0, 1, 2, 3, 4, 6, 8)
 #: relative extents (``DetectParams.extent_fraction``) tried with them: 0 boxes the pixels
 #: above theta; F boxes the pixels above F times each region's peak log-odds, so that a
 #: faint defect's box is not only its few most certain pixels
-EXTENT_FRACTIONS = (0.0, 0.4, 0.5, 0.6)
+EXTENT_FRACTIONS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
 #: box joining distances (pixels, ``DetectParams.join``; -1: off) tried with them: a large
 #: irregular defect lights several regions whose boxes, joined, are the defect's box
 JOINS = (-1,)
