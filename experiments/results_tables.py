@@ -1374,6 +1374,46 @@ def loso_rows(fcn: Path, entries: tuple[tuple[str, str], ...]) -> list[str]:
     return rows
 
 
+#: the library-recipe leave-series-out runs pooled by ``experiments/loso_library_pool.py``
+#: (result file under ``runs/``, the ablation table's label)
+LIBRARY_LOSO_ROWS = (
+    ("loso5_hard.json", "leave-series-out, the default's recipe per fold (`train-segmenter "
+                        "--real --hard-rounds 2`, 20,000 steps; 8 views, relative extent, "
+                        "joining chosen per fold), every detection"),
+    ("loso5_hard-fa2.json", "the same, cut at each fold's report threshold for 2 false "
+                            "alarms per tuning image"),
+    ("loso5_mix.json", "the same fold models averaged with `fcn-bghard`'s, 4 views each, "
+                       "nothing retrained"),
+    ("loso5_ext.json", "the default's recipe per fold, relative extents 0.2 and 0.3 added "
+                       "to the choice, nothing retrained"),
+    ("loso5_ext_s1.json", "the default's recipe per fold, seed 1, relative extents 0.2 and "
+                          "0.3 in the choice"),
+    ("loso5_seeds_s1.json", "the default's recipe per fold, seeds 0 and 1 averaged, 4 views "
+                            "each, nothing retrained"),
+)
+
+
+def library_loso_rows(runs: Path) -> list[str]:
+    """Ablation rows of :data:`LIBRARY_LOSO_ROWS` whose result files exist: pooled AP,
+    found, false alarms per image, the folds' summed training minutes ('-' for an
+    ensemble of finished models)."""
+    rows = []
+    for name, label in LIBRARY_LOSO_ROWS:
+        f = runs / name
+        if not f.exists():
+            continue
+        d = json.loads(f.read_text())
+        p = d["pooled"]
+        mins = [x.get("train_minutes") for x in d["folds"]]
+        minutes = "-" if any(m is None for m in mins) else f"{sum(mins):.0f}"
+        rows.append(f"| {label} | all {p['images']} images of the held-out series, "
+                    f"{d['folds_done']} of 5 folds | train images of the other 12 annotated "
+                    f"series per fold | {minutes} | {_f(p['ap'])} | "
+                    f"{p['true_positives']}/{p['gt_boxes']} | "
+                    f"{p['false_alarms_per_image']:.1f} |")
+    return rows
+
+
 def ablation(a: argparse.Namespace) -> str:
     """Issue 13's ablation table: one row per measured change, from the result files."""
     rows = ["| change | data | trained on | minutes | AP | found | FA/image |",
@@ -1460,6 +1500,7 @@ def ablation(a: argparse.Namespace) -> str:
                     f"{_f(r['tuning_ap'])} | {r['true_positives']}/{r['gt_boxes']} | "
                     f"{r['false_alarms_per_image']:.1f} |")
     rows += loso_rows(a.fcn, LOSO_ROWS + LOSO_SEED2_ROWS)
+    rows += library_loso_rows(RUNS)
     def tuning_and_extra(label: str, r: dict, minutes: float) -> None:
         for key, data in (("tuning", "paper series, tuning images"),
                           ("extra_odd", "`gdxray-extra` odd images")):

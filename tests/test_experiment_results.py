@@ -522,3 +522,17 @@ def test_loso_localisation_sorts_each_missed_defect_by_its_best_overlapping_box(
         "series": {"C0000": {"boxes": 6, "missed": {"nothing": 1, "merged": 2,
                                                     "too small": 1, "too big": 1}, **s}}})
     assert "| C0000 | 6 | 0.50 / 0.50 / 0.50 | 1 / 2 / 1 / 1 | 2.00, 1.00 |" in text
+
+
+def test_library_loso_rows_sum_training_minutes_and_skip_missing_files(tmp_path):
+    rt = _tables()
+    doc = {"folds_done": 2, "folds": [{"train_minutes": 50.0}, {"train_minutes": 49.4}],
+           "pooled": {"images": 310, "ap": 0.25, "true_positives": 200, "gt_boxes": 407,
+                      "false_alarms_per_image": 4.66}}
+    (tmp_path / "loso5_ext.json").write_text(json.dumps(doc))
+    doc["folds"][1]["train_minutes"] = None  # an ensemble of finished models
+    (tmp_path / "loso5_seeds_s1.json").write_text(json.dumps(doc))
+    rows = rt.library_loso_rows(tmp_path)
+    assert len(rows) == 2
+    assert rows[0].endswith("| 99 | 0.2500 | 200/407 | 4.7 |") and "2 of 5 folds" in rows[0]
+    assert "| - | 0.2500 |" in rows[1]
