@@ -1386,6 +1386,8 @@ LIBRARY_LOSO_ROWS = (
                        "nothing retrained"),
     ("loso5_ext.json", "the default's recipe per fold, relative extents 0.2 and 0.3 added "
                        "to the choice, nothing retrained"),
+    ("loso5_ext-fa2.json", "the same, cut at each fold's report threshold for 2 false "
+                           "alarms per tuning image"),
     ("loso5_ext_s1.json", "the default's recipe per fold, seed 1, relative extents 0.2 and "
                           "0.3 in the choice"),
     ("loso5_seeds_s1.json", "the default's recipe per fold, seeds 0 and 1 averaged, 4 views "
@@ -1646,6 +1648,7 @@ def main() -> None:
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-mix", RUNS / "loso5_mix.json", loso_library),
                            ("loso-library-ext", RUNS / "loso5_ext.json", loso_library),
+                           ("loso-library-ext-fa2", RUNS / "loso5_ext-fa2.json", loso_library),
                            ("loso-library-s1", RUNS / "loso5_ext_s1.json", loso_library),
                            ("loso-seeds", RUNS / "loso5_seeds_s1.json", loso_library),
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
