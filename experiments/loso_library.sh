@@ -20,17 +20,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; threads=${2:-1}; seed=${3:-0}
 . experiments/loso_folds.sh  # X, G, E, held, train, evaluate_held
-w=runs/seg/loso5-hard/fold$fold
-[ "$seed" = 0 ] || w=runs/seg/loso5-hard-s$seed/fold$fold
+name=hard; [ "$seed" = 0 ] || name=hard-s$seed
+w=runs/seg/loso5-$name/fold$fold
 mkdir -p $w
 if [ ! -e $w/train/model.safetensors ]; then
   resume=(); [ -e $w/train/last.safetensors ] && resume=(--resume)
   $X train-segmenter --out $w/train --gdxray "$G" "$E" --series "${train[@]}" --real \
     --steps 20000 --hard-rounds 2 --threads "$threads" --device cpu --seed "$seed" "${resume[@]}"
 fi
-[ -e $w/tta8-join/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
-  --tta 8 --joins -1 0 2 4 --threads "$threads" --out $w/tta8-join
-evaluate_held $w $w/tta8-join/model.safetensors
-[ -e $w/tta8-join-fa2/model.safetensors ] || $X tune-segmenter --model $w/train/model.safetensors \
-  --tta 8 --joins -1 0 2 4 --max-false-alarms 2 --threads "$threads" --out $w/tta8-join-fa2
-echo "fold $fold (${held[*]}) done: $w"
+# the choice, the held-out evaluation and the operating point, in the same folder
+LOSO_SOURCE=runs/seg/loso5-$name experiments/loso_retune.sh "$fold" "$name" "$threads"

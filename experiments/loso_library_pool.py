@@ -33,7 +33,7 @@ from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["cut_card", "figures", "main", "pool", "tuning_fa"]
+__all__ = ["cut_card", "figures", "main", "pool", "saved_results", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -50,28 +50,38 @@ def figures(rs: list[ImageResult]) -> dict:
                            for s, v in m["per_series"].items()}}
 
 
+def saved_results(fold: Path, roots: list[Path]) -> list[ImageResult] | None:
+    """The saved detections of every evaluated held-out series of ``fold``
+    (``eval-SERIES/detections``), scored against the ground truth of whichever of
+    ``roots`` holds the series; None when one is under none of them."""
+    rs: list[ImageResult] = []
+    for m in sorted(fold.glob("eval-*/metrics.json")):
+        s = m.parent.name.removeprefix("eval-")
+        root = next((r for r in roots if s in gdxray.list_series(r)), None)
+        if root is None:
+            return None
+        rs += evaluate_detections(m.parent / "detections", root, "all", [s]).results
+    return rs
+
+
 def reference(run: Path, suffix: str, folds: list[str], roots: list[Path] | None = None
               ) -> dict | None:
     """The same folds of another leave-series-out run, pooled: an
     ``experiments/fcn_detector.py`` run (its ``foldI/results{suffix}.json`` per-image
     detections), or a run of this layout (``experiments/loso_library.sh`` with another
     seed: its ``foldI/eval-SERIES/detections``, scored against the ground truth of
-    ``roots``; ``suffix`` unused). None when a fold is missing there."""
+    ``roots`` by :func:`saved_results`; ``suffix`` unused). None when a fold is missing
+    there."""
     rs: list[ImageResult] = []
     layout = f"results{suffix}.json"
     for f in folds:
         res = run / f / f"results{suffix}.json"
-        evals = sorted((run / f).glob("eval-*/metrics.json"))
+        saved = saved_results(run / f, roots or []) if not res.is_file() else None
         if res.is_file():
             rs += read_images(json.loads(res.read_text())["images"])
-        elif evals and roots:
+        elif saved:
             layout = "eval-SERIES/detections"
-            for m in evals:
-                s = m.parent.name.removeprefix("eval-")
-                root = next((r for r in roots if s in gdxray.list_series(r)), None)
-                if root is None:
-                    return None
-                rs += evaluate_detections(m.parent / "detections", root, "all", [s]).results
+            rs += saved
         else:
             return None
     return {"run": str(run), "results": layout, **figures(rs)}

@@ -28,11 +28,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from loso_library_pool import saved_results  # experiments/, beside this script
 
-from xdefect import gdxray
 from xdefect.evaluate import ImageResult, iou_matrix, summarise
 from xdefect.io import command_line, write_json
-from xdefect.protocol import evaluate_detections
 
 __all__ = ["IOUS", "main", "miss_kinds", "pooled_results", "sizes"]
 
@@ -42,15 +41,14 @@ IOUS = (0.5, 0.4, 0.3, 0.2, 0.1)
 
 def pooled_results(work: Path, roots: list[Path]) -> list[ImageResult]:
     """Every saved held-out detection of ``work``'s folds, scored against the ground truth
-    of whichever of ``roots`` holds its series."""
+    of whichever of ``roots`` holds its series (``loso_library_pool.saved_results``)."""
     rs: list[ImageResult] = []
-    for m in sorted(work.glob("fold*/eval-*/metrics.json")):
-        s = m.parent.name.removeprefix("eval-")
-        root = next((r for r in roots if s in gdxray.list_series(r)), None)
-        if root is None:
-            raise SystemExit(f"loso_localisation.py: {m.parent}: series {s} is under none of "
-                             f"{', '.join(map(str, roots))}")
-        rs += evaluate_detections(m.parent / "detections", root, "all", [s]).results
+    for fold in sorted(work.glob("fold*")):
+        saved = saved_results(fold, roots)
+        if saved is None:
+            raise SystemExit(f"loso_localisation.py: {fold}: a held-out series is under none "
+                             f"of {', '.join(map(str, roots))}")
+        rs += saved
     if not rs:
         raise SystemExit(f"loso_localisation.py: {work}: no evaluated fold")
     return rs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Leave-series-out fold models of experiments/loso_library.sh chosen again with other
-# settings in the choice (issue 13, target 1): per fold, `xdefect tune-segmenter` on the
+# Leave-series-out fold models of experiments/loso_library.sh chosen (that script's own
+# last step) or chosen again with other settings in the choice (issue 13, target 1): per
+# fold, `xdefect tune-segmenter` on the
 # seed-0 fold model (runs/seg/loso5-hard/foldI/train, trained on the other twelve series;
 # LOSO_SOURCE below) with eight views, joining and the extra OPTIONs, on the tuning images
 # of those twelve series; every image of the held-out series evaluated once; the same
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; name=$2; threads=${3:-1}
-shift 3; [ "${1:-}" = "--" ] && shift
+shift $(($# < 3 ? $# : 3)); [ "${1:-}" = "--" ] && shift
 . experiments/loso_folds.sh  # X, G, E, held, train, evaluate_held
 model=${LOSO_SOURCE:-runs/seg/loso5-hard}/fold$fold/train/model.safetensors
 w=runs/seg/loso5-$name/fold$fold
