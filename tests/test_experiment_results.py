@@ -536,3 +536,40 @@ def test_library_loso_rows_sum_training_minutes_and_skip_missing_files(tmp_path)
     assert len(rows) == 2
     assert rows[0].endswith("| 99 | 0.2500 | 200/407 | 4.7 |") and "2 of 5 folds" in rows[0]
     assert "| - | 0.2500 |" in rows[1]
+
+
+def test_loso_box_scale_resizes_like_the_library_and_chooses_on_other_folds(tmp_path):
+    import numpy as np
+
+    from xdefect.evaluate import ImageResult
+
+    bs = _experiment("loso_box_scale")
+    # a 20 x 20 defect boxed 18 x 18 (IoU 0.81) and a 10 x 10 one boxed 8 x 8 about its
+    # centre (IoU 0.64); scaled by 1.25 the first box is 22 x 22 (IoU 0.83), the second 10 x 10
+    gt = np.array([[10, 10, 30, 30], [50, 50, 60, 60]], float)
+    boxes = np.array([[11, 11, 29, 29], [51, 51, 59, 59]], float)
+    r = ImageResult("C0000_0001", "C0000", boxes, np.array([0.9, 0.8]), gt)
+    shapes = {"C0000_0001": (64, 64)}
+    assert bs.resized([r], shapes, 1.0)[0] is r
+    out = bs.resized([r], shapes, 1.25)[0]
+    assert out.boxes.tolist() == [[9, 9, 31, 31], [50, 50, 60, 60]]
+    assert out.scores is r.scores and out.gt is r.gt
+    assert bs.resized([r], shapes, 4.0)[0].boxes.tolist() == [[0, 0, 56, 56], [39, 39, 64, 64]]
+    # IoU 0.5 needs the second box larger: scale 1 finds 2 of 2 too (IoU 0.64), a scale of
+    # 2 loses both; the first of equal APs (1) wins
+    best, aps = bs.choose([r], shapes, (1.0, 1.25, 2.0))
+    assert best == 1.0 and aps["1"] == aps["1.25"] == 1.0 and aps["2"] == 0.0
+    small = ImageResult("C0000_0001", "C0000", np.array([[53, 53, 57, 57]], float),
+                        np.array([0.9]), gt[1:])  # IoU 0.16: found only once scaled
+    best, aps = bs.choose([small], shapes, (1.0, 2.0, 3.0))
+    assert best == 2.0 and aps["1"] == 0.0 and aps["2"] == 1.0
+    text = _tables().loso_box_scale([{
+        "work": "w", "point": "all detections", "command": "c",
+        "folds": [{"chosen": {"box_scale": 1.1}}, {"chosen": {"box_scale": 1.2}}],
+        "scale_1": {"ap": 0.4, "true_positives": 5, "gt_boxes": 10,
+                    "per_series": {"C0000": {"ap": 0.4, "true_positives": 5}}},
+        "pooled": {"ap": 0.5, "true_positives": 6, "gt_boxes": 10, "false_alarms_per_image": 1.0,
+                   "per_series": {"C0000": {"ap": 0.5, "true_positives": 6, "gt_boxes": 10}}},
+        "fixed": {"1": {"ap": 0.4}, "1.1": {"ap": 0.5}}}])
+    assert "| `w` | all detections | 1.1, 1.2 | 0.4000 (5/10) | **0.5000** | 6/10 | 1.0 |" in text
+    assert "| C0000 | 10 | 0.400 | 0.500 | 5 | 6 |" in text and "1: 0.4000; 1.1: 0.5000" in text

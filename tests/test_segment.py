@@ -35,6 +35,7 @@ from xdefect.detect import (
     ScoreMap,
     join_detections,
     regions,
+    resize_detections,
 )
 from xdefect.detector import Detector
 from xdefect.errors import InputError
@@ -227,6 +228,42 @@ def test_regions_join_after_growth():
     with pytest.raises(ValueError, match="join"):
         DetectParams(join=-2)
     assert DetectParams.from_dict({"theta": 0.5}).join == -1  # cards written before join
+
+
+def test_box_scale_resizes_every_box_about_its_centre_clipped_to_the_image():
+    dets = [Detection((10, 20, 30, 30), 0.9, 50), Detection((0, 0, 4, 4), 0.5, 16),
+            Detection((50, 50, 51, 51), 0.2, 1)]
+    assert resize_detections(dets, 1.0, (60, 80)) is dets  # off
+    big = resize_detections(dets, 1.5, (60, 80))
+    # 20 x 10 about the centre (20, 25) -> 30 x 15: x 5..35, y 17.5..32.5 rounded half up
+    assert [d.box for d in big] == [(5, 18, 35, 33), (0, 0, 5, 5), (50, 50, 51, 51)]
+    assert [(d.score, d.area) for d in big] == [(0.9, 50), (0.5, 16), (0.2, 1)]
+    # the corner box's 6 x 6 is clipped at the image's top-left; at least one pixel a side
+    small = resize_detections(dets, 0.1, (60, 80))
+    assert [d.box for d in small] == [(19, 25, 21, 26), (2, 2, 3, 3), (50, 50, 51, 51)]
+    edge = resize_detections([Detection((70, 50, 80, 60), 0.9, 1)], 2.0, (60, 80))
+    assert edge[0].box == (65, 45, 80, 60)
+    for bad in (0.0, -1.0, 4.5, float("nan")):
+        with pytest.raises(ValueError, match="box_scale"):
+            DetectParams(box_scale=bad)
+    assert DetectParams.from_dict({"theta": 0.5}).box_scale == 1.0  # cards written before
+
+
+def test_regions_scale_boxes_after_growth_and_before_joining():
+    v = np.full((60, 80), -1.0, np.float32)
+    v[10:20, 10:20] = 0.95
+    v[10:20, 24:30] = 0.9  # 4 pixels to the right of the first region
+    sm = ScoreMap(v, 1, (60, 80), 0)
+    base = segment_params(0.0)
+    grown = regions(sm, replace(base, grow=1))
+    assert [d.box for d in grown] == [(9, 9, 21, 21), (23, 9, 31, 21)]
+    # 12 x 12 -> 18 x 18 about (15, 15); 8 x 12 -> 12 x 18 about (27, 15): they now overlap
+    scaled = regions(sm, replace(base, grow=1, box_scale=1.5))
+    assert [d.box for d in scaled] == [(6, 6, 24, 24), (21, 6, 33, 24)]
+    assert [d.box for d in regions(sm, replace(base, grow=1, box_scale=1.5, join=0))] == [
+        (6, 6, 33, 24)]
+    assert [d.box for d in regions(sm, replace(base, grow=1, join=0))] == [(9, 9, 21, 21),
+                                                                           (23, 9, 31, 21)]
 
 
 def test_link_unites_regions_connected_above_the_link_score():
@@ -739,6 +776,25 @@ def test_tune_segmenter_chooses_theta_and_grow_on_tuning_images(trained, phantom
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["params"]["extent_fraction"] == 0.5
     assert round(m["ap"], 4) == row["ap"] and m["true_positives"] == row["found"]
+    assert m["params"]["box_scale"] == 1.0
+    # --box-scale resizes the same boxes (the same detections found, boxes smaller)
+    for name, scale in (("s1", "1"), ("s2", "0.5")):
+        ev2 = run_cli("evaluate", "--model", str(tmp_path / "t" / "model.safetensors"),
+                      "--gdxray", str(phantom_root), "--split", "tuning", "--theta", "-0.8",
+                      "--tta", "2", "--no-overlays", "--box-scale", scale, "--quiet",
+                      "--threads", "1", "--device", "cpu", "--out", str(tmp_path / name))
+        assert ev2.returncode == 0, ev2.stderr
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["params"][
+            "box_scale"] == float(scale)
+    d1, d2 = ([d for f in sorted((tmp_path / e / "detections").glob("*.json"))
+               for d in json.loads(f.read_text())["detections"]] for e in ("s1", "s2"))
+    assert d1 and [d["score"] for d in d1] == [d["score"] for d in d2]
+    widths = [(a["box"][2] - a["box"][0], b["box"][2] - b["box"][0])
+              for a, b in zip(d1, d2, strict=True)]
+    assert all(w2 == (w1 + 1) // 2 or w2 == w1 // 2 for w1, w2 in widths)
+    assert_one_line_error(run_cli("evaluate", "--model", str(tmp_path / "t" / "model.safetensors"),
+                                  "--box-scale", "0", "--out", str(tmp_path / "ev3")),
+                          "--box-scale")
     assert card["detection"]["tta"] == r["tta"] == 2
     assert r["tuning_ap"] == best["ap"] >= r["before"]
     assert card["retuned"]["from"]["file"] == str(src)

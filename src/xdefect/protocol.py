@@ -35,6 +35,7 @@ from xdefect.detect import (
     join_detections,
     regions,
     reported,
+    resize_detections,
 )
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
@@ -177,11 +178,12 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
             ungrown: dict[DetectParams, list] = {}  # settings differing in grow, join
             for t in sweep:
                 at = t if isinstance(t, DetectParams) else replace(params, theta=t)
-                key = replace(at, grow=0, join=-1, min_score=-1.0)
+                key = replace(at, grow=0, join=-1, min_score=-1.0, box_scale=1.0)
                 if key not in ungrown:
                     ungrown[key] = regions(smap, key, mask)
-                d = reported(join_detections(grow_detections(ungrown[key], at.grow,
-                                                             smap.image_shape), at.join),
+                grown = grow_detections(ungrown[key], at.grow, smap.image_shape)
+                d = reported(join_detections(resize_detections(grown, at.box_scale,
+                                                              smap.image_shape), at.join),
                              at.min_score)
                 sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
         yield image_result(sel, r, *detection_arrays(dets), unseen)

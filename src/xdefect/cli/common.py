@@ -269,6 +269,11 @@ def _box_options(g: Any) -> None:
                         "or overlapping) are joined into their enclosing box, so a large "
                         "irregular defect lighting several regions gets one box (-1: off; "
                         "docs/detection.md)")
+    g.add_argument("--box-scale", type=float_in(0, 4, lo_open=True), default=None,
+                   help="every box's width and height multiplied by this about its centre "
+                        "(after --grow, before --join; 1: as made): for a casting the model "
+                        "never saw, whose boxes come out smaller than their annotators draw "
+                        "(docs/detection.md)")
     g.add_argument("--min-score", type=float_in(-1, 1), default=None,
                    help="report only detections scoring at least this (same scale as "
                         "--theta): the operating point, while theta decides the regions "

@@ -1,0 +1,166 @@
+"""Box scale on castings never seen (issue 13, target 1).
+
+``experiments/loso_localisation.py`` found the leave-series-out fold models' boxes mostly
+too small for the held-out castings' annotations (C0001, C0021, C0031, C0036), though
+each fold's growth was chosen on its training series' tuning images: a model boxes the
+castings it trained on as their annotators did, and castings it never saw smaller.
+``DetectParams.box_scale`` multiplies every box's sides about its centre after growth
+(``xdefect.detect.resize_detections``). Which scale suits a casting never seen cannot be
+chosen on the tuning images (castings the model saw), so it is chosen across castings:
+
+* for each fold of a run of the ``experiments/loso_library.sh`` layout
+  (``WORK/foldI/eval-SERIES/detections``), the scale of ``--scales`` with the best AP at
+  IoU 0.5 over the **other** folds' held-out detections pooled (series the fold's model
+  trained on, scored by models that did not: no image of the fold's own held-out series
+  chooses anything);
+* the fold's saved held-out detections resized with it, pooled over the folds.
+
+The folds' boxes are not joined (``join`` -1, checked), so resizing the saved boxes is what
+``detect`` with that ``box_scale`` makes. With ``--point=-fa2`` each fold's detections are
+first cut at its report threshold (``tta8-join-fa2``, chosen on the tuning images with
+scale 1), as ``loso_library_pool.py --point=-fa2`` does. Also recorded: the pooled AP at
+every fixed scale over all folds (a diagnosis: it reads the held-out labels, and chooses
+nothing). Writes ``--out`` (JSON, the layout of ``loso_library_pool.py`` plus the scales),
+read by ``experiments/results_tables.py`` (block ``loso-box-scale``)::
+
+    .venv/bin/python experiments/loso_box_scale.py --work runs/seg/loso5-ext
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from loso_library_pool import cut_card, figures  # experiments/, beside this script
+
+from xdefect import gdxray
+from xdefect.detect import Detection, resize_detections
+from xdefect.evaluate import ImageResult, scoring_at_least, summarise
+from xdefect.io import command_line, write_json
+from xdefect.protocol import evaluate_detections
+
+__all__ = ["SCALES", "choose", "fold_results", "main", "resized"]
+
+#: box scales tried (1: the boxes as the fold's settings made them)
+SCALES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
+
+
+def fold_results(fold: Path, roots: list[Path], cut_by: str | None = None
+                 ) -> tuple[dict, list[ImageResult], dict[str, tuple[int, int]]] | None:
+    """A fold's card (``tta8-join``), its held-out detections (all images of every
+    held-out series; cut at ``cut_by``'s report threshold when given) and each image's
+    shape ``(H, W)`` by key; None when a held-out series is not evaluated yet."""
+    card_file = fold / "tta8-join" / "model.json"
+    if not card_file.exists() or (cut_by and not (fold / cut_by / "model.json").exists()):
+        return None
+    card = json.loads(card_file.read_text())
+    if card["detection"].get("join", -1) != -1:
+        raise SystemExit(f"loso_box_scale.py: {card_file}: boxes joined (join "
+                         f"{card['detection']['join']}): resizing saved boxes is not what "
+                         "detect with box_scale makes")
+    trained = set(card["lineage"][-1]["data_series"])
+    held = {s: r for r in roots for s in gdxray.list_series(r)
+            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
+    if not held or any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
+        return None
+    rs: list[ImageResult] = []
+    shapes: dict[str, tuple[int, int]] = {}
+    for s, root in sorted(held.items()):
+        rs += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all", [s]).results
+        shapes |= {f"{s}_{n:04d}": hw for n, hw in gdxray.image_shapes(root, s).items()}
+    if cut_by:
+        min_score = cut_card(fold, cut_by, [fold / f"eval-{s}" for s in held])[
+            "detection"].get("min_score", -1.0)
+        rs = scoring_at_least(rs, min_score)
+    return card, rs, shapes
+
+
+def resized(rs: list[ImageResult], shapes: dict[str, tuple[int, int]], scale: float
+            ) -> list[ImageResult]:
+    """``rs`` with every box resized by ``scale`` (``resize_detections``, clipped to its
+    image of ``shapes``)."""
+    if scale == 1:
+        return rs
+    out = []
+    for r in rs:
+        dets = [Detection(tuple(int(v) for v in b), float(s), 0)  # type: ignore[arg-type]
+                for b, s in zip(r.boxes, r.scores, strict=True)]
+        boxes = [d.box for d in resize_detections(dets, scale, shapes[r.key])]
+        out.append(ImageResult(r.key, r.series, np.asarray(boxes, float).reshape(-1, 4),
+                               r.scores, r.gt, r.ignore))
+    return out
+
+
+def choose(others: list[ImageResult], shapes: dict[str, tuple[int, int]],
+           scales: tuple[float, ...] = SCALES) -> tuple[float, dict[str, float]]:
+    """The scale of ``scales`` with the best pooled AP (IoU 0.5) over ``others`` (the
+    first of equals, so 1 wins a tie), and the AP at each."""
+    aps = {f"{s:g}": summarise(resized(others, shapes, s))["ap"] for s in scales}
+    best = max(scales, key=lambda s: aps[f"{s:g}"])
+    return best, aps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-ext"))
+    ap.add_argument("--gdxray", type=Path, nargs="+",
+                    default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
+    ap.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
+    ap.add_argument("--point", default="", choices=["", "-fa2"],
+                    help="-fa2: each fold's detections cut at tta8-join-fa2's report "
+                         "threshold first")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: runs/loso5_box_WORKNAME{POINT}.json")
+    a = ap.parse_args()
+    scales = tuple(a.scales)
+    if 1.0 not in scales or any(not 0 < s <= 4 for s in scales):
+        ap.error("--scales must hold 1 and lie in (0, 4]")
+    cut_by = "tta8-join-fa2" if a.point else None
+    done = {}
+    for fold in sorted(a.work.glob("fold*")):
+        got = fold_results(fold, a.gdxray, cut_by)
+        if got is not None:
+            done[fold.name] = got
+    if len(done) < 2:
+        raise SystemExit(f"loso_box_scale.py: {a.work}: fewer than two folds evaluated (the "
+                         "scale of one is chosen on the others)")
+    shapes = {k: v for _, _, sh in done.values() for k, v in sh.items()}
+    folds, nested, plain = [], [], []
+    for name, (card, rs, _) in done.items():
+        others = [r for n, (_, x, _) in done.items() if n != name for r in x]
+        best, aps = choose(others, shapes, scales)
+        mine = resized(rs, shapes, best)
+        nested += mine
+        plain += rs
+        t = card["tuning"]
+        folds.append({"fold": name, "held_out": sorted({r.series for r in rs}),
+                      "trained_on": card["lineage"][-1]["data_series"],
+                      "train_minutes": (card.get("training") or {}).get("minutes"),
+                      "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
+                                                       "join")} | {"box_scale": best},
+                      "others_ap_by_scale": aps, "ap_at_scale_1": summarise(rs)["ap"],
+                      **figures(mine)})
+    fixed = {}
+    for s in scales:
+        m = figures(resized(plain, shapes, s))
+        fixed[f"{s:g}"] = {k: m[k] for k in ("ap", "true_positives", "gt_boxes",
+                                             "false_alarms_per_image")}
+    out = a.out or Path(f"runs/loso5_box_{a.work.name}{a.point}.json")
+    write_json(out, {
+        "protocol": "leave-series-out, 5 folds over the 15 annotated series of both roots; "
+                    "each fold's model trained and its settings chosen on the other twelve "
+                    "series; its box scale chosen on the other folds' held-out series; every "
+                    "image of the held-out series scored once",
+        "work": str(a.work), "point": f"cut by {cut_by}'s report threshold" if cut_by
+        else "all detections", "scales": list(scales), "folds_done": len(folds),
+        "folds": folds, "pooled": figures(nested), "scale_1": figures(plain),
+        "fixed": fixed, "command": command_line()})
+    print(f"{out}: pooled AP {summarise(nested)['ap']:.4f} (scale 1: "
+          f"{summarise(plain)['ap']:.4f}); scales chosen "
+          + ", ".join(f"{f['fold']} {f['chosen']['box_scale']:g}" for f in folds))
+
+
+if __name__ == "__main__":
+    main()
