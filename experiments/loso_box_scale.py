@@ -15,6 +15,10 @@ chosen on the tuning images (castings the model saw), so it is chosen across cas
   chooses anything);
 * the fold's saved held-out detections resized with it, pooled over the folds.
 
+With ``--choose-on odd`` only the odd images of the other folds' held-out series choose
+(no test image of any series: the brief's split rule read strictly; the issue's target
+allows choosing by the leave-series-out figure itself, which spans all images).
+
 The folds' boxes are not joined (``join`` -1, checked), so resizing the saved boxes is what
 ``detect`` with that ``box_scale`` makes. With ``--point=-fa2`` each fold's detections are
 first cut at its report threshold (``tta8-join-fa2``, chosen on the tuning images with
@@ -111,8 +115,11 @@ def main() -> None:
     ap.add_argument("--point", default="", choices=["", "-fa2"],
                     help="-fa2: each fold's detections cut at tta8-join-fa2's report "
                          "threshold first")
+    ap.add_argument("--choose-on", choices=("all", "odd"), default="all",
+                    help="the other folds' held-out images that choose the scale: all, or "
+                         "only the odd ones (no test image of any series)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="default: runs/loso5_box_WORKNAME{POINT}.json")
+                    help="default: runs/loso5_box_WORKNAME{POINT}[-odd].json")
     a = ap.parse_args()
     scales = tuple(a.scales)
     if 1.0 not in scales or any(not 0 < s <= 4 for s in scales):
@@ -129,7 +136,8 @@ def main() -> None:
     shapes = {k: v for _, _, sh in done.values() for k, v in sh.items()}
     folds, nested, plain = [], [], []
     for name, (card, rs, _) in done.items():
-        others = [r for n, (_, x, _) in done.items() if n != name for r in x]
+        others = [r for n, (_, x, _) in done.items() if n != name for r in x
+                  if a.choose_on == "all" or gdxray.split_of(int(r.key[-4:])) == "odd"]
         best, aps = choose(others, shapes, scales)
         mine = resized(rs, shapes, best)
         nested += mine
@@ -147,14 +155,17 @@ def main() -> None:
         m = figures(resized(plain, shapes, s))
         fixed[f"{s:g}"] = {k: m[k] for k in ("ap", "true_positives", "gt_boxes",
                                              "false_alarms_per_image")}
-    out = a.out or Path(f"runs/loso5_box_{a.work.name}{a.point}.json")
+    odd = "-odd" if a.choose_on == "odd" else ""
+    out = a.out or Path(f"runs/loso5_box_{a.work.name}{a.point}{odd}.json")
     write_json(out, {
         "protocol": "leave-series-out, 5 folds over the 15 annotated series of both roots; "
                     "each fold's model trained and its settings chosen on the other twelve "
                     "series; its box scale chosen on the other folds' held-out series; every "
                     "image of the held-out series scored once",
         "work": str(a.work), "point": f"cut by {cut_by}'s report threshold" if cut_by
-        else "all detections", "scales": list(scales), "folds_done": len(folds),
+        else "all detections", "chosen_on": "the other folds' held-out series, "
+        + ("all images" if a.choose_on == "all" else "odd images only"),
+        "scales": list(scales), "folds_done": len(folds),
         "folds": folds, "pooled": figures(nested), "scale_1": figures(plain),
         "fixed": fixed, "command": command_line()})
     print(f"{out}: pooled AP {summarise(nested)['ap']:.4f} (scale 1: "

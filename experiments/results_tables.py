@@ -1152,6 +1152,7 @@ def loso_localisation(doc: dict) -> str:
 #: ``experiments/loso_box_scale.py`` result files (block ``loso-box-scale``), the first
 #: shown per series
 BOX_SCALE_RUNS = ("loso5_box_loso5-ext.json", "loso5_box_loso5-ext-fa2.json",
+                  "loso5_box_loso5-ext-odd.json", "loso5_box_loso5-ext-fa2-odd.json",
                   "loso5_box_loso5-hard.json", "loso5_box_loso5-hard-fa2.json")
 
 
@@ -1159,13 +1160,14 @@ def loso_box_scale(docs: list[dict]) -> str:
     """``experiments/loso_box_scale.py``: per run, the scale each fold chose on the other
     folds and the pooled AP before and after; per series for the first run, and its
     pooled AP at every fixed scale (a diagnosis)."""
-    lines = ["| fold models (`--work`) | detections | box scale chosen per fold (on the other "
-             "folds) | pooled AP, scale 1 | **pooled AP, chosen scales** | found | false "
-             "alarms / image |", "|---|---|---|---|---|---|---|"]
+    lines = ["| fold models (`--work`) | detections | chosen on the other folds' held-out "
+             "series: | box scale chosen per fold | pooled AP, scale 1 | **pooled AP, chosen "
+             "scales** | found | false alarms / image |", "|---|---|---|---|---|---|---|---|"]
     for d in docs:
         p, one = d["pooled"], d["scale_1"]
         chosen = ", ".join(f"{f['chosen']['box_scale']:g}" for f in d["folds"])
-        lines.append(f"| `{d['work']}` | {d['point']} | {chosen} | {_f(one['ap'])} "
+        on = "odd images" if "odd" in d.get("chosen_on", "") else "all images"
+        lines.append(f"| `{d['work']}` | {d['point']} | {on} | {chosen} | {_f(one['ap'])} "
                      f"({one['true_positives']}/{one['gt_boxes']}) | **{_f(p['ap'])}** | "
                      f"{p['true_positives']}/{p['gt_boxes']} | "
                      f"{p['false_alarms_per_image']:.1f} |")

@@ -571,5 +571,6 @@ def test_loso_box_scale_resizes_like_the_library_and_chooses_on_other_folds(tmp_
         "pooled": {"ap": 0.5, "true_positives": 6, "gt_boxes": 10, "false_alarms_per_image": 1.0,
                    "per_series": {"C0000": {"ap": 0.5, "true_positives": 6, "gt_boxes": 10}}},
         "fixed": {"1": {"ap": 0.4}, "1.1": {"ap": 0.5}}}])
-    assert "| `w` | all detections | 1.1, 1.2 | 0.4000 (5/10) | **0.5000** | 6/10 | 1.0 |" in text
+    assert ("| `w` | all detections | all images | 1.1, 1.2 | 0.4000 (5/10) | **0.5000** | "
+            "6/10 | 1.0 |") in text
     assert "| C0000 | 10 | 0.400 | 0.500 | 5 | 6 |" in text and "1: 0.4000; 1.1: 0.5000" in text
