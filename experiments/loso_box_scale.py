@@ -28,6 +28,13 @@ nothing). Writes ``--out`` (JSON, the layout of ``loso_library_pool.py`` plus th
 read by ``experiments/results_tables.py`` (block ``loso-box-scale``)::
 
     .venv/bin/python experiments/loso_box_scale.py --work runs/seg/loso5-ext
+
+``--adapt RUN...`` asks whether the scale carries over to models adapted to a new casting
+(``experiments/adapt_series.py`` runs: each series' adapted model on its even images,
+``RUN/SERIES/eval-adapted/detections``): their detections scored at scale 1, at the scale
+each series' fold chose in ``--scales-from`` (a result file of the mode above, chosen on
+odd images only: no test image chooses it) and at 1.1 and 1.2; nothing chosen. Writes
+``runs/adapt_box_scale.json`` (block ``adapt-box-scale``).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["SCALES", "choose", "fold_results", "main", "resized"]
+__all__ = ["SCALES", "adapt_check", "choose", "fold_results", "main", "resized"]
 
 #: box scales tried (1: the boxes as the fold's settings made them)
 SCALES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
@@ -106,6 +113,35 @@ def choose(others: list[ImageResult], shapes: dict[str, tuple[int, int]],
     return best, aps
 
 
+def adapt_check(runs: list[Path], root: Path, scales_from: dict) -> dict:
+    """Each ``experiments/adapt_series.py`` run's adapted detections (even images of every
+    series it adapted to, under ``root``) at scale 1, at the scale of the series' fold in
+    ``scales_from`` (a ``loso_box_scale.py`` result) and at 1.1 and 1.2."""
+    fold_scale = {s: f["chosen"]["box_scale"] for f in scales_from["folds"]
+                  for s in f["held_out"]}
+    out = {}
+    for run in runs:
+        doc = json.loads((run / "adapt_series.json").read_text())
+        parts: list[tuple[str, list[ImageResult]]] = []
+        shapes: dict[str, tuple[int, int]] = {}
+        for s in sorted(doc["per_series"]):
+            parts.append((s, evaluate_detections(run / s / "eval-adapted" / "detections",
+                                                 root, "even", [s]).results))
+            shapes |= {f"{s}_{n:04d}": hw for n, hw in gdxray.image_shapes(root, s).items()}
+        if any(s not in fold_scale for s, _ in parts):
+            raise SystemExit(f"loso_box_scale.py: {run}: a series is in no fold of the scale "
+                             "file")
+        variants = {"scale 1": [r for _, rs in parts for r in rs],
+                    "the fold's scale": [r for s, rs in parts
+                                         for r in resized(rs, shapes, fold_scale[s])]}
+        for k in (1.1, 1.2):
+            variants[f"scale {k:g}"] = [r for _, rs in parts for r in resized(rs, shapes, k)]
+        out[str(run)] = {"source": doc.get("source"),
+                         "fold_scales": {s: fold_scale[s] for s, _ in parts},
+                         **{k: figures(v) for k, v in variants.items()}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-ext"))
@@ -120,7 +156,21 @@ def main() -> None:
                          "only the odd ones (no test image of any series)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: runs/loso5_box_WORKNAME{POINT}[-odd].json")
+    ap.add_argument("--adapt", type=Path, nargs="+", default=None, metavar="RUN",
+                    help="experiments/adapt_series.py runs: their adapted models' boxes at "
+                         "scale 1, at their fold's scale (--scales-from) and at 1.1, 1.2")
+    ap.add_argument("--scales-from", type=Path,
+                    default=Path("runs/loso5_box_loso5-ext-odd.json"))
+    ap.add_argument("--adapt-root", type=Path, default=Path("../shared/data/gdxray-extra"))
     a = ap.parse_args()
+    if a.adapt:
+        out = a.out or Path("runs/adapt_box_scale.json")
+        write_json(out, {"scales_from": str(a.scales_from), "root": str(a.adapt_root),
+                         "runs": adapt_check(a.adapt, a.adapt_root,
+                                             json.loads(a.scales_from.read_text())),
+                         "command": command_line()})
+        print(f"{out} written")
+        return
     scales = tuple(a.scales)
     if 1.0 not in scales or any(not 0 < s <= 4 for s in scales):
         ap.error("--scales must hold 1 and lie in (0, 4]")
@@ -155,6 +205,12 @@ def main() -> None:
         m = figures(resized(plain, shapes, s))
         fixed[f"{s:g}"] = {k: m[k] for k in ("ap", "true_positives", "gt_boxes",
                                              "false_alarms_per_image")}
+    by_root = {}
+    for root in a.gdxray:
+        mine = set(gdxray.list_series(root))
+        by_root[str(root)] = {
+            "scale 1": summarise([r for r in plain if r.series in mine])["ap"],
+            "chosen scales": summarise([r for r in nested if r.series in mine])["ap"]}
     odd = "-odd" if a.choose_on == "odd" else ""
     out = a.out or Path(f"runs/loso5_box_{a.work.name}{a.point}{odd}.json")
     write_json(out, {
@@ -167,7 +223,7 @@ def main() -> None:
         + ("all images" if a.choose_on == "all" else "odd images only"),
         "scales": list(scales), "folds_done": len(folds),
         "folds": folds, "pooled": figures(nested), "scale_1": figures(plain),
-        "fixed": fixed, "command": command_line()})
+        "fixed": fixed, "by_root": by_root, "command": command_line()})
     print(f"{out}: pooled AP {summarise(nested)['ap']:.4f} (scale 1: "
           f"{summarise(plain)['ap']:.4f}); scales chosen "
           + ", ".join(f"{f['fold']} {f['chosen']['box_scale']:g}" for f in folds))

@@ -1181,10 +1181,33 @@ def loso_box_scale(docs: list[dict]) -> str:
                      f"{_f(after[s]['ap'], 3)} | {before[s]['true_positives']} | "
                      f"{after[s]['true_positives']} |")
     fixed = "; ".join(f"{k}: {_f(v['ap'])}" for k, v in first["fixed"].items())
+    roots = "; ".join(f"`{r}`: {_f(v['scale 1'])} -> {_f(v['chosen scales'])}"
+                      for r, v in first.get("by_root", {}).items())
+    if roots:
+        lines += ["", f"Pooled per root (scale 1 -> chosen scales): {roots}."]
     lines += ["", f"The same folds at one fixed scale each (all folds; a diagnosis that "
                   f"reads the held-out labels, nothing chosen by it): {fixed}.", "",
               "Commands: " + "; ".join(f"`{d['command']}`" for d in docs)]
     return "\n".join(lines)
+
+
+def adapt_box_scale(doc: dict) -> str:
+    """``loso_box_scale.py --adapt``: each adaptation run's pooled AP (even images) at
+    scale 1, at each series' fold's scale and at 1.1 and 1.2."""
+    cols = ("scale 1", "the fold's scale", "scale 1.1", "scale 1.2")
+    lines = ["| adaptation run (even images) | " + " | ".join(cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for run, v in doc["runs"].items():
+        lines.append(f"| `{run}` | " + " | ".join(
+            f"{_f(v[c]['ap'])} ({v[c]['true_positives']}/{v[c]['gt_boxes']})" for c in cols)
+            + " |")
+    first = next(iter(doc["runs"].values()))
+    before, after = first["scale 1"]["per_series"], first[cols[1]]["per_series"]
+    per = "; ".join(f"{s} {_f(before[s]['ap'], 2)} -> {_f(after[s]['ap'], 2)}"
+                    for s in first["fold_scales"] if s in before)
+    return "\n".join(lines + ["", f"Per series, the first run (scale 1 -> the fold's "
+                                   f"scale): {per}. The folds' scales: `{doc['scales_from']}`.",
+                               "", f"Command: `{doc['command']}`"])
 
 
 def loso_growth(doc: dict) -> str:
@@ -1677,6 +1700,7 @@ def main() -> None:
                            ("loso-growth", Path("runs/loso_growth.json"), loso_growth),
                            ("loso-localisation", RUNS / "loso_localisation.json",
                             loso_localisation),
+                           ("adapt-box-scale", RUNS / "adapt_box_scale.json", adapt_box_scale),
                            ("adapt-distill-confident", ADAPT_CONFIDENT,
                             lambda d: adapt_table(d, ADAPT_CONFIDENT)),
                            ("adapt-longhard", ADAPT_LONGHARD,

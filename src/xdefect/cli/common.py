@@ -271,9 +271,9 @@ def _box_options(g: Any) -> None:
                         "docs/detection.md)")
     g.add_argument("--box-scale", type=float_in(0, 4, lo_open=True), default=None,
                    help="every box's width and height multiplied by this about its centre "
-                        "(after --grow, before --join; 1: as made): for a casting the model "
-                        "never saw, whose boxes come out smaller than their annotators draw "
-                        "(docs/detection.md)")
+                        "(after --grow, before --join; 1: as made): for inspectors who box "
+                        "defects more generously than the model does (an annotation "
+                        "convention; docs/detection.md)")
     g.add_argument("--min-score", type=float_in(-1, 1), default=None,
                    help="report only detections scoring at least this (same scale as "
                         "--theta): the operating point, while theta decides the regions "
