@@ -482,10 +482,25 @@ def tag(a: argparse.Namespace) -> str:
             + ("-rate" if a.rate_rule else ""))
 
 
-def read_images(records: list[dict]) -> list[ImageResult]:
+def read_images(records: list[dict], roots: list[Path] | None = None) -> list[ImageResult]:
+    """Saved per-image results; with ``roots``, only the images whose series' ground truth
+    (under whichever root holds it) covers them (``SeriesGroundTruth.covers``: a static
+    series' images left unannotated are not scored, whenever the results were saved)."""
+    gts: dict[str, gdxray.SeriesGroundTruth | None] = {}
+
+    def covered(x: dict) -> bool:
+        if roots is None:
+            return True
+        s = x["series"]
+        if s not in gts:
+            root = next((r for r in roots if (Path(r) / "Castings" / s).is_dir()), None)
+            gts[s] = None if root is None else gdxray.load_ground_truth(root, s)
+        g = gts[s]
+        return g is None or g.covers(int(x["key"].rsplit("_", 1)[1]))
+
     return [ImageResult(x["key"], x["series"], np.asarray(x["boxes"], float).reshape(-1, 4),
                         np.asarray(x["scores"], float), np.asarray(x["gt"], float)
-                        .reshape(-1, 4)) for x in records]
+                        .reshape(-1, 4)) for x in records if covered(x)]
 
 
 def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> None:
@@ -497,9 +512,10 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
         if not f.is_file():
             continue
         d = json.loads(f.read_text())
-        fr = read_images(d["images_rate"] if a.rate_rule else d["images"])
+        roots = [a.gdxray, a.extra]
+        fr = read_images(d["images_rate"] if a.rate_rule else d["images"], roots)
         rs += fr
-        fixed += read_images(d["images"])
+        fixed += read_images(d["images"], roots)
         rule = ({"threshold_by_series": {s: v["threshold"] for s, v in
                                          d["rate_rule"]["per_series"].items()},
                  "reference_regions_per_image": d["rate_rule"]["reference_regions_per_image"]}

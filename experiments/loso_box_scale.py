@@ -125,6 +125,9 @@ def adapt_check(runs: list[Path], root: Path, scales_from: dict) -> dict:
         parts: list[tuple[str, list[ImageResult]]] = []
         shapes: dict[str, tuple[int, int]] = {}
         for s in sorted(doc["per_series"]):
+            gt = gdxray.load_ground_truth(root, s)
+            if not any(gt.covers(r.number) for r in gdxray.list_images(root, [s], "even")):
+                continue  # no annotated even image (a static series annotated on one odd)
             parts.append((s, evaluate_detections(run / s / "eval-adapted" / "detections",
                                                  root, "even", [s]).results))
             shapes |= {f"{s}_{n:04d}": hw for n, hw in gdxray.image_shapes(root, s).items()}

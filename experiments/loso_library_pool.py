@@ -78,7 +78,7 @@ def reference(run: Path, suffix: str, folds: list[str], roots: list[Path] | None
         res = run / f / f"results{suffix}.json"
         saved = saved_results(run / f, roots or []) if not res.is_file() else None
         if res.is_file():
-            rs += read_images(json.loads(res.read_text())["images"])
+            rs += read_images(json.loads(res.read_text())["images"], roots)
         elif saved:
             layout = "eval-SERIES/detections"
             rs += saved

@@ -375,6 +375,10 @@ def adapt_table(doc: dict, path: Path | None = None) -> str:
              "|---" * 10 + "|"]
     for s, v in doc["per_series"].items():
         src, ad = v["source"], v["adapted"]
+        if src is None or ad is None:  # experiments/adapt_rescore.py: nothing to score
+            lines.append(f"| {s} | {v['odd_images']} | 0 | - | unscored: no annotated even "
+                         f"image | | | | | {v['adapt_minutes']:.1f} |")
+            continue
         lines.append(f"| {s} | {v['odd_images']} | {ad['images']} | {ad['gt_boxes']} | "
                      f"{_f(src['ap'])} | {src['false_alarms_per_image']:.1f} | "
                      f"{_f(ad['ap'])} | {ad['true_positives']} | "
@@ -384,6 +388,9 @@ def adapt_table(doc: dict, path: Path | None = None) -> str:
                  f"{src['false_alarms_per_image']:.1f} | **{_f(ad['ap'])}** | "
                  f"{ad['true_positives']} | {ad['false_alarms_per_image']:.1f} | |")
     lines += ["", f"Command: `{doc['command']}`"]
+    if doc.get("rescored"):
+        lines.append(f"Scored again from its saved detections: `{doc['rescored']['command']}` "
+                     f"({doc['rescored']['why']}).")
     return "\n".join(lines)
 
 
@@ -409,8 +416,8 @@ def adapt_regions() -> str | None:
              "| series | source | " + " | ".join(lbl for lbl, _ in docs) + " |",
              "|---|---|" + "---|" * len(docs)]
 
-    def cell(t: dict | None, e: dict) -> str:
-        return f"{_f(t['ap']) if t else '-'} / {_f(e['ap'])}"
+    def cell(t: dict | None, e: dict | None) -> str:
+        return f"{_f(t['ap']) if t else '-'} / {_f(e['ap']) if e else 'unscored'}"
 
     for s in series:
         v0 = docs[0][1]["per_series"][s]

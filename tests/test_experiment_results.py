@@ -574,3 +574,32 @@ def test_loso_box_scale_resizes_like_the_library_and_chooses_on_other_folds(tmp_
     assert ("| `w` | all detections | all images | 1.1, 1.2 | 0.4000 (5/10) | **0.5000** | "
             "6/10 | 1.0 |") in text
     assert "| C0000 | 10 | 0.400 | 0.500 | 5 | 6 |" in text and "1: 0.4000; 1.1: 0.5000" in text
+
+
+def test_saved_results_leave_out_a_static_series_unannotated_images(tmp_path):
+    from xdefect.pipelines import write_phantom_root
+
+    fcn = _experiment("fcn_detector")
+    root = write_phantom_root(tmp_path / "r", n=3, shape=(64, 80), defects=1, series="C0998")
+    d = root / "Castings" / "C0998"
+    rows = (d / "ground_truth.txt").read_text().splitlines()
+    (d / "ground_truth.txt").write_text(rows[0] + "\n")  # image 1 only
+    (d / "C0998_readme.txt").write_text("<static images, without motion>\n")
+    recs = [{"key": f"C0998_000{n}", "series": "C0998", "boxes": [[1, 1, 5, 5]],
+             "scores": [0.9], "gt": []} for n in (1, 2, 3)]
+    assert [r.key for r in fcn.read_images(recs)] == ["C0998_0001", "C0998_0002", "C0998_0003"]
+    assert [r.key for r in fcn.read_images(recs, [tmp_path / "none", root])] == ["C0998_0001"]
+    # a series under none of the roots is kept as saved
+    other = [{**recs[0], "key": "C0997_0002", "series": "C0997"}]
+    assert len(fcn.read_images(other, [root])) == 1
+    # an adaptation series with nothing left to score shows as unscored in its table
+    doc = {"source": "s", "protocol": "p", "root": "r", "command": "c",
+           "per_series": {"C0998": {"odd_images": 2, "source": None, "adapted": None,
+                                    "adapt_minutes": 1.0}},
+           "pooled_source": {"ap": 0.5, "false_alarms_per_image": 1.0},
+           "pooled_adapted": {"ap": 0.5, "images": 1, "gt_boxes": 1, "true_positives": 1,
+                              "false_alarms_per_image": 1.0},
+           "source_detection": {}, "rescored": {"command": "r", "why": "w"}}
+    text = _tables().adapt_table(doc)
+    assert "| C0998 | 2 | 0 | - | unscored: no annotated even image |" in text
+    assert "Scored again from its saved detections: `r` (w)." in text

@@ -32,10 +32,51 @@ def test_info_json_shape(gdxray_root):
     assert doc["total"] == {"images": 288, "boxes": 540}
     assert set(doc["series"]["C0001"]) == {"images", "height", "width", "sizes",
                                            "ground_truth", "clipped", "duplicates", "boxes",
-                                           "images_with_boxes", "odd", "even"}
+                                           "images_with_boxes", "odd", "even",
+                                           "unannotated_images"}
+    assert doc["series"]["C0001"]["unannotated_images"] == 0
     assert doc["series"]["C0001"]["ground_truth"] == "ground_truth.txt"
     assert (doc["series"]["C0001"]["sizes"], doc["series"]["C0001"]["clipped"]) == (1, 0)
     assert list(doc["series"]) == list(gdxray.PAPER_SERIES)
+
+
+def test_static_series_annotated_on_some_images_leaves_the_others_unscored(tmp_path):
+    import warnings
+
+    from xdefect.errors import DataWarning
+    from xdefect.pipelines import write_phantom_root
+    from xdefect.protocol import select
+
+    root = write_phantom_root(tmp_path / "r", n=6, shape=(64, 80), defects=1, series="C0998")
+    d = root / "Castings" / "C0998"
+    rows = (d / "ground_truth.txt").read_text().splitlines()
+    (d / "ground_truth.txt").write_text("\n".join(r for r in rows if r.split()[0] in "13")
+                                         + "\n")
+    # without a readme (or a moving part) an image without boxes is defect-free
+    gt = gdxray.load_ground_truth(root, "C0998")
+    assert gt.unannotated_images == frozenset() and gt.covers(2)
+    assert [r.number for r in select(root, ["C0998"], "all").records] == [1, 2, 3, 4, 5, 6]
+    # GDXray's readme of a static series (C0041: "<static images, without motion>")
+    (d / "C0998_readme.txt").write_text("set: X050\n<static images, without motion>\n")
+    assert gdxray.is_static(root, "C0998")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gt = gdxray.load_ground_truth(root, "C0998")
+    assert any(issubclass(w.category, DataWarning) and "static series" in str(w.message)
+               and "4 show the same defects unannotated" in str(w.message) for w in caught)
+    assert gt.unannotated_images == frozenset({2, 4, 5, 6})
+    assert gt.covers(1) and gt.covers(3) and not gt.covers(2)
+    sel = select(root, ["C0998"], "all")
+    assert [r.number for r in sel.records] == [1, 3] and sel.unscored == []
+    samples = {s.record.number: s.annotated for s in gdxray.iter_samples(root, ["C0998"])}
+    assert samples == {1: True, 2: False, 3: True, 4: False, 5: False, 6: False}
+    info = gdxray.series_info(root)["series"]["C0998"]
+    assert info["unannotated_images"] == 4 and info["annotated"] is True
+    proc = run_cli("gdxray", "info", "--root", str(root))
+    assert proc.returncode == 0 and "static series: 4 image(s)" in proc.stdout
+    # every image annotated (GDXray C0034, static too): nothing left out
+    (d / "ground_truth.txt").write_text("\n".join(rows) + "\n")
+    assert gdxray.load_ground_truth(root, "C0998").unannotated_images == frozenset()
 
 
 def test_info_root_from_env(gdxray_root):
@@ -170,7 +211,7 @@ def test_fake_root_info_and_split(tmp_path):
     assert info == {"images": 5, "height": 40, "width": 50, "boxes": 3,
                     "images_with_boxes": 2, "odd": 3, "even": 2, "annotated": True,
                     "sizes": 1, "ground_truth": "ground_truth.txt", "clipped": 0,
-                    "duplicates": 0}
+                    "duplicates": 0, "unannotated_images": 0}
 
 
 def test_read_image_bit_depths(tmp_path):

@@ -46,12 +46,13 @@ from xdefect.io import image_size, progress, read_image
 
 __all__ = ["DEFAULT_ROOT", "EDGE_TOLERANCE", "ENV_VAR", "GROUND_TRUTH_NAMES", "IMAGE_SPLITS",
            "PAPER_ANNOTATED_SERIES", "PAPER_SERIES", "SPLIT_ALIASES", "SPLIT_PARTS",
+           "STATIC_MARKERS",
            "GroundTruthFile", "ImageRecord", "MaskParams", "Sample", "SeriesGroundTruth",
            "boxes_centres_inside", "canonical_split", "casting_mask", "castings_dir",
            "check_series", "default_root", "ground_truth_path", "image_shape", "image_shapes",
-           "image_split", "in_split", "iter_samples", "list_images", "list_series",
+           "image_split", "in_split", "is_static", "iter_samples", "list_images", "list_series",
            "load_ground_truth", "load_sample", "mask_report", "parse_ground_truth",
-           "protocol_series", "read_ground_truth", "series_info", "split_of"]
+           "protocol_series", "read_ground_truth", "series_info", "series_readme", "split_of"]
 
 ENV_VAR = "XDEFECT_GDXRAY"
 DEFAULT_ROOT = Path("../shared/data/gdxray")
@@ -105,7 +106,9 @@ class Sample:
 
     ``image``: ``(H, W)`` float32 in [0, 1]; ``boxes``: ``(N, 4)`` float64
     ``(x1, y1, x2, y2)``, 0-based half-open; ``annotated``: False where the series has
-    no ground truth at all (its images cannot be scored, they are not defect-free).
+    no ground truth at all, or its ground truth does not cover this image (a static
+    series annotated on some images only, :meth:`SeriesGroundTruth.covers`): it cannot be
+    scored and is not defect-free.
     """
 
     record: ImageRecord
@@ -363,7 +366,10 @@ def parse_ground_truth(
 
 @dataclass(frozen=True)
 class SeriesGroundTruth:
-    """Ground truth of one series: ``annotated`` False when it has no ground-truth file."""
+    """Ground truth of one series: ``annotated`` False when it has no ground-truth file;
+    ``unannotated_images``: numbers of images the file does not cover although the series
+    has one (a static series annotated on some of its images only,
+    :func:`load_ground_truth`): they are neither scored nor taken as defect-free."""
 
     series: str
     annotated: bool
@@ -372,10 +378,39 @@ class SeriesGroundTruth:
     #: :func:`read_ground_truth`)
     clipped: int = 0
     duplicates: int = 0
+    unannotated_images: frozenset[int] = frozenset()
 
     def boxes_of(self, number: int) -> np.ndarray:
         """``(N, 4)`` boxes of an image, 0-based half-open ``(x1, y1, x2, y2)``."""
         return self.boxes.get(number, np.zeros((0, 4)))
+
+    def covers(self, number: int) -> bool:
+        """Whether image ``number`` is annotated: its boxes (none: defect-free) are its
+        ground truth, so it can be scored and its background is background."""
+        return self.annotated and number not in self.unannotated_images
+
+
+#: phrases of a series' readme saying the part did not move between its images (every
+#: image shows the same view, hence the same defects)
+STATIC_MARKERS = ("without motion", "no motion")
+
+
+def series_readme(root: str | os.PathLike[str], series: str) -> Path | None:
+    """The series' readme (``C00SS_readme.txt`` as GDXray ships it; any file whose name
+    holds "readme"), or None."""
+    d = castings_dir(root) / series
+    found = sorted(f for f in d.iterdir() if "readme" in f.name.lower() and f.is_file())
+    return found[0] if found else None
+
+
+def is_static(root: str | os.PathLike[str], series: str) -> bool:
+    """Whether the series' readme says its images were taken without motion
+    (:data:`STATIC_MARKERS`; GDXray C0034 and C0041): all its images show the same view."""
+    readme = series_readme(root, series)
+    if readme is None:
+        return False
+    text = readme.read_text(encoding="latin-1").lower()
+    return any(m in text for m in STATIC_MARKERS)
 
 
 def image_shape(path: Path) -> tuple[int, int]:
@@ -403,13 +438,23 @@ def load_ground_truth(root: str | os.PathLike[str], series: str,
     gt = read_ground_truth(p, shapes)
     for note in gt.notes():  # shown once per process: the message and the line are fixed
         warnings.warn(note, DataWarning, stacklevel=1)
-    return SeriesGroundTruth(series, True, gt.boxes, gt.clipped, gt.duplicates)
+    with_boxes = {n for n, b in gt.boxes.items() if len(b)}
+    missing = frozenset(set(shapes) - with_boxes)
+    if not with_boxes or not missing or not is_static(root, series):
+        missing = frozenset()
+    else:  # the same view in every image: one without boxes is unannotated, not clean
+        warnings.warn(f"{p}: {series} is a static series (its readme: taken without "
+                      f"motion) with boxes on {len(with_boxes)} of {len(shapes)} images: the "
+                      f"other {len(missing)} show the same defects unannotated; they are "
+                      "neither scored nor taken as defect-free", DataWarning, stacklevel=1)
+    return SeriesGroundTruth(series, True, gt.boxes, gt.clipped, gt.duplicates, missing)
 
 
 def load_sample(record: ImageRecord, gt: SeriesGroundTruth) -> Sample:
     """Load one image and attach its boxes."""
     rad = read_image(record.path)
-    return Sample(record, rad.pixels, gt.boxes_of(record.number), gt.annotated, rad.bit_depth)
+    return Sample(record, rad.pixels, gt.boxes_of(record.number), gt.covers(record.number),
+                  rad.bit_depth)
 
 
 def iter_samples(
@@ -435,7 +480,8 @@ def series_info(root: str | os.PathLike[str]) -> dict:
     ``sizes`` counts the distinct image sizes of the series (C0002 ships crops of eight
     sizes). ``ground_truth`` is the file's name, ``clipped`` and ``duplicates`` the
     corrections made on reading it. A series without ground truth has ``"boxes": 0``,
-    ``"ground_truth": null`` and ``"annotated": false``.
+    ``"ground_truth": null`` and ``"annotated": false``; ``unannotated_images`` counts
+    the images a static series' ground truth does not cover (:func:`load_ground_truth`).
     """
     out: dict = {"root": str(root), "series": {}}
     n_img = n_box = 0
@@ -458,6 +504,7 @@ def series_info(root: str | os.PathLike[str]) -> dict:
             "odd": sum(1 for r in recs if r.split == "odd"),
             "even": sum(1 for r in recs if r.split == "even"),
             "annotated": gt.annotated,
+            "unannotated_images": len(gt.unannotated_images),
         }
         n_img += len(recs)
         n_box += boxes

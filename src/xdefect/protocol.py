@@ -79,13 +79,16 @@ class Selection:
 
 def select(root: str | os.PathLike[str], series: list[str] | None = None, split: str = "test"
            ) -> Selection:
-    """The annotated images of ``series`` (default: the paper's seven) in ``split``."""
+    """The annotated images of ``series`` (default: the paper's seven) in ``split``
+    (:meth:`~xdefect.gdxray.SeriesGroundTruth.covers`: not those of a series without
+    ground truth, nor those a static series' ground truth leaves out)."""
     r = Path(root)
     chosen = gdxray.protocol_series(r, series)
     recs = gdxray.list_images(r, chosen, split)
     gts = {s: gdxray.load_ground_truth(r, s) for s in sorted({x.series for x in recs})}
     unscored = sorted(s for s, g in gts.items() if not g.annotated)
-    recs = [x for x in recs if gts[x.series].annotated]
+    # a static series' images its ground truth does not cover are unscored too
+    recs = [x for x in recs if gts[x.series].covers(x.number)]
     if not recs:
         raise InputError(f"{r}: no annotated images in split {split} of "
                          f"{', '.join(chosen)}")

@@ -35,6 +35,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         note = "" if d["annotated"] else "  (no ground truth: unscored)"
         if d["annotated"] and d["ground_truth"] != "ground_truth.txt":
             note += f"  (ground truth read from {d['ground_truth']!r})"
+        if d.get("unannotated_images"):
+            note += (f"  (static series: {d['unannotated_images']} image(s) the ground truth "
+                     "leaves out are unscored)")
         if d["clipped"] or d["duplicates"]:
             fixes = [f"{d['clipped']} box(es) clipped to the image" if d["clipped"] else "",
                      f"{d['duplicates']} duplicate row(s) dropped" if d["duplicates"] else ""]
