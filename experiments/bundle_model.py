@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from xdefect.checkpoint import BUNDLED, WEIGHTS_DIR, card_lineage, read_card
+from xdefect.detect import DetectParams
 from xdefect.io import command_line, sha256_file
 
 LINKS = Path("models")
@@ -148,7 +149,9 @@ def bundle_segmenter(a: argparse.Namespace, src: Path, card: dict) -> None:
         "command": (card.get("retuned") or {}).get("command")
         or card["lineage"][-1].get("command")}
     test = read_test(a, card)
-    if test is not None and test.get("params") != card["detection"]:
+    # compared as DetectParams: a field added after the evaluation ran takes its default
+    if test is not None and (test.get("params") is None or DetectParams.from_dict(
+            test["params"]) != DetectParams.from_dict(card["detection"])):
         raise SystemExit(f"{a.test}: evaluated with other detection settings than {src}'s")
     card["reproduce"] = reproduce(card, {"command": (card.get("retuned") or {}).get("command")},
                                   test, command_line())

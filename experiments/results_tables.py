@@ -742,6 +742,8 @@ DEFAULT_CANDIDATES = (
     ("long-hard-ext2-tta8-join", "`long-hard` (the bundled weights), relative extents 0.2 "
                                  "and 0.3 added to the choice (the library's grid since "
                                  "2026-11-30); 8 views, joining"),
+    ("long-hard-ext3-tta8-join", "the same choice with C0041's 9 unannotated tuning images "
+                                 "left unscored (bundled since 2026-11-30, eighth session)"),
 )
 
 
