@@ -61,18 +61,23 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
                           rehearse_share=a.rehearse_share, ignore_theta=a.ignore_theta))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
-    res, tun = {}, {}
+    gt = gdxray.load_ground_truth(a.root, s)
+    scored = any(gt.covers(r.number) for r in gdxray.list_images(a.root, [s], "test"))
+    res: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
+    tun = {}
     for name, model in (("source", source), ("adapted",
                                                out / "adapted" / "model.safetensors")):
         det = Detector.load(model, threads=a.threads)
-        ev = evaluate_folder(det, a.root, "test", [s])
-        write_evaluation(ev, out / f"eval-{name}", overlays=False)
-        res[name] = ev.results
+        if scored:  # a static series annotated on an odd image only has nothing to score
+            ev = evaluate_folder(det, a.root, "test", [s])
+            write_evaluation(ev, out / f"eval-{name}", overlays=False)
+            res[name] = ev.results
         if a.tuning:  # the tuning images (odd, n % 4 == 1: adapted on, labels unused)
             tun[name] = evaluate_folder(det, a.root, "tuning", [s]).results
     doc = {"series": s, "source_model": source or DEFAULT_MODEL, "odd_images": len(odd),
            "adapt_minutes": card["adaptation"]["minutes"], "wall_minutes": round(minutes, 2),
-           "source": row(summarise(res["source"])), "adapted": row(summarise(res["adapted"]))}
+           "source": row(summarise(res["source"])) if scored else None,
+           "adapted": row(summarise(res["adapted"])) if scored else None}
     if tun:
         doc["tuning"] = {k: row(summarise(v)) for k, v in tun.items()}
     return doc, res, tun
@@ -136,8 +141,8 @@ def main() -> None:
         for k in test:
             test[k] += res[k]
             tuning[k] += tun.get(k, [])
-        print(json.dumps({"series": s, "source_ap": doc["source"]["ap"],
-                          "adapted_ap": doc["adapted"]["ap"],
+        print(json.dumps({"series": s, "source_ap": (doc["source"] or {}).get("ap"),
+                          "adapted_ap": (doc["adapted"] or {}).get("ap"),
                           "minutes": round(doc["adapt_minutes"], 1)}), flush=True)
         out = write_summary(a, per, test, tuning)  # after every series: a partial run
     print(f"{a.out}: pooled AP source {out['pooled_source']['ap']:.4f} -> adapted "
