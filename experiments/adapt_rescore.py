@@ -20,9 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
-from adapt_series import row  # experiments/, beside this script
+from adapt_series import has_scored_images, row  # experiments/, beside this script
 
-from xdefect import gdxray
 from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
@@ -38,9 +37,7 @@ def rescore(run: Path) -> dict:
     pooled: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
     unscored = []
     for s, v in doc["per_series"].items():
-        gt = gdxray.load_ground_truth(root, s)
-        covered = [r for r in gdxray.list_images(root, [s], "test") if gt.covers(r.number)]
-        if not covered:
+        if not has_scored_images(root, s):
             v["source"] = v["adapted"] = None
             unscored.append(s)
             continue

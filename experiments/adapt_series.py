@@ -42,6 +42,14 @@ def row(m: dict) -> dict:
             "false_alarms_per_image": m["false_positives"] / max(m["images"], 1)}
 
 
+def has_scored_images(root: Path, series: str, split: str = "test") -> bool:
+    """Whether the series' ground truth covers any image of ``split``
+    (``SeriesGroundTruth.covers``): a static series annotated on one odd image only (GDXray
+    C0041) has no even image to score."""
+    gt = gdxray.load_ground_truth(root, series)
+    return any(gt.covers(r.number) for r in gdxray.list_images(root, [series], split))
+
+
 def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
     """Adapt on the odd images of ``s``, evaluate source and adapted on the even ones (and
     with ``--tuning`` on the tuning images); returns the series' summary and the per-image
@@ -61,8 +69,7 @@ def run_series(a: argparse.Namespace, s: str) -> tuple[dict, dict, dict]:
                           rehearse_share=a.rehearse_share, ignore_theta=a.ignore_theta))
     minutes = (time.perf_counter() - t0) / 60
     card = json.loads((out / "adapted" / "model.json").read_text())
-    gt = gdxray.load_ground_truth(a.root, s)
-    scored = any(gt.covers(r.number) for r in gdxray.list_images(a.root, [s], "test"))
+    scored = has_scored_images(a.root, s)
     res: dict[str, list[ImageResult]] = {"source": [], "adapted": []}
     tun = {}
     for name, model in (("source", source), ("adapted",

@@ -507,12 +507,12 @@ def pool_folds(a: argparse.Namespace, work: Path, folds: list[list[str]]) -> Non
     """Pool the folds run so far; with ``--rate-rule``, the rule's detections (and, as
     ``pooled_fixed``, the same folds at the threshold chosen on the tuning images)."""
     rs, fixed, per_fold = [], [], []
+    roots = [a.gdxray, a.extra]  # images their ground truth does not cover are dropped
     for i in range(len(folds)):
         f = work / f"fold{i}" / f"results{tag(a)}.json"
         if not f.is_file():
             continue
         d = json.loads(f.read_text())
-        roots = [a.gdxray, a.extra]
         fr = read_images(d["images_rate"] if a.rate_rule else d["images"], roots)
         rs += fr
         fixed += read_images(d["images"], roots)

@@ -44,11 +44,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from loso_library_pool import cut_card, figures  # experiments/, beside this script
+from adapt_series import has_scored_images  # experiments/, beside this script
+from loso_library_pool import figures, held_out_results  # experiments/, beside this script
 
 from xdefect import gdxray
 from xdefect.detect import Detection, resize_detections
-from xdefect.evaluate import ImageResult, scoring_at_least, summarise
+from xdefect.evaluate import ImageResult, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
@@ -60,31 +61,22 @@ SCALES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
 
 def fold_results(fold: Path, roots: list[Path], cut_by: str | None = None
                  ) -> tuple[dict, list[ImageResult], dict[str, tuple[int, int]]] | None:
-    """A fold's card (``tta8-join``), its held-out detections (all images of every
-    held-out series; cut at ``cut_by``'s report threshold when given) and each image's
-    shape ``(H, W)`` by key; None when a held-out series is not evaluated yet."""
-    card_file = fold / "tta8-join" / "model.json"
-    if not card_file.exists() or (cut_by and not (fold / cut_by / "model.json").exists()):
+    """A fold's card, its held-out detections (``loso_library_pool.held_out_results``: all
+    images of every held-out series; cut at ``cut_by``'s report threshold when given) and
+    each image's shape ``(H, W)`` by key; None when a held-out series is not evaluated
+    yet."""
+    got = held_out_results(fold, roots, "tta8-join", cut_by)
+    if got is None or not got[1]:
         return None
-    card = json.loads(card_file.read_text())
+    card, held, rs, _ = got
     if card["detection"].get("join", -1) != -1:
-        raise SystemExit(f"loso_box_scale.py: {card_file}: boxes joined (join "
+        raise SystemExit(f"loso_box_scale.py: {fold / 'tta8-join' / 'model.json'}: boxes "
+                         f"joined (join "
                          f"{card['detection']['join']}): resizing saved boxes is not what "
                          "detect with box_scale makes")
-    trained = set(card["lineage"][-1]["data_series"])
-    held = {s: r for r in roots for s in gdxray.list_series(r)
-            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
-    if not held or any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
-        return None
-    rs: list[ImageResult] = []
     shapes: dict[str, tuple[int, int]] = {}
     for s, root in sorted(held.items()):
-        rs += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all", [s]).results
         shapes |= {f"{s}_{n:04d}": hw for n, hw in gdxray.image_shapes(root, s).items()}
-    if cut_by:
-        min_score = cut_card(fold, cut_by, [fold / f"eval-{s}" for s in held])[
-            "detection"].get("min_score", -1.0)
-        rs = scoring_at_least(rs, min_score)
     return card, rs, shapes
 
 
@@ -125,8 +117,7 @@ def adapt_check(runs: list[Path], root: Path, scales_from: dict) -> dict:
         parts: list[tuple[str, list[ImageResult]]] = []
         shapes: dict[str, tuple[int, int]] = {}
         for s in sorted(doc["per_series"]):
-            gt = gdxray.load_ground_truth(root, s)
-            if not any(gt.covers(r.number) for r in gdxray.list_images(root, [s], "even")):
+            if not has_scored_images(root, s, "even"):
                 continue  # no annotated even image (a static series annotated on one odd)
             parts.append((s, evaluate_detections(run / s / "eval-adapted" / "detections",
                                                  root, "even", [s]).results))

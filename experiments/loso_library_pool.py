@@ -33,7 +33,8 @@ from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["cut_card", "figures", "main", "pool", "saved_results", "tuning_fa"]
+__all__ = ["cut_card", "figures", "held_out_results", "main", "pool", "saved_results",
+           "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -111,6 +112,33 @@ def cut_card(fold: Path, name: str, evals: list[Path]) -> dict:
     return card
 
 
+def held_out_results(fold: Path, roots: list[Path], tuned: str = "tta8-join",
+                     cut_by: str | None = None
+                     ) -> tuple[dict, dict[str, Path], list[ImageResult], float] | None:
+    """One fold's card (``tuned``'s; ``cut_by``'s when given), its held-out series (the
+    annotated series of ``roots`` its model did not train on, each with its root), their
+    saved detections on all their images (``eval-SERIES/detections``) scoring at least
+    the report threshold of ``cut_by`` (:func:`cut_card`; None: every detection), and that
+    threshold; None until the cards exist and every held-out series is evaluated."""
+    card_file = fold / tuned / "model.json"
+    if not card_file.exists() or (cut_by and not (fold / cut_by / "model.json").exists()):
+        return None
+    card = json.loads(card_file.read_text())
+    trained = card["lineage"][-1]["data_series"]
+    held = {s: r for r in roots for s in gdxray.list_series(r)
+            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
+    if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
+        return None  # a fold counts once every held-out series is evaluated
+    rs: list[ImageResult] = []
+    for s, root in sorted(held.items()):
+        rs += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all", [s]).results
+    min_score = -1.0
+    if cut_by:
+        card = cut_card(fold, cut_by, [fold / f"eval-{s}" for s in held])
+        min_score = card["detection"].get("min_score", -1.0)
+    return card, held, scoring_at_least(rs, min_score), min_score
+
+
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
          others: list[tuple[Path, str]] | None = None, tuned: str = "tta8-join",
          cut_by: str | None = None, fold_script: str = "experiments/loso_library.sh"
@@ -125,24 +153,11 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
-        card_file = fold / tuned / "model.json"
-        if not card_file.exists() or (cut_by and not (fold / cut_by / "model.json").exists()):
+        got = held_out_results(fold, roots, tuned, cut_by)
+        if got is None:
             continue
-        card = json.loads(card_file.read_text())
+        card, _, fr, min_score = got
         stage = card["lineage"][-1]
-        held = {s: r for r in roots for s in gdxray.list_series(r)
-                if s not in stage["data_series"] and gdxray.load_ground_truth(r, s).annotated}
-        if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
-            continue  # a fold counts once every held-out series is evaluated
-        fr: list[ImageResult] = []
-        for s, root in sorted(held.items()):
-            fr += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all",
-                                      [s]).results
-        min_score = -1.0
-        if cut_by:
-            card = cut_card(fold, cut_by, [fold / f"eval-{s}" for s in held])
-            min_score = card["detection"].get("min_score", -1.0)
-        fr = scoring_at_least(fr, min_score)
         t = card["tuning"]
         folds.append({"fold": fold.name, "held_out": sorted({r.series for r in fr}),
                       "trained_on": stage["data_series"],

@@ -117,7 +117,8 @@ __all__ = ["BOX_RULES", "EXTENT_EPS", "MAX_BOX_SCALE", "MERGE_RULES", "MODES", "
            "WINOGRAD_MIN_CHANNELS", "DenseNet",
            "DetectParams", "Detection", "Labelled",
            "ScoreMap", "boxes_of_regions", "context_margin", "detect", "detection_arrays",
-           "dense_net", "detection_doc", "disk", "downsample", "downsample_mask", "grid_shape",
+           "dense_net", "detection_doc", "disk", "downsample", "downsample_mask",
+           "finish_boxes", "grid_shape",
            "grow_detections", "join_detections", "label_regions", "log_odds",
            "merge_detections",
            "pyramid_regions", "regions", "relative_extents", "reported", "resize_detections",
@@ -845,12 +846,20 @@ def regions(smap: ScoreMap, params: DetectParams | None = None,
     if lab is None:
         return []
     if p.extent_fraction:
-        dets = grow_detections(relative_extents(lab, smap, use, p.extent_fraction, p.a_min,
-                                                p.theta), p.grow, smap.image_shape)
+        dets = relative_extents(lab, smap, use, p.extent_fraction, p.a_min, p.theta)
     else:
         dets = boxes_of_regions(lab, p.a_min, p.box_rule, p.box_margin, p.theta, p.nms,
-                                p.widen, p.grow)
-    return join_detections(resize_detections(dets, p.box_scale, smap.image_shape), p.join)
+                                p.widen)
+    return finish_boxes(dets, p, smap.image_shape)
+
+
+def finish_boxes(dets: list[Detection], params: DetectParams, shape: tuple[int, ...]
+                 ) -> list[Detection]:
+    """The last steps every box rule's boxes go through in :func:`regions`: growth by
+    ``params.grow``, the box scale ``params.box_scale``, joining at ``params.join`` (each
+    clipped to an image of ``shape`` ``(H, W)``). The report threshold is not applied."""
+    grown = grow_detections(dets, params.grow, shape)
+    return join_detections(resize_detections(grown, params.box_scale, shape), params.join)
 
 
 def detect(model: PatchCNN, image: np.ndarray, params: DetectParams | None = None,

@@ -31,11 +31,9 @@ from xdefect.detect import (
     detect,
     detection_arrays,
     detection_doc,
-    grow_detections,
-    join_detections,
+    finish_boxes,
     regions,
     reported,
-    resize_detections,
 )
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
@@ -184,10 +182,7 @@ def model_results(sel: Selection, model: Any, params: Any, model_name: str,
                 key = replace(at, grow=0, join=-1, min_score=-1.0, box_scale=1.0)
                 if key not in ungrown:
                     ungrown[key] = regions(smap, key, mask)
-                grown = grow_detections(ungrown[key], at.grow, smap.image_shape)
-                d = reported(join_detections(resize_detections(grown, at.box_scale,
-                                                              smap.image_shape), at.join),
-                             at.min_score)
+                d = reported(finish_boxes(ungrown[key], at, smap.image_shape), at.min_score)
                 sweep[t].append(image_result(sel, r, *detection_arrays(d), False))
         yield image_result(sel, r, *detection_arrays(dets), unseen)
 
