@@ -33,8 +33,8 @@ from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["cut_card", "figures", "held_out_results", "main", "pool", "saved_results",
-           "tuning_fa"]
+__all__ = ["cut_card", "figures", "held_out_results", "main", "pool", "reference_from_result",
+           "saved_results", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -86,6 +86,26 @@ def reference(run: Path, suffix: str, folds: list[str], roots: list[Path] | None
         else:
             return None
     return {"run": str(run), "results": layout, **figures(rs)}
+
+
+def reference_from_result(path: Path, folds: list[str]) -> dict | None:
+    """The same folds of another leave-series-out run from its pooled result file (this
+    script's output), for a run whose fold folders are gone (``runs/`` does not survive a
+    new checkout): its per-series figures for these folds' held-out series, and its pooled
+    figures when it pooled exactly these folds (None otherwise: a pooled AP over a subset of
+    folds needs the per-image detections). None when a fold is not in the file."""
+    doc = json.loads(path.read_text())
+    by_name = {f["fold"]: f for f in doc["folds"]}
+    if any(f not in by_name for f in folds):
+        return None
+    whole = sorted(folds) == sorted(by_name)
+    figures_keys = ("ap", "images", "gt_boxes", "true_positives",
+                             "false_alarms_per_image", "recall_at_fppi")
+    pooled = {k: doc["pooled"][k] if whole else None for k in figures_keys}
+    return {"run": str(path), "results": "its pooled result file"
+            + ("" if whole else f" (folds {', '.join(sorted(folds))}: per series only)"),
+            **pooled,
+            "per_series": {s: v for f in folds for s, v in by_name[f]["per_series"].items()}}
 
 
 def tuning_fa(tuning: dict) -> float | None:
@@ -141,15 +161,16 @@ def held_out_results(fold: Path, roots: list[Path], tuned: str = "tta8-join",
 
 def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
          others: list[tuple[Path, str]] | None = None, tuned: str = "tta8-join",
-         cut_by: str | None = None, fold_script: str = "experiments/loso_library.sh"
-         ) -> dict:
+         cut_by: str | None = None, fold_script: str = "experiments/loso_library.sh",
+         ref_result: Path | None = None) -> dict:
     """The folds under ``work`` whose held-out series (the annotated series of ``roots``
     the fold's model did not train on) are all evaluated, pooled; with ``ref``
     (an ``fcn_detector.py`` run folder and results suffix), the same folds of that run
     too (and of each of ``others``, pooled alike). ``tuned``: the folder of each fold's
     model (its card). ``cut_by``: the folder of a model whose report threshold cuts the
     saved detections (:func:`cut_card`; None: every detection). ``fold_script``: what made
-    the folds (recorded for the tables)."""
+    the folds (recorded for the tables). ``ref_result``: the reference's pooled result
+    file, read (:func:`reference_from_result`) when ``ref``'s folds are gone."""
     results: list[ImageResult] = []
     folds = []
     for fold in sorted(work.glob("fold*")):
@@ -171,6 +192,7 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
     if not folds:
         raise SystemExit(f"loso_library_pool.py: {work}: no fold evaluated yet "
                          "(run experiments/loso_library.sh FOLD first)")
+    done = [f["fold"] for f in folds]
     return {"protocol": "leave-series-out, 5 folds over the 15 annotated series of both roots; "
                         "each fold's model trained and its settings chosen on the other "
                         "twelve series (train and tuning images); every image of the held-out "
@@ -178,9 +200,10 @@ def pool(work: Path, roots: list[Path], ref: tuple[Path, str] | None = None,
             "point": f"cut by {cut_by}'s report threshold" if cut_by else "all detections",
             "fold_script": fold_script,
             "folds_done": len(folds), "folds": folds, "pooled": figures(results),
-            **({"reference": reference(ref[0], ref[1], [f["fold"] for f in folds], roots)}
-               if ref else {}),
-            "other_references": [reference(r, sfx, [f["fold"] for f in folds], roots)
+            **({"reference": (reference(ref[0], ref[1], done, roots) if ref else None)
+                or (reference_from_result(ref_result, done) if ref_result else None)}
+               if ref or ref_result else {}),
+            "other_references": [reference(r, sfx, done, roots)
                                  for r, sfx in (others or [])],
             "command": command_line()}
 
@@ -207,6 +230,10 @@ def main() -> None:
                          "fcn_detector.py run, or one of this layout (e.g. the seed-0 folds "
                          "runs/seg/loso5-hard beside another seed's)")
     ap.add_argument("--reference-suffix", default="-amin-grow")
+    ap.add_argument("--reference-result", type=Path, default=None, metavar="FILE",
+                    help="the reference's pooled result file (this script's output), read "
+                         "when the reference's fold folders are gone (e.g. "
+                         "runs/loso5_ext.json for runs/seg/loso5-ext)")
     ap.add_argument("--also", nargs=2, action="append", default=[
         ["runs/fcn/fcn-ens5-loso5", "-amin-grow-join"]], metavar=("RUN", "SUFFIX"),
                     help="more fcn_detector.py runs pooled on the same folds (default: the "
@@ -214,7 +241,8 @@ def main() -> None:
     a = ap.parse_args()
     doc = pool(a.work, a.gdxray, (a.reference, a.reference_suffix),
                [(Path(r), sfx) for r, sfx in a.also], a.tuned,
-               a.cut_by or (f"{a.tuned}{a.point}" if a.point else None), a.fold_script)
+               a.cut_by or (f"{a.tuned}{a.point}" if a.point else None), a.fold_script,
+               a.reference_result)
     write_json(a.out or Path(f"runs/loso5_hard{a.point}.json"), doc)
     p = doc["pooled"]
     print(f"{doc['folds_done']} fold(s): pooled AP {p['ap']:.4f}, {p['true_positives']} of "

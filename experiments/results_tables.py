@@ -79,8 +79,20 @@ RUNS = Path("runs")
 #: images, weights or crops of GDXray.
 #: (A leave-series-out fold's detections, ``runs/fcn/*/fold*/results*.json``, 0.2-0.4 MB
 #: each, stay in ``runs/``: the tables read the pooled ``runs/fcn_loso_*.json``.)
+#: The leave-series-out folds of the library's recipe (``runs/seg/loso5-*/foldI``, made by
+#: ``experiments/loso_library.sh`` and its kin) are archived whole but for checkpoints and
+#: images: the cards, the held-out series' saved detections (``eval-SERIES/detections``,
+#: which ``experiments/loso_library_pool.py`` pools, and ``loso_box_scale.py`` resizes) and
+#: the finished fold models (:data:`ARCHIVED_WEIGHTS`, 0.7 MB each), so that a fold trained
+#: in one session is pooled, chosen again or adapted from in the next.
 ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.json",
-            "*/*/eval-source/metrics.json", "seg/*/model.json")
+            "*/*/eval-source/metrics.json", "seg/*/model.json",
+            "seg/loso5-*/fold*/*/model.json", "seg/loso5-*/fold*/train/hard_negatives.json",
+            "seg/loso5-*/fold*/eval-*/metrics.json",
+            "seg/loso5-*/fold*/eval-*/detections/*.json")
+#: Weights archived beside the documents (safetensors only, never a pickle): the finished
+#: leave-series-out fold models (not their resumable ``last.safetensors`` checkpoints).
+ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",)
 #: A larger file (per-image detections of many images) stays in ``runs/`` only.
 MAX_ARCHIVED_BYTES = 3_000_000
 
@@ -89,7 +101,9 @@ def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
     """Copy every archived result file missing from ``runs`` back there (never replacing
     one); returns the files restored."""
     out = []
-    for f in sorted(archive.rglob("*.json")) if archive.is_dir() else []:
+    kept = [f for g in ("*.json", "*.safetensors") for f in archive.rglob(g)
+            ] if archive.is_dir() else []
+    for f in sorted(kept):
         dst = runs / f.relative_to(archive)
         if not dst.exists():
             _write(dst, f.read_bytes())
@@ -104,20 +118,22 @@ def _write(dst: Path, data: bytes) -> None:
 
 
 def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
-                    globs: tuple[str, ...] = ARCHIVED, max_bytes: int = MAX_ARCHIVED_BYTES
+                    globs: tuple[str, ...] = ARCHIVED, max_bytes: int = MAX_ARCHIVED_BYTES,
+                    weights: tuple[str, ...] = ARCHIVED_WEIGHTS
                     ) -> tuple[list[Path], list[Path]]:
-    """Copy the result files of ``runs`` matching ``globs`` into ``archive`` (the same
-    relative paths) where absent or different, each written under a temporary name and
-    renamed; returns (files archived, files left out: over ``max_bytes`` or not JSON)."""
+    """Copy the result files of ``runs`` matching ``globs`` (JSON documents) or
+    ``weights`` (``*.safetensors``) into ``archive`` (the same relative paths) where absent
+    or different, each written under a temporary name and renamed; returns (files
+    archived, files left out: over ``max_bytes``, or not what their glob promises)."""
     done, left = [], []
-    for f in sorted({f for g in globs for f in runs.glob(g) if f.is_file()}):
+    docs = {f for g in globs for f in runs.glob(g) if f.is_file()}
+    models = {f for g in weights for f in runs.glob(g) if f.is_file()}
+    for f in sorted(docs | models):
         if f.stat().st_size > max_bytes:  # never read whole
             left.append(f)
             continue
         data = f.read_bytes()
-        try:
-            json.loads(data)
-        except ValueError:
+        if not (f.suffix == ".safetensors" if f in models else _is_json(data)):
             left.append(f)
             continue
         dst = archive / f.relative_to(runs)
@@ -126,6 +142,14 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
         _write(dst, data)
         done.append(dst)
     return done, left
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 def _f(x, nd: int = 4) -> str:
@@ -802,7 +826,8 @@ def loso_library(doc: dict) -> str:
     lines.append(f"| **pooled** | {doc['folds_done']} of 5 folds | {p['images']} | "
                  f"{p['gt_boxes']} | **{_f(p['ap'])}** ({p['true_positives']}) | "
                  f"{p['false_alarms_per_image']:.1f} | "
-                 + (f"**{_f(ref['ap'])}** ({ref['true_positives']}) |" if ref else "- |"))
+                 + (f"**{_f(ref['ap'])}** ({ref['true_positives']}) |"
+                    if ref.get("ap") is not None else "- |"))
     def at_point(f: dict) -> str:
         at = f.get("at_min_score")
         if at is None:

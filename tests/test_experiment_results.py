@@ -64,6 +64,42 @@ def test_restore_fills_only_missing_files(tmp_path):
     assert rt.restore(tmp_path / "nothing", runs) == []
 
 
+def test_leave_series_out_folds_are_archived_with_detections_and_weights(tmp_path):
+    """A fold of experiments/loso_library.sh and its kin survives a new checkout: cards,
+    held-out detections and the finished fold model, not the training checkpoint."""
+    rt = _tables()
+    runs, arch = tmp_path / "runs", tmp_path / "archive"
+    fold, work = runs / "seg" / "loso5-bg" / "fold2", runs / "seg" / "loso5-bg-ext" / "fold2"
+    (fold / "train").mkdir(parents=True)
+    (work / "tta8-join").mkdir(parents=True)
+    (work / "eval-C0015" / "detections").mkdir(parents=True)
+    (fold / "train" / "model.json").write_text('{"lineage": []}')
+    (fold / "train" / "model.safetensors").write_bytes(b"weights")
+    (fold / "train" / "last.safetensors").write_bytes(b"checkpoint")
+    (work / "tta8-join" / "model.json").write_text('{"detection": {}}')
+    (work / "tta8-join" / "model.safetensors").write_bytes(b"same weights")  # a copy
+    (work / "eval-C0015" / "metrics.json").write_text('{"ap": 0.7}')
+    (work / "eval-C0015" / "detections" / "C0015_0001.json").write_text('{"detections": []}')
+    (work / "eval-C0015" / "overlays").mkdir()
+    (work / "eval-C0015" / "overlays" / "C0015_0001.png").write_bytes(b"pixels")
+    done, left = rt.archive_results(runs, arch)
+    names = sorted(str(p.relative_to(arch)) for p in done)
+    assert names == ["seg/loso5-bg-ext/fold2/eval-C0015/detections/C0015_0001.json",
+                     "seg/loso5-bg-ext/fold2/eval-C0015/metrics.json",
+                     "seg/loso5-bg-ext/fold2/tta8-join/model.json",
+                     "seg/loso5-bg/fold2/train/model.json",
+                     "seg/loso5-bg/fold2/train/model.safetensors"] and left == []
+    fresh = tmp_path / "fresh"
+    back = rt.restore(arch, fresh)
+    assert len(back) == 5
+    assert (fresh / "seg" / "loso5-bg" / "fold2" / "train" / "model.safetensors"
+            ).read_bytes() == b"weights"
+    # a weights glob matching a file that is not safetensors: left out, never archived
+    (runs / "seg" / "loso5-bg" / "fold2" / "train" / "model.pt").write_bytes(b"pickle")
+    done, left = rt.archive_results(runs, arch, weights=("seg/*/fold*/train/*.pt",))
+    assert done == [] and left == [runs / "seg" / "loso5-bg" / "fold2" / "train" / "model.pt"]
+
+
 def test_ablation_keeps_rows_whose_files_are_gone():
     rt = _tables()
     text = ("a\n<!-- t -->\n| change | data | AP |\n|---|---|---|\n| x | d | 0.1 |\n"
@@ -438,6 +474,21 @@ def test_loso_library_pool_scores_only_folds_whose_held_out_series_are_all_evalu
     assert ref["results"] == "eval-SERIES/detections"
     assert ref["per_series"] == doc["pooled"]["per_series"]
     assert pool.reference(tmp_path, "", ["fold1"], [gdxray_root]) is None
+    # a reference whose fold folders are gone: its pooled result file (this script's output)
+    saved = tmp_path / "ref.json"
+    saved.write_text(json.dumps(doc))
+    whole = pool.reference_from_result(saved, ["fold0"])
+    assert whole["ap"] == doc["pooled"]["ap"] and whole["per_series"] == per
+    two = dict(doc, folds=doc["folds"] + [dict(doc["folds"][0], fold="fold1",
+                                               per_series={"C0037": {"ap": 0.5}})])
+    saved.write_text(json.dumps(two))
+    part = pool.reference_from_result(saved, ["fold0"])  # a subset: per series only
+    assert part["ap"] is None and part["per_series"] == per and "per series only" in part[
+        "results"]
+    assert pool.reference_from_result(saved, ["fold2"]) is None
+    gone = pool.pool(tmp_path, [gdxray_root], ref=(tmp_path / "gone", ""), ref_result=saved)
+    assert gone["reference"]["per_series"] == per
+    assert "| **pooled** | 1 of 5 folds |" in _tables().loso_library(gone)
     # the operating point: the same choice plus a report threshold, the same files cut
     (fold / "tta8-join" / "model.json").write_text(json.dumps({
         "lineage": [{"data_series": [s for s in annotated if s not in ("C0010", "C0034")]}],
