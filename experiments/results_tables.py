@@ -80,19 +80,25 @@ RUNS = Path("runs")
 #: (A leave-series-out fold's detections, ``runs/fcn/*/fold*/results*.json``, 0.2-0.4 MB
 #: each, stay in ``runs/``: the tables read the pooled ``runs/fcn_loso_*.json``.)
 #: The leave-series-out folds of the library's recipe (``runs/seg/loso5-*/foldI``, made by
-#: ``experiments/loso_library.sh`` and its kin) are archived whole but for checkpoints and
-#: images: the cards, the held-out series' saved detections (``eval-SERIES/detections``,
-#: which ``experiments/loso_library_pool.py`` pools, and ``loso_box_scale.py`` resizes) and
-#: the finished fold models (:data:`ARCHIVED_WEIGHTS`, 0.7 MB each), so that a fold trained
-#: in one session is pooled, chosen again or adapted from in the next.
+#: ``experiments/loso_library.sh`` and its kin) are archived whole but for copies of the
+#: weights and images: the cards, the held-out series' saved detections
+#: (``eval-SERIES/detections``, which ``experiments/loso_library_pool.py`` pools, and
+#: ``loso_box_scale.py`` resizes) and the fold models (:data:`ARCHIVED_WEIGHTS`, 0.7 MB
+#: each), so that a fold trained in one session is pooled, chosen again or adapted from in
+#: the next.
 ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.json",
             "*/*/eval-source/metrics.json", "seg/*/model.json",
             "seg/loso5-*/fold*/*/model.json", "seg/loso5-*/fold*/train/hard_negatives.json",
             "seg/loso5-*/fold*/eval-*/metrics.json",
             "seg/loso5-*/fold*/eval-*/detections/*.json")
 #: Weights archived beside the documents (safetensors only, never a pickle): the finished
-#: leave-series-out fold models (not their resumable ``last.safetensors`` checkpoints).
-ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",)
+#: leave-series-out fold models, and a fold model's resumable checkpoint
+#: (``last.safetensors``: weights, optimiser and random state, 2 MB) while it trains, so that
+#: training cut short by the end of a session resumes in the next
+#: (``experiments/loso_backgrounds.sh`` resumes it); dropped from the archive once the
+#: fold's model is finished (:func:`drop_finished_checkpoints`).
+ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",
+                    "seg/loso5-*/fold*/train/last.safetensors")
 #: A larger file (per-image detections of many images) stays in ``runs/`` only.
 MAX_ARCHIVED_BYTES = 3_000_000
 
@@ -127,7 +133,8 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
     archived, files left out: over ``max_bytes``, or not what their glob promises)."""
     done, left = [], []
     docs = {f for g in globs for f in runs.glob(g) if f.is_file()}
-    models = {f for g in weights for f in runs.glob(g) if f.is_file()}
+    models = {f for g in weights for f in runs.glob(g) if f.is_file()
+              and not (f.name == "last.safetensors" and (f.parent / "model.safetensors").is_file())}
     for f in sorted(docs | models):
         if f.stat().st_size > max_bytes:  # never read whole
             left.append(f)
@@ -142,6 +149,17 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
         _write(dst, data)
         done.append(dst)
     return done, left
+
+
+def drop_finished_checkpoints(archive: Path = ARCHIVE) -> list[Path]:
+    """Delete every archived ``last.safetensors`` (a training checkpoint) whose run folder
+    in ``archive`` holds the finished ``model.safetensors``; returns the files deleted."""
+    gone = []
+    for f in sorted(archive.rglob("last.safetensors")) if archive.is_dir() else []:
+        if (f.parent / "model.safetensors").is_file():
+            f.unlink()
+            gone.append(f)
+    return gone
 
 
 def _is_json(data: bytes) -> bool:
@@ -1853,8 +1871,10 @@ def main() -> None:
         print(f"{sim}: sharpness table updated")
     print(model_figures.status(model_figures.update()))
     done, left = archive_results()
+    dropped = drop_finished_checkpoints()
     print(f"{len(done)} result file(s) archived in {ARCHIVE}"
-          + "".join(f"; {f} left out ({f.stat().st_size:,} bytes, or not JSON)" for f in left))
+          + "".join(f"; {f} left out ({f.stat().st_size:,} bytes, or not JSON)" for f in left)
+          + (f"; {len(dropped)} checkpoint(s) of finished runs dropped" if dropped else ""))
 
 
 if __name__ == "__main__":

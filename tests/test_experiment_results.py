@@ -75,7 +75,7 @@ def test_leave_series_out_folds_are_archived_with_detections_and_weights(tmp_pat
     (work / "eval-C0015" / "detections").mkdir(parents=True)
     (fold / "train" / "model.json").write_text('{"lineage": []}')
     (fold / "train" / "model.safetensors").write_bytes(b"weights")
-    (fold / "train" / "last.safetensors").write_bytes(b"checkpoint")
+    (fold / "train" / "last.safetensors").write_bytes(b"stale")  # beside a finished model
     (work / "tta8-join" / "model.json").write_text('{"detection": {}}')
     (work / "tta8-join" / "model.safetensors").write_bytes(b"same weights")  # a copy
     (work / "eval-C0015" / "metrics.json").write_text('{"ap": 0.7}')
@@ -94,6 +94,19 @@ def test_leave_series_out_folds_are_archived_with_detections_and_weights(tmp_pat
     assert len(back) == 5
     assert (fresh / "seg" / "loso5-bg" / "fold2" / "train" / "model.safetensors"
             ).read_bytes() == b"weights"
+    # a fold still training: its checkpoint is archived (to resume in a new checkout), and
+    # dropped from the archive once the fold's model is finished
+    (runs / "seg" / "loso5-bg" / "fold3" / "train").mkdir(parents=True)
+    ck = runs / "seg" / "loso5-bg" / "fold3" / "train" / "last.safetensors"
+    ck.write_bytes(b"checkpoint")
+    assert rt.archive_results(runs, arch)[0] == [arch / ck.relative_to(runs)]
+    assert rt.drop_finished_checkpoints(arch) == []
+    assert (tmp_path / "fresh2" / ck.relative_to(runs)) in rt.restore(arch, tmp_path / "fresh2")
+    ck.unlink()
+    (ck.parent / "model.safetensors").write_bytes(b"finished")
+    rt.archive_results(runs, arch)
+    assert rt.drop_finished_checkpoints(arch) == [arch / ck.relative_to(runs)]
+    assert not (arch / ck.relative_to(runs)).exists()
     # a weights glob matching a file that is not safetensors: left out, never archived
     (runs / "seg" / "loso5-bg" / "fold2" / "train" / "model.pt").write_bytes(b"pickle")
     done, left = rt.archive_results(runs, arch, weights=("seg/*/fold*/train/*.pt",))
