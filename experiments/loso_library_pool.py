@@ -99,9 +99,7 @@ def reference_from_result(path: Path, folds: list[str]) -> dict | None:
     if any(f not in by_name for f in folds):
         return None
     whole = sorted(folds) == sorted(by_name)
-    figures_keys = ("ap", "images", "gt_boxes", "true_positives",
-                             "false_alarms_per_image", "recall_at_fppi")
-    pooled = {k: doc["pooled"][k] if whole else None for k in figures_keys}
+    pooled = {k: v if whole else None for k, v in doc["pooled"].items() if k != "per_series"}
     return {"run": str(path), "results": "its pooled result file"
             + ("" if whole else f" (folds {', '.join(sorted(folds))}: per series only)"),
             **pooled,

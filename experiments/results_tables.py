@@ -107,7 +107,7 @@ def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
     """Copy every archived result file missing from ``runs`` back there (never replacing
     one); returns the files restored."""
     out = []
-    kept = [f for g in ("*.json", "*.safetensors") for f in archive.rglob(g)
+    kept = [f for f in archive.rglob("*") if f.suffix in (".json", ".safetensors")
             ] if archive.is_dir() else []
     for f in sorted(kept):
         dst = runs / f.relative_to(archive)
@@ -134,7 +134,7 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
     done, left = [], []
     docs = {f for g in globs for f in runs.glob(g) if f.is_file()}
     models = {f for g in weights for f in runs.glob(g) if f.is_file()
-              and not (f.name == "last.safetensors" and (f.parent / "model.safetensors").is_file())}
+              and not _finished_checkpoint(f)}
     for f in sorted(docs | models):
         if f.stat().st_size > max_bytes:  # never read whole
             left.append(f)
@@ -154,12 +154,17 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
 def drop_finished_checkpoints(archive: Path = ARCHIVE) -> list[Path]:
     """Delete every archived ``last.safetensors`` (a training checkpoint) whose run folder
     in ``archive`` holds the finished ``model.safetensors``; returns the files deleted."""
-    gone = []
-    for f in sorted(archive.rglob("last.safetensors")) if archive.is_dir() else []:
-        if (f.parent / "model.safetensors").is_file():
-            f.unlink()
-            gone.append(f)
+    gone = [f for f in sorted(archive.rglob("last.safetensors")) if _finished_checkpoint(f)
+            ] if archive.is_dir() else []
+    for f in gone:
+        f.unlink()
     return gone
+
+
+def _finished_checkpoint(f: Path) -> bool:
+    """Whether ``f`` is a training checkpoint (``last.safetensors``) beside its run's
+    finished ``model.safetensors``: stale, never archived."""
+    return f.name == "last.safetensors" and (f.parent / "model.safetensors").is_file()
 
 
 def _is_json(data: bytes) -> bool:
