@@ -15,6 +15,14 @@ given casting, trained on twelve castings instead of the paper's seven::
 
 ``experiments/adapt_series.py --from-folds OUT`` then adapts each held-out series from its
 own fold's model. Nothing is trained or chosen here; the weights are copied unchanged.
+
+``--library WORK`` does the same for folds of the library's layout
+(``experiments/loso_library.sh`` and ``loso_backgrounds.sh``: ``WORK/foldI/TUNED/model.safetensors``
+are already xdefect models with their fold's settings and lineage): it only writes
+``WORK/folds.json``, each held-out series (annotated series of ``--gdxray`` the fold's
+model never trained on) -> its fold's model::
+
+    .venv/bin/python experiments/loso_sources.py --library runs/seg/loso5-bg-ext
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from xdefect.checkpoint import MODEL_FORMAT, save_tensors
+from xdefect import gdxray
+from xdefect.checkpoint import MODEL_FORMAT, lineage_summary, read_card, save_tensors
 from xdefect.io import command_line, write_json
 from xdefect.models import NORMALISATION
 from xdefect.segment import SegConfig, segment_params
 
-__all__ = ["fold_card", "main", "option", "write_sources"]
+__all__ = ["fold_card", "library_sources", "main", "option", "write_sources"]
 
 
 def fold_card(card: dict, results: dict, name: str) -> dict:
@@ -109,15 +118,54 @@ def write_sources(run: Path, suffix: str, out: Path) -> dict[str, str]:
     return folds
 
 
+def library_sources(work: Path, roots: list[Path], tuned: str = "tta8-join"
+                    ) -> dict[str, str]:
+    """Write and return ``work/folds.json`` for folds of the library's layout: every
+    annotated series of ``roots`` that a fold's model (``work/foldI/tuned/model.safetensors``)
+    never trained on (any stage of its card's lineage) -> that model. Refuses a series
+    held out by two folds (the folds would not be a partition)."""
+    folds: dict[str, str] = {}
+    annotated = [s for r in roots for s in gdxray.list_series(r)
+                 if gdxray.load_ground_truth(r, s).annotated]
+    for fold in sorted(work.glob("fold*")):
+        model = fold / tuned / "model.safetensors"
+        if not model.is_file():
+            continue
+        seen = set(lineage_summary(read_card(model))["series"])
+        for s in annotated:
+            if s not in seen:
+                if s in folds:
+                    raise SystemExit(f"loso_sources.py: {s} is held out by both {folds[s]} "
+                                     f"and {model}")
+                folds[s] = str(model)
+    if not folds:
+        raise SystemExit(f"loso_sources.py: {work}: no fold with {tuned}/model.safetensors")
+    write_json(work / "folds.json", folds)
+    return folds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--name", required=True, help="the fcn_detector.py run (--name)")
+    ap.add_argument("--name", help="the fcn_detector.py run (--name)")
+    ap.add_argument("--library", type=Path, default=None, metavar="WORK",
+                    help="folds of the library's layout (WORK/foldI/TUNED): write only "
+                         "WORK/folds.json")
+    ap.add_argument("--tuned", default="tta8-join",
+                    help="with --library: the fold's tuned model folder")
+    ap.add_argument("--gdxray", type=Path, nargs="+",
+                    default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")],
+                    help="with --library: the roots whose annotated series the folds hold out")
     ap.add_argument("--kfold", type=int, default=5)
     ap.add_argument("--suffix", default="-amin-grow",
                     help="the results files whose chosen settings the cards carry")
     ap.add_argument("--work", type=Path, default=Path("runs/fcn"))
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    if a.library is not None:
+        print(json.dumps(library_sources(a.library, a.gdxray, a.tuned)))
+        return
+    if a.name is None or a.out is None:
+        ap.error("--name and --out are required (or --library WORK)")
     folds = write_sources(a.work / f"{a.name}-loso{a.kfold}", a.suffix, a.out)
     print(json.dumps(folds))
 

@@ -424,6 +424,39 @@ def test_loso_sources_write_each_fold_as_a_model_that_never_saw_its_series(tmp_p
         ls.write_sources(tmp_path / "run-loso5", "-other", tmp_path / "out2")
 
 
+def test_loso_sources_map_library_folds_to_the_series_they_never_saw(tmp_path):
+    from conftest import make_fake_root
+
+    from xdefect.checkpoint import MODEL_FORMAT
+
+    ls = _experiment("loso_sources")
+    rows = ["1 1 5 1 5"]
+    root = make_fake_root(tmp_path / "g", series="C0001", gt_rows=rows)
+    make_fake_root(tmp_path / "g", series="C0002", gt_rows=rows)
+    roots = [root, make_fake_root(tmp_path / "u", series="C0090")]  # no ground truth
+    work = tmp_path / "work"
+
+    def fold(i: int, seen: list[str]) -> Path:
+        d = work / f"fold{i}" / "tta8-join"
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"")
+        (d / "model.json").write_text(json.dumps({
+            "format": MODEL_FORMAT, "arch": {}, "lineage": [{"data_series": seen}]}))
+        return d / "model.safetensors"
+
+    f0 = fold(0, ["C0002", "C0090"])
+    f1 = fold(1, ["C0001"])
+    (work / "fold2").mkdir()  # not tuned yet: skipped
+    folds = ls.library_sources(work, roots)
+    assert folds == {"C0001": str(f0), "C0002": str(f1)}
+    assert json.loads((work / "folds.json").read_text()) == folds
+    fold(3, ["C0090"])  # holds out both: not a partition
+    with pytest.raises(SystemExit, match="held out by both"):
+        ls.library_sources(work, roots)
+    with pytest.raises(SystemExit, match="no fold with other/model.safetensors"):
+        ls.library_sources(work, roots, "other")
+
+
 def test_adapt_series_takes_each_series_source_from_its_fold():
     ad = _experiment("adapt_series")
     a = argparse.Namespace(source=None, folds={"C0002": "f1.safetensors"})
