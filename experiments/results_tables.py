@@ -1199,10 +1199,16 @@ def loso_localisation(doc: dict) -> str:
                      f"{_f(v['centre_dy'], 2)} |")
     pooled = "; ".join(f"IoU {t}: {_f(v['ap'])} ({v['true_positives']} found)"
                        for t, v in by.items())
+    rank = doc.get("ranked_by_series")
+    ranking = ("" if rank is None else
+               f" At IoU 0.5 with each held-out series' detections ranked against the other "
+               f"series' by their own series' precision at their rank (an oracle: reads the "
+               f"labels, keeps each series' order): {_f(rank['ap'])}; the mean of the "
+               f"per-series APs: {_f(rank['mean_series_ap'])}.")
     return "\n".join(lines + ["", f"Pooled AP of the same detections ({doc['images']} images, "
-                                  f"`{doc['work']}`): {pooled}. Side ratios and offsets: "
-                                  "medians over each defect's best-overlapping detection "
-                                  "where they overlap at IoU >= 0.1.",
+                                  f"`{doc['work']}`): {pooled}.{ranking} Side ratios and "
+                                  "offsets: medians over each defect's best-overlapping "
+                                  "detection where they overlap at IoU >= 0.1.",
                               "", f"Command: `{doc['command']}`"])
 
 
@@ -1759,6 +1765,8 @@ def main() -> None:
                            ("loso-scores", Path("runs/loso_scores.json"), loso_scores),
                            ("loso-growth", Path("runs/loso_growth.json"), loso_growth),
                            ("loso-localisation", RUNS / "loso_localisation.json",
+                            loso_localisation),
+                           ("loso-localisation-bg", RUNS / "loso_localisation_bg.json",
                             loso_localisation),
                            ("adapt-box-scale", RUNS / "adapt_box_scale.json", adapt_box_scale),
                            ("adapt-distill-confident", ADAPT_CONFIDENT,

@@ -621,6 +621,37 @@ def test_loso_localisation_sorts_each_missed_defect_by_its_best_overlapping_box(
     assert "| C0000 | 6 | 0.50 / 0.50 / 0.50 | 1 / 2 / 1 / 1 | 2.00, 1.00 |" in text
 
 
+def test_loso_localisation_ranks_each_series_by_its_own_precision():
+    import numpy as np
+
+    from xdefect.evaluate import ImageResult, summarise
+
+    loc = _experiment("loso_localisation")
+    # hits F T T F: the hull runs (0,0) -> (3,2) -> (4,2): slopes 2/3, 2/3, 2/3, 0
+    assert loc.hull_precision(np.array([False, True, True, False])) == pytest.approx(
+        [2 / 3, 2 / 3, 2 / 3, 0])
+    assert loc.hull_precision(np.array([True, False, True])) == pytest.approx([1, 0.5, 0.5])
+    assert len(loc.hull_precision(np.array([], bool))) == 0
+    gt = np.array([[0, 0, 10, 10]], float)
+    hit, miss = [0, 0, 10, 10], [50, 50, 60, 60]
+    # series A scores its false alarm above everything; series B finds its defect lower
+    a = ImageResult("A_1", "A", np.array([miss, hit], float), np.array([0.99, 0.5]), gt)
+    b = ImageResult("B_1", "B", np.array([hit], float), np.array([0.9]), gt)
+    assert summarise([a, b])["ap"] == pytest.approx(2 / 3)  # A's false alarm ranked first
+    ranked = loc.ranked_by_series([a, b])
+    assert ranked[1].scores[0] == pytest.approx(1.0)  # B's hit first
+    assert ranked[0].scores[0] == pytest.approx(0.5, abs=1e-6)  # A: hull 0.5 for both
+    assert ranked[0].scores[0] > ranked[0].scores[1]  # A's order kept
+    assert summarise(ranked)["ap"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # B's hit first
+    assert summarise(ranked)["true_positives"] == summarise([a, b])["true_positives"] == 2
+    text = _tables().loso_localisation({
+        "work": "w", "images": 2, "command": "c", "series": {},
+        "by_iou": {t: {"ap": 0.5, "true_positives": 1, "per_series": {}}
+                   for t in ("0.5", "0.3", "0.1")},
+        "ranked_by_series": {"ap": 0.75, "true_positives": 2, "mean_series_ap": 0.6}})
+    assert "keeps each series' order): 0.7500; the mean of the per-series APs: 0.6000" in text
+
+
 def test_library_loso_rows_sum_training_minutes_and_skip_missing_files(tmp_path):
     rt = _tables()
     doc = {"folds_done": 2, "folds": [{"train_minutes": 50.0}, {"train_minutes": 49.4}],
