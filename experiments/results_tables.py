@@ -1254,6 +1254,51 @@ def loso_box_scale(docs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: ``experiments/loso_settings.py`` result files (block ``loso-settings``), the first shown
+#: per series
+SETTINGS_RUNS = ("loso5_settings_loso5-bg-ext.json", "loso5_settings_loso5-bg-ext-odd.json")
+
+
+def loso_settings(docs: list[dict]) -> str:
+    """``experiments/loso_settings.py``: per run, the pooled AP at each fold's own tuning
+    choice and at the settings chosen on the other folds; per held-out series for the
+    first run; the settings per fold."""
+    lines = ["| fold models (`--work`) | chosen on the other folds' held-out series: | "
+             "pooled AP, each fold's own settings | **pooled AP, chosen settings** | found | "
+             "false alarms / image | best single setting for all folds (diagnosis) |",
+             "|---|---|---|---|---|---|---|"]
+    for d in docs:
+        p, own, one = d["pooled"], d["own_settings"], d["best_single_setting"]
+        on = "odd images" if "odd" in d["chosen_on"] else "all images"
+        lines.append(f"| `{d['work']}` | {on} | {_f(own['ap'])} ({own['true_positives']}/"
+                     f"{own['gt_boxes']}, {own['false_alarms_per_image']:.1f} per image) | "
+                     f"**{_f(p['ap'])}** | {p['true_positives']}/{p['gt_boxes']} | "
+                     f"{p['false_alarms_per_image']:.1f} | {one['setting']}: {_f(one['ap'])} |")
+    first = docs[0]
+    before, after = first["own_settings"]["per_series"], first["pooled"]["per_series"]
+    fold_of = {s: f["fold"] for f in first["folds"] for s in f["held_out"]}
+    lines += ["", f"Per held-out series, `{first['work']}` ({first['chosen_on']}):", "",
+              "| held-out series | fold | boxes | AP (found), own settings | AP (found), "
+              "chosen settings | false alarms / image, own -> chosen |",
+              "|---|---|---|---|---|---|"]
+    for s in sorted(after):
+        b, a = before[s], after[s]
+        lines.append(f"| {s} | {fold_of[s]} | {a['gt_boxes']} | {_f(b['ap'])} "
+                     f"({b['true_positives']}) | {_f(a['ap'])} ({a['true_positives']}) | "
+                     f"{b['false_alarms_per_image']:.1f} -> {a['false_alarms_per_image']:.1f} |")
+    per = "; ".join(f"{f['fold']}: {f['own']['setting']} -> {f['chosen']['setting']} (the "
+                    f"other folds' AP {_f(f['chosen']['others_ap_at_own'])} -> "
+                    f"{_f(f['chosen']['others_ap'])})" for f in first["folds"])
+    g = first["grid"]
+    return "\n".join(lines + [
+        "", f"Settings as theta/relative extent/grow/join, each fold's own (chosen on its "
+            f"training series' tuning images) -> chosen on the other folds: {per}. Grid: "
+            f"theta {g['thetas']}, relative extent {g['extents']}, grow {g['grows']}, join "
+            f"{g['joins']} ({g['settings']} settings); every detection reported. The best "
+            "single setting reads every fold's held-out labels: a diagnosis, nothing chosen "
+            "by it.", "", "Commands: " + "; ".join(f"`{d['command']}`" for d in docs)])
+
+
 def adapt_box_scale(doc: dict) -> str:
     """``loso_box_scale.py --adapt``: each adaptation run's pooled AP (even images) at
     scale 1, at each series' fold's scale and at 1.1 and 1.2."""
@@ -1808,6 +1853,10 @@ def main() -> None:
                 if (RUNS / n).exists()]
     if box_docs:
         text = replace_block(text, "loso-box-scale", loso_box_scale(box_docs), a.report)
+    settings_docs = [json.loads((RUNS / n).read_text()) for n in SETTINGS_RUNS
+                     if (RUNS / n).exists()]
+    if settings_docs:
+        text = replace_block(text, "loso-settings", loso_settings(settings_docs), a.report)
     if a.seg_variants.exists():  # rows whose result files were lost kept as generated
         text = replace_block(text, "seg-variants", merge_lists(
             block(text, "seg-variants"), seg_variants(json.loads(a.seg_variants.read_text()))),

@@ -652,6 +652,50 @@ def test_loso_localisation_ranks_each_series_by_its_own_precision():
     assert "keeps each series' order): 0.7500; the mean of the per-series APs: 0.6000" in text
 
 
+def test_loso_settings_choose_each_fold_on_the_other_folds_only():
+    import numpy as np
+
+    from xdefect.detect import DetectParams
+    from xdefect.evaluate import ImageResult
+
+    st = _experiment("loso_settings")
+    base = DetectParams(mode="segment", box_rule="region", theta=0.5, extent_fraction=0.4,
+                        grow=2, join=-1, tta=8, min_score=0.3)
+    grid = st.grid_settings(base, (0.0, 0.9), (0.3,), (1, 2), (-1,))
+    assert [st.key_of(p) for p in grid] == ["0/0.3/1/-1", "0/0.3/2/-1", "0.9/0.3/1/-1",
+                                            "0.9/0.3/2/-1"]
+    assert all(p.tta == 8 and p.min_score == -1.0 for p in grid)
+    assert st.key_of(base.to_dict()) == "0.5/0.4/2/-1"
+    gt = np.array([[0, 0, 10, 10]], float)
+
+    def res(key: str, series: str, hit: bool) -> ImageResult:
+        box = [0, 0, 10, 10] if hit else [50, 50, 60, 60]
+        return ImageResult(key, series, np.array([box], float), np.array([0.9]), gt)
+
+    # setting "a" finds the defects of fold0's and fold2's castings, "b" those of fold1's
+    def fold(i: int, a_hits: bool) -> dict:
+        return {"a": [res(f"S{i}_0001", f"S{i}", a_hits), res(f"S{i}_0002", f"S{i}", True)],
+                "b": [res(f"S{i}_0001", f"S{i}", not a_hits),
+                      res(f"S{i}_0002", f"S{i}", False)]}
+
+    grids = {f"fold{i}": fold(i, i != 1) for i in range(3)}
+    best, aps = st.choose([grids["fold0"], grids["fold2"]])
+    assert best == "a" and aps["a"] == pytest.approx(1.0) and aps["b"] == 0
+    # odd images only: image 1 of each; fold1's odd image is found by "b" alone
+    assert st.choose([grids["fold1"]], odd_only=True)[0] == "b"
+    same = grids["fold0"]["a"]
+    assert st.choose([{"y": same, "x": same}])[0] == "y"  # equal APs: the first in grid order
+    cards = {n: {"detection": {"theta": 0, "extent_fraction": 0.3, "grow": 1, "join": -1},
+                 "lineage": [{"data_series": []}]} for n in grids}
+    renamed = {n: {"0/0.3/1/-1": g["a"], "0/0.3/2/-1": g["b"]} for n, g in grids.items()}
+    folds, chosen, own = st.nested({n: (cards[n], renamed[n]) for n in grids}, False)
+    assert [f["chosen"]["setting"] for f in folds] == ["0/0.3/1/-1"] * 3
+    assert len(chosen) == len(own) == 6
+    cards["fold1"]["detection"]["grow"] = 3
+    with pytest.raises(SystemExit, match="fold1: its own settings 0/0.3/3/-1 are not in"):
+        st.nested({n: (cards[n], renamed[n]) for n in grids}, False)
+
+
 def test_library_loso_rows_sum_training_minutes_and_skip_missing_files(tmp_path):
     rt = _tables()
     doc = {"folds_done": 2, "folds": [{"train_minutes": 50.0}, {"train_minutes": 49.4}],
