@@ -54,8 +54,8 @@ __all__ = ["EXTENTS", "GROWS", "JOINS", "THETAS", "choose", "fold_grid", "grid_s
 
 #: the grid (every fold's own choice of the backgrounds and library folds lies in it)
 THETAS = (-0.6, 0.0, 0.4, 0.6, 0.8, 0.9, 0.94, 0.98)
-EXTENTS = (0.2, 0.3, 0.4, 0.5, 0.6)
-GROWS = (1, 2, 3)
+EXTENTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
+GROWS = (0, 1, 2, 3, 4, 6)
 JOINS = (-1, 0)
 KEYS = ("theta", "extent_fraction", "grow", "join")
 

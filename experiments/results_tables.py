@@ -69,6 +69,8 @@ ADAPT_JOIN_S1 = Path("runs/adapt-series-join-s1/adapt_series.json")
 #: adaptation from each series' own leave-series-out fold model (``--from-folds``)
 ADAPT_LOSO = Path("runs/adapt-series-loso/adapt_series.json")
 ADAPT_LOSO_LIB = Path("runs/adapt-series-loso-library/adapt_series.json")
+#: from the backgrounds recipe's fold models, only their confident regions distilled
+ADAPT_LOSO_BG = Path("runs/adapt-series-loso-bg-ign09/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -1570,6 +1572,12 @@ LIBRARY_LOSO_ROWS = (
     ("loso5_bg.json", "the default's recipe per fold with the eleven unannotated series' "
                       "train images as backgrounds (never mined), relative extents 0.2 and "
                       "0.3 in the choice"),
+    ("loso5_settings_loso5-bg-ext.json", "the backgrounds fold models, detection settings "
+                                         "(theta, relative extent, grow, join) chosen per "
+                                         "fold on the other folds' held-out series, nothing "
+                                         "retrained (`loso_settings.py`)"),
+    ("loso5_settings_loso5-bg-ext-odd.json", "the same, chosen on the other folds' held-out "
+                                             "odd images only"),
 )
 
 
@@ -1825,6 +1833,8 @@ def main() -> None:
                            ("adapt-loso", ADAPT_LOSO, lambda d: adapt_table(d, ADAPT_LOSO)),
                            ("adapt-loso-library", ADAPT_LOSO_LIB,
                             lambda d: adapt_table(d, ADAPT_LOSO_LIB)),
+                           ("adapt-loso-bg", ADAPT_LOSO_BG,
+                            lambda d: adapt_table(d, ADAPT_LOSO_BG)),
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-mix", RUNS / "loso5_mix.json", loso_library),

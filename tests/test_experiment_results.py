@@ -694,6 +694,21 @@ def test_loso_settings_choose_each_fold_on_the_other_folds_only():
     cards["fold1"]["detection"]["grow"] = 3
     with pytest.raises(SystemExit, match="fold1: its own settings 0/0.3/3/-1 are not in"):
         st.nested({n: (cards[n], renamed[n]) for n in grids}, False)
+    fig = {"ap": 0.5, "true_positives": 3, "gt_boxes": 6, "false_alarms_per_image": 1.25,
+           "per_series": {"S0": {"ap": 0.5, "true_positives": 1, "gt_boxes": 2,
+                                 "false_alarms_per_image": 1.0}}}
+    text = _tables().loso_settings([{
+        "work": "w", "chosen_on": "the other folds' held-out series, all images",
+        "pooled": fig, "own_settings": {**fig, "ap": 0.25},
+        "best_single_setting": {"setting": "0/0.2/3/0", "ap": 0.75},
+        "folds": [{"fold": "fold0", "held_out": ["S0"], "own": {"setting": "0/0.5/3/0"},
+                   "chosen": {"setting": "0.4/0.6/3/0", "others_ap": 0.6,
+                              "others_ap_at_own": 0.55}}],
+        "grid": {"thetas": [0], "extents": [0.2], "grows": [3], "joins": [0], "settings": 1},
+        "command": "c"}])
+    assert "| `w` | all images | 0.2500 (3/6, 1.2 per image) | **0.5000** | 3/6 | 1.2 |" in text
+    assert "| S0 | fold0 | 2 | 0.5000 (1) | 0.5000 (1) | 1.0 -> 1.0 |" in text
+    assert "fold0: 0/0.5/3/0 -> 0.4/0.6/3/0 (the other folds' AP 0.5500 -> 0.6000)" in text
 
 
 def test_library_loso_rows_sum_training_minutes_and_skip_missing_files(tmp_path):
