@@ -309,3 +309,42 @@ def test_patch_mode_skips_windows_off_the_mask_without_changing_detections(gdxra
     assert np.allclose(part.values[run], full.values[run], atol=1e-5)
     expected = sorted(d.box for d in D.regions(full, det.params, mask))
     assert expected and sorted(d.box for d in det.detect(image)) == expected
+
+
+def test_calibrate_boxes_sets_the_box_scale_from_annotated_tuning_images(extra_root, tmp_path):
+    from safetensors.numpy import load_file
+
+    from xdefect.checkpoint import bundled_model, read_card
+    from xdefect.detector import Detector
+
+    out = tmp_path / "cal"
+    args = ("calibrate-boxes", "--model", "segnet-xdefect", "--gdxray", str(extra_root),
+            "--series", "C0045", "--threads", "1", "--device", "cpu")
+    proc = run_cli(*args, "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    card = read_card(out / "model.safetensors")
+    # C0045_0001 holds 2 annotated defects: a second tuning image is read for the third
+    assert r["images"] == ["C0045_0001", "C0045_0005"] and r["pairs"] >= 3
+    assert card["detection"]["box_scale"] == r["box_scale"] == pytest.approx(r["ratio"],
+                                                                             abs=1e-3)
+    cal = card["box_calibration"]
+    assert (cal["box_scale_before"], cal["split"], cal["series"]) == (1.0, "tuning", ["C0045"])
+    assert "calibrate-boxes" in cal["command"]
+    src = load_file(str(bundled_model("segnet-xdefect")))
+    mine = load_file(str(out / "model.safetensors"))
+    assert src.keys() == mine.keys() and all((src[k] == mine[k]).all() for k in src)
+    det = Detector.load(out / "model.safetensors", device="cpu")
+    assert det.params.box_scale == r["box_scale"]
+    for extra, needle in ((("--out", str(out)), "holds a model already"),
+                          (("--images", "1000", "--out", str(tmp_path / "x")),
+                           "only 9 tuning image(s) of C0045 hold an annotated defect, fewer "
+                           "than --images 1000"),
+                          (("--min-pairs", "1000", "--out", str(tmp_path / "x")),
+                           "annotated defects on the 9 tuning image(s) of C0045 overlap a "
+                           "detection, fewer than --min-pairs 1000")):
+        bad = run_cli(*args, *extra)
+        errors = [ln for ln in bad.stderr.splitlines() if "warning:" not in ln]
+        assert bad.returncode == 2 and len(errors) == 1 and needle in errors[0], bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xdefect.evaluate import ImageResult, iou_matrix, match_image, pr_curve, summarise
+from xdefect.evaluate import (
+    ImageResult,
+    box_size_ratio,
+    iou_matrix,
+    match_image,
+    pr_curve,
+    summarise,
+)
 
 
 def res(key, boxes, scores, gt, series="S1"):
@@ -101,3 +108,24 @@ def test_report_threshold_for_a_false_alarm_cap():
     for bad in (-0.5, float("nan")):
         with pytest.raises(ValueError, match="per image"):
             c.score_at_fppi(bad)
+
+
+def test_box_size_ratio_compares_each_defect_with_its_best_overlapping_detection():
+    # defect 20x20 with a centred 10x10 detection (IoU 0.25): sqrt(400/100) = 2;
+    # defect 10x10 with a 20x20 detection around it: 0.5; defect 10x10 found exactly: 1;
+    # a defect with no detection near it is not a pair
+    a = res("a", [[5, 5, 15, 15], [95, 95, 115, 115], [60, 60, 90, 90]], [0.9, 0.1, 0.5],
+            [[0, 0, 20, 20], [100, 100, 110, 110], [300, 300, 310, 310]])
+    b = res("b", [[0, 0, 10, 10]], [0.2], [[0, 0, 10, 10]])
+    r = box_size_ratio([a, b])
+    assert (r.pairs, r.defects, r.images) == (3, 4, 2)
+    assert r.ratio == pytest.approx(1.0)  # the median of 2, 0.5 and 1
+    assert box_size_ratio([a]).ratio == pytest.approx(np.sqrt(2 * 0.5))  # median of two
+    assert box_size_ratio([a], min_iou=0.3).pairs == 0  # both overlap 0.25 only
+    assert np.isnan(box_size_ratio([a], min_iou=0.3).ratio)
+    ign = ImageResult("a", "S1", a.boxes, a.scores, a.gt, np.array([True, False, False]))
+    r = box_size_ratio([ign])
+    assert (r.pairs, r.defects, r.ratio) == (1, 2, pytest.approx(0.5))
+    assert box_size_ratio([]).pairs == 0
+    with pytest.raises(ValueError, match="min_iou"):
+        box_size_ratio([a], min_iou=float("nan"))

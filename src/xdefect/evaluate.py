@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MATCHING", "ImageResult", "PRCurve", "interpolated_ap", "interpolated_ap101",
-           "interpolated_ap11", "iou_matrix", "match_image", "pr_curve", "scoring_at_least",
-           "seen_mask", "summarise", "theta_sweep"]
+__all__ = ["MATCHING", "BoxSizeRatio", "ImageResult", "PRCurve", "box_size_ratio",
+           "interpolated_ap", "interpolated_ap101", "interpolated_ap11", "iou_matrix",
+           "match_image", "pr_curve", "scoring_at_least", "seen_mask", "summarise",
+           "theta_sweep"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -275,6 +276,53 @@ def pr_curve(results: list[ImageResult], iou: float = 0.5, matching: str = "coco
     t = np.concatenate(all_tp) if all_tp else np.zeros(0, bool)
     order = np.argsort(-s, kind="stable")
     return PRCurve(s[order], t[order], n_gt, len(results))
+
+
+@dataclass(frozen=True)
+class BoxSizeRatio:
+    """How large the annotated boxes are against the detections' (:func:`box_size_ratio`).
+
+    ``ratio``: the median over pairs of ``sqrt(annotated box area / detection box area)``
+    (in log scale: with an even count, the geometric mean of the middle two), the factor
+    by which the detections' sides, multiplied about their centres, would match the
+    annotators' box size (NaN without a pair); ``pairs``: annotated boxes with a
+    detection overlapping them at IoU >= ``min_iou``; ``defects``: annotated boxes counted
+    (ignored ones are not); ``images``: images read."""
+
+    ratio: float
+    pairs: int
+    defects: int
+    images: int
+
+
+def box_size_ratio(results: list[ImageResult], min_iou: float = 0.1) -> BoxSizeRatio:
+    """Compare each annotated box (not ignored) with its best-overlapping detection, of any
+    score, where they overlap at IoU >= ``min_iou`` (a loose overlap: the detection is on
+    the defect, whatever its box's size), by ``sqrt`` of their areas' ratio; the median of
+    those ratios (:class:`BoxSizeRatio`). Inspectors box defects more or less generously
+    from one line to another; this is what ``DetectParams.box_scale`` would have to be
+    multiplied by to box as they do (``xdefect calibrate-boxes``)."""
+    if not 0 < min_iou <= 1:  # also refuses NaN
+        raise ValueError(f"min_iou must be in (0, 1], not {min_iou}")
+    ratios: list[float] = []
+    defects = 0
+    for r in results:
+        gt = np.asarray(r.gt, dtype=np.float64).reshape(-1, 4)
+        if r.ignore is not None:
+            gt = gt[~np.asarray(r.ignore, bool).reshape(-1)]
+        defects += len(gt)
+        boxes = np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4)
+        if not len(gt) or not len(boxes):
+            continue
+        ious = iou_matrix(gt, boxes)
+        for k, j in enumerate(ious.argmax(axis=1)):
+            if ious[k, j] >= min_iou:
+                g, b = gt[k], boxes[j]
+                area = (b[2] - b[0]) * (b[3] - b[1])
+                ratios.append(float(np.sqrt((g[2] - g[0]) * (g[3] - g[1]) / area)))
+    # the median in log scale: a box twice too big and one half too big balance at 1
+    ratio = float(np.exp(np.median(np.log(ratios)))) if ratios else float("nan")
+    return BoxSizeRatio(ratio, len(ratios), defects, len(results))
 
 
 def summarise(results: list[ImageResult], iou: float = 0.5, matching: str = "coco"

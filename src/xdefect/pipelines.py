@@ -22,13 +22,20 @@ from typing import Any
 import numpy as np
 
 from xdefect import gan, gdxray, simulate
-from xdefect.checkpoint import bundled_model, read_card, resolve_model
+from xdefect.checkpoint import (
+    bundled_model,
+    init_record,
+    load_tensors,
+    read_card,
+    resolve_model,
+    save_tensors,
+)
 from xdefect.coco import write_coco
 from xdefect.dataset import open_dataset
-from xdefect.detect import detection_arrays
+from xdefect.detect import MAX_BOX_SCALE, detection_arrays
 from xdefect.detector import Detector
 from xdefect.errors import InputError
-from xdefect.evaluate import ImageResult, match_image
+from xdefect.evaluate import ImageResult, box_size_ratio, match_image
 from xdefect.html_report import image_errors, marked_overlay, render_report, thumbnail_uri
 from xdefect.io import (
     atomic_dir,
@@ -42,11 +49,12 @@ from xdefect.io import (
     write_json,
 )
 from xdefect.patches import BuildArgs, build_patches, check_generator
-from xdefect.protocol import Evaluation
+from xdefect.protocol import Evaluation, model_results, select
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 from xdefect.segment import is_segmenter_arch
 
-__all__ = ["build_dataset", "check_inputs", "detect_files", "export_model", "run_demo",
+__all__ = ["build_dataset", "calibrate_boxes", "check_inputs", "detect_files", "export_model",
+           "run_demo",
            "save_evaluation", "show_gdxray_image", "simulate_image", "sort_inputs",
            "write_dataset_grid", "write_evaluation", "write_evaluation_coco",
            "write_phantom_root"]
@@ -318,6 +326,78 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
     if det.model is None:
         raise InputError(f"{det.path}: already an ONNX graph; export its .safetensors model")
     return export_onnx(det.model, det.card, det.params.stride, out)
+
+
+def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike[str],
+                    root: str | os.PathLike[str], series: list[str] | None = None,
+                    split: str = "tuning", images: int = 1, min_pairs: int = 3,
+                    device: str | None = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """Set a model's box size to a line's annotation convention from a few annotated images
+    of its casting: the model (a path or a bundled name) detects on the annotated images
+    (with at least one box) of ``split`` of ``series`` under the GDXray ``root``, in order,
+    until it has read at least ``images`` of them and at least ``min_pairs`` annotated
+    boxes overlap a detection; its ``DetectParams.box_scale`` is multiplied by how much
+    larger the annotated boxes are than its detections there
+    (:func:`xdefect.evaluate.box_size_ratio`, the median over the annotated boxes a
+    detection overlaps at IoU >= 0.1; capped at ``MAX_BOX_SCALE``). Writes the same
+    weights with that ``box_scale`` to ``out/model.safetensors`` + ``model.json`` (its
+    card: the source's, with a ``box_calibration`` record: source file, images, pairs,
+    ratio, command). Refuses
+    (:class:`InputError`) an ONNX graph, an ``out`` that holds a model, a split without an
+    annotated image, and a split whose annotated images run out first. Returns ``{"model",
+    "box_scale", "box_scale_before", "ratio", "pairs", "defects", "images"}``."""
+    if images < 1 or min_pairs < 1:
+        raise InputError(f"--images {images}, --min-pairs {min_pairs}: must be at least 1")
+    src = resolve_model(model)
+    if src.suffix.lower() == ".onnx":
+        raise InputError(f"{src}: an ONNX graph; calibrate the .safetensors model it was "
+                         "exported from")
+    run = Path(out)
+    if (run / "model.safetensors").exists():
+        raise InputError(f"{run}: holds a model already (use another --out)")
+    sel = select(root, series, split)
+    picked = [r for r in sel.records if len(sel.ground_truth[r.series].boxes_of(r.number))]
+    if not picked:
+        raise InputError(f"{root}: no {split} image of {', '.join(sel.series)} holds an "
+                         "annotated defect: nothing to compare box sizes with")
+    det = Detector.load(src, device=device, threads=threads)
+    results: list[ImageResult] = []
+    est = box_size_ratio(results)
+    for res in progress(iterable=model_results(
+            replace(sel, records=picked), det.model, det.params, det.name, batch=det.batch,
+            device=det.device, score_fn=det.score_function()), total=len(picked),
+            desc="calibrate boxes", unit="image"):
+        results.append(res)
+        est = box_size_ratio(results)
+        if len(results) >= images and est.pairs >= min_pairs:
+            break
+    names = ", ".join(sel.series)
+    if len(results) < images:
+        raise InputError(f"{root}: only {len(results)} {split} image(s) of {names} hold an "
+                         f"annotated defect, fewer than --images {images}: too few to set "
+                         "the box size")
+    if est.pairs < min_pairs:
+        raise InputError(f"{root}: only {est.pairs} of the {est.defects} annotated defects "
+                         f"on the {len(results)} {split} image(s) of {names} overlap a "
+                         f"detection, fewer than --min-pairs {min_pairs}: too few to set "
+                         "the box size")
+    sel = replace(sel, records=picked[:len(results)])
+    before = det.params.box_scale
+    scale = round(min(before * est.ratio, MAX_BOX_SCALE), 3)
+    card = {**det.card, "name": run.name,
+            "detection": replace(det.params, box_scale=scale).to_dict(),
+            "box_calibration": {"from": init_record(src, read_card(src)), "root": str(root),
+                                "series": sel.series, "split": split,
+                                "images": [r.stem for r in sel.records],
+                                "defects": est.defects, "pairs": est.pairs,
+                                "ratio": round(est.ratio, 4), "box_scale_before": before,
+                                "box_scale": scale, "command": command_line()}}
+    card.pop("weights_sha256", None)
+    run.mkdir(parents=True, exist_ok=True)
+    save_tensors(run / "model.safetensors", load_tensors(src), card)
+    return {"model": str(run / "model.safetensors"), "box_scale": scale,
+            "box_scale_before": before, "ratio": est.ratio, "pairs": est.pairs,
+            "defects": est.defects, "images": [r.stem for r in sel.records]}
 
 
 def write_phantom_root(out: str | os.PathLike[str], n: int = 8,

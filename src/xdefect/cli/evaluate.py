@@ -17,11 +17,12 @@ from xdefect.cli.common import (
     emit,
     float_in,
     fmt_ap,
+    int_in,
     root,
 )
 from xdefect.errors import InputError
 
-__all__ = ["DESCRIPTION", "cmd_evaluate", "register"]
+__all__ = ["DESCRIPTION", "cmd_calibrate_boxes", "cmd_evaluate", "register"]
 
 DESCRIPTION = (
     "Match detections to ground-truth boxes by IoU (greedy by score,\n"
@@ -121,6 +122,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_boxes(args: argparse.Namespace) -> int:
+    from xdefect.pipelines import calibrate_boxes
+
+    r = calibrate_boxes(args.model, args.out, root(args.gdxray), args.series, args.split,
+                        args.images, args.min_pairs, args.device, args.threads)
+    emit(args, r, lambda: print(
+        f"{r['model']}: box scale {r['box_scale_before']:g} -> {r['box_scale']:g} (annotated "
+        f"boxes {r['ratio']:.2f} times the detections' size: median over {r['pairs']} of "
+        f"{r['defects']} defects on {len(r['images'])} image(s)); use it with: xdefect "
+        f"detect --model {r['model']}"))
+    return 0
+
+
+def _register_calibrate(sub: Any) -> None:
+    c = command(sub, "calibrate-boxes", cmd_calibrate_boxes,
+                "set a model's box size to your annotators' from a few annotated images",
+                "Inspectors box defects more or less generously from one line to another, "
+                "and a model boxes a casting it never saw as the annotators of the castings "
+                "it trained on did. Run the model on the annotated images (with a defect box) "
+                "of --split of the new casting's series, in order, until it has read "
+                "--images of them and --min-pairs defects overlap a detection; compare each "
+                "annotated box with the detection overlapping it most (IoU >= 0.1, any "
+                "score), and multiply the model's box scale (DetectParams.box_scale: box "
+                "sides about their centres) by the median ratio of their sizes. Writes the "
+                "same weights with that box scale to OUT/model.safetensors + model.json "
+                "(docs/detection.md, 'Box scale'). Choose on tuning images (the default), "
+                "never on the images you report.")
+    c.add_argument("--model", default=None, help=RUN_MODEL_HELP)
+    add_root(c, "--gdxray")
+    c.add_argument("--series", nargs="+", default=None,
+                   help="the new casting's series (default: the paper's seven present)")
+    c.add_argument("--split", choices=("tuning", "val", "train", "odd", "test", "even", "all"),
+                   default="tuning", help="the images whose boxes set the size (default: "
+                                          "tuning, odd n %% 4 == 1)")
+    c.add_argument("--images", type=int_in(1, 100000), default=1,
+                   help="fewest annotated images read, the first of the split with a "
+                        "defect box (default 1; more are read until --min-pairs)")
+    c.add_argument("--min-pairs", type=int_in(1, 100000), default=3,
+                   help="fewest annotated defects a detection must overlap (default 3)")
+    c.add_argument("--out", required=True, type=Path, help="output folder for the model")
+    add_device(c)
+    add_output(c)
+
+
 def register(sub: Any) -> None:
     ev = command(sub, "evaluate", cmd_evaluate, "AP of detections against GDXray ground truth",
                  DESCRIPTION)
@@ -161,3 +206,4 @@ def register(sub: Any) -> None:
                          "ranks the boxes of the run at the card's theta")
     add_device(ev)
     add_detect_options(ev)
+    _register_calibrate(sub)

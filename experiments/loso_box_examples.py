@@ -1,0 +1,135 @@
+"""Castings never seen, their box size set from a few annotated images of each
+(``xdefect calibrate-boxes``; issue 13).
+
+``experiments/loso_localisation.py`` and ``loso_box_scale.py`` found most of what the
+leave-series-out folds lose at IoU 0.5 to be boxes drawn otherwise than each casting's
+annotators drew them, in both directions (C0001, C0031 too small; C0002 too big): no one
+scale suits every casting, and without labels a casting's convention cannot be known. A
+line that adopts xdefect has a few annotated images of its casting. For each fold of the
+library's layout (``WORK/foldI/TUNED/model.safetensors``, the model that never saw the
+fold's held-out series) and each held-out series, :func:`xdefect.pipelines.calibrate_boxes`
+reads the series' first ``--images`` annotated **tuning** images (odd, n % 4 == 1; more
+until 3 annotated defects overlap a detection) and writes the fold model with its box
+scale set to their annotators' (``WORK/foldI/boxesK-SERIES/``); then that model is
+evaluated on the series' **test** images (even), against the fold model's own saved
+detections of the same images (``foldI/eval-SERIES/detections``, box scale 1). Nothing
+is chosen on a test image. A series whose tuning images hold too few paired defects keeps
+box scale 1 (said per series). Writes ``--out`` (JSON), read by
+``experiments/results_tables.py`` (block ``loso-box-examples``)::
+
+    .venv/bin/python experiments/loso_box_examples.py --work runs/seg/loso5-bg-ext --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from loso_library_pool import figures  # experiments/, beside this script
+
+from xdefect import gdxray
+from xdefect.detector import Detector
+from xdefect.errors import InputError
+from xdefect.evaluate import ImageResult
+from xdefect.io import command_line, write_json
+from xdefect.pipelines import calibrate_boxes, write_evaluation
+from xdefect.protocol import evaluate_detections, evaluate_folder
+
+__all__ = ["held_out", "main", "series_pair"]
+
+
+def held_out(fold: Path, roots: list[Path], tuned: str) -> dict[str, Path] | None:
+    """The annotated series of ``roots`` the fold's model never trained on, each with its
+    root; None until the fold is tuned and every one of them evaluated."""
+    card_file = fold / tuned / "model.json"
+    if not card_file.is_file():
+        return None
+    trained = json.loads(card_file.read_text())["lineage"][-1]["data_series"]
+    held = {s: r for r in roots for s in gdxray.list_series(r)
+            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
+    if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
+        return None
+    return held
+
+
+def series_pair(fold: Path, s: str, root: Path, tuned: str, images: int, threads: int
+                ) -> tuple[dict, list[ImageResult], list[ImageResult]]:
+    """One held-out series: its calibration record, and its test images' results at box
+    scale 1 (the fold's saved detections) and with the calibrated model (evaluated once,
+    saved in ``foldI/boxesK-SERIES/eval-test``; reread when there)."""
+    before = evaluate_detections(fold / f"eval-{s}" / "detections", root, "test", [s]).results
+    run = fold / f"boxes{images}-{s}"
+    try:
+        if not (run / "model.safetensors").is_file():
+            calibrate_boxes(fold / tuned / "model.safetensors", run, root, [s], "tuning",
+                            images, 3, "cpu", threads)
+    except InputError as exc:
+        return {"calibrated": False, "why": str(exc), "box_scale": 1.0}, before, before
+    card = json.loads((run / "model.json").read_text())
+    ev_dir = run / "eval-test"
+    if (ev_dir / "metrics.json").is_file():
+        after = evaluate_detections(ev_dir / "detections", root, "test", [s]).results
+    else:
+        ev = evaluate_folder(Detector.load(run / "model.safetensors", device="cpu",
+                                           threads=threads), root, "test", [s])
+        write_evaluation(ev, ev_dir, overlays=False)
+        after = ev.results
+    cal = card["box_calibration"]
+    return ({"calibrated": True, "box_scale": cal["box_scale"], "images": cal["images"],
+             "pairs": cal["pairs"], "defects": cal["defects"], "ratio": cal["ratio"]},
+            before, after)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-bg-ext"))
+    ap.add_argument("--gdxray", type=Path, nargs="+",
+                    default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
+    ap.add_argument("--tuned", default="tta8-join", help="each fold's tuned model folder")
+    ap.add_argument("--images", type=int, default=1,
+                    help="fewest annotated tuning images read per series (calibrate-boxes "
+                         "--images)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: runs/loso5_boxes{IMAGES}_WORKNAME.json")
+    a = ap.parse_args()
+    if a.images < 1:
+        ap.error("--images must be at least 1")
+    per: dict[str, dict] = {}
+    before: list[ImageResult] = []
+    after: list[ImageResult] = []
+    folds = []
+    for fold in sorted(p for p in a.work.glob("fold*") if p.is_dir()):
+        held = held_out(fold, a.gdxray, a.tuned)
+        if held is None:
+            continue
+        folds.append(fold.name)
+        for s, root in sorted(held.items()):
+            if not any(gdxray.load_ground_truth(root, s).covers(r.number)
+                       for r in gdxray.list_images(root, [s], "test")):
+                continue  # no annotated test image (a static series annotated on one odd)
+            rec, b, f = series_pair(fold, s, root, a.tuned, a.images, a.threads)
+            per[s] = {"fold": fold.name, **rec, "scale_1": figures(b)["per_series"][s],
+                      "calibrated_model": figures(f)["per_series"][s]}
+            before += b
+            after += f
+            print(json.dumps({"series": s, "box_scale": rec["box_scale"],
+                              "ap": [per[s]["scale_1"]["ap"],
+                                     per[s]["calibrated_model"]["ap"]]}), flush=True)
+    if not per:
+        raise SystemExit(f"loso_box_examples.py: {a.work}: no evaluated fold")
+    out = a.out or Path(f"runs/loso5_boxes{a.images}_{a.work.name}.json")
+    write_json(out, {
+        "protocol": "leave-series-out folds (each model never saw its held-out series); "
+                    "each held-out series' box scale set on its first annotated tuning "
+                    "images (xdefect calibrate-boxes), scored on its test images (even)",
+        "work": str(a.work), "tuned": a.tuned, "images": a.images, "folds": folds,
+        "per_series": per, "pooled_scale_1": figures(before),
+        "pooled_calibrated": figures(after), "command": command_line()})
+    print(f"{out}: test images, pooled AP {figures(before)['ap']:.4f} at box scale 1 -> "
+          f"{figures(after)['ap']:.4f} with each casting's box size from its tuning images")
+
+
+if __name__ == "__main__":
+    main()
