@@ -1301,6 +1301,40 @@ def loso_settings(docs: list[dict]) -> str:
             "by it.", "", "Commands: " + "; ".join(f"`{d['command']}`" for d in docs)])
 
 
+#: ``experiments/loso_box_examples.py`` result files (block ``loso-box-examples``), the first
+#: shown per series
+BOX_EXAMPLES_RUNS = ("loso5_boxes1_loso5-bg-ext.json", "loso5_boxes3_loso5-bg-ext.json")
+
+
+def loso_box_examples(docs: list[dict]) -> str:
+    """``experiments/loso_box_examples.py``: the held-out castings' test images at box scale
+    1 and with each casting's box size set on its first annotated tuning images; per
+    series for the first run."""
+    lines = ["| fold models (`--work`) | annotated tuning images read per casting (at least) "
+             "| test AP, box scale 1 | **test AP, box size from the casting's tuning "
+             "images** | found | false alarms / image |", "|---|---|---|---|---|---|"]
+    for d in docs:
+        b, c = d["pooled_scale_1"], d["pooled_calibrated"]
+        lines.append(f"| `{d['work']}` | {d['images']} | {_f(b['ap'])} ({b['true_positives']}/"
+                     f"{b['gt_boxes']}) | **{_f(c['ap'])}** | {c['true_positives']}/"
+                     f"{c['gt_boxes']} | {c['false_alarms_per_image']:.1f} |")
+    first = docs[0]
+    lines += ["", f"Per held-out series, `{first['work']}`, at least {first['images']} "
+                  "annotated tuning image(s) read:", "",
+              "| held-out series | fold | tuning images read | defects paired | box scale set "
+              "| test AP (found), scale 1 | test AP (found), the casting's box size |",
+              "|---|---|---|---|---|---|---|"]
+    for s, v in sorted(first["per_series"].items()):
+        b, c = v["scale_1"], v["calibrated_model"]
+        read = (f"{len(v['images'])}" if v["calibrated"] else "too few paired defects: "
+                "scale 1 kept")
+        paired = f"{v['pairs']}/{v['defects']}" if v["calibrated"] else "-"
+        lines.append(f"| {s} | {v['fold']} | {read} | {paired} | {v['box_scale']:g} | "
+                     f"{_f(b['ap'])} ({b['true_positives']}/{b['gt_boxes']}) | "
+                     f"{_f(c['ap'])} ({c['true_positives']}) |")
+    return "\n".join(lines + ["", "Commands: " + "; ".join(f"`{d['command']}`" for d in docs)])
+
+
 def adapt_box_scale(doc: dict) -> str:
     """``loso_box_scale.py --adapt``: each adaptation run's pooled AP (even images) at
     scale 1, at each series' fold's scale and at 1.1 and 1.2."""
@@ -1602,6 +1636,27 @@ def library_loso_rows(runs: Path) -> list[str]:
     return rows
 
 
+def box_example_rows(runs: Path) -> list[str]:
+    """Ablation rows of :data:`BOX_EXAMPLES_RUNS` whose result files exist: the held-out
+    castings' test images with each casting's box size set on its own tuning images."""
+    rows = []
+    for name in BOX_EXAMPLES_RUNS:
+        f = runs / name
+        if not f.exists():
+            continue
+        d = json.loads(f.read_text())
+        p = d["pooled_calibrated"]
+        rows.append(f"| `{Path(d['work']).name}` fold models, each held-out casting's box size "
+                    f"set on at least {d['images']} of its annotated tuning image(s) "
+                    f"(`xdefect calibrate-boxes`; scale 1: "
+                    f"{_f(d['pooled_scale_1']['ap'])}), nothing retrained | test images of "
+                    f"the held-out series, {p['images']} images, {len(d['folds'])} of 5 folds "
+                    f"| train images of the other 12 annotated series per fold | - | "
+                    f"{_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
+                    f"{p['false_alarms_per_image']:.1f} |")
+    return rows
+
+
 def ablation(a: argparse.Namespace) -> str:
     """Issue 13's ablation table: one row per measured change, from the result files."""
     rows = ["| change | data | trained on | minutes | AP | found | FA/image |",
@@ -1689,6 +1744,7 @@ def ablation(a: argparse.Namespace) -> str:
                     f"{r['false_alarms_per_image']:.1f} |")
     rows += loso_rows(a.fcn, LOSO_ROWS + LOSO_SEED2_ROWS)
     rows += library_loso_rows(RUNS)
+    rows += box_example_rows(RUNS)
     def tuning_and_extra(label: str, r: dict, minutes: float) -> None:
         for key, data in (("tuning", "paper series, tuning images"),
                           ("extra_odd", "`gdxray-extra` odd images")):
@@ -1863,6 +1919,11 @@ def main() -> None:
                 if (RUNS / n).exists()]
     if box_docs:
         text = replace_block(text, "loso-box-scale", loso_box_scale(box_docs), a.report)
+    example_docs = [json.loads((RUNS / n).read_text()) for n in BOX_EXAMPLES_RUNS
+                    if (RUNS / n).exists()]
+    if example_docs:
+        text = replace_block(text, "loso-box-examples", loso_box_examples(example_docs),
+                             a.report)
     settings_docs = [json.loads((RUNS / n).read_text()) for n in SETTINGS_RUNS
                      if (RUNS / n).exists()]
     if settings_docs:
