@@ -18,6 +18,11 @@ box scale 1 (said per series). Writes ``--out`` (JSON), read by
 ``experiments/results_tables.py`` (block ``loso-box-examples``)::
 
     .venv/bin/python experiments/loso_box_examples.py --work runs/seg/loso5-bg-ext --threads 1
+
+``--adapt RUN`` does the same for the models an ``experiments/adapt_series.py`` run adapted
+to each series on its odd images without labels (``RUN/SERIES/adapted``, against their
+saved test detections ``RUN/SERIES/eval-adapted``; calibrated into ``RUN/SERIES/boxesK``):
+target 2's protocol plus a few annotated tuning images.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from xdefect.io import command_line, write_json
 from xdefect.pipelines import calibrate_boxes, write_evaluation
 from xdefect.protocol import evaluate_detections, evaluate_folder
 
-__all__ = ["held_out", "main", "series_pair"]
+__all__ = ["adapt_jobs", "folds_jobs", "has_test_images", "held_out", "main", "series_pair"]
 
 
 def held_out(fold: Path, roots: list[Path], tuned: str) -> dict[str, Path] | None:
@@ -53,17 +58,16 @@ def held_out(fold: Path, roots: list[Path], tuned: str) -> dict[str, Path] | Non
     return held
 
 
-def series_pair(fold: Path, s: str, root: Path, tuned: str, images: int, threads: int
-                ) -> tuple[dict, list[ImageResult], list[ImageResult]]:
-    """One held-out series: its calibration record, and its test images' results at box
-    scale 1 (the fold's saved detections) and with the calibrated model (evaluated once,
-    saved in ``foldI/boxesK-SERIES/eval-test``; reread when there)."""
-    before = evaluate_detections(fold / f"eval-{s}" / "detections", root, "test", [s]).results
-    run = fold / f"boxes{images}-{s}"
+def series_pair(model: Path, saved: Path, run: Path, s: str, root: Path, images: int,
+                threads: int) -> tuple[dict, list[ImageResult], list[ImageResult]]:
+    """One series: the calibration record of ``model`` on its tuning images (written to
+    ``run``), and its test images' results at the model's own box scale (the saved
+    detections ``saved``) and with the calibrated model (evaluated once, saved in
+    ``run/eval-test``; reread when there)."""
+    before = evaluate_detections(saved, root, "test", [s]).results
     try:
         if not (run / "model.safetensors").is_file():
-            calibrate_boxes(fold / tuned / "model.safetensors", run, root, [s], "tuning",
-                            images, 3, "cpu", threads)
+            calibrate_boxes(model, run, root, [s], "tuning", images, 3, "cpu", threads)
     except InputError as exc:
         return {"calibrated": False, "why": str(exc), "box_scale": 1.0}, before, before
     card = json.loads((run / "model.json").read_text())
@@ -81,54 +85,90 @@ def series_pair(fold: Path, s: str, root: Path, tuned: str, images: int, threads
             before, after)
 
 
+def has_test_images(root: Path, s: str) -> bool:
+    """Whether the series' ground truth covers a test image (not C0041: one odd image)."""
+    gt = gdxray.load_ground_truth(root, s)
+    return any(gt.covers(r.number) for r in gdxray.list_images(root, [s], "test"))
+
+
+def folds_jobs(work: Path, roots: list[Path], tuned: str, images: int
+               ) -> tuple[list[str], list[tuple[str, str, Path, Path, Path, Path]]]:
+    """The evaluated folds of ``work`` and, per held-out series with test images, ``(series,
+    fold, root, model, saved detections, calibration folder)``."""
+    folds, jobs = [], []
+    for fold in sorted(p for p in work.glob("fold*") if p.is_dir()):
+        held = held_out(fold, roots, tuned)
+        if held is None:
+            continue
+        folds.append(fold.name)
+        jobs += [(s, fold.name, root, fold / tuned / "model.safetensors",
+                  fold / f"eval-{s}" / "detections", fold / f"boxes{images}-{s}")
+                 for s, root in sorted(held.items()) if has_test_images(root, s)]
+    return folds, jobs
+
+
+def adapt_jobs(run: Path, images: int) -> list[tuple[str, str, Path, Path, Path, Path]]:
+    """An ``experiments/adapt_series.py`` run's series with test images: ``(series, "adapted",
+    root, adapted model, its saved test detections, calibration folder)``."""
+    doc = json.loads((run / "adapt_series.json").read_text())
+    root = Path(doc["root"])
+    return [(s, "adapted", root, run / s / "adapted" / "model.safetensors",
+             run / s / "eval-adapted" / "detections", run / s / f"boxes{images}")
+            for s in sorted(doc["per_series"]) if has_test_images(root, s)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-bg-ext"))
     ap.add_argument("--gdxray", type=Path, nargs="+",
                     default=[Path("../shared/data/gdxray"), Path("../shared/data/gdxray-extra")])
     ap.add_argument("--tuned", default="tta8-join", help="each fold's tuned model folder")
+    ap.add_argument("--adapt", type=Path, default=None, metavar="RUN",
+                    help="instead of the folds: an experiments/adapt_series.py run's adapted "
+                         "models (adapted on the odd images without labels)")
     ap.add_argument("--images", type=int, default=1,
                     help="fewest annotated tuning images read per series (calibrate-boxes "
                          "--images)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None,
-                    help="default: runs/loso5_boxes{IMAGES}_WORKNAME.json")
+                    help="default: runs/loso5_boxes{IMAGES}_WORKNAME.json (--adapt: "
+                         "runs/adapt_boxes{IMAGES}_RUNNAME.json)")
     a = ap.parse_args()
     if a.images < 1:
         ap.error("--images must be at least 1")
+    if a.adapt is not None:
+        folds, jobs = ["adapted"], adapt_jobs(a.adapt, a.images)
+        out = a.out or Path(f"runs/adapt_boxes{a.images}_{a.adapt.name}.json")
+    else:
+        folds, jobs = folds_jobs(a.work, a.gdxray, a.tuned, a.images)
+        out = a.out or Path(f"runs/loso5_boxes{a.images}_{a.work.name}.json")
     per: dict[str, dict] = {}
     before: list[ImageResult] = []
     after: list[ImageResult] = []
-    folds = []
-    for fold in sorted(p for p in a.work.glob("fold*") if p.is_dir()):
-        held = held_out(fold, a.gdxray, a.tuned)
-        if held is None:
-            continue
-        folds.append(fold.name)
-        for s, root in sorted(held.items()):
-            if not any(gdxray.load_ground_truth(root, s).covers(r.number)
-                       for r in gdxray.list_images(root, [s], "test")):
-                continue  # no annotated test image (a static series annotated on one odd)
-            rec, b, f = series_pair(fold, s, root, a.tuned, a.images, a.threads)
-            per[s] = {"fold": fold.name, **rec, "scale_1": figures(b)["per_series"][s],
-                      "calibrated_model": figures(f)["per_series"][s]}
-            before += b
-            after += f
-            print(json.dumps({"series": s, "box_scale": rec["box_scale"],
-                              "ap": [per[s]["scale_1"]["ap"],
-                                     per[s]["calibrated_model"]["ap"]]}), flush=True)
+    for s, fold, root, model, saved, run in jobs:
+        rec, b, f = series_pair(model, saved, run, s, root, a.images, a.threads)
+        per[s] = {"fold": fold, **rec, "scale_1": figures(b)["per_series"][s],
+                  "calibrated_model": figures(f)["per_series"][s]}
+        before += b
+        after += f
+        print(json.dumps({"series": s, "box_scale": rec["box_scale"],
+                          "ap": [per[s]["scale_1"]["ap"], per[s]["calibrated_model"]["ap"]]}),
+              flush=True)
     if not per:
-        raise SystemExit(f"loso_box_examples.py: {a.work}: no evaluated fold")
-    out = a.out or Path(f"runs/loso5_boxes{a.images}_{a.work.name}.json")
+        raise SystemExit(f"loso_box_examples.py: {a.adapt or a.work}: nothing evaluated")
     write_json(out, {
-        "protocol": "leave-series-out folds (each model never saw its held-out series); "
-                    "each held-out series' box scale set on its first annotated tuning "
-                    "images (xdefect calibrate-boxes), scored on its test images (even)",
-        "work": str(a.work), "tuned": a.tuned, "images": a.images, "folds": folds,
-        "per_series": per, "pooled_scale_1": figures(before),
-        "pooled_calibrated": figures(after), "command": command_line()})
-    print(f"{out}: test images, pooled AP {figures(before)['ap']:.4f} at box scale 1 -> "
-          f"{figures(after)['ap']:.4f} with each casting's box size from its tuning images")
+        "protocol": ("models adapted to each series on its odd images without labels"
+                     if a.adapt else "leave-series-out folds (each model never saw its "
+                     "held-out series)") + "; each series' box scale set on its first "
+                    "annotated tuning images (xdefect calibrate-boxes), scored on its test "
+                    "images (even)",
+        "work": str(a.adapt or a.work), "tuned": None if a.adapt else a.tuned,
+        "images": a.images, "folds": folds, "per_series": per,
+        "pooled_scale_1": figures(before), "pooled_calibrated": figures(after),
+        "command": command_line()})
+    print(f"{out}: test images, pooled AP {figures(before)['ap']:.4f} at the models' own box "
+          f"scale -> {figures(after)['ap']:.4f} with each casting's box size from its tuning "
+          "images")
 
 
 if __name__ == "__main__":

@@ -1303,19 +1303,23 @@ def loso_settings(docs: list[dict]) -> str:
 
 #: ``experiments/loso_box_examples.py`` result files (block ``loso-box-examples``), the first
 #: shown per series
-BOX_EXAMPLES_RUNS = ("loso5_boxes1_loso5-bg-ext.json", "loso5_boxes3_loso5-bg-ext.json")
+BOX_EXAMPLES_RUNS = ("loso5_boxes1_loso5-bg-ext.json", "loso5_boxes3_loso5-bg-ext.json",
+                     "adapt_boxes1_adapt-series-loso-bg-ign09.json")
 
 
 def loso_box_examples(docs: list[dict]) -> str:
     """``experiments/loso_box_examples.py``: the held-out castings' test images at box scale
     1 and with each casting's box size set on its first annotated tuning images; per
     series for the first run."""
-    lines = ["| fold models (`--work`) | annotated tuning images read per casting (at least) "
-             "| test AP, box scale 1 | **test AP, box size from the casting's tuning "
-             "images** | found | false alarms / image |", "|---|---|---|---|---|---|"]
+    lines = ["| models | annotated tuning images read per casting (at least) "
+             "| test AP, the models' own box scale | **test AP, box size from the casting's "
+             "tuning images** | found | false alarms / image |", "|---|---|---|---|---|---|"]
     for d in docs:
         b, c = d["pooled_scale_1"], d["pooled_calibrated"]
-        lines.append(f"| `{d['work']}` | {d['images']} | {_f(b['ap'])} ({b['true_positives']}/"
+        what = ("adapted per casting (`--adapt`)" if d.get("tuned") is None else
+                "leave-series-out folds")
+        lines.append(f"| `{d['work']}`, {what} | {d['images']} | {_f(b['ap'])} "
+                     f"({b['true_positives']}/"
                      f"{b['gt_boxes']}) | **{_f(c['ap'])}** | {c['true_positives']}/"
                      f"{c['gt_boxes']} | {c['false_alarms_per_image']:.1f} |")
     first = docs[0]
@@ -1646,12 +1650,17 @@ def box_example_rows(runs: Path) -> list[str]:
             continue
         d = json.loads(f.read_text())
         p = d["pooled_calibrated"]
-        rows.append(f"| `{Path(d['work']).name}` fold models, each held-out casting's box size "
+        adapted = d.get("tuned") is None
+        what = ("models adapted to each casting without labels" if adapted else
+                "fold models")
+        rows.append(f"| `{Path(d['work']).name}` {what}, each held-out casting's box size "
                     f"set on at least {d['images']} of its annotated tuning image(s) "
-                    f"(`xdefect calibrate-boxes`; scale 1: "
+                    f"(`xdefect calibrate-boxes`; before: "
                     f"{_f(d['pooled_scale_1']['ap'])}), nothing retrained | test images of "
-                    f"the held-out series, {p['images']} images, {len(d['folds'])} of 5 folds "
-                    f"| train images of the other 12 annotated series per fold | - | "
+                    f"the held-out series, {p['images']} images"
+                    + ("" if adapted else f", {len(d['folds'])} of 5 folds") +
+                    " | train images of the other 12 annotated series per fold"
+                    + (", then each casting's odd images" if adapted else "") + " | - | "
                     f"{_f(p['ap'])} | {p['true_positives']}/{p['gt_boxes']} | "
                     f"{p['false_alarms_per_image']:.1f} |")
     return rows

@@ -711,6 +711,34 @@ def test_loso_settings_choose_each_fold_on_the_other_folds_only():
     assert "fold0: 0/0.5/3/0 -> 0.4/0.6/3/0 (the other folds' AP 0.5500 -> 0.6000)" in text
 
 
+def test_box_examples_table_and_rows_name_the_scale_each_casting_got(tmp_path):
+    rt = _tables()
+    fig = {"ap": 0.25, "images": 4, "gt_boxes": 6, "true_positives": 2,
+           "false_alarms_per_image": 0.5}
+    cal = {"ap": 0.5, "images": 4, "gt_boxes": 6, "true_positives": 3,
+           "false_alarms_per_image": 0.75}
+    doc = {"work": "runs/seg/w", "tuned": "tta8-join", "images": 1, "folds": ["fold0"],
+           "command": "c", "pooled_scale_1": fig, "pooled_calibrated": cal,
+           "per_series": {
+               "C0001": {"fold": "fold0", "calibrated": True, "box_scale": 1.3,
+                         "images": ["C0001_0001", "C0001_0005"], "pairs": 3, "defects": 4,
+                         "ratio": 1.3, "scale_1": fig, "calibrated_model": cal},
+               "C0047": {"fold": "fold0", "calibrated": False, "why": "too few",
+                         "box_scale": 1.0, "scale_1": fig, "calibrated_model": fig}}}
+    text = rt.loso_box_examples([doc, {**doc, "tuned": None, "work": "runs/a"}])
+    assert ("| `runs/seg/w`, leave-series-out folds | 1 | 0.2500 (2/6) | **0.5000** | 3/6 | "
+            "0.8 |") in text
+    assert "| `runs/a`, adapted per casting (`--adapt`) |" in text
+    assert "| C0001 | fold0 | 2 | 3/4 | 1.3 | 0.2500 (2/6) | 0.5000 (3) |" in text
+    assert "| C0047 | fold0 | too few paired defects: scale 1 kept | - | 1 |" in text
+    (tmp_path / rt.BOX_EXAMPLES_RUNS[0]).write_text(json.dumps(doc))
+    (tmp_path / rt.BOX_EXAMPLES_RUNS[2]).write_text(json.dumps({**doc, "tuned": None}))
+    rows = rt.box_example_rows(tmp_path)
+    assert len(rows) == 2 and rows[0].endswith("| - | 0.5000 | 3/6 | 0.8 |")
+    assert "fold models" in rows[0] and "1 of 5 folds" in rows[0]
+    assert "adapted to each casting" in rows[1] and "then each casting's odd images" in rows[1]
+
+
 def test_library_loso_rows_sum_training_minutes_and_skip_missing_files(tmp_path):
     rt = _tables()
     doc = {"folds_done": 2, "folds": [{"train_minutes": 50.0}, {"train_minutes": 49.4}],
