@@ -87,10 +87,13 @@ RUNS = Path("runs")
 #: (``eval-SERIES/detections``, which ``experiments/loso_library_pool.py`` pools, and
 #: ``loso_box_scale.py`` resizes) and the fold models (:data:`ARCHIVED_WEIGHTS`, 0.7 MB
 #: each), so that a fold trained in one session is pooled, chosen again or adapted from in
-#: the next.
+#: the next. Not the cards of models derived from a fold for one held-out series
+#: (``foldI/boxesK-SERIES``, ``experiments/loso_box_examples.py``: 0.45 MB each, remade in
+#: minutes): their result file holds what the tables show.
 ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.json",
             "*/*/eval-source/metrics.json", "seg/*/model.json",
-            "seg/loso5-*/fold*/*/model.json", "seg/loso5-*/fold*/train/hard_negatives.json",
+            "seg/loso5-*/fold*/tta*/model.json", "seg/loso5-*/fold*/train/model.json",
+            "seg/loso5-*/fold*/train/hard_negatives.json",
             "seg/loso5-*/fold*/eval-*/metrics.json",
             "seg/loso5-*/fold*/eval-*/detections/*.json")
 #: Weights archived beside the documents (safetensors only, never a pickle): the finished
