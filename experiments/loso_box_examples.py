@@ -14,7 +14,7 @@ scale set to their annotators' (``WORK/foldI/boxesK-SERIES/``); then that model 
 evaluated on the series' **test** images (even), against the fold model's own saved
 detections of the same images (``foldI/eval-SERIES/detections``, box scale 1). Nothing
 is chosen on a test image. A series whose tuning images hold too few paired defects keeps
-box scale 1 (said per series). Writes ``--out`` (JSON), read by
+its own box scale (said per series). Writes ``--out`` (JSON), read by
 ``experiments/results_tables.py`` (block ``loso-box-examples``)::
 
     .venv/bin/python experiments/loso_box_examples.py --work runs/seg/loso5-bg-ext --threads 1
@@ -69,7 +69,10 @@ def series_pair(model: Path, saved: Path, run: Path, s: str, root: Path, images:
         if not (run / "model.safetensors").is_file():
             calibrate_boxes(model, run, root, [s], "tuning", images, 3, "cpu", threads)
     except InputError as exc:
-        return {"calibrated": False, "why": str(exc), "box_scale": 1.0}, before, before
+        if "too few to set the box size" not in str(exc):
+            raise
+        own = json.loads(model.with_suffix(".json").read_text())["detection"]["box_scale"]
+        return {"calibrated": False, "why": str(exc), "box_scale": own}, before, before
     card = json.loads((run / "model.json").read_text())
     ev_dir = run / "eval-test"
     if (ev_dir / "metrics.json").is_file():

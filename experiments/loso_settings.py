@@ -102,7 +102,7 @@ def fold_grid(fold: Path, roots: list[Path], tuned: str, settings_of, device
     got = held_out_results(fold, roots, tuned)
     if got is None:
         return None
-    card, held, _, _ = got
+    card, held, saved, _ = got
     net = None
     base = DetectParams.from_dict(card["detection"])
     settings = settings_of(base)
@@ -110,11 +110,12 @@ def fold_grid(fold: Path, roots: list[Path], tuned: str, settings_of, device
     for s, root in sorted(held.items()):
         cache = fold / "grid" / f"{s}.json"
         doc = json.loads(cache.read_text()) if cache.is_file() else None
-        if doc is None or any(k not in doc["settings"] for k in out):
+        if (doc is None or doc.get("tta") != base.tta
+                or any(k not in doc["settings"] for k in out)):
             if net is None:
                 net, _ = load_model(fold / tuned / "model.safetensors", device)
             print(f"{fold.name}: scanning {s} at {len(settings)} settings", flush=True)
-            doc = _series_grid(net, root, s, settings, device)
+            doc = {**_series_grid(net, root, s, settings, device), "tta": base.tta}
             write_json(cache, doc)
         gts = [np.asarray(im["gt"], float).reshape(-1, 4) for im in doc["images"]]
         for k in out:
@@ -122,6 +123,10 @@ def fold_grid(fold: Path, roots: list[Path], tuned: str, settings_of, device
                                    np.asarray(d["scores"], float), gt)
                        for im, d, gt in zip(doc["images"], doc["settings"][k], gts,
                                             strict=True)]
+    mine = key_of(card["detection"])
+    if mine in out and summarise(out[mine])["ap"] != summarise(saved)["ap"]:
+        raise SystemExit(f"loso_settings.py: {fold}: the grid at the fold's own settings "
+                         f"({mine}) does not reproduce its saved held-out detections")
     return card, out
 
 
@@ -145,6 +150,12 @@ def nested(done: dict[str, tuple[dict, dict[str, list[ImageResult]]]], odd_only:
     and at its own tuning choice; returns the fold records, the pooled results at the
     chosen settings and at each fold's own."""
     folds, chosen, own = [], [], []
+    series = [r.series for _, grid in done.values() for r in next(iter(grid.values()))]
+    held = {n: {r.series for r in next(iter(g.values()))} for n, (_, g) in done.items()}
+    twice = sorted({s for s in series if sum(s in h for h in held.values()) > 1})
+    if twice:  # a fold's own held-out series would help choose its settings
+        raise SystemExit(f"loso_settings.py: {', '.join(twice)} held out by more than one "
+                         "fold: the folds are not a partition")
     for name, (card, grid) in done.items():
         best, aps = choose([g for n, (_, g) in done.items() if n != name], odd_only)
         mine = key_of(card["detection"])

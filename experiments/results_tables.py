@@ -1334,7 +1334,7 @@ def loso_box_examples(docs: list[dict]) -> str:
     for s, v in sorted(first["per_series"].items()):
         b, c = v["scale_1"], v["calibrated_model"]
         read = (f"{len(v['images'])}" if v["calibrated"] else "too few paired defects: "
-                "scale 1 kept")
+                "its own scale kept")
         paired = f"{v['pairs']}/{v['defects']}" if v["calibrated"] else "-"
         lines.append(f"| {s} | {v['fold']} | {read} | {paired} | {v['box_scale']:g} | "
                      f"{_f(b['ap'])} ({b['true_positives']}/{b['gt_boxes']}) | "

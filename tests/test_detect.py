@@ -348,3 +348,9 @@ def test_calibrate_boxes_sets_the_box_scale_from_annotated_tuning_images(extra_r
         assert bad.returncode == 2 and len(errors) == 1 and needle in errors[0], bad.stderr
         assert "Traceback" not in bad.stderr
     assert not (tmp_path / "x").exists()
+    from xdefect.errors import InputError
+    from xdefect.pipelines import calibrate_boxes
+
+    with pytest.raises(InputError, match="never on the test images"):
+        calibrate_boxes("segnet-xdefect", tmp_path / "y", extra_root, ["C0045"], "test")
+    assert not r["capped"] and not (tmp_path / "y").exists()

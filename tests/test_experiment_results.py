@@ -691,6 +691,9 @@ def test_loso_settings_choose_each_fold_on_the_other_folds_only():
     folds, chosen, own = st.nested({n: (cards[n], renamed[n]) for n in grids}, False)
     assert [f["chosen"]["setting"] for f in folds] == ["0/0.3/1/-1"] * 3
     assert len(chosen) == len(own) == 6
+    same = {**renamed, "fold2": renamed["fold1"]}  # fold2 holds out fold1's series too
+    with pytest.raises(SystemExit, match="S1 held out by more than one fold"):
+        st.nested({n: (cards[n], same[n]) for n in grids}, False)
     cards["fold1"]["detection"]["grow"] = 3
     with pytest.raises(SystemExit, match="fold1: its own settings 0/0.3/3/-1 are not in"):
         st.nested({n: (cards[n], renamed[n]) for n in grids}, False)
@@ -730,7 +733,7 @@ def test_box_examples_table_and_rows_name_the_scale_each_casting_got(tmp_path):
             "0.8 |") in text
     assert "| `runs/a`, adapted per casting (`--adapt`) |" in text
     assert "| C0001 | fold0 | 2 | 3/4 | 1.3 | 0.2500 (2/6) | 0.5000 (3) |" in text
-    assert "| C0047 | fold0 | too few paired defects: scale 1 kept | - | 1 |" in text
+    assert "| C0047 | fold0 | too few paired defects: its own scale kept | - | 1 |" in text
     (tmp_path / rt.BOX_EXAMPLES_RUNS[0]).write_text(json.dumps(doc))
     (tmp_path / rt.BOX_EXAMPLES_RUNS[2]).write_text(json.dumps({**doc, "tuned": None}))
     rows = rt.box_example_rows(tmp_path)

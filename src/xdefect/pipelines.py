@@ -35,7 +35,7 @@ from xdefect.dataset import open_dataset
 from xdefect.detect import MAX_BOX_SCALE, detection_arrays
 from xdefect.detector import Detector
 from xdefect.errors import InputError
-from xdefect.evaluate import ImageResult, box_size_ratio, match_image
+from xdefect.evaluate import BoxSizeRatio, ImageResult, box_size_ratio, match_image
 from xdefect.html_report import image_errors, marked_overlay, render_report, thumbnail_uri
 from xdefect.io import (
     atomic_dir,
@@ -49,15 +49,14 @@ from xdefect.io import (
     write_json,
 )
 from xdefect.patches import BuildArgs, build_patches, check_generator
-from xdefect.protocol import Evaluation, model_results, select
+from xdefect.protocol import Evaluation, Selection, model_results, select
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 from xdefect.segment import is_segmenter_arch
 
-__all__ = ["build_dataset", "calibrate_boxes", "check_inputs", "detect_files", "export_model",
-           "run_demo",
-           "save_evaluation", "show_gdxray_image", "simulate_image", "sort_inputs",
-           "write_dataset_grid", "write_evaluation", "write_evaluation_coco",
-           "write_phantom_root"]
+__all__ = ["CALIBRATION_SPLITS", "build_dataset", "calibrate_boxes", "check_inputs",
+           "detect_files", "export_model", "run_demo", "save_evaluation", "show_gdxray_image",
+           "simulate_image", "sort_inputs", "write_dataset_grid", "write_evaluation",
+           "write_evaluation_coco", "write_phantom_root"]
 
 
 def show_gdxray_image(root: str | os.PathLike[str], series: str, number: int,
@@ -328,26 +327,53 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
     return export_onnx(det.model, det.card, det.params.stride, out)
 
 
+#: the splits whose boxes may set a model's box size (never the test images: they report)
+CALIBRATION_SPLITS = ("tuning", "val", "train", "odd")
+
+
+def _paired_results(det: Detector, sel: Selection, images: int, min_pairs: int
+                    ) -> tuple[list[ImageResult], BoxSizeRatio]:
+    """``det``'s results on the records of ``sel`` in order until at least ``images`` are
+    read and ``min_pairs`` annotated boxes overlap a detection, and their
+    :func:`box_size_ratio`."""
+    results: list[ImageResult] = []
+    est = box_size_ratio(results)
+    bar = progress(total=len(sel.records), desc="calibrate boxes", unit="image")
+    for res in model_results(sel, det.model, det.params, det.name, batch=det.batch,
+                             device=det.device, score_fn=det.score_function()):
+        results.append(res)
+        bar.update()
+        est = box_size_ratio(results)
+        if len(results) >= images and est.pairs >= min_pairs:
+            break
+    bar.close()
+    return results, est
+
+
 def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                     root: str | os.PathLike[str], series: list[str] | None = None,
                     split: str = "tuning", images: int = 1, min_pairs: int = 3,
                     device: str | None = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Set a model's box size to a line's annotation convention from a few annotated images
     of its casting: the model (a path or a bundled name) detects on the annotated images
-    (with at least one box) of ``split`` of ``series`` under the GDXray ``root``, in order,
-    until it has read at least ``images`` of them and at least ``min_pairs`` annotated
-    boxes overlap a detection; its ``DetectParams.box_scale`` is multiplied by how much
-    larger the annotated boxes are than its detections there
-    (:func:`xdefect.evaluate.box_size_ratio`, the median over the annotated boxes a
-    detection overlaps at IoU >= 0.1; capped at ``MAX_BOX_SCALE``). Writes the same
-    weights with that ``box_scale`` to ``out/model.safetensors`` + ``model.json`` (its
-    card: the source's, with a ``box_calibration`` record: source file, images, pairs,
-    ratio, command). Refuses
-    (:class:`InputError`) an ONNX graph, an ``out`` that holds a model, a split without an
-    annotated image, and a split whose annotated images run out first. Returns ``{"model",
-    "box_scale", "box_scale_before", "ratio", "pairs", "defects", "images"}``."""
+    (with at least one box) of ``split`` (:data:`CALIBRATION_SPLITS`: never the test
+    images) of ``series`` under the GDXray ``root``, in order, until it has read at least
+    ``images`` of them and at least ``min_pairs`` annotated boxes overlap a detection; its
+    ``DetectParams.box_scale`` is multiplied by how much larger the annotated boxes are
+    than its detections there (:func:`xdefect.evaluate.box_size_ratio`, the median over
+    the annotated boxes a detection overlaps at IoU >= 0.1), rounded to 3 decimals and kept
+    within [0.001, ``MAX_BOX_SCALE``] (``capped`` says when the bound decided). Writes the
+    same weights with that ``box_scale`` to ``out/model.safetensors`` + ``model.json``
+    (its card: the source's, with a ``box_calibration`` record: source file, images,
+    pairs, ratio, command). Refuses (:class:`InputError`, nothing written) an ONNX graph, an
+    ``out`` that holds a model, another split, a split without an annotated image, and a
+    split whose annotated images run out first. Returns ``{"model", "box_scale",
+    "box_scale_before", "ratio", "capped", "pairs", "defects", "images"}``."""
     if images < 1 or min_pairs < 1:
         raise InputError(f"--images {images}, --min-pairs {min_pairs}: must be at least 1")
+    if split not in CALIBRATION_SPLITS:
+        raise InputError(f"--split {split}: box sizes are set on {', '.join(CALIBRATION_SPLITS)} "
+                         "images, never on the test images that report them")
     src = resolve_model(model)
     if src.suffix.lower() == ".onnx":
         raise InputError(f"{src}: an ONNX graph; calibrate the .safetensors model it was "
@@ -361,16 +387,7 @@ def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike
         raise InputError(f"{root}: no {split} image of {', '.join(sel.series)} holds an "
                          "annotated defect: nothing to compare box sizes with")
     det = Detector.load(src, device=device, threads=threads)
-    results: list[ImageResult] = []
-    est = box_size_ratio(results)
-    for res in progress(iterable=model_results(
-            replace(sel, records=picked), det.model, det.params, det.name, batch=det.batch,
-            device=det.device, score_fn=det.score_function()), total=len(picked),
-            desc="calibrate boxes", unit="image"):
-        results.append(res)
-        est = box_size_ratio(results)
-        if len(results) >= images and est.pairs >= min_pairs:
-            break
+    results, est = _paired_results(det, replace(sel, records=picked), images, min_pairs)
     names = ", ".join(sel.series)
     if len(results) < images:
         raise InputError(f"{root}: only {len(results)} {split} image(s) of {names} hold an "
@@ -381,23 +398,23 @@ def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike
                          f"on the {len(results)} {split} image(s) of {names} overlap a "
                          f"detection, fewer than --min-pairs {min_pairs}: too few to set "
                          "the box size")
-    sel = replace(sel, records=picked[:len(results)])
     before = det.params.box_scale
-    scale = round(min(before * est.ratio, MAX_BOX_SCALE), 3)
-    card = {**det.card, "name": run.name,
-            "detection": replace(det.params, box_scale=scale).to_dict(),
-            "box_calibration": {"from": init_record(src, read_card(src)), "root": str(root),
-                                "series": sel.series, "split": split,
-                                "images": [r.stem for r in sel.records],
-                                "defects": est.defects, "pairs": est.pairs,
-                                "ratio": round(est.ratio, 4), "box_scale_before": before,
-                                "box_scale": scale, "command": command_line()}}
+    wanted = round(before * est.ratio, 3)
+    scale = min(max(wanted, 0.001), MAX_BOX_SCALE)
+    stems = [r.key for r in results]
+    record = {"from": init_record(src, read_card(src)), "root": str(root),
+              "series": sel.series, "split": split, "images": stems, "defects": est.defects,
+              "pairs": est.pairs, "ratio": round(est.ratio, 4), "box_scale_before": before,
+              "box_scale": scale, "capped": scale != wanted, "command": command_line()}
+    card = {**det.card, "name": run.name, "box_calibration": record,
+            "detection": replace(det.params, box_scale=scale).to_dict()}
     card.pop("weights_sha256", None)
+    tensors = load_tensors(src)
     run.mkdir(parents=True, exist_ok=True)
-    save_tensors(run / "model.safetensors", load_tensors(src), card)
+    save_tensors(run / "model.safetensors", tensors, card)
     return {"model": str(run / "model.safetensors"), "box_scale": scale,
-            "box_scale_before": before, "ratio": est.ratio, "pairs": est.pairs,
-            "defects": est.defects, "images": [r.stem for r in sel.records]}
+            "box_scale_before": before, "ratio": est.ratio, "capped": scale != wanted,
+            "pairs": est.pairs, "defects": est.defects, "images": stems}
 
 
 def write_phantom_root(out: str | os.PathLike[str], n: int = 8,

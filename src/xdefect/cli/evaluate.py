@@ -130,8 +130,9 @@ def cmd_calibrate_boxes(args: argparse.Namespace) -> int:
     emit(args, r, lambda: print(
         f"{r['model']}: box scale {r['box_scale_before']:g} -> {r['box_scale']:g} (annotated "
         f"boxes {r['ratio']:.2f} times the detections' size: median over {r['pairs']} of "
-        f"{r['defects']} defects on {len(r['images'])} image(s)); use it with: xdefect "
-        f"detect --model {r['model']}"))
+        f"{r['defects']} defects on {len(r['images'])} image(s)"
+        + ("; capped at the allowed range" if r["capped"] else "")
+        + f"); use it with: xdefect detect --model {r['model']}"))
     return 0
 
 
@@ -153,9 +154,9 @@ def _register_calibrate(sub: Any) -> None:
     add_root(c, "--gdxray")
     c.add_argument("--series", nargs="+", default=None,
                    help="the new casting's series (default: the paper's seven present)")
-    c.add_argument("--split", choices=("tuning", "val", "train", "odd", "test", "even", "all"),
-                   default="tuning", help="the images whose boxes set the size (default: "
-                                          "tuning, odd n %% 4 == 1)")
+    c.add_argument("--split", choices=("tuning", "val", "train", "odd"), default="tuning",
+                   help="the images whose boxes set the size (default: tuning, odd n %% 4 "
+                        "== 1; never the test images)")
     c.add_argument("--images", type=int_in(1, 100000), default=1,
                    help="fewest annotated images read, the first of the split with a "
                         "defect box (default 1; more are read until --min-pairs)")
