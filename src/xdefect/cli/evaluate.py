@@ -148,8 +148,9 @@ def _register_calibrate(sub: Any) -> None:
                 "score), and multiply the model's box scale (DetectParams.box_scale: box "
                 "sides about their centres) by the median ratio of their sizes. Writes the "
                 "same weights with that box scale to OUT/model.safetensors + model.json "
-                "(docs/detection.md, 'Box scale'). Choose on tuning images (the default), "
-                "never on the images you report.")
+                "(docs/detection.md, 'Box scale'). For a casting the model never trained "
+                "on (on its training castings its settings already fit their boxes); "
+                "choose on tuning images (the default), never on the images you report.")
     c.add_argument("--model", default=None, help=RUN_MODEL_HELP)
     add_root(c, "--gdxray")
     c.add_argument("--series", nargs="+", default=None,
