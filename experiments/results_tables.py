@@ -796,6 +796,11 @@ DEFAULT_CANDIDATES = (
                                  "2026-11-30); 8 views, joining"),
     ("long-hard-ext3-tta8-join", "the same choice with C0041's 9 unannotated tuning images "
                                  "left unscored (bundled since 2026-11-30, eighth session)"),
+    ("long-hard-s1-tta8-join", "`long-hard`'s recipe drawn again, seed 1 (`segmenter_variants"
+                               ".py --name long-hard-s1 --seed 1`); 8 views, relative extent "
+                               "and joining in the choice"),
+    ("seeds-ens-tta4-join", "the mean of `long-hard` (the bundled weights) and its seed 1 "
+                            "(`xdefect models ensemble`); 4 views each"),
 )
 
 
