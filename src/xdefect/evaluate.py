@@ -320,7 +320,7 @@ def box_size_ratio(results: list[ImageResult], min_iou: float = 0.1) -> BoxSizeR
                 g, b = gt[k], boxes[j]
                 area = (b[2] - b[0]) * (b[3] - b[1])
                 ratios.append(float(np.sqrt((g[2] - g[0]) * (g[3] - g[1]) / area)))
-    # the median in log scale: a box twice too big and one half too big balance at 1
+    # the median in log scale: a box twice too big and one twice too small balance at 1
     ratio = float(np.exp(np.median(np.log(ratios)))) if ratios else float("nan")
     return BoxSizeRatio(ratio, len(ratios), defects, len(results))
 
