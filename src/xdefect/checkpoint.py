@@ -42,7 +42,8 @@ from xdefect.segment import (
 
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_CLASSIFIER",
            "DEFAULT_MODEL", "MODEL_FORMAT", "WEIGHTS_DIR", "bundled_model", "card_lineage",
-           "describe_model", "ensemble_segmenters", "init_record", "lineage_summary",
+           "derived_run", "describe_model", "ensemble_segmenters", "init_record",
+           "lineage_summary",
            "load_model", "load_tensors",
            "model_state", "optimizer_tensors", "prefixed", "read_card", "resolve_model",
            "restore_optimizer", "save_model", "save_tensors", "sidecar", "unprefixed"]
@@ -225,6 +226,22 @@ def resolve_model(value: str | os.PathLike[str] | None) -> Path:
         raise InputError(f"--model {text}: neither a file nor a bundled model "
                          f"({', '.join(BUNDLED)})")
     return p
+
+
+def derived_run(model: str | os.PathLike[str] | None, out: str | os.PathLike[str], verb: str
+                ) -> tuple[Path, Path]:
+    """The weights file of ``model`` (:func:`resolve_model`) and the run folder ``out`` of
+    a model made from it with the same weights and a new card (``tune-segmenter``,
+    ``calibrate-boxes``): :class:`InputError` for an ONNX graph (``verb`` says what to do
+    with its ``.safetensors`` model instead) and for an ``out`` holding a model already."""
+    src = resolve_model(model)
+    if src.suffix.lower() == ".onnx":
+        raise InputError(f"{src}: an ONNX graph; {verb} the .safetensors model it was "
+                         "exported from")
+    run = Path(out)
+    if (run / "model.safetensors").exists():
+        raise InputError(f"{run}: holds a model already (use another --out)")
+    return src, run
 
 
 def init_record(path: str | os.PathLike[str], card: dict[str, Any] | None = None

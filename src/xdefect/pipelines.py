@@ -24,6 +24,7 @@ import numpy as np
 from xdefect import gan, gdxray, simulate
 from xdefect.checkpoint import (
     bundled_model,
+    derived_run,
     init_record,
     load_tensors,
     read_card,
@@ -374,13 +375,7 @@ def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike
     if split not in CALIBRATION_SPLITS:
         raise InputError(f"--split {split}: box sizes are set on {', '.join(CALIBRATION_SPLITS)} "
                          "images, never on the test images that report them")
-    src = resolve_model(model)
-    if src.suffix.lower() == ".onnx":
-        raise InputError(f"{src}: an ONNX graph; calibrate the .safetensors model it was "
-                         "exported from")
-    run = Path(out)
-    if (run / "model.safetensors").exists():
-        raise InputError(f"{run}: holds a model already (use another --out)")
+    src, run = derived_run(model, out, "calibrate")
     sel = select(root, series, split)
     picked = [r for r in sel.records if len(sel.ground_truth[r.series].boxes_of(r.number))]
     if not picked:

@@ -53,6 +53,7 @@ from xdefect.checkpoint import (
     CHECKPOINT_FORMAT,
     MODEL_FORMAT,
     card_lineage,
+    derived_run,
     init_record,
     load_model,
     load_tensors,
@@ -715,13 +716,7 @@ def tune_segmenter(model: str | Path, out: str | Path, gdxray_roots: tuple[str, 
     settings on the same images (with ``tta``; None when they are not in the grid) and
     ``at_min_score`` the AP, defects found and false alarms per image at the report
     threshold (None without ``max_fa_per_image``)."""
-    src = resolve_model(model)
-    if src.suffix.lower() == ".onnx":
-        raise InputError(f"{src}: an ONNX graph; tune the .safetensors model it was "
-                         "exported from")
-    run = Path(out)
-    if (run / "model.safetensors").exists():
-        raise InputError(f"{run}: holds a model already (use another --out)")
+    src, run = derived_run(model, out, "tune")
     dev = setup_device(device, threads)
     net, card = load_model(src, dev)
     if not isinstance(net, SegNet):
