@@ -354,3 +354,18 @@ def test_calibrate_boxes_sets_the_box_scale_from_annotated_tuning_images(extra_r
     with pytest.raises(InputError, match="never on the test images"):
         calibrate_boxes("segnet-xdefect", tmp_path / "y", extra_root, ["C0045"], "test")
     assert not r["capped"] and not (tmp_path / "y").exists()
+
+
+def test_derived_run_refuses_an_onnx_graph_and_an_existing_model(tmp_path):
+    from xdefect.checkpoint import derived_run
+    from xdefect.errors import InputError
+
+    src, run = derived_run("segnet-xdefect", tmp_path / "r", "calibrate")
+    assert src.name == "segnet-xdefect.safetensors" and run == tmp_path / "r"
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(InputError, match="an ONNX graph; calibrate the .safetensors model"):
+        derived_run(tmp_path / "x.onnx", tmp_path / "r", "calibrate")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match="holds a model already"):
+        derived_run("segnet-xdefect", tmp_path / "r", "tune")
