@@ -31,9 +31,9 @@ import argparse
 import json
 from pathlib import Path
 
-from loso_library_pool import figures  # experiments/, beside this script
+from adapt_series import has_scored_images  # experiments/, beside this script
+from loso_library_pool import evaluated_held_out, figures
 
-from xdefect import gdxray
 from xdefect.detector import Detector
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult
@@ -41,7 +41,7 @@ from xdefect.io import command_line, write_json
 from xdefect.pipelines import calibrate_boxes, write_evaluation
 from xdefect.protocol import evaluate_detections, evaluate_folder
 
-__all__ = ["adapt_jobs", "folds_jobs", "has_test_images", "held_out", "main", "series_pair"]
+__all__ = ["adapt_jobs", "folds_jobs", "held_out", "main", "series_pair"]
 
 
 def held_out(fold: Path, roots: list[Path], tuned: str) -> dict[str, Path] | None:
@@ -50,12 +50,7 @@ def held_out(fold: Path, roots: list[Path], tuned: str) -> dict[str, Path] | Non
     card_file = fold / tuned / "model.json"
     if not card_file.is_file():
         return None
-    trained = json.loads(card_file.read_text())["lineage"][-1]["data_series"]
-    held = {s: r for r in roots for s in gdxray.list_series(r)
-            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
-    if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
-        return None
-    return held
+    return evaluated_held_out(fold, json.loads(card_file.read_text()), roots)
 
 
 def series_pair(model: Path, saved: Path, run: Path, s: str, root: Path, images: int,
@@ -88,12 +83,6 @@ def series_pair(model: Path, saved: Path, run: Path, s: str, root: Path, images:
             before, after)
 
 
-def has_test_images(root: Path, s: str) -> bool:
-    """Whether the series' ground truth covers a test image (not C0041: one odd image)."""
-    gt = gdxray.load_ground_truth(root, s)
-    return any(gt.covers(r.number) for r in gdxray.list_images(root, [s], "test"))
-
-
 def folds_jobs(work: Path, roots: list[Path], tuned: str, images: int
                ) -> tuple[list[str], list[tuple[str, str, Path, Path, Path, Path]]]:
     """The evaluated folds of ``work`` and, per held-out series with test images, ``(series,
@@ -106,7 +95,7 @@ def folds_jobs(work: Path, roots: list[Path], tuned: str, images: int
         folds.append(fold.name)
         jobs += [(s, fold.name, root, fold / tuned / "model.safetensors",
                   fold / f"eval-{s}" / "detections", fold / f"boxes{images}-{s}")
-                 for s, root in sorted(held.items()) if has_test_images(root, s)]
+                 for s, root in sorted(held.items()) if has_scored_images(root, s)]
     return folds, jobs
 
 
@@ -117,7 +106,7 @@ def adapt_jobs(run: Path, images: int) -> list[tuple[str, str, Path, Path, Path,
     root = Path(doc["root"])
     return [(s, "adapted", root, run / s / "adapted" / "model.safetensors",
              run / s / "eval-adapted" / "detections", run / s / f"boxes{images}")
-            for s in sorted(doc["per_series"]) if has_test_images(root, s)]
+            for s in sorted(doc["per_series"]) if has_scored_images(root, s)]
 
 
 def main() -> None:

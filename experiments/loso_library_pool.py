@@ -33,8 +33,8 @@ from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["cut_card", "figures", "held_out_results", "main", "pool", "reference_from_result",
-           "saved_results", "tuning_fa"]
+__all__ = ["cut_card", "evaluated_held_out", "figures", "held_out_results", "main", "pool",
+           "reference_from_result", "saved_results", "tuning_fa"]
 
 
 def figures(rs: list[ImageResult]) -> dict:
@@ -130,6 +130,18 @@ def cut_card(fold: Path, name: str, evals: list[Path]) -> dict:
     return card
 
 
+def evaluated_held_out(fold: Path, card: dict, roots: list[Path]) -> dict[str, Path] | None:
+    """The annotated series of ``roots`` that the model of ``card`` (a fold's tuned card)
+    did not train on (its last lineage stage), each with its root; None until every one of
+    them is evaluated (``fold/eval-SERIES/metrics.json``)."""
+    trained = card["lineage"][-1]["data_series"]
+    held = {s: r for r in roots for s in gdxray.list_series(r)
+            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
+    if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
+        return None  # a fold counts once every held-out series is evaluated
+    return held
+
+
 def held_out_results(fold: Path, roots: list[Path], tuned: str = "tta8-join",
                      cut_by: str | None = None
                      ) -> tuple[dict, dict[str, Path], list[ImageResult], float] | None:
@@ -142,11 +154,9 @@ def held_out_results(fold: Path, roots: list[Path], tuned: str = "tta8-join",
     if not card_file.exists() or (cut_by and not (fold / cut_by / "model.json").exists()):
         return None
     card = json.loads(card_file.read_text())
-    trained = card["lineage"][-1]["data_series"]
-    held = {s: r for r in roots for s in gdxray.list_series(r)
-            if s not in trained and gdxray.load_ground_truth(r, s).annotated}
-    if any(not (fold / f"eval-{s}" / "metrics.json").is_file() for s in held):
-        return None  # a fold counts once every held-out series is evaluated
+    held = evaluated_held_out(fold, card, roots)
+    if held is None:
+        return None
     rs: list[ImageResult] = []
     for s, root in sorted(held.items()):
         rs += evaluate_detections(fold / f"eval-{s}" / "detections", root, "all", [s]).results

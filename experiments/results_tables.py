@@ -1932,19 +1932,12 @@ def main() -> None:
                             lambda d: per_series_eval(d, EXTRA_SEGNET_NOTE))):
         if path.exists():
             text = replace_block(text, name, fn(json.loads(path.read_text())), a.report)
-    box_docs = [json.loads((RUNS / n).read_text()) for n in BOX_SCALE_RUNS
-                if (RUNS / n).exists()]
-    if box_docs:
-        text = replace_block(text, "loso-box-scale", loso_box_scale(box_docs), a.report)
-    example_docs = [json.loads((RUNS / n).read_text()) for n in BOX_EXAMPLES_RUNS
-                    if (RUNS / n).exists()]
-    if example_docs:
-        text = replace_block(text, "loso-box-examples", loso_box_examples(example_docs),
-                             a.report)
-    settings_docs = [json.loads((RUNS / n).read_text()) for n in SETTINGS_RUNS
-                     if (RUNS / n).exists()]
-    if settings_docs:
-        text = replace_block(text, "loso-settings", loso_settings(settings_docs), a.report)
+    for name, files, fn in (("loso-box-scale", BOX_SCALE_RUNS, loso_box_scale),
+                            ("loso-box-examples", BOX_EXAMPLES_RUNS, loso_box_examples),
+                            ("loso-settings", SETTINGS_RUNS, loso_settings)):
+        docs = [json.loads((RUNS / n).read_text()) for n in files if (RUNS / n).exists()]
+        if docs:  # one block from several result files, those present
+            text = replace_block(text, name, fn(docs), a.report)
     if a.seg_variants.exists():  # rows whose result files were lost kept as generated
         text = replace_block(text, "seg-variants", merge_lists(
             block(text, "seg-variants"), seg_variants(json.loads(a.seg_variants.read_text()))),

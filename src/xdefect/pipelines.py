@@ -397,7 +397,7 @@ def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike
     wanted = round(before * est.ratio, 3)
     scale = min(max(wanted, 0.001), MAX_BOX_SCALE)
     stems = [r.key for r in results]
-    record = {"from": init_record(src, read_card(src)), "root": str(root),
+    record = {"from": init_record(src), "root": str(root),
               "series": sel.series, "split": split, "images": stems, "defects": est.defects,
               "pairs": est.pairs, "ratio": round(est.ratio, 4), "box_scale_before": before,
               "box_scale": scale, "capped": scale != wanted, "command": command_line()}
