@@ -103,3 +103,63 @@ def test_real_detections_ap_agrees_with_pycocotools(gdxray_root, tmp_path):
     assert len(res) == m["detections"] > 0
     assert m["ap101"] == pytest.approx(_coco_ap50(ds, res), abs=1e-9)
     assert "COCO: ground truth" in proc.stdout
+
+
+def _write_pngs(folder, names, shape=(20, 30)):
+    from xdefect.io import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        write_image(folder / n, np.full(shape, 0.5))
+
+
+def test_read_coco_ground_truth_converts_boxes_finds_files_and_flags_crowds(tmp_path):
+    _write_pngs(tmp_path / "img", ["a.png", "b.tif"])
+    doc = {"images": [{"id": 7, "file_name": "a.png", "width": 30, "height": 20},
+                      {"id": 3, "file_name": "b", "width": 30, "height": 20}],
+           "annotations": [{"id": 1, "image_id": 3, "bbox": [2, 4, 6, 8], "category_id": 9},
+                           {"id": 2, "image_id": 3, "bbox": [0, 0, 30, 20], "iscrowd": 1},
+                           {"id": 3, "image_id": 7, "bbox": [1.5, 2, 3, 4.5]}]}
+    f = tmp_path / "ann.json"
+    f.write_text(json.dumps(doc))
+    got = coco.read_coco_ground_truth(f, tmp_path / "img")
+    # the file's order; a bare stem ("b", as coco_dataset writes it) finds b.tif
+    assert [g.path.name for g in got] == ["a.png", "b.tif"]
+    assert got[0].boxes.tolist() == [[1.5, 2.0, 4.5, 6.5]] and got[0].crowd.tolist() == [False]
+    assert got[1].boxes.tolist() == [[2, 4, 8, 12], [0, 0, 30, 20]]
+    assert got[1].crowd.tolist() == [False, True]
+    # round trip with the writer: the same boxes come back
+    res = [ImageResult("a", "", np.zeros((0, 4)), np.zeros(0), got[0].boxes),
+           ImageResult("b", "", np.zeros((0, 4)), np.zeros(0), got[1].boxes)]
+    (tmp_path / "img" / "again.json").write_text(
+        json.dumps(coco.coco_dataset(res, [(20, 30), (20, 30)])))
+    back = coco.read_coco_ground_truth(tmp_path / "img" / "again.json")
+    assert [b.boxes.tolist() for b in back] == [g.boxes.tolist() for g in got]
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.pop("annotations"), 'no "annotations" list'),
+    (lambda d: d["images"].append({"id": 1, "file_name": "a.png"}), "id 1 missing or repeated"),
+    (lambda d: d["annotations"][0].update(image_id=5), "image_id 5 is not among the images"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "is not four finite numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, float("nan"), 3]),
+     "is not four finite numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, 0, 3]), "positive width and height"),
+    (lambda d: d["annotations"][0].update(bbox=[25, 2, 6, 3]), "runs past the image (30 x 20)"),
+    (lambda d: d["images"][0].update(file_name="gone.png"), "image 'gone.png': no such file"),
+])
+def test_read_coco_ground_truth_refuses_malformed_files_naming_them(tmp_path, change, needle):
+    from xdefect.errors import InputError
+
+    _write_pngs(tmp_path, ["a.png"])
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+           "annotations": [{"id": 1, "image_id": 1, "bbox": [1, 2, 3, 4]}]}
+    change(doc)
+    f = tmp_path / "ann.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="ann.json: ") as exc:
+        coco.read_coco_ground_truth(f)
+    assert needle in str(exc.value)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="bad.json"):
+        coco.read_coco_ground_truth(tmp_path / "bad.json")

@@ -356,6 +356,42 @@ def test_calibrate_boxes_sets_the_box_scale_from_annotated_tuning_images(extra_r
     assert not r["capped"] and not (tmp_path / "y").exists()
 
 
+def test_calibrate_boxes_from_a_coco_file_matches_the_gdxray_route(extra_root, tmp_path):
+    """The user's way in: the same two C0045 tuning images as a COCO file (GDXray's boxes
+    converted to [x, y, w, h]) set the same box scale as the GDXray series does."""
+    from xdefect import gdxray
+    from xdefect.pipelines import calibrate_boxes
+
+    gt = gdxray.load_ground_truth(extra_root, "C0045")
+    recs = [r for r in gdxray.list_images(extra_root, ["C0045"], "tuning")
+            if r.number in (1, 5)]
+    images, anns = [], []
+    for i, r in enumerate(recs, start=1):
+        images.append({"id": i, "file_name": r.path.name})
+        for x1, y1, x2, y2 in gt.boxes_of(r.number).tolist():
+            anns.append({"id": len(anns) + 1, "image_id": i,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1]})
+    ann = tmp_path / "labels.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns}))
+    mine = calibrate_boxes("segnet-xdefect", tmp_path / "coco", annotations=ann,
+                           image_dir=recs[0].path.parent, threads=1)
+    ref = calibrate_boxes("segnet-xdefect", tmp_path / "gdx", extra_root, ["C0045"],
+                          threads=1)
+    assert mine["images"] == [r.path.name for r in recs]
+    assert (mine["box_scale"], mine["pairs"], mine["defects"]) == (
+        ref["box_scale"], ref["pairs"], ref["defects"])
+    cal = json.loads((tmp_path / "coco" / "model.json").read_text())["box_calibration"]
+    assert cal["annotations"] == str(ann) and "split" not in cal
+    for extra, needle in ((("--gdxray", str(extra_root)), "--gdxray is for GDXray series"),
+                          (("--split", "odd"), "--split is for GDXray series")):
+        proc = run_cli("calibrate-boxes", "--annotations", str(ann), *extra,
+                       "--out", str(tmp_path / "x"))
+        assert_one_line_error(proc, needle)
+    proc = run_cli("calibrate-boxes", "--image-dir", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert_one_line_error(proc, "--image-dir goes with --annotations")
+    assert not (tmp_path / "x").exists()
+
+
 def test_derived_run_refuses_an_onnx_graph_and_an_existing_model(tmp_path):
     from xdefect.checkpoint import derived_run
     from xdefect.errors import InputError

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import fields, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from xdefect.checkpoint import (
     resolve_model,
     save_tensors,
 )
-from xdefect.coco import write_coco
+from xdefect.coco import read_coco_ground_truth, write_coco
 from xdefect.dataset import open_dataset
 from xdefect.detect import MAX_BOX_SCALE, detection_arrays
 from xdefect.detector import Detector
@@ -50,7 +51,7 @@ from xdefect.io import (
     write_json,
 )
 from xdefect.patches import BuildArgs, build_patches, check_generator
-from xdefect.protocol import Evaluation, Selection, model_results, select
+from xdefect.protocol import Evaluation, model_results, select
 from xdefect.report import dataset_grid, overlay, patch_grid, pr_curve_figure
 from xdefect.segment import is_segmenter_arch
 
@@ -332,75 +333,127 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
 CALIBRATION_SPLITS = ("tuning", "val", "train", "odd")
 
 
-def _paired_results(det: Detector, sel: Selection, images: int, min_pairs: int
+@dataclass(frozen=True)
+class _Examples:
+    """The annotated images a box size is set from: the results a detector gives on them
+    (in order, lazily), how many there are, where they came from (for messages and the
+    card's record)."""
+
+    results: Callable[[Detector], Iterator[ImageResult]]
+    total: int
+    where: str
+    what: str
+    record: dict[str, Any]
+
+
+def _gdxray_examples(root: str | os.PathLike[str], series: list[str] | None, split: str
+                     ) -> _Examples:
+    if split not in CALIBRATION_SPLITS:
+        raise InputError(f"--split {split}: box sizes are set on {', '.join(CALIBRATION_SPLITS)} "
+                         "images, never on the test images that report them")
+    sel = select(root, series, split)
+    picked = [r for r in sel.records if len(sel.ground_truth[r.series].boxes_of(r.number))]
+    what = f"{split} image(s) of {', '.join(sel.series)}"
+    if not picked:
+        raise InputError(f"{root}: no {what} holds an annotated defect: nothing to compare "
+                         "box sizes with")
+    sel = replace(sel, records=picked)
+
+    def results(det: Detector) -> Iterator[ImageResult]:
+        return model_results(sel, det.model, det.params, det.name, batch=det.batch,
+                             device=det.device, score_fn=det.score_function())
+
+    return _Examples(results, len(picked), str(root), what,
+                     {"root": str(root), "series": sel.series, "split": split})
+
+
+def _coco_examples(annotations: str | os.PathLike[str],
+                   image_dir: str | os.PathLike[str] | None) -> _Examples:
+    picked = [a for a in read_coco_ground_truth(annotations, image_dir) if (~a.crowd).any()]
+    if not picked:
+        raise InputError(f"{annotations}: no image holds an annotated defect (crowd regions "
+                         "aside): nothing to compare box sizes with")
+
+    def results(det: Detector) -> Iterator[ImageResult]:
+        for a in picked:
+            dets, _ = det.run(read_image(a.path).pixels)
+            yield ImageResult(a.path.name, "", *detection_arrays(dets), a.boxes, a.crowd)
+
+    return _Examples(results, len(picked), str(annotations), "annotated image(s)",
+                     {"annotations": str(annotations), "image_dir": str(picked[0].path.parent)})
+
+
+def _paired_results(det: Detector, examples: _Examples, images: int, min_pairs: int
                     ) -> tuple[list[ImageResult], BoxSizeRatio]:
-    """``det``'s results on the records of ``sel`` in order until at least ``images`` are
-    read and ``min_pairs`` annotated boxes overlap a detection, and their
-    :func:`box_size_ratio`."""
+    """``det``'s results on ``examples`` in order until at least ``images`` are read and
+    ``min_pairs`` annotated boxes overlap a detection, and their :func:`box_size_ratio`;
+    :class:`InputError` when the images run out first."""
     results: list[ImageResult] = []
     est = box_size_ratio(results)
-    bar = progress(total=len(sel.records), desc="calibrate boxes", unit="image")
-    for res in model_results(sel, det.model, det.params, det.name, batch=det.batch,
-                             device=det.device, score_fn=det.score_function()):
+    bar = progress(total=examples.total, desc="calibrate boxes", unit="image")
+    for res in examples.results(det):
         results.append(res)
         bar.update()
         est = box_size_ratio(results)
         if len(results) >= images and est.pairs >= min_pairs:
             break
     bar.close()
+    where, what = examples.where, examples.what
+    if len(results) < images:
+        raise InputError(f"{where}: only {len(results)} {what} hold an annotated defect, "
+                         f"fewer than --images {images}: too few to set the box size")
+    if est.pairs < min_pairs:
+        raise InputError(f"{where}: only {est.pairs} of the {est.defects} annotated defects "
+                         f"on the {len(results)} {what} overlap a detection, fewer than "
+                         f"--min-pairs {min_pairs}: too few to set the box size")
     return results, est
 
 
 def calibrate_boxes(model: str | os.PathLike[str] | None, out: str | os.PathLike[str],
-                    root: str | os.PathLike[str], series: list[str] | None = None,
-                    split: str = "tuning", images: int = 1, min_pairs: int = 3,
-                    device: str | None = "cpu", threads: int | None = None) -> dict[str, Any]:
+                    root: str | os.PathLike[str] | None = None,
+                    series: list[str] | None = None, split: str = "tuning", images: int = 1,
+                    min_pairs: int = 3, device: str | None = "cpu", threads: int | None = None,
+                    annotations: str | os.PathLike[str] | None = None,
+                    image_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Set a model's box size to a line's annotation convention from a few annotated images
     of its casting: the model (a path or a bundled name) detects on the annotated images
-    (with at least one box) of ``split`` (:data:`CALIBRATION_SPLITS`: never the test
-    images) of ``series`` under the GDXray ``root``, in order, until it has read at least
-    ``images`` of them and at least ``min_pairs`` annotated boxes overlap a detection; its
-    ``DetectParams.box_scale`` is multiplied by how much larger the annotated boxes are
-    than its detections there (:func:`xdefect.evaluate.box_size_ratio`, the median over
-    the annotated boxes a detection overlaps at IoU >= 0.1), rounded to 3 decimals and kept
-    within [0.001, ``MAX_BOX_SCALE``] (``capped`` says when the bound decided). Writes the
-    same weights with that ``box_scale`` to ``out/model.safetensors`` + ``model.json``
-    (its card: the source's, with a ``box_calibration`` record: source file, images,
-    pairs, ratio, command). Refuses (:class:`InputError`, nothing written) an ONNX graph, an
-    ``out`` that holds a model, another split, a split without an annotated image, and a
-    split whose annotated images run out first. Returns ``{"model", "box_scale",
-    "box_scale_before", "ratio", "capped", "pairs", "defects", "images"}``."""
+    (with at least one box), in order, until it has read at least ``images`` of them and at
+    least ``min_pairs`` annotated boxes overlap a detection; its ``DetectParams.box_scale``
+    is multiplied by how much larger the annotated boxes are than its detections there
+    (:func:`xdefect.evaluate.box_size_ratio`, the median over the annotated boxes a
+    detection overlaps at IoU >= 0.1), rounded to 3 decimals and kept within [0.001,
+    ``MAX_BOX_SCALE``] (``capped`` says when the bound decided).
+
+    The images: those of ``split`` (:data:`CALIBRATION_SPLITS`: never the test images) of
+    ``series`` under the GDXray ``root``; or, with ``annotations``, the images of that COCO
+    dataset file (:func:`xdefect.coco.read_coco_ground_truth`; files under ``image_dir``,
+    default the file's folder), the way to bring your own casting's annotations.
+
+    Writes the same weights with that ``box_scale`` to ``out/model.safetensors`` +
+    ``model.json`` (its card: the source's, with a ``box_calibration`` record: source
+    file, where the boxes came from, images, pairs, ratio, command). Refuses
+    (:class:`InputError`, nothing written) an ONNX graph, an ``out`` that holds a model,
+    another split, both a root and ``annotations``, no annotated image, and annotated
+    images that run out first. Returns ``{"model", "box_scale", "box_scale_before",
+    "ratio", "capped", "pairs", "defects", "images"}``."""
     if images < 1 or min_pairs < 1:
         raise InputError(f"--images {images}, --min-pairs {min_pairs}: must be at least 1")
-    if split not in CALIBRATION_SPLITS:
-        raise InputError(f"--split {split}: box sizes are set on {', '.join(CALIBRATION_SPLITS)} "
-                         "images, never on the test images that report them")
+    if (root is None) == (annotations is None):
+        raise InputError("give either a GDXray root or a COCO annotations file, not "
+                         + ("both" if root is not None else "neither"))
     src, run = derived_run(model, out, "calibrate")
-    sel = select(root, series, split)
-    picked = [r for r in sel.records if len(sel.ground_truth[r.series].boxes_of(r.number))]
-    if not picked:
-        raise InputError(f"{root}: no {split} image of {', '.join(sel.series)} holds an "
-                         "annotated defect: nothing to compare box sizes with")
+    examples = (_gdxray_examples(root, series, split) if root is not None
+                else _coco_examples(annotations, image_dir))  # type: ignore[arg-type]
     det = Detector.load(src, device=device, threads=threads)
-    results, est = _paired_results(det, replace(sel, records=picked), images, min_pairs)
-    names = ", ".join(sel.series)
-    if len(results) < images:
-        raise InputError(f"{root}: only {len(results)} {split} image(s) of {names} hold an "
-                         f"annotated defect, fewer than --images {images}: too few to set "
-                         "the box size")
-    if est.pairs < min_pairs:
-        raise InputError(f"{root}: only {est.pairs} of the {est.defects} annotated defects "
-                         f"on the {len(results)} {split} image(s) of {names} overlap a "
-                         f"detection, fewer than --min-pairs {min_pairs}: too few to set "
-                         "the box size")
+    results, est = _paired_results(det, examples, images, min_pairs)
     before = det.params.box_scale
     wanted = round(before * est.ratio, 3)
     scale = min(max(wanted, 0.001), MAX_BOX_SCALE)
     stems = [r.key for r in results]
-    record = {"from": init_record(src), "root": str(root),
-              "series": sel.series, "split": split, "images": stems, "defects": est.defects,
-              "pairs": est.pairs, "ratio": round(est.ratio, 4), "box_scale_before": before,
-              "box_scale": scale, "capped": scale != wanted, "command": command_line()}
+    record = {"from": init_record(src), **examples.record, "images": stems,
+              "defects": est.defects, "pairs": est.pairs, "ratio": round(est.ratio, 4),
+              "box_scale_before": before, "box_scale": scale, "capped": scale != wanted,
+              "command": command_line()}
     card = {**det.card, "name": run.name, "box_calibration": record,
             "detection": replace(det.params, box_scale=scale).to_dict()}
     card.pop("weights_sha256", None)

@@ -125,8 +125,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_calibrate_boxes(args: argparse.Namespace) -> int:
     from xdefect.pipelines import calibrate_boxes
 
-    r = calibrate_boxes(args.model, args.out, root(args.gdxray), args.series, args.split,
-                        args.images, args.min_pairs, args.device, args.threads)
+    if args.annotations is not None:
+        given = [f for f, v in (("--gdxray", args.gdxray), ("--series", args.series)) if v]
+        if given or args.split != "tuning":
+            raise InputError(f"--annotations {args.annotations}: its images are the examples; "
+                             f"{', '.join(given) or '--split'} is for GDXray series")
+        r = calibrate_boxes(args.model, args.out, None, images=args.images,
+                            min_pairs=args.min_pairs, device=args.device, threads=args.threads,
+                            annotations=args.annotations, image_dir=args.image_dir)
+    else:
+        if args.image_dir is not None:
+            raise InputError("--image-dir goes with --annotations (a COCO file)")
+        r = calibrate_boxes(args.model, args.out, root(args.gdxray), args.series, args.split,
+                            args.images, args.min_pairs, args.device, args.threads)
     emit(args, r, lambda: print(
         f"{r['model']}: box scale {r['box_scale_before']:g} -> {r['box_scale']:g} (annotated "
         f"boxes {r['ratio']:.2f} times the detections' size: median over {r['pairs']} of "
@@ -142,7 +153,8 @@ def _register_calibrate(sub: Any) -> None:
                 "Inspectors box defects more or less generously from one line to another, "
                 "and a model boxes a casting it never saw as the annotators of the castings "
                 "it trained on did. Run the model on the annotated images (with a defect box) "
-                "of --split of the new casting's series, in order, until it has read "
+                "of --split of the new casting's series (or of your own COCO file, "
+                "--annotations), in order, until it has read "
                 "--images of them and --min-pairs defects overlap a detection; compare each "
                 "annotated box with the detection overlapping it most (IoU >= 0.1, any "
                 "score), and multiply the model's box scale (DetectParams.box_scale: box "
@@ -158,6 +170,13 @@ def _register_calibrate(sub: Any) -> None:
     c.add_argument("--split", choices=("tuning", "val", "train", "odd"), default="tuning",
                    help="the images whose boxes set the size (default: tuning, odd n %% 4 "
                         "== 1; never the test images)")
+    c.add_argument("--annotations", type=Path, default=None, metavar="FILE.json",
+                   help="your own annotated images instead of GDXray's: a COCO dataset "
+                        "(images' file_name under --image-dir, bbox [x, y, w, h]; every "
+                        "annotation a defect, iscrowd ones ignored)")
+    c.add_argument("--image-dir", type=Path, default=None,
+                   help="with --annotations: the folder its file_name values are relative "
+                        "to (default: the COCO file's folder)")
     c.add_argument("--images", type=int_in(1, 100000), default=1,
                    help="fewest annotated images read, the first of the split with a "
                         "defect box (default 1; more are read until --min-pairs)")
