@@ -163,3 +163,41 @@ def test_read_coco_ground_truth_refuses_malformed_files_naming_them(tmp_path, ch
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InputError, match="bad.json"):
         coco.read_coco_ground_truth(tmp_path / "bad.json")
+
+
+def test_evaluate_on_your_own_coco_file_matches_the_gdxray_evaluation(extra_root, tmp_path):
+    """`evaluate --coco` writes C0045's tuning images as a COCO file; `evaluate
+    --annotations` on that file, with the model and with the saved detections, scores the
+    same detections against the same boxes."""
+    ann = tmp_path / "c0045.json"
+    base = ("--gdxray", str(extra_root), "--series", "C0045", "--split", "tuning")
+    proc = run_cli("evaluate", "--model", "segnet-xdefect", *base, "--threads", "1",
+                   "--device", "cpu", "--no-overlays", "--coco", str(ann),
+                   "--out", str(tmp_path / "ref"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads(proc.stdout)["metrics"]
+    images = str(extra_root / "Castings" / "C0045")
+    runs = {"model": ("--model", "segnet-xdefect", "--threads", "1", "--device", "cpu"),
+            "saved": ("--detections", str(tmp_path / "ref" / "detections"))}
+    for name, how in runs.items():
+        out = tmp_path / name
+        proc = run_cli("evaluate", *how, "--annotations", str(ann), "--image-dir", images,
+                       "--out", str(out), *(("--html",) if name == "saved" else ()))
+        assert proc.returncode == 0, proc.stderr
+        assert "ground truth: " in proc.stdout and "annotated images" in proc.stdout
+        m = json.loads((out / "metrics.json").read_text())
+        keys = ("ap", "ap11", "images", "gt_boxes", "detections", "true_positives",
+                "false_positives")
+        assert {k: m[k] for k in keys} == {k: ref[k] for k in keys}, name
+        assert m["per_series"].keys() == {"C0045"} and m["split"] == "annotated"
+        assert m["annotations"] == str(ann) and "unseen" not in m
+    assert (tmp_path / "saved" / "report.html").is_file()
+    assert len(list((tmp_path / "saved" / "overlays").glob("*.png"))) == ref["images"]
+    for extra, needle in ((base[:2], "--gdxray is for GDXray series"),
+                          (("--split", "odd"), "--split is for GDXray series"),
+                          (("--theta-sweep",), "--theta-sweep: the paper's curve"),
+                          (("--image-dir", str(tmp_path / "nope")), "no such folder")):
+        proc = run_cli("evaluate", "--model", "segnet-xdefect", "--annotations", str(ann),
+                       *extra, "--out", str(tmp_path / "x"))
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()

@@ -41,6 +41,7 @@ _EXPORTS = {
     "Evaluation": "xdefect.protocol",
     "evaluate_folder": "xdefect.protocol",
     "evaluate_detections": "xdefect.protocol",
+    "evaluate_annotated": "xdefect.protocol",
     "simulate_defects": "xdefect.simulate",
     "SamplerConfig": "xdefect.simulate",
     "BuildArgs": "xdefect.patches",
@@ -63,7 +64,8 @@ _EXPORTS = {
 __all__ = ["AdaptConfig", "AugmentParams", "BuildArgs", "CropConfig", "DataWarning",
            "DetectParams", "Detection", "Detector", "Evaluation", "InputError",
            "SamplerConfig", "ScoreMap", "SegTrainConfig", "TrainConfig", "__version__", "adapt",
-           "build_dataset", "detect_files", "evaluate_detections", "evaluate_folder",
+           "build_dataset", "detect_files", "evaluate_annotated", "evaluate_detections",
+           "evaluate_folder",
            "open_dataset", "run_demo", "simulate_defects", "train", "train_segmenter"]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,7 +78,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from xdefect.errors import DataWarning, InputError
     from xdefect.patches import BuildArgs
     from xdefect.pipelines import build_dataset, detect_files, run_demo
-    from xdefect.protocol import Evaluation, evaluate_detections, evaluate_folder
+    from xdefect.protocol import (
+        Evaluation,
+        evaluate_annotated,
+        evaluate_detections,
+        evaluate_folder,
+    )
     from xdefect.simulate import SamplerConfig, simulate_defects
     from xdefect.train import TrainConfig, train
     from xdefect.train_segment import SegTrainConfig, train_segmenter

@@ -97,12 +97,16 @@ def write_coco(path: str | os.PathLike[str], results: list[ImageResult],
 @dataclass(frozen=True)
 class AnnotatedImage:
     """One image of a COCO dataset read by :func:`read_coco_ground_truth`: its file, its
-    boxes ``(x1, y1, x2, y2)`` (0-based, half-open, float, shape ``(n, 4)``) and per box
-    whether COCO marks it a crowd region (``iscrowd``: scored as ignored)."""
+    boxes ``(x1, y1, x2, y2)`` (0-based, half-open, float, shape ``(n, 4)``), per box
+    whether COCO marks it a crowd region (``iscrowd``: a group of defects in one box, left
+    out of ``calibrate-boxes``' size ratio), and its series
+    (the image's ``series`` field, as :func:`coco_dataset` writes it, else the dataset
+    file's stem)."""
 
     path: Path
     boxes: np.ndarray
     crowd: np.ndarray
+    series: str = ""
 
 
 def _coco_list(doc: Any, key: str, where: Path) -> list[dict]:
@@ -157,7 +161,8 @@ def read_coco_ground_truth(path: str | os.PathLike[str],
 
     ``file_name`` is a path relative to ``image_dir`` (default: the JSON file's folder),
     or a file stem, as :func:`coco_dataset` writes it. Every annotation is a defect,
-    whatever its ``category_id``; ``iscrowd`` ones are kept as ignored regions. A COCO
+    whatever its ``category_id``; ``iscrowd`` ones are flagged (``crowd``); an image
+    without annotations is defect-free. A COCO
     ``bbox`` ``[x, y, w, h]`` becomes ``(x, y, x + w, y + h)``: the same pixel frame,
     0-based and half-open. :class:`InputError` naming the file for anything malformed: not
     JSON, no ``images``/``annotations`` lists, a repeated image id, an annotation of an
@@ -182,7 +187,11 @@ def read_coco_ground_truth(path: str | os.PathLike[str],
                              f"{ann.get('image_id')!r} is not among the images")
         boxes[im["id"]].append(_coco_box(ann, (im.get("width"), im.get("height")), where))
         crowd[im["id"]].append(bool(ann.get("iscrowd", 0)))
+    def series(im: dict) -> str:
+        v = im.get("series")
+        return v if isinstance(v, str) and v else where.stem
+
     return [AnnotatedImage(_image_file(folder, im.get("file_name"), where),
                            np.asarray(boxes[k], dtype=np.float64).reshape(-1, 4),
-                           np.asarray(crowd[k], dtype=bool))
+                           np.asarray(crowd[k], dtype=bool), series(im))
             for k, im in by_id.items()]

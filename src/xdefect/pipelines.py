@@ -44,6 +44,7 @@ from xdefect.io import (
     atomic_path,
     check_new_dir,
     command_line,
+    image_size,
     list_image_files,
     progress,
     read_image,
@@ -265,20 +266,18 @@ def write_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool
                                                          ev.metrics.get("theta_sweep")))
     if not (overlays or html):
         return
-    by_stem = {r.stem: r for r in ev.selection.records}
     cards = []
     for res in progress(iterable=ev.results, desc="overlays", unit="image"):
-        rec = by_stem[res.key]
-        smp = gdxray.load_sample(rec, ev.selection.ground_truth[rec.series])
+        image = read_image(ev.paths[res.key]).pixels
         if html:
             err = image_errors(res, ev.metrics["iou"], ev.metrics.get("matching", "coco"))
-            pic = marked_overlay(smp.image, res, err)
+            pic = marked_overlay(image, res, err)
             cards.append({"stem": res.key, "series": res.series, "misses": err.misses,
                           "alarms": err.false_alarms, "found": len(res.gt) - err.misses,
                           "boxes": len(res.gt), "thumb": thumbnail_uri(pic),
                           "href": f"overlays/{res.key}.png"})
         else:
-            pic = overlay(smp.image, detections=res.boxes, ground_truth=res.gt, thickness=2)
+            pic = overlay(image, detections=res.boxes, ground_truth=res.gt, thickness=2)
         write_image(folder / "overlays" / f"{res.key}.png", pic)
     if html:
         page = render_report(ev.metrics, cards, (folder / "pr_curve.png").read_bytes())
@@ -303,8 +302,7 @@ def save_evaluation(ev: Evaluation, out: str | os.PathLike[str], overlays: bool 
 def write_evaluation_coco(ev: Evaluation, path: str | os.PathLike[str]) -> Path:
     """The evaluation's ground truth as a COCO dataset at ``path`` and its detections as
     COCO results beside it (:func:`xdefect.coco.write_coco`); returns the latter's path."""
-    by_stem = {r.stem: r for r in ev.selection.records}
-    shapes = [gdxray.image_shape(by_stem[r.key].path) for r in ev.results]
+    shapes = [image_size(ev.paths[r.key]) for r in ev.results]
     return write_coco(path, ev.results, shapes)
 
 

@@ -12,6 +12,10 @@ any odd-numbered image of the same series overlaps it at IoU >= 0.5 (:data:`UNSE
 odd, not only train, because either neighbour may be a train image and the rule must not
 depend on which); the unseen-defect AP ignores seen boxes (``evaluate`` module
 docstring). It is the leak-free figure of any model trained on real defect windows.
+
+Your own images: :func:`evaluate_annotated` and :func:`evaluate_annotated_detections`
+score a model, or saved detections, on the images of a COCO dataset file
+(:func:`xdefect.coco.read_coco_ground_truth`) the same way, split ``annotated``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from xdefect import gdxray
 from xdefect.checkpoint import lineage_summary, read_card
+from xdefect.coco import AnnotatedImage, read_coco_ground_truth
 from xdefect.detect import (
     DetectParams,
     detect,
@@ -37,11 +42,13 @@ from xdefect.detect import (
 )
 from xdefect.errors import InputError
 from xdefect.evaluate import ImageResult, seen_mask, summarise, theta_sweep
-from xdefect.io import command_line, progress, read_detections
+from xdefect.io import command_line, progress, read_detections, read_image
 from xdefect.models import INFERENCE_BATCH
 
-__all__ = ["SWEEP_THETAS", "UNSEEN_RULE", "Evaluation", "Selection", "check_iou",
-           "detection_results", "evaluate_detections", "evaluate_folder", "image_result",
+__all__ = ["ANNOTATED_SPLIT", "SWEEP_THETAS", "UNSEEN_RULE", "Evaluation", "Selection",
+           "check_iou", "detection_results", "evaluate_annotated",
+           "evaluate_annotated_detections", "evaluate_detections", "evaluate_folder",
+           "image_result",
            "metrics", "model_results", "provenance", "seen_flags", "select", "wants_unseen"]
 
 if TYPE_CHECKING:
@@ -200,17 +207,28 @@ def metrics(sel: Selection, results: list[ImageResult], iou: float = 0.5,
     return m
 
 
+#: the split name of images from a COCO file (:func:`evaluate_annotated`)
+ANNOTATED_SPLIT = "annotated"
+
+
 @dataclass
 class Evaluation:
-    """An evaluation's outcome: the images covered, one result per image, the figures
-    (``metrics``: what ``metrics.json`` holds), the detection documents by file stem
-    (empty when saved detections were scored), and the theta sweep's runs if asked for."""
+    """An evaluation's outcome: the images covered (``selection``: GDXray's, None for a
+    COCO file's), one result per image, the figures (``metrics``: what ``metrics.json``
+    holds), the detection documents by file stem (empty when saved detections were
+    scored), the theta sweep's runs if asked for, and each result's image file by its
+    key (``paths``)."""
 
-    selection: Selection
+    selection: Selection | None
     results: list[ImageResult]
     metrics: dict[str, Any]
     documents: dict[str, dict] = field(default_factory=dict)
     sweep: dict[float, list[ImageResult]] | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.paths and self.selection is not None:
+            self.paths = {r.stem: r.path for r in self.selection.records}
 
     @property
     def ap(self) -> float:
@@ -260,6 +278,17 @@ def evaluate_folder(detector: Detector, root: str | os.PathLike[str] | None = No
     return Evaluation(sel, results, m, docs, runs)
 
 
+def _card_or_none(model_name: str | None) -> dict[str, Any] | None:
+    """The card of the model saved detections name, None when it is not here (provenance
+    unknown)."""
+    if not model_name:
+        return None
+    try:
+        return read_card(model_name)
+    except InputError:
+        return None
+
+
 def evaluate_detections(folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
                         split: str = "test", series: list[str] | None = None, iou: float = 0.5,
                         matching: str = "coco") -> Evaluation:
@@ -273,13 +302,90 @@ def evaluate_detections(folder: str | os.PathLike[str], root: str | os.PathLike[
     results, missing = detection_results(sel, docs)
     first = next(iter(docs.values()), {})
     model_name, params_doc = first.get("model"), first.get("params", {})
-    card = None
-    if model_name:
-        try:
-            card = read_card(model_name)
-        except InputError:
-            card = None  # the model that made them is not here: provenance unknown
-    m = metrics(sel, results, iou, matching, card)
+    m = metrics(sel, results, iou, matching, _card_or_none(model_name))
     m.update({"model": model_name, "params": params_doc,
               "images_without_detection_file": missing, "command": command_line()})
     return Evaluation(sel, results, m)
+
+
+def _annotated(annotations: str | os.PathLike[str], image_dir: str | os.PathLike[str] | None,
+               limit: int | None) -> list[AnnotatedImage]:
+    images = read_coco_ground_truth(annotations, image_dir)
+    if not images:
+        raise InputError(f"{annotations}: the COCO file lists no image")
+    stems: dict[str, Path] = {}
+    for a in images:
+        if a.path.stem in stems:
+            raise InputError(f"{annotations}: images {stems[a.path.stem]} and {a.path} share "
+                             "the file stem that names their detection and overlay files")
+        stems[a.path.stem] = a.path
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit-images {limit}: must be at least 1")
+        images = images[:limit]
+    return images
+
+
+def _annotated_metrics(annotations: str | os.PathLike[str], images: list[AnnotatedImage],
+                       results: list[ImageResult], iou: float, matching: str,
+                       card: dict[str, Any] | None) -> dict[str, Any]:
+    m = summarise(results, iou, matching)
+    prov = provenance(card, "all")
+    if prov["known"]:  # lineage names GDXray splits or folders, not these files
+        prov["trained_on_evaluated_images"] = None
+    m.update({"split": ANNOTATED_SPLIT, "annotations": str(annotations),
+              "image_dir": str(images[0].path.parent),
+              "series": sorted({a.series for a in images}), "unscored_series": [],
+              "provenance": prov})
+    return m
+
+
+def evaluate_annotated(detector: Detector, annotations: str | os.PathLike[str],
+                       image_dir: str | os.PathLike[str] | None = None, iou: float = 0.5,
+                       matching: str = "coco", limit: int | None = None) -> Evaluation:
+    """Run ``detector`` over the images of a COCO dataset file (your own annotated
+    radiographs: :func:`xdefect.coco.read_coco_ground_truth`, files under ``image_dir``,
+    default the file's folder) and score its detections at ``iou`` as
+    :func:`evaluate_folder` does; an image without annotations counts as defect-free, and
+    every box, ``iscrowd`` ones too, is one defect to find. Series: each image's
+    ``series`` field, else the file's stem. Split :data:`ANNOTATED_SPLIT`; whether the
+    model trained on these images is not known (``provenance``). ``limit``: only the first
+    ``limit`` images."""
+    check_iou(iou)
+    images = _annotated(annotations, image_dir, limit)
+    results, docs = [], {}
+    for a in progress(iterable=images, desc="evaluate", unit="image"):
+        rad = read_image(a.path)
+        dets, _ = detector.run(rad.pixels)
+        docs[a.path.stem] = detector.document(str(a.path), rad.shape, dets)
+        results.append(ImageResult(a.path.stem, a.series, *detection_arrays(dets), a.boxes))
+    m = _annotated_metrics(annotations, images, results, iou, matching, detector.card)
+    m.update({"model": detector.name, "params": detector.params.to_dict(),
+              "images_without_detection_file": 0, "command": command_line()})
+    return Evaluation(None, results, m, docs, paths={a.path.stem: a.path for a in images})
+
+
+def evaluate_annotated_detections(folder: str | os.PathLike[str],
+                                  annotations: str | os.PathLike[str],
+                                  image_dir: str | os.PathLike[str] | None = None,
+                                  iou: float = 0.5, matching: str = "coco") -> Evaluation:
+    """Score saved detection documents (``xdefect detect`` output, matched to the COCO
+    file's images by file stem; an image without one counts as no detections) like
+    :func:`evaluate_annotated`."""
+    check_iou(iou)
+    images = _annotated(annotations, image_dir, None)
+    docs = read_detections(folder)
+    results, missing = [], 0
+    for a in images:
+        d = docs.get(a.path.stem)
+        missing += d is None
+        dets = (d or {"detections": []})["detections"]
+        results.append(ImageResult(a.path.stem, a.series,
+                                   np.asarray([x["box"] for x in dets], float).reshape(-1, 4),
+                                   np.asarray([x["score"] for x in dets], float), a.boxes))
+    first = next(iter(docs.values()), {})
+    m = _annotated_metrics(annotations, images, results, iou, matching,
+                           _card_or_none(first.get("model")))
+    m.update({"model": first.get("model"), "params": first.get("params", {}),
+              "images_without_detection_file": missing, "command": command_line()})
+    return Evaluation(None, results, m, paths={a.path.stem: a.path for a in images})

@@ -45,6 +45,9 @@ def _print_provenance(m: dict[str, Any], split: str) -> None:
     if pv["trained_on_evaluated_images"]:
         print(f"  warning: this model trained on {split} images "
               f"({', '.join(pv['trained_on_image_splits'])}): these figures are not a test")
+    elif split == "annotated":
+        print("  note: your own images: whether the model trained on them (xdefect adapt on "
+              "the same folder, say) is not checked")
     elif pv["trained_on_evaluated_images"] is None:
         print("  note: the model's lineage is incomplete: which images it trained on is "
               "unknown")
@@ -54,6 +57,8 @@ def _print_metrics(m: dict[str, Any], out: Path, iou: float, split: str) -> None
     print(f"{out}: AP {fmt_ap(m['ap'])} (11-point {fmt_ap(m['ap11'])}) at IoU {iou} over "
           f"{m['images']} {split} images of {', '.join(m['series'])}, {m['gt_boxes']} "
           f"ground-truth boxes, {m['detections']} detections")
+    if "annotations" in m:
+        print(f"  ground truth: {m['annotations']} (images in {m['image_dir']})")
     r = m.get("recall_at_fppi", {})
     if "2.0" in r:
         print(f"  recall at no more than 1 / 2 false alarms per image: {r['1.0']:.3f} / "
@@ -80,25 +85,43 @@ def _print_metrics(m: dict[str, Any], out: Path, iou: float, split: str) -> None
               "(counted as no detections)")
 
 
+def _evaluation(args: argparse.Namespace) -> Any:
+    """The evaluation the arguments ask for: a model or saved detections, on GDXray images
+    or on a COCO file's."""
+    from xdefect import protocol as P
+
+    mine = {"image_dir": args.image_dir, "iou": args.iou, "matching": args.matching}
+    where = {"root": root(args.gdxray), "split": args.split or "test", "series": args.series,
+             "iou": args.iou, "matching": args.matching}
+    if args.detections is not None:
+        if args.annotations is not None:
+            return P.evaluate_annotated_detections(args.detections, args.annotations, **mine)
+        return P.evaluate_detections(args.detections, **where)
+    from xdefect.detector import Detector
+
+    det = Detector.load(args.model, device=args.device, threads=args.threads,
+                        **detect_overrides(args))
+    if args.annotations is not None:
+        return P.evaluate_annotated(det, args.annotations, **mine)
+    return P.evaluate_folder(det, **where, sweep=args.theta_sweep)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from xdefect.io import check_new_dir
     from xdefect.pipelines import save_evaluation
-    from xdefect.protocol import check_iou, evaluate_detections, evaluate_folder
+    from xdefect.protocol import check_iou
 
     check_iou(args.iou)
-    check_new_dir(args.out, args.force)  # before any work
-    where = {"root": root(args.gdxray), "split": args.split, "series": args.series,
-             "iou": args.iou, "matching": args.matching}
-    if args.detections is not None:
+    _check_image_dir(args)
+    if args.annotations is not None:
+        _refuse_gdxray_options(args)
         if args.theta_sweep:
-            raise InputError("--theta-sweep needs --model (it reruns detection per theta)")
-        ev = evaluate_detections(args.detections, **where)
-    else:
-        from xdefect.detector import Detector
-
-        det = Detector.load(args.model, device=args.device, threads=args.threads,
-                            **detect_overrides(args))
-        ev = evaluate_folder(det, **where, sweep=args.theta_sweep)
+            raise InputError("--theta-sweep: the paper's curve is for GDXray series, not "
+                             "--annotations")
+    check_new_dir(args.out, args.force)  # before any work
+    if args.detections is not None and args.theta_sweep:
+        raise InputError("--theta-sweep needs --model (it reruns detection per theta)")
+    ev = _evaluation(args)
     save_evaluation(ev, args.out, overlays=not args.no_overlays, html=args.html,
                     force=args.force)
     doc: dict[str, Any] = {"out": args.out, "metrics": ev.metrics}
@@ -111,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        "detections": write_evaluation_coco(ev, args.coco)}
 
     def summary() -> None:
-        _print_metrics(ev.metrics, args.out, args.iou, ev.selection.split)
+        _print_metrics(ev.metrics, args.out, args.iou, ev.metrics["split"])
         if args.html:
             print(f"  report: {doc['report']} (open it in a browser)")
         if args.coco is not None:
@@ -122,20 +145,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_gdxray_options(args: argparse.Namespace, split_default: str | None = None
+                           ) -> None:
+    """With ``--annotations`` (a COCO file's images), the options that choose GDXray images
+    make no sense: refuse them rather than ignore them."""
+    given = [f for f, v in (("--gdxray", args.gdxray), ("--series", args.series),
+                            ("--split", args.split != split_default)) if v]
+    if given:
+        raise InputError(f"--annotations {args.annotations}: its images are the ones used; "
+                         f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                         "GDXray series")
+    if args.image_dir is not None and not args.image_dir.is_dir():
+        raise InputError(f"--image-dir {args.image_dir}: no such folder")
+
+
+def _check_image_dir(args: argparse.Namespace) -> None:
+    if args.annotations is None and args.image_dir is not None:
+        raise InputError("--image-dir goes with --annotations (a COCO file)")
+
+
 def cmd_calibrate_boxes(args: argparse.Namespace) -> int:
     from xdefect.pipelines import calibrate_boxes
 
     if args.annotations is not None:
-        given = [f for f, v in (("--gdxray", args.gdxray), ("--series", args.series)) if v]
-        if given or args.split != "tuning":
-            raise InputError(f"--annotations {args.annotations}: its images are the examples; "
-                             f"{', '.join(given) or '--split'} is for GDXray series")
+        _refuse_gdxray_options(args, split_default="tuning")
         r = calibrate_boxes(args.model, args.out, None, images=args.images,
                             min_pairs=args.min_pairs, device=args.device, threads=args.threads,
                             annotations=args.annotations, image_dir=args.image_dir)
     else:
-        if args.image_dir is not None:
-            raise InputError("--image-dir goes with --annotations (a COCO file)")
+        _check_image_dir(args)
         r = calibrate_boxes(args.model, args.out, root(args.gdxray), args.series, args.split,
                             args.images, args.min_pairs, args.device, args.threads)
     emit(args, r, lambda: print(
@@ -173,7 +211,7 @@ def _register_calibrate(sub: Any) -> None:
     c.add_argument("--annotations", type=Path, default=None, metavar="FILE.json",
                    help="your own annotated images instead of GDXray's: a COCO dataset "
                         "(images' file_name under --image-dir, bbox [x, y, w, h]; every "
-                        "annotation a defect, iscrowd ones ignored)")
+                        "annotation a defect; iscrowd ones not compared)")
     c.add_argument("--image-dir", type=Path, default=None,
                    help="with --annotations: the folder its file_name values are relative "
                         "to (default: the COCO file's folder)")
@@ -196,12 +234,20 @@ def register(sub: Any) -> None:
                      help="folder of detection JSONs (no model needed)")
     add_root(ev, "--gdxray")
     ev.add_argument("--split", choices=("test", "even", "tuning", "val", "train", "odd", "all"),
-                    default="test",
-                    help="image split: test (= even), tuning (odd, number %% 4 == 1; val is "
-                         "its old name), train (odd, number %% 4 == 3), odd, all")
+                    default=None,
+                    help="image split: test (= even; the default), tuning (odd, number %% 4 "
+                         "== 1; val is its old name), train (odd, number %% 4 == 3), odd, all")
     ev.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven present; every series of a root "
                          "that holds none of them)")
+    ev.add_argument("--annotations", type=Path, default=None, metavar="FILE.json",
+                    help="your own annotated images instead of GDXray's: a COCO dataset "
+                         "(images' file_name under --image-dir, bbox [x, y, w, h]; every "
+                         "annotation a defect to find, an image without annotations "
+                         "defect-free); split 'annotated'")
+    ev.add_argument("--image-dir", type=Path, default=None,
+                    help="with --annotations: the folder its file_name values are relative "
+                         "to (default: the COCO file's folder)")
     ev.add_argument("--force", action="store_true",
                     help="replace an --out folder of an earlier evaluate run (never a folder "
                          "xdefect did not write); without it an existing --out is refused")
