@@ -141,6 +141,8 @@ def test_read_coco_ground_truth_converts_boxes_finds_files_and_flags_crowds(tmp_
     (lambda d: d.pop("annotations"), 'no "annotations" list'),
     (lambda d: d["images"].append({"id": 1, "file_name": "a.png"}), "id 1 missing or repeated"),
     (lambda d: d["annotations"][0].update(image_id=5), "image_id 5 is not among the images"),
+    (lambda d: d["annotations"][0].update(image_id=[1]), "image_id [1] is not among the"),
+    (lambda d: d["images"][0].update(id=[1]), "id [1] missing or repeated"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "is not four finite numbers"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2, float("nan"), 3]),
      "is not four finite numbers"),

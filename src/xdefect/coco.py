@@ -175,13 +175,14 @@ def read_coco_ground_truth(path: str | os.PathLike[str],
     anns = _coco_list(doc, "annotations", where)
     by_id: dict[Any, dict] = {}
     for im in images:
-        if "id" not in im or im["id"] in by_id:
+        if not isinstance(im.get("id"), int | str) or im["id"] in by_id:
             raise InputError(f"{where}: image id {im.get('id')!r} missing or repeated")
         by_id[im["id"]] = im
     boxes: dict[Any, list[list[float]]] = {k: [] for k in by_id}
     crowd: dict[Any, list[bool]] = {k: [] for k in by_id}
     for ann in anns:
-        im = by_id.get(ann.get("image_id"))
+        key = ann.get("image_id")
+        im = by_id.get(key) if isinstance(key, int | str) else None
         if im is None:
             raise InputError(f"{where}: annotation {ann.get('id')}: image_id "
                              f"{ann.get('image_id')!r} is not among the images")
