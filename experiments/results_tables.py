@@ -102,8 +102,15 @@ ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.jso
 #: training cut short by the end of a session resumes in the next
 #: (``experiments/loso_backgrounds.sh`` resumes it); dropped from the archive once the
 #: fold's model is finished (:func:`drop_finished_checkpoints`).
+#: Also the segmenters trained on simulated defects alone that the simulation-only
+#: ensembles average (0.7 MB each, and their checkpoints while they train): the ensembles
+#: are remade from them (``xdefect models ensemble``), so a later session adds members
+#: instead of training the old ones again (``sim-hard``, ``sim-hard-xm`` and
+#: ``sim-hard-xm-s1`` were not kept and are lost).
+SIM_MEMBERS = ("sim-hard-xm-blur2", "sim-hard-xm-blur2-s1", "sim-hard-xm-s2", "sim-hard-xm360")
 ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",
-                    "seg/loso5-*/fold*/train/last.safetensors")
+                    "seg/loso5-*/fold*/train/last.safetensors",
+                    *(f"seg/{n}/{f}.safetensors" for n in SIM_MEMBERS for f in ("model", "last")))
 #: A larger file (per-image detections of many images) stays in ``runs/`` only.
 MAX_ARCHIVED_BYTES = 3_000_000
 
