@@ -293,7 +293,48 @@ SIM_ONLY = (("sim-hard", "eval-test-sim-hard", "`sim-hard`: 20,000 steps, 2 roun
             ("sim-ens-wide", "eval-test-sim-ens-wide", "the mean of `sim-hard` and "
              "`sim-hard-xm` (`xdefect models ensemble`); the wider grid, theta down to -0.98"),
             ("sim-ens3-wide", "eval-test-sim-ens3-wide", "the mean of `sim-hard`, `sim-hard-xm` "
-             "and `sim-hard-xm-s1` (the latter with seed 1); the same grid"))
+             "and `sim-hard-xm-s1` (the latter with seed 1); the same grid"),
+            ("sim-ens4-wide-tta4", "eval-test-sim-ens4-wide-tta4", "the mean of four new "
+             "draws (`sim-hard-xm-blur2`, its seed 1, `sim-hard-xm-s2`, `sim-hard-xm360`), "
+             "four mirror views (2026-12-01); the same grid"))
+
+
+#: segmenters trained on simulated defects only and their ensembles, re-tuned on the wide
+#: grid of the paper series' tuning images (``tune-segmenter``): (run folder under
+#: ``runs/seg``, label); their tuning AP only (no test image read for most of them)
+SIM_TUNED = (
+    ("sim-hard-wide", "`sim-hard` (no contrast mixture), seed 0"),
+    ("sim-hard-xm-wide", "`sim-hard-xm` (x_max 60-180 mm), seed 0"),
+    ("sim-hard-xm-blur2-wide", "`sim-hard-xm-blur2`: as `sim-hard-xm`, edge blur 2 px, seed 0"),
+    ("sim-hard-xm-blur2-s1-wide", "`sim-hard-xm-blur2-s1`: the same, seed 1"),
+    ("sim-hard-xm-s2-wide", "`sim-hard-xm-s2`: `sim-hard-xm`, seed 2"),
+    ("sim-hard-xm360-wide", "`sim-hard-xm360`: x_max 60-360 mm (fainter voids), seed 0"),
+    ("sim-ens-wide", "mean of `sim-hard` and `sim-hard-xm`"),
+    ("sim-blur2-ens-wide", "mean of the two `sim-hard-xm-blur2` draws"),
+    ("sim-blur2-ens-wide-tta4", "the same mean, four mirror views"),
+    ("sim-ens3-wide", "mean of `sim-hard`, `sim-hard-xm`, `sim-hard-xm-s1`"),
+    ("sim-ens4-wide", "mean of the two blur draws, `sim-hard-xm-s2` and `sim-hard-xm360`"),
+    ("sim-ens4-wide-tta4", "the same mean, four mirror views"),
+)
+
+
+def sim_tuned(runs: Path = RUNS) -> str:
+    """The re-tuned simulation-only segmenters of :data:`SIM_TUNED` that have a card: the
+    settings and tuning AP their re-tuning chose, and its command."""
+    rows, commands = [], []
+    for run, label in SIM_TUNED:
+        f = runs / "seg" / run / "model.json"
+        if not f.exists():
+            continue
+        c = json.loads(f.read_text())
+        t, d = c["tuning"], c["detection"]
+        rows.append(f"| {label} | {t['theta']:g}, {t.get('extent_fraction', 0.0):g}, "
+                    f"{t['grow']} | {d.get('tta', 1)} | {_f(t['ap'])} |")
+        commands.append(c.get("retuned", {}).get("command", ""))
+    head = ("| segmenter (simulated defects only) | theta, relative extent, growth | views "
+            "| tuning AP (paper series) |\n|---|---|---|---|")
+    return "\n".join([head, *rows, "", "Commands: " + "; ".join(f"`{c}`" for c in commands
+                                                                if c)])
 
 
 def sim_only(runs: Path = RUNS) -> str:
@@ -1951,6 +1992,8 @@ def main() -> None:
             a.report)
     if any((RUNS / ev / "metrics.json").exists() for _, ev, _ in SIM_ONLY):
         text = replace_block(text, "sim-only-segmenter", sim_only(), a.report)
+    if any((RUNS / "seg" / r / "model.json").exists() for r, _ in SIM_TUNED):
+        text = replace_block(text, "sim-only-tuning", sim_tuned(), a.report)
     regions = adapt_regions()
     if regions:
         text = replace_block(text, "adapt-regions", regions, a.report)
