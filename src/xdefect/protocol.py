@@ -144,13 +144,17 @@ def detection_results(sel: Selection, docs: dict[str, dict]) -> tuple[list[Image
     unseen = wants_unseen(sel.split)
     for r in sel.records:
         d = docs.get(r.stem)
-        if d is None:
-            missing += 1
-            d = {"detections": []}
-        b = np.asarray([x["box"] for x in d["detections"]], float).reshape(-1, 4)
-        s = np.asarray([x["score"] for x in d["detections"]], float)
-        results.append(image_result(sel, r, b, s, unseen))
+        missing += d is None
+        results.append(image_result(sel, r, *_document_arrays(d), unseen))
     return results, missing
+
+
+def _document_arrays(doc: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes ``(n, 4)`` and scores ``(n,)`` of a saved detection document (none
+    without one)."""
+    dets = (doc or {"detections": []})["detections"]
+    return (np.asarray([x["box"] for x in dets], float).reshape(-1, 4),
+            np.asarray([x["score"] for x in dets], float))
 
 
 #: thresholds of the theta sweep (``y1 - y0`` lies in [-1, 1])
@@ -379,10 +383,7 @@ def evaluate_annotated_detections(folder: str | os.PathLike[str],
     for a in images:
         d = docs.get(a.path.stem)
         missing += d is None
-        dets = (d or {"detections": []})["detections"]
-        results.append(ImageResult(a.path.stem, a.series,
-                                   np.asarray([x["box"] for x in dets], float).reshape(-1, 4),
-                                   np.asarray([x["score"] for x in dets], float), a.boxes))
+        results.append(ImageResult(a.path.stem, a.series, *_document_arrays(d), a.boxes))
     first = next(iter(docs.values()), {})
     m = _annotated_metrics(annotations, images, results, iou, matching,
                            _card_or_none(first.get("model")))

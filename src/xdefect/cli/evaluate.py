@@ -185,6 +185,18 @@ def cmd_calibrate_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_annotations(p: argparse.ArgumentParser, rule: str) -> None:
+    """``--annotations FILE.json`` and ``--image-dir``: a COCO file's images instead of
+    GDXray's (``rule``: how this command reads its annotations, ending the help)."""
+    p.add_argument("--annotations", type=Path, default=None, metavar="FILE.json",
+                   help="your own annotated images instead of GDXray's: a COCO dataset "
+                        "(images' file_name under --image-dir, bbox [x, y, w, h]; every "
+                        + rule)
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="with --annotations: the folder its file_name values are relative "
+                        "to (default: the COCO file's folder)")
+
+
 def _register_calibrate(sub: Any) -> None:
     c = command(sub, "calibrate-boxes", cmd_calibrate_boxes,
                 "set a model's box size to your annotators' from a few annotated images",
@@ -208,13 +220,7 @@ def _register_calibrate(sub: Any) -> None:
     c.add_argument("--split", choices=("tuning", "val", "train", "odd"), default="tuning",
                    help="the images whose boxes set the size (default: tuning, odd n %% 4 "
                         "== 1; never the test images)")
-    c.add_argument("--annotations", type=Path, default=None, metavar="FILE.json",
-                   help="your own annotated images instead of GDXray's: a COCO dataset "
-                        "(images' file_name under --image-dir, bbox [x, y, w, h]; every "
-                        "annotation a defect; iscrowd ones not compared)")
-    c.add_argument("--image-dir", type=Path, default=None,
-                   help="with --annotations: the folder its file_name values are relative "
-                        "to (default: the COCO file's folder)")
+    _add_annotations(c, "annotation a defect; iscrowd ones not compared)")
     c.add_argument("--images", type=int_in(1, 100000), default=1,
                    help="fewest annotated images read, the first of the split with a "
                         "defect box (default 1; more are read until --min-pairs)")
@@ -240,14 +246,8 @@ def register(sub: Any) -> None:
     ev.add_argument("--series", nargs="+", default=None,
                     help="series (default: the paper's seven present; every series of a root "
                          "that holds none of them)")
-    ev.add_argument("--annotations", type=Path, default=None, metavar="FILE.json",
-                    help="your own annotated images instead of GDXray's: a COCO dataset "
-                         "(images' file_name under --image-dir, bbox [x, y, w, h]; every "
-                         "annotation a defect to find, an image without annotations "
+    _add_annotations(ev, "annotation a defect to find, an image without annotations "
                          "defect-free); split 'annotated'")
-    ev.add_argument("--image-dir", type=Path, default=None,
-                    help="with --annotations: the folder its file_name values are relative "
-                         "to (default: the COCO file's folder)")
     ev.add_argument("--force", action="store_true",
                     help="replace an --out folder of an earlier evaluate run (never a folder "
                          "xdefect did not write); without it an existing --out is refused")
