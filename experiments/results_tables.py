@@ -107,7 +107,8 @@ ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.jso
 #: are remade from them (``xdefect models ensemble``), so a later session adds members
 #: instead of training the old ones again (``sim-hard``, ``sim-hard-xm`` and
 #: ``sim-hard-xm-s1`` were not kept and are lost).
-SIM_MEMBERS = ("sim-hard-xm-blur2", "sim-hard-xm-blur2-s1", "sim-hard-xm-s2", "sim-hard-xm360")
+SIM_MEMBERS = ("sim-hard-xm-blur2", "sim-hard-xm-blur2-s1", "sim-hard-xm-s2", "sim-hard-xm360",
+               "sim-hard-xm-lcn", "sim-hard-xm-lcn-s1")
 ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",
                     "seg/loso5-*/fold*/train/last.safetensors",
                     *(f"seg/{n}/{f}.safetensors" for n in SIM_MEMBERS for f in ("model", "last")))
@@ -296,7 +297,11 @@ SIM_ONLY = (("sim-hard", "eval-test-sim-hard", "`sim-hard`: 20,000 steps, 2 roun
              "and `sim-hard-xm-s1` (the latter with seed 1); the same grid"),
             ("sim-ens4-wide-tta4", "eval-test-sim-ens4-wide-tta4", "the mean of four new "
              "draws (`sim-hard-xm-blur2`, its seed 1, `sim-hard-xm-s2`, `sim-hard-xm360`), "
-             "four mirror views (2026-12-01); the same grid"))
+             "four mirror views (2026-12-01); the same grid"),
+            ("sim-ens6-wide-tta4", "eval-test-sim-ens6-wide-tta4", "the mean of those four "
+             "and two draws with a local contrast channel (`sim-hard-xm-lcn`, its seed 1: "
+             "`--arch segnet-lcn`), four mirror views (2026-12-01, fourth session); the same "
+             "grid"))
 
 
 #: segmenters trained on simulated defects only and their ensembles, re-tuned on the wide
@@ -315,6 +320,13 @@ SIM_TUNED = (
     ("sim-ens3-wide", "mean of `sim-hard`, `sim-hard-xm`, `sim-hard-xm-s1`"),
     ("sim-ens4-wide", "mean of the two blur draws, `sim-hard-xm-s2` and `sim-hard-xm360`"),
     ("sim-ens4-wide-tta4", "the same mean, four mirror views"),
+    ("sim-hard-xm-lcn-wide", "`sim-hard-xm-lcn`: `sim-hard-xm` with a local contrast "
+     "channel (`--arch segnet-lcn`), seed 0"),
+    ("sim-hard-xm-lcn-s1-wide", "`sim-hard-xm-lcn-s1`: the same, seed 1"),
+    ("sim-lcn-ens-wide", "mean of the two local-contrast draws"),
+    ("sim-lcn-ens-wide-tta4", "the same mean, four mirror views"),
+    ("sim-ens6-wide-tta4", "mean of the four `sim-ens4` members and the two local-contrast "
+     "draws, four mirror views"),
 )
 
 
@@ -1270,6 +1282,31 @@ def loso_localisation(doc: dict) -> str:
                               "", f"Command: `{doc['command']}`"])
 
 
+def tuning_misses(doc: dict) -> str:
+    """``experiments/tuning_misses.py``: per model and series, the tuning images' boxes
+    found, never lit (the score never reaches theta inside them) and lit but missed (by
+    kind), the unlit boxes' peak probabilities and the found and unlit boxes' contrasts."""
+    lines = ["| model | series | boxes | found | never above theta | lit, missed: nothing / "
+             "merged / too small / too big | unlit: median peak p; with p >= 0.05 / 0.1 / "
+             "0.2 | contrast (grey levels): found, unlit | AP | false alarms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for d in doc["models"]:
+        for s, v in [("all", d["pooled"]), *d["series"].items()]:
+            m, at = v["lit_missed"], v["unlit_peak_p_at_least"]
+            name = f"`{d['name']}` (theta {d['theta']:g}, {d['tta']} views)" if s == "all" \
+                else ""
+            lines.append(
+                f"| {name} | {s} | {v['boxes']} | {v['found']} | {v['unlit']} | "
+                f"{m['nothing']} / {m['merged']} / {m['too small']} / {m['too big']} | "
+                f"{_f(v['unlit_peak_p_median'], 3)}; {at['0.05']} / {at['0.1']} / "
+                f"{at['0.2']} | {_f(v['contrast_found'], 1)}, {_f(v['contrast_unlit'], 1)} "
+                f"| {_f(v['ap'], 3)} | {v['false_alarms']} |")
+    roots = ", ".join(f"`{r}`" for r in doc["roots"])
+    return "\n".join(lines + ["", f"Annotated tuning images (odd, n % 4 == 1) of {roots}; "
+                                  "each model with its card's settings.", "",
+                               f"Command: `{doc['command']}`"])
+
+
 #: ``experiments/loso_box_scale.py`` result files (block ``loso-box-scale``), the first
 #: shown per series
 BOX_SCALE_RUNS = ("loso5_box_loso5-ext.json", "loso5_box_loso5-ext-fa2.json",
@@ -1943,6 +1980,7 @@ def main() -> None:
                            ("loso-localisation-bg", RUNS / "loso_localisation_bg.json",
                             loso_localisation),
                            ("adapt-box-scale", RUNS / "adapt_box_scale.json", adapt_box_scale),
+                           ("tuning-misses", RUNS / "tuning_misses.json", tuning_misses),
                            ("adapt-distill-confident", ADAPT_CONFIDENT,
                             lambda d: adapt_table(d, ADAPT_CONFIDENT)),
                            ("adapt-longhard", ADAPT_LONGHARD,

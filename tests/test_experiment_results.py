@@ -621,6 +621,46 @@ def test_loso_localisation_sorts_each_missed_defect_by_its_best_overlapping_box(
     assert "| C0000 | 6 | 0.50 / 0.50 / 0.50 | 1 / 2 / 1 / 1 | 2.00, 1.00 |" in text
 
 
+def test_tuning_misses_reads_box_peaks_and_sorts_the_lit_from_the_unlit():
+    import numpy as np
+
+    from xdefect.evaluate import ImageResult
+
+    tm = _experiment("tuning_misses")
+    values = np.full((40, 60), -0.9)
+    values[5, 12] = 0.7  # the pixel (x 12, y 5)
+    values[30, 50] = 0.2  # (x 50, y 30): just outside the half-open box below
+    boxes = np.array([[10, 0, 20, 10], [40, 20, 50, 30], [100, 100, 110, 110]], float)
+    assert tm.box_peaks(values, boxes).tolist() == pytest.approx([0.7, -0.9, -1.0])
+    # a coarser map: values[i, j] at the pixel (j*4 + 16, i*4 + 16); the box x 16-21,
+    # y 16-21 holds the grid pixels (16, 16) and (20, 20) only
+    coarse = np.zeros((5, 5))
+    coarse[1, 1], coarse[2, 2] = 0.5, 0.9
+    assert tm.box_peaks(coarse, np.array([[16, 16, 21, 21]]), 4, 16)[0] == pytest.approx(0.5)
+    rows = [{"found": True, "lit": True, "peak": 0.9, "kind": None, "contrast": 20.0},
+            {"found": False, "lit": True, "peak": 0.5, "kind": "too small", "contrast": 9.0},
+            {"found": False, "lit": False, "peak": -0.88, "kind": "nothing", "contrast": 4.0},
+            {"found": False, "lit": False, "peak": -0.7, "kind": "nothing", "contrast": 6.0}]
+    gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], float)
+    r = ImageResult("a", "C0000", np.array([[0, 0, 10, 10], [100, 0, 110, 10]], float),
+                    np.array([0.9, 0.8]), gt)
+    b = tm.series_block(rows, [r])
+    assert (b["boxes"], b["found"], b["unlit"]) == (4, 1, 2)
+    assert b["lit_missed"] == {"nothing": 0, "merged": 0, "too small": 1, "too big": 0}
+    # unlit peaks p = 0.06 and 0.15
+    assert b["unlit_peak_p_median"] == pytest.approx(0.105)
+    assert b["unlit_peak_p_at_least"] == {"0.05": 2, "0.1": 1, "0.2": 0}
+    assert (b["contrast_found"], b["contrast_unlit"]) == (20.0, 5.0)
+    assert b["false_alarms"] == 1 and b["ap"] == pytest.approx(0.25)
+    doc = {"roots": ["r"], "command": "c",
+           "models": [{"name": "m", "theta": 0.0, "tta": 4, "pooled": b,
+                       "series": {"C0000": b}}]}
+    text = _tables().tuning_misses(doc)
+    assert "| `m` (theta 0, 4 views) | all | 4 | 1 | 2 | 0 / 0 / 1 / 0 | 0.105; 2 / 1 / 0 |" \
+        in text
+    assert "|  | C0000 | 4 | 1 | 2 |" in text
+
+
 def test_loso_localisation_ranks_each_series_by_its_own_precision():
     import numpy as np
 
