@@ -108,12 +108,16 @@ ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.jso
 #: instead of training the old ones again (``sim-hard``, ``sim-hard-xm`` and
 #: ``sim-hard-xm-s1`` were not kept and are lost).
 SIM_MEMBERS = ("sim-hard-xm-blur2", "sim-hard-xm-blur2-s1", "sim-hard-xm-s2", "sim-hard-xm360",
-               "sim-hard-xm-lcn", "sim-hard-xm-lcn-s1")
+               "sim-hard-xm-lcn", "sim-hard-xm-lcn-s1", "sim-hard-xm-lcn-s2",
+               "sim-hard-xm-lcn-s3")
 ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",
                     "seg/loso5-*/fold*/train/last.safetensors",
                     *(f"seg/{n}/{f}.safetensors" for n in SIM_MEMBERS for f in ("model", "last")))
 #: A larger file (per-image detections of many images) stays in ``runs/`` only.
 MAX_ARCHIVED_BYTES = 3_000_000
+#: a run's hard negatives so far (``xdefect.train_segment.HARD_FILE``), archived beside
+#: its checkpoint: a resumed run reads them
+HARD_NEGATIVES = "hard_negatives.json"
 
 
 def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
@@ -148,6 +152,9 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
     docs = {f for g in globs for f in runs.glob(g) if f.is_file()}
     models = {f for g in weights for f in runs.glob(g) if f.is_file()
               and not _finished_checkpoint(f)}
+    # what a checkpoint needs to resume: its card and the run's hard negatives so far
+    docs |= {d for f in models if f.name == "last.safetensors"
+             for d in (f.with_suffix(".json"), f.parent / HARD_NEGATIVES) if d.is_file()}
     for f in sorted(docs | models):
         if f.stat().st_size > max_bytes:  # never read whole
             left.append(f)
@@ -166,11 +173,13 @@ def archive_results(runs: Path = RUNS, archive: Path = ARCHIVE,
 
 def drop_finished_checkpoints(archive: Path = ARCHIVE) -> list[Path]:
     """Delete every archived ``last.safetensors`` (a training checkpoint) whose run folder
-    in ``archive`` holds the finished ``model.safetensors``; returns the files deleted."""
+    in ``archive`` holds the finished ``model.safetensors``, with its card
+    (``last.json``); returns the checkpoints deleted."""
     gone = [f for f in sorted(archive.rglob("last.safetensors")) if _finished_checkpoint(f)
             ] if archive.is_dir() else []
     for f in gone:
         f.unlink()
+        f.with_suffix(".json").unlink(missing_ok=True)
     return gone
 
 

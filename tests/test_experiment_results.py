@@ -99,14 +99,23 @@ def test_leave_series_out_folds_are_archived_with_detections_and_weights(tmp_pat
     (runs / "seg" / "loso5-bg" / "fold3" / "train").mkdir(parents=True)
     ck = runs / "seg" / "loso5-bg" / "fold3" / "train" / "last.safetensors"
     ck.write_bytes(b"checkpoint")
-    assert rt.archive_results(runs, arch)[0] == [arch / ck.relative_to(runs)]
+    # with what resuming it needs: its card and the hard negatives mined so far
+    ck.with_suffix(".json").write_text('{"step": 500}')
+    (ck.parent / "hard_negatives.json").write_text('{"rounds": []}')
+    assert rt.archive_results(runs, arch)[0] == [arch / ck.parent.relative_to(runs) / n for n
+                                                 in ("hard_negatives.json", "last.json",
+                                                     "last.safetensors")]
     assert rt.drop_finished_checkpoints(arch) == []
-    assert (tmp_path / "fresh2" / ck.relative_to(runs)) in rt.restore(arch, tmp_path / "fresh2")
+    back = rt.restore(arch, tmp_path / "fresh2")
+    assert {tmp_path / "fresh2" / ck.parent.relative_to(runs) / n
+            for n in ("hard_negatives.json", "last.json", "last.safetensors")} <= set(back)
     ck.unlink()
+    ck.with_suffix(".json").unlink()  # (training removes both when it finishes)
     (ck.parent / "model.safetensors").write_bytes(b"finished")
     rt.archive_results(runs, arch)
     assert rt.drop_finished_checkpoints(arch) == [arch / ck.relative_to(runs)]
     assert not (arch / ck.relative_to(runs)).exists()
+    assert not (arch / ck.with_suffix(".json").relative_to(runs)).exists()
     # a weights glob matching a file that is not safetensors: left out, never archived
     (runs / "seg" / "loso5-bg" / "fold2" / "train" / "model.pt").write_bytes(b"pickle")
     done, left = rt.archive_results(runs, arch, weights=("seg/*/fold*/train/*.pt",))
