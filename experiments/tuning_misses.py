@@ -5,7 +5,9 @@ Runs each model (a file or a bundled name, with its card's detection settings, v
 included) on the annotated tuning images (odd, n % 4 == 1) of ``--gdxray`` and sorts every
 ground-truth box:
 
-* ``found``: a detection matches it at IoU 0.5 (COCO matching, as ``xdefect evaluate``);
+* ``found``: a detection overlaps it at IoU >= 0.5 (the rule of
+  ``loso_localisation.miss_kinds``; one detection may count for two boxes here, where
+  ``xdefect evaluate``'s matching gives it one: the AP column is the evaluation's);
 * ``unlit``: the model's score map never reaches the detection threshold ``theta`` inside
   the box, so no region can start there (a recall miss: no setting of the boxes finds it);
 * ``lit``: it does, but no detection matches it; its best-overlapping detection says how
