@@ -310,7 +310,10 @@ SIM_ONLY = (("sim-hard", "eval-test-sim-hard", "`sim-hard`: 20,000 steps, 2 roun
             ("sim-ens6-wide-tta4", "eval-test-sim-ens6-wide-tta4", "the mean of those four "
              "and two draws with a local contrast channel (`sim-hard-xm-lcn`, its seed 1: "
              "`--arch segnet-lcn`), four mirror views (2026-12-01, fourth session); the same "
-             "grid"))
+             "grid"),
+            ("sim-ens8-wide-tta4", "eval-test-sim-ens8-wide-tta4", "the mean of those six "
+             "and two more local-contrast draws (seeds 2 and 3), four mirror views "
+             "(2026-12-01, fifth session); the same grid"))
 
 
 #: segmenters trained on simulated defects only and their ensembles, re-tuned on the wide
@@ -336,6 +339,12 @@ SIM_TUNED = (
     ("sim-lcn-ens-wide-tta4", "the same mean, four mirror views"),
     ("sim-ens6-wide-tta4", "mean of the four `sim-ens4` members and the two local-contrast "
      "draws, four mirror views"),
+    ("sim-hard-xm-lcn-s2-wide", "`sim-hard-xm-lcn-s2`: local contrast channel, seed 2"),
+    ("sim-hard-xm-lcn-s3-wide", "`sim-hard-xm-lcn-s3`: local contrast channel, seed 3"),
+    ("sim-lcn4-wide-tta4", "mean of the four local-contrast draws (seeds 0-3), four mirror "
+     "views"),
+    ("sim-ens8-wide-tta4", "mean of the six `sim-ens6` members and local-contrast seeds 2 "
+     "and 3, four mirror views"),
 )
 
 
