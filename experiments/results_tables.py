@@ -42,6 +42,8 @@ from pathlib import Path
 
 import model_figures  # experiments/, beside this script
 
+from xdefect.checkpoint import rebuild_ensemble
+from xdefect.errors import InputError
 from xdefect.io import atomic_path
 
 #: captions of the per-series test tables of the segmenter on simulated defects only
@@ -132,6 +134,31 @@ def restore(archive: Path = ARCHIVE, runs: Path = RUNS) -> list[Path]:
             _write(dst, f.read_bytes())
             out.append(dst)
     return out
+
+
+def restore_ensembles(runs: Path = RUNS) -> tuple[list[Path], list[str]]:
+    """Rebuild the weights of every ensemble card under ``runs`` that lacks them (the
+    archive keeps ensemble cards, not their weights, which are only their members')
+    from the member files the card records (:func:`xdefect.checkpoint.rebuild_ensemble`:
+    members' and result's checksums checked). Member paths are as recorded, relative to
+    the project root. Returns (weights written, one line per card left without them:
+    a member not archived, or a checksum that differs)."""
+    done, left = [], []
+    for card in sorted(runs.rglob("model.json")):
+        if card.with_suffix(".safetensors").exists():
+            continue
+        try:
+            doc = json.loads(card.read_text())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        arch = doc.get("arch") if isinstance(doc, dict) else None
+        if not (isinstance(arch, dict) and arch.get("members")):
+            continue
+        try:
+            done.append(rebuild_ensemble(card))
+        except InputError as exc:
+            left.append(str(exc))
+    return done, left
 
 
 def _write(dst: Path, data: bytes) -> None:
@@ -1979,6 +2006,13 @@ def main() -> None:
     back = [] if a.no_restore else restore()
     if back:
         print(f"{len(back)} result file(s) restored from {ARCHIVE} into {RUNS}/")
+    if not a.no_restore:
+        built, left = restore_ensembles()
+        if built:
+            print(f"{len(built)} ensemble(s) rebuilt from their members' archived weights")
+        for line in left:
+            if "is missing" not in line:  # a lost member is expected: not archived then
+                print(f"ensemble not rebuilt: {line}")
     text = a.report.read_text()
     for name, path, fn in (("seriesout-all", a.series_out_all, series_out_all),
                            ("pyramid", a.pyramid, pyramid),

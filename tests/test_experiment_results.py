@@ -64,6 +64,45 @@ def test_restore_fills_only_missing_files(tmp_path):
     assert rt.restore(tmp_path / "nothing", runs) == []
 
 
+def test_restore_rebuilds_ensembles_from_archived_members(tmp_path, monkeypatch):
+    """The archive keeps an ensemble's card, not its weights (its members' only): the
+    restore step rebuilds them, the plain and the re-tuned card alike, and leaves a card
+    whose member was never archived without weights."""
+    import torch
+
+    from xdefect.checkpoint import ensemble_segmenters, save_model
+    from xdefect.segment import create_segmenter
+
+    rt = _tables()
+    monkeypatch.chdir(tmp_path)  # member paths are recorded relative to the project root
+    runs = Path("runs")
+    for i, arch in enumerate(("segnet", "segnet-lcn")):
+        torch.manual_seed(i)
+        save_model(runs / "seg" / f"m{i}" / "model.safetensors",
+                   create_segmenter(arch).eval(), {"lineage": []})
+    ens = ensemble_segmenters([runs / "seg" / f"m{i}" / "model.safetensors" for i in (0, 1)],
+                              runs / "seg" / "ens")
+    tuned = runs / "seg" / "ens-tuned"
+    tuned.mkdir()
+    card = json.loads((runs / "seg" / "ens" / "model.json").read_text())
+    (tuned / "model.json").write_text(json.dumps({**card, "detection": {"theta": 0.1}}))
+    lost = runs / "seg" / "lost"
+    lost.mkdir()
+    stage = card["lineage"][-1]
+    (lost / "model.json").write_text(json.dumps(
+        {**card, "lineage": [{**stage, "members": [{**stage["members"][0],
+                                                    "file": "runs/seg/gone/model.safetensors"},
+                                                   stage["members"][1]]}]}))
+    data = Path(ens["model"]).read_bytes()
+    Path(ens["model"]).unlink()
+    built, left = rt.restore_ensembles(runs)
+    assert built == [runs / "seg" / n / "model.safetensors" for n in ("ens", "ens-tuned")]
+    assert all(p.read_bytes() == data for p in built)
+    assert len(left) == 1 and "member 0 (runs/seg/gone/model.safetensors) is missing" in left[0]
+    assert not (lost / "model.safetensors").exists()
+    assert rt.restore_ensembles(runs) == ([], left)  # nothing twice
+
+
 def test_leave_series_out_folds_are_archived_with_detections_and_weights(tmp_path):
     """A fold of experiments/loso_library.sh and its kin survives a new checkout: cards,
     held-out detections and the finished fold model, not the training checkpoint."""

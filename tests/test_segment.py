@@ -15,6 +15,7 @@ from xdefect.checkpoint import (
     load_model,
     load_tensors,
     read_card,
+    rebuild_ensemble,
     save_model,
     save_tensors,
 )
@@ -924,6 +925,37 @@ def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
                 "--out", str(tmp_path / "t"), "--threads", "1", "--device", "cpu")
     assert t.returncode == 0, t.stderr
     assert isinstance(load_model(tmp_path / "t" / "model.safetensors")[0], SegEnsemble)
+    # a card travels without its weights (only the members'): rebuilt from the member
+    # files its ensemble stage records, the re-tuned copy too, byte for byte
+    for run in (tmp_path / "e", tmp_path / "t"):
+        w = run / "model.safetensors"
+        data = w.read_bytes()
+        w.unlink()
+        assert rebuild_ensemble(run / "model.json") == w and w.read_bytes() == data
+    with pytest.raises(InputError, match="exists already"):
+        rebuild_ensemble(tmp_path / "e" / "model.json")
+    with pytest.raises(InputError, match="not an ensemble"):
+        rebuild_ensemble(a.with_suffix(".json"))
+    # a member changed since (or a card edited): refused, nothing written
+    (tmp_path / "t" / "model.safetensors").unlink()
+    moved = tmp_path / "lcn-moved.safetensors"
+    b.rename(moved)
+    b.with_suffix(".json").rename(moved.with_suffix(".json"))
+    with pytest.raises(InputError, match="member 1 .* is missing"):
+        rebuild_ensemble(tmp_path / "t" / "model.json")
+    save_tensors(b, {k: v + 1 for k, v in load_tensors(moved).items()}, read_card(moved))
+    with pytest.raises(InputError, match="sha256 differs"):
+        rebuild_ensemble(tmp_path / "t" / "model.json")
+    assert not list((tmp_path / "t").glob("*.safetensors*"))
+    moved.with_suffix(".json").rename(b.with_suffix(".json"))
+    moved.rename(b)
+    tuned = json.loads((tmp_path / "t" / "model.json").read_text())
+    (tmp_path / "t" / "model.json").write_text(json.dumps({**tuned, "weights_sha256": "0"}))
+    with pytest.raises(InputError, match="weights_sha256 differs"):
+        rebuild_ensemble(tmp_path / "t" / "model.json")
+    assert not list((tmp_path / "t").glob("*.safetensors*"))
+    (tmp_path / "t" / "model.json").write_text(json.dumps(tuned))
+    rebuild_ensemble(tmp_path / "t" / "model.json")
     d = casting_folder(tmp_path, 2, seed=1)
     ad = run_cli("adapt", "--images", str(d), "--from", str(model), "--out",
                  str(tmp_path / "ad"), "--steps", "2", "--threads", "1")

@@ -43,6 +43,7 @@ from xdefect.segment import (
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_CLASSIFIER",
            "DEFAULT_MODEL", "MODEL_FORMAT", "WEIGHTS_DIR", "bundled_model", "card_lineage",
            "derived_run", "describe_model", "ensemble_segmenters", "init_record",
+           "rebuild_ensemble",
            "lineage_summary",
            "load_model", "load_tensors",
            "model_state", "optimizer_tensors", "prefixed", "read_card", "resolve_model",
@@ -295,6 +296,38 @@ def ensemble_segmenters(models: list[str | os.PathLike[str]], out: str | os.Path
                  _ensemble_card(cfg, paths, cards, name or run.name))
     return {"model": str(run / "model.safetensors"), "members": [str(p) for p in paths],
             "params": cfg.params()}
+
+
+def rebuild_ensemble(card_path: str | os.PathLike[str]) -> Path:
+    """Write the missing tensors file of an ensemble's card (``RUN/model.json``, also a
+    re-tuned copy of one) from the member files its ``ensemble`` lineage stage records:
+    an ensemble's weights are nothing but its members' (:func:`ensemble_segmenters`),
+    so a card can travel without them. Each member file must exist and match the
+    checksum the stage recorded, and the file written must match the card's
+    ``weights_sha256``; otherwise :class:`InputError` naming the file, and nothing is
+    written. Returns the weights' path (``RUN/model.safetensors``)."""
+    weights = Path(card_path).with_suffix(".safetensors")
+    card = read_card(weights)
+    stages = [st for st in card_lineage(card) if st.get("kind") == "ensemble"]
+    if not card["arch"].get("members") or not stages:
+        raise InputError(f"{sidecar(weights)}: not an ensemble's card")
+    if weights.exists():
+        raise InputError(f"{weights}: exists already (nothing to rebuild)")
+    tensors: dict[str, torch.Tensor] = {}
+    for i, m in enumerate(stages[-1].get("members") or []):
+        f = Path(str(m.get("file")))
+        if not f.is_file():
+            raise InputError(f"{sidecar(weights)}: member {i} ({f}) is missing")
+        if sha256_file(f) != m.get("sha256"):
+            raise InputError(f"{f}: not the weights {sidecar(weights)} records as member "
+                             f"{i} (sha256 differs)")
+        tensors.update(prefixed(f"members.{i}", load_tensors(f)))
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp))
+        if sha256_file(tmp) != card.get("weights_sha256"):
+            raise InputError(f"{weights}: the members' tensors do not give the weights its "
+                             "card records (weights_sha256 differs)")
+    return weights
 
 
 def _ensemble_card(cfg: SegConfig, paths: list[Path], cards: list[dict[str, Any]], name: str
