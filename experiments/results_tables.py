@@ -112,9 +112,13 @@ ARCHIVED = ("*.json", "*/adapt_series.json", "*/series_out.json", "*/metrics.jso
 SIM_MEMBERS = ("sim-hard-xm-blur2", "sim-hard-xm-blur2-s1", "sim-hard-xm-s2", "sim-hard-xm360",
                "sim-hard-xm-lcn", "sim-hard-xm-lcn-s1", "sim-hard-xm-lcn-s2",
                "sim-hard-xm-lcn-s3")
+#: And the segmenters trained on real defects that an ensemble may take as members beside
+#: the bundled ``segnet-xdefect`` (``long-hard``'s weights).
+REAL_MEMBERS = ("long-hard-lcn",)
 ARCHIVED_WEIGHTS = ("seg/loso5-*/fold*/train/model.safetensors",
                     "seg/loso5-*/fold*/train/last.safetensors",
-                    *(f"seg/{n}/{f}.safetensors" for n in SIM_MEMBERS for f in ("model", "last")))
+                    *(f"seg/{n}/{f}.safetensors" for n in SIM_MEMBERS + REAL_MEMBERS
+                      for f in ("model", "last")))
 #: A larger file (per-image detections of many images) stays in ``runs/`` only.
 MAX_ARCHIVED_BYTES = 3_000_000
 #: a run's hard negatives so far (``xdefect.train_segment.HARD_FILE``), archived beside
