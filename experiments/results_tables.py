@@ -1749,6 +1749,10 @@ LIBRARY_LOSO_ROWS = (
                           "0.3 in the choice"),
     ("loso5_seeds_s1.json", "the default's recipe per fold, seeds 0 and 1 averaged, 4 views "
                             "each, nothing retrained"),
+    ("loso5_lcn.json", "the default's recipe per fold with the local contrast channel "
+                       "(`--arch segnet-lcn`), relative extents 0.2 and 0.3 in the choice"),
+    ("loso5_lcn-fa2.json", "the same, cut at each fold's report threshold for 2 false alarms "
+                           "per tuning image"),
     ("loso5_bg.json", "the default's recipe per fold with the eleven unannotated series' "
                       "train images as backgrounds (never mined), relative extents 0.2 and "
                       "0.3 in the choice"),
@@ -2057,6 +2061,8 @@ def main() -> None:
                            ("loso-library-ext-fa2", RUNS / "loso5_ext-fa2.json", loso_library),
                            ("loso-library-s1", RUNS / "loso5_ext_s1.json", loso_library),
                            ("loso-seeds", RUNS / "loso5_seeds_s1.json", loso_library),
+                           ("loso-lcn", RUNS / "loso5_lcn.json", loso_library),
+                           ("loso-lcn-fa2", RUNS / "loso5_lcn-fa2.json", loso_library),
                            ("loso-backgrounds", RUNS / "loso5_bg.json", loso_library),
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
