@@ -910,6 +910,9 @@ DEFAULT_CANDIDATES = (
                                "and joining in the choice"),
     ("seeds-ens-tta4-join", "the mean of `long-hard` (the bundled weights) and its seed 1 "
                             "(`xdefect models ensemble`); 4 views each"),
+    ("long-hard-lcn-tta8-join", "`long-hard-lcn`: `long-hard`'s recipe with the local "
+                                "contrast channel (`--arch segnet-lcn`); 8 views, relative "
+                                "extent and joining in the choice"),
 )
 
 
