@@ -12,6 +12,7 @@ from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
 from xdefect.checkpoint import (
+    ensemble_segmenters,
     load_model,
     load_tensors,
     read_card,
@@ -956,6 +957,22 @@ def test_ensemble_of_segmenter_files(trained, phantom_root, tmp_path):
     assert not list((tmp_path / "t").glob("*.safetensors*"))
     (tmp_path / "t" / "model.json").write_text(json.dumps(tuned))
     rebuild_ensemble(tmp_path / "t" / "model.json")
+    # a card whose members are not records: one line, no traceback
+    bad = json.loads((tmp_path / "e" / "model.json").read_text())
+    bad["lineage"][-1]["members"] = ["a.safetensors", "b.safetensors"]
+    (tmp_path / "badcard").mkdir()
+    (tmp_path / "badcard" / "model.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match="not an ensemble's card"):
+        rebuild_ensemble(tmp_path / "badcard" / "model.json")
+    # a bundled member recorded at another checkout's path: found by its checksum
+    ensemble_segmenters(["segnet-xdefect", b], tmp_path / "withbundled")
+    w = tmp_path / "withbundled" / "model.safetensors"
+    data = w.read_bytes()
+    card = json.loads(w.with_suffix(".json").read_text())
+    card["lineage"][-1]["members"][0]["file"] = "/elsewhere/weights/segnet-xdefect.safetensors"
+    w.with_suffix(".json").write_text(json.dumps(card))
+    w.unlink()
+    assert rebuild_ensemble(w.with_suffix(".json")).read_bytes() == data
     d = casting_folder(tmp_path, 2, seed=1)
     ad = run_cli("adapt", "--images", str(d), "--from", str(model), "--out",
                  str(tmp_path / "ad"), "--steps", "2", "--threads", "1")

@@ -302,25 +302,30 @@ def rebuild_ensemble(card_path: str | os.PathLike[str]) -> Path:
     """Write the missing tensors file of an ensemble's card (``RUN/model.json``, also a
     re-tuned copy of one) from the member files its ``ensemble`` lineage stage records:
     an ensemble's weights are nothing but its members' (:func:`ensemble_segmenters`),
-    so a card can travel without them. Each member file must exist and match the
-    checksum the stage recorded, and the file written must match the card's
-    ``weights_sha256``; otherwise :class:`InputError` naming the file, and nothing is
-    written. Returns the weights' path (``RUN/model.safetensors``)."""
+    so a card can travel without them. A member recorded at a path that is gone is
+    looked for among the bundled models (:data:`BUNDLED`) by its checksum. Each member
+    file must match the checksum the stage recorded, and the file written must match the
+    card's ``weights_sha256``; otherwise :class:`InputError` naming the file, and nothing
+    is written. Returns the weights' path (``RUN/model.safetensors``)."""
     weights = Path(card_path).with_suffix(".safetensors")
-    card = read_card(weights)
-    stages = [st for st in card_lineage(card) if st.get("kind") == "ensemble"]
-    if not card["arch"].get("members") or not stages:
-        raise InputError(f"{sidecar(weights)}: not an ensemble's card")
+    card, where = read_card(weights), sidecar(weights)
+    lineage = card_lineage(card)
+    stages = [st for st in lineage if isinstance(st, dict) and st.get("kind") == "ensemble"]
+    members = stages[-1].get("members") if stages else None
+    if not (isinstance(card["arch"], dict) and card["arch"].get("members")
+            and isinstance(members, list) and members
+            and all(isinstance(m, dict) for m in members)):
+        raise InputError(f"{where}: not an ensemble's card (no members recorded)")
     if weights.exists():
         raise InputError(f"{weights}: exists already (nothing to rebuild)")
     tensors: dict[str, torch.Tensor] = {}
-    for i, m in enumerate(stages[-1].get("members") or []):
-        f = Path(str(m.get("file")))
-        if not f.is_file():
-            raise InputError(f"{sidecar(weights)}: member {i} ({f}) is missing")
+    for i, m in enumerate(members):
+        f = _member_file(Path(str(m.get("file"))), m.get("sha256"))
+        if f is None:
+            raise InputError(f"{where}: member {i} ({m.get('file')}) is missing")
         if sha256_file(f) != m.get("sha256"):
-            raise InputError(f"{f}: not the weights {sidecar(weights)} records as member "
-                             f"{i} (sha256 differs)")
+            raise InputError(f"{f}: not the weights {where} records as member {i} (sha256 "
+                             "differs)")
         tensors.update(prefixed(f"members.{i}", load_tensors(f)))
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp))
@@ -328,6 +333,15 @@ def rebuild_ensemble(card_path: str | os.PathLike[str]) -> Path:
             raise InputError(f"{weights}: the members' tensors do not give the weights its "
                              "card records (weights_sha256 differs)")
     return weights
+
+
+def _member_file(path: Path, sha: object) -> Path | None:
+    """``path`` where it exists, else the bundled model whose checksum is ``sha`` (an
+    ensemble made in another checkout records the bundled file's path there)."""
+    if path.is_file():
+        return path
+    found = (bundled_model(n) for n in BUNDLED)
+    return next((b for b in found if b is not None and sha256_file(b) == sha), None)
 
 
 def _ensemble_card(cfg: SegConfig, paths: list[Path], cards: list[dict[str, Any]], name: str
