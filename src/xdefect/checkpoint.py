@@ -43,10 +43,10 @@ from xdefect.segment import (
 __all__ = ["BUNDLED", "BUNDLED_ALIASES", "CHECKPOINT_FORMAT", "DEFAULT_CLASSIFIER",
            "DEFAULT_MODEL", "MODEL_FORMAT", "WEIGHTS_DIR", "bundled_model", "card_lineage",
            "derived_run", "describe_model", "ensemble_segmenters", "init_record",
-           "rebuild_ensemble",
            "lineage_summary",
            "load_model", "load_tensors",
-           "model_state", "optimizer_tensors", "prefixed", "read_card", "resolve_model",
+           "model_state", "optimizer_tensors", "prefixed", "read_card", "rebuild_ensemble",
+           "resolve_model",
            "restore_optimizer", "save_model", "save_tensors", "sidecar", "unprefixed"]
 
 MODEL_FORMAT = "xdefect-model/1"
