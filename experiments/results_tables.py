@@ -1734,19 +1734,21 @@ LIBRARY_LOSO_ROWS = (
     ("loso5_hard.json", "leave-series-out, the default's recipe per fold (`train-segmenter "
                         "--real --hard-rounds 2`, 20,000 steps; 8 views, relative extent, "
                         "joining chosen per fold), every detection"),
-    ("loso5_hard-fa2.json", "the same, cut at each fold's report threshold for 2 false "
-                            "alarms per tuning image"),
+    ("loso5_hard-fa2.json", "the default's recipe per fold, cut at each fold's report "
+                            "threshold for 2 false alarms per tuning image"),
     ("loso5_mix.json", "the same fold models averaged with `fcn-bghard`'s, 4 views each, "
                        "nothing retrained"),
     ("loso5_ext.json", "the default's recipe per fold, relative extents 0.2 and 0.3 added "
                        "to the choice, nothing retrained"),
-    ("loso5_ext-fa2.json", "the same, cut at each fold's report threshold for 2 false "
+    ("loso5_ext-fa2.json", "the default's recipe per fold, relative extents 0.2 and 0.3 "
+                           "in the choice, cut at each fold's report threshold for 2 false "
                            "alarms per tuning image"),
     ("loso5_box_loso5-ext.json", "the default's recipe per fold, relative extents 0.2 and "
                                  "0.3 in the choice, every box scaled by the box scale each "
                                  "fold chose on the other folds' held-out series (1.1), "
                                  "nothing retrained"),
-    ("loso5_box_loso5-ext-fa2.json", "the same, cut at each fold's report threshold for 2 "
+    ("loso5_box_loso5-ext-fa2.json", "the same box scale (1.1) on the relative-extent "
+                                     "folds, cut at each fold's report threshold for 2 "
                                      "false alarms per tuning image"),
     ("loso5_ext_s1.json", "the default's recipe per fold, seed 1, relative extents 0.2 and "
                           "0.3 in the choice"),
@@ -1754,8 +1756,8 @@ LIBRARY_LOSO_ROWS = (
                             "each, nothing retrained"),
     ("loso5_lcn.json", "the default's recipe per fold with the local contrast channel "
                        "(`--arch segnet-lcn`), relative extents 0.2 and 0.3 in the choice"),
-    ("loso5_lcn-fa2.json", "the same, cut at each fold's report threshold for 2 false alarms "
-                           "per tuning image"),
+    ("loso5_lcn-fa2.json", "the local contrast channel's folds, cut at each fold's report "
+                           "threshold for 2 false alarms per tuning image"),
     ("loso5_bg.json", "the default's recipe per fold with the eleven unannotated series' "
                       "train images as backgrounds (never mined), relative extents 0.2 and "
                       "0.3 in the choice"),
@@ -1886,6 +1888,8 @@ def ablation(a: argparse.Namespace) -> str:
                    + (f", rehearsing {', '.join(Path(r).name for r in arg['rehearse'])} "
                       f"({arg['rehearse_share']:g} of each batch)" if arg.get("rehearse")
                       else ""))
+        seed = d["arguments"].get("seed") or 0
+        how += f", seed {seed}" if seed else ""
         rows.append(f"| `xdefect adapt` per series, {how} (source "
                     f"AP {_f(d['pooled_source']['ap'])}, "
                     f"{d['pooled_source']['false_alarms_per_image']:.1f} FA/image) "
@@ -1927,20 +1931,49 @@ def block(text: str, name: str) -> str:
     return m.group(1) if m else ""
 
 
+def _row_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
+def _row_key(line: str) -> tuple[str, str]:
+    """A row's identity: its label and its data cell, where a fold-by-fold run's data
+    ("all 385 images of the held-out series, 3 of 5 folds") reads its numbers as ``#``:
+    the same run at any count of folds done, or re-scored on a corrected image set."""
+    label, data = (_row_cells(line) + ["", ""])[:2]
+    if re.search(r"\b\d+ of \d+ folds\b", data):
+        data = re.sub(r"\d+", "#", data)
+    return label, data
+
+
 def merge_rows(old: str, new: str) -> tuple[str, int]:
     """A table block regenerated from the result files there are: ``new``'s rows in
-    ``old``'s order (a row is known by its first two cells), ``new``'s other rows after
-    them, and ``old``'s rows that ``new`` lacks (their result files gone) kept where they
-    were. Returns the table and how many rows were kept."""
-    def key(line: str) -> tuple[str, ...]:
-        return tuple(c.strip() for c in line.split("|")[1:3])
-
+    ``old``'s order, ``new``'s other rows after them, and ``old``'s rows that ``new``
+    lacks (their result files gone) kept where they were. A row is known by
+    :func:`_row_key` (an old row of a fold-by-fold run is replaced, at its first place,
+    by the run's row now, and its other old rows dropped), else, for a run relabelled,
+    by all its other cells when exactly one new row of a new label has them. Returns the
+    table and how many rows were kept; raises ``ValueError`` when two of ``new``'s rows
+    share a key (one would silently replace the other)."""
     head = [ln for ln in new.splitlines() if ln.startswith("|")][:2]
-    fresh = {key(ln): ln for ln in new.splitlines()[2:] if ln.startswith("|")}
-    rows, kept = [], 0
-    for ln in [ln for ln in old.splitlines() if ln.startswith("|")][2:]:
-        if key(ln) in fresh:
-            rows.append(fresh.pop(key(ln)))
+    fresh: dict[tuple[str, str], str] = {}
+    for ln in [ln for ln in new.splitlines() if ln.startswith("|")][2:]:
+        if _row_key(ln) in fresh:
+            raise ValueError(f"two rows share the label and data cells {_row_key(ln)}")
+        fresh[_row_key(ln)] = ln
+    before = [ln for ln in old.splitlines() if ln.startswith("|")][2:]
+    known = {_row_key(ln) for ln in before}
+    rows, placed, kept = [], set(), 0
+    for ln in before:
+        key = _row_key(ln)
+        same = [k for k, f in fresh.items()
+                if k not in known and _row_cells(f)[1:] == _row_cells(ln)[1:]]
+        if key in fresh:
+            rows.append(fresh.pop(key))
+            placed.add(key)
+        elif key in placed:
+            continue  # superseded by the run's row now, placed above
+        elif len(same) == 1 and len(_row_cells(ln)) > 2:
+            rows.append(fresh.pop(same[0]))
         else:
             rows.append(ln)
             kept += 1

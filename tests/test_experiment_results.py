@@ -175,6 +175,28 @@ def test_ablation_keeps_rows_whose_files_are_gone():
     assert rt.merge_rows("", new) == (new, 0)
 
 
+def test_ablation_rows_of_a_run_growing_fold_by_fold_or_relabelled():
+    rt = _tables()
+    head = "| change | data | AP |\n|---|---|---|\n"
+    old = (head + "| run | all 310 images, 2 of 5 folds | 0.2 |\n| kept | d | 0.1 |\n"
+           "| run | all 421 images, 3 of 5 folds | 0.3 |\n| the same, cut | d | 0.7 |\n"
+           "| other | all 707 images | 0.4 |")
+    new = (head + "| run | all 671 images, 5 of 5 folds | 0.5 |\n"
+           "| run, cut | d | 0.7 |\n| other | all 671 images | 0.6 |")
+    merged, kept = rt.merge_rows(old, new)
+    # the run's row now takes its first old place and its other old rows go; the relabelled
+    # row keeps its place; a data cell without a fold count is matched exactly
+    assert merged.splitlines()[2:] == ["| run | all 671 images, 5 of 5 folds | 0.5 |",
+                                       "| kept | d | 0.1 |", "| run, cut | d | 0.7 |",
+                                       "| other | all 707 images | 0.4 |",
+                                       "| other | all 671 images | 0.6 |"]
+    assert kept == 2
+    # two new rows that one key would merge are refused, not one silently dropped
+    with pytest.raises(ValueError, match="share the label"):
+        rt.merge_rows(old, head + "| run | all 5 images, 1 of 5 folds | 0.1 |\n"
+                                  "| run | all 9 images, 2 of 5 folds | 0.2 |")
+
+
 def test_rate_threshold_is_the_lowest_meeting_the_reference():
     fcn = _experiment("fcn_detector")
     rates = {0.1: 9.0, 0.5: 2.0, 0.7: 1.5, 0.9: 0.4, 0.95: 0.6}
