@@ -913,6 +913,8 @@ DEFAULT_CANDIDATES = (
     ("long-hard-lcn-tta8-join", "`long-hard-lcn`: `long-hard`'s recipe with the local "
                                 "contrast channel (`--arch segnet-lcn`); 8 views, relative "
                                 "extent and joining in the choice"),
+    ("lcn-mix-tta4-join", "the mean of `long-hard` (the bundled weights) and "
+                          "`long-hard-lcn` (`xdefect models ensemble`); 4 views each"),
 )
 
 
