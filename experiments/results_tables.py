@@ -1760,6 +1760,9 @@ LIBRARY_LOSO_ROWS = (
                        "(`--arch segnet-lcn`), relative extents 0.2 and 0.3 in the choice"),
     ("loso5_lcn-fa2.json", "the local contrast channel's folds, cut at each fold's report "
                            "threshold for 2 false alarms per tuning image"),
+    ("loso5_mix_lcn_bg.json", "the local contrast channel's fold models averaged with the "
+                              "backgrounds recipe's (`loso5-bg`), 4 views each, nothing "
+                              "retrained"),
     ("loso5_bg.json", "the default's recipe per fold with the eleven unannotated series' "
                       "train images as backgrounds (never mined), relative extents 0.2 and "
                       "0.3 in the choice"),
@@ -2103,6 +2106,7 @@ def main() -> None:
                            ("loso-lcn-fa2", RUNS / "loso5_lcn-fa2.json", loso_library),
                            ("loso-backgrounds", RUNS / "loso5_bg.json", loso_library),
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
+                           ("loso-mix-lcn-bg", RUNS / "loso5_mix_lcn_bg.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
