@@ -44,7 +44,7 @@ import model_figures  # experiments/, beside this script
 
 from xdefect.checkpoint import rebuild_ensemble
 from xdefect.errors import InputError
-from xdefect.io import atomic_path
+from xdefect.io import atomic_path, sha256_file
 
 #: captions of the per-series test tables of the segmenter on simulated defects only
 #: (``sim-only-segmenter``) and of the default model on ``gdxray-extra`` (``extra-segnet``)
@@ -162,6 +162,48 @@ def restore_ensembles(runs: Path = RUNS) -> tuple[list[Path], list[str]]:
             done.append(rebuild_ensemble(card))
         except InputError as exc:
             left.append(str(exc))
+    return done, left
+
+
+def restore_retuned(runs: Path = RUNS) -> tuple[list[Path], list[str]]:
+    """Copy back the weights of every re-tuned copy under ``runs`` that lacks them (a
+    ``tune-segmenter`` output: the archive keeps its card, whose weights are its
+    source's, unchanged): the file its card's ``retuned.from`` records, when that file
+    matches both the recorded checksum and the card's ``weights_sha256``. Returns (weights
+    written, one line per card left without them; a copy of a copy is restored once its
+    source is)."""
+    done: list[Path] = []
+    while True:
+        new, left = _retuned_pass(runs)
+        done += new
+        if not new:
+            return done, left
+
+
+def _retuned_pass(runs: Path) -> tuple[list[Path], list[str]]:
+    done, left = [], []
+    for card in sorted(runs.rglob("model.json")):
+        weights = card.with_suffix(".safetensors")
+        if weights.exists():
+            continue
+        try:
+            doc = json.loads(card.read_text())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        retuned, arch = doc.get("retuned"), doc.get("arch")
+        src = retuned.get("from") if isinstance(retuned, dict) else None
+        if not isinstance(src, dict) or (isinstance(arch, dict) and arch.get("members")):
+            continue  # not a re-tuned copy (an ensemble's: restore_ensembles)
+        f = Path(str(src.get("file")))
+        if not f.is_file():
+            left.append(f"{card}: its source {f} is missing")
+        elif not (src.get("sha256") == doc.get("weights_sha256") == sha256_file(f)):
+            left.append(f"{card}: {f} is not the weights it records")
+        else:
+            _write(weights, f.read_bytes())
+            done.append(weights)
     return done, left
 
 
@@ -2056,9 +2098,15 @@ def main() -> None:
     if back:
         print(f"{len(back)} result file(s) restored from {ARCHIVE} into {RUNS}/")
     if not a.no_restore:
+        copied, lost = restore_retuned()
+        if copied:
+            print(f"{len(copied)} re-tuned copy(ies) given their source's archived weights")
         built, left = restore_ensembles()
         if built:
             print(f"{len(built)} ensemble(s) rebuilt from their members' archived weights")
+        for line in lost:
+            if "is missing" not in line:
+                print(f"re-tuned copy not restored: {line}")
         for line in left:
             if "is missing" not in line:  # a lost member is expected: not archived then
                 print(f"ensemble not rebuilt: {line}")

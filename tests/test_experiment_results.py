@@ -103,6 +103,54 @@ def test_restore_rebuilds_ensembles_from_archived_members(tmp_path, monkeypatch)
     assert rt.restore_ensembles(runs) == ([], left)  # nothing twice
 
 
+def test_restore_gives_retuned_copies_their_sources_weights(tmp_path, monkeypatch):
+    """A re-tuned copy's weights are its source's: the archive keeps its card only, and the
+    restore step copies the source's file back, a copy of a copy after its source, never
+    a file whose checksum is not the one the card records."""
+    import torch
+
+    from xdefect.checkpoint import init_record, model_state, read_card, save_model, save_tensors
+    from xdefect.segment import create_segmenter
+
+    rt = _tables()
+    monkeypatch.chdir(tmp_path)  # source paths are recorded relative to the project root
+    runs = Path("runs")
+    src = runs / "seg" / "src" / "model.safetensors"
+    torch.manual_seed(0)
+    net = create_segmenter("segnet-lcn").eval()
+    save_model(src, net, {"lineage": []})
+
+    def retune(name: str, source: Path) -> Path:
+        card = read_card(source)
+        card.pop("weights_sha256", None)
+        out = runs / "seg" / name / "model.safetensors"
+        save_tensors(out, model_state(net), {**card, "detection": {"theta": 0.5},
+                                             "retuned": {"from": init_record(source, card)}})
+        return out
+
+    tuned = retune("tuned", src)
+    again = retune("again", tuned)  # sorts before "tuned": restored on the second pass
+    other = retune("other", src)
+    doc = json.loads(other.with_suffix(".json").read_text())
+    doc["retuned"]["from"]["sha256"] = "0" * 64
+    other.with_suffix(".json").write_text(json.dumps(doc))
+    gone = retune("gone", src)
+    doc = json.loads(gone.with_suffix(".json").read_text())
+    doc["retuned"]["from"]["file"] = "runs/seg/lost/model.safetensors"
+    gone.with_suffix(".json").write_text(json.dumps(doc))
+    for f in (tuned, again, other, gone):
+        f.unlink()
+    done, left = rt.restore_retuned(runs)
+    assert sorted(done) == sorted([tuned, again])
+    assert all(f.read_bytes() == src.read_bytes() for f in done)
+    assert sorted(line.split(":")[0] for line in left) == sorted(
+        str(f.with_suffix(".json")) for f in (gone, other))
+    assert any("is not the weights it records" in line for line in left)
+    assert any("runs/seg/lost/model.safetensors is missing" in line for line in left)
+    assert not other.exists() and not gone.exists()
+    assert rt.restore_retuned(runs) == ([], left)  # nothing twice
+
+
 def test_leave_series_out_folds_are_archived_with_detections_and_weights(tmp_path):
     """A fold of experiments/loso_library.sh and its kin survives a new checkout: cards,
     held-out detections and the finished fold model, not the training checkpoint."""
