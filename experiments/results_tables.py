@@ -73,6 +73,8 @@ ADAPT_LOSO = Path("runs/adapt-series-loso/adapt_series.json")
 ADAPT_LOSO_LIB = Path("runs/adapt-series-loso-library/adapt_series.json")
 #: from the backgrounds recipe's fold models, only their confident regions distilled
 ADAPT_LOSO_BG = Path("runs/adapt-series-loso-bg-ign09/adapt_series.json")
+#: from the local contrast channel's fold models (every detection distilled)
+ADAPT_LOSO_LCN = Path("runs/adapt-series-loso-lcn/adapt_series.json")
 #: The result files the tables are generated from, kept in the repository: ``runs/`` is
 #: scratch (weights, detections, logs) and does not survive a new checkout, so every run of
 #: this script copies the tables' inputs found there into ``experiments/results/`` (the same
@@ -1802,6 +1804,8 @@ LIBRARY_LOSO_ROWS = (
                        "(`--arch segnet-lcn`), relative extents 0.2 and 0.3 in the choice"),
     ("loso5_lcn-fa2.json", "the local contrast channel's folds, cut at each fold's report "
                            "threshold for 2 false alarms per tuning image"),
+    ("loso5_lcn_s1.json", "the default's recipe per fold with the local contrast channel, "
+                          "seed 1"),
     ("loso5_mix_lcn_bg.json", "the local contrast channel's fold models averaged with the "
                               "backgrounds recipe's (`loso5-bg`), 4 views each, nothing "
                               "retrained"),
@@ -2143,6 +2147,8 @@ def main() -> None:
                             lambda d: adapt_table(d, ADAPT_LOSO_LIB)),
                            ("adapt-loso-bg", ADAPT_LOSO_BG,
                             lambda d: adapt_table(d, ADAPT_LOSO_BG)),
+                           ("adapt-loso-lcn", ADAPT_LOSO_LCN,
+                            lambda d: adapt_table(d, ADAPT_LOSO_LCN)),
                            ("loso-library", RUNS / "loso5_hard.json", loso_library),
                            ("loso-library-fa2", RUNS / "loso5_hard-fa2.json", loso_library),
                            ("loso-mix", RUNS / "loso5_mix.json", loso_library),
@@ -2155,6 +2161,7 @@ def main() -> None:
                            ("loso-backgrounds", RUNS / "loso5_bg.json", loso_library),
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
                            ("loso-mix-lcn-bg", RUNS / "loso5_mix_lcn_bg.json", loso_library),
+                           ("loso-lcn-s1", RUNS / "loso5_lcn_s1.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
