@@ -10,13 +10,13 @@
 # C0021; fcn-bghard: C0001, C0031, C0036).
 #   experiments/loso_mix.sh FOLD [THREADS] [SECOND] [FIRST]
 # SECOND: the other member, `fcn-bghard` (default), a seed N of the library recipe, `sN`
-# (experiments/loso_library.sh FOLD THREADS N: the same recipe drawn again), or `bg` (the
-# backgrounds recipe, experiments/loso_backgrounds.sh).
+# (experiments/loso_library.sh FOLD THREADS N [FIRST]: FIRST's recipe drawn again), or `bg`
+# (the backgrounds recipe, experiments/loso_backgrounds.sh).
 # FIRST: the library-recipe member, `hard` (default: experiments/loso_library.sh FOLD, seed
 # 0) or a registered architecture trained by that recipe (`segnet-lcn`:
 # experiments/loso_library.sh FOLD THREADS 0 segnet-lcn).
 # Needs runs/seg/loso5-hard[-FIRST]/foldI/train/model.safetensors and
-# runs/loso-sources/fcn-bghard/foldI.safetensors (or runs/seg/loso5-hard-sN/foldI/train/,
+# runs/loso-sources/fcn-bghard/foldI.safetensors (or runs/seg/loso5-hard[-FIRST]-sN/foldI/train/,
 # runs/seg/loso5-bg/foldI/train/).
 # Resumable: finished steps are skipped.
 # Outputs: runs/seg/loso5-mix/foldI/ (runs/seg/loso5-seeds-sN/foldI/ for a seed;
@@ -33,7 +33,9 @@ case $second in
   fcn-bghard) w=runs/seg/loso5-mix/fold$fold
               other=runs/loso-sources/fcn-bghard/fold$fold.safetensors ;;
   s[0-9]*) w=runs/seg/loso5-seeds-$second/fold$fold
-           other=runs/seg/loso5-hard-$second/fold$fold/train/model.safetensors ;;
+           other=runs/seg/loso5-hard-$second/fold$fold/train/model.safetensors
+           [ "$first" = hard ] ||
+             other=runs/seg/loso5-hard-$first-$second/fold$fold/train/model.safetensors ;;
   bg) w=runs/seg/loso5-mix-$first-bg/fold$fold
       other=runs/seg/loso5-bg/fold$fold/train/model.safetensors ;;
   *) echo "loso_mix.sh: SECOND must be fcn-bghard, sN (a seed) or bg, not $second" >&2; exit 2 ;;

@@ -1806,6 +1806,8 @@ LIBRARY_LOSO_ROWS = (
                            "threshold for 2 false alarms per tuning image"),
     ("loso5_lcn_s1.json", "the default's recipe per fold with the local contrast channel, "
                           "seed 1"),
+    ("loso5_mix_lcn_s1.json", "the local contrast channel's fold models, seeds 0 and 1 "
+                              "averaged, 4 views each, nothing retrained"),
     ("loso5_mix_lcn_bg.json", "the local contrast channel's fold models averaged with the "
                               "backgrounds recipe's (`loso5-bg`), 4 views each, nothing "
                               "retrained"),
@@ -2162,6 +2164,7 @@ def main() -> None:
                            ("loso-mix-fa2", RUNS / "loso5_mix-fa2.json", loso_library),
                            ("loso-mix-lcn-bg", RUNS / "loso5_mix_lcn_bg.json", loso_library),
                            ("loso-lcn-s1", RUNS / "loso5_lcn_s1.json", loso_library),
+                           ("loso-mix-lcn-s1", RUNS / "loso5_mix_lcn_s1.json", loso_library),
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
