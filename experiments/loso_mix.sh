@@ -16,8 +16,8 @@
 # 0) or a registered architecture trained by that recipe (`segnet-lcn`:
 # experiments/loso_library.sh FOLD THREADS 0 segnet-lcn).
 # Needs runs/seg/loso5-hard[-FIRST]/foldI/train/model.safetensors and
-# runs/loso-sources/fcn-bghard/foldI.safetensors (or runs/seg/loso5-hard[-FIRST]-sN/foldI/train/,
-# runs/seg/loso5-bg/foldI/train/).
+# runs/loso-sources/fcn-bghard/foldI.safetensors (or
+# runs/seg/loso5-hard[-FIRST]-sN/foldI/train/, runs/seg/loso5-bg/foldI/train/).
 # Resumable: finished steps are skipped.
 # Outputs: runs/seg/loso5-mix/foldI/ (runs/seg/loso5-seeds-sN/foldI/ for a seed;
 # runs/seg/loso5-mix-FIRST-SECOND/foldI/ for another FIRST): {ens,tta4-join-fa2,eval-SERIES}/
@@ -25,17 +25,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fold=$1; threads=${2:-1}; second=${3:-fcn-bghard}; first=${4:-hard}
 . experiments/loso_folds.sh  # X, G, E, held, evaluate_held
-case $first in
-  hard) lib=runs/seg/loso5-hard/fold$fold/train/model.safetensors ;;
-  *) lib=runs/seg/loso5-hard-$first/fold$fold/train/model.safetensors ;;
-esac
+lib_run=runs/seg/loso5-hard; [ "$first" = hard ] || lib_run=$lib_run-$first
+lib=$lib_run/fold$fold/train/model.safetensors
 case $second in
   fcn-bghard) w=runs/seg/loso5-mix/fold$fold
               other=runs/loso-sources/fcn-bghard/fold$fold.safetensors ;;
   s[0-9]*) w=runs/seg/loso5-seeds-$second/fold$fold
-           other=runs/seg/loso5-hard-$second/fold$fold/train/model.safetensors
-           [ "$first" = hard ] ||
-             other=runs/seg/loso5-hard-$first-$second/fold$fold/train/model.safetensors ;;
+           other=$lib_run-$second/fold$fold/train/model.safetensors ;;
   bg) w=runs/seg/loso5-mix-$first-bg/fold$fold
       other=runs/seg/loso5-bg/fold$fold/train/model.safetensors ;;
   *) echo "loso_mix.sh: SECOND must be fcn-bghard, sN (a seed) or bg, not $second" >&2; exit 2 ;;

@@ -150,14 +150,8 @@ def restore_ensembles(runs: Path = RUNS) -> tuple[list[Path], list[str]]:
     the project root. Returns (weights written, one line per card left without them:
     a member not archived, or a checksum that differs)."""
     done, left = [], []
-    for card in sorted(runs.rglob("model.json")):
-        if card.with_suffix(".safetensors").exists():
-            continue
-        try:
-            doc = json.loads(card.read_text())
-        except (ValueError, UnicodeDecodeError):
-            continue
-        arch = doc.get("arch") if isinstance(doc, dict) else None
+    for card, doc in _cards_without_weights(runs):
+        arch = doc.get("arch")
         if not (isinstance(arch, dict) and arch.get("members")):
             continue
         try:
@@ -182,18 +176,26 @@ def restore_retuned(runs: Path = RUNS) -> tuple[list[Path], list[str]]:
             return done, left
 
 
-def _retuned_pass(runs: Path) -> tuple[list[Path], list[str]]:
-    done, left = [], []
+def _cards_without_weights(runs: Path) -> list[tuple[Path, dict]]:
+    """Every model card under ``runs`` (``model.json``, a JSON object) whose tensors file
+    is missing, with its document."""
+    out = []
     for card in sorted(runs.rglob("model.json")):
-        weights = card.with_suffix(".safetensors")
-        if weights.exists():
+        if card.with_suffix(".safetensors").exists():
             continue
         try:
             doc = json.loads(card.read_text())
         except (ValueError, UnicodeDecodeError):
             continue
-        if not isinstance(doc, dict):
-            continue
+        if isinstance(doc, dict):
+            out.append((card, doc))
+    return out
+
+
+def _retuned_pass(runs: Path) -> tuple[list[Path], list[str]]:
+    done, left = [], []
+    for card, doc in _cards_without_weights(runs):
+        weights = card.with_suffix(".safetensors")
         retuned, arch = doc.get("retuned"), doc.get("arch")
         src = retuned.get("from") if isinstance(retuned, dict) else None
         if not isinstance(src, dict) or (isinstance(arch, dict) and arch.get("members")):
@@ -2018,14 +2020,15 @@ def merge_rows(old: str, new: str) -> tuple[str, int]:
     rows, placed, kept = [], set(), 0
     for ln in before:
         key = _row_key(ln)
-        same = [k for k, f in fresh.items()
-                if k not in known and _row_cells(f)[1:] == _row_cells(ln)[1:]]
         if key in fresh:
             rows.append(fresh.pop(key))
             placed.add(key)
-        elif key in placed:
+            continue
+        if key in placed:
             continue  # superseded by the run's row now, placed above
-        elif len(same) == 1 and len(_row_cells(ln)) > 2:
+        same = [k for k, f in fresh.items()
+                if k not in known and _row_cells(f)[1:] == _row_cells(ln)[1:]]
+        if len(same) == 1 and len(_row_cells(ln)) > 2:
             rows.append(fresh.pop(same[0]))
         else:
             rows.append(ln)
