@@ -19,13 +19,18 @@ With ``--choose-on odd`` only the odd images of the other folds' held-out series
 (no test image of any series: the brief's split rule read strictly; the issue's target
 allows choosing by the leave-series-out figure itself, which spans all images).
 
-The folds' boxes are not joined (``join`` -1, checked), so resizing the saved boxes is what
-``detect`` with that ``box_scale`` makes. With ``--point=-fa2`` each fold's detections are
-first cut at its report threshold (``tta8-join-fa2``, chosen on the tuning images with
-scale 1), as ``loso_library_pool.py --point=-fa2`` does. Also recorded: the pooled AP at
-every fixed scale over all folds (a diagnosis: it reads the held-out labels, and chooses
-nothing). Writes ``--out`` (JSON, the layout of ``loso_library_pool.py`` plus the scales),
-read by ``experiments/results_tables.py`` (block ``loso-box-scale``)::
+Where a fold's boxes are not joined (``join`` -1), resizing its saved boxes is what
+``detect`` with that ``box_scale`` makes. Where they are (the scale applies before the
+join, ``xdefect.detect.finish_boxes``), the fold's model scans its held-out series once
+more and the regions of each score map are boxed at every scale (the sweep of
+``experiments/loso_settings.py``, cached in ``WORK/foldI/grid/SERIES.json``; its scale-1
+boxes must reproduce the fold's saved detections, checked). With ``--point=-fa2`` each
+fold's detections are first cut at its report threshold (``tta8-join-fa2``, chosen on
+the tuning images with scale 1), as ``loso_library_pool.py --point=-fa2`` does. Also
+recorded: the pooled AP at every fixed scale over all folds (a diagnosis: it reads the
+held-out labels, and chooses nothing). Writes ``--out`` (JSON, the layout of
+``loso_library_pool.py`` plus the scales), read by ``experiments/results_tables.py``
+(block ``loso-box-scale``)::
 
     .venv/bin/python experiments/loso_box_scale.py --work runs/seg/loso5-ext
 
@@ -41,43 +46,56 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from adapt_series import has_scored_images  # experiments/, beside this script
 from loso_library_pool import figures, held_out_results  # experiments/, beside this script
+from loso_settings import fold_grid, key_of  # experiments/, beside this script
 
 from xdefect import gdxray
-from xdefect.detect import Detection, resize_detections
-from xdefect.evaluate import ImageResult, summarise
+from xdefect.detect import Detection, DetectParams, resize_detections
+from xdefect.evaluate import ImageResult, scoring_at_least, summarise
 from xdefect.io import command_line, write_json
+from xdefect.models import setup_device
 from xdefect.protocol import evaluate_detections
 
-__all__ = ["SCALES", "adapt_check", "choose", "fold_results", "main", "resized"]
+__all__ = ["SCALES", "adapt_check", "choose", "choose_scale", "fold_results", "main",
+           "resized"]
 
 #: box scales tried (1: the boxes as the fold's settings made them)
 SCALES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
 
 
-def fold_results(fold: Path, roots: list[Path], cut_by: str | None = None
-                 ) -> tuple[dict, list[ImageResult], dict[str, tuple[int, int]]] | None:
-    """A fold's card, its held-out detections (``loso_library_pool.held_out_results``: all
-    images of every held-out series; cut at ``cut_by``'s report threshold when given) and
-    each image's shape ``(H, W)`` by key; None when a held-out series is not evaluated
-    yet."""
+def fold_results(fold: Path, roots: list[Path], scales: tuple[float, ...] = SCALES,
+                 cut_by: str | None = None, device: str = "cpu"
+                 ) -> tuple[dict, dict[float, list[ImageResult]]] | None:
+    """A fold's card and its held-out detections (``loso_library_pool.held_out_results``:
+    all images of every held-out series; cut at ``cut_by``'s report threshold when given)
+    at every scale of ``scales``: its saved boxes resized (:func:`resized`) when they are
+    not joined, else boxed anew from its model's score maps at each scale
+    (``loso_settings.fold_grid``); None when a held-out series is not evaluated yet."""
     got = held_out_results(fold, roots, "tta8-join", cut_by)
     if got is None or not got[1]:
         return None
-    card, held, rs, _ = got
-    if card["detection"].get("join", -1) != -1:
-        raise SystemExit(f"loso_box_scale.py: {fold / 'tta8-join' / 'model.json'}: boxes "
-                         f"joined (join "
-                         f"{card['detection']['join']}): resizing saved boxes is not what "
-                         "detect with box_scale makes")
-    shapes: dict[str, tuple[int, int]] = {}
-    for s, root in sorted(held.items()):
-        shapes |= {f"{s}_{n:04d}": hw for n, hw in gdxray.image_shapes(root, s).items()}
-    return card, rs, shapes
+    card, held, rs, min_score = got
+    if card["detection"].get("join", -1) == -1:
+        shapes: dict[str, tuple[int, int]] = {}
+        for s, root in sorted(held.items()):
+            shapes |= {f"{s}_{n:04d}": hw for n, hw in gdxray.image_shapes(root, s).items()}
+        return card, {k: resized(rs, shapes, k) for k in scales}
+
+    def at_scales(base: DetectParams) -> list[DetectParams]:
+        return [replace(base, box_scale=k, min_score=-1.0) for k in scales]
+
+    grid = fold_grid(fold, roots, "tta8-join", at_scales, device)
+    if grid is None:
+        return None
+    base = DetectParams.from_dict(json.loads((fold / "tta8-join" / "model.json").read_text())
+                                  ["detection"])
+    return card, {p.box_scale: scoring_at_least(grid[1][key_of(p)], min_score)
+                  for p in at_scales(base)}
 
 
 def resized(rs: list[ImageResult], shapes: dict[str, tuple[int, int]], scale: float
@@ -98,10 +116,17 @@ def resized(rs: list[ImageResult], shapes: dict[str, tuple[int, int]], scale: fl
 
 def choose(others: list[ImageResult], shapes: dict[str, tuple[int, int]],
            scales: tuple[float, ...] = SCALES) -> tuple[float, dict[str, float]]:
-    """The scale of ``scales`` with the best pooled AP (IoU 0.5) over ``others`` (the
-    first of equals, so 1 wins a tie), and the AP at each."""
-    aps = {f"{s:g}": summarise(resized(others, shapes, s))["ap"] for s in scales}
-    best = max(scales, key=lambda s: aps[f"{s:g}"])
+    """The scale of ``scales`` with the best pooled AP (IoU 0.5) over ``others`` resized
+    (:func:`choose_scale`)."""
+    return choose_scale({k: resized(others, shapes, k) for k in scales})
+
+
+def choose_scale(by_scale: dict[float, list[ImageResult]]) -> tuple[float, dict[str, float]]:
+    """The scale with the best pooled AP (IoU 0.5) over its results in ``by_scale`` (the
+    first of equals in its order, so 1 wins a tie when it comes first), and the AP at
+    each."""
+    aps = {f"{k:g}": summarise(rs)["ap"] for k, rs in by_scale.items()}
+    best = max(by_scale, key=lambda k: aps[f"{k:g}"])
     return best, aps
 
 
@@ -136,6 +161,32 @@ def adapt_check(runs: list[Path], root: Path, scales_from: dict) -> dict:
     return out
 
 
+def nested_scales(done: dict[str, tuple[dict, dict[float, list[ImageResult]]]],
+                  odd_only: bool = False
+                  ) -> tuple[list[dict], list[ImageResult], list[ImageResult]]:
+    """Each fold's scale chosen on the other folds' held-out detections
+    (:func:`choose_scale`; ``odd_only``: their odd images only) and its figures there;
+    returns the fold records, the pooled results at the chosen scales and at scale 1."""
+    folds, nested, plain = [], [], []
+    for name, (card, by) in done.items():
+        others = {k: [r for n, (_, x) in done.items() if n != name for r in x[k]
+                      if not odd_only or gdxray.split_of(int(r.key[-4:])) == "odd"]
+                  for k in by}
+        best, aps = choose_scale(others)
+        mine, rs = by[best], by[1.0]
+        nested += mine
+        plain += rs
+        t = card["tuning"]
+        folds.append({"fold": name, "held_out": sorted({r.series for r in rs}),
+                      "trained_on": card["lineage"][-1]["data_series"],
+                      "train_minutes": (card.get("training") or {}).get("minutes"),
+                      "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
+                                                       "join")} | {"box_scale": best},
+                      "others_ap_by_scale": aps, "ap_at_scale_1": summarise(rs)["ap"],
+                      **figures(mine)})
+    return folds, nested, plain
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/seg/loso5-ext"))
@@ -150,6 +201,8 @@ def main() -> None:
                          "only the odd ones (no test image of any series)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: runs/loso5_box_WORKNAME{POINT}[-odd].json")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for a joined fold's scan")
     ap.add_argument("--adapt", type=Path, nargs="+", default=None, metavar="RUN",
                     help="experiments/adapt_series.py runs: their adapted models' boxes at "
                          "scale 1, at their fold's scale (--scales-from) and at 1.1, 1.2")
@@ -169,34 +222,19 @@ def main() -> None:
     if 1.0 not in scales or any(not 0 < s <= 4 for s in scales):
         ap.error("--scales must hold 1 and lie in (0, 4]")
     cut_by = "tta8-join-fa2" if a.point else None
+    device = setup_device("cpu", a.threads)
     done = {}
     for fold in sorted(a.work.glob("fold*")):
-        got = fold_results(fold, a.gdxray, cut_by)
+        got = fold_results(fold, a.gdxray, scales, cut_by, device)
         if got is not None:
             done[fold.name] = got
     if len(done) < 2:
         raise SystemExit(f"loso_box_scale.py: {a.work}: fewer than two folds evaluated (the "
                          "scale of one is chosen on the others)")
-    shapes = {k: v for _, _, sh in done.values() for k, v in sh.items()}
-    folds, nested, plain = [], [], []
-    for name, (card, rs, _) in done.items():
-        others = [r for n, (_, x, _) in done.items() if n != name for r in x
-                  if a.choose_on == "all" or gdxray.split_of(int(r.key[-4:])) == "odd"]
-        best, aps = choose(others, shapes, scales)
-        mine = resized(rs, shapes, best)
-        nested += mine
-        plain += rs
-        t = card["tuning"]
-        folds.append({"fold": name, "held_out": sorted({r.series for r in rs}),
-                      "trained_on": card["lineage"][-1]["data_series"],
-                      "train_minutes": (card.get("training") or {}).get("minutes"),
-                      "chosen": {k: t.get(k) for k in ("theta", "grow", "extent_fraction",
-                                                       "join")} | {"box_scale": best},
-                      "others_ap_by_scale": aps, "ap_at_scale_1": summarise(rs)["ap"],
-                      **figures(mine)})
+    folds, nested, plain = nested_scales(done, a.choose_on == "odd")
     fixed = {}
     for s in scales:
-        m = figures(resized(plain, shapes, s))
+        m = figures([r for _, by in done.values() for r in by[s]])
         fixed[f"{s:g}"] = {k: m[k] for k in ("ap", "true_positives", "gt_boxes",
                                              "false_alarms_per_image")}
     by_root = {}

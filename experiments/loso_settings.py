@@ -61,10 +61,13 @@ KEYS = ("theta", "extent_fraction", "grow", "join")
 
 
 def key_of(p: DetectParams | dict) -> str:
-    """A setting's name: ``theta/extent/grow/join``."""
+    """A setting's name: ``theta/extent/grow/join``, then ``/xS`` when its box scale S
+    (``DetectParams.box_scale``) is not 1."""
     d = p if isinstance(p, dict) else p.to_dict()
-    return "/".join(f"{float(d[k]):g}" if k in ("theta", "extent_fraction") else
-                    f"{int(d[k])}" for k in KEYS)
+    key = "/".join(f"{float(d[k]):g}" if k in ("theta", "extent_fraction") else
+                   f"{int(d[k])}" for k in KEYS)
+    scale = float(d.get("box_scale", 1.0))
+    return key if scale == 1 else f"{key}/x{scale:g}"
 
 
 def grid_settings(base: DetectParams, thetas=THETAS, extents=EXTENTS, grows=GROWS,
@@ -97,8 +100,9 @@ def _series_grid(net, root: Path, series: str, settings: list[DetectParams], dev
 def fold_grid(fold: Path, roots: list[Path], tuned: str, settings_of, device
               ) -> tuple[dict, dict[str, list[ImageResult]]] | None:
     """A fold's card and its held-out series' results per setting (``{key: results}``),
-    computing and caching each series' grid (``fold/grid/SERIES.json``) that is missing;
-    None until the fold is tuned and evaluated."""
+    computing the settings missing from each series' cache (``fold/grid/SERIES.json``;
+    one scan of the series for all of them) and adding them to it; None until the fold
+    is tuned and evaluated."""
     got = held_out_results(fold, roots, tuned)
     if got is None:
         return None
@@ -110,12 +114,17 @@ def fold_grid(fold: Path, roots: list[Path], tuned: str, settings_of, device
     for s, root in sorted(held.items()):
         cache = fold / "grid" / f"{s}.json"
         doc = json.loads(cache.read_text()) if cache.is_file() else None
-        if (doc is None or doc.get("tta") != base.tta
-                or any(k not in doc["settings"] for k in out)):
+        if doc is not None and doc.get("tta") != base.tta:
+            doc = None  # other views: every setting scanned again
+        missing = [p for p in settings if doc is None or key_of(p) not in doc["settings"]]
+        if missing:
             if net is None:
                 net, _ = load_model(fold / tuned / "model.safetensors", device)
-            print(f"{fold.name}: scanning {s} at {len(settings)} settings", flush=True)
-            doc = {**_series_grid(net, root, s, settings, device), "tta": base.tta}
+            print(f"{fold.name}: scanning {s} at {len(missing)} settings", flush=True)
+            new = {**_series_grid(net, root, s, missing, device), "tta": base.tta}
+            if doc is not None:
+                new["settings"] = {**doc["settings"], **new["settings"]}
+            doc = new
             write_json(cache, doc)
         gts = [np.asarray(im["gt"], float).reshape(-1, 4) for im in doc["images"]]
         for k in out:

@@ -1411,7 +1411,9 @@ def tuning_misses(doc: dict) -> str:
 #: shown per series
 BOX_SCALE_RUNS = ("loso5_box_loso5-ext.json", "loso5_box_loso5-ext-fa2.json",
                   "loso5_box_loso5-ext-odd.json", "loso5_box_loso5-ext-fa2-odd.json",
-                  "loso5_box_loso5-hard.json", "loso5_box_loso5-hard-fa2.json")
+                  "loso5_box_loso5-hard.json", "loso5_box_loso5-hard-fa2.json",
+                  "loso5_box_loso5-hard-segnet-lcn.json",
+                  "loso5_box_loso5-hard-segnet-lcn-odd.json")
 
 
 def loso_box_scale(docs: list[dict]) -> str:
@@ -1808,6 +1810,13 @@ LIBRARY_LOSO_ROWS = (
                            "threshold for 2 false alarms per tuning image"),
     ("loso5_lcn_s1.json", "the default's recipe per fold with the local contrast channel, "
                           "seed 1"),
+    ("loso5_box_loso5-hard-segnet-lcn.json", "the local contrast channel's folds, every box "
+                                             "scaled by the scale each fold chose on the other "
+                                             "folds' held-out series (1-1.15; the joined fold "
+                                             "boxed anew at each scale), nothing retrained"),
+    ("loso5_box_loso5-hard-segnet-lcn-odd.json", "the same, each fold's box scale chosen on the "
+                                                 "other folds' held-out odd images only "
+                                                 "(1.15-1.2)"),
     ("loso5_mix_lcn_s1.json", "the local contrast channel's fold models, seeds 0 and 1 "
                               "averaged, 4 views each, nothing retrained"),
     ("loso5_mix_lcn_bg.json", "the local contrast channel's fold models averaged with the "

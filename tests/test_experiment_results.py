@@ -811,6 +811,8 @@ def test_loso_localisation_ranks_each_series_by_its_own_precision():
 
 
 def test_loso_settings_choose_each_fold_on_the_other_folds_only():
+    from dataclasses import replace
+
     import numpy as np
 
     from xdefect.detect import DetectParams
@@ -824,6 +826,8 @@ def test_loso_settings_choose_each_fold_on_the_other_folds_only():
                                             "0.9/0.3/2/-1"]
     assert all(p.tta == 8 and p.min_score == -1.0 for p in grid)
     assert st.key_of(base.to_dict()) == "0.5/0.4/2/-1"
+    assert st.key_of(replace(base, box_scale=1.1)) == "0.5/0.4/2/-1/x1.1"  # scale 1: no suffix
+    assert st.key_of({**base.to_dict(), "box_scale": 1.0}) == "0.5/0.4/2/-1"
     gt = np.array([[0, 0, 10, 10]], float)
 
     def res(key: str, series: str, hit: bool) -> ImageResult:
@@ -950,6 +954,38 @@ def test_loso_box_scale_resizes_like_the_library_and_chooses_on_other_folds(tmp_
     assert ("| `w` | all detections | all images | 1.1, 1.2 | 0.4000 (5/10) | **0.5000** | "
             "6/10 | 1.0 |") in text
     assert "| C0000 | 10 | 0.400 | 0.500 | 5 | 6 |" in text and "1: 0.4000; 1.1: 0.5000" in text
+
+
+def test_loso_box_scale_nested_choice_takes_each_folds_own_boxes_at_each_scale():
+    """A joined fold's boxes at each scale come from a new scan, not from resizing: the
+    nested choice reads each fold's results per scale as given, and each fold chooses on
+    the other folds' held-out images only."""
+    import numpy as np
+
+    from xdefect.evaluate import ImageResult
+
+    bs = _experiment("loso_box_scale")
+    gt = np.array([[10, 10, 30, 30]], float)
+    good, bad = [10, 10, 30, 30], [40, 40, 60, 60]
+
+    def res(i: int, box: list[int]) -> ImageResult:  # one image per fold, S{i}_000{i}
+        return ImageResult(f"S{i}_000{i}", f"S{i}", np.array([box], float),
+                           np.array([0.9 - 0.1 * i]), gt)
+
+    # folds 0 and 1 find their defect only at scale 1.2, folds 2 and 3 only at scale 1
+    done = {f"fold{i}": ({"tuning": {"theta": 0.9}, "lineage": [{"data_series": []}]},
+                         {1.0: [res(i, bad if i < 2 else good)],
+                          1.2: [res(i, good if i < 2 else bad)]}) for i in range(4)}
+    folds, nested, plain = bs.nested_scales(done)
+    # fold0 sees S1 (found at 1.2), S2, S3 (found at 1): 1 wins; fold2 sees S0, S1, S3
+    assert [f["chosen"]["box_scale"] for f in folds] == [1.0, 1.0, 1.2, 1.2]
+    assert folds[2]["others_ap_by_scale"]["1.2"] == pytest.approx(2 / 3)
+    assert folds[0]["ap_at_scale_1"] == 0.0 and folds[3]["ap_at_scale_1"] == 1.0
+    assert [r.boxes.tolist() for r in nested] == [[bad]] * 4  # each fold chose the others'
+    assert [r.boxes.tolist() for r in plain] == [[bad], [bad], [good], [good]]
+    # odd images only: S1_0001 and S3_0003; fold1 sees S3 alone, fold3 S1 alone
+    folds, _, _ = bs.nested_scales(done, odd_only=True)
+    assert [f["chosen"]["box_scale"] for f in folds] == [1.2, 1.0, 1.2, 1.2]
 
 
 def test_saved_results_leave_out_a_static_series_unannotated_images(tmp_path):
