@@ -692,26 +692,38 @@ def table3_diagnosis(doc: dict) -> str:
 
 
 def table3_rule(doc: dict) -> str:
-    """Table 3 with training windows by each rule (``experiments/table3_rule.py``)."""
+    """Table 3 with training windows by each rule (``experiments/table3_rule.py``); a row
+    with ``stretch`` trained and tested on patches stretched to their own contrast."""
     b = doc["bins_px"]
     rows = doc["rows"]
     keep = [i for i in range(len(b) - 1)
             if any(r["test"]["recall_by_offset"][i] is not None for r in rows)]
     lines = ["| simulated training windows | mu (1/mm), x_max (mm) | train acc | "
              "test acc (real C0001) | recall | specificity | "
-             + " | ".join(f"recall {b[i]}-{b[i + 1]} px" for i in keep) + " | minutes |",
-             "|---" * (7 + len(keep)) + "|"]
+             + " | ".join(f"recall {b[i]}-{b[i + 1]} px" for i in keep)
+             + " | patches seen | minutes |",
+             "|---" * (8 + len(keep)) + "|"]
     for r in rows:
         t = r["test"]
+        how = (f"; every patch stretched to its own contrast (floor {r['stretch']:g} grey "
+               "levels)" if r.get("stretch") else "")
+        seen = r.get("patches_seen", doc["epochs"] * doc["samples_per_epoch"])
         lines.append(
             f"| {r['rule']}: centre within {r['max_offset']} px, {r['min_inside']:g} of the "
-            f"shadow inside | {r['mu'][0]:g}-{r['mu'][1]:g}, {r.get('x_max', 60):g} | "
+            f"shadow inside{how} | {r['mu'][0]:g}-{r['mu'][1]:g}, {r.get('x_max', 60):g} | "
             f"{_f(r['train']['accuracy'])} | "
             f"{_f(t['accuracy'])} | {_f(t['recall'], 3)} | {_f(t['specificity'], 3)} | "
             + " | ".join(_f(t["recall_by_offset"][i], 2) for i in keep)
-            + f" | {(r['build_seconds'] + r['train_seconds']) / 60:.0f} |")
-    lines += ["", f"Xnet-II, {doc['epochs']} epochs of {doc['samples_per_epoch']:,} patches "
-              "each; paper: test accuracy 0.9687. Command: `" + doc["command"] + "`"]
+            + f" | {seen:,} | {(r['build_seconds'] + r['train_seconds']) / 60:.0f} |")
+    own = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
+    older = [r["rule"] for r in rows if not r.get("command")]
+    cmds = "; ".join(f"`{c}`" for c in own)
+    if older:
+        cmds = (f"{', '.join(older)} (before each row kept its command; the file's last: "
+                f"`{doc['command']}`)" + (f"; {cmds}" if cmds else ""))
+    lines += ["", "Xnet-II, epochs of "
+              f"{doc['samples_per_epoch']:,} patches each; paper: test accuracy 0.9687. "
+              f"Commands: {cmds}"]
     return "\n".join(lines)
 
 
@@ -2180,6 +2192,7 @@ def main() -> None:
                            ("loso-pyramid", RUNS / "loso_pyramid.json", loso_pyramid),
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
+                           ("table3-stretch", RUNS / "table3_stretch.json", table3_rule),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
                            ("fcn", a.fcn, fcn),
                            ("fcn-loso", a.fcn.with_name("fcn_loso_fcn-real.json"), fcn_loso),

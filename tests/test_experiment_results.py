@@ -1015,3 +1015,63 @@ def test_saved_results_leave_out_a_static_series_unannotated_images(tmp_path):
     text = _tables().adapt_table(doc)
     assert "| C0998 | 2 | 0 | - | unscored: no annotated even image |" in text
     assert "Scored again from its saved detections: `r` (w)." in text
+
+
+def test_table3_stretch_maps_each_patch_to_its_own_contrast(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from xdefect.dataset import META_COLUMNS, open_dataset
+
+    t3 = _experiment("table3_rule")
+    flat = np.full((32, 32), 200, np.uint8)
+    faint = np.full((32, 32), 100, np.uint8)
+    faint[8:24, 8:24] = 104  # a 4-grey-level void over a quarter of the patch
+    strong = faint.copy()
+    strong[8:24, 8:24] = 140  # the same void at ten times the contrast
+    out = t3.stretch(np.stack([flat, faint, strong]), floor=2.0)
+    assert out.dtype == np.uint8 and out.shape == (3, 32, 32)
+    assert (out[0] == 128).all()  # no contrast: the mid grey, not blown up by the floor
+    # faint: mean 101, sd 3 ** 0.5 < floor 2, so scaled by the floor: 112 and 176;
+    # strong: mean 110, sd 300 ** 0.5 (17.3): 128 - 18.5 and 128 + 55.4
+    assert (out[1, 0, 0], out[1, 12, 12]) == (112, 176)
+    assert (out[2, 0, 0], out[2, 12, 12]) == (110, 183)
+    with pytest.raises(ValueError, match="floor must be positive"):
+        t3.stretch(out, 0.0)
+    # a dataset folder copied with its patches stretched, all else unchanged
+    src, dst = tmp_path / "plain", tmp_path / "stretched"
+    src.mkdir()
+    np.save(src / "patches.npy", np.stack([flat, faint, strong]))
+    np.save(src / "labels.npy", np.array([0, 1, 1], np.int64))
+    with open(src / "meta.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(META_COLUMNS)
+        for i in range(3):
+            w.writerow([i, "train" if i < 2 else "test", int(i > 0), "real", "C0001",
+                        "x.png", 0, 0, 0, 0, 0, 0])
+    (src / "manifest.json").write_text(json.dumps({"format": "x"}))
+    t3.stretched_dataset(src, dst, 2.0, chunk=2)
+    ds = open_dataset(dst)
+    assert (ds.patches[:] == out).all() and ds.labels.tolist() == [0, 1, 1]
+    assert ds.indices("test").tolist() == [2]
+    assert "per-patch contrast stretch" in ds.manifest["derived"]["transform"]
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left
+    with pytest.raises(FileExistsError):
+        t3.stretched_dataset(src, dst, 2.0)
+    # the table: a stretched row says so, each row's own command and patches seen
+    row = {"rule": "r", "max_offset": 16, "min_inside": 0.33, "mu": [0.01, 0.04],
+           "x_max": 60, "train": {"accuracy": 0.9}, "build_seconds": 60, "train_seconds": 120,
+           "test": {"accuracy": 0.6, "recall": 0.45, "specificity": 0.75,
+                    "recall_by_offset": [0.5, None]}, "patches_seen": 600000,
+           "stretch": 2.0, "command": "python experiments/table3_rule.py --stretch 2"}
+    doc = {"bins_px": [0, 4, 8], "epochs": 4, "samples_per_epoch": 50000, "command": "c",
+           "rows": [row, {**row, "rule": "old", "stretch": None, "command": None,
+                          "patches_seen": 200000}]}
+    text = _tables().table3_rule(doc)
+    assert ("| r: centre within 16 px, 0.33 of the shadow inside; every patch stretched to "
+            "its own contrast (floor 2 grey levels) | 0.01-0.04, 60 | 0.9000 | 0.6000 | "
+            "0.450 | 0.750 | 0.50 | 600,000 | 3 |") in text
+    assert "| old: centre within 16 px, 0.33 of the shadow inside | " in text
+    assert "Commands: old (before each row kept its command; the file's last: `c`); " in text
+    assert "`python experiments/table3_rule.py --stretch 2`" in text
