@@ -62,7 +62,7 @@ from xdefect.models import setup_device
 from xdefect.protocol import evaluate_detections
 
 __all__ = ["SCALES", "adapt_check", "choose", "choose_scale", "fold_results", "main",
-           "resized"]
+           "nested_scales", "resized"]
 
 #: box scales tried (1: the boxes as the fold's settings made them)
 SCALES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4)
