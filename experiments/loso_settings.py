@@ -114,15 +114,17 @@ def fold_grid(fold: Path, roots: list[Path], tuned: str, settings_of, device
     for s, root in sorted(held.items()):
         cache = fold / "grid" / f"{s}.json"
         doc = json.loads(cache.read_text()) if cache.is_file() else None
-        if doc is not None and doc.get("tta") != base.tta:
-            doc = None  # other views: every setting scanned again
+        keys = [r.stem for r in select(root, [s], "all").records]
+        if doc is not None and (doc.get("tta") != base.tta
+                                or [im["key"] for im in doc["images"]] != keys):
+            doc = None  # other views or other images: every setting scanned again
         missing = [p for p in settings if doc is None or key_of(p) not in doc["settings"]]
         if missing:
             if net is None:
                 net, _ = load_model(fold / tuned / "model.safetensors", device)
             print(f"{fold.name}: scanning {s} at {len(missing)} settings", flush=True)
             new = {**_series_grid(net, root, s, missing, device), "tta": base.tta}
-            if doc is not None:
+            if doc is not None:  # the same views and images: the settings it holds kept
                 new["settings"] = {**doc["settings"], **new["settings"]}
             doc = new
             write_json(cache, doc)
