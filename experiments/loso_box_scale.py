@@ -92,10 +92,9 @@ def fold_results(fold: Path, roots: list[Path], scales: tuple[float, ...] = SCAL
     grid = fold_grid(fold, roots, "tta8-join", at_scales, device)
     if grid is None:
         return None
-    base = DetectParams.from_dict(json.loads((fold / "tta8-join" / "model.json").read_text())
-                                  ["detection"])
-    return card, {p.box_scale: scoring_at_least(grid[1][key_of(p)], min_score)
-                  for p in at_scales(base)}
+    tuned, by_key = grid  # tuned: the tta8-join card (``card`` is cut_by's when given)
+    return card, {p.box_scale: scoring_at_least(by_key[key_of(p)], min_score)
+                  for p in at_scales(DetectParams.from_dict(tuned["detection"]))}
 
 
 def resized(rs: list[ImageResult], shapes: dict[str, tuple[int, int]], scale: float
