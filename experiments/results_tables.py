@@ -727,6 +727,30 @@ def table3_rule(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def table3_floor(doc: dict) -> str:
+    """The stretch floor chosen on held-out training castings
+    (``experiments/table3_floor.py``): one row per floor, the chosen one in bold."""
+    c = doc["counts"]
+    lines = ["| floor (grey levels) | train acc | held-out acc | held-out recall | "
+             "held-out specificity | patches seen | minutes |", "|---" * 7 + "|"]
+    for r in sorted(doc["rows"], key=lambda r: r["floor"]):
+        h = r["held_out"]
+        mark = "**" if r["floor"] == doc.get("chosen") else ""
+        lines.append(f"| {mark}{r['floor']:g}{mark} | {_f(r['train']['accuracy'])} | "
+                     f"{mark}{_f(h['accuracy'])}{mark} | {_f(h['recall'], 3)} | "
+                     f"{_f(h['specificity'], 3)} | "
+                     f"{doc['epochs'] * doc['samples_per_epoch']:,} | "
+                     f"{r['train_seconds'] / 60:.0f} |")
+    lines += ["", f"Xnet-II on the test rule's windows of the `table3` protocol without "
+              f"{', '.join(doc['hold'])}: {c['train']:,} training windows of the other "
+              f"series; held out: the {c['held_real']:,} real defect windows of "
+              f"{', '.join(doc['hold'])} and {c['held_background']:,} of their defect-free "
+              f"windows; {doc['epochs']} epochs of {doc['samples_per_epoch']:,} patches "
+              f"per floor; chosen: {doc.get('chosen', '-')}. No C0001 window is used. "
+              f"Command: `{doc['command']}`"]
+    return "\n".join(lines)
+
+
 def sim_ablation(doc: dict) -> str:
     """One simulator change per row (``experiments/sim_ablation.py``), tuning images."""
     p = doc["protocol"]
@@ -2193,6 +2217,7 @@ def main() -> None:
                            ("table3-diagnosis", a.table3_diagnosis, table3_diagnosis),
                            ("table3-rule", a.table3_rule, table3_rule),
                            ("table3-stretch", RUNS / "table3_stretch.json", table3_rule),
+                           ("table3-floor", RUNS / "table3_floor.json", table3_floor),
                            ("sim-ablation", a.sim_ablation, sim_ablation),
                            ("fcn", a.fcn, fcn),
                            ("fcn-loso", a.fcn.with_name("fcn_loso_fcn-real.json"), fcn_loso),

@@ -1075,3 +1075,66 @@ def test_table3_stretch_maps_each_patch_to_its_own_contrast(tmp_path):
     assert "| old: centre within 16 px, 0.33 of the shadow inside | " in text
     assert "Commands: old (before each row kept its command; the file's last: `c`); " in text
     assert "`python experiments/table3_rule.py --stretch 2`" in text
+
+
+def test_table3_floor_holds_out_training_castings_and_chooses_on_them(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from xdefect.dataset import META_COLUMNS, open_dataset
+
+    t3f = _experiment("table3_floor")
+    # A and D train; B is held out (2 real, 3 defect-free, 1 simulated window); C0001 test
+    kinds = [("train", "A", "background", 0), ("train", "A", "ellipsoid", 1),
+             ("train", "A", "real", 1), ("train", "B", "real", 1),
+             ("train", "B", "background", 0), ("train", "B", "ellipsoid", 1),
+             ("train", "B", "background", 0), ("train", "B", "real", 1),
+             ("train", "B", "background", 0), ("test", "C0001", "real", 1),
+             ("test", "C0001", "background", 0), ("train", "D", "background", 0)]
+    src = tmp_path / "plain"
+    src.mkdir()
+    patches = np.arange(len(kinds), dtype=np.uint8)[:, None, None] * np.ones((1, 32, 32),
+                                                                              np.uint8)
+    np.save(src / "patches.npy", patches)
+    np.save(src / "labels.npy", np.array([k[3] for k in kinds], np.int64))
+    with open(src / "meta.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(META_COLUMNS)
+        for i, (split, series, source, label) in enumerate(kinds):
+            w.writerow([i, split, label, source, series, 1, 0, 0, "", "", "", ""])
+    (src / "manifest.json").write_text(json.dumps({"format": "x"}))
+    dst = tmp_path / "held"
+    counts = t3f.held_out_dataset(src, dst, ["B"], seed=0, chunk=2)
+    assert counts == {"train": 4, "held_real": 2, "held_background": 2}
+    ds = open_dataset(dst)
+    assert ds.indices("train").tolist() == [0, 1, 2, 3]
+    assert ds.patches[:4, 0, 0].tolist() == [0, 1, 2, 11]  # A's windows (all kinds), D's
+    test = ds.patches[ds.indices("test"), 0, 0].tolist()
+    # B's two real windows and two of its three defect-free ones; never its simulated
+    # window (5) nor C0001's (9, 10)
+    assert {3, 7} <= set(test) and len(test) == 4 and set(test) <= {3, 4, 6, 7, 8}
+    assert ds.labels[ds.indices("test")].sum() == 2
+    assert ds.manifest["derived"]["held_out"] == ["B"]
+    assert not list(tmp_path.glob(".*"))
+    with pytest.raises(FileExistsError):
+        t3f.held_out_dataset(src, dst, ["B"])
+    with pytest.raises(ValueError, match="not among its training series"):
+        t3f.held_out_dataset(src, tmp_path / "x", ["C0001"])
+    with pytest.raises(ValueError, match="need some real windows"):
+        t3f.held_out_dataset(src, tmp_path / "y", ["D"])  # no real window to validate on
+    with pytest.raises(ValueError, match="not among"):
+        t3f.held_out_dataset(src, tmp_path / "z", [])
+    # the choice: highest held-out accuracy, the smaller floor on a tie
+    rows = [{"floor": f, "held_out": {"accuracy": acc, "recall": 0.5, "specificity": 0.7},
+             "train": {"accuracy": 0.9}, "train_seconds": 600.0}
+            for f, acc in ((1.0, 0.6), (2.0, 0.7), (4.0, 0.7), (8.0, 0.65))]
+    assert t3f.choose_floor(rows) == 2.0
+    with pytest.raises(ValueError):
+        t3f.choose_floor([])
+    doc = {"counts": counts, "hold": ["B"], "epochs": 4, "samples_per_epoch": 50000,
+           "chosen": 2.0, "command": "python experiments/table3_floor.py", "rows": rows}
+    text = _tables().table3_floor(doc)
+    assert "| **2** | 0.9000 | **0.7000** | 0.500 | 0.700 | 200,000 | 10 |" in text
+    assert "| 4 | 0.9000 | 0.7000 |" in text
+    assert "chosen: 2.0" in text and "`python experiments/table3_floor.py`" in text

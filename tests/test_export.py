@@ -196,3 +196,39 @@ def test_segmenter_graph_refusals(segment_exported, tmp_path):
     assert not (tmp_path / "o").exists() and not (tmp_path / "s.onnx").exists()
     with pytest.raises(InputError, match="a segmenter; hard negatives"):
         Detector.load(segment_exported).scorer()
+
+
+def test_stretched_classifier_exports_its_patch_graph_only(tmp_path, gdxray_root):
+    """``xnet2-stretch`` maps each window to its own contrast inside the network: the
+    export writes the patch classifier alone (the dense graph cannot stretch window by
+    window), equal to PyTorch (1e-4) on windows of a real radiograph and on the same
+    windows at a tenth of their contrast; the dense mode and ``--stride`` refuse."""
+    from xdefect.checkpoint import save_model
+    from xdefect.models import create_model, normalise
+
+    torch.manual_seed(0)
+    model = create_model("xnet2-stretch").eval()
+    src = tmp_path / "stretch.safetensors"
+    save_model(src, model, {"note": "random weights for tests"})
+    out = tmp_path / "stretch.onnx"
+    proc = run_cli("export", "--model", str(src), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "patch classifier" in proc.stdout and not patch_path(out).exists()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["xdefect_graph"] == "patch"
+    assert json.loads(meta["xdefect_card"])["arch"]["stretch"] > 0
+    rec = gdxray.list_images(gdxray_root, ["C0001"])[1]
+    img = gdxray.load_sample(rec, gdxray.load_ground_truth(gdxray_root, "C0001")).image
+    wins = np.stack([img[r:r + 32, c:c + 32] for r in (100, 200, 300) for c in (80, 240)])
+    x = normalise(wins)
+    faint = normalise(np.rint(wins.mean() + (wins.astype(np.float32) - wins.mean()) / 10))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        for v in (x, faint):
+            got = sess.run(None, {"patches": v.numpy()})[0]
+            assert np.abs(got - model(v).numpy()).max() <= 1e-4
+    proc = run_cli("export", "--model", str(src), "--out", str(tmp_path / "s.onnx"),
+                   "--stride", "4")
+    assert_one_line_error(proc, "no dense graph")
+    with pytest.raises(InputError, match="dense mode cannot"):
+        Detector.load(src, device="cpu", mode="dense").score_map(img)

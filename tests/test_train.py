@@ -60,8 +60,49 @@ def test_models_list_json():
     proc = run_cli("models", "list", "--json")
     doc = json.loads(proc.stdout)
     row = [r for r in doc if r["name"] == "xnet2"][0]
-    assert set(row) == {"name", "p", "d", "f", "params", "macs_per_patch"}
+    assert set(row) == {"name", "p", "d", "f", "params", "macs_per_patch", "stretch"}
     assert row["params"] == 1_349_522 and row["d"] == [20, 40, 80, 160, 640]
+    assert row["stretch"] == 0
+    # the stretched Xnet-II: the same weights, every window at its own contrast
+    st = [r for r in doc if r["name"] == "xnet2-stretch"][0]
+    assert st["params"] == row["params"] and st["stretch"] > 0
+
+
+def test_stretched_architecture_sees_each_window_at_its_own_contrast():
+    """``stretch``: every window mapped to its own contrast before the first layer, so
+    the same window at any contrast above the floor (and any grey level) gives the same
+    logits; a flat window is mid-grey, not blown up; surroundings are stretched by the
+    window's own (centre) statistics; the card round-trips and stays as before without."""
+    g = torch.Generator().manual_seed(0)
+    grey = 100 + 20 * torch.randn(4, 1, 32, 32, generator=g)
+    x = M.normalise(grey)
+    fainter = M.normalise(200 + (grey - 100) / 4)  # a quarter of the contrast, brighter
+    s, sf = M.stretch_windows(x, 2.0), M.stretch_windows(fainter, 2.0)
+    assert torch.allclose(s, sf, atol=1e-4)
+    assert s.mean().abs() < 1e-3 and abs(float(s.std()) - M.STRETCH_SD) < 0.02
+    flat = M.normalise(torch.full((1, 1, 32, 32), 90.0))
+    assert M.stretch_windows(flat, 2.0).abs().max() < 1e-5
+    # 1 grey level of noise under a floor of 4: scaled by the floor, not to full contrast
+    noise = M.normalise(128 + torch.randn(1, 1, 32, 32, generator=g))
+    assert float(M.stretch_windows(noise, 4.0).std()) == pytest.approx(M.STRETCH_SD / 4,
+                                                                       rel=0.1)
+    ctx = torch.nn.functional.pad(x, (16, 16, 16, 16), value=3.0)  # a 64x64 surround
+    assert torch.allclose(M.stretch_windows(ctx, 2.0)[..., 16:48, 16:48], s, atol=1e-6)
+    with pytest.raises(ValueError, match="floor must be positive"):
+        M.stretch_windows(x, 0.0)
+    with pytest.raises(ValueError, match="stretch must be 0"):
+        M.ArchConfig("bad", (3,), (4,), (2,), stretch=-1.0)
+    arch = M.get_arch("xnet2-stretch")
+    assert M.ArchConfig.from_dict(arch.to_dict()) == arch
+    assert "stretch" not in M.get_arch("xnet2").to_dict()
+    torch.manual_seed(0)
+    model = M.create_model(arch).eval()
+    with torch.no_grad():
+        d_stretch = float((model(x) - model(fainter)).abs().max())
+        plain = M.create_model("xnet2").eval()
+        plain.load_state_dict(model.state_dict())
+        d_plain = float((plain(x) - plain(fainter)).abs().max())
+    assert d_stretch < 1e-4 and d_plain > 10 * d_stretch  # the same weights unstretched
 
 
 def _train(data, out, *extra, env=None):

@@ -387,6 +387,10 @@ class DenseNet(nn.Module):
         if stride < 1 or 2**k != stride or k > nblocks:
             raise ValueError(f"dense mode needs a power-of-two stride <= {2**nblocks}, "
                              f"not {stride}")
+        if arch.stretch:
+            raise InputError(f"{arch.name} stretches every window to its own contrast "
+                             f"(floor {arch.stretch:g}): the dense mode cannot apply that "
+                             "(its windows share their first layer's work); use mode patch")
         model = model.eval()
         self.k = k
         self.stride = stride

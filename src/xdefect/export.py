@@ -118,7 +118,9 @@ def export_onnx(model: PatchCNN | SegNet, card: dict[str, Any], stride: int,
                 out: str | os.PathLike[str]) -> dict[str, Any]:
     """Write a patch classifier's dense graph (``out``) and the patch classifier
     (:func:`patch_path`), or a segmenter's segment graph (``out``; ``stride`` must be 1),
-    atomically; returns the kind of graph (``graph``), their paths and sizes."""
+    atomically; returns the kind of graph (``graph``), their paths and sizes. A patch
+    classifier that stretches each window to its own contrast has no dense graph: its
+    patch classifier goes to ``out`` (``graph`` ``"patch"``)."""
     if isinstance(model, SegNet):
         if stride != 1:
             raise InputError(f"--stride {stride}: a segmenter scores every pixel (stride 1)")
@@ -127,6 +129,11 @@ def export_onnx(model: PatchCNN | SegNet, card: dict[str, Any], stride: int,
             tmp.write_bytes(data)
         return {"graph": "segment", "segment": str(out), "stride": 1,
                 "bytes": {str(out): len(data)}}
+    if model.arch.stretch:  # each window at its own contrast: the patch graph alone
+        data = _patch_onnx_bytes(model, card)
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_bytes(data)
+        return {"graph": "patch", "patch": str(out), "bytes": {str(out): len(data)}}
     dense = dense_onnx_bytes(model, stride, card)
     patch = _patch_onnx_bytes(model, card)
     written = {}

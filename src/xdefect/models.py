@@ -8,6 +8,13 @@ Dense(``f[-1]``) (bias) -> softmax. Input: one 32x32 grey patch, normalised by
 :func:`normalise`; output: two activations, index 0 'no-defect', 1 'defect' (the model
 returns logits; ``softmax`` gives the paper's ``y0``, ``y1``).
 
+An architecture may stretch every window to its own contrast before its first layer
+(``stretch``, a floor in grey levels; :func:`stretch_windows`): C0001's voids, a few grey
+levels deep, are then as large to the network as the training castings' (Table 3 on the
+``table3`` protocol: ``docs/results.md``). Such a model scores windows one by one (the
+``patch`` mode); the ``dense`` score map, whose windows share their first layer's work,
+cannot apply it and refuses.
+
 The paper's Table 2 lists no activation layer in its 'conv' blocks (its Keras Conv2D
 layers presumably carried ``activation='relu'``); xdefect applies ReLU after BatchNorm.
 
@@ -30,9 +37,10 @@ from torch import nn
 from xdefect.errors import InputError
 from xdefect.windows import PATCH
 
-__all__ = ["INFERENCE_BATCH", "NORMALISATION", "REGISTRY", "ArchConfig", "PatchCNN",
-           "bf16_native", "count_params_keras", "create_model", "get_arch", "inference_copy",
-           "normalise", "normalise_float", "registry_table", "setup_device"]
+__all__ = ["INFERENCE_BATCH", "NORMALISATION", "REGISTRY", "STRETCH_SD", "ArchConfig",
+           "PatchCNN", "bf16_native", "count_params_keras", "create_model", "get_arch",
+           "inference_copy", "normalise", "normalise_float", "registry_table", "setup_device",
+           "stretch_windows"]
 
 # Input normalisation, defined once: float = (uint8 / 255 - MEAN) / STD.
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "std": 0.25}
@@ -45,6 +53,31 @@ def normalise(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.ndim == 3:
         t = t.unsqueeze(1)
     return (t * NORMALISATION["scale"] - NORMALISATION["mean"]) / NORMALISATION["std"]
+
+
+#: a stretched window's standard deviation in normalised units (:func:`stretch_windows`):
+#: half a unit, 32 grey levels, so that the normalised range of uint8 grey levels (+-2)
+#: holds four standard deviations either side of the mean
+STRETCH_SD = 0.5
+
+
+def stretch_windows(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """Normalised windows ``(N, C, H, W)`` (:func:`normalise`), each mapped to its own
+    contrast: ``STRETCH_SD * (x - m) / max(s, floor)`` clipped to +-2, with ``m`` and
+    ``s`` the mean and (population) standard deviation of the window's centre 32x32 patch
+    (windows with surroundings, ``H = 32 + 2M``, are stretched as their patch is);
+    ``floor`` in grey levels (> 0) keeps flat, noiseless windows from being blown up to
+    full contrast. A stretched window's mean is 0 (mid-grey) and its standard deviation
+    half a unit (32 grey levels) unless the floor or the clip bind."""
+    if not floor > 0:
+        raise ValueError(f"stretch floor must be positive, got {floor}")
+    h, w = x.shape[-2:]
+    r, c = (h - PATCH) // 2, (w - PATCH) // 2
+    centre = x[..., r:r + PATCH, c:c + PATCH]
+    m = centre.mean(dim=(-2, -1), keepdim=True)
+    sd = ((centre - m) ** 2).mean(dim=(-2, -1), keepdim=True).sqrt()
+    least = floor * NORMALISATION["scale"] / NORMALISATION["std"]  # grey levels -> units
+    return (STRETCH_SD * (x - m) / sd.clamp(min=least)).clamp(-2.0, 2.0)
 
 
 def normalise_float(image01: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -65,8 +98,14 @@ class ArchConfig:
     conv_dropout: float = 0.1
     fc_dropout: float = 0.3
     description: str = ""
+    #: per-window contrast stretch before the first layer, its floor in grey levels
+    #: (:func:`stretch_windows`); 0: off (the paper's models)
+    stretch: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (np.isfinite(self.stretch) and self.stretch >= 0):
+            raise ValueError(f"stretch must be 0 (off) or a positive floor in grey levels, "
+                             f"got {self.stretch}")
         if len(self.p) != len(self.d) or not self.p:
             raise ValueError("p and d must have the same, non-zero length")
         if PATCH % (2 ** len(self.p)):
@@ -83,6 +122,8 @@ class ArchConfig:
         out = asdict(self)
         for k in ("p", "d", "f"):
             out[k] = list(out[k])
+        if not self.stretch:  # cards of unstretched models stay as they were
+            del out["stretch"]
         return out
 
     @staticmethod
@@ -90,7 +131,8 @@ class ArchConfig:
         return ArchConfig(name=doc["name"], p=tuple(doc["p"]), d=tuple(doc["d"]),
                           f=tuple(doc["f"]), conv_dropout=float(doc.get("conv_dropout", 0.1)),
                           fc_dropout=float(doc.get("fc_dropout", 0.3)),
-                          description=doc.get("description", ""))
+                          description=doc.get("description", ""),
+                          stretch=float(doc.get("stretch", 0.0)))
 
     def params(self) -> int:
         """Parameters, Keras convention (BatchNorm: 4 per channel)."""
@@ -126,7 +168,8 @@ class ArchConfig:
 
 class PatchCNN(nn.Module):
     """The configurable patch classifier. ``forward`` maps ``(N, 1, 32, 32)`` normalised
-    patches to ``(N, 2)`` logits."""
+    patches to ``(N, 2)`` logits (each patch first stretched to its own contrast when the
+    architecture's ``stretch`` is set)."""
 
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
@@ -155,12 +198,15 @@ class PatchCNN(nn.Module):
         ``2 ** len(p)``): the convolutions then see the real neighbours instead of zero
         padding, exactly as the dense score map (``detect.DenseNet``) computes that window
         when ``M`` covers its reach (``detect.context_margin``), and the head reads the
-        window's own cells."""
+        window's own cells. An architecture with ``stretch`` first maps each window to its
+        own contrast (:func:`stretch_windows`)."""
         h, w = x.shape[-2:]
         cell = 1 << len(self.arch.p)
         if h != w or h < PATCH or (h - PATCH) % (2 * cell):
             raise ValueError(f"expected 32x32 windows or 32 + 2M with M a multiple of {cell} "
                              f"(square), got {h}x{w}")
+        if self.arch.stretch:
+            x = stretch_windows(x, self.arch.stretch)
         f = self.features(x)
         side = PATCH >> len(self.arch.p)
         if f.shape[-2:] != (side, side):
@@ -192,12 +238,20 @@ _ROWS = [
     _t3(7, (7, 5, 3, 3, 3), (20, 40, 80, 160, 640), (100, 200, 400, 2), "Table 3 row 7"),
 ]
 
+#: the floor of ``xnet2-stretch`` (grey levels), chosen on training castings held out of
+#: the ``table3`` protocol (``experiments/table3_floor.py``, ``docs/results.md``)
+XNET2_STRETCH_FLOOR = 2.0
+
 REGISTRY: dict[str, ArchConfig] = {
     "xnet2": ArchConfig("xnet2", _ROWS[6].p, _ROWS[6].d, _ROWS[6].f,
                         description="Xnet-II (Table 2; Table 3 row 6)"),
     "xnet": ArchConfig("xnet", _ROWS[0].p, _ROWS[0].d, _ROWS[0].f,
                        description="Xnet (WACV 2017; Table 3 row 0)"),
     **{a.name: a for a in _ROWS},
+    "xnet2-stretch": ArchConfig(
+        "xnet2-stretch", _ROWS[6].p, _ROWS[6].d, _ROWS[6].f, stretch=XNET2_STRETCH_FLOOR,
+        description="Xnet-II with every window stretched to its own contrast (floor "
+                    f"{XNET2_STRETCH_FLOOR:g} grey levels); patch mode only"),
 }
 
 
@@ -220,7 +274,8 @@ def registry_table() -> list[dict]:
     for name, a in REGISTRY.items():
         out.append({"name": name, "p": list(a.p), "d": list(a.d), "f": list(a.f),
                     "params": a.params(), "trainable_params": a.trainable_params(),
-                    "macs_per_patch": a.macs_per_patch(), "description": a.description})
+                    "macs_per_patch": a.macs_per_patch(), "stretch": a.stretch,
+                    "description": a.description})
     return out
 
 

@@ -310,15 +310,22 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
                  stride: int | None = None) -> dict[str, Any]:
     """Export a model (a path or a bundled name; default the bundled default) to ONNX
     (:func:`xdefect.export.export_onnx`): a patch classifier's dense score-map graph at
-    ``stride`` (default: the card's) and the patch classifier, or a segmenter's segment
-    graph (stride 1)."""
+    ``stride`` (default: the card's) and the patch classifier (the patch classifier alone
+    for an architecture that stretches each window to its own contrast), or a segmenter's
+    segment graph (stride 1)."""
     from xdefect.export import export_onnx
 
     path = resolve_model(model)
-    if path.suffix.lower() != ".onnx" and is_segmenter_arch(read_card(path)["arch"]):
+    arch = read_card(path)["arch"] if path.suffix.lower() != ".onnx" else {}
+    if is_segmenter_arch(arch):
         if stride not in (None, 1):
             raise InputError(f"--stride {stride}: a segmenter scores every pixel (stride 1)")
         det = Detector.load(path, device="cpu")
+    elif arch.get("stretch"):  # windows stretched one by one: no dense graph
+        if stride is not None:
+            raise InputError(f"--stride {stride}: {arch.get('name')} stretches each window "
+                             "to its own contrast, so it has no dense graph to stride")
+        det = Detector.load(path, device="cpu", mode="patch")
     else:
         det = Detector.load(path, device="cpu", mode="dense",
                             **({"stride": stride} if stride else {}))

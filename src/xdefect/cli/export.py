@@ -21,6 +21,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"(sides padded to multiples of 8) ({r['bytes'][r['segment']]:,} bytes); model "
             "card embedded as metadata"))
         return 0
+    if r["graph"] == "patch":
+        emit(args, r, lambda: print(
+            f"{r['patch']}: patch classifier, 32x32 windows each stretched to its own "
+            f"contrast inside the graph (no dense graph for such a model) "
+            f"({r['bytes'][r['patch']]:,} bytes); model card embedded as metadata"))
+        return 0
     emit(args, r, lambda: print(
         f"{r['dense']}: dense score-map network, stride {r['stride']}, any image size "
         f"({r['bytes'][r['dense']]:,} bytes); {r['patch']}: patch classifier "

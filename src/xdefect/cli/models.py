@@ -18,15 +18,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = registry_table()
     if args.json:
         print(json.dumps([{k: r[k] for k in ("name", "p", "d", "f", "params",
-                                             "macs_per_patch")} for r in table], indent=2))
+                                             "macs_per_patch", "stretch")} for r in table],
+                         indent=2))
         return 0
-    print(f"{'name':<7}{'p':<17}{'d':<24}{'f':<18}{'params':>11}{'MACs/patch':>13}  description")
+    w = max(len(r["name"]) for r in table) + 2
+    print(f"{'name':<{w}}{'p':<17}{'d':<24}{'f':<18}{'params':>11}{'MACs/patch':>13}  "
+          "description")
 
     def fmt(v: list[int]) -> str:
         return "(" + ",".join(map(str, v)) + ")"
 
     for r in table:
-        print(f"{r['name']:<7}{fmt(r['p']):<17}{fmt(r['d']):<24}{fmt(r['f']):<18}"
+        print(f"{r['name']:<{w}}{fmt(r['p']):<17}{fmt(r['d']):<24}{fmt(r['f']):<18}"
               f"{r['params']:>11,}{r['macs_per_patch']:>13,}  {r['description']}")
     print("params counted as Keras does (BatchNorm: 4 per channel); see docs/models.md")
     return 0
