@@ -707,6 +707,9 @@ def table3_rule(doc: dict) -> str:
         t = r["test"]
         how = (f"; every patch stretched to its own contrast (floor {r['stretch']:g} grey "
                "levels)" if r.get("stretch") else "")
+        if r.get("arch_stretch"):
+            how += (f"; `{r['arch']}`: every patch stretched inside the network (floor "
+                    f"{r['arch_stretch']:g} grey levels)")
         seen = r.get("patches_seen", doc["epochs"] * doc["samples_per_epoch"])
         lines.append(
             f"| {r['rule']}: centre within {r['max_offset']} px, {r['min_inside']:g} of the "

@@ -19,7 +19,10 @@ patch's mean and standard deviation, clipped to 0-255, i.e. four standard deviat
 a label-free operation on each window, like the local contrast channel of the
 segmenter ``segnet-lcn``). The rule's dataset is then the stretched copy
 (``data-NAME``) of its plain build (``data-NAME-plain``), and the model is trained by the
-library as before. Each row records its epochs, its stretch and its command line.
+library as before. ``--arch xnet2-stretch`` instead trains the library's own stretched
+Xnet-II (:func:`xdefect.models.stretch_windows` inside the network, the same mapping in
+floating point, unrounded) on the plain dataset. Each row records its architecture, epochs,
+stretch and command line.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from xdefect.checkpoint import load_model
 from xdefect.dataset import open_dataset
 from xdefect.gdxray import default_root
 from xdefect.io import command_line, write_json
+from xdefect.models import get_arch
 from xdefect.patches import BuildArgs
 from xdefect.pipelines import build_dataset
 from xdefect.train import TrainConfig, predict, train
@@ -121,7 +125,7 @@ def run_rule(a: argparse.Namespace, name: str, max_offset: int, min_inside: floa
     run = a.work / f"run-{name}"
     t0 = time.perf_counter()
     if not (run / "best.safetensors").is_file() or not (run / "done").is_file():
-        train(TrainConfig(data=str(data), out=str(run), arch="xnet2", epochs=a.epochs,
+        train(TrainConfig(data=str(data), out=str(run), arch=a.arch, epochs=a.epochs,
                           samples_per_epoch=a.samples, seed=a.seed, patience=a.epochs,
                           device="cpu", resume=(run / "last.safetensors").is_file()))
         (run / "done").write_text("")
@@ -137,7 +141,8 @@ def run_rule(a: argparse.Namespace, name: str, max_offset: int, min_inside: floa
             "mu": list(a.mu), "x_max": a.x_max, "train": scores(model, ds, tr),
             "test": scores(model, ds, te, [rows[i] for i in te]),
             "patches_seen": a.epochs * a.samples, "epochs": a.epochs,
-            "samples_per_epoch": a.samples, "stretch": a.stretch or None,
+            "samples_per_epoch": a.samples, "stretch": a.stretch or None, "arch": a.arch,
+            "arch_stretch": get_arch(a.arch).stretch or None,
             "build_seconds": round(build_s, 1), "train_seconds": round(train_s, 1),
             "data": str(data), "model": str(run), "command": command_line()}
 
@@ -156,12 +161,22 @@ def main() -> None:
     ap.add_argument("--stretch", type=float, default=0.0, metavar="FLOOR",
                     help="map every patch to its own contrast (floor: the least standard "
                          "deviation, grey levels; 0: off)")
+    ap.add_argument("--arch", default="xnet2",
+                    help="the registered patch classifier trained (xnet2-stretch: the "
+                         "library's stretched Xnet-II)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("runs/table3-rule"))
     ap.add_argument("--out", type=Path, default=Path("runs/table3_rule.json"))
     a = ap.parse_args()
     if a.stretch < 0 or not np.isfinite(a.stretch):
         ap.error(f"--stretch {a.stretch}: must be 0 (off) or a positive number of grey levels")
+    try:
+        arch = get_arch(a.arch)
+    except KeyError as exc:
+        ap.error(f"--arch: {exc.args[0]}")
+    if a.stretch and arch.stretch:
+        ap.error(f"--stretch with --arch {a.arch}: that architecture stretches each patch "
+                 "itself; stretching the dataset too would do it twice")
     a.gdxray = a.gdxray or default_root()
     a.work.mkdir(parents=True, exist_ok=True)
     doc = {"bins_px": list(BINS), "epochs": a.epochs, "samples_per_epoch": a.samples,

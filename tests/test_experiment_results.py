@@ -1075,6 +1075,9 @@ def test_table3_stretch_maps_each_patch_to_its_own_contrast(tmp_path):
     assert "| old: centre within 16 px, 0.33 of the shadow inside | " in text
     assert "Commands: old (before each row kept its command; the file's last: `c`); " in text
     assert "`python experiments/table3_rule.py --stretch 2`" in text
+    doc["rows"] = [{**row, "stretch": None, "arch": "xnet2-stretch", "arch_stretch": 4.0}]
+    assert ("0.33 of the shadow inside; `xnet2-stretch`: every patch stretched inside the "
+            "network (floor 4 grey levels) | ") in _tables().table3_rule(doc)
 
 
 def test_table3_floor_holds_out_training_castings_and_chooses_on_them(tmp_path):
