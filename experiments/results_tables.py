@@ -739,7 +739,8 @@ def table3_floor(doc: dict) -> str:
     for r in sorted(doc["rows"], key=lambda r: r["floor"]):
         h = r["held_out"]
         mark = "**" if r["floor"] == doc.get("chosen") else ""
-        lines.append(f"| {mark}{r['floor']:g}{mark} | {_f(r['train']['accuracy'])} | "
+        fl = f"{r['floor']:g}" if r["floor"] else "0 (no stretch)"
+        lines.append(f"| {mark}{fl}{mark} | {_f(r['train']['accuracy'])} | "
                      f"{mark}{_f(h['accuracy'])}{mark} | {_f(h['recall'], 3)} | "
                      f"{_f(h['specificity'], 3)} | "
                      f"{doc['epochs'] * doc['samples_per_epoch']:,} | "

@@ -10,8 +10,9 @@ held-out castings (:func:`held_out_dataset`: each of their real defect windows a
 of their defect-free windows drawn at random, split ``test``; their simulated windows and
 every C0001 window are left out). For each floor the library trains Xnet-II on the
 stretched copy (:func:`table3_rule.stretched_dataset`) for the same budget and scores the
-held-out windows; the floor with the highest held-out accuracy is chosen
-(:func:`choose_floor`), to be run on the full protocol by ``table3_rule.py --stretch F``.
+held-out windows (floor 0: the same without the stretch, the control); the floor with the
+highest held-out accuracy is chosen (:func:`choose_floor`), to be run on the full protocol
+by ``table3_rule.py --stretch F`` (or the library's ``xnet2-stretch`` with that floor).
 Resumable: datasets and trained models already there are reused. Writes ``--out``::
 
     .venv/bin/python experiments/table3_floor.py --hold C0031 C0061 --floors 1 2 4 8
@@ -102,7 +103,9 @@ def choose_floor(rows: list[dict]) -> float:
 
 
 def run_floor(a: argparse.Namespace, held: Path, floor: float) -> dict:
-    data = a.work / f"data-f{floor:g}"
+    """Train on the held-out cut stretched with ``floor`` (0: the cut itself, unstretched)
+    and score its held-out windows."""
+    data = a.work / f"data-f{floor:g}" if floor else held
     if not (data / "manifest.json").is_file():
         stretched_dataset(held, data, floor)
     run = a.work / f"run-f{floor:g}"
@@ -139,8 +142,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/table3-floor"))
     ap.add_argument("--out", type=Path, default=Path("runs/table3_floor.json"))
     a = ap.parse_args()
-    if any(not (f > 0 and np.isfinite(f)) for f in a.floors):
-        ap.error(f"--floors {a.floors}: each must be a positive number of grey levels")
+    if any(not (f >= 0 and np.isfinite(f)) for f in a.floors):
+        ap.error(f"--floors {a.floors}: each must be a number of grey levels, 0 for no "
+                 "stretch")
     if not (a.plain / "manifest.json").is_file():
         ap.error(f"--plain {a.plain}: no table3 dataset there (run experiments/table3_rule.py "
                  "with --stretch first)")

@@ -1131,7 +1131,7 @@ def test_table3_floor_holds_out_training_castings_and_chooses_on_them(tmp_path):
     # the choice: highest held-out accuracy, the smaller floor on a tie
     rows = [{"floor": f, "held_out": {"accuracy": acc, "recall": 0.5, "specificity": 0.7},
              "train": {"accuracy": 0.9}, "train_seconds": 600.0}
-            for f, acc in ((1.0, 0.6), (2.0, 0.7), (4.0, 0.7), (8.0, 0.65))]
+            for f, acc in ((0.0, 0.55), (1.0, 0.6), (2.0, 0.7), (4.0, 0.7), (8.0, 0.65))]
     assert t3f.choose_floor(rows) == 2.0
     with pytest.raises(ValueError):
         t3f.choose_floor([])
@@ -1139,5 +1139,5 @@ def test_table3_floor_holds_out_training_castings_and_chooses_on_them(tmp_path):
            "chosen": 2.0, "command": "python experiments/table3_floor.py", "rows": rows}
     text = _tables().table3_floor(doc)
     assert "| **2** | 0.9000 | **0.7000** | 0.500 | 0.700 | 200,000 | 10 |" in text
-    assert "| 4 | 0.9000 | 0.7000 |" in text
+    assert "| 4 | 0.9000 | 0.7000 |" in text and "| 0 (no stretch) | 0.9000 | 0.5500 |" in text
     assert "chosen: 2.0" in text and "`python experiments/table3_floor.py`" in text
