@@ -15,7 +15,7 @@ highest held-out accuracy is chosen (:func:`choose_floor`), to be run on the ful
 by ``table3_rule.py --stretch F`` (or the library's ``xnet2-stretch`` with that floor).
 Resumable: datasets and trained models already there are reused. Writes ``--out``::
 
-    .venv/bin/python experiments/table3_floor.py --hold C0031 C0061 --floors 1 2 4 8
+    .venv/bin/python experiments/table3_floor.py --hold C0031 C0061 --floors 0 1 2 4 8
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import csv
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,14 +108,21 @@ def run_floor(a: argparse.Namespace, held: Path, floor: float) -> dict:
     if not (data / "manifest.json").is_file():
         stretched_dataset(held, data, floor)
     run = a.work / f"run-f{floor:g}"
-    t0 = time.perf_counter()
     if not (run / "best.safetensors").is_file() or not (run / "done").is_file():
         train(TrainConfig(data=str(data), out=str(run), arch="xnet2", epochs=a.epochs,
                           samples_per_epoch=a.samples, seed=a.seed, patience=a.epochs,
                           threads=a.threads, device="cpu",
                           resume=(run / "last.safetensors").is_file()))
         (run / "done").write_text("")
-    train_s = time.perf_counter() - t0
+    card = json.loads((run / "best.json").read_text())
+    cfg = card.get("train_config", {})
+    for key, want in (("epochs", a.epochs), ("samples_per_epoch", a.samples),
+                      ("seed", a.seed)):
+        if key in cfg and cfg[key] != want:
+            raise SystemExit(f"{run}: trained with {key} {cfg[key]}, not {want}: use "
+                             "another --work")
+    with open(run / "metrics.csv", newline="") as fh:  # its epochs' own seconds
+        train_s = sum(float(r["seconds"]) for r in csv.DictReader(fh))
     ds = open_dataset(data)
     model, _ = load_model(run / "best.safetensors")
     rng = np.random.default_rng(a.seed)
@@ -133,7 +139,7 @@ def main() -> None:
                     help="the test rule's unstretched table3 dataset (table3_rule.py)")
     ap.add_argument("--hold", nargs="+", default=["C0031", "C0061"],
                     help="training series held out for the choice")
-    ap.add_argument("--floors", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
+    ap.add_argument("--floors", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--samples", type=int, default=50000)
     ap.add_argument("--eval-train", type=int, default=10000)
@@ -152,7 +158,12 @@ def main() -> None:
     held = a.work / "data-held"
     if not (held / "manifest.json").is_file():
         held_out_dataset(a.plain, held, a.hold, a.seed)
-    counts = open_dataset(held).manifest["derived"]["counts"]
+    derived = open_dataset(held).manifest["derived"]
+    if (derived["held_out"], derived["seed"], derived["from"]) != (sorted(a.hold), a.seed,
+                                                                   str(a.plain)):
+        ap.error(f"{held}: cut from {derived['from']} holding out {derived['held_out']} "
+                 f"(seed {derived['seed']}), not these arguments: use another --work")
+    counts = derived["counts"]
     doc = {"plain": str(a.plain), "hold": sorted(a.hold), "counts": counts,
            "epochs": a.epochs, "samples_per_epoch": a.samples, "command": command_line(),
            "rows": []}

@@ -122,7 +122,7 @@ def run_rule(a: argparse.Namespace, name: str, max_offset: int, min_inside: floa
         if a.stretch:
             stretched_dataset(plain, data, a.stretch)
     build_s = time.perf_counter() - t0
-    run = a.work / f"run-{name}"
+    run = a.work / (f"run-{name}" if a.arch == "xnet2" else f"run-{name}-{a.arch}")
     t0 = time.perf_counter()
     if not (run / "best.safetensors").is_file() or not (run / "done").is_file():
         train(TrainConfig(data=str(data), out=str(run), arch=a.arch, epochs=a.epochs,

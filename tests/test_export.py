@@ -230,5 +230,12 @@ def test_stretched_classifier_exports_its_patch_graph_only(tmp_path, gdxray_root
     proc = run_cli("export", "--model", str(src), "--out", str(tmp_path / "s.onnx"),
                    "--stride", "4")
     assert_one_line_error(proc, "no dense graph")
+    with pytest.raises(InputError, match="use --mode patch"):
+        Detector.load(src, device="cpu", mode="dense")
+    with pytest.raises(InputError, match="use --mode patch"):
+        Detector.load(src, device="cpu").scorer(mode="dense")  # hard negatives, dense
+    from xdefect.detect import dense_net
     with pytest.raises(InputError, match="dense mode cannot"):
-        Detector.load(src, device="cpu", mode="dense").score_map(img)
+        dense_net(model, 4)
+    with pytest.raises(InputError, match="no score-map graph"):
+        Detector.load(out)

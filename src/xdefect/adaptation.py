@@ -200,7 +200,8 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
             context=32 if dense else 0, force=data.exists(), command=cfg.command))
     if not (run / "done").is_file():
         train(TrainConfig(
-            data=str(data), out=str(run), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+            data=str(data), out=str(run), arch=source.model.arch.name,
+            epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
             seed=cfg.seed, samples_per_epoch=cfg.samples_per_epoch,
             val_samples=cfg.val_samples, init=str(source.path), context=dense,
             augment=cfg.augment, threads=cfg.threads, command=cfg.command,

@@ -61,6 +61,10 @@ def check_params(model: PatchCNN | SegNet, params: DetectParams) -> DetectParams
                          "(this model is a patch classifier)")
     top = 2 ** len(model.arch.p)
     s = params.stride
+    if params.mode == "dense" and model.arch.stretch:
+        raise InputError(f"--mode dense: {model.arch.name} stretches every window to its own "
+                         "contrast, which the dense score map cannot (its windows share "
+                         "their first layer's work): use --mode patch (or --hard-mode patch)")
     if params.mode == "dense" and (s & (s - 1) or s > top):
         raise InputError(f"--stride {s}: dense mode needs a power of two no larger than {top} "
                          "(or --mode patch)")
@@ -261,7 +265,8 @@ class Detector:
             raise InputError(f"{self.path}: a segmenter; hard negatives are mined with a "
                              "patch classifier")
         p = (self.with_params(mode=mode, stride=stride).params if self.model is None else
-             params_from_card({"detection": self.params.to_dict()}, mode=mode, stride=stride))
+             check_params(self.model, params_from_card({"detection": self.params.to_dict()},
+                                                       mode=mode, stride=stride)))
         onnx = self.onnx if self.model is None else None
 
         def score(image: np.ndarray) -> tuple[np.ndarray, int]:

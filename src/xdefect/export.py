@@ -167,10 +167,16 @@ class OnnxScorer:
         self.graph = meta.get("xdefect_graph")
         if self.graph not in ("dense", "segment"):
             what = "ONNX model" if isinstance(source, bytes) else str(source)
-            kind = ("the patch classifier, not the dense score-map graph"
-                    if self.graph == "patch" else "not an xdefect score-map graph")
-            raise InputError(f"{what}: {kind} (detect takes the file `xdefect export --out` "
-                             "names)")
+            stretched = self.graph == "patch" and json.loads(
+                meta.get("xdefect_card", "{}")).get("arch", {}).get("stretch")
+            kind = ("a patch classifier that stretches each window to its own contrast: it "
+                    "has no score-map graph (detect runs its .safetensors in patch mode)"
+                    if stretched else
+                    "the patch classifier, not the dense score-map graph (detect takes the "
+                    "file `xdefect export --out` names)" if self.graph == "patch" else
+                    "not an xdefect score-map graph (detect takes the file `xdefect export "
+                    "--out` names)")
+            raise InputError(f"{what}: {kind}")
         self.stride = int(meta["xdefect_stride"])
         self.card = json.loads(meta.get("xdefect_card", "{}"))
 

@@ -37,7 +37,8 @@ from torch import nn
 from xdefect.errors import InputError
 from xdefect.windows import PATCH
 
-__all__ = ["INFERENCE_BATCH", "NORMALISATION", "REGISTRY", "STRETCH_SD", "ArchConfig",
+__all__ = ["INFERENCE_BATCH", "NORMALISATION", "REGISTRY", "STRETCH_SD",
+           "XNET2_STRETCH_FLOOR", "ArchConfig",
            "PatchCNN", "bf16_native", "count_params_keras", "create_model", "get_arch",
            "inference_copy", "normalise", "normalise_float", "registry_table", "setup_device",
            "stretch_windows"]
@@ -238,8 +239,9 @@ _ROWS = [
     _t3(7, (7, 5, 3, 3, 3), (20, 40, 80, 160, 640), (100, 200, 400, 2), "Table 3 row 7"),
 ]
 
-#: the floor of ``xnet2-stretch`` (grey levels), chosen on training castings held out of
-#: the ``table3`` protocol (``experiments/table3_floor.py``, ``docs/results.md``)
+#: the floor of ``xnet2-stretch`` (grey levels): the floor of the first stretched Table 3
+#: run; ``experiments/table3_floor.py`` measures the choice on training castings held out
+#: of the ``table3`` protocol (``docs/results.md``)
 XNET2_STRETCH_FLOOR = 2.0
 
 REGISTRY: dict[str, ArchConfig] = {
@@ -250,8 +252,8 @@ REGISTRY: dict[str, ArchConfig] = {
     **{a.name: a for a in _ROWS},
     "xnet2-stretch": ArchConfig(
         "xnet2-stretch", _ROWS[6].p, _ROWS[6].d, _ROWS[6].f, stretch=XNET2_STRETCH_FLOOR,
-        description="Xnet-II with every window stretched to its own contrast (floor "
-                    f"{XNET2_STRETCH_FLOOR:g} grey levels); patch mode only"),
+        description="Xnet-II with every window stretched to its own contrast; patch mode "
+                    "only"),
 }
 
 

@@ -321,7 +321,7 @@ def export_model(model: str | os.PathLike[str] | None, out: str | os.PathLike[st
         if stride not in (None, 1):
             raise InputError(f"--stride {stride}: a segmenter scores every pixel (stride 1)")
         det = Detector.load(path, device="cpu")
-    elif arch.get("stretch"):  # windows stretched one by one: no dense graph
+    elif isinstance(arch, dict) and arch.get("stretch"):  # stretched windows: no dense graph
         if stride is not None:
             raise InputError(f"--stride {stride}: {arch.get('name')} stretches each window "
                              "to its own contrast, so it has no dense graph to stride")

@@ -39,13 +39,17 @@ def register(sub: Any) -> None:
                 "Export a model for ONNX Runtime: for a patch classifier OUT (the dense "
                 "score-map network at the card's stride, dynamic height and width) and OUT "
                 "less .onnx plus .patch.onnx (the 32x32 patch classifier, dynamic batch); "
+                "for a patch classifier that stretches each window to its own contrast "
+                "(xnet2-stretch) OUT is the patch classifier alone (detect runs such a model "
+                "from its .safetensors in patch mode); "
                 "for a segmenter OUT (the per-pixel probability graph, dynamic height and "
                 "width); each with the model card embedded as metadata (docs/detection.md, "
                 "'ONNX').")
     e.add_argument("--model", default=None, help=MODEL_HELP)
     e.add_argument("--format", choices=("onnx",), default="onnx", help="the format")
     e.add_argument("--out", type=Path, required=True, metavar="FILE.onnx",
-                   help="the dense graph's file")
+                   help="the dense graph's file (a stretched patch classifier: its patch "
+                        "graph's)")
     add_output(e)
     e.add_argument("--stride", type=int_in(1, 64), default=None,
                    help="the dense graph's stride (default: the card's)")
